@@ -1,0 +1,179 @@
+//! Turning the parsed command line and the `MEMORUN_*` environment into
+//! memorun's own [`Config`].
+//!
+//! Everything here is validation and defaulting; nothing touches the store
+//! or the command. A bad value is a usage error (exit 125) that names it.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use crate::cli::RunArgs;
+use crate::ui::Verbosity;
+
+/// A `--env` pattern.
+#[derive(Debug, Clone)]
+pub enum EnvPattern {
+    /// An exact variable name: set, empty and unset are all key states.
+    Exact(String),
+    /// A glob over variable names, such as `AWS_*`.
+    Glob(glob::Pattern),
+}
+
+impl EnvPattern {
+    /// Parse a `--env` argument.
+    pub fn parse(s: &str) -> Result<EnvPattern> {
+        if s.is_empty() {
+            bail!("--env needs a variable name or pattern, got an empty string");
+        }
+        if s.contains('=') || s.contains('\0') {
+            bail!("--env '{s}' is not a variable name or pattern");
+        }
+        if !s.contains(['*', '?', '[']) {
+            return Ok(EnvPattern::Exact(s.to_string()));
+        }
+        match glob::Pattern::new(s) {
+            Ok(p) => Ok(EnvPattern::Glob(p)),
+            Err(e) => bail!("--env '{s}' is not a valid pattern: {e}"),
+        }
+    }
+}
+
+/// Where the store is, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheLocation {
+    /// Use the store in this directory.
+    Dir(PathBuf),
+    /// `--no-cache` or `MEMORUN_DISABLE`: run plainly, say nothing.
+    Disabled,
+    /// No directory could be determined: run plainly, with this warning.
+    Unavailable(String),
+}
+
+/// Everything memorun needs to know to run or replay one command.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The command and its arguments; never empty.
+    pub command: Vec<OsString>,
+    /// `--env` patterns, in the order given.
+    pub env: Vec<EnvPattern>,
+    /// Hash arguments that name regular files.
+    pub auto_inputs: bool,
+    /// Put the working directory into the key.
+    pub include_cwd: bool,
+    /// Record non-zero exits too.
+    pub cache_failures: bool,
+    /// Run even on a hit.
+    pub force: bool,
+    /// The store.
+    pub cache: CacheLocation,
+    /// How much to say.
+    pub verbosity: Verbosity,
+}
+
+/// Whether an environment flag like `MEMORUN_DISABLE` is switched on.
+fn flag_is_on(value: Option<&OsStr>) -> bool {
+    match value.and_then(OsStr::to_str) {
+        None => value.is_some_and(|v| !v.is_empty()),
+        Some(v) => !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        ),
+    }
+}
+
+impl Config {
+    /// Build the config from run options and an environment lookup.
+    pub fn new(args: RunArgs, env: impl Fn(&str) -> Option<OsString>) -> Result<Config> {
+        if args.command.is_empty() {
+            bail!("no command given (usage: memorun [OPTIONS] -- COMMAND [ARG]...)");
+        }
+        if args.command[0].is_empty() {
+            bail!("the command name is empty");
+        }
+        let env_patterns = args
+            .env
+            .iter()
+            .map(|s| EnvPattern::parse(s))
+            .collect::<Result<Vec<_>>>()?;
+        let cache = if args.no_cache || flag_is_on(env("MEMORUN_DISABLE").as_deref()) {
+            CacheLocation::Disabled
+        } else if let Some(dir) = args.cache_dir.filter(|d| !d.as_os_str().is_empty()) {
+            CacheLocation::Dir(dir)
+        } else if let Some(dir) = dirs::cache_dir() {
+            CacheLocation::Dir(dir.join("memorun"))
+        } else {
+            CacheLocation::Unavailable(
+                "no cache directory (set MEMORUN_DIR, XDG_CACHE_HOME or HOME); running uncached"
+                    .into(),
+            )
+        };
+        let verbosity = if args.quiet {
+            Verbosity::Quiet
+        } else if args.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        Ok(Config {
+            command: args.command,
+            env: env_patterns,
+            auto_inputs: !args.no_auto_inputs,
+            include_cwd: !args.no_cwd,
+            cache_failures: args.cache_failures,
+            force: args.force,
+            cache,
+            verbosity,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
+        let cli = Cli::try_parse_from(std::iter::once("memorun").chain(args.iter().copied())).unwrap();
+        let env: Vec<(String, OsString)> = env.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+        Config::new(cli.run, move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&["--cache-dir", "/c", "--", "true"], &[]).unwrap();
+        assert!(c.auto_inputs && c.include_cwd && !c.force && !c.cache_failures);
+        assert_eq!(c.cache, CacheLocation::Dir("/c".into()));
+        assert_eq!(c.verbosity, Verbosity::Normal);
+    }
+
+    #[test]
+    fn disable_switches() {
+        let c = config(&["--no-cache", "--", "true"], &[]).unwrap();
+        assert_eq!(c.cache, CacheLocation::Disabled);
+        let c = config(&["--", "true"], &[("MEMORUN_DISABLE", "1")]).unwrap();
+        assert_eq!(c.cache, CacheLocation::Disabled);
+        let c = config(&["--cache-dir", "/c", "--", "true"], &[("MEMORUN_DISABLE", "0")]).unwrap();
+        assert_eq!(c.cache, CacheLocation::Dir("/c".into()));
+    }
+
+    #[test]
+    fn usage_errors_name_the_culprit() {
+        let e = config(&[], &[]).unwrap_err();
+        assert!(e.to_string().contains("no command given"));
+        let e = config(&["-e", "A=B", "--", "true"], &[]).unwrap_err();
+        assert!(e.to_string().contains("'A=B'"));
+        let e = config(&["-e", "[", "--", "true"], &[]).unwrap_err();
+        assert!(e.to_string().contains("not a valid pattern"));
+    }
+
+    #[test]
+    fn env_patterns() {
+        assert!(matches!(EnvPattern::parse("HOME").unwrap(), EnvPattern::Exact(n) if n == "HOME"));
+        assert!(matches!(EnvPattern::parse("AWS_*").unwrap(), EnvPattern::Glob(_)));
+    }
+}

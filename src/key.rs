@@ -1,0 +1,385 @@
+//! The cache key: an unambiguous, versioned encoding of everything that can
+//! change a command's result, hashed with BLAKE3.
+//!
+//! A key is built from [`Component`]s. Each component has its own digest,
+//! computed over a length-prefixed encoding of its kind, its name and its
+//! content, so that no two different component lists can encode to the same
+//! bytes. The key is then the digest of [`KEY_VERSION`] followed by the
+//! component digests in order. Keeping the per-component digests beside an
+//! entry lets `memorun why` say exactly which component changed.
+//!
+//! Invariant: if you change how any component is encoded, or what goes into
+//! one, bump [`KEY_VERSION`]. The golden test at the bottom of this file fails
+//! when the encoding changes without a bump.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the key encoding. If you change any of the inputs to the hash,
+/// or how they are encoded, change this.
+pub const KEY_VERSION: u32 = 1;
+
+/// Domain separation for the final key digest.
+const KEY_CONTEXT: &[u8] = b"memorun key";
+
+/// A 32-byte BLAKE3 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest as 64 lowercase hex characters.
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// The first 12 hex characters, for display.
+    pub fn short(&self) -> String {
+        self.to_hex()[..12].to_string()
+    }
+
+    /// Parse 64 hex characters.
+    pub fn from_hex(s: &str) -> Option<Digest> {
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Digest(out))
+    }
+
+    /// Build a digest from a slice that must be 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Digest> {
+        Some(Digest(bytes.try_into().ok()?))
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Digest {
+        Digest(*h.as_bytes())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid digest"))
+    }
+}
+
+/// What a key component describes. The tag values are part of the encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The command line, as raw bytes.
+    Argv,
+    /// The working directory.
+    Cwd,
+    /// One environment variable chosen with `--env`.
+    Env,
+    /// The set of variable names a `--env` glob matched.
+    EnvPattern,
+    /// The content of an input file.
+    Input,
+}
+
+impl Kind {
+    fn tag(self) -> u8 {
+        match self {
+            Kind::Argv => 1,
+            Kind::Cwd => 2,
+            Kind::Env => 3,
+            Kind::EnvPattern => 4,
+            Kind::Input => 5,
+        }
+    }
+}
+
+/// The state of a component that may be missing, so that "unset", "empty" and
+/// "absent" are different keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// The thing is there (a set variable, an existing file).
+    Present,
+    /// The thing is not there (an unset variable, a missing file).
+    Absent,
+}
+
+impl State {
+    fn tag(self) -> u8 {
+        match self {
+            State::Present => 1,
+            State::Absent => 0,
+        }
+    }
+}
+
+/// One part of the key, with its own digest.
+///
+/// `name` is for display and for matching components across runs in
+/// `memorun why`; the raw bytes of the name are in the digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    /// What this component describes.
+    pub kind: Kind,
+    /// A display name: the variable name, the input path (lossy UTF-8).
+    pub name: String,
+    /// Present or absent.
+    pub state: State,
+    /// Digest over kind, raw name, state and content.
+    pub digest: Digest,
+}
+
+/// Length-prefixed encoder feeding a BLAKE3 hasher.
+struct Encoder(blake3::Hasher);
+
+impl Encoder {
+    fn new(kind: Kind, raw_name: &[u8], state: State) -> Encoder {
+        let mut e = Encoder(blake3::Hasher::new());
+        e.0.update(&[kind.tag(), state.tag()]);
+        e.bytes(raw_name);
+        e
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.0.update(&n.to_le_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.0.update(b);
+    }
+
+    fn finish(self) -> Digest {
+        self.0.finalize().into()
+    }
+}
+
+impl Component {
+    /// The argv component: the count of arguments, then each argument's
+    /// length and raw bytes, so `"a b"` differs from `a` `b`.
+    pub fn argv<A: AsRef<[u8]>>(args: &[A]) -> Component {
+        let mut e = Encoder::new(Kind::Argv, b"", State::Present);
+        e.u64(args.len() as u64);
+        for a in args {
+            e.bytes(a.as_ref());
+        }
+        Component {
+            kind: Kind::Argv,
+            name: String::new(),
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// The working directory component.
+    pub fn cwd(path: &[u8]) -> Component {
+        let mut e = Encoder::new(Kind::Cwd, b"", State::Present);
+        e.bytes(path);
+        Component {
+            kind: Kind::Cwd,
+            name: String::from_utf8_lossy(path).into_owned(),
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// One environment variable. `value_digest` is a keyed digest of the
+    /// value (never the value itself), or `None` when the variable is unset.
+    pub fn env(name: &[u8], value_digest: Option<Digest>) -> Component {
+        Component::with_content(Kind::Env, name, value_digest)
+    }
+
+    /// The sorted set of variable names a glob pattern matched.
+    pub fn env_pattern(pattern: &str, names: &[Vec<u8>]) -> Component {
+        let mut e = Encoder::new(Kind::EnvPattern, pattern.as_bytes(), State::Present);
+        e.u64(names.len() as u64);
+        for n in names {
+            e.bytes(n);
+        }
+        Component {
+            kind: Kind::EnvPattern,
+            name: pattern.to_string(),
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// An input file by path: its content digest, or `None` when absent.
+    pub fn input(path: &[u8], content: Option<Digest>) -> Component {
+        Component::with_content(Kind::Input, path, content)
+    }
+
+    fn with_content(kind: Kind, raw_name: &[u8], content: Option<Digest>) -> Component {
+        let state = if content.is_some() {
+            State::Present
+        } else {
+            State::Absent
+        };
+        let mut e = Encoder::new(kind, raw_name, state);
+        if let Some(d) = content {
+            e.bytes(&d.0);
+        }
+        Component {
+            kind,
+            name: String::from_utf8_lossy(raw_name).into_owned(),
+            state,
+            digest: e.finish(),
+        }
+    }
+}
+
+/// A finished key: the digest and the components it was built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key {
+    /// The key digest that names the entry.
+    pub digest: Digest,
+    /// Identifies "the same command" (argv only) across different inputs.
+    pub command: Digest,
+    /// The components, in key order.
+    pub components: Vec<Component>,
+}
+
+impl Key {
+    /// Compute the key over `components`, which must start with the argv
+    /// component.
+    pub fn new(components: Vec<Component>) -> Key {
+        let mut h = blake3::Hasher::new();
+        h.update(KEY_CONTEXT);
+        h.update(&KEY_VERSION.to_le_bytes());
+        h.update(&(components.len() as u64).to_le_bytes());
+        for c in &components {
+            h.update(&[c.kind.tag()]);
+            h.update(&c.digest.0);
+        }
+        let command = components
+            .iter()
+            .find(|c| c.kind == Kind::Argv)
+            .map(|c| c.digest)
+            .unwrap_or(Digest([0; 32]));
+        Key {
+            digest: h.finalize().into(),
+            command,
+            components,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(components: Vec<Component>) -> Digest {
+        Key::new(components).digest
+    }
+
+    #[test]
+    fn argv_boundaries_matter() {
+        assert_ne!(
+            Component::argv(&["a b"]).digest,
+            Component::argv(&["a", "b"]).digest
+        );
+        assert_ne!(
+            Component::argv(&["ab", "c"]).digest,
+            Component::argv(&["a", "bc"]).digest
+        );
+        assert_ne!(
+            Component::argv(&[""]).digest,
+            Component::argv::<&str>(&[]).digest
+        );
+    }
+
+    #[test]
+    fn argv_is_raw_bytes() {
+        let a: &[&[u8]] = &[b"echo", b"\xff\xfe"];
+        let b: &[&[u8]] = &[b"echo", b"\xef\xbf\xbd\xef\xbf\xbd"];
+        assert_ne!(Component::argv(a).digest, Component::argv(b).digest);
+    }
+
+    #[test]
+    fn env_unset_empty_and_set_differ() {
+        let empty = Digest(*blake3::hash(b"").as_bytes());
+        let x = Digest(*blake3::hash(b"x").as_bytes());
+        let unset = Component::env(b"V", None);
+        let set_empty = Component::env(b"V", Some(empty));
+        let set_x = Component::env(b"V", Some(x));
+        assert_ne!(unset.digest, set_empty.digest);
+        assert_ne!(set_empty.digest, set_x.digest);
+        assert_eq!(unset.state, State::Absent);
+        assert_ne!(
+            Component::env(b"V", None).digest,
+            Component::env(b"W", None).digest
+        );
+    }
+
+    #[test]
+    fn kinds_do_not_collide() {
+        let d = Digest([7; 32]);
+        assert_ne!(
+            Component::env(b"x", Some(d)).digest,
+            Component::input(b"x", Some(d)).digest
+        );
+        let argv = Component::argv(&["true"]);
+        assert_ne!(
+            key(vec![argv.clone(), Component::cwd(b"/a")]),
+            key(vec![argv.clone(), Component::cwd(b"/b")])
+        );
+        assert_ne!(
+            key(vec![argv.clone()]),
+            key(vec![argv, Component::cwd(b"/")])
+        );
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let d = Digest(*blake3::hash(b"abc").as_bytes());
+        assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
+        assert_eq!(Digest::from_hex("zz"), None);
+        assert_eq!(d.short().len(), 12);
+    }
+
+    /// Fails when the encoding changes. If you changed it on purpose, bump
+    /// `KEY_VERSION` and update the expected digest.
+    #[test]
+    fn golden_key_digest() {
+        assert_eq!(KEY_VERSION, 1, "update the golden digest with the version");
+        let k = Key::new(vec![
+            Component::argv(&["cc", "-o", "out.o", "in.c"]),
+            Component::cwd(b"/src/project"),
+            Component::env(b"CC", Some(Digest([1; 32]))),
+            Component::env(b"CFLAGS", None),
+            Component::env_pattern("AWS_*", &[b"AWS_REGION".to_vec()]),
+            Component::input(b"in.c", Some(Digest([2; 32]))),
+        ]);
+        assert_eq!(
+            k.digest.to_hex(),
+            "8a4012e857c8bd03557157f38cd08c071d11774a03aff51b45ed59647c93f975",
+            "key encoding changed: bump KEY_VERSION and update this digest"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! memorun: a memoizing command runner.
+//!
+//! `memorun -- cmd args` builds a key from the command line, the working
+//! directory, chosen env vars and the content of input files, then either
+//! replays the recorded stdout, stderr and exit code byte for byte from an
+//! embedded SQLite store, or runs the command, streaming its output live,
+//! and records the result.
+//!
+//! Modules, in the order data flows through them:
+//!
+//! - [`cli`]: the clap definitions, nothing else.
+//! - [`config`]: command line and `MEMORUN_*` variables → [`config::Config`].
+//! - [`resolve`]: config + environment + files → a [`key::Key`].
+//! - [`key`]: the versioned, unambiguous key encoding.
+//! - [`inputs`], [`hashing`]: which arguments are input files; their digests.
+//! - [`store`]: the storage interface and its SQLite + blob implementation.
+//! - [`replay`]: a hit, written back byte for byte in the recorded order.
+//! - [`run`]: a miss, spawned, streamed live and recorded via [`transcript`].
+//! - [`memoize`]: the flow that ties them together and picks the exit code.
+//! - [`output`], [`ui`], [`exit_codes`]: how memorun writes and speaks.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod exit_codes;
+pub mod hashing;
+pub mod inputs;
+pub mod key;
+pub mod memoize;
+pub mod output;
+pub mod replay;
+pub mod resolve;
+pub mod run;
+pub mod store;
+pub mod transcript;
+pub mod ui;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::run::SpawnError;
+use crate::ui::Ui;
+
+/// Run memorun with these arguments (including the program name) and return
+/// the process exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let config = match Config::new(cli.run, |name| std::env::var_os(name)) {
+        Ok(c) => c,
+        Err(e) => {
+            ui::error(format_args!("{e:#}"));
+            return exit_codes::MEMORUN_ERROR;
+        }
+    };
+    let ui = Ui::new(config.verbosity);
+    match memoize::memoize(&config, &ui) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(spawn) = e.downcast_ref::<SpawnError>() {
+                ui::error(spawn);
+                return spawn.exit_code();
+            }
+            ui::error(format_args!("{e:#}"));
+            exit_codes::MEMORUN_ERROR
+        }
+    }
+}
+
+/// Report a clap error: help and version go to stdout with status 0; a
+/// real usage error is one `memorun:` line with status 125.
+fn usage_error(e: &clap::Error) -> i32 {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            exit_codes::MEMORUN_ERROR
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            ui::error(format_args!("{first} (see 'memorun --help')"));
+            exit_codes::MEMORUN_ERROR
+        }
+    }
+}

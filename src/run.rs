@@ -1,0 +1,288 @@
+//! Running the command: spawn it, stream its output live, and record it.
+//!
+//! On a miss the command's stdout and stderr are pipes that one `poll(2)`
+//! loop drains. Each chunk is written to memorun's own stdout or stderr as
+//! soon as it arrives (no line buffering, no added delay) and handed to the
+//! [`Recorder`], which keeps the order of the chunks. Nothing holds a whole
+//! output in memory.
+//!
+//! Signals: SIGTERM and SIGHUP sent to memorun are forwarded to the command.
+//! SIGINT and SIGQUIT from the terminal already reach the command (it is in
+//! our process group), so memorun only outlives them to report the
+//! command's fate: a command killed by signal N makes memorun exit 128+N,
+//! and such a run is never recorded.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use crate::exit_codes;
+use crate::output::{self, Fd};
+use crate::transcript::{Recorder, Recording, Stream};
+
+/// Size of the pipes between the command and memorun, when the kernel allows.
+const PIPE_SIZE: libc::c_int = 1024 * 1024;
+/// Read buffer for the command's output.
+const READ_BUF: usize = 256 * 1024;
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+}
+
+impl Status {
+    fn from_exit(status: ExitStatus) -> Status {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Status::Exited(code),
+            (None, Some(sig)) => Status::Signaled(sig),
+            (None, None) => Status::Exited(exit_codes::MEMORUN_ERROR),
+        }
+    }
+
+    /// The exit code memorun should end with.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Status::Exited(code) => code,
+            Status::Signaled(sig) => exit_codes::for_signal(sig),
+        }
+    }
+}
+
+/// The command could not be started.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// The program as given.
+    pub program: String,
+    /// Why.
+    pub error: io::Error,
+}
+
+impl SpawnError {
+    /// 127 when the program was not found, 126 when it could not be run.
+    pub fn exit_code(&self) -> i32 {
+        if self.error.kind() == io::ErrorKind::NotFound {
+            exit_codes::NOT_FOUND
+        } else {
+            exit_codes::CANNOT_EXECUTE
+        }
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.error.kind() == io::ErrorKind::NotFound {
+            write!(f, "command not found: '{}'", self.program)
+        } else {
+            write!(f, "cannot execute '{}': {}", self.program, crate::ui::io_reason(&self.error))
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// What happened during a captured run.
+pub struct Outcome {
+    /// How the command ended.
+    pub status: Status,
+    /// Wall time from spawn to exit.
+    pub duration: Duration,
+    /// The recorded streams, unless recording was off or failed.
+    pub recording: Option<Recording>,
+    /// Why recording failed part-way (for instance a full disk).
+    pub record_error: Option<io::Error>,
+    /// Some output could not be delivered (the reader went away, or writing
+    /// failed), so the result must not be recorded.
+    pub delivery_failed: bool,
+}
+
+/// The command's pid while it runs, for the signal handlers. 0 when none.
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Install the signal handlers once per process.
+fn install_signal_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: the handler only loads an atomic and calls kill(2),
+            // both async-signal-safe.
+            let _ = unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    let pid = CHILD_PID.load(Ordering::SeqCst);
+                    if pid > 0 {
+                        libc::kill(pid, sig);
+                    }
+                })
+            };
+        }
+        for sig in [libc::SIGINT, libc::SIGQUIT] {
+            // SAFETY: an empty handler. Unlike SIG_IGN, a handler is reset to
+            // the default action in the command at exec.
+            let _ = unsafe { signal_hook::low_level::register(sig, || {}) };
+        }
+    });
+}
+
+fn command(argv: &[OsString]) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+fn spawn(mut cmd: Command, argv: &[OsString]) -> Result<Child, SpawnError> {
+    install_signal_handlers();
+    let child = cmd.spawn().map_err(|error| SpawnError {
+        program: argv[0].to_string_lossy().into_owned(),
+        error,
+    })?;
+    CHILD_PID.store(child.id() as i32, Ordering::SeqCst);
+    Ok(child)
+}
+
+fn wait(child: &mut Child) -> io::Result<Status> {
+    let status = loop {
+        match child.wait() {
+            Ok(s) => break s,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    CHILD_PID.store(0, Ordering::SeqCst);
+    Ok(Status::from_exit(status))
+}
+
+/// Run the command with memorun's own stdio: no capture, no recording.
+pub fn run_plain(argv: &[OsString]) -> Result<Status, SpawnError> {
+    let mut child = spawn(command(argv), argv)?;
+    wait(&mut child).map_err(|error| SpawnError {
+        program: argv[0].to_string_lossy().into_owned(),
+        error,
+    })
+}
+
+/// One of the command's output pipes, as seen from memorun.
+struct Pipe {
+    fd: Option<OwnedFd>,
+    stream: Stream,
+    to: Fd,
+    /// Our own stdout or stderr failed: drain, but do not forward.
+    forwarding: bool,
+}
+
+/// Run the command with its output captured: stream it live and, when a
+/// recorder is given, record it.
+pub fn run_captured(argv: &[OsString], mut recorder: Option<Recorder>) -> Result<Outcome, SpawnError> {
+    let mut cmd = command(argv);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = spawn(cmd, argv)?;
+    let out: OwnedFd = child.stdout.take().expect("piped stdout").into();
+    let err: OwnedFd = child.stderr.take().expect("piped stderr").into();
+    let mut pipes = [
+        Pipe { fd: Some(out), stream: Stream::Stdout, to: output::STDOUT, forwarding: true },
+        Pipe { fd: Some(err), stream: Stream::Stderr, to: output::STDERR, forwarding: true },
+    ];
+    for p in &pipes {
+        if let Some(fd) = &p.fd {
+            // SAFETY: fcntl on an open descriptor; failure is harmless.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        }
+    }
+    let mut buf = vec![0u8; READ_BUF];
+    let mut record_error = None;
+    let mut delivery_failed = false;
+
+    while pipes.iter().any(|p| p.fd.is_some()) {
+        let mut pfds: Vec<libc::pollfd> = pipes
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `pfds` is a valid array of pollfd; negative fds are ignored.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // poll cannot fail this way with valid arguments; stop capturing
+            // rather than spin, and let the command finish on its own.
+            delivery_failed = true;
+            break;
+        }
+        for (p, pfd) in pipes.iter_mut().zip(&pfds) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let Some(fd) = &p.fd else { continue };
+            // SAFETY: `buf` is a valid, writable buffer; `fd` is open.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) {
+                    continue;
+                }
+                p.fd = None;
+                delivery_failed = true;
+                continue;
+            }
+            if n == 0 {
+                p.fd = None;
+                continue;
+            }
+            let chunk = &buf[..n as usize];
+            if p.forwarding {
+                if let Err(e) = p.to.write_all(chunk) {
+                    p.forwarding = false;
+                    delivery_failed = true;
+                    if output::is_broken_pipe(&e) {
+                        // Our reader went away: close the command's pipe so
+                        // that it sees the broken pipe too, as it would have
+                        // without memorun in between.
+                        p.fd = None;
+                        continue;
+                    }
+                }
+            }
+            if let Some(rec) = &mut recorder {
+                if let Err(e) = rec.chunk(p.stream, chunk) {
+                    recorder = None;
+                    record_error = Some(e);
+                }
+            }
+        }
+    }
+    drop(pipes);
+
+    let status = wait(&mut child).map_err(|error| SpawnError {
+        program: argv[0].to_string_lossy().into_owned(),
+        error,
+    })?;
+    let duration = start.elapsed();
+    let recording = match recorder.map(Recorder::finish).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            record_error = Some(e);
+            None
+        }
+    };
+    Ok(Outcome {
+        status,
+        duration,
+        recording,
+        record_error,
+        delivery_failed,
+    })
+}

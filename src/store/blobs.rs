@@ -1,0 +1,257 @@
+//! Output streams on their way to and from storage.
+//!
+//! A [`Spool`] takes a stream's bytes as they arrive. Up to [`INLINE_MAX`]
+//! bytes stay in memory and go inline into the database row; past that the
+//! spool moves to a temp file (exclusive-create, random name, 0600) so memory
+//! stays bounded whatever the output size. A finished large stream becomes a
+//! content-addressed blob `blobs/<2 hex>/<64 hex>`, renamed into place whole,
+//! so a blob path never names a partial file. Every blob is verified against
+//! its digest before any byte of it is replayed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::hashing;
+use crate::key::Digest;
+use crate::store::dir;
+
+/// Streams up to this size are stored inline in the database.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// A temp file that is removed on drop unless it was moved into place.
+#[derive(Debug)]
+pub struct TempFile {
+    path: Option<PathBuf>,
+}
+
+impl TempFile {
+    fn new(path: PathBuf) -> TempFile {
+        TempFile { path: Some(path) }
+    }
+
+    fn take(&mut self) -> Option<PathBuf> {
+        self.path.take()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// Accepts one output stream's bytes while a command runs.
+#[derive(Debug)]
+pub struct Spool {
+    tmp_dir: PathBuf,
+    hasher: blake3::Hasher,
+    len: u64,
+    mem: Vec<u8>,
+    file: Option<(io::BufWriter<File>, TempFile)>,
+}
+
+impl Spool {
+    /// A spool whose temp file, if it needs one, goes into `tmp_dir`.
+    pub fn new(tmp_dir: PathBuf) -> Spool {
+        Spool {
+            tmp_dir,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            mem: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// Append bytes.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        if let Some((w, _)) = &mut self.file {
+            return w.write_all(data);
+        }
+        if self.mem.len() + data.len() <= INLINE_MAX {
+            self.mem.extend_from_slice(data);
+            return Ok(());
+        }
+        let (f, path) = dir::create_temp(&self.tmp_dir, "spool")?;
+        let temp = TempFile::new(path);
+        let mut w = io::BufWriter::with_capacity(256 * 1024, f);
+        w.write_all(&self.mem)?;
+        w.write_all(data)?;
+        self.mem = Vec::new();
+        self.file = Some((w, temp));
+        Ok(())
+    }
+
+    /// Finish the stream: its length, digest and where its bytes are.
+    pub fn finish(self) -> io::Result<Spooled> {
+        let digest = self.hasher.finalize().into();
+        let data = match self.file {
+            None => SpooledData::Inline(self.mem),
+            Some((w, temp)) => {
+                let f = w.into_inner().map_err(|e| e.into_error())?;
+                drop(f);
+                SpooledData::Temp(temp)
+            }
+        };
+        Ok(Spooled {
+            len: self.len,
+            digest,
+            data,
+        })
+    }
+}
+
+/// A finished stream, not yet in the store.
+#[derive(Debug)]
+pub struct Spooled {
+    /// Length in bytes.
+    pub len: u64,
+    /// BLAKE3 digest of the content.
+    pub digest: Digest,
+    /// Where the bytes are.
+    pub data: SpooledData,
+}
+
+/// Where a finished stream's bytes are.
+#[derive(Debug)]
+pub enum SpooledData {
+    /// Small: in memory, to go inline into the row.
+    Inline(Vec<u8>),
+    /// Large: in a temp file, to become a blob.
+    Temp(TempFile),
+}
+
+/// The content-addressed blob files of one cache directory.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    root: PathBuf,
+}
+
+impl Blobs {
+    /// Blobs under `root` (the cache's `blobs` directory).
+    pub fn new(root: PathBuf) -> Blobs {
+        Blobs { root }
+    }
+
+    /// The path of the blob with this digest.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// Move a spooled temp file into place as the blob for `digest`. An
+    /// existing blob of the same name is replaced whole (atomically), which
+    /// also repairs a corrupt one.
+    pub fn install(&self, digest: &Digest, temp: &mut TempFile) -> io::Result<()> {
+        let target = self.path(digest);
+        let parent = target.parent().expect("blob path has a parent");
+        dir::ensure_subdir(&self.root).map_err(io::Error::other)?;
+        dir::ensure_subdir(parent).map_err(io::Error::other)?;
+        let Some(src) = temp.take() else {
+            return Err(io::Error::other("temp file already installed"));
+        };
+        let res = fs::rename(&src, &target);
+        if res.is_err() {
+            let _ = fs::remove_file(&src);
+        }
+        res
+    }
+
+    /// Open the blob for `digest`, check that it holds exactly `len` bytes
+    /// whose BLAKE3 digest is `digest`, and return it positioned at 0.
+    /// `Ok(None)` means the blob is missing, short, long or altered.
+    pub fn open_verified(&self, digest: &Digest, len: u64) -> io::Result<Option<File>> {
+        let path = self.path(digest);
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = f.metadata()?;
+        if !meta.is_file() || meta.size() != len {
+            return Ok(None);
+        }
+        let (actual, n) = hashing::hash_file(&mut f, len)?;
+        if n != len || actual != *digest {
+            return Ok(None);
+        }
+        f.rewind()?;
+        Ok(Some(f))
+    }
+
+    /// The root directory of the blobs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool_of(tmp: &Path, data: &[u8]) -> Spooled {
+        let mut s = Spool::new(tmp.to_path_buf());
+        for chunk in data.chunks(10_000) {
+            s.write(chunk).unwrap();
+        }
+        s.finish().unwrap()
+    }
+
+    #[test]
+    fn small_streams_stay_inline() {
+        let t = tempfile::tempdir().unwrap();
+        let sp = spool_of(t.path(), b"hello");
+        assert_eq!(sp.len, 5);
+        assert_eq!(sp.digest, Digest::from(blake3::hash(b"hello")));
+        assert!(matches!(sp.data, SpooledData::Inline(ref v) if v == b"hello"));
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn large_streams_become_verified_blobs() {
+        let t = tempfile::tempdir().unwrap();
+        let tmp = t.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let sp = spool_of(&tmp, &data);
+        assert_eq!(sp.len, data.len() as u64);
+        let SpooledData::Temp(mut temp) = sp.data else {
+            panic!("expected a temp file")
+        };
+        let blobs = Blobs::new(t.path().join("blobs"));
+        blobs.install(&sp.digest, &mut temp).unwrap();
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+        assert_eq!(fs::read(blobs.path(&sp.digest)).unwrap(), data);
+        assert!(blobs.open_verified(&sp.digest, sp.len).unwrap().is_some());
+        // A flipped byte, a short file and a missing file are all "corrupt".
+        let path = blobs.path(&sp.digest);
+        let mut bad = data.clone();
+        bad[1234] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        assert!(blobs.open_verified(&sp.digest, sp.len).unwrap().is_none());
+        fs::write(&path, &data[..1000]).unwrap();
+        assert!(blobs.open_verified(&sp.digest, sp.len).unwrap().is_none());
+        fs::remove_file(&path).unwrap();
+        assert!(blobs.open_verified(&sp.digest, sp.len).unwrap().is_none());
+    }
+
+    #[test]
+    fn dropped_spool_leaves_no_temp_file() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = Spool::new(t.path().to_path_buf());
+        s.write(&vec![0u8; INLINE_MAX + 1]).unwrap();
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1);
+        drop(s.finish().unwrap());
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+}

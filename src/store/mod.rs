@@ -1,0 +1,110 @@
+//! Storage of recorded runs behind a narrow interface.
+//!
+//! The run and replay paths only see the [`Store`] trait: look an entry up,
+//! open one of its streams (verified), spool a new stream, insert an entry,
+//! count a hit, remove an entry. The local implementation is SQLite plus
+//! content-addressed blob files ([`sqlite::SqliteStore`]); a remote tier or
+//! captured output files can slot in behind the same trait.
+
+pub mod blobs;
+pub mod dir;
+pub mod sqlite;
+
+use std::fs::File;
+use std::time::Duration;
+
+use anyhow::Result;
+
+pub use blobs::{Spool, Spooled};
+
+use crate::key::{Digest, Key};
+
+/// One recorded stream of an entry: stdout, stderr or the interleaving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredStream {
+    /// Length in bytes.
+    pub len: u64,
+    /// BLAKE3 digest of the content; names the blob when not inline.
+    pub digest: Digest,
+    /// The bytes, when small enough to live in the row.
+    pub inline: Option<Vec<u8>>,
+}
+
+/// A recorded run, as looked up.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The key digest.
+    pub key: Digest,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// How long the command ran.
+    pub duration: Duration,
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Recorded stdout.
+    pub stdout: StoredStream,
+    /// Recorded stderr.
+    pub stderr: StoredStream,
+    /// The interleaving of stdout and stderr (see `transcript`).
+    pub order: StoredStream,
+}
+
+/// The bytes of a stream, ready to replay.
+#[derive(Debug)]
+pub enum Source {
+    /// Inline bytes.
+    Bytes(Vec<u8>),
+    /// A verified blob file, positioned at 0.
+    File(File),
+}
+
+/// A finished run to record.
+#[derive(Debug)]
+pub struct NewEntry<'a> {
+    /// Its key, with the component digests.
+    pub key: &'a Key,
+    /// The command line for display (shell-quoted).
+    pub display: String,
+    /// The working directory, raw bytes.
+    pub cwd: Vec<u8>,
+    /// How long the command ran.
+    pub duration: Duration,
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Recorded stdout.
+    pub stdout: Spooled,
+    /// Recorded stderr.
+    pub stderr: Spooled,
+    /// The interleaving.
+    pub order: Spooled,
+}
+
+/// What the run and replay paths need from storage.
+pub trait Store {
+    /// The entry recorded under `key`, if any.
+    fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>>;
+
+    /// The bytes of `stream`, verified against its digest and length.
+    /// `Ok(None)` means the stream is missing or corrupt.
+    fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>>;
+
+    /// A new spool for one output stream of a run being recorded.
+    fn spool(&self) -> Spool;
+
+    /// Record a finished run, replacing any entry with the same key.
+    fn insert(&mut self, entry: NewEntry<'_>) -> Result<()>;
+
+    /// Count a replay of `key` and update its last-used time.
+    fn record_hit(&mut self, key: &Digest) -> Result<()>;
+
+    /// Forget the entry under `key` (for instance because it is corrupt).
+    fn remove(&mut self, key: &Digest) -> Result<()>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

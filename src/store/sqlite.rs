@@ -1,0 +1,358 @@
+//! The local store: an SQLite database (bundled SQLite, WAL) plus blob files.
+//!
+//! Layout of a cache directory:
+//!
+//! ```text
+//! memorun.db (+ -wal, -shm)   entries, one row per key
+//! secret                      32 random bytes keying env and stdin digests
+//! blobs/ab/abcdef...          large streams, named by their BLAKE3 digest
+//! tmp/                        spools and other temp files in flight
+//! ```
+//!
+//! Invariants: every write runs in a `BEGIN IMMEDIATE` transaction; a row is
+//! inserted only after all of its blobs are in place, so no row points at a
+//! partial blob; the schema version is `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::blobs::{Blobs, Spool, Spooled, SpooledData};
+use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
+use crate::key::Digest;
+
+/// Version of the database schema, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another process's lock before giving up
+/// (and the call runs uncached).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCHEMA: &str = "
+CREATE TABLE entries (
+    key         BLOB PRIMARY KEY,
+    command     BLOB NOT NULL,
+    display     TEXT NOT NULL,
+    cwd         BLOB NOT NULL,
+    components  TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    last_used   INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    exit_code   INTEGER NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    out_len     INTEGER NOT NULL,
+    out_digest  BLOB NOT NULL,
+    out_inline  BLOB,
+    err_len     INTEGER NOT NULL,
+    err_digest  BLOB NOT NULL,
+    err_inline  BLOB,
+    ord_len     INTEGER NOT NULL,
+    ord_digest  BLOB NOT NULL,
+    ord_inline  BLOB
+) WITHOUT ROWID;
+CREATE INDEX entries_by_command ON entries (command, created);
+CREATE INDEX entries_by_last_used ON entries (last_used);
+";
+
+/// A cache directory opened for use.
+pub struct SqliteStore {
+    conn: Connection,
+    blobs: Blobs,
+    tmp_dir: PathBuf,
+    secret: [u8; 32],
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the store in `dir`. Any problem, from a
+    /// foreign-owned directory to a file that is not a database, is an error
+    /// the caller turns into "run uncached".
+    pub fn open(cache_dir: &Path) -> Result<SqliteStore> {
+        dir::prepare(cache_dir)?;
+        let tmp_dir = cache_dir.join("tmp");
+        dir::ensure_subdir(&tmp_dir)?;
+        let secret = dir::load_or_create_secret(cache_dir, &tmp_dir)?;
+        let db_path = cache_dir.join("memorun.db");
+        // Create the file 0600 ourselves: SQLite would use 0644 & ~umask, and
+        // it gives the -wal and -shm files the main file's mode.
+        dir::create_private_file(&db_path)
+            .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+        let conn = Connection::open_with_flags(
+            &db_path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+        let store = SqliteStore {
+            conn,
+            blobs: Blobs::new(cache_dir.join("blobs")),
+            tmp_dir,
+            secret,
+        };
+        store
+            .init()
+            .with_context(|| format!("cannot use '{}'", db_path.display()))?;
+        Ok(store)
+    }
+
+    /// An in-memory store for unit tests, with blobs under `dir`.
+    #[cfg(test)]
+    pub fn in_memory(dir: &Path) -> Result<SqliteStore> {
+        let store = SqliteStore {
+            conn: Connection::open_in_memory()?,
+            blobs: Blobs::new(dir.join("blobs")),
+            tmp_dir: dir.to_path_buf(),
+            secret: [9; 32],
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// The per-cache secret for keyed digests.
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    fn init(&self) -> Result<()> {
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // The first statement is where "file is not a database" shows up.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            let mode: String = self
+                .conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+                bail!("cannot switch the database to WAL mode (got '{mode}')");
+            }
+        }
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if version > SCHEMA_VERSION {
+            bail!("the store has schema version {version}, newer than this memorun ({SCHEMA_VERSION})");
+        }
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        // Re-check under the write lock: another process may have won.
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 0 {
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        } else if version != SCHEMA_VERSION {
+            bail!("the store has an unknown schema version {version}");
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Turn a spooled stream into its column values, installing its blob.
+    fn put_stream(&self, s: Spooled) -> Result<(i64, Vec<u8>, Option<Vec<u8>>)> {
+        let inline = match s.data {
+            SpooledData::Inline(bytes) => Some(bytes),
+            SpooledData::Temp(mut temp) => {
+                self.blobs
+                    .install(&s.digest, &mut temp)
+                    .with_context(|| format!("cannot store an output blob in '{}'", self.blobs.root().display()))?;
+                None
+            }
+        };
+        Ok((s.len as i64, s.digest.0.to_vec(), inline))
+    }
+}
+
+fn stream_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {
+    let len: i64 = row.get(first)?;
+    let digest: Vec<u8> = row.get(first + 1)?;
+    let inline: Option<Vec<u8>> = row.get(first + 2)?;
+    let digest = Digest::from_slice(&digest).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            first + 1,
+            rusqlite::types::Type::Blob,
+            "digest is not 32 bytes".into(),
+        )
+    })?;
+    Ok(StoredStream {
+        len: len.max(0) as u64,
+        digest,
+        inline,
+    })
+}
+
+impl Store for SqliteStore {
+    fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT created, duration_ms, exit_code,
+                    out_len, out_digest, out_inline,
+                    err_len, err_digest, err_inline,
+                    ord_len, ord_digest, ord_inline
+             FROM entries WHERE key = ?1",
+        )?;
+        let entry = stmt
+            .query_row(params![&key.0[..]], |row| {
+                Ok(Entry {
+                    key: *key,
+                    created_ms: row.get(0)?,
+                    duration: Duration::from_millis(row.get::<_, i64>(1)?.max(0) as u64),
+                    exit_code: row.get(2)?,
+                    stdout: stream_from_row(row, 3)?,
+                    stderr: stream_from_row(row, 6)?,
+                    order: stream_from_row(row, 9)?,
+                })
+            })
+            .optional()?;
+        Ok(entry)
+    }
+
+    fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>> {
+        if let Some(bytes) = &stream.inline {
+            let ok = bytes.len() as u64 == stream.len
+                && Digest::from(blake3::hash(bytes)) == stream.digest;
+            return Ok(ok.then(|| Source::Bytes(bytes.clone())));
+        }
+        if stream.len == 0 {
+            return Ok(None);
+        }
+        let file = self
+            .blobs
+            .open_verified(&stream.digest, stream.len)
+            .with_context(|| format!("cannot read blob '{}'", self.blobs.path(&stream.digest).display()))?;
+        Ok(file.map(Source::File))
+    }
+
+    fn spool(&self) -> Spool {
+        Spool::new(self.tmp_dir.clone())
+    }
+
+    fn insert(&mut self, e: NewEntry<'_>) -> Result<()> {
+        let out = self.put_stream(e.stdout)?;
+        let err = self.put_stream(e.stderr)?;
+        let ord = self.put_stream(e.order)?;
+        let components = serde_json::to_string(&e.key.components)?;
+        let now = now_ms();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO entries
+               (key, command, display, cwd, components, created, last_used,
+                duration_ms, exit_code, hits,
+                out_len, out_digest, out_inline,
+                err_len, err_digest, err_inline,
+                ord_len, ord_digest, ord_inline)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        )?
+        .execute(params![
+            &e.key.digest.0[..],
+            &e.key.command.0[..],
+            e.display,
+            e.cwd,
+            components,
+            now,
+            e.duration.as_millis() as i64,
+            e.exit_code,
+            out.0,
+            out.1,
+            out.2,
+            err.0,
+            err.1,
+            err.2,
+            ord.0,
+            ord.1,
+            ord.2,
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record_hit(&mut self, key: &Digest) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2")?
+            .execute(params![now_ms(), &key.0[..]])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &Digest) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+            .execute(params![&key.0[..]])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{Component, Key};
+
+    fn spooled(store: &SqliteStore, data: &[u8]) -> Spooled {
+        let mut s = store.spool();
+        s.write(data).unwrap();
+        s.finish().unwrap()
+    }
+
+    #[test]
+    fn insert_lookup_hit_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let key = Key::new(vec![Component::argv(&["echo", "hi"])]);
+        assert!(store.lookup(&key.digest).unwrap().is_none());
+        let big = vec![7u8; 100_000];
+        let entry = NewEntry {
+            key: &key,
+            display: "echo hi".into(),
+            cwd: b"/".to_vec(),
+            duration: Duration::from_millis(1500),
+            exit_code: 3,
+            stdout: spooled(&store, b"hi\n"),
+            stderr: spooled(&store, &big),
+            order: spooled(&store, b""),
+        };
+        store.insert(entry).unwrap();
+        let e = store.lookup(&key.digest).unwrap().unwrap();
+        assert_eq!(e.exit_code, 3);
+        assert_eq!(e.duration, Duration::from_millis(1500));
+        assert_eq!(e.stdout.inline.as_deref(), Some(&b"hi\n"[..]));
+        assert!(e.stderr.inline.is_none());
+        assert_eq!(e.stderr.len, 100_000);
+        match store.open_stream(&e.stderr).unwrap() {
+            Some(Source::File(_)) => {}
+            other => panic!("expected a verified blob, got {other:?}"),
+        }
+        assert!(matches!(store.open_stream(&e.stdout).unwrap(), Some(Source::Bytes(b)) if b == b"hi\n"));
+        store.record_hit(&key.digest).unwrap();
+        let hits: i64 = store
+            .conn
+            .query_row("SELECT hits FROM entries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(hits, 1);
+        store.remove(&key.digest).unwrap();
+        assert!(store.lookup(&key.digest).unwrap().is_none());
+    }
+
+    #[test]
+    fn altered_inline_stream_is_not_replayed() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SqliteStore::in_memory(t.path()).unwrap();
+        let s = StoredStream {
+            len: 2,
+            digest: Digest::from(blake3::hash(b"ok")),
+            inline: Some(b"no".to_vec()),
+        };
+        assert!(store.open_stream(&s).unwrap().is_none());
+    }
+
+    #[test]
+    fn schema_version_is_set() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SqliteStore::in_memory(t.path()).unwrap();
+        let v: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+}

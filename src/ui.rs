@@ -1,0 +1,119 @@
+//! How memorun talks on stderr: the `memorun:` prefix, verbosity, warnings
+//! at most once per invocation, and human-readable durations.
+//!
+//! Without `-v`, a successful run or replay adds no byte of its own to the
+//! output, so a replay is indistinguishable from a run.
+
+use std::cell::Cell;
+use std::io;
+use std::time::Duration;
+
+use crate::output;
+
+/// How much memorun says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// `-q`: errors only.
+    Quiet,
+    /// Warnings and errors.
+    Normal,
+    /// A status line too.
+    Verbose,
+}
+
+/// memorun's voice on stderr.
+#[derive(Debug)]
+pub struct Ui {
+    verbosity: Verbosity,
+    warned: Cell<bool>,
+}
+
+impl Ui {
+    /// A UI at the given verbosity.
+    pub fn new(verbosity: Verbosity) -> Ui {
+        Ui {
+            verbosity,
+            warned: Cell::new(false),
+        }
+    }
+
+    /// Print `memorun: warning: {msg}`, once per invocation, unless quiet.
+    pub fn warn(&self, msg: impl std::fmt::Display) {
+        if self.verbosity == Verbosity::Quiet || self.warned.replace(true) {
+            return;
+        }
+        print_line(&format!("memorun: warning: {msg}"));
+    }
+
+    /// Print a `-v` status line.
+    pub fn status(&self, msg: impl std::fmt::Display) {
+        if self.verbosity == Verbosity::Verbose {
+            print_line(&format!("memorun: {msg}"));
+        }
+    }
+}
+
+/// Print `memorun: {msg}` on stderr, always.
+pub fn error(msg: impl std::fmt::Display) {
+    print_line(&format!("memorun: {msg}"));
+}
+
+fn print_line(line: &str) {
+    let mut s = String::with_capacity(line.len() + 1);
+    s.push_str(line);
+    s.push('\n');
+    // A failure to report is not worth failing the user's command over.
+    let _ = output::STDERR.write_all(s.as_bytes());
+}
+
+/// An I/O error's reason in lower case without the `(os error N)` suffix:
+/// "permission denied", "no such file or directory".
+pub fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => &s[..i],
+        None => &s,
+    };
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A duration for people: `350ms`, `41.2s`, `3m 12s`, `2h 5m`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms < 60_000 {
+        return format!("{:.1}s", d.as_secs_f64());
+    }
+    let secs = d.as_secs();
+    let rounded = if secs < 3600 {
+        Duration::from_secs(secs)
+    } else {
+        Duration::from_secs(secs / 60 * 60)
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(Duration::from_millis(350)), "350ms");
+        assert_eq!(human_duration(Duration::from_millis(41_230)), "41.2s");
+        assert_eq!(human_duration(Duration::from_secs(192)), "3m 12s");
+        assert_eq!(human_duration(Duration::from_secs(7530)), "2h 5m");
+    }
+
+    #[test]
+    fn io_reasons_are_short() {
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_reason(&e), "permission denied");
+    }
+}
