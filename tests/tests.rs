@@ -1,0 +1,10 @@
+//! End-to-end tests: the real memorun binary in a temp work directory with
+//! a temp cache. One test binary; one module per area.
+
+mod util;
+
+mod big_output;
+mod exit_status;
+mod fail_open;
+mod key;
+mod replay;

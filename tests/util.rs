@@ -1,0 +1,133 @@
+//! Test helpers: a temp work directory and cache, and the real memorun
+//! binary run inside them.
+//!
+//! Hits and misses are proven with a counter file that the command appends
+//! a line to each time it actually runs, never with timing.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Output};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+/// The memorun binary under test.
+pub fn memorun_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_memorun")
+}
+
+/// A temp work directory with its own cache directory.
+pub struct Dir {
+    tmp: TempDir,
+    /// The cache directory (`MEMORUN_DIR`), created on first use by memorun.
+    pub cache: PathBuf,
+}
+
+impl Dir {
+    /// A fresh work directory; the cache is `<work>/.cache/memorun`.
+    pub fn new() -> Dir {
+        let tmp = tempfile::Builder::new().prefix("memorun-test").tempdir().unwrap();
+        let cache = tmp.path().join(".cache").join("memorun");
+        Dir { tmp, cache }
+    }
+
+    /// The work directory.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A path inside the work directory.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Write a file in the work directory.
+    pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// memorun, run in the work directory against this cache, with an
+    /// environment free of memorun's own variables.
+    pub fn memorun(&self) -> Command {
+        let mut c = Command::new(memorun_bin());
+        self.prepare(c.current_dir(self.path()));
+        c
+    }
+
+    /// Like [`Dir::memorun`], as a plain `std::process::Command`.
+    pub fn memorun_std(&self) -> StdCommand {
+        let mut c = StdCommand::new(memorun_bin());
+        c.current_dir(self.path())
+            .env("MEMORUN_DIR", &self.cache)
+            .env_remove("MEMORUN_DISABLE")
+            .env_remove("CI");
+        c
+    }
+
+    fn prepare(&self, c: &mut Command) {
+        c.env("MEMORUN_DIR", &self.cache)
+            .env_remove("MEMORUN_DISABLE")
+            .env_remove("CI");
+    }
+
+    /// Run memorun with `args`, returning its output whatever the status.
+    pub fn run<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.memorun().args(args).output().unwrap()
+    }
+
+    /// The counter file's path.
+    pub fn counter_path(&self) -> PathBuf {
+        self.join("count")
+    }
+
+    /// How many times a counted command has actually run.
+    pub fn count(&self) -> usize {
+        fs::read_to_string(self.counter_path())
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// `sh -c SCRIPT` that first appends a line to the counter file.
+    pub fn counted(&self, script: &str) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo run >> '{}'; {script}", self.counter_path().display()),
+        ]
+    }
+
+    /// `memorun ARGS -- sh -c 'count; SCRIPT'`.
+    pub fn run_counted(&self, args: &[&str], script: &str) -> Output {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.push("--".into());
+        all.extend(self.counted(script));
+        self.run(all)
+    }
+}
+
+/// stdout as a string (lossy).
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as a string (lossy).
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The exit code, or a panic with the output when killed by a signal.
+pub fn code(o: &Output) -> i32 {
+    o.status
+        .code()
+        .unwrap_or_else(|| panic!("memorun was killed: {o:?}"))
+}
