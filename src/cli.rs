@@ -47,7 +47,12 @@ pub struct RunArgs {
     /// An unset variable and a variable set to the empty string are
     /// different keys. Only a keyed digest of each value is stored, never
     /// the value. Example: `memorun -e CC -e 'CFLAGS*' -- make`.
-    #[arg(short = 'e', long = "env", value_name = "PATTERN", help_heading = "Key")]
+    #[arg(
+        short = 'e',
+        long = "env",
+        value_name = "PATTERN",
+        help_heading = "Key"
+    )]
     pub env: Vec<String>,
 
     /// Do not hash arguments that name existing files
@@ -103,12 +108,7 @@ pub struct RunArgs {
     /// Defaults to $XDG_CACHE_HOME/memorun, else ~/.cache/memorun. The
     /// directory is created with mode 0700. Example:
     /// `memorun --cache-dir .memorun -- make`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "MEMORUN_DIR",
-        help_heading = "Store"
-    )]
+    #[arg(long, value_name = "DIR", env = "MEMORUN_DIR", help_heading = "Store")]
     pub cache_dir: Option<PathBuf>,
 
     /// The command to run, and its arguments

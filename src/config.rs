@@ -136,8 +136,10 @@ mod tests {
     use clap::Parser;
 
     fn config(args: &[&str], env: &[(&str, &str)]) -> Result<Config> {
-        let cli = Cli::try_parse_from(std::iter::once("memorun").chain(args.iter().copied())).unwrap();
-        let env: Vec<(String, OsString)> = env.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+        let cli =
+            Cli::try_parse_from(std::iter::once("memorun").chain(args.iter().copied())).unwrap();
+        let env: Vec<(String, OsString)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.into())).collect();
         Config::new(cli.run, move |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
@@ -157,7 +159,11 @@ mod tests {
         assert_eq!(c.cache, CacheLocation::Disabled);
         let c = config(&["--", "true"], &[("MEMORUN_DISABLE", "1")]).unwrap();
         assert_eq!(c.cache, CacheLocation::Disabled);
-        let c = config(&["--cache-dir", "/c", "--", "true"], &[("MEMORUN_DISABLE", "0")]).unwrap();
+        let c = config(
+            &["--cache-dir", "/c", "--", "true"],
+            &[("MEMORUN_DISABLE", "0")],
+        )
+        .unwrap();
         assert_eq!(c.cache, CacheLocation::Dir("/c".into()));
     }
 
@@ -174,6 +180,9 @@ mod tests {
     #[test]
     fn env_patterns() {
         assert!(matches!(EnvPattern::parse("HOME").unwrap(), EnvPattern::Exact(n) if n == "HOME"));
-        assert!(matches!(EnvPattern::parse("AWS_*").unwrap(), EnvPattern::Glob(_)));
+        assert!(matches!(
+            EnvPattern::parse("AWS_*").unwrap(),
+            EnvPattern::Glob(_)
+        ));
     }
 }

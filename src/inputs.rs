@@ -98,7 +98,13 @@ pub fn hash_if_regular(path: &OsStr) -> Result<Option<InputFile>> {
     let mut file = match open_nonblocking(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow!("cannot read input '{}': {}", culprit(), io_reason(&e))),
+        Err(e) => {
+            return Err(anyhow!(
+                "cannot read input '{}': {}",
+                culprit(),
+                io_reason(&e)
+            ));
+        }
     };
     let meta = file
         .metadata()
@@ -155,7 +161,10 @@ mod tests {
         let args = os(&["./build.sh", "x"]);
         assert_eq!(candidate_args(&args).count(), 2);
         let args = os(&["make", "x"]);
-        assert_eq!(candidate_args(&args).collect::<Vec<_>>(), vec![&OsString::from("x")]);
+        assert_eq!(
+            candidate_args(&args).collect::<Vec<_>>(),
+            vec![&OsString::from("x")]
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
             },
             Ok(None) => {}
             Err(e) => {
-                ui.warn(format_args!("cannot read the cache: {e:#}; running uncached"));
+                ui.warn(format_args!(
+                    "cannot read the cache: {e:#}; running uncached"
+                ));
                 return plain(config);
             }
         }
@@ -101,7 +103,10 @@ fn unrecordable(config: &Config, outcome: &run::Outcome) -> Option<String> {
         return Some("its output could not be delivered".into());
     }
     if let Some(e) = &outcome.record_error {
-        return Some(format!("cannot record its output: {}", crate::ui::io_reason(e)));
+        return Some(format!(
+            "cannot record its output: {}",
+            crate::ui::io_reason(e)
+        ));
     }
     None
 }

@@ -105,7 +105,14 @@ impl Fd {
 fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is a valid, writable slice.
-        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) };
+        let n = unsafe {
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
         if n >= 0 {
             return Ok(n as usize);
         }

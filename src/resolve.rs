@@ -75,12 +75,10 @@ fn env_components(
     if patterns.is_empty() {
         return Vec::new();
     }
-    let environment: BTreeMap<Vec<u8>, OsString> =
-        env.map(|(k, v)| (k.into_vec(), v)).collect();
+    let environment: BTreeMap<Vec<u8>, OsString> = env.map(|(k, v)| (k.into_vec(), v)).collect();
     let mut chosen: BTreeMap<Vec<u8>, Option<Digest>> = BTreeMap::new();
     let mut pattern_components = Vec::new();
-    let value_digest =
-        |v: &OsString| Digest::from(blake3::keyed_hash(secret, v.as_bytes()));
+    let value_digest = |v: &OsString| Digest::from(blake3::keyed_hash(secret, v.as_bytes()));
     for pattern in patterns {
         match pattern {
             EnvPattern::Exact(name) => {
@@ -154,7 +152,10 @@ mod tests {
         let env = env_of(&[("AX", "1"), ("AY", ""), ("B", "secret"), ("C", "x")]);
         let other = env_components(&patterns, &[2; 32], env.into_iter());
         assert_ne!(comps[2].digest, other[2].digest);
-        assert_eq!(comps[3].digest, other[3].digest, "unset has no value to key");
+        assert_eq!(
+            comps[3].digest, other[3].digest,
+            "unset has no value to key"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Once;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::exit_codes;
@@ -83,7 +83,12 @@ impl fmt::Display for SpawnError {
         if self.error.kind() == io::ErrorKind::NotFound {
             write!(f, "command not found: '{}'", self.program)
         } else {
-            write!(f, "cannot execute '{}': {}", self.program, crate::ui::io_reason(&self.error))
+            write!(
+                f,
+                "cannot execute '{}': {}",
+                self.program,
+                crate::ui::io_reason(&self.error)
+            )
         }
     }
 }
@@ -180,7 +185,10 @@ struct Pipe {
 
 /// Run the command with its output captured: stream it live and, when a
 /// recorder is given, record it.
-pub fn run_captured(argv: &[OsString], mut recorder: Option<Recorder>) -> Result<Outcome, SpawnError> {
+pub fn run_captured(
+    argv: &[OsString],
+    mut recorder: Option<Recorder>,
+) -> Result<Outcome, SpawnError> {
     let mut cmd = command(argv);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
@@ -188,8 +196,18 @@ pub fn run_captured(argv: &[OsString], mut recorder: Option<Recorder>) -> Result
     let out: OwnedFd = child.stdout.take().expect("piped stdout").into();
     let err: OwnedFd = child.stderr.take().expect("piped stderr").into();
     let mut pipes = [
-        Pipe { fd: Some(out), stream: Stream::Stdout, to: output::STDOUT, forwarding: true },
-        Pipe { fd: Some(err), stream: Stream::Stderr, to: output::STDERR, forwarding: true },
+        Pipe {
+            fd: Some(out),
+            stream: Stream::Stdout,
+            to: output::STDOUT,
+            forwarding: true,
+        },
+        Pipe {
+            fd: Some(err),
+            stream: Stream::Stderr,
+            to: output::STDERR,
+            forwarding: true,
+        },
     ];
     for p in &pipes {
         if let Some(fd) = &p.fd {
@@ -231,7 +249,10 @@ pub fn run_captured(argv: &[OsString], mut recorder: Option<Recorder>) -> Result
             let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) {
                     continue;
                 }
                 p.fd = None;
@@ -243,24 +264,24 @@ pub fn run_captured(argv: &[OsString], mut recorder: Option<Recorder>) -> Result
                 continue;
             }
             let chunk = &buf[..n as usize];
-            if p.forwarding {
-                if let Err(e) = p.to.write_all(chunk) {
-                    p.forwarding = false;
-                    delivery_failed = true;
-                    if output::is_broken_pipe(&e) {
-                        // Our reader went away: close the command's pipe so
-                        // that it sees the broken pipe too, as it would have
-                        // without memorun in between.
-                        p.fd = None;
-                        continue;
-                    }
+            if p.forwarding
+                && let Err(e) = p.to.write_all(chunk)
+            {
+                p.forwarding = false;
+                delivery_failed = true;
+                if output::is_broken_pipe(&e) {
+                    // Our reader went away: close the command's pipe so that
+                    // it sees the broken pipe too, as it would have without
+                    // memorun in between.
+                    p.fd = None;
+                    continue;
                 }
             }
-            if let Some(rec) = &mut recorder {
-                if let Err(e) = rec.chunk(p.stream, chunk) {
-                    recorder = None;
-                    record_error = Some(e);
-                }
+            if let Some(rec) = &mut recorder
+                && let Err(e) = rec.chunk(p.stream, chunk)
+            {
+                recorder = None;
+                record_error = Some(e);
             }
         }
     }

@@ -92,7 +92,10 @@ impl<R: Read> RunReader<R> {
         } else {
             Stream::Stderr
         };
-        Ok(Some(Run { stream, len: v >> 1 }))
+        Ok(Some(Run {
+            stream,
+            len: v >> 1,
+        }))
     }
 }
 
@@ -215,12 +218,30 @@ mod tests {
     #[test]
     fn varint_round_trip() {
         let runs = [
-            Run { stream: Stream::Stdout, len: 0 },
-            Run { stream: Stream::Stderr, len: 1 },
-            Run { stream: Stream::Stdout, len: 63 },
-            Run { stream: Stream::Stderr, len: 64 },
-            Run { stream: Stream::Stdout, len: 1 << 40 },
-            Run { stream: Stream::Stderr, len: (1 << 62) - 1 },
+            Run {
+                stream: Stream::Stdout,
+                len: 0,
+            },
+            Run {
+                stream: Stream::Stderr,
+                len: 1,
+            },
+            Run {
+                stream: Stream::Stdout,
+                len: 63,
+            },
+            Run {
+                stream: Stream::Stderr,
+                len: 64,
+            },
+            Run {
+                stream: Stream::Stdout,
+                len: 1 << 40,
+            },
+            Run {
+                stream: Stream::Stderr,
+                len: (1 << 62) - 1,
+            },
         ];
         let mut buf = Vec::new();
         for r in runs {
@@ -233,7 +254,13 @@ mod tests {
     fn malformed_orders_are_rejected() {
         assert!(!validate(&[0x80u8][..], 0, 0).unwrap());
         let mut buf = Vec::new();
-        encode_run(Run { stream: Stream::Stdout, len: 5 }, &mut buf);
+        encode_run(
+            Run {
+                stream: Stream::Stdout,
+                len: 5,
+            },
+            &mut buf,
+        );
         assert!(validate(&buf[..], 5, 0).unwrap());
         assert!(!validate(&buf[..], 4, 0).unwrap());
         assert!(!validate(&buf[..], 5, 1).unwrap());
@@ -257,9 +284,18 @@ mod tests {
         assert_eq!(
             runs_of(&order),
             [
-                Run { stream: Stream::Stdout, len: 3 },
-                Run { stream: Stream::Stderr, len: 1 },
-                Run { stream: Stream::Stdout, len: 1 },
+                Run {
+                    stream: Stream::Stdout,
+                    len: 3
+                },
+                Run {
+                    stream: Stream::Stderr,
+                    len: 1
+                },
+                Run {
+                    stream: Stream::Stdout,
+                    len: 1
+                },
             ]
         );
         assert!(validate(&order[..], 4, 1).unwrap());

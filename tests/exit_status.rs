@@ -13,7 +13,11 @@ fn nonzero_exit_is_passed_through_and_not_recorded_by_default() {
     let b = d.run_counted(&[], "echo fail; exit 7");
     assert_eq!((code(&a), code(&b)), (7, 7));
     assert_eq!(stdout(&b), "fail\n");
-    assert_eq!(d.count(), 2, "a failure was replayed without --cache-failures");
+    assert_eq!(
+        d.count(),
+        2,
+        "a failure was replayed without --cache-failures"
+    );
 }
 
 #[test]
@@ -32,7 +36,7 @@ fn killed_by_signal_exits_128_plus_n_and_is_never_recorded() {
 #[test]
 fn sigterm_to_memorun_reaches_the_command() {
     let d = Dir::new();
-    let mut child = d
+    let child = d
         .memorun_std()
         .arg("--")
         .args(d.counted("trap 'echo got-term; exit 5' TERM; while :; do sleep 0.05; done"))
@@ -59,7 +63,10 @@ fn command_not_found_is_127() {
     let d = Dir::new();
     let o = d.run(["--", "memorun-no-such-command-xyz"]);
     assert_eq!(code(&o), 127);
-    assert_eq!(stderr(&o), "memorun: command not found: 'memorun-no-such-command-xyz'\n");
+    assert_eq!(
+        stderr(&o),
+        "memorun: command not found: 'memorun-no-such-command-xyz'\n"
+    );
 }
 
 #[test]
@@ -69,7 +76,10 @@ fn command_not_executable_is_126() {
     fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
     let o = d.run(["--", "./script"]);
     assert_eq!(code(&o), 126);
-    assert_eq!(stderr(&o), "memorun: cannot execute './script': permission denied\n");
+    assert_eq!(
+        stderr(&o),
+        "memorun: cannot execute './script': permission denied\n"
+    );
     let o = d.run(["--no-cache", "--", "./script"]);
     assert_eq!(code(&o), 126);
 }

@@ -10,7 +10,10 @@ fn assert_ran_uncached(d: &Dir, o: &std::process::Output, expected_count: usize)
     assert_eq!(stdout(o), "out\n");
     assert_eq!(code(o), 3);
     let err = stderr(o);
-    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("memorun: warning: ")).collect();
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("memorun: warning: "))
+        .collect();
     assert_eq!(warnings.len(), 1, "expected one warning, got: {err}");
     assert_eq!(err.lines().count(), 2, "{err}");
     assert!(err.contains("err\n"));
@@ -30,7 +33,11 @@ fn garbage_database_file() {
     assert_ran_uncached(&d, &o, 1);
     let o = d.run_counted(&["--cache-failures"], SCRIPT);
     assert_ran_uncached(&d, &o, 2);
-    assert_eq!(fs::read(d.cache.join("memorun.db")).unwrap(), junk, "memorun overwrote a file it could not read");
+    assert_eq!(
+        fs::read(d.cache.join("memorun.db")).unwrap(),
+        junk,
+        "memorun overwrote a file it could not read"
+    );
 }
 
 #[test]
@@ -57,7 +64,10 @@ fn cache_path_under_a_regular_file() {
         .output()
         .unwrap();
     assert_ran_uncached(&d, &o, 1);
-    assert!(stderr(&o).contains("plain-file"), "the warning does not name the path");
+    assert!(
+        stderr(&o).contains("plain-file"),
+        "the warning does not name the path"
+    );
 }
 
 #[test]
@@ -154,7 +164,10 @@ fn store_files_are_private_whatever_the_umask() {
     let d = Dir::new();
     let o = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("umask 000; exec '{}' -- echo hi", crate::util::memorun_bin()))
+        .arg(format!(
+            "umask 000; exec '{}' -- echo hi",
+            crate::util::memorun_bin()
+        ))
         .env("MEMORUN_DIR", &d.cache)
         .output()
         .unwrap();

@@ -59,8 +59,18 @@ fn env_glob_pattern_sees_new_variables() {
 #[test]
 fn unchosen_env_vars_are_not_in_the_key() {
     let d = Dir::new();
-    d.memorun().env("MEMO_OTHER", "1").arg("--").args(d.counted("true")).output().unwrap();
-    d.memorun().env("MEMO_OTHER", "2").arg("--").args(d.counted("true")).output().unwrap();
+    d.memorun()
+        .env("MEMO_OTHER", "1")
+        .arg("--")
+        .args(d.counted("true"))
+        .output()
+        .unwrap();
+    d.memorun()
+        .env("MEMO_OTHER", "2")
+        .arg("--")
+        .args(d.counted("true"))
+        .output()
+        .unwrap();
     assert_eq!(d.count(), 1);
 }
 
@@ -69,15 +79,38 @@ fn input_content_change_with_same_size_and_mtime_is_a_miss() {
     let d = Dir::new();
     let f = d.write("in.txt", "aaaa\n");
     let mtime = SystemTime::now() - Duration::from_secs(3600);
-    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
-    let cat = |d: &Dir| d.run(["--", "sh", "-c", "echo run >> count; cat \"$1\"", "sh", "in.txt"]);
+    fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let cat = |d: &Dir| {
+        d.run([
+            "--",
+            "sh",
+            "-c",
+            "echo run >> count; cat \"$1\"",
+            "sh",
+            "in.txt",
+        ])
+    };
     assert_eq!(stdout(&cat(&d)), "aaaa\n");
     assert_eq!(stdout(&cat(&d)), "aaaa\n");
     assert_eq!(d.count(), 1);
     fs::write(&f, "bbbb\n").unwrap();
-    fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
     assert_eq!(fs::metadata(&f).unwrap().len(), 5);
-    assert_eq!(stdout(&cat(&d)), "bbbb\n", "stale replay after the input changed");
+    assert_eq!(
+        stdout(&cat(&d)),
+        "bbbb\n",
+        "stale replay after the input changed"
+    );
     assert_eq!(d.count(), 2);
 }
 
@@ -86,11 +119,23 @@ fn no_auto_inputs_ignores_file_content() {
     let d = Dir::new();
     d.write("in.txt", "a");
     let run = |d: &Dir| {
-        d.run(["--no-auto-inputs", "--", "sh", "-c", "echo run >> count; cat in.txt", "sh", "in.txt"])
+        d.run([
+            "--no-auto-inputs",
+            "--",
+            "sh",
+            "-c",
+            "echo run >> count; cat in.txt",
+            "sh",
+            "in.txt",
+        ])
     };
     run(&d);
     d.write("in.txt", "b");
-    assert_eq!(stdout(&run(&d)), "a", "--no-auto-inputs still hashed the file");
+    assert_eq!(
+        stdout(&run(&d)),
+        "a",
+        "--no-auto-inputs still hashed the file"
+    );
     assert_eq!(d.count(), 1);
 }
 
@@ -127,13 +172,23 @@ fn non_utf8_arguments_are_raw_bytes() {
     let run = |byte: u8| {
         let arg = OsString::from_vec(vec![b'x', byte]);
         d.memorun()
-            .args(["--", "sh", "-c", "echo run >> count; printf %s \"$1\"", "sh"])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo run >> count; printf %s \"$1\"",
+                "sh",
+            ])
             .arg(arg)
             .output()
             .unwrap()
     };
     assert_eq!(run(0xff).stdout, b"x\xff");
-    assert_eq!(run(0xfe).stdout, b"x\xfe", "two invalid UTF-8 arguments collided");
+    assert_eq!(
+        run(0xfe).stdout,
+        b"x\xfe",
+        "two invalid UTF-8 arguments collided"
+    );
     assert_eq!(run(0xff).stdout, b"x\xff");
     assert_eq!(d.count(), 2);
 }
@@ -162,6 +217,9 @@ fn cwd_is_in_the_key_unless_no_cwd() {
     assert_eq!(d.count(), 2);
     run("a", &["--no-cwd"]);
     assert_eq!(d.count(), 3);
-    assert!(run("b", &["--no-cwd"]).ends_with("/a\n"), "--no-cwd kept cwd in the key");
+    assert!(
+        run("b", &["--no-cwd"]).ends_with("/a\n"),
+        "--no-cwd kept cwd in the key"
+    );
     assert_eq!(d.count(), 3);
 }

@@ -129,10 +129,18 @@ fn no_cache_and_memorun_disable_neither_read_nor_write() {
 fn verbose_says_hit_or_miss_and_silent_otherwise() {
     let d = Dir::new();
     let miss = d.run_counted(&["-v"], "echo hi");
-    assert!(stderr(&miss).starts_with("memorun: miss, ran in "), "{}", stderr(&miss));
+    assert!(
+        stderr(&miss).starts_with("memorun: miss, ran in "),
+        "{}",
+        stderr(&miss)
+    );
     assert!(stderr(&miss).contains("recorded"));
     let hit = d.run_counted(&["-v"], "echo hi");
-    assert!(stderr(&hit).starts_with("memorun: hit, recorded "), "{}", stderr(&hit));
+    assert!(
+        stderr(&hit).starts_with("memorun: hit, recorded "),
+        "{}",
+        stderr(&hit)
+    );
     assert!(stderr(&hit).contains("saved"));
     let quiet_hit = d.run_counted(&[], "echo hi");
     assert_eq!(stderr(&quiet_hit), "", "a replay added output of its own");
@@ -150,7 +158,12 @@ fn double_dash_stats_runs_a_program_named_stats() {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let o = d.memorun().env("PATH", path).args(["--", "stats", "-x"]).output().unwrap();
+    let o = d
+        .memorun()
+        .env("PATH", path)
+        .args(["--", "stats", "-x"])
+        .output()
+        .unwrap();
     assert_eq!(stdout(&o), "I am stats: -x\n");
     assert_eq!(code(&o), 0);
 }
@@ -181,7 +194,12 @@ fn reader_going_away_on_miss_and_hit_is_quiet() {
     assert_eq!(stderr(&o), "", "a broken pipe was reported");
     assert_eq!(d.count(), 1);
     // A full run records it.
-    let full = d.memorun().arg("--").args(d.counted("seq 1 1000000")).output().unwrap();
+    let full = d
+        .memorun()
+        .arg("--")
+        .args(d.counted("seq 1 1000000"))
+        .output()
+        .unwrap();
     assert_eq!(d.count(), 2, "a run whose reader went away was recorded");
     assert_eq!(full.stdout.len(), 6_888_896);
     // A replay whose reader goes away: quiet too.

@@ -27,7 +27,10 @@ pub struct Dir {
 impl Dir {
     /// A fresh work directory; the cache is `<work>/.cache/memorun`.
     pub fn new() -> Dir {
-        let tmp = tempfile::Builder::new().prefix("memorun-test").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("memorun-test")
+            .tempdir()
+            .unwrap();
         let cache = tmp.path().join(".cache").join("memorun");
         Dir { tmp, cache }
     }

@@ -20,10 +20,15 @@ pub const DIR_MODE: u32 = 0o700;
 /// Create `path` (and missing parents) with mode 0700, then check that it is
 /// a directory owned by us and not writable by group or others.
 pub fn prepare(path: &Path) -> Result<()> {
-    match DirBuilder::new().recursive(true).mode(DIR_MODE).create(path) {
+    match DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(path)
+    {
         Ok(()) => {}
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot create cache directory '{}'", path.display()));
+            return Err(e)
+                .with_context(|| format!("cannot create cache directory '{}'", path.display()));
         }
     }
     check_private(path)
@@ -121,8 +126,9 @@ pub fn load_or_create_secret(dir: &Path, tmp_dir: &Path) -> Result<[u8; 32]> {
     match linked {
         Ok(()) => Ok(secret),
         // Someone else won the race: use theirs.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_secret(&path)
-            .with_context(|| format!("cannot read '{}'", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            read_secret(&path).with_context(|| format!("cannot read '{}'", path.display()))
+        }
         Err(e) => Err(e).with_context(|| format!("cannot write '{}'", path.display())),
     }
 }
@@ -155,7 +161,11 @@ mod tests {
         let s1 = load_or_create_secret(&dir, &tmp).unwrap();
         let s2 = load_or_create_secret(&dir, &tmp).unwrap();
         assert_eq!(s1, s2);
-        let mode = fs::metadata(dir.join("secret")).unwrap().permissions().mode() & 0o777;
+        let mode = fs::metadata(dir.join("secret"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
     }

@@ -128,12 +128,16 @@ impl SqliteStore {
             }
         }
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == SCHEMA_VERSION {
             return Ok(());
         }
         if version > SCHEMA_VERSION {
-            bail!("the store has schema version {version}, newer than this memorun ({SCHEMA_VERSION})");
+            bail!(
+                "the store has schema version {version}, newer than this memorun ({SCHEMA_VERSION})"
+            );
         }
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         // Re-check under the write lock: another process may have won.
@@ -153,9 +157,12 @@ impl SqliteStore {
         let inline = match s.data {
             SpooledData::Inline(bytes) => Some(bytes),
             SpooledData::Temp(mut temp) => {
-                self.blobs
-                    .install(&s.digest, &mut temp)
-                    .with_context(|| format!("cannot store an output blob in '{}'", self.blobs.root().display()))?;
+                self.blobs.install(&s.digest, &mut temp).with_context(|| {
+                    format!(
+                        "cannot store an output blob in '{}'",
+                        self.blobs.root().display()
+                    )
+                })?;
                 None
             }
         };
@@ -218,7 +225,12 @@ impl Store for SqliteStore {
         let file = self
             .blobs
             .open_verified(&stream.digest, stream.len)
-            .with_context(|| format!("cannot read blob '{}'", self.blobs.path(&stream.digest).display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot read blob '{}'",
+                    self.blobs.path(&stream.digest).display()
+                )
+            })?;
         Ok(file.map(Source::File))
     }
 
@@ -232,7 +244,9 @@ impl Store for SqliteStore {
         let ord = self.put_stream(e.order)?;
         let components = serde_json::to_string(&e.key.components)?;
         let now = now_ms();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached(
             "INSERT OR REPLACE INTO entries
                (key, command, display, cwd, components, created, last_used,
@@ -267,7 +281,9 @@ impl Store for SqliteStore {
     }
 
     fn record_hit(&mut self, key: &Digest) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2")?
             .execute(params![now_ms(), &key.0[..]])?;
         tx.commit()?;
@@ -275,7 +291,9 @@ impl Store for SqliteStore {
     }
 
     fn remove(&mut self, key: &Digest) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
             .execute(params![&key.0[..]])?;
         tx.commit()?;
@@ -322,7 +340,9 @@ mod tests {
             Some(Source::File(_)) => {}
             other => panic!("expected a verified blob, got {other:?}"),
         }
-        assert!(matches!(store.open_stream(&e.stdout).unwrap(), Some(Source::Bytes(b)) if b == b"hi\n"));
+        assert!(
+            matches!(store.open_stream(&e.stdout).unwrap(), Some(Source::Bytes(b)) if b == b"hi\n")
+        );
         store.record_hit(&key.digest).unwrap();
         let hits: i64 = store
             .conn
