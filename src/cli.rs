@@ -6,13 +6,15 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Examples:
   memorun -- ./slow-report.sh --month 2026-10 data/sales.csv
   memorun -e 'AWS_*' -- aws s3 ls s3://bucket
-  memorun -v -- make -C docs
+  memorun -i data/ -x '--log=*' -- python3 report.py --log=run.log
+  memorun --key-cmd 'git rev-parse HEAD' -- make docs
+  memorun why -- make docs
 
 The command runs directly, without a shell: `memorun -- stats` runs a program
 named `stats`. Use `sh -c '...'` for pipelines.";
@@ -30,12 +32,54 @@ named `stats`. Use `sh -c '...'` for pipelines.";
     about,
     long_about,
     after_help = AFTER_HELP,
-    max_term_width = 100
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    subcommand_value_name = "SUBCOMMAND"
 )]
 pub struct Cli {
+    /// A subcommand; without one, memorun runs or replays COMMAND.
+    #[command(subcommand)]
+    pub subcommand: Option<Sub>,
+
     /// Options for running or replaying a command.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// memorun's subcommands. A command named like one of them still runs after
+/// `--`: `memorun -- why` runs a program named `why`.
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Explain whether COMMAND would hit or miss, and why; runs nothing
+    ///
+    /// Prints the key components (argv, cwd, env names, inputs, stdin, key
+    /// material; never env values) and, on a miss, what differs from the
+    /// most recent entry of the same command. Example:
+    /// `memorun why -i src/ -- make`.
+    Why {
+        /// Print a JSON object instead of text
+        ///
+        /// Fields: `would` ("hit" or "miss"), `key`, `entry` (the hit
+        /// entry, or null), `components`, `previous` (the closest earlier
+        /// entry of the same command, or null) and `changes`.
+        #[arg(long)]
+        json: bool,
+
+        /// The same run options the command would be run with.
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// How stdin goes into the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StdinMode {
+    /// Hash stdin when it is a file or a pipe; not when it is a terminal.
+    Auto,
+    /// Always read stdin to EOF and hash it, even from a terminal.
+    Hash,
+    /// Never read or hash stdin; the command inherits it as is.
+    Ignore,
 }
 
 /// Options for running or replaying a command.
@@ -54,6 +98,64 @@ pub struct RunArgs {
         help_heading = "Key"
     )]
     pub env: Vec<String>,
+
+    /// Include the content of a file, a directory tree or a quoted glob
+    ///
+    /// A file counts by its content; a directory by the sorted list of
+    /// everything under it plus each file's content (a symlink to a file by
+    /// its target's content, a symlink to a directory as a link, not
+    /// followed); a glob (`'src/**/*.rs'`) by the set it matches plus each
+    /// match's content. A missing path is an "absent" component: creating it
+    /// later changes the key. Repeatable. Example:
+    /// `memorun -i data/ -i 'conf/*.toml' -- ./report.sh`.
+    #[arg(short = 'i', long = "input", value_name = "PATH", help_heading = "Key")]
+    pub input: Vec<OsString>,
+
+    /// Leave arguments matching this glob out of the key
+    ///
+    /// Matching arguments are neither in the key nor automatic inputs: use
+    /// it for `--verbose`, `--jobs=*`, a log file path or a `--run-id=*`.
+    /// Repeatable. Example:
+    /// `memorun -x '--jobs=*' -x 'build.log' -- ./build.sh --jobs=8 build.log`.
+    #[arg(
+        short = 'x',
+        long = "ignore-arg",
+        value_name = "PATTERN",
+        allow_hyphen_values = true,
+        help_heading = "Key"
+    )]
+    pub ignore_arg: Vec<String>,
+
+    /// Put extra literal text into the key
+    ///
+    /// A version string, a branch name, a schema version. Repeatable.
+    /// Example: `memorun -k v2 -- ./export.sh`.
+    #[arg(
+        short = 'k',
+        long = "key",
+        value_name = "TEXT",
+        allow_hyphen_values = true,
+        help_heading = "Key"
+    )]
+    pub key: Vec<String>,
+
+    /// Run CMD with `sh -c` and put its stdout and exit status into the key
+    ///
+    /// Repeatable. Examples: `--key-cmd 'git rev-parse HEAD'`,
+    /// `--key-cmd 'python3 --version'`, `--key-cmd 'date +%F'` for a
+    /// once-a-day cache.
+    #[arg(long = "key-cmd", value_name = "CMD", help_heading = "Key")]
+    pub key_cmd: Vec<String>,
+
+    /// How stdin goes into the key: auto, hash or ignore
+    ///
+    /// `auto` reads a file or pipe on stdin to EOF, hashes it and feeds the
+    /// same bytes to the command; a terminal is not read. `hash` always
+    /// reads and hashes. `ignore` never reads: the command inherits stdin.
+    /// A pipe that never closes keeps memorun waiting: use `--stdin ignore`.
+    /// Example: `tail -f log | memorun --stdin ignore -- ./watch.sh`.
+    #[arg(long, value_name = "MODE", default_value = "auto", help_heading = "Key")]
+    pub stdin: StdinMode,
 
     /// Do not hash arguments that name existing files
     ///
@@ -132,5 +234,20 @@ mod tests {
         assert_eq!(cli.run.env, vec!["HOME"]);
         assert_eq!(cli.run.command, vec!["stats", "-v"]);
         assert!(!cli.run.verbose);
+        assert!(cli.subcommand.is_none());
+    }
+
+    #[test]
+    fn why_takes_run_options() {
+        let cli = Cli::try_parse_from(["memorun", "why", "--json", "-i", "x", "--", "why"]).unwrap();
+        let Some(Sub::Why { json, run }) = cli.subcommand else {
+            panic!("expected why")
+        };
+        assert!(json);
+        assert_eq!(run.input, vec!["x"]);
+        assert_eq!(run.command, vec!["why"]);
+        let cli = Cli::try_parse_from(["memorun", "--", "why"]).unwrap();
+        assert!(cli.subcommand.is_none());
+        assert_eq!(cli.run.command, vec!["why"]);
     }
 }

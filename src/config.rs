@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, StdinMode};
 use crate::ui::Verbosity;
 
 /// A `--env` pattern.
@@ -18,7 +18,7 @@ pub enum EnvPattern {
     /// An exact variable name: set, empty and unset are all key states.
     Exact(String),
     /// A glob over variable names, such as `AWS_*`.
-    Glob(glob::Pattern),
+    Glob(globset::GlobMatcher),
 }
 
 impl EnvPattern {
@@ -33,9 +33,9 @@ impl EnvPattern {
         if !s.contains(['*', '?', '[']) {
             return Ok(EnvPattern::Exact(s.to_string()));
         }
-        match glob::Pattern::new(s) {
-            Ok(p) => Ok(EnvPattern::Glob(p)),
-            Err(e) => bail!("--env '{s}' is not a valid pattern: {e}"),
+        match globset::Glob::new(s) {
+            Ok(g) => Ok(EnvPattern::Glob(g.compile_matcher())),
+            Err(e) => bail!("--env '{s}' is not a valid pattern: {}", e.kind()),
         }
     }
 }
@@ -58,6 +58,16 @@ pub struct Config {
     pub command: Vec<OsString>,
     /// `--env` patterns, in the order given.
     pub env: Vec<EnvPattern>,
+    /// `--input` paths and globs, in the order given.
+    pub inputs: Vec<OsString>,
+    /// `--ignore-arg` patterns.
+    pub ignore_args: Vec<globset::GlobMatcher>,
+    /// `--key` texts.
+    pub keys: Vec<String>,
+    /// `--key-cmd` commands.
+    pub key_cmds: Vec<String>,
+    /// How stdin goes into the key.
+    pub stdin: StdinMode,
     /// Hash arguments that name regular files.
     pub auto_inputs: bool,
     /// Put the working directory into the key.
@@ -84,6 +94,15 @@ fn flag_is_on(value: Option<&OsStr>) -> bool {
 }
 
 impl Config {
+    /// Whether argument `index` of the command is left out of the key by an
+    /// `--ignore-arg` pattern. The program itself is never left out.
+    pub fn is_ignored_arg(&self, index: usize) -> bool {
+        index > 0 && {
+            let arg = std::path::Path::new(&self.command[index]);
+            self.ignore_args.iter().any(|p| p.is_match(arg))
+        }
+    }
+
     /// Build the config from run options and an environment lookup.
     pub fn new(args: RunArgs, env: impl Fn(&str) -> Option<OsString>) -> Result<Config> {
         if args.command.is_empty() {
@@ -97,6 +116,21 @@ impl Config {
             .iter()
             .map(|s| EnvPattern::parse(s))
             .collect::<Result<Vec<_>>>()?;
+        let ignore_args = args
+            .ignore_arg
+            .iter()
+            .map(|s| {
+                globset::Glob::new(s)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| anyhow::anyhow!("--ignore-arg '{s}' is not a valid pattern: {}", e.kind()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(empty) = args.input.iter().find(|p| p.is_empty()) {
+            bail!("--input needs a path, got '{}'", empty.to_string_lossy());
+        }
+        if args.key_cmd.iter().any(|c| c.trim().is_empty()) {
+            bail!("--key-cmd needs a command, got an empty string");
+        }
         let cache = if args.no_cache || flag_is_on(env("MEMORUN_DISABLE").as_deref()) {
             CacheLocation::Disabled
         } else if let Some(dir) = args.cache_dir.filter(|d| !d.as_os_str().is_empty()) {
@@ -119,6 +153,11 @@ impl Config {
         Ok(Config {
             command: args.command,
             env: env_patterns,
+            inputs: args.input,
+            ignore_args,
+            keys: args.key,
+            key_cmds: args.key_cmd,
+            stdin: args.stdin,
             auto_inputs: !args.no_auto_inputs,
             include_cwd: !args.no_cwd,
             cache_failures: args.cache_failures,
@@ -175,6 +214,17 @@ mod tests {
         assert!(e.to_string().contains("'A=B'"));
         let e = config(&["-e", "[", "--", "true"], &[]).unwrap_err();
         assert!(e.to_string().contains("not a valid pattern"));
+        let e = config(&["-x", "[", "--", "true"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--ignore-arg '['"));
+        let e = config(&["--key-cmd", " ", "--", "true"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--key-cmd"));
+    }
+
+    #[test]
+    fn ignored_args_never_include_the_program() {
+        let c = config(&["-x", "--jobs=*", "-x", "*sh", "--", "sh", "--jobs=4", "-c", "x"], &[]).unwrap();
+        let ignored: Vec<bool> = (0..4).map(|i| c.is_ignored_arg(i)).collect();
+        assert_eq!(ignored, [false, true, false, false]);
     }
 
     #[test]

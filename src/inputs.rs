@@ -1,25 +1,48 @@
-//! Input files: which arguments are inputs, and the digest of their content.
+//! Input files: what counts as an input, the digest of each, and whether any
+//! of them changed while the command ran.
 //!
-//! An argument that names an existing **regular** file (following symlinks)
-//! is an automatic input. Devices, FIFOs, sockets and directories are never
-//! opened here: a FIFO would block and `/dev/zero` never ends. The file is
-//! opened non-blocking and checked again with `fstat` on the open descriptor,
-//! so a file swapped for a FIFO between the two checks is still not read.
+//! Two sources of inputs:
 //!
-//! Each input keeps the identity it was hashed with ([`FileStat`]), so that a
-//! change during the run can be detected.
+//! - **automatic**: an argument that names an existing *regular* file
+//!   (following symlinks). Devices, FIFOs, sockets and directories are never
+//!   opened this way: a FIFO would block and `/dev/zero` never ends.
+//! - **explicit** (`--input`): a file; a directory, walked in sorted order
+//!   without following symlinks (a symlink to a file counts by its target's
+//!   content, one to a directory as a link); or a glob. A path that does not
+//!   exist is an "absent" component. A FIFO, socket or device named directly
+//!   is refused.
+//!
+//! Files are opened non-blocking and checked again with `fstat` on the open
+//! descriptor, so a file swapped for a FIFO between the checks is not read.
+//! Unchanged files are not re-read: a [`StatCache`] maps (device, inode,
+//! size, mtime, ctime) to the digest, and an entry whose timestamps fall
+//! within [`RACY_MARGIN_NS`] of the moment it was hashed is not trusted (a
+//! write in the same timestamp tick would not show in the stat). Files that
+//! need hashing are hashed in parallel.
+//!
+//! Everything hashed is also *watched*: after the run, [`changed_during_run`]
+//! compares each file and walked directory with its state before, so a result
+//! computed from content that changed under the command is never recorded.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Component as PathComponent, Path, PathBuf};
 
 use anyhow::{Result, anyhow};
+use rayon::prelude::*;
 
 use crate::hashing;
-use crate::key::Digest;
+use crate::key::{Component, Digest, FileType, ListingEntry};
 use crate::ui::io_reason;
+
+/// A file modified within this many nanoseconds of being hashed (or of the
+/// run starting) is "racy": a later write in the same timestamp tick could
+/// leave its stat unchanged, so its content is checked, not its stat. Two
+/// seconds covers the coarsest common timestamps (FAT).
+pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
 
 /// What identifies a file's content cheaply: if any of this changes, the
 /// content may have.
@@ -32,9 +55,9 @@ pub struct FileStat {
     /// Size in bytes.
     pub size: u64,
     /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     /// Status change time, nanoseconds since the epoch.
-    pub ctime_ns: i128,
+    pub ctime_ns: i64,
 }
 
 impl FileStat {
@@ -44,127 +67,672 @@ impl FileStat {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
+            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
         }
+    }
+
+    /// Whether a modification at or after `moment_ns` might not show in
+    /// this stat, because the file was already modified that recently.
+    pub fn is_racy(&self, moment_ns: i64) -> bool {
+        let limit = moment_ns.saturating_sub(RACY_MARGIN_NS);
+        self.mtime_ns >= limit || self.ctime_ns >= limit
     }
 }
 
-/// An input file, hashed.
-#[derive(Debug, Clone)]
-pub struct InputFile {
-    /// The path as the user wrote it.
-    pub path: OsString,
-    /// BLAKE3 digest of the content.
-    pub digest: Digest,
-    /// The file's identity when it was hashed.
+/// A stat-cache entry: the digest a file had when it had this stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedStat {
+    /// The file's identity when hashed.
     pub stat: FileStat,
+    /// Its content digest.
+    pub digest: Digest,
+    /// When hashing started, nanoseconds since the epoch.
+    pub hashed_at_ns: i64,
 }
 
-/// The arguments that may be automatic inputs: every argument, and the
-/// program itself when it is given as a path (`./build.sh`).
-pub fn candidate_args(argv: &[OsString]) -> impl Iterator<Item = &OsString> {
-    let program = argv
-        .first()
-        .filter(|p| p.as_bytes().contains(&b'/'))
-        .into_iter();
-    program.chain(argv.iter().skip(1))
+/// Remembers digests of files by absolute path and stat.
+pub trait StatCache {
+    /// The cached entry for `abs`, if any.
+    fn get(&mut self, abs: &Path) -> Option<CachedStat>;
+    /// Hint: many files under `abs_dir` are about to be looked up.
+    fn preload(&mut self, _abs_dir: &Path) {}
+    /// Remember a freshly hashed file.
+    fn put(&mut self, abs: &Path, entry: CachedStat);
 }
 
-/// Hash every argument that names an existing regular file. An argument that
-/// names a regular file we cannot read is an error: its content would be
-/// part of the result but cannot be part of the key.
-pub fn auto_inputs(argv: &[OsString]) -> Result<Vec<InputFile>> {
-    let mut inputs = Vec::new();
-    for arg in candidate_args(argv) {
-        if let Some(input) = hash_if_regular(arg)? {
-            inputs.push(input);
+/// A stat cache that remembers nothing.
+pub struct NoStatCache;
+
+impl StatCache for NoStatCache {
+    fn get(&mut self, _: &Path) -> Option<CachedStat> {
+        None
+    }
+    fn put(&mut self, _: &Path, _: CachedStat) {}
+}
+
+/// An input was refused outright (a FIFO, socket or device named as an
+/// input, an invalid glob): a usage error, exit 125.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// What a watched path was before the run.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    /// A file with this content and stat.
+    File {
+        /// Content digest.
+        digest: Digest,
+        /// Stat when hashed.
+        stat: FileStat,
+    },
+    /// A directory that was listed, with its stat and, when its stat is
+    /// too recent to be trusted, a digest of its entry names.
+    Dir(FileStat, Option<Digest>),
+    /// Nothing: the path did not exist.
+    Absent,
+}
+
+/// A path whose state went into the key.
+#[derive(Debug, Clone)]
+pub struct WatchItem {
+    /// The path as shown to the user.
+    pub name: OsString,
+    /// The absolute path.
+    pub abs: PathBuf,
+    /// Its state before the run.
+    pub before: Watched,
+}
+
+/// The inputs, resolved: key components in order, and what to watch.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Key components, in the order inputs were given.
+    pub components: Vec<Component>,
+    /// Everything whose change during the run makes the result unrecordable.
+    pub watch: Vec<WatchItem>,
+}
+
+enum Slot {
+    Done(Component),
+    File(usize),
+}
+
+struct FileTask {
+    name: OsString,
+    abs: PathBuf,
+    stat: FileStat,
+    digest: Option<Digest>,
+}
+
+/// Collects inputs in order, then hashes what the stat cache cannot vouch
+/// for, in parallel.
+pub struct Collector<'a> {
+    cwd: &'a Path,
+    cache: &'a mut dyn StatCache,
+    slots: Vec<Slot>,
+    files: Vec<FileTask>,
+    watch: Vec<WatchItem>,
+}
+
+fn unreadable(name: &Path, e: &io::Error) -> anyhow::Error {
+    anyhow!("cannot read input '{}': {}", name.display(), io_reason(e))
+}
+
+fn special_kind(ft: &fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn has_glob_meta(s: &OsStr) -> bool {
+    s.as_bytes().iter().any(|b| matches!(b, b'*' | b'?' | b'[' | b'{'))
+}
+
+impl<'a> Collector<'a> {
+    /// A collector resolving relative paths against `cwd`.
+    pub fn new(cwd: &'a Path, cache: &'a mut dyn StatCache) -> Collector<'a> {
+        Collector {
+            cwd,
+            cache,
+            slots: Vec::new(),
+            files: Vec::new(),
+            watch: Vec::new(),
         }
     }
-    Ok(inputs)
+
+    fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat) {
+        self.files.push(FileTask {
+            name,
+            abs,
+            stat,
+            digest: None,
+        });
+        self.slots.push(Slot::File(self.files.len() - 1));
+    }
+
+    fn push_absent(&mut self, name: &OsStr) {
+        self.slots
+            .push(Slot::Done(Component::input(name.as_bytes(), None)));
+        self.watch.push(WatchItem {
+            name: name.to_os_string(),
+            abs: self.cwd.join(name),
+            before: Watched::Absent,
+        });
+    }
+
+    /// An automatic input: `arg` counts only if it names an existing regular
+    /// file. Returns whether it did.
+    pub fn auto(&mut self, arg: &OsStr) -> bool {
+        if arg.is_empty() {
+            return false;
+        }
+        match fs::metadata(self.cwd.join(arg)) {
+            Ok(m) if m.is_file() => {
+                self.push_file(arg.to_os_string(), self.cwd.join(arg), FileStat::of(&m));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// An explicit `--input`: a file, a directory or a glob.
+    pub fn explicit(&mut self, arg: &OsStr) -> Result<()> {
+        let abs = self.cwd.join(arg);
+        let lmeta = match fs::symlink_metadata(&abs) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => None,
+            Err(e) => return Err(unreadable(Path::new(arg), &e)),
+        };
+        if lmeta.is_none() && has_glob_meta(arg) {
+            return self.glob(arg);
+        }
+        let Some(lmeta) = lmeta else {
+            self.push_absent(arg);
+            return Ok(());
+        };
+        let meta = if lmeta.file_type().is_symlink() {
+            match fs::metadata(&abs) {
+                Ok(m) => m,
+                // A dangling symlink: its target is absent.
+                Err(_) => {
+                    self.push_absent(arg);
+                    return Ok(());
+                }
+            }
+        } else {
+            lmeta
+        };
+        if meta.is_file() {
+            self.push_file(arg.to_os_string(), abs, FileStat::of(&meta));
+            Ok(())
+        } else if meta.is_dir() {
+            self.walk(arg, &abs, &meta)
+        } else {
+            Err(anyhow!(Refused(format!(
+                "input '{}' is {}; memorun never reads one as an input",
+                Path::new(arg).display(),
+                special_kind(&meta.file_type())
+            ))))
+        }
+    }
+
+    /// Classify one walked entry (not following symlinks) into a listing
+    /// entry, queueing files for hashing and watching directories.
+    fn entry(&mut self, name: PathBuf, abs: &Path, lmeta: &fs::Metadata, rel: Vec<u8>) -> ListingEntry {
+        let ft = lmeta.file_type();
+        let mut entry = ListingEntry {
+            path: rel,
+            file_type: FileType::Special,
+            link_target: Vec::new(),
+        };
+        if ft.is_dir() {
+            entry.file_type = FileType::Dir;
+            self.watch.push(WatchItem {
+                name: name.into_os_string(),
+                abs: abs.to_path_buf(),
+                before: watch_dir(abs, lmeta),
+            });
+        } else if ft.is_file() {
+            entry.file_type = FileType::File;
+            self.push_file(name.into_os_string(), abs.to_path_buf(), FileStat::of(lmeta));
+        } else if ft.is_symlink() {
+            match fs::metadata(abs) {
+                Ok(m) if m.is_file() => {
+                    entry.file_type = FileType::File;
+                    self.push_file(name.into_os_string(), abs.to_path_buf(), FileStat::of(&m));
+                }
+                Ok(m) if !m.is_dir() => {}
+                // A link to a directory, or dangling: recorded, not followed.
+                _ => {
+                    entry.file_type = FileType::Link;
+                    entry.link_target = fs::read_link(abs)
+                        .map(|t| t.into_os_string().as_bytes().to_vec())
+                        .unwrap_or_default();
+                }
+            }
+        }
+        entry
+    }
+
+    fn walk(&mut self, arg: &OsStr, abs: &Path, meta: &fs::Metadata) -> Result<()> {
+        self.cache.preload(abs);
+        self.watch.push(WatchItem {
+            name: arg.to_os_string(),
+            abs: abs.to_path_buf(),
+            before: watch_dir(abs, meta),
+        });
+        let set_slot = self.slots.len();
+        self.slots.push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
+        let mut listing = Vec::new();
+        for item in walkdir::WalkDir::new(abs)
+            .follow_links(false)
+            .sort_by_file_name()
+            .min_depth(1)
+        {
+            let item = item.map_err(|e| walk_error(arg, abs, e))?;
+            let rel = item.path().strip_prefix(abs).unwrap_or(item.path());
+            let name = Path::new(arg).join(rel);
+            let lmeta = item.metadata().map_err(|e| walk_error(arg, abs, e))?;
+            let entry = self.entry(name, item.path(), &lmeta, rel.as_os_str().as_bytes().to_vec());
+            listing.push(entry);
+        }
+        self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
+        Ok(())
+    }
+
+    fn glob(&mut self, arg: &OsStr) -> Result<()> {
+        let Some(pattern) = arg.to_str() else {
+            return Err(anyhow!(Refused(format!(
+                "input pattern '{}' is not valid UTF-8",
+                arg.to_string_lossy()
+            ))));
+        };
+        let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
+        let matcher = globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| anyhow!(Refused(format!("input pattern '{pattern}' is not valid: {}", e.kind()))))?
+            .compile_matcher();
+        // Walk from the longest leading part without metacharacters, only as
+        // deep as the pattern can reach.
+        let parts: Vec<PathComponent<'_>> = Path::new(pattern).components().collect();
+        let literal = parts
+            .iter()
+            .take_while(|c| !has_glob_meta(c.as_os_str()))
+            .count()
+            .min(parts.len().saturating_sub(1));
+        let base: PathBuf = parts[..literal].iter().collect();
+        let depth = if pattern.contains("**") {
+            usize::MAX
+        } else {
+            parts.len() - literal
+        };
+        let base_abs = self.cwd.join(&base);
+        let set_slot = self.slots.len();
+        self.slots.push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
+        let mut listing = Vec::new();
+        match fs::symlink_metadata(&base_abs) {
+            Ok(m) if m.is_dir() => {
+                self.cache.preload(&base_abs);
+                self.watch.push(WatchItem {
+                    name: base.clone().into_os_string(),
+                    abs: base_abs.clone(),
+                    before: watch_dir(&base_abs, &m),
+                });
+            }
+            // No base directory: nothing matches, until it is created.
+            _ => {
+                self.watch.push(WatchItem {
+                    name: base.clone().into_os_string(),
+                    abs: base_abs.clone(),
+                    before: Watched::Absent,
+                });
+                self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
+                return Ok(());
+            }
+        }
+        for item in walkdir::WalkDir::new(&base_abs)
+            .follow_links(false)
+            .sort_by_file_name()
+            .min_depth(1)
+            .max_depth(depth)
+        {
+            let item = item.map_err(|e| walk_error(base.as_os_str(), &base_abs, e))?;
+            let rel = item.path().strip_prefix(&base_abs).unwrap_or(item.path());
+            let shown = base.join(rel);
+            let lmeta = item
+                .metadata()
+                .map_err(|e| walk_error(base.as_os_str(), &base_abs, e))?;
+            if !matcher.is_match(&shown) {
+                if lmeta.is_dir() {
+                    // Watch directories the pattern reaches into: a match
+                    // created there during the run changes their mtime.
+                    self.watch.push(WatchItem {
+                        name: shown.into_os_string(),
+                        abs: item.path().to_path_buf(),
+                        before: watch_dir(item.path(), &lmeta),
+                    });
+                }
+                continue;
+            }
+            let bytes = shown.as_os_str().as_bytes().to_vec();
+            let entry = self.entry(shown, item.path(), &lmeta, bytes);
+            listing.push(entry);
+        }
+        self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
+        Ok(())
+    }
+
+    /// Hash what needs hashing (in parallel), update the stat cache, and
+    /// return the components in order with what to watch.
+    pub fn finish(mut self) -> Result<Collected> {
+        for task in &mut self.files {
+            if let Some(c) = self.cache.get(&task.abs)
+                && c.stat == task.stat
+                && !c.stat.is_racy(c.hashed_at_ns)
+            {
+                task.digest = Some(c.digest);
+            }
+        }
+        let hashed_at_ns = now_ns();
+        let results: Vec<(usize, io::Result<(Digest, FileStat)>)> = self
+            .files
+            .par_iter()
+            .enumerate()
+            .filter(|(_, t)| t.digest.is_none())
+            .map(|(i, t)| (i, hash_regular(&t.abs)))
+            .collect();
+        for (i, result) in results {
+            let task = &mut self.files[i];
+            let (digest, stat) = result.map_err(|e| unreadable(Path::new(&task.name), &e))?;
+            task.digest = Some(digest);
+            task.stat = stat;
+            self.cache.put(
+                &task.abs,
+                CachedStat {
+                    stat,
+                    digest,
+                    hashed_at_ns,
+                },
+            );
+        }
+        let mut out = Collected {
+            components: Vec::with_capacity(self.slots.len()),
+            watch: self.watch,
+        };
+        for slot in self.slots {
+            match slot {
+                Slot::Done(c) => out.components.push(c),
+                Slot::File(i) => {
+                    let t = &self.files[i];
+                    let digest = t.digest.expect("every file task was hashed");
+                    out.components
+                        .push(Component::input(t.name.as_bytes(), Some(digest)));
+                    out.watch.push(WatchItem {
+                        name: t.name.clone(),
+                        abs: t.abs.clone(),
+                        before: Watched::File { digest, stat: t.stat },
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
-/// Hash `path` if it names a regular file; `Ok(None)` if it names nothing or
-/// something else.
-pub fn hash_if_regular(path: &OsStr) -> Result<Option<InputFile>> {
-    if path.is_empty() {
-        return Ok(None);
-    }
-    match fs::metadata(path) {
-        Ok(m) if m.is_file() => {}
-        _ => return Ok(None),
-    }
-    let culprit = || path.to_string_lossy().into_owned();
-    let mut file = match open_nonblocking(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(anyhow!(
-                "cannot read input '{}': {}",
-                culprit(),
-                io_reason(&e)
-            ));
-        }
+fn walk_error(arg: &OsStr, abs: &Path, e: walkdir::Error) -> anyhow::Error {
+    let shown = match e.path() {
+        Some(p) => Path::new(arg).join(p.strip_prefix(abs).unwrap_or(p)),
+        None => PathBuf::from(arg),
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| anyhow!("cannot read input '{}': {}", culprit(), io_reason(&e)))?;
-    if !meta.is_file() {
-        return Ok(None);
+    if e.loop_ancestor().is_some() {
+        return anyhow!("input '{}' contains a filesystem loop", shown.display());
     }
-    let (digest, _) = hashing::hash_file(&mut file, meta.size())
-        .map_err(|e| anyhow!("cannot read input '{}': {}", culprit(), io_reason(&e)))?;
-    Ok(Some(InputFile {
-        path: path.to_os_string(),
-        digest,
-        stat: FileStat::of(&meta),
-    }))
+    match e.io_error() {
+        Some(io) => unreadable(&shown, io),
+        None => anyhow!("cannot read input '{}'", shown.display()),
+    }
 }
 
-fn open_nonblocking(path: &OsStr) -> io::Result<File> {
+/// How a directory is watched: its stat, plus its names when the stat is
+/// too recent to show a change made in the same timestamp tick.
+fn watch_dir(abs: &Path, meta: &fs::Metadata) -> Watched {
+    let stat = FileStat::of(meta);
+    let names = if stat.is_racy(now_ns()) {
+        dir_names_digest(abs).ok()
+    } else {
+        None
+    };
+    Watched::Dir(stat, names)
+}
+
+/// A digest of a directory's sorted entry names.
+fn dir_names_digest(abs: &Path) -> io::Result<Digest> {
+    let mut names: Vec<OsString> = fs::read_dir(abs)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    for n in &names {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n.as_bytes());
+    }
+    Ok(h.finalize().into())
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Open `path` without blocking, check that the open file is regular, and
+/// hash it. Returns the digest and the stat of the file that was read.
+pub fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
+    let mut file = open_nonblocking(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is no longer a regular file",
+        ));
+    }
+    let (digest, _) = hashing::hash_file(&mut file, meta.size())?;
+    Ok((digest, FileStat::of(&meta)))
+}
+
+fn open_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)
 }
 
+/// The first watched path whose state differs from before the run, if any.
+/// `started_ns` is when the inputs were examined; files modified that
+/// recently are compared by content, not only by stat.
+pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
+    watch.iter().find(|w| match &w.before {
+        Watched::Absent => fs::symlink_metadata(&w.abs).is_ok(),
+        Watched::Dir(before, names) => match fs::symlink_metadata(&w.abs) {
+            Ok(m) if FileStat::of(&m) != *before => true,
+            Ok(_) => match names {
+                Some(names) => dir_names_digest(&w.abs).ok() != Some(*names),
+                None => false,
+            },
+            Err(_) => true,
+        },
+        Watched::File { digest, stat } => match fs::metadata(&w.abs) {
+            Ok(m) if FileStat::of(&m) != *stat => true,
+            Ok(_) if stat.is_racy(started_ns) => match hash_regular(&w.abs) {
+                Ok((now, _)) => now != *digest,
+                Err(_) => true,
+            },
+            Ok(_) => false,
+            Err(_) => true,
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Kind;
+    use std::collections::HashMap;
 
-    fn os(v: &[&str]) -> Vec<OsString> {
-        v.iter().map(OsString::from).collect()
+    #[derive(Default)]
+    struct MapCache(HashMap<PathBuf, CachedStat>, usize);
+
+    impl StatCache for MapCache {
+        fn get(&mut self, abs: &Path) -> Option<CachedStat> {
+            self.0.get(abs).copied()
+        }
+        fn put(&mut self, abs: &Path, entry: CachedStat) {
+            self.1 += 1;
+            self.0.insert(abs.to_path_buf(), entry);
+        }
+    }
+
+    fn collect(cwd: &Path, cache: &mut dyn StatCache, explicit: &[&str], auto: &[&str]) -> Result<Collected> {
+        let mut c = Collector::new(cwd, cache);
+        for e in explicit {
+            c.explicit(OsStr::new(e))?;
+        }
+        for a in auto {
+            c.auto(OsStr::new(a));
+        }
+        c.finish()
+    }
+
+    fn names(c: &Collected) -> Vec<(Kind, String, bool)> {
+        c.components
+            .iter()
+            .map(|c| (c.kind, c.name.clone(), c.state == crate::key::State::Present))
+            .collect()
     }
 
     #[test]
-    fn only_regular_files_are_inputs() {
+    fn only_regular_files_are_automatic_inputs() {
         let t = tempfile::tempdir().unwrap();
-        let f = t.path().join("in.txt");
-        fs::write(&f, "data").unwrap();
-        let argv = vec![
-            OsString::from("cat"),
-            f.clone().into(),
-            t.path().into(),
-            "/dev/zero".into(),
-            "/dev/null".into(),
-            t.path().join("missing").into(),
-            "".into(),
-        ];
-        let inputs = auto_inputs(&argv).unwrap();
-        assert_eq!(inputs.len(), 1);
-        assert_eq!(inputs[0].path, f.as_os_str());
-        assert_eq!(inputs[0].digest, Digest::from(blake3::hash(b"data")));
+        fs::write(t.path().join("in.txt"), "data").unwrap();
+        fs::create_dir(t.path().join("dir")).unwrap();
+        let c = collect(t.path(), &mut NoStatCache, &[], &["in.txt", "dir", "/dev/zero", "/dev/null", "missing", ""]).unwrap();
+        assert_eq!(names(&c), vec![(Kind::Input, "in.txt".into(), true)]);
+        assert_eq!(c.components[0], Component::input(b"in.txt", Some(Digest::from(blake3::hash(b"data")))));
     }
 
     #[test]
-    fn program_counts_only_as_a_path() {
-        let args = os(&["./build.sh", "x"]);
-        assert_eq!(candidate_args(&args).count(), 2);
-        let args = os(&["make", "x"]);
+    fn directory_walk_is_sorted_and_lists_links_without_following() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("src");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("b.txt"), "b").unwrap();
+        fs::write(d.join("a.txt"), "a").unwrap();
+        fs::write(d.join("sub/c.txt"), "c").unwrap();
+        std::os::unix::fs::symlink("a.txt", d.join("link-to-file")).unwrap();
+        std::os::unix::fs::symlink(".", d.join("loop")).unwrap();
+        let c = collect(t.path(), &mut NoStatCache, &["src"], &[]).unwrap();
         assert_eq!(
-            candidate_args(&args).collect::<Vec<_>>(),
-            vec![&OsString::from("x")]
+            names(&c),
+            vec![
+                (Kind::InputSet, "src".into(), true),
+                (Kind::Input, "src/a.txt".into(), true),
+                (Kind::Input, "src/b.txt".into(), true),
+                (Kind::Input, "src/link-to-file".into(), true),
+                (Kind::Input, "src/sub/c.txt".into(), true),
+            ]
         );
+        assert_eq!(c.components[3].digest, Component::input(b"src/link-to-file", Some(Digest::from(blake3::hash(b"a")))).digest);
+    }
+
+    #[test]
+    fn glob_matches_files_by_pattern() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("src/deep")).unwrap();
+        fs::write(t.path().join("src/a.rs"), "a").unwrap();
+        fs::write(t.path().join("src/b.txt"), "b").unwrap();
+        fs::write(t.path().join("src/deep/c.rs"), "c").unwrap();
+        let c = collect(t.path(), &mut NoStatCache, &["src/*.rs"], &[]).unwrap();
+        assert_eq!(
+            names(&c),
+            vec![(Kind::InputSet, "src/*.rs".into(), true), (Kind::Input, "src/a.rs".into(), true)]
+        );
+        let c = collect(t.path(), &mut NoStatCache, &["src/**/*.rs"], &[]).unwrap();
+        let inputs: Vec<String> = names(&c).into_iter().skip(1).map(|n| n.1).collect();
+        assert_eq!(inputs, vec!["src/a.rs", "src/deep/c.rs"]);
+        let c = collect(t.path(), &mut NoStatCache, &["nothing/*.rs"], &[]).unwrap();
+        assert_eq!(names(&c), vec![(Kind::InputSet, "nothing/*.rs".into(), true)]);
+    }
+
+    #[test]
+    fn absent_and_refused_inputs() {
+        let t = tempfile::tempdir().unwrap();
+        let c = collect(t.path(), &mut NoStatCache, &["missing.txt"], &[]).unwrap();
+        assert_eq!(names(&c), vec![(Kind::Input, "missing.txt".into(), false)]);
+        let e = collect(t.path(), &mut NoStatCache, &["/dev/null"], &[]).unwrap_err();
+        assert!(e.downcast_ref::<Refused>().is_some(), "{e}");
+        assert!(e.to_string().contains("is a device"));
+    }
+
+    #[test]
+    fn stat_cache_skips_unchanged_files_but_not_racy_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("f");
+        fs::write(&f, "one").unwrap();
+        let mut cache = MapCache::default();
+        collect(t.path(), &mut cache, &["f"], &[]).unwrap();
+        assert_eq!(cache.1, 1);
+        // Just written: racy, so hashed again.
+        collect(t.path(), &mut cache, &["f"], &[]).unwrap();
+        assert_eq!(cache.1, 2);
+        // Pretend it was hashed long after its last change: trusted.
+        let e = cache.0.get_mut(&f).unwrap();
+        e.hashed_at_ns = e.stat.mtime_ns.max(e.stat.ctime_ns) + 10 * RACY_MARGIN_NS;
+        collect(t.path(), &mut cache, &["f"], &[]).unwrap();
+        assert_eq!(cache.1, 2);
+        // A changed stat is hashed again, and gives the new content.
+        fs::write(&f, "two").unwrap();
+        let c = collect(t.path(), &mut cache, &["f"], &[]).unwrap();
+        assert_eq!(cache.1, 3);
+        assert_eq!(c.components[0], Component::input(b"f", Some(Digest::from(blake3::hash(b"two")))));
+    }
+
+    #[test]
+    fn changes_during_the_run_are_seen() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("d/x"), "x").unwrap();
+        fs::write(t.path().join("f"), "1234").unwrap();
+        let start = now_ns();
+        let c = collect(t.path(), &mut NoStatCache, &["d", "f", "absent"], &[]).unwrap();
+        assert!(changed_during_run(&c.watch, start).is_none());
+        // Same size, same mtime tick: only the content tells.
+        fs::write(t.path().join("f"), "5678").unwrap();
+        assert_eq!(changed_during_run(&c.watch, start).unwrap().name, "f");
+        fs::write(t.path().join("f"), "1234").unwrap();
+        fs::write(t.path().join("d/new"), "").unwrap();
+        assert_eq!(changed_during_run(&c.watch, start).unwrap().name, "d");
+        let c = collect(t.path(), &mut NoStatCache, &["absent"], &[]).unwrap();
+        fs::write(t.path().join("absent"), "").unwrap();
+        assert_eq!(changed_during_run(&c.watch, start).unwrap().name, "absent");
     }
 
     #[test]
@@ -174,6 +742,12 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
         // SAFETY: valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(hash_if_regular(fifo.as_os_str()).unwrap().is_none());
+        let got = collect(t.path(), &mut NoStatCache, &[], &["fifo"]).unwrap();
+        assert!(got.components.is_empty());
+        let e = collect(t.path(), &mut NoStatCache, &["fifo"], &[]).unwrap_err();
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
+        // Inside a directory it is listed, not opened.
+        let c = collect(t.path(), &mut NoStatCache, &["."], &[]).unwrap();
+        assert_eq!(c.components.len(), 1);
     }
 }

@@ -92,7 +92,7 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// What a key component describes. The tag values are part of the encoding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// The command line, as raw bytes.
@@ -105,6 +105,14 @@ pub enum Kind {
     EnvPattern,
     /// The content of an input file.
     Input,
+    /// The listing of an `--input` directory or glob: what it contains.
+    InputSet,
+    /// The digest of stdin.
+    Stdin,
+    /// A literal `--key` text.
+    Literal,
+    /// The stdout and exit status of a `--key-cmd`.
+    KeyCmd,
 }
 
 impl Kind {
@@ -115,6 +123,10 @@ impl Kind {
             Kind::Env => 3,
             Kind::EnvPattern => 4,
             Kind::Input => 5,
+            Kind::InputSet => 6,
+            Kind::Stdin => 7,
+            Kind::Literal => 8,
+            Kind::KeyCmd => 9,
         }
     }
 }
@@ -235,6 +247,68 @@ impl Component {
         Component::with_content(Kind::Input, path, content)
     }
 
+    /// The listing of an `--input` directory or glob, named by the argument
+    /// as given: each entry's relative path, type and (for a link that is
+    /// not followed) target, in sorted order.
+    pub fn input_set(arg: &[u8], entries: &[ListingEntry]) -> Component {
+        let mut e = Encoder::new(Kind::InputSet, arg, State::Present);
+        e.u64(entries.len() as u64);
+        for entry in entries {
+            e.bytes(&entry.path);
+            e.0.update(&[entry.file_type as u8]);
+            e.bytes(&entry.link_target);
+        }
+        Component {
+            kind: Kind::InputSet,
+            name: String::from_utf8_lossy(arg).into_owned(),
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// stdin: a keyed digest of what was read, or `None` with a reason
+    /// (`terminal`) when it was not read.
+    pub fn stdin(content: Result<Digest, &str>) -> Component {
+        match content {
+            Ok(d) => Component::with_content(Kind::Stdin, b"", Some(d)),
+            Err(why) => Component::with_content(Kind::Stdin, why.as_bytes(), None),
+        }
+    }
+
+    /// A literal `--key` text.
+    pub fn literal(text: &str) -> Component {
+        let mut e = Encoder::new(Kind::Literal, text.as_bytes(), State::Present);
+        e.bytes(text.as_bytes());
+        Component {
+            kind: Kind::Literal,
+            name: text.to_string(),
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// A `--key-cmd`: the digest of its stdout and its exit status (`None`
+    /// when killed by a signal).
+    pub fn key_cmd(cmd: &str, stdout: Digest, status: Option<i32>) -> Component {
+        let mut e = Encoder::new(Kind::KeyCmd, cmd.as_bytes(), State::Present);
+        e.bytes(&stdout.0);
+        match status {
+            Some(code) => {
+                e.0.update(&[1]);
+                e.0.update(&code.to_le_bytes());
+            }
+            None => {
+                e.0.update(&[0]);
+            }
+        }
+        Component {
+            kind: Kind::KeyCmd,
+            name: cmd.to_string(),
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
     fn with_content(kind: Kind, raw_name: &[u8], content: Option<Digest>) -> Component {
         let state = if content.is_some() {
             State::Present
@@ -252,6 +326,32 @@ impl Component {
             digest: e.finish(),
         }
     }
+}
+
+/// The type of an entry in an `--input` listing. The values are part of the
+/// encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FileType {
+    /// A regular file, or a symlink to one (counted by the target's content).
+    File = 1,
+    /// A directory.
+    Dir = 2,
+    /// A symlink that is not followed: to a directory, or dangling.
+    Link = 3,
+    /// A FIFO, socket or device: listed, never opened.
+    Special = 4,
+}
+
+/// One entry of an `--input` directory or glob listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingEntry {
+    /// Path relative to the directory (or as matched, for a glob).
+    pub path: Vec<u8>,
+    /// What it is.
+    pub file_type: FileType,
+    /// For a [`FileType::Link`], where it points; empty otherwise.
+    pub link_target: Vec<u8>,
 }
 
 /// A finished key: the digest and the components it was built from.
@@ -353,6 +453,36 @@ mod tests {
             key(vec![argv.clone()]),
             key(vec![argv, Component::cwd(b"/")])
         );
+    }
+
+    #[test]
+    fn new_kinds_are_distinct_and_sensitive() {
+        let d = Digest([3; 32]);
+        assert_ne!(Component::stdin(Ok(d)).digest, Component::stdin(Err("terminal")).digest);
+        assert_ne!(Component::literal("a").digest, Component::literal("b").digest);
+        assert_ne!(
+            Component::key_cmd("c", d, Some(0)).digest,
+            Component::key_cmd("c", d, Some(1)).digest
+        );
+        assert_ne!(
+            Component::key_cmd("c", d, Some(0)).digest,
+            Component::key_cmd("c", d, None).digest
+        );
+        let file = |p: &str| ListingEntry {
+            path: p.as_bytes().to_vec(),
+            file_type: FileType::File,
+            link_target: vec![],
+        };
+        let a = Component::input_set(b"src", &[file("a"), file("b")]);
+        let renamed = Component::input_set(b"src", &[file("a"), file("c")]);
+        let added = Component::input_set(b"src", &[file("a"), file("b"), file("c")]);
+        let as_dir = Component::input_set(
+            b"src",
+            &[file("a"), ListingEntry { file_type: FileType::Dir, ..file("b") }],
+        );
+        assert_ne!(a.digest, renamed.digest);
+        assert_ne!(a.digest, added.digest);
+        assert_ne!(a.digest, as_dir.digest);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! - [`store`]: the storage interface and its SQLite + blob implementation.
 //! - [`replay`]: a hit, written back byte for byte in the recorded order.
 //! - [`run`]: a miss, spawned, streamed live and recorded via [`transcript`].
+//! - [`prepare`]: store opened, stdin captured ([`stdin`]), key resolved.
 //! - [`memoize`]: the flow that ties them together and picks the exit code.
+//! - [`explain`], [`why`]: `memorun why`, and what changed between two keys.
 //! - [`output`], [`ui`], [`exit_codes`]: how memorun writes and speaks.
 
 #![warn(missing_docs)]
@@ -24,24 +26,28 @@
 pub mod cli;
 pub mod config;
 pub mod exit_codes;
+pub mod explain;
 pub mod hashing;
 pub mod inputs;
 pub mod key;
 pub mod memoize;
 pub mod output;
+pub mod prepare;
 pub mod replay;
 pub mod resolve;
 pub mod run;
+pub mod stdin;
 pub mod store;
 pub mod transcript;
 pub mod ui;
+pub mod why;
 
 use std::ffi::OsString;
 
 use clap::Parser;
 use clap::error::ErrorKind;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Sub};
 use crate::config::Config;
 use crate::run::SpawnError;
 use crate::ui::Ui;
@@ -53,7 +59,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    let config = match Config::new(cli.run, |name| std::env::var_os(name)) {
+    let (run_args, why_json) = match cli.subcommand {
+        None => (cli.run, None),
+        Some(Sub::Why { json, run }) => (run, Some(json)),
+    };
+    let config = match Config::new(run_args, |name| std::env::var_os(name)) {
         Ok(c) => c,
         Err(e) => {
             ui::error(format_args!("{e:#}"));
@@ -61,7 +71,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     let ui = Ui::new(config.verbosity);
-    match memoize::memoize(&config, &ui) {
+    let result = match why_json {
+        None => memoize::memoize(&config, &ui),
+        Some(json) => explain::why(&config, json),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
             if let Some(spawn) = e.downcast_ref::<SpawnError>() {

@@ -5,45 +5,47 @@
 //! record → exit code. Whenever the store fails, the command still runs,
 //! uncached, with one warning: the cache can cost a miss, never a build.
 
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::config::{CacheLocation, Config};
+use crate::config::Config;
 use crate::exit_codes;
+use crate::inputs;
+use crate::prepare::{NotPrepared, Prepared, prepare};
 use crate::replay::{self, Replayed};
-use crate::resolve::{self, Resolved};
+use crate::resolve::Resolved;
 use crate::run::{self, Status};
+use crate::stdin::Feed;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewEntry, Store, now_ms};
 use crate::transcript::Recorder;
 use crate::ui::{Ui, human_duration};
+use crate::why;
 
 /// Run or replay the configured command; returns memorun's exit code.
 pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
-    let dir = match &config.cache {
-        CacheLocation::Dir(dir) => dir,
-        CacheLocation::Disabled => return plain(config),
-        CacheLocation::Unavailable(why) => {
-            ui.warn(why);
-            return plain(config);
-        }
-    };
-    let mut store = match SqliteStore::open(dir) {
-        Ok(store) => store,
-        Err(e) => {
+    let Prepared {
+        mut store,
+        resolved,
+        feed,
+        missing_output,
+    } = match prepare(config, true) {
+        Ok(p) => p,
+        Err(NotPrepared::Disabled) => return plain(config, Feed::Inherit),
+        Err(NotPrepared::Uncached(e, feed)) => {
             ui.warn(format_args!("{e:#}; running uncached"));
-            return plain(config);
+            return plain(config, feed);
         }
+        Err(NotPrepared::Refused(e)) => return Err(e),
     };
-    let resolved = match resolve::resolve(config, store.secret(), std::env::vars_os()) {
-        Ok(r) => r,
-        Err(e) => {
-            ui.warn(format_args!("{e:#}; running uncached"));
-            return plain(config);
-        }
-    };
-    if !config.force {
+    let mut miss_reason = None;
+    if config.force {
+        miss_reason = Some("forced".to_string());
+    } else if let Some(out) = &missing_output {
+        miss_reason = Some(format!("output '{out}' is missing"));
+    } else {
         match store.lookup(&resolved.key.digest) {
             Ok(Some(entry)) => match replay::replay(&store, &entry)? {
                 Replayed::Done => {
@@ -61,37 +63,47 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
                     return Ok(exit_codes::for_signal(libc::SIGPIPE));
                 }
                 Replayed::Corrupt => {
-                    ui.status("stored entry failed verification; removed it, running again");
                     let _ = store.remove(&entry.key);
+                    miss_reason = Some("the stored entry failed verification and was removed".into());
                 }
                 Replayed::Unreadable(e) => {
                     ui.warn(format_args!("{e:#}; running uncached"));
-                    return plain(config);
+                    return plain(config, feed);
                 }
             },
             Ok(None) => {}
             Err(e) => {
-                ui.warn(format_args!(
-                    "cannot read the cache: {e:#}; running uncached"
-                ));
-                return plain(config);
+                ui.warn(format_args!("cannot read the cache: {e:#}; running uncached"));
+                return plain(config, feed);
             }
         }
     }
-    run_and_record(config, ui, &mut store, &resolved)
+    if miss_reason.is_none() && ui.is_verbose() {
+        miss_reason = Some(explain_miss(&store, &resolved));
+    }
+    run_and_record(config, ui, &mut store, &resolved, feed, miss_reason)
+}
+
+/// Why a lookup missed, from the closest earlier entry of the command.
+fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
+    match store.previous_run(&resolved.key.command, &resolved.key.digest) {
+        Ok(Some((old, _))) => why::summary(&why::diff(&old, &resolved.key.components)),
+        Ok(None) => "no earlier run of this command".into(),
+        Err(_) => "no entry".into(),
+    }
 }
 
 /// Run without the cache.
-fn plain(config: &Config) -> Result<i32> {
-    Ok(run::run_plain(&config.command)?.exit_code())
+fn plain(config: &Config, feed: Feed) -> Result<i32> {
+    Ok(run::run_plain(&config.command, feed)?.exit_code())
 }
 
-fn age(created_ms: i64) -> Duration {
+pub(crate) fn age(created_ms: i64) -> Duration {
     Duration::from_millis((now_ms() - created_ms).max(0) as u64)
 }
 
-/// Why a finished run is not recorded.
-fn unrecordable(config: &Config, outcome: &run::Outcome) -> Option<String> {
+/// Why a finished run is not recorded, if it is not.
+fn unrecordable(config: &Config, resolved: &Resolved, outcome: &run::Outcome) -> Option<String> {
     match outcome.status {
         Status::Signaled(sig) => return Some(format!("killed by signal {sig}")),
         Status::Exited(code) if code != 0 && !config.cache_failures => {
@@ -103,9 +115,12 @@ fn unrecordable(config: &Config, outcome: &run::Outcome) -> Option<String> {
         return Some("its output could not be delivered".into());
     }
     if let Some(e) = &outcome.record_error {
+        return Some(format!("cannot record its output: {}", crate::ui::io_reason(e)));
+    }
+    if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
+        let name = w.name.to_string_lossy();
         return Some(format!(
-            "cannot record its output: {}",
-            crate::ui::io_reason(e)
+            "input '{name}' changed while the command ran (if the command writes it, leave it out of the key with -x '{name}')"
         ));
     }
     None
@@ -116,10 +131,15 @@ fn run_and_record(
     ui: &Ui,
     store: &mut SqliteStore,
     resolved: &Resolved,
+    feed: Feed,
+    miss_reason: Option<String>,
 ) -> Result<i32> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
-    let outcome = run::run_captured(&config.command, Some(recorder))?;
-    let ran = if config.force { "forced run" } else { "miss" };
+    let outcome = run::run_captured(&config.command, feed, Some(recorder))?;
+    let ran = match &miss_reason {
+        Some(why) => format!("miss ({why})"),
+        None => "miss".into(),
+    };
     let took = human_duration(outcome.duration);
     if let Some(e) = &outcome.record_error {
         ui.warn(format_args!(
@@ -127,12 +147,23 @@ fn run_and_record(
             crate::ui::io_reason(e)
         ));
     }
-    match (unrecordable(config, &outcome), outcome.recording) {
+    // Arguments that named nothing before and name a file now are outputs
+    // of this command: later runs leave them out of the automatic inputs.
+    let outputs: Vec<Vec<u8>> = resolved
+        .maybe_outputs
+        .iter()
+        .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    let _ = store.add_outputs(&resolved.base.manifest, &outputs);
+    let why_not = unrecordable(config, resolved, &outcome);
+    let _ = store.set_note(&resolved.base.manifest, why_not.as_deref());
+    match (why_not, outcome.recording) {
         (None, Some(rec)) => {
             let entry = NewEntry {
                 key: &resolved.key,
-                display: resolved.display.clone(),
-                cwd: resolved.cwd.clone(),
+                display: resolved.base.display.clone(),
+                cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
                 duration: outcome.duration,
                 exit_code: outcome.status.exit_code(),
                 stdout: rec.stdout,
@@ -144,9 +175,9 @@ fn run_and_record(
                 Err(e) => ui.warn(format_args!("cannot record the result: {e:#}")),
             }
         }
-        (why, _) => {
-            let why = why.unwrap_or_else(|| "recording failed".into());
-            ui.status(format_args!("{ran}, ran in {took}, not recorded: {why}"));
+        (why_not, _) => {
+            let why_not = why_not.unwrap_or_else(|| "recording failed".into());
+            ui.status(format_args!("{ran}, ran in {took}, not recorded: {why_not}"));
         }
     }
     Ok(outcome.status.exit_code())

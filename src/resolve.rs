@@ -1,68 +1,183 @@
-//! Resolving a [`Config`] against the world into a [`Key`]: reading the
-//! working directory, the chosen environment variables and the inputs.
+//! Resolving a [`Config`] against the world into a [`Key`]: the command
+//! line after `--ignore-arg`, the working directory, the chosen environment
+//! variables, `--key` and `--key-cmd` material, the inputs and stdin.
 //!
 //! This is the only place that decides *what* goes into the key; `key`
 //! decides *how* it is encoded. Env values are reduced to digests keyed
 //! with the cache's secret here and never leave this module in plain text.
+//!
+//! Resolution has two steps so that the store can be asked in between which
+//! arguments earlier runs of this command created ([`Base`] names the
+//! command; [`resolve`] finishes the key): an output file is not an input.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result, anyhow};
 
 use crate::config::{Config, EnvPattern};
-use crate::inputs::{self, InputFile};
+use crate::inputs::{self, Collector, StatCache, WatchItem};
 use crate::key::{Component, Digest, Key};
+
+/// The command's identity: argv after `--ignore-arg`, and where it runs.
+#[derive(Debug, Clone)]
+pub struct Base {
+    /// The argv component (after `--ignore-arg`).
+    pub argv: Component,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// Names this command in this directory, for the output manifest.
+    pub manifest: Digest,
+    /// The command line, shell-quoted for display.
+    pub display: String,
+}
+
+impl Base {
+    /// The identity of `config`'s command, run from the current directory.
+    pub fn new(config: &Config) -> Result<Base> {
+        let cwd = std::env::current_dir().context("cannot determine the working directory")?;
+        let argv: Vec<&[u8]> = config
+            .command
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !config.is_ignored_arg(*i))
+            .map(|(_, a)| a.as_bytes())
+            .collect();
+        let argv = Component::argv(&argv);
+        let mut h = blake3::Hasher::new();
+        h.update(b"memorun manifest");
+        h.update(&argv.digest.0);
+        h.update(cwd.as_os_str().as_bytes());
+        Ok(Base {
+            argv,
+            manifest: h.finalize().into(),
+            display: display_command(&config.command),
+            cwd,
+        })
+    }
+}
 
 /// A resolved key, with what the run needs to remember about it.
 #[derive(Debug)]
 pub struct Resolved {
     /// The key and its components.
     pub key: Key,
-    /// The working directory (raw bytes), whether or not it is in the key.
-    pub cwd: Vec<u8>,
-    /// The input files that were hashed, with their identities.
-    pub inputs: Vec<InputFile>,
-    /// The command line, shell-quoted for display.
-    pub display: String,
+    /// The command's identity.
+    pub base: Base,
+    /// Everything whose change during the run makes the result unrecordable.
+    pub watch: Vec<WatchItem>,
+    /// When the inputs were examined, nanoseconds since the epoch.
+    pub started_ns: i64,
+    /// Arguments that named nothing before the run: if the run creates them,
+    /// they are outputs.
+    pub maybe_outputs: Vec<OsString>,
 }
 
-/// Build the key for `config`. `secret` keys the env value digests. `env`
-/// lists the environment (normally `std::env::vars_os()`).
+/// What resolution needs from the store.
+pub struct Context<'a> {
+    /// Keys the env value digests.
+    pub secret: &'a [u8; 32],
+    /// Digests of unchanged files.
+    pub stat_cache: &'a mut dyn StatCache,
+    /// Arguments earlier runs created (outputs, not inputs).
+    pub known_outputs: &'a [Vec<u8>],
+}
+
+/// Build the key for `config`. `env` lists the environment (normally
+/// `std::env::vars_os()`); `stdin` is the stdin component, if any.
 pub fn resolve(
     config: &Config,
-    secret: &[u8; 32],
+    base: Base,
+    ctx: Context<'_>,
     env: impl Iterator<Item = (OsString, OsString)>,
+    stdin: Option<Component>,
 ) -> Result<Resolved> {
-    let argv: Vec<&[u8]> = config.command.iter().map(|a| a.as_bytes()).collect();
-    let mut components = vec![Component::argv(&argv)];
-
-    let cwd = std::env::current_dir()
-        .context("cannot determine the working directory")?
-        .into_os_string()
-        .into_vec();
+    let started_ns = inputs::now_ns();
+    let mut components = vec![base.argv.clone()];
     if config.include_cwd {
-        components.push(Component::cwd(&cwd));
+        components.push(Component::cwd(base.cwd.as_os_str().as_bytes()));
+    }
+    components.extend(env_components(&config.env, ctx.secret, env));
+    components.extend(config.keys.iter().map(|k| Component::literal(k)));
+    for cmd in &config.key_cmds {
+        components.push(key_cmd(cmd, &base.cwd)?);
     }
 
-    components.extend(env_components(&config.env, secret, env));
-
-    let inputs = if config.auto_inputs {
-        inputs::auto_inputs(&config.command)?
-    } else {
-        Vec::new()
-    };
-    for input in &inputs {
-        components.push(Component::input(input.path.as_bytes(), Some(input.digest)));
+    let mut collector = Collector::new(&base.cwd, ctx.stat_cache);
+    for input in &config.inputs {
+        collector.explicit(input)?;
     }
+    let mut maybe_outputs = Vec::new();
+    if config.auto_inputs {
+        for (i, arg) in config.command.iter().enumerate() {
+            if config.is_ignored_arg(i) || (i == 0 && !arg.as_bytes().contains(&b'/')) {
+                continue;
+            }
+            if ctx.known_outputs.iter().any(|o| o.as_slice() == arg.as_bytes()) {
+                continue;
+            }
+            if !collector.auto(arg) && is_missing(&base.cwd, arg) {
+                maybe_outputs.push(arg.clone());
+            }
+        }
+    }
+    let collected = collector.finish()?;
+    components.extend(collected.components);
+    components.extend(stdin);
 
     Ok(Resolved {
         key: Key::new(components),
-        cwd,
-        inputs,
-        display: display_command(&config.command),
+        base,
+        watch: collected.watch,
+        started_ns,
+        maybe_outputs,
     })
+}
+
+fn is_missing(cwd: &Path, arg: &OsStr) -> bool {
+    !arg.is_empty()
+        && matches!(
+            std::fs::symlink_metadata(cwd.join(arg)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        )
+}
+
+/// Run a `--key-cmd` with `sh -c` and digest its stdout and exit status.
+/// Its stdin is empty and its stderr discarded, so it cannot steal the
+/// command's input or add to the output.
+fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow!("cannot run --key-cmd '{cmd}': {}", crate::ui::io_reason(&e)))?;
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                h.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow!("cannot read the output of --key-cmd '{cmd}': {e}")),
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| anyhow!("cannot wait for --key-cmd '{cmd}': {e}"))?;
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s));
+    Ok(Component::key_cmd(cmd, h.finalize().into(), code))
 }
 
 /// One component per chosen variable (sorted by name, each once), then one
@@ -88,13 +203,13 @@ fn env_components(
             EnvPattern::Glob(glob) => {
                 let matched: Vec<Vec<u8>> = environment
                     .keys()
-                    .filter(|k| glob.matches(&String::from_utf8_lossy(k)))
+                    .filter(|k| glob.is_match(OsStr::from_bytes(k)))
                     .cloned()
                     .collect();
                 for name in &matched {
                     chosen.insert(name.clone(), environment.get(name).map(value_digest));
                 }
-                pattern_components.push(Component::env_pattern(glob.as_str(), &matched));
+                pattern_components.push(Component::env_pattern(glob.glob().glob(), &matched));
             }
         }
     }
@@ -152,9 +267,18 @@ mod tests {
         let env = env_of(&[("AX", "1"), ("AY", ""), ("B", "secret"), ("C", "x")]);
         let other = env_components(&patterns, &[2; 32], env.into_iter());
         assert_ne!(comps[2].digest, other[2].digest);
-        assert_eq!(
-            comps[3].digest, other[3].digest,
-            "unset has no value to key"
+        assert_eq!(comps[3].digest, other[3].digest, "unset has no value to key");
+    }
+
+    #[test]
+    fn key_cmd_output_and_status_are_in_the_key() {
+        let cwd = std::env::temp_dir();
+        let a = key_cmd("echo a", &cwd).unwrap();
+        assert_eq!(a, key_cmd("echo a", &cwd).unwrap());
+        assert_ne!(a.digest, key_cmd("echo b", &cwd).unwrap().digest);
+        assert_ne!(
+            key_cmd("echo a; exit 0", &cwd).unwrap().digest,
+            key_cmd("echo a; exit 1", &cwd).unwrap().digest
         );
     }
 

@@ -19,11 +19,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
+use std::thread::JoinHandle;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::exit_codes;
 use crate::output::{self, Fd};
+use crate::stdin::Feed;
 use crate::transcript::{Recorder, Recording, Stream};
 
 /// Size of the pipes between the command and memorun, when the kernel allows.
@@ -165,9 +167,21 @@ fn wait(child: &mut Child) -> io::Result<Status> {
     Ok(Status::from_exit(status))
 }
 
-/// Run the command with memorun's own stdio: no capture, no recording.
-pub fn run_plain(argv: &[OsString]) -> Result<Status, SpawnError> {
-    let mut child = spawn(command(argv), argv)?;
+fn stdin_of(argv: &[OsString], feed: Feed) -> Result<(Stdio, Option<JoinHandle<()>>), SpawnError> {
+    feed.into_stdio().map_err(|error| SpawnError {
+        program: argv[0].to_string_lossy().into_owned(),
+        error,
+    })
+}
+
+/// Run the command with memorun's own stdout and stderr: no capture, no
+/// recording. `stdin` is what it reads.
+pub fn run_plain(argv: &[OsString], stdin: Feed) -> Result<Status, SpawnError> {
+    let mut cmd = command(argv);
+    // The pump thread, if any, ends with the process.
+    let (stdin, _pump) = stdin_of(argv, stdin)?;
+    cmd.stdin(stdin);
+    let mut child = spawn(cmd, argv)?;
     wait(&mut child).map_err(|error| SpawnError {
         program: argv[0].to_string_lossy().into_owned(),
         error,
@@ -187,10 +201,12 @@ struct Pipe {
 /// recorder is given, record it.
 pub fn run_captured(
     argv: &[OsString],
+    stdin: Feed,
     mut recorder: Option<Recorder>,
 ) -> Result<Outcome, SpawnError> {
     let mut cmd = command(argv);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (stdin, _pump) = stdin_of(argv, stdin)?;
+    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = spawn(cmd, argv)?;
     let out: OwnedFd = child.stdout.take().expect("piped stdout").into();

@@ -45,6 +45,11 @@ impl Ui {
         print_line(&format!("memorun: warning: {msg}"));
     }
 
+    /// Whether `-v` was given.
+    pub fn is_verbose(&self) -> bool {
+        self.verbosity == Verbosity::Verbose
+    }
+
     /// Print a `-v` status line.
     pub fn status(&self, msg: impl std::fmt::Display) {
         if self.verbosity == Verbosity::Verbose {

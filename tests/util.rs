@@ -66,7 +66,10 @@ impl Dir {
     /// Like [`Dir::memorun`], as a plain `std::process::Command`.
     pub fn memorun_std(&self) -> StdCommand {
         let mut c = StdCommand::new(memorun_bin());
-        c.current_dir(self.path())
+        // Never inherit the test runner's stdin: it may be a pipe that
+        // never closes, which memorun would wait on.
+        c.stdin(std::process::Stdio::null())
+            .current_dir(self.path())
             .env("MEMORUN_DIR", &self.cache)
             .env_remove("MEMORUN_DISABLE")
             .env_remove("CI");

@@ -9,6 +9,7 @@
 pub mod blobs;
 pub mod dir;
 pub mod sqlite;
+pub mod statcache;
 
 use std::fs::File;
 use std::time::Duration;

@@ -20,8 +20,9 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
+use super::statcache::SqliteStatCache;
 use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
-use crate::key::Digest;
+use crate::key::{Component, Digest};
 
 /// Version of the database schema, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -54,6 +55,26 @@ CREATE TABLE entries (
 ) WITHOUT ROWID;
 CREATE INDEX entries_by_command ON entries (command, created);
 CREATE INDEX entries_by_last_used ON entries (last_used);
+CREATE TABLE stat_cache (
+    path         BLOB PRIMARY KEY,
+    dev          INTEGER NOT NULL,
+    ino          INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    ctime_ns     INTEGER NOT NULL,
+    digest       BLOB NOT NULL,
+    hashed_at_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE notes (
+    command BLOB PRIMARY KEY,
+    note    TEXT NOT NULL,
+    at      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outputs (
+    command BLOB NOT NULL,
+    path    BLOB NOT NULL,
+    PRIMARY KEY (command, path)
+) WITHOUT ROWID;
 ";
 
 /// A cache directory opened for use.
@@ -111,6 +132,89 @@ impl SqliteStore {
     /// The per-cache secret for keyed digests.
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+
+    /// Where temp files go (spools, stdin).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp_dir
+    }
+
+    /// A view of the stat cache for this invocation.
+    pub fn stat_cache(&self) -> SqliteStatCache<'_> {
+        SqliteStatCache::new(&self.conn)
+    }
+
+    /// The arguments earlier runs of `manifest` created: outputs, not inputs.
+    pub fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT path FROM outputs WHERE command = ?1 ORDER BY path")?;
+        let rows = stmt.query_map(params![&manifest.0[..]], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Remember that runs of `manifest` create these arguments.
+    pub fn add_outputs(&mut self, manifest: &Digest, paths: &[Vec<u8>]) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
+            for p in paths {
+                stmt.execute(params![&manifest.0[..], p])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remember why the latest run of `manifest` was not recorded (or, with
+    /// `None`, that it was).
+    pub fn set_note(&mut self, manifest: &Digest, note: Option<&str>) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        match note {
+            Some(n) => tx
+                .prepare_cached("INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)")?
+                .execute(params![&manifest.0[..], n, now_ms()])?,
+            None => tx
+                .prepare_cached("DELETE FROM notes WHERE command = ?1")?
+                .execute(params![&manifest.0[..]])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Why the latest run of `manifest` was not recorded, and when.
+    pub fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT note, at FROM notes WHERE command = ?1")?
+            .query_row(params![&manifest.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// The components of the most recent entry of the same command (same
+    /// argv after `--ignore-arg`) other than `except`, with its creation time.
+    pub fn previous_run(
+        &self,
+        command: &Digest,
+        except: &Digest,
+    ) -> Result<Option<(Vec<Component>, i64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT components, created FROM entries
+             WHERE command = ?1 AND key != ?2 ORDER BY created DESC LIMIT 1",
+        )?;
+        let row = stmt
+            .query_row(params![&command.0[..], &except.0[..]], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((json, created)) => Ok(Some((serde_json::from_str(&json)?, created))),
+        }
     }
 
     fn init(&self) -> Result<()> {

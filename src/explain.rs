@@ -1,0 +1,194 @@
+//! `memorun why`: say whether a command would hit or miss, what its key is
+//! made of, and what changed since the closest earlier run. Runs nothing.
+//!
+//! stdin is hashed (so a piped stdin is judged like a real run would judge
+//! it) but not spooled, and never printed. Env values are never printed.
+
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::key::{Component, Kind};
+use crate::memoize::age;
+use crate::prepare::{NotPrepared, Prepared, prepare};
+use crate::store::{Entry, Store};
+use crate::ui::human_duration;
+use crate::why::{self, Change};
+
+/// What `why` found.
+struct Report {
+    key: String,
+    command: String,
+    entry: Option<Entry>,
+    components: Vec<Component>,
+    previous: Option<i64>,
+    changes: Vec<Change>,
+    not_recorded: Option<(String, i64)>,
+    missing_output: Option<String>,
+    uncached: Option<String>,
+}
+
+/// Run `memorun why`; returns the exit code.
+pub fn why(config: &Config, json: bool) -> Result<i32> {
+    let report = match prepare(config, false) {
+        Ok(p) => build(p)?,
+        Err(NotPrepared::Disabled) => uncached("the cache is disabled (--no-cache or MEMORUN_DISABLE)"),
+        Err(NotPrepared::Uncached(e, _)) => uncached(&format!("{e:#}")),
+        Err(NotPrepared::Refused(e)) => return Err(e),
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&to_json(&report))? + "\n"
+    } else {
+        to_text(&report)
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn uncached(why: &str) -> Report {
+    Report {
+        key: String::new(),
+        command: String::new(),
+        entry: None,
+        components: Vec::new(),
+        previous: None,
+        changes: Vec::new(),
+        not_recorded: None,
+        missing_output: None,
+        uncached: Some(why.to_string()),
+    }
+}
+
+fn build(p: Prepared) -> Result<Report> {
+    let Prepared {
+        mut store,
+        resolved,
+        missing_output,
+        ..
+    } = p;
+    let key = &resolved.key;
+    let entry = store.lookup(&key.digest)?;
+    let (previous, changes) = match store.previous_run(&key.command, &key.digest)? {
+        Some((old, created)) if entry.is_none() => (Some(created), why::diff(&old, &key.components)),
+        _ => (None, Vec::new()),
+    };
+    Ok(Report {
+        key: key.digest.to_hex(),
+        command: resolved.base.display.clone(),
+        entry,
+        components: key.components.clone(),
+        previous,
+        changes,
+        not_recorded: store.note(&resolved.base.manifest)?,
+        missing_output,
+        uncached: None,
+    })
+}
+
+fn would_hit(r: &Report) -> bool {
+    r.entry.is_some() && r.missing_output.is_none() && r.uncached.is_none()
+}
+
+fn component_line(c: &Component, command: &str) -> (String, String) {
+    match c.kind {
+        Kind::Argv => ("argv".into(), command.to_string()),
+        Kind::Cwd => ("cwd".into(), c.name.clone()),
+        Kind::Stdin => ("stdin".into(), why::describe(c)),
+        _ => (format!("{} {}", why::label(c.kind), c.name), why::describe(c)),
+    }
+}
+
+fn to_text(r: &Report) -> String {
+    let mut s = String::new();
+    if let Some(why) = &r.uncached {
+        s.push_str(&format!("would run uncached: {why}\n"));
+        return s;
+    }
+    match (&r.entry, &r.missing_output) {
+        (Some(_), Some(out)) => s.push_str(&format!("would miss: output '{out}' of the recorded run is missing\n")),
+        (Some(e), None) => s.push_str(&format!(
+            "would hit: recorded {} ago, exit code {}, saves {}\n",
+            human_duration(age(e.created_ms)),
+            e.exit_code,
+            human_duration(e.duration)
+        )),
+        (None, _) => s.push_str("would miss\n"),
+    }
+    s.push_str(&format!("key {}\n", &r.key[..12]));
+    let lines: Vec<(String, String)> = r.components.iter().map(|c| component_line(c, &r.command)).collect();
+    let width = lines.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    s.push_str("components:\n");
+    for (label, value) in &lines {
+        s.push_str(&format!("  {label:width$}  {value}\n"));
+    }
+    if r.entry.is_none() {
+        match r.previous {
+            Some(created) => {
+                s.push_str(&format!(
+                    "changes since the closest earlier run, recorded {} ago:\n",
+                    human_duration(age(created))
+                ));
+                if r.changes.is_empty() {
+                    s.push_str("  none in the components (an argument left out with -x differs)\n");
+                }
+                for c in &r.changes {
+                    s.push_str(&format!("  {c}\n"));
+                }
+            }
+            None => s.push_str("no earlier entry of this command\n"),
+        }
+    }
+    if let Some((note, at)) = &r.not_recorded {
+        s.push_str(&format!(
+            "the latest run, {} ago, was not recorded: {note}\n",
+            human_duration(age(*at))
+        ));
+    }
+    s
+}
+
+fn to_json(r: &Report) -> Value {
+    if let Some(why) = &r.uncached {
+        return json!({ "would": "run-uncached", "reason": why });
+    }
+    let entry = r.entry.as_ref().map(|e| {
+        json!({
+            "created_ms": e.created_ms,
+            "age_ms": age(e.created_ms).as_millis() as u64,
+            "duration_ms": e.duration.as_millis() as u64,
+            "exit_code": e.exit_code,
+        })
+    });
+    let components: Vec<Value> = r
+        .components
+        .iter()
+        .map(|c| {
+            json!({
+                "kind": c.kind,
+                "name": if c.kind == Kind::Argv { r.command.clone() } else { c.name.clone() },
+                "state": c.state,
+                "digest": c.digest.to_hex(),
+            })
+        })
+        .collect();
+    json!({
+        "would": if would_hit(r) { "hit" } else { "miss" },
+        "key": r.key,
+        "command": r.command,
+        "entry": entry,
+        "missing_output": r.missing_output,
+        "components": components,
+        "previous": r.previous.map(|created| json!({
+            "created_ms": created,
+            "age_ms": age(created).as_millis() as u64,
+        })),
+        "changes": r.changes,
+        "not_recorded": r.not_recorded.as_ref().map(|(note, at)| json!({ "reason": note, "at_ms": at })),
+    })
+}

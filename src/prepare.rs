@@ -1,0 +1,86 @@
+//! Getting ready to look up: open the store, capture stdin, resolve the key.
+//!
+//! Shared by a normal run and by `memorun why`. Every failure here comes
+//! back as [`NotPrepared`], carrying how the command must still get its
+//! stdin, so the caller can run it uncached without losing a byte.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::config::{CacheLocation, Config};
+use crate::inputs::Refused;
+use crate::resolve::{self, Base, Context, Resolved};
+use crate::stdin::{self, Feed};
+use crate::store::sqlite::SqliteStore;
+
+/// A store opened and a key resolved, ready to look up.
+pub struct Prepared {
+    /// The open store.
+    pub store: SqliteStore,
+    /// The key and what the run must remember.
+    pub resolved: Resolved,
+    /// How the command gets its stdin.
+    pub feed: Feed,
+    /// A file an earlier run of this command created that is gone now.
+    pub missing_output: Option<String>,
+}
+
+/// Why preparing failed, and how the command must still get its stdin.
+pub enum NotPrepared {
+    /// No cache, on purpose: run plainly and say nothing.
+    Disabled,
+    /// The cache is unusable: warn, then run plainly.
+    Uncached(anyhow::Error, Feed),
+    /// A usage error (an input that is refused): exit 125.
+    Refused(anyhow::Error),
+}
+
+/// Open the store, capture stdin and resolve the key. `spool_stdin` is off
+/// for `why`, which hashes stdin but never runs anything.
+pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepared> {
+    let dir = match &config.cache {
+        CacheLocation::Dir(dir) => dir,
+        CacheLocation::Disabled => return Err(NotPrepared::Disabled),
+        CacheLocation::Unavailable(why) => {
+            return Err(NotPrepared::Uncached(anyhow::anyhow!("{why}"), Feed::Inherit));
+        }
+    };
+    let uncached = |e: anyhow::Error, feed| NotPrepared::Uncached(e, feed);
+    let store = SqliteStore::open(dir).map_err(|e| uncached(e, Feed::Inherit))?;
+    let base = Base::new(config).map_err(|e| uncached(e, Feed::Inherit))?;
+    let secret = *store.secret();
+    let spool_dir = spool_stdin.then(|| store.tmp_dir().to_path_buf());
+    let captured = stdin::capture(config.stdin, &secret, spool_dir.as_deref())
+        .map_err(|f| uncached(anyhow::anyhow!("cannot spool stdin: {}", crate::ui::io_reason(&f.error)), f.feed))?;
+    let known_outputs = match store.known_outputs(&base.manifest) {
+        Ok(o) => o,
+        Err(e) => return Err(uncached(e.context("cannot read the cache"), captured.feed)),
+    };
+    let missing_output = known_outputs
+        .iter()
+        .find(|o| std::fs::symlink_metadata(base.cwd.join(Path::new(std::ffi::OsStr::from_bytes(o)))).is_err())
+        .map(|o| String::from_utf8_lossy(o).into_owned());
+    let resolved = {
+        let mut stat_cache = store.stat_cache();
+        let ctx = Context {
+            secret: &secret,
+            stat_cache: &mut stat_cache,
+            known_outputs: &known_outputs,
+        };
+        let r = resolve::resolve(config, base, ctx, std::env::vars_os(), captured.component);
+        // Only a cache: failing to update it costs a re-hash next time.
+        let _ = stat_cache.flush();
+        r
+    };
+    match resolved {
+        Ok(resolved) => Ok(Prepared {
+            store,
+            resolved,
+            feed: captured.feed,
+            missing_output,
+        }),
+        Err(e) if e.downcast_ref::<Refused>().is_some() => Err(NotPrepared::Refused(e)),
+        Err(e) => Err(uncached(e, captured.feed)),
+    }
+}
+

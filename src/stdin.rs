@@ -1,0 +1,226 @@
+//! stdin in the key: read it, hash it (keyed with the cache's secret, so its
+//! digest reveals nothing), and give the command the very same bytes.
+//!
+//! - `auto`: a pipe or socket is read to EOF and spooled to an unlinked temp
+//!   file, which becomes the command's stdin: memory stays bounded for any
+//!   size, and nothing of it is left in the cache directory. A regular file
+//!   is hashed with `pread` from its current offset without being consumed,
+//!   and inherited. `/dev/null` counts as empty. A terminal or another
+//!   device is not read; the command inherits it.
+//! - `hash`: read and hash whatever stdin is, a terminal included.
+//! - `ignore`: never read or hashed; inherited.
+//!
+//! If spooling fails part-way (a full disk), the bytes already taken are not
+//! lost: the command is fed them, then the rest of stdin, through a pipe.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::Stdio;
+use std::thread::JoinHandle;
+
+use crate::cli::StdinMode;
+use crate::key::{Component, Digest};
+use crate::store::dir;
+
+/// How the command gets its stdin.
+#[derive(Debug)]
+pub enum Feed {
+    /// memorun's own stdin, untouched.
+    Inherit,
+    /// A spooled copy of what memorun read, positioned at 0.
+    File(File),
+    /// Part of stdin was taken before spooling failed: feed `taken`, then
+    /// the rest of memorun's stdin, through a pipe.
+    Pump {
+        /// The bytes already taken from stdin.
+        taken: Vec<u8>,
+        /// The spool file holding what came before `taken`, at offset 0.
+        spooled: Option<File>,
+    },
+}
+
+/// stdin, captured.
+#[derive(Debug)]
+pub struct Captured {
+    /// The key component, or `None` with `--stdin ignore`.
+    pub component: Option<Component>,
+    /// How the command gets its stdin.
+    pub feed: Feed,
+}
+
+/// Spooling failed; the command must still get all of stdin.
+#[derive(Debug)]
+pub struct SpoolFailed {
+    /// What went wrong.
+    pub error: io::Error,
+    /// How the command gets its stdin nonetheless.
+    pub feed: Feed,
+}
+
+const BUF: usize = 256 * 1024;
+
+fn same_file(m: &std::fs::Metadata, path: &str) -> bool {
+    std::fs::metadata(path).is_ok_and(|o| o.dev() == m.dev() && o.ino() == m.ino())
+}
+
+/// Read, hash and (when `spool_dir` is given) spool stdin per `mode`.
+/// Without a spool directory stdin is hashed and discarded (for `why`).
+pub fn capture(mode: StdinMode, secret: &[u8; 32], spool_dir: Option<&Path>) -> Result<Captured, SpoolFailed> {
+    let inherit = |why: &str| Captured {
+        component: Some(Component::stdin(Err(why))),
+        feed: Feed::Inherit,
+    };
+    if mode == StdinMode::Ignore {
+        return Ok(Captured {
+            component: None,
+            feed: Feed::Inherit,
+        });
+    }
+    // SAFETY: borrowing fd 0 for fstat only; ManuallyDrop keeps it open.
+    let stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    let meta = match stdin.metadata() {
+        Ok(m) => m,
+        Err(_) => return Ok(inherit("closed")),
+    };
+    let ft = meta.file_type();
+    let keyed = || blake3::Hasher::new_keyed(secret);
+    let is_tty = unsafe { libc::isatty(0) } == 1;
+    if mode == StdinMode::Auto {
+        if is_tty {
+            return Ok(inherit("terminal"));
+        }
+        if ft.is_char_device() || ft.is_block_device() {
+            if same_file(&meta, "/dev/null") {
+                return Ok(Captured {
+                    component: Some(Component::stdin(Ok(Digest::from(keyed().finalize())))),
+                    feed: Feed::Inherit,
+                });
+            }
+            return Ok(inherit("device"));
+        }
+    }
+    if ft.is_file() {
+        // Hash from the current offset without consuming it.
+        let offset = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
+        if offset >= 0 {
+            let digest = hash_file_from(&stdin, offset as u64, keyed())
+                .map_err(|error| SpoolFailed { error, feed: Feed::Inherit })?;
+            return Ok(Captured {
+                component: Some(Component::stdin(Ok(digest))),
+                feed: Feed::Inherit,
+            });
+        }
+    }
+    read_pipe(&stdin, keyed(), spool_dir)
+}
+
+fn hash_file_from(f: &File, mut offset: u64, mut h: blake3::Hasher) -> io::Result<Digest> {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match f.read_at(&mut buf, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        offset += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+fn read_pipe(mut stdin: &File, mut h: blake3::Hasher, spool_dir: Option<&Path>) -> Result<Captured, SpoolFailed> {
+    let mut spool = match spool_dir {
+        None => None,
+        Some(dir) => match dir::create_temp(dir, "stdin") {
+            Ok((f, path)) => {
+                // Unlinked at once: stdin never outlives this process on disk.
+                let _ = std::fs::remove_file(&path);
+                Some(f)
+            }
+            Err(error) => return Err(SpoolFailed { error, feed: Feed::Inherit }),
+        },
+    };
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                // What was read so far must still reach the command.
+                let feed = match spool.take() {
+                    Some(f) => rewound(f).map_or(Feed::Inherit, Feed::File),
+                    None => Feed::Inherit,
+                };
+                return Err(SpoolFailed { error, feed });
+            }
+        };
+        h.update(&buf[..n]);
+        if let Some(f) = &mut spool
+            && let Err(error) = f.write_all(&buf[..n])
+        {
+            // A partial write may have landed; the pump re-sends from the
+            // start of this chunk, so cut the file back to before it.
+            let before = f.stream_position().map(|p| p.saturating_sub(n as u64));
+            let spooled = before
+                .and_then(|len| f.set_len(len).map(|()| len))
+                .ok()
+                .and_then(|_| rewound(spool.take().expect("spool")).ok());
+            return Err(SpoolFailed {
+                error,
+                feed: Feed::Pump {
+                    taken: buf[..n].to_vec(),
+                    spooled,
+                },
+            });
+        }
+    }
+    let feed = match spool {
+        Some(f) => Feed::File(rewound(f).map_err(|error| SpoolFailed { error, feed: Feed::Inherit })?),
+        None => Feed::Inherit,
+    };
+    Ok(Captured {
+        component: Some(Component::stdin(Ok(h.finalize().into()))),
+        feed,
+    })
+}
+
+fn rewound(mut f: File) -> io::Result<File> {
+    f.rewind()?;
+    Ok(f)
+}
+
+impl Feed {
+    /// The command's stdin, and a thread to join after it exits when the
+    /// bytes are pumped through a pipe.
+    pub fn into_stdio(self) -> io::Result<(Stdio, Option<JoinHandle<()>>)> {
+        match self {
+            Feed::Inherit => Ok((Stdio::inherit(), None)),
+            Feed::File(f) => Ok((Stdio::from(f), None)),
+            Feed::Pump { taken, spooled } => {
+                let (read, write) = std::io::pipe()?;
+                let handle = std::thread::spawn(move || {
+                    let mut w = write;
+                    let _ = pump(&mut w, taken, spooled);
+                });
+                Ok((Stdio::from(OwnedFd::from(read)), Some(handle)))
+            }
+        }
+    }
+}
+
+fn pump(w: &mut impl Write, taken: Vec<u8>, spooled: Option<File>) -> io::Result<()> {
+    if let Some(mut f) = spooled {
+        io::copy(&mut f, w)?;
+    }
+    w.write_all(&taken)?;
+    // SAFETY: borrowing fd 0 for reading; ManuallyDrop keeps it open.
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+    debug_assert_eq!(stdin.as_raw_fd(), 0);
+    io::copy(&mut *stdin, w)?;
+    Ok(())
+}

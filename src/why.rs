@@ -1,0 +1,188 @@
+//! Explaining a miss: what differs between two component lists, and the
+//! `memorun why` report.
+//!
+//! Components are matched by kind and name (`env CC`, `input src/a.rs`);
+//! the working directory and stdin are matched by kind alone. Values never
+//! appear: only names, states ("set", "absent") and short digests.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::key::{Component, Kind, State};
+
+/// One difference between an earlier run's key and this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// What kind of component changed.
+    pub kind: Kind,
+    /// Its name (path, variable name), empty for argv and stdin.
+    pub name: String,
+    /// What happened to it, in words: "changed", "new file", "was unset,
+    /// now set", "/a → /b".
+    pub change: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::Cwd | Kind::Stdin | Kind::Argv => write!(f, "{}: {}", label(self.kind), self.change),
+            _ => write!(f, "{} {}: {}", label(self.kind), self.name, self.change),
+        }
+    }
+}
+
+/// The word for a component kind in reports.
+pub fn label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Argv => "argv",
+        Kind::Cwd => "cwd",
+        Kind::Env => "env",
+        Kind::EnvPattern => "env pattern",
+        Kind::Input => "input",
+        Kind::InputSet => "input listing",
+        Kind::Stdin => "stdin",
+        Kind::Literal => "key",
+        Kind::KeyCmd => "key-cmd",
+    }
+}
+
+/// The state of a component in words.
+pub fn describe(c: &Component) -> String {
+    match (c.kind, c.state) {
+        (Kind::Env, State::Present) => format!("set ({})", c.digest.short()),
+        (Kind::Env, State::Absent) => "unset".into(),
+        (Kind::Input, State::Absent) => "absent".into(),
+        (Kind::Stdin, State::Absent) => format!("not read ({})", c.name),
+        (Kind::Stdin, State::Present) => format!("hashed ({})", c.digest.short()),
+        _ => c.digest.short(),
+    }
+}
+
+fn slot(c: &Component) -> (Kind, &str) {
+    match c.kind {
+        Kind::Cwd | Kind::Stdin | Kind::Argv => (c.kind, ""),
+        _ => (c.kind, c.name.as_str()),
+    }
+}
+
+fn transition(old: &Component, new: &Component) -> String {
+    match (new.kind, old.state, new.state) {
+        (Kind::Cwd, _, _) => format!("{} → {}", old.name, new.name),
+        (Kind::Env, State::Absent, State::Present) => "was unset, now set".into(),
+        (Kind::Env, State::Present, State::Absent) => "was set, now unset".into(),
+        (Kind::Input, State::Absent, State::Present) => "created".into(),
+        (Kind::Input, State::Present, State::Absent) => "deleted".into(),
+        (Kind::Stdin, State::Absent, State::Present) => format!("was not read ({}), now hashed", old.name),
+        (Kind::Stdin, State::Present, State::Absent) => format!("was hashed, now not read ({})", new.name),
+        (Kind::InputSet, _, _) => "files added, removed or renamed".into(),
+        (Kind::EnvPattern, _, _) => "matches other variables".into(),
+        (Kind::KeyCmd, _, _) => "output or exit status changed".into(),
+        _ => "changed".into(),
+    }
+}
+
+/// Every difference from `old` to `new`, in `new`'s order, then what `old`
+/// had that `new` lacks.
+pub fn diff(old: &[Component], new: &[Component]) -> Vec<Change> {
+    let before: BTreeMap<(Kind, &str), &Component> = old.iter().map(|c| (slot(c), c)).collect();
+    let after: BTreeMap<(Kind, &str), &Component> = new.iter().map(|c| (slot(c), c)).collect();
+    let mut changes = Vec::new();
+    for c in new {
+        let change = match before.get(&slot(c)) {
+            Some(o) if o.digest == c.digest => continue,
+            Some(o) => transition(o, c),
+            None => match (c.kind, c.state) {
+                (Kind::Input, State::Present) => "new file".into(),
+                (Kind::Input, State::Absent) => "new input, absent".into(),
+                (Kind::Env, State::Present) => "newly chosen, set".into(),
+                (Kind::Env, State::Absent) => "newly chosen, unset".into(),
+                (Kind::Cwd, _) => "now in the key".into(),
+                (Kind::Stdin, _) => "now in the key".into(),
+                _ => "added".into(),
+            },
+        };
+        changes.push(Change {
+            kind: c.kind,
+            name: c.name.clone(),
+            change,
+        });
+    }
+    for c in old {
+        if !after.contains_key(&slot(c)) {
+            let change = match c.kind {
+                Kind::Input => "removed",
+                Kind::Env => "no longer chosen",
+                Kind::Cwd | Kind::Stdin => "no longer in the key",
+                _ => "removed",
+            };
+            changes.push(Change {
+                kind: c.kind,
+                name: c.name.clone(),
+                change: change.into(),
+            });
+        }
+    }
+    changes
+}
+
+/// A one-line summary of `changes` for `-v`: the first, and how many more.
+pub fn summary(changes: &[Change]) -> String {
+    match changes {
+        [] => "no component differs".into(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first}, and {} more", rest.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Digest;
+
+    fn d(b: u8) -> Option<Digest> {
+        Some(Digest([b; 32]))
+    }
+
+    #[test]
+    fn names_each_kind_of_change() {
+        let argv = Component::argv(&["make"]);
+        let old = vec![
+            argv.clone(),
+            Component::cwd(b"/a"),
+            Component::env(b"CC", None),
+            Component::env(b"GONE", d(1)),
+            Component::input(b"src/parse.rs", d(1)),
+            Component::input(b"src/old.rs", d(1)),
+            Component::input(b"later", None),
+            Component::stdin(Ok(Digest([1; 32]))),
+        ];
+        let new = vec![
+            argv,
+            Component::cwd(b"/b"),
+            Component::env(b"CC", d(2)),
+            Component::input(b"src/parse.rs", d(2)),
+            Component::input(b"src/new.rs", d(1)),
+            Component::input(b"later", d(3)),
+            Component::stdin(Ok(Digest([2; 32]))),
+        ];
+        let lines: Vec<String> = diff(&old, &new).iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "cwd: /a → /b",
+                "env CC: was unset, now set",
+                "input src/parse.rs: changed",
+                "input src/new.rs: new file",
+                "input later: created",
+                "stdin: changed",
+                "env GONE: no longer chosen",
+                "input src/old.rs: removed",
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+        assert_eq!(summary(&diff(&old, &new)[..1]), "cwd: /a → /b");
+        assert_eq!(summary(&diff(&old, &new)), "cwd: /a → /b, and 7 more");
+    }
+}
