@@ -154,7 +154,12 @@ pub struct RunArgs {
     /// reads and hashes. `ignore` never reads: the command inherits stdin.
     /// A pipe that never closes keeps memorun waiting: use `--stdin ignore`.
     /// Example: `tail -f log | memorun --stdin ignore -- ./watch.sh`.
-    #[arg(long, value_name = "MODE", default_value = "auto", help_heading = "Key")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        help_heading = "Key"
+    )]
     pub stdin: StdinMode,
 
     /// Do not hash arguments that name existing files
@@ -239,7 +244,8 @@ mod tests {
 
     #[test]
     fn why_takes_run_options() {
-        let cli = Cli::try_parse_from(["memorun", "why", "--json", "-i", "x", "--", "why"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["memorun", "why", "--json", "-i", "x", "--", "why"]).unwrap();
         let Some(Sub::Why { json, run }) = cli.subcommand else {
             panic!("expected why")
         };

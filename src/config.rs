@@ -122,7 +122,9 @@ impl Config {
             .map(|s| {
                 globset::Glob::new(s)
                     .map(|g| g.compile_matcher())
-                    .map_err(|e| anyhow::anyhow!("--ignore-arg '{s}' is not a valid pattern: {}", e.kind()))
+                    .map_err(|e| {
+                        anyhow::anyhow!("--ignore-arg '{s}' is not a valid pattern: {}", e.kind())
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         if let Some(empty) = args.input.iter().find(|p| p.is_empty()) {
@@ -222,7 +224,13 @@ mod tests {
 
     #[test]
     fn ignored_args_never_include_the_program() {
-        let c = config(&["-x", "--jobs=*", "-x", "*sh", "--", "sh", "--jobs=4", "-c", "x"], &[]).unwrap();
+        let c = config(
+            &[
+                "-x", "--jobs=*", "-x", "*sh", "--", "sh", "--jobs=4", "-c", "x",
+            ],
+            &[],
+        )
+        .unwrap();
         let ignored: Vec<bool> = (0..4).map(|i| c.is_ignored_arg(i)).collect();
         assert_eq!(ignored, [false, true, false, false]);
     }

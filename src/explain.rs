@@ -34,7 +34,9 @@ struct Report {
 pub fn why(config: &Config, json: bool) -> Result<i32> {
     let report = match prepare(config, false) {
         Ok(p) => build(p)?,
-        Err(NotPrepared::Disabled) => uncached("the cache is disabled (--no-cache or MEMORUN_DISABLE)"),
+        Err(NotPrepared::Disabled) => {
+            uncached("the cache is disabled (--no-cache or MEMORUN_DISABLE)")
+        }
         Err(NotPrepared::Uncached(e, _)) => uncached(&format!("{e:#}")),
         Err(NotPrepared::Refused(e)) => return Err(e),
     };
@@ -75,7 +77,9 @@ fn build(p: Prepared) -> Result<Report> {
     let key = &resolved.key;
     let entry = store.lookup(&key.digest)?;
     let (previous, changes) = match store.previous_run(&key.command, &key.digest)? {
-        Some((old, created)) if entry.is_none() => (Some(created), why::diff(&old, &key.components)),
+        Some((old, created)) if entry.is_none() => {
+            (Some(created), why::diff(&old, &key.components))
+        }
         _ => (None, Vec::new()),
     };
     Ok(Report {
@@ -100,7 +104,10 @@ fn component_line(c: &Component, command: &str) -> (String, String) {
         Kind::Argv => ("argv".into(), command.to_string()),
         Kind::Cwd => ("cwd".into(), c.name.clone()),
         Kind::Stdin => ("stdin".into(), why::describe(c)),
-        _ => (format!("{} {}", why::label(c.kind), c.name), why::describe(c)),
+        _ => (
+            format!("{} {}", why::label(c.kind), c.name),
+            why::describe(c),
+        ),
     }
 }
 
@@ -111,7 +118,9 @@ fn to_text(r: &Report) -> String {
         return s;
     }
     match (&r.entry, &r.missing_output) {
-        (Some(_), Some(out)) => s.push_str(&format!("would miss: output '{out}' of the recorded run is missing\n")),
+        (Some(_), Some(out)) => s.push_str(&format!(
+            "would miss: output '{out}' of the recorded run is missing\n"
+        )),
         (Some(e), None) => s.push_str(&format!(
             "would hit: recorded {} ago, exit code {}, saves {}\n",
             human_duration(age(e.created_ms)),
@@ -121,8 +130,16 @@ fn to_text(r: &Report) -> String {
         (None, _) => s.push_str("would miss\n"),
     }
     s.push_str(&format!("key {}\n", &r.key[..12]));
-    let lines: Vec<(String, String)> = r.components.iter().map(|c| component_line(c, &r.command)).collect();
-    let width = lines.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    let lines: Vec<(String, String)> = r
+        .components
+        .iter()
+        .map(|c| component_line(c, &r.command))
+        .collect();
+    let width = lines
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
     s.push_str("components:\n");
     for (label, value) in &lines {
         s.push_str(&format!("  {label:width$}  {value}\n"));

@@ -44,6 +44,11 @@ use crate::ui::io_reason;
 /// seconds covers the coarsest common timestamps (FAT).
 pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
 
+/// From this many files to hash, hash them on all cores.
+const PARALLEL_FILES: usize = 16;
+/// From this many bytes (in two files or more), hash them on all cores.
+const PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
+
 /// What identifies a file's content cheaply: if any of this changes, the
 /// content may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +72,14 @@ impl FileStat {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
-            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
-            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+            mtime_ns: m
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec()),
+            ctime_ns: m
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.ctime_nsec()),
         }
     }
 
@@ -200,7 +211,9 @@ fn special_kind(ft: &fs::FileType) -> &'static str {
 }
 
 fn has_glob_meta(s: &OsStr) -> bool {
-    s.as_bytes().iter().any(|b| matches!(b, b'*' | b'?' | b'[' | b'{'))
+    s.as_bytes()
+        .iter()
+        .any(|b| matches!(b, b'*' | b'?' | b'[' | b'{'))
 }
 
 impl<'a> Collector<'a> {
@@ -294,7 +307,13 @@ impl<'a> Collector<'a> {
 
     /// Classify one walked entry (not following symlinks) into a listing
     /// entry, queueing files for hashing and watching directories.
-    fn entry(&mut self, name: PathBuf, abs: &Path, lmeta: &fs::Metadata, rel: Vec<u8>) -> ListingEntry {
+    fn entry(
+        &mut self,
+        name: PathBuf,
+        abs: &Path,
+        lmeta: &fs::Metadata,
+        rel: Vec<u8>,
+    ) -> ListingEntry {
         let ft = lmeta.file_type();
         let mut entry = ListingEntry {
             path: rel,
@@ -310,7 +329,11 @@ impl<'a> Collector<'a> {
             });
         } else if ft.is_file() {
             entry.file_type = FileType::File;
-            self.push_file(name.into_os_string(), abs.to_path_buf(), FileStat::of(lmeta));
+            self.push_file(
+                name.into_os_string(),
+                abs.to_path_buf(),
+                FileStat::of(lmeta),
+            );
         } else if ft.is_symlink() {
             match fs::metadata(abs) {
                 Ok(m) if m.is_file() => {
@@ -338,7 +361,8 @@ impl<'a> Collector<'a> {
             before: watch_dir(abs, meta),
         });
         let set_slot = self.slots.len();
-        self.slots.push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
+        self.slots
+            .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
         let mut listing = Vec::new();
         for item in walkdir::WalkDir::new(abs)
             .follow_links(false)
@@ -349,7 +373,12 @@ impl<'a> Collector<'a> {
             let rel = item.path().strip_prefix(abs).unwrap_or(item.path());
             let name = Path::new(arg).join(rel);
             let lmeta = item.metadata().map_err(|e| walk_error(arg, abs, e))?;
-            let entry = self.entry(name, item.path(), &lmeta, rel.as_os_str().as_bytes().to_vec());
+            let entry = self.entry(
+                name,
+                item.path(),
+                &lmeta,
+                rel.as_os_str().as_bytes().to_vec(),
+            );
             listing.push(entry);
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
@@ -367,7 +396,12 @@ impl<'a> Collector<'a> {
         let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
-            .map_err(|e| anyhow!(Refused(format!("input pattern '{pattern}' is not valid: {}", e.kind()))))?
+            .map_err(|e| {
+                anyhow!(Refused(format!(
+                    "input pattern '{pattern}' is not valid: {}",
+                    e.kind()
+                )))
+            })?
             .compile_matcher();
         // Walk from the longest leading part without metacharacters, only as
         // deep as the pattern can reach.
@@ -385,7 +419,8 @@ impl<'a> Collector<'a> {
         };
         let base_abs = self.cwd.join(&base);
         let set_slot = self.slots.len();
-        self.slots.push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
+        self.slots
+            .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
         let mut listing = Vec::new();
         match fs::symlink_metadata(&base_abs) {
             Ok(m) if m.is_dir() => {
@@ -451,13 +486,19 @@ impl<'a> Collector<'a> {
             }
         }
         let hashed_at_ns = now_ns();
-        let results: Vec<(usize, io::Result<(Digest, FileStat)>)> = self
-            .files
-            .par_iter()
-            .enumerate()
-            .filter(|(_, t)| t.digest.is_none())
-            .map(|(i, t)| (i, hash_regular(&t.abs)))
+        let todo: Vec<usize> = (0..self.files.len())
+            .filter(|&i| self.files[i].digest.is_none())
             .collect();
+        let bytes: u64 = todo.iter().map(|&i| self.files[i].stat.size).sum();
+        // A thread pool costs more than it saves on a few small files (the
+        // common hit path); big files are hashed on all cores either way.
+        let parallel = todo.len() >= PARALLEL_FILES || (todo.len() >= 2 && bytes >= PARALLEL_BYTES);
+        let hash = |&i: &usize| (i, hash_regular(&self.files[i].abs));
+        let results: Vec<(usize, io::Result<(Digest, FileStat)>)> = if parallel {
+            todo.par_iter().map(hash).collect()
+        } else {
+            todo.iter().map(hash).collect()
+        };
         for (i, result) in results {
             let task = &mut self.files[i];
             let (digest, stat) = result.map_err(|e| unreadable(Path::new(&task.name), &e))?;
@@ -487,7 +528,10 @@ impl<'a> Collector<'a> {
                     out.watch.push(WatchItem {
                         name: t.name.clone(),
                         abs: t.abs.clone(),
-                        before: Watched::File { digest, stat: t.stat },
+                        before: Watched::File {
+                            digest,
+                            stat: t.stat,
+                        },
                     });
                 }
             }
@@ -611,7 +655,12 @@ mod tests {
         }
     }
 
-    fn collect(cwd: &Path, cache: &mut dyn StatCache, explicit: &[&str], auto: &[&str]) -> Result<Collected> {
+    fn collect(
+        cwd: &Path,
+        cache: &mut dyn StatCache,
+        explicit: &[&str],
+        auto: &[&str],
+    ) -> Result<Collected> {
         let mut c = Collector::new(cwd, cache);
         for e in explicit {
             c.explicit(OsStr::new(e))?;
@@ -625,7 +674,13 @@ mod tests {
     fn names(c: &Collected) -> Vec<(Kind, String, bool)> {
         c.components
             .iter()
-            .map(|c| (c.kind, c.name.clone(), c.state == crate::key::State::Present))
+            .map(|c| {
+                (
+                    c.kind,
+                    c.name.clone(),
+                    c.state == crate::key::State::Present,
+                )
+            })
             .collect()
     }
 
@@ -634,9 +689,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         fs::write(t.path().join("in.txt"), "data").unwrap();
         fs::create_dir(t.path().join("dir")).unwrap();
-        let c = collect(t.path(), &mut NoStatCache, &[], &["in.txt", "dir", "/dev/zero", "/dev/null", "missing", ""]).unwrap();
+        let c = collect(
+            t.path(),
+            &mut NoStatCache,
+            &[],
+            &["in.txt", "dir", "/dev/zero", "/dev/null", "missing", ""],
+        )
+        .unwrap();
         assert_eq!(names(&c), vec![(Kind::Input, "in.txt".into(), true)]);
-        assert_eq!(c.components[0], Component::input(b"in.txt", Some(Digest::from(blake3::hash(b"data")))));
+        assert_eq!(
+            c.components[0],
+            Component::input(b"in.txt", Some(Digest::from(blake3::hash(b"data"))))
+        );
     }
 
     #[test]
@@ -660,7 +724,10 @@ mod tests {
                 (Kind::Input, "src/sub/c.txt".into(), true),
             ]
         );
-        assert_eq!(c.components[3].digest, Component::input(b"src/link-to-file", Some(Digest::from(blake3::hash(b"a")))).digest);
+        assert_eq!(
+            c.components[3].digest,
+            Component::input(b"src/link-to-file", Some(Digest::from(blake3::hash(b"a")))).digest
+        );
     }
 
     #[test]
@@ -673,13 +740,19 @@ mod tests {
         let c = collect(t.path(), &mut NoStatCache, &["src/*.rs"], &[]).unwrap();
         assert_eq!(
             names(&c),
-            vec![(Kind::InputSet, "src/*.rs".into(), true), (Kind::Input, "src/a.rs".into(), true)]
+            vec![
+                (Kind::InputSet, "src/*.rs".into(), true),
+                (Kind::Input, "src/a.rs".into(), true)
+            ]
         );
         let c = collect(t.path(), &mut NoStatCache, &["src/**/*.rs"], &[]).unwrap();
         let inputs: Vec<String> = names(&c).into_iter().skip(1).map(|n| n.1).collect();
         assert_eq!(inputs, vec!["src/a.rs", "src/deep/c.rs"]);
         let c = collect(t.path(), &mut NoStatCache, &["nothing/*.rs"], &[]).unwrap();
-        assert_eq!(names(&c), vec![(Kind::InputSet, "nothing/*.rs".into(), true)]);
+        assert_eq!(
+            names(&c),
+            vec![(Kind::InputSet, "nothing/*.rs".into(), true)]
+        );
     }
 
     #[test]
@@ -712,7 +785,10 @@ mod tests {
         fs::write(&f, "two").unwrap();
         let c = collect(t.path(), &mut cache, &["f"], &[]).unwrap();
         assert_eq!(cache.1, 3);
-        assert_eq!(c.components[0], Component::input(b"f", Some(Digest::from(blake3::hash(b"two")))));
+        assert_eq!(
+            c.components[0],
+            Component::input(b"f", Some(Digest::from(blake3::hash(b"two"))))
+        );
     }
 
     #[test]

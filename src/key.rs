@@ -458,8 +458,14 @@ mod tests {
     #[test]
     fn new_kinds_are_distinct_and_sensitive() {
         let d = Digest([3; 32]);
-        assert_ne!(Component::stdin(Ok(d)).digest, Component::stdin(Err("terminal")).digest);
-        assert_ne!(Component::literal("a").digest, Component::literal("b").digest);
+        assert_ne!(
+            Component::stdin(Ok(d)).digest,
+            Component::stdin(Err("terminal")).digest
+        );
+        assert_ne!(
+            Component::literal("a").digest,
+            Component::literal("b").digest
+        );
         assert_ne!(
             Component::key_cmd("c", d, Some(0)).digest,
             Component::key_cmd("c", d, Some(1)).digest
@@ -478,7 +484,13 @@ mod tests {
         let added = Component::input_set(b"src", &[file("a"), file("b"), file("c")]);
         let as_dir = Component::input_set(
             b"src",
-            &[file("a"), ListingEntry { file_type: FileType::Dir, ..file("b") }],
+            &[
+                file("a"),
+                ListingEntry {
+                    file_type: FileType::Dir,
+                    ..file("b")
+                },
+            ],
         );
         assert_ne!(a.digest, renamed.digest);
         assert_ne!(a.digest, added.digest);

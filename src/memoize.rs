@@ -64,7 +64,8 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
                 }
                 Replayed::Corrupt => {
                     let _ = store.remove(&entry.key);
-                    miss_reason = Some("the stored entry failed verification and was removed".into());
+                    miss_reason =
+                        Some("the stored entry failed verification and was removed".into());
                 }
                 Replayed::Unreadable(e) => {
                     ui.warn(format_args!("{e:#}; running uncached"));
@@ -73,7 +74,9 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
             },
             Ok(None) => {}
             Err(e) => {
-                ui.warn(format_args!("cannot read the cache: {e:#}; running uncached"));
+                ui.warn(format_args!(
+                    "cannot read the cache: {e:#}; running uncached"
+                ));
                 return plain(config, feed);
             }
         }
@@ -115,7 +118,10 @@ fn unrecordable(config: &Config, resolved: &Resolved, outcome: &run::Outcome) ->
         return Some("its output could not be delivered".into());
     }
     if let Some(e) = &outcome.record_error {
-        return Some(format!("cannot record its output: {}", crate::ui::io_reason(e)));
+        return Some(format!(
+            "cannot record its output: {}",
+            crate::ui::io_reason(e)
+        ));
     }
     if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
         let name = w.name.to_string_lossy();
@@ -177,7 +183,9 @@ fn run_and_record(
         }
         (why_not, _) => {
             let why_not = why_not.unwrap_or_else(|| "recording failed".into());
-            ui.status(format_args!("{ran}, ran in {took}, not recorded: {why_not}"));
+            ui.status(format_args!(
+                "{ran}, ran in {took}, not recorded: {why_not}"
+            ));
         }
     }
     Ok(outcome.status.exit_code())

@@ -42,7 +42,10 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
         CacheLocation::Dir(dir) => dir,
         CacheLocation::Disabled => return Err(NotPrepared::Disabled),
         CacheLocation::Unavailable(why) => {
-            return Err(NotPrepared::Uncached(anyhow::anyhow!("{why}"), Feed::Inherit));
+            return Err(NotPrepared::Uncached(
+                anyhow::anyhow!("{why}"),
+                Feed::Inherit,
+            ));
         }
     };
     let uncached = |e: anyhow::Error, feed| NotPrepared::Uncached(e, feed);
@@ -50,15 +53,22 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
     let base = Base::new(config).map_err(|e| uncached(e, Feed::Inherit))?;
     let secret = *store.secret();
     let spool_dir = spool_stdin.then(|| store.tmp_dir().to_path_buf());
-    let captured = stdin::capture(config.stdin, &secret, spool_dir.as_deref())
-        .map_err(|f| uncached(anyhow::anyhow!("cannot spool stdin: {}", crate::ui::io_reason(&f.error)), f.feed))?;
+    let captured = stdin::capture(config.stdin, &secret, spool_dir.as_deref()).map_err(|f| {
+        uncached(
+            anyhow::anyhow!("cannot spool stdin: {}", crate::ui::io_reason(&f.error)),
+            f.feed,
+        )
+    })?;
     let known_outputs = match store.known_outputs(&base.manifest) {
         Ok(o) => o,
         Err(e) => return Err(uncached(e.context("cannot read the cache"), captured.feed)),
     };
     let missing_output = known_outputs
         .iter()
-        .find(|o| std::fs::symlink_metadata(base.cwd.join(Path::new(std::ffi::OsStr::from_bytes(o)))).is_err())
+        .find(|o| {
+            std::fs::symlink_metadata(base.cwd.join(Path::new(std::ffi::OsStr::from_bytes(o))))
+                .is_err()
+        })
         .map(|o| String::from_utf8_lossy(o).into_owned());
     let resolved = {
         let mut stat_cache = store.stat_cache();
@@ -83,4 +93,3 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
         Err(e) => Err(uncached(e, captured.feed)),
     }
 }
-

@@ -118,7 +118,11 @@ pub fn resolve(
             if config.is_ignored_arg(i) || (i == 0 && !arg.as_bytes().contains(&b'/')) {
                 continue;
             }
-            if ctx.known_outputs.iter().any(|o| o.as_slice() == arg.as_bytes()) {
+            if ctx
+                .known_outputs
+                .iter()
+                .any(|o| o.as_slice() == arg.as_bytes())
+            {
                 continue;
             }
             if !collector.auto(arg) && is_missing(&base.cwd, arg) {
@@ -267,7 +271,10 @@ mod tests {
         let env = env_of(&[("AX", "1"), ("AY", ""), ("B", "secret"), ("C", "x")]);
         let other = env_components(&patterns, &[2; 32], env.into_iter());
         assert_ne!(comps[2].digest, other[2].digest);
-        assert_eq!(comps[3].digest, other[3].digest, "unset has no value to key");
+        assert_eq!(
+            comps[3].digest, other[3].digest,
+            "unset has no value to key"
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
-use std::thread::JoinHandle;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::exit_codes;
@@ -206,7 +206,9 @@ pub fn run_captured(
 ) -> Result<Outcome, SpawnError> {
     let mut cmd = command(argv);
     let (stdin, _pump) = stdin_of(argv, stdin)?;
-    cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = spawn(cmd, argv)?;
     let out: OwnedFd = child.stdout.take().expect("piped stdout").into();

@@ -68,7 +68,11 @@ fn same_file(m: &std::fs::Metadata, path: &str) -> bool {
 
 /// Read, hash and (when `spool_dir` is given) spool stdin per `mode`.
 /// Without a spool directory stdin is hashed and discarded (for `why`).
-pub fn capture(mode: StdinMode, secret: &[u8; 32], spool_dir: Option<&Path>) -> Result<Captured, SpoolFailed> {
+pub fn capture(
+    mode: StdinMode,
+    secret: &[u8; 32],
+    spool_dir: Option<&Path>,
+) -> Result<Captured, SpoolFailed> {
     let inherit = |why: &str| Captured {
         component: Some(Component::stdin(Err(why))),
         feed: Feed::Inherit,
@@ -106,8 +110,11 @@ pub fn capture(mode: StdinMode, secret: &[u8; 32], spool_dir: Option<&Path>) -> 
         // Hash from the current offset without consuming it.
         let offset = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
         if offset >= 0 {
-            let digest = hash_file_from(&stdin, offset as u64, keyed())
-                .map_err(|error| SpoolFailed { error, feed: Feed::Inherit })?;
+            let digest =
+                hash_file_from(&stdin, offset as u64, keyed()).map_err(|error| SpoolFailed {
+                    error,
+                    feed: Feed::Inherit,
+                })?;
             return Ok(Captured {
                 component: Some(Component::stdin(Ok(digest))),
                 feed: Feed::Inherit,
@@ -132,7 +139,11 @@ fn hash_file_from(f: &File, mut offset: u64, mut h: blake3::Hasher) -> io::Resul
     Ok(h.finalize().into())
 }
 
-fn read_pipe(mut stdin: &File, mut h: blake3::Hasher, spool_dir: Option<&Path>) -> Result<Captured, SpoolFailed> {
+fn read_pipe(
+    mut stdin: &File,
+    mut h: blake3::Hasher,
+    spool_dir: Option<&Path>,
+) -> Result<Captured, SpoolFailed> {
     let mut spool = match spool_dir {
         None => None,
         Some(dir) => match dir::create_temp(dir, "stdin") {
@@ -141,7 +152,12 @@ fn read_pipe(mut stdin: &File, mut h: blake3::Hasher, spool_dir: Option<&Path>) 
                 let _ = std::fs::remove_file(&path);
                 Some(f)
             }
-            Err(error) => return Err(SpoolFailed { error, feed: Feed::Inherit }),
+            Err(error) => {
+                return Err(SpoolFailed {
+                    error,
+                    feed: Feed::Inherit,
+                });
+            }
         },
     };
     let mut buf = vec![0u8; BUF];
@@ -180,7 +196,10 @@ fn read_pipe(mut stdin: &File, mut h: blake3::Hasher, spool_dir: Option<&Path>) 
         }
     }
     let feed = match spool {
-        Some(f) => Feed::File(rewound(f).map_err(|error| SpoolFailed { error, feed: Feed::Inherit })?),
+        Some(f) => Feed::File(rewound(f).map_err(|error| SpoolFailed {
+            error,
+            feed: Feed::Inherit,
+        })?),
         None => Feed::Inherit,
     };
     Ok(Captured {

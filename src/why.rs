@@ -27,7 +27,9 @@ pub struct Change {
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            Kind::Cwd | Kind::Stdin | Kind::Argv => write!(f, "{}: {}", label(self.kind), self.change),
+            Kind::Cwd | Kind::Stdin | Kind::Argv => {
+                write!(f, "{}: {}", label(self.kind), self.change)
+            }
             _ => write!(f, "{} {}: {}", label(self.kind), self.name, self.change),
         }
     }
@@ -74,8 +76,12 @@ fn transition(old: &Component, new: &Component) -> String {
         (Kind::Env, State::Present, State::Absent) => "was set, now unset".into(),
         (Kind::Input, State::Absent, State::Present) => "created".into(),
         (Kind::Input, State::Present, State::Absent) => "deleted".into(),
-        (Kind::Stdin, State::Absent, State::Present) => format!("was not read ({}), now hashed", old.name),
-        (Kind::Stdin, State::Present, State::Absent) => format!("was hashed, now not read ({})", new.name),
+        (Kind::Stdin, State::Absent, State::Present) => {
+            format!("was not read ({}), now hashed", old.name)
+        }
+        (Kind::Stdin, State::Present, State::Absent) => {
+            format!("was hashed, now not read ({})", new.name)
+        }
         (Kind::InputSet, _, _) => "files added, removed or renamed".into(),
         (Kind::EnvPattern, _, _) => "matches other variables".into(),
         (Kind::KeyCmd, _, _) => "output or exit status changed".into(),

@@ -10,10 +10,7 @@ use crate::util::Dir;
 const SIZE: u64 = 256 * 1024 * 1024;
 const RSS_LIMIT_KIB: u64 = 32 * 1024;
 
-/// Run memorun with stdout to `out`; return its exit code and its peak RSS
-/// in KiB. The peak is `VmHWM` from /proc, sampled until memorun exits: unlike
-/// `ru_maxrss`, it does not count the test process's pages that the child
-/// shared between fork and exec.
+/// Run memorun with stdout to `out`; return its exit code and peak RSS.
 fn run_to_file(d: &Dir, script: &str, out: &std::path::Path) -> (i32, u64) {
     let f = File::create(out).unwrap();
     let mut child = d
@@ -23,21 +20,7 @@ fn run_to_file(d: &Dir, script: &str, out: &std::path::Path) -> (i32, u64) {
         .stdout(Stdio::from(f))
         .spawn()
         .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let status = loop {
-        if let Ok(s) = fs::read_to_string(&status_path)
-            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-            peak = peak.max(kib);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
-    assert!(peak > 0, "no RSS sample");
+    let (status, peak) = crate::util::wait_with_peak_rss(&mut child);
     (status.code().expect("memorun died"), peak)
 }
 

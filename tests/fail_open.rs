@@ -45,7 +45,12 @@ fn truncated_database_header() {
     let d = Dir::new();
     d.run_counted(&["--cache-failures"], SCRIPT);
     let db = d.cache.join("memorun.db");
+    // Lose the WAL (as copying only the .db file would), then damage the
+    // main file's header.
+    let _ = fs::remove_file(d.cache.join("memorun.db-wal"));
+    let _ = fs::remove_file(d.cache.join("memorun.db-shm"));
     let mut bytes = fs::read(&db).unwrap();
+    assert!(bytes.len() >= 16, "no database header to damage");
     bytes[..16].copy_from_slice(b"definitely not!!");
     fs::write(&db, &bytes).unwrap();
     let o = d.run_counted(&["--cache-failures"], SCRIPT);

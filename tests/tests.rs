@@ -7,4 +7,5 @@ mod big_output;
 mod exit_status;
 mod fail_open;
 mod key;
+mod key_control;
 mod replay;

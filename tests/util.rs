@@ -137,3 +137,25 @@ pub fn code(o: &Output) -> i32 {
         .code()
         .unwrap_or_else(|| panic!("memorun was killed: {o:?}"))
 }
+
+/// Wait for `child`, sampling its peak RSS (`VmHWM`, KiB) from /proc until
+/// it exits. Unlike `ru_maxrss`, this does not count the test process's
+/// pages that a child shares between fork and exec.
+pub fn wait_with_peak_rss(child: &mut std::process::Child) -> (std::process::ExitStatus, u64) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(s) = fs::read_to_string(&status_path)
+            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(peak > 0, "no RSS sample");
+    (status, peak)
+}

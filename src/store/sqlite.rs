@@ -158,7 +158,9 @@ impl SqliteStore {
         if paths.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt =
                 tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
@@ -173,10 +175,14 @@ impl SqliteStore {
     /// Remember why the latest run of `manifest` was not recorded (or, with
     /// `None`, that it was).
     pub fn set_note(&mut self, manifest: &Digest, note: Option<&str>) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         match note {
             Some(n) => tx
-                .prepare_cached("INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)")?
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)",
+                )?
                 .execute(params![&manifest.0[..], n, now_ms()])?,
             None => tx
                 .prepare_cached("DELETE FROM notes WHERE command = ?1")?
@@ -219,6 +225,20 @@ impl SqliteStore {
 
     fn init(&self) -> Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Keep the WAL and its index between invocations: without this the
+        // last connection to close checkpoints (with fsyncs) and deletes
+        // them, and the next invocation creates them again. Checkpoints
+        // still happen automatically as the WAL grows.
+        self.conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        let mut persist: std::ffi::c_int = 1;
+        // Not supported for an in-memory database; an optimization anyway.
+        let _ = self.conn.file_control(
+            Some(rusqlite::MAIN_DB),
+            rusqlite::FileControl::PersistWal(&mut persist),
+        );
         // The first statement is where "file is not a database" shows up.
         let mode: String = self
             .conn

@@ -80,7 +80,9 @@ impl<'c> SqliteStatCache<'c> {
              FROM stat_cache WHERE path = ?1",
         )?;
         Ok(stmt
-            .query_row(params![abs.as_os_str().as_bytes()], |row| row_to_cached(row, 0))
+            .query_row(params![abs.as_os_str().as_bytes()], |row| {
+                row_to_cached(row, 0)
+            })
             .optional()?
             .flatten())
     }

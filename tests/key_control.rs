@@ -1,0 +1,608 @@
+//! Key control: --input, --ignore-arg, --key, --key-cmd, --stdin, the race
+//! guard, output files, and `memorun why`.
+
+use std::fs;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::util::{Dir, code, stderr, stdout};
+
+/// Set a file's mtime, so that only its content (and ctime) can tell.
+fn set_mtime(p: &std::path::Path, t: SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+#[test]
+fn input_directory_add_rename_and_content_change() {
+    let d = Dir::new();
+    d.write("data/a.txt", "aaaa");
+    d.write("data/sub/b.txt", "bbbb");
+    let run = |d: &Dir| d.run_counted(&["-i", "data"], "cat data/a.txt");
+    run(&d);
+    run(&d);
+    assert_eq!(d.count(), 1);
+    // Content change with the same size and mtime.
+    // A touch alone changes no content: still a hit.
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    set_mtime(&d.join("data/sub/b.txt"), old);
+    run(&d);
+    assert_eq!(d.count(), 1, "an mtime change alone caused a re-run");
+    fs::write(d.join("data/sub/b.txt"), "BBBB").unwrap();
+    set_mtime(&d.join("data/sub/b.txt"), old);
+    run(&d);
+    assert_eq!(d.count(), 2, "same-size same-mtime edit was not seen");
+    run(&d);
+    assert_eq!(d.count(), 2);
+    // Add a file.
+    d.write("data/new.txt", "");
+    run(&d);
+    assert_eq!(d.count(), 3, "a new file was not seen");
+    // Rename a file.
+    fs::rename(d.join("data/new.txt"), d.join("data/renamed.txt")).unwrap();
+    run(&d);
+    assert_eq!(d.count(), 4, "a rename was not seen");
+    // An empty directory counts too.
+    fs::create_dir(d.join("data/empty")).unwrap();
+    run(&d);
+    assert_eq!(d.count(), 5, "a new directory was not seen");
+    run(&d);
+    assert_eq!(d.count(), 5);
+}
+
+#[test]
+fn input_glob_counts_matches_only() {
+    let d = Dir::new();
+    d.write("src/a.rs", "a");
+    d.write("src/notes.txt", "n");
+    let run = |d: &Dir| d.run_counted(&["-i", "src/*.rs"], "true");
+    run(&d);
+    fs::write(d.join("src/notes.txt"), "changed").unwrap();
+    run(&d);
+    assert_eq!(d.count(), 1, "a non-matching file changed the key");
+    fs::write(d.join("src/a.rs"), "changed").unwrap();
+    run(&d);
+    assert_eq!(d.count(), 2);
+    d.write("src/b.rs", "b");
+    run(&d);
+    assert_eq!(d.count(), 3, "a new match was not seen");
+}
+
+#[test]
+fn absent_input_that_is_later_created() {
+    let d = Dir::new();
+    let run = |d: &Dir| {
+        d.run_counted(
+            &["-i", "later.txt"],
+            "cat later.txt 2>/dev/null || echo none",
+        )
+    };
+    assert_eq!(stdout(&run(&d)), "none\n");
+    assert_eq!(stdout(&run(&d)), "none\n");
+    assert_eq!(d.count(), 1);
+    d.write("later.txt", "here\n");
+    assert_eq!(stdout(&run(&d)), "here\n");
+    assert_eq!(d.count(), 2);
+}
+
+#[test]
+fn symlink_input_counts_by_target_content() {
+    let d = Dir::new();
+    d.write("target.txt", "one");
+    std::os::unix::fs::symlink("target.txt", d.join("link")).unwrap();
+    let run = |d: &Dir| {
+        d.run([
+            "--",
+            "sh",
+            "-c",
+            "echo run >> count; cat \"$1\"",
+            "sh",
+            "link",
+        ])
+    };
+    assert_eq!(stdout(&run(&d)), "one");
+    fs::write(d.join("target.txt"), "two").unwrap();
+    assert_eq!(
+        stdout(&run(&d)),
+        "two",
+        "a symlink's target change was not seen"
+    );
+    assert_eq!(d.count(), 2);
+    // Under an --input directory too.
+    d.write("dir/real.txt", "x");
+    std::os::unix::fs::symlink("real.txt", d.join("dir/alias")).unwrap();
+    let run = |d: &Dir| d.run_counted(&["-i", "dir"], "true");
+    run(&d);
+    fs::write(d.join("dir/real.txt"), "y").unwrap();
+    run(&d);
+    assert_eq!(d.count(), 4);
+}
+
+#[test]
+fn fifo_and_symlink_loop_inputs_finish_promptly() {
+    let d = Dir::new();
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let start = Instant::now();
+    let o = d.run(["-i", "fifo", "--", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(
+        stderr(&o).contains("input 'fifo' is a FIFO"),
+        "{}",
+        stderr(&o)
+    );
+    // As an argument it is simply not an input.
+    let o = d.run(["--", "sh", "-c", "echo ok", "sh", "fifo"]);
+    assert_eq!(stdout(&o), "ok\n");
+    // Symlink loops inside an --input directory are links, not followed.
+    fs::create_dir(d.join("loopy")).unwrap();
+    std::os::unix::fs::symlink(".", d.join("loopy/self")).unwrap();
+    std::os::unix::fs::symlink("../loopy", d.join("loopy/up")).unwrap();
+    std::os::unix::fs::symlink("a", d.join("loopy/b")).unwrap();
+    std::os::unix::fs::symlink("b", d.join("loopy/a")).unwrap();
+    let o = d.run(["-i", "loopy", "-i", "loopy/**", "--", "echo", "fine"]);
+    assert_eq!(stdout(&o), "fine\n");
+    assert_eq!(code(&o), 0);
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn ignore_arg_on_a_flag_and_on_a_file() {
+    let d = Dir::new();
+    let run = |d: &Dir, args: &[&str]| {
+        let mut all = vec![
+            "-x",
+            "--verbose",
+            "-x",
+            "--jobs=*",
+            "-x",
+            "*.log",
+            "--",
+            "sh",
+            "-c",
+        ];
+        all.push("echo run >> count; echo done");
+        all.push("sh");
+        all.extend_from_slice(args);
+        d.run(all)
+    };
+    d.write("run.log", "first");
+    run(&d, &["--jobs=2", "run.log"]);
+    run(&d, &["--jobs=8", "--verbose", "run.log"]);
+    fs::write(d.join("run.log"), "a log that changed").unwrap();
+    run(&d, &["--jobs=4", "run.log"]);
+    assert_eq!(
+        d.count(),
+        1,
+        "an ignored argument or its file content reached the key"
+    );
+    run(&d, &["--jobs=4", "other"]);
+    assert_eq!(d.count(), 2, "a kept argument did not count");
+}
+
+#[test]
+fn key_text_and_key_command() {
+    let d = Dir::new();
+    d.run_counted(&["-k", "v1"], "true");
+    d.run_counted(&["-k", "v1"], "true");
+    assert_eq!(d.count(), 1);
+    d.run_counted(&["-k", "v2"], "true");
+    assert_eq!(d.count(), 2);
+    d.write("version", "1");
+    let kc = ["--key-cmd", "cat version"];
+    d.run_counted(&kc, "true");
+    d.run_counted(&kc, "true");
+    assert_eq!(d.count(), 3);
+    fs::write(d.join("version"), "2").unwrap();
+    d.run_counted(&kc, "true");
+    assert_eq!(d.count(), 4, "--key-cmd output change was not seen");
+    // The exit status counts too, and the key command's stderr is not ours.
+    let kc = ["--key-cmd", "echo oops >&2; test -e flag"];
+    let o = d.run_counted(&kc, "echo out");
+    assert_eq!(stderr(&o), "");
+    d.write("flag", "");
+    d.run_counted(&kc, "echo out");
+    assert_eq!(d.count(), 6, "--key-cmd exit status change was not seen");
+}
+
+#[test]
+fn key_command_that_cannot_start_runs_uncached() {
+    let d = Dir::new();
+    let o = d
+        .memorun()
+        .env("PATH", "/nonexistent")
+        .args(["--key-cmd", "true", "--", "/bin/echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "hi\n");
+    assert_eq!(code(&o), 0);
+    assert!(
+        stderr(&o).starts_with("memorun: warning: cannot run --key-cmd 'true'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `memorun ARGS -- sh -c 'count; cat'` with `input` piped to stdin.
+fn with_stdin(d: &Dir, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = d
+        .memorun_std()
+        .args(args)
+        .arg("--")
+        .args(d.counted("cat"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn stdin_from_a_pipe_is_in_the_key() {
+    let d = Dir::new();
+    assert_eq!(with_stdin(&d, &[], b"a\n").stdout, b"a\n");
+    assert_eq!(
+        with_stdin(&d, &[], b"b\n").stdout,
+        b"b\n",
+        "replayed the output for other stdin"
+    );
+    assert_eq!(with_stdin(&d, &[], b"a\n").stdout, b"a\n");
+    assert_eq!(d.count(), 2);
+    // Larger than any buffer, byte for byte.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(with_stdin(&d, &[], &big).stdout, big);
+    assert_eq!(with_stdin(&d, &[], &big).stdout, big);
+    assert_eq!(d.count(), 3);
+}
+
+#[test]
+fn stdin_from_a_file_and_ignored_stdin() {
+    let d = Dir::new();
+    let run = |d: &Dir, args: &[&str], file: &str| {
+        d.memorun_std()
+            .args(args)
+            .arg("--")
+            .args(d.counted("cat"))
+            .stdin(fs::File::open(d.join(file)).unwrap())
+            .output()
+            .unwrap()
+    };
+    d.write("in1", "one\n");
+    d.write("in2", "two\n");
+    assert_eq!(stdout(&run(&d, &[], "in1")), "one\n");
+    assert_eq!(stdout(&run(&d, &[], "in2")), "two\n");
+    assert_eq!(stdout(&run(&d, &[], "in1")), "one\n");
+    assert_eq!(d.count(), 2);
+    // --stdin ignore: stdin is not in the key (so this replays "one").
+    assert_eq!(stdout(&run(&d, &["--stdin", "ignore"], "in1")), "one\n");
+    assert_eq!(stdout(&run(&d, &["--stdin", "ignore"], "in2")), "one\n");
+    assert_eq!(d.count(), 3);
+    // /dev/null is empty stdin, the same as an empty pipe.
+    let o = d
+        .memorun_std()
+        .arg("--")
+        .args(d.counted("cat"))
+        .output()
+        .unwrap();
+    assert_eq!(o.stdout, b"");
+    assert_eq!(with_stdin(&d, &[], b"").stdout, b"");
+    assert_eq!(d.count(), 4);
+}
+
+#[test]
+fn race_guard_input_changed_during_the_run_then_restored() {
+    let d = Dir::new();
+    d.write("in.txt", "original\n");
+    // The command reads the input mid-change: its output reflects other
+    // content than what was hashed, even though the file ends up restored.
+    let script = "cat in.txt > seen; printf 'changed!\\n' > in.txt; cat in.txt; printf 'original\\n' > in.txt";
+    let args = ["-i", "in.txt", "-v"];
+    let o = d.run_counted(&args, script);
+    assert_eq!(stdout(&o), "changed!\n");
+    assert!(
+        stderr(&o).contains("not recorded: input 'in.txt' changed while the command ran"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_to_string(d.join("in.txt")).unwrap(), "original\n");
+    d.run_counted(&args, script);
+    assert_eq!(
+        d.count(),
+        2,
+        "a result computed during an input change was replayed"
+    );
+}
+
+#[test]
+fn output_file_named_in_argv_does_not_stop_the_next_hit() {
+    let d = Dir::new();
+    d.write("in.txt", "b\na\n");
+    let run = |d: &Dir| {
+        d.run([
+            "--",
+            "sh",
+            "-c",
+            "echo run >> count; sort \"$1\" > \"$2\"",
+            "sh",
+            "in.txt",
+            "out.txt",
+        ])
+    };
+    run(&d);
+    assert_eq!(fs::read_to_string(d.join("out.txt")).unwrap(), "a\nb\n");
+    run(&d);
+    run(&d);
+    assert_eq!(
+        d.count(),
+        1,
+        "the command's own output file became an input"
+    );
+    // The real input still counts.
+    fs::write(d.join("in.txt"), "d\nc\n").unwrap();
+    run(&d);
+    assert_eq!(d.count(), 2);
+    assert_eq!(fs::read_to_string(d.join("out.txt")).unwrap(), "c\nd\n");
+    // A recorded output that is gone is recreated by running again.
+    fs::remove_file(d.join("out.txt")).unwrap();
+    run(&d);
+    assert_eq!(d.count(), 3);
+    assert!(d.join("out.txt").exists());
+}
+
+#[test]
+fn cc_style_output_argument_hits_on_the_second_run() {
+    let d = Dir::new();
+    d.write("in.c", "int main;");
+    let run = |d: &Dir| {
+        d.run([
+            "--",
+            "sh",
+            "-c",
+            "echo run >> count; cp \"$3\" \"$2\"",
+            "cc",
+            "-o",
+            "out.o",
+            "in.c",
+        ])
+    };
+    run(&d);
+    run(&d);
+    assert_eq!(d.count(), 1);
+}
+
+/// Every byte of every file under `dir` (the WAL included).
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        out.extend(fs::read(e).unwrap());
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(walk(&p));
+        } else {
+            v.push(p);
+        }
+    }
+    v
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn no_env_value_or_stdin_text_in_the_cache_directory() {
+    let d = Dir::new();
+    let env_secret = "hunter2-env-SECRET-value";
+    let stdin_secret = b"stdin-SECRET-7f3a91-text";
+    let mut child = d
+        .memorun_std()
+        .env("MEMO_SECRET", env_secret)
+        .args([
+            "-e",
+            "MEMO_SECRET",
+            "-e",
+            "MEMO_*",
+            "--",
+            "sh",
+            "-c",
+            "cat >/dev/null; echo done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin_secret).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "done\n");
+    // `why` must not write them either.
+    let w = d
+        .memorun()
+        .env("MEMO_SECRET", env_secret)
+        .args(["why", "-e", "MEMO_SECRET", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&w).contains(env_secret));
+    let bytes = all_bytes(&d.cache);
+    assert!(bytes.len() > 1000, "expected a store");
+    assert!(
+        !contains(&bytes, env_secret.as_bytes()),
+        "an env value is in the cache directory"
+    );
+    assert!(
+        !contains(&bytes, stdin_secret),
+        "stdin text is in the cache directory"
+    );
+    assert!(
+        contains(&bytes, b"MEMO_SECRET"),
+        "env names are stored (sanity check of the grep)"
+    );
+}
+
+#[test]
+fn why_names_the_changed_file_and_env_var_never_a_value() {
+    let d = Dir::new();
+    d.write("src/parse.rs", "fn a() {}");
+    let args = ["-i", "src", "-e", "MEMO_CC", "--", "true"];
+    let o = d
+        .memorun()
+        .env_remove("MEMO_CC")
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0);
+    let why = |d: &Dir| {
+        d.memorun()
+            .env("MEMO_CC", "gcc-secret-value")
+            .arg("why")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let w = why(&d);
+    assert_eq!(code(&w), 0);
+    let text = stdout(&w);
+    assert!(text.starts_with("would miss"), "{text}");
+    assert!(text.contains("env MEMO_CC: was unset, now set"), "{text}");
+    assert!(
+        !text.contains("gcc-secret-value"),
+        "why printed an env value"
+    );
+    fs::write(d.join("src/parse.rs"), "fn b() {}").unwrap();
+    d.write("src/new.rs", "");
+    let text = stdout(&why(&d));
+    assert!(text.contains("input src/parse.rs: changed"), "{text}");
+    assert!(text.contains("input src/new.rs: new file"), "{text}");
+    // JSON.
+    let j = d
+        .memorun()
+        .env("MEMO_CC", "gcc-secret-value")
+        .args(["why", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(v["would"], "miss");
+    let changes: Vec<String> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}: {}",
+                c["kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap(),
+                c["change"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        changes.contains(&"input src/parse.rs: changed".to_string()),
+        "{changes:?}"
+    );
+    assert!(!String::from_utf8_lossy(&j.stdout).contains("gcc-secret-value"));
+    // And a hit.
+    let o = d.memorun().env("MEMO_CC", "x").args(args).output().unwrap();
+    assert_eq!(code(&o), 0);
+    let w = d
+        .memorun()
+        .env("MEMO_CC", "x")
+        .arg("why")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&w).starts_with("would hit: recorded "),
+        "{}",
+        stdout(&w)
+    );
+}
+
+#[test]
+fn why_says_when_no_earlier_entry_exists_and_runs_nothing() {
+    let d = Dir::new();
+    let w = d
+        .memorun()
+        .args(["why", "--"])
+        .args(d.counted("true"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&w), 0);
+    assert!(
+        stdout(&w).contains("no earlier entry of this command"),
+        "{}",
+        stdout(&w)
+    );
+    assert_eq!(d.count(), 0, "why ran the command");
+}
+
+#[test]
+fn verbose_miss_names_the_reason() {
+    let d = Dir::new();
+    d.write("in.txt", "1");
+    let run = |d: &Dir| d.run(["-v", "--", "cat", "in.txt"]);
+    run(&d);
+    fs::write(d.join("in.txt"), "2").unwrap();
+    let o = run(&d);
+    assert!(
+        stderr(&o).starts_with("memorun: miss (input in.txt: changed), ran in"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn huge_stdin_is_spooled_with_bounded_memory() {
+    // 200 MB through memorun's stdin spool; its peak RSS must stay small.
+    const SIZE: usize = 200_000_000;
+    let d = Dir::new();
+    let mut child = d
+        .memorun_std()
+        .args(["--", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'z'; 1 << 20];
+        let mut left = SIZE;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            w.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+    });
+    let mut out = child.stdout.take().unwrap();
+    let (status, peak_kib) = crate::util::wait_with_peak_rss(&mut child);
+    writer.join().unwrap();
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut out, &mut s).unwrap();
+    assert!(status.success());
+    assert_eq!(s.trim(), SIZE.to_string());
+    assert!(
+        peak_kib < 64 * 1024,
+        "peak RSS {peak_kib} KiB for a 200 MB stdin"
+    );
+}
