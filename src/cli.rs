@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -69,6 +70,102 @@ pub enum Sub {
         #[command(flatten)]
         run: RunArgs,
     },
+
+    /// Show counters, sizes and time saved
+    ///
+    /// Hits, misses, hit rate, time saved, runs not recorded by reason,
+    /// errors, entries and bytes on disk against the size limit, the oldest
+    /// and newest entry, and the commands that saved the most time. Example:
+    /// `memorun stats --json | jq .hits`.
+    Stats {
+        /// Print a JSON object instead of a table
+        ///
+        /// A stable object: `hits`, `misses` and the other counters are
+        /// numbers; see the README for every field.
+        #[arg(long)]
+        json: bool,
+
+        /// Reset the counters (the entries stay)
+        ///
+        /// Example: `memorun stats --zero`.
+        #[arg(long)]
+        zero: bool,
+
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+
+    /// List the recorded entries, newest first
+    ///
+    /// One line per entry: short key, age, last use, duration, exit code,
+    /// output size, hits and the command. Example: `memorun list | head`.
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+
+    /// Remove entries: all of them, or those matching the filters
+    ///
+    /// Also collects blob and temp files that no entry uses (left by a
+    /// crash). Only files memorun created inside the cache directory are
+    /// removed; symlinks are never followed. Examples:
+    /// `memorun clear --older-than 30d`, `memorun clear --failed --dry-run`,
+    /// `memorun clear -- make docs`.
+    Clear {
+        /// Only entries last used longer ago than DURATION (`30d`, `12h`)
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        older_than: Option<Duration>,
+
+        /// Only entries of runs that exited with a non-zero code
+        #[arg(long)]
+        failed: bool,
+
+        /// Say what would be removed, and remove nothing
+        #[arg(long)]
+        dry_run: bool,
+
+        /// Where the store is.
+        #[command(flatten)]
+        store: StoreArgs,
+
+        /// Only entries of this command, whatever their inputs
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+
+    /// Print a shell completion script
+    ///
+    /// Example: `memorun completions bash > ~/.local/share/bash-completion/completions/memorun`.
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Parse a duration written the way people write them: `90s`, `10m`, `1d`,
+/// `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("'{s}' is not a duration like 90s, 10m, 1h30m or 2d ({e})"))
+}
+
+/// Where the store lives; shared by running and by the store subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Where the store lives
+    ///
+    /// Defaults to $XDG_CACHE_HOME/memorun, else ~/.cache/memorun. The
+    /// directory is created with mode 0700. Example:
+    /// `memorun --cache-dir .memorun -- make`.
+    #[arg(long, value_name = "DIR", env = "MEMORUN_DIR", help_heading = "Store")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How stdin goes into the key.
@@ -184,6 +281,23 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Cache policy")]
     pub cache_failures: bool,
 
+    /// Do not replay an entry older than DURATION
+    ///
+    /// The command runs and its result replaces the entry. A read policy,
+    /// not part of the key: `--ttl 1h` and `--ttl 2h` see the same entries.
+    /// Example: `memorun --ttl 10m -- curl -s https://api.example.com/rates`.
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Cache policy")]
+    pub ttl: Option<Duration>,
+
+    /// Past this age, replay at once and refresh in the background
+    ///
+    /// Stale-while-revalidate: an entry older than DURATION (and within
+    /// --ttl, if given) is replayed immediately while a fully detached
+    /// background run records a fresh result. Example:
+    /// `memorun --stale 1h -- ./slow-dashboard.sh`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Cache policy")]
+    pub stale: Option<Duration>,
+
     /// Run even on a hit, and record the new result
     ///
     /// Example: `memorun -f -- ./slow-report.sh` to refresh an entry.
@@ -210,13 +324,9 @@ pub struct RunArgs {
     #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
 
-    /// Where the store lives
-    ///
-    /// Defaults to $XDG_CACHE_HOME/memorun, else ~/.cache/memorun. The
-    /// directory is created with mode 0700. Example:
-    /// `memorun --cache-dir .memorun -- make`.
-    #[arg(long, value_name = "DIR", env = "MEMORUN_DIR", help_heading = "Store")]
-    pub cache_dir: Option<PathBuf>,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// The command to run, and its arguments
     #[arg(last = true, value_name = "COMMAND")]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
-use crate::cli::{RunArgs, StdinMode};
+use crate::cli::{RunArgs, StdinMode, StoreArgs};
 use crate::ui::Verbosity;
 
 /// A `--env` pattern.
@@ -51,6 +51,26 @@ pub enum CacheLocation {
     Unavailable(String),
 }
 
+impl CacheLocation {
+    /// `--cache-dir` (or `MEMORUN_DIR`), else `$XDG_CACHE_HOME/memorun`,
+    /// else `~/.cache/memorun`.
+    pub fn of(store: &StoreArgs) -> CacheLocation {
+        if let Some(dir) = store
+            .cache_dir
+            .as_ref()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            CacheLocation::Dir(dir.clone())
+        } else if let Some(dir) = dirs::cache_dir() {
+            CacheLocation::Dir(dir.join("memorun"))
+        } else {
+            CacheLocation::Unavailable(
+                "no cache directory (set MEMORUN_DIR, XDG_CACHE_HOME or HOME)".into(),
+            )
+        }
+    }
+}
+
 /// Everything memorun needs to know to run or replay one command.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +96,11 @@ pub struct Config {
     pub cache_failures: bool,
     /// Run even on a hit.
     pub force: bool,
+    /// Do not replay entries older than this.
+    pub ttl: Option<std::time::Duration>,
+    /// Replay entries older than this at once and refresh them in the
+    /// background.
+    pub stale: Option<std::time::Duration>,
     /// The store.
     pub cache: CacheLocation,
     /// How much to say.
@@ -135,15 +160,8 @@ impl Config {
         }
         let cache = if args.no_cache || flag_is_on(env("MEMORUN_DISABLE").as_deref()) {
             CacheLocation::Disabled
-        } else if let Some(dir) = args.cache_dir.filter(|d| !d.as_os_str().is_empty()) {
-            CacheLocation::Dir(dir)
-        } else if let Some(dir) = dirs::cache_dir() {
-            CacheLocation::Dir(dir.join("memorun"))
         } else {
-            CacheLocation::Unavailable(
-                "no cache directory (set MEMORUN_DIR, XDG_CACHE_HOME or HOME); running uncached"
-                    .into(),
-            )
+            CacheLocation::of(&args.store)
         };
         let verbosity = if args.quiet {
             Verbosity::Quiet
@@ -164,6 +182,8 @@ impl Config {
             include_cwd: !args.no_cwd,
             cache_failures: args.cache_failures,
             force: args.force,
+            ttl: args.ttl,
+            stale: args.stale,
             cache,
             verbosity,
         })

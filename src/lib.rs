@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod exit_codes;
 pub mod explain;
@@ -59,21 +60,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    let (run_args, why_json) = match cli.subcommand {
-        None => (cli.run, None),
-        Some(Sub::Why { json, run }) => (run, Some(json)),
-    };
-    let config = match Config::new(run_args, |name| std::env::var_os(name)) {
-        Ok(c) => c,
-        Err(e) => {
-            ui::error(format_args!("{e:#}"));
-            return exit_codes::MEMORUN_ERROR;
+    let result = match cli.subcommand {
+        None => with_config(cli.run, memoize::memoize),
+        Some(Sub::Why { json, run }) => with_config(run, |config, _| explain::why(config, json)),
+        Some(Sub::Stats { .. } | Sub::List { .. } | Sub::Clear { .. }) => {
+            Err(anyhow::anyhow!("this subcommand is not available yet"))
         }
-    };
-    let ui = Ui::new(config.verbosity);
-    let result = match why_json {
-        None => memoize::memoize(&config, &ui),
-        Some(json) => explain::why(&config, json),
+        Some(Sub::Completions { shell }) => completions::print(shell),
     };
     match result {
         Ok(code) => code,
@@ -86,6 +79,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             exit_codes::MEMORUN_ERROR
         }
     }
+}
+
+/// Build the config from run options, then call `f` with it.
+fn with_config(
+    args: cli::RunArgs,
+    f: impl FnOnce(&Config, &Ui) -> anyhow::Result<i32>,
+) -> anyhow::Result<i32> {
+    let config = Config::new(args, |name| std::env::var_os(name))?;
+    let ui = Ui::new(config.verbosity);
+    f(&config, &ui)
 }
 
 /// Report a clap error: help and version go to stdout with status 0; a

@@ -1,0 +1,28 @@
+//! `memorun completions SHELL`: completion scripts generated from the clap
+//! definitions, the same ones committed in `completions/`.
+
+use std::io::Write;
+
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+
+/// The completion script for `shell`.
+pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "memorun", &mut out);
+    out
+}
+
+/// Print the completion script for `shell`; returns the exit code.
+pub fn print(shell: clap_complete::Shell) -> anyhow::Result<i32> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(&script(shell))
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
