@@ -328,6 +328,20 @@ pub struct RunArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    /// Internal: this process is the background refresh of a stale entry
+    /// with this key (see --stale).
+    #[arg(long = "refresh-of", value_name = "KEY", hide = true)]
+    pub refresh_of: Option<String>,
+
+    /// Internal: the refreshed run's stdin was not read, for this reason.
+    #[arg(
+        long = "refresh-stdin",
+        value_name = "REASON",
+        hide = true,
+        requires = "refresh_of"
+    )]
+    pub refresh_stdin: Option<String>,
+
     /// The command to run, and its arguments
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 use crate::cli::{RunArgs, StdinMode, StoreArgs};
+use crate::key::Digest;
+use crate::store::maintenance::Limits;
 use crate::ui::Verbosity;
 
 /// A `--env` pattern.
@@ -51,7 +53,42 @@ pub enum CacheLocation {
     Unavailable(String),
 }
 
+impl Limits {
+    /// `MEMORUN_MAX_SIZE` (`500MB`, `2GiB`; default 5 GiB) and
+    /// `MEMORUN_MAX_ENTRIES` (default unlimited).
+    pub fn from_env(env: &impl Fn(&str) -> Option<OsString>) -> Result<Limits> {
+        let mut limits = Limits::default();
+        if let Some(v) = env("MEMORUN_MAX_SIZE").filter(|v| !v.is_empty()) {
+            let s = v.to_string_lossy();
+            let size: bytesize::ByteSize = s.trim().parse().map_err(|_| {
+                anyhow::anyhow!("MEMORUN_MAX_SIZE='{s}' is not a size like 500MB or 2GiB")
+            })?;
+            limits.max_bytes = size.as_u64();
+        }
+        if let Some(v) = env("MEMORUN_MAX_ENTRIES").filter(|v| !v.is_empty()) {
+            let s = v.to_string_lossy();
+            let n: u64 = s
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("MEMORUN_MAX_ENTRIES='{s}' is not a number"))?;
+            limits.max_entries = Some(n);
+        }
+        Ok(limits)
+    }
+}
+
 impl CacheLocation {
+    /// The directory if it exists, `None` if it does not (nothing recorded
+    /// yet), an error when there is no directory at all.
+    pub fn existing_dir(&self) -> Result<Option<PathBuf>> {
+        match self {
+            CacheLocation::Dir(d) if d.exists() => Ok(Some(d.clone())),
+            CacheLocation::Dir(_) => Ok(None),
+            CacheLocation::Disabled => Ok(None),
+            CacheLocation::Unavailable(why) => bail!("{why}"),
+        }
+    }
+
     /// `--cache-dir` (or `MEMORUN_DIR`), else `$XDG_CACHE_HOME/memorun`,
     /// else `~/.cache/memorun`.
     pub fn of(store: &StoreArgs) -> CacheLocation {
@@ -69,6 +106,16 @@ impl CacheLocation {
             )
         }
     }
+}
+
+/// This process refreshes a stale entry in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    /// The key of the entry being refreshed (one refresh per key at a time).
+    pub key: Digest,
+    /// When the original run did not read stdin: why (`terminal`), so the
+    /// refresh keys stdin the same way although its own is /dev/null.
+    pub stdin_reason: Option<String>,
 }
 
 /// Everything memorun needs to know to run or replay one command.
@@ -103,6 +150,10 @@ pub struct Config {
     pub stale: Option<std::time::Duration>,
     /// The store.
     pub cache: CacheLocation,
+    /// How big the store may grow.
+    pub limits: Limits,
+    /// Set when this process is a background refresh.
+    pub refresh: Option<Refresh>,
     /// How much to say.
     pub verbosity: Verbosity,
 }
@@ -163,7 +214,16 @@ impl Config {
         } else {
             CacheLocation::of(&args.store)
         };
-        let verbosity = if args.quiet {
+        let refresh = match &args.refresh_of {
+            None => None,
+            Some(hex) => Some(Refresh {
+                key: Digest::from_hex(hex)
+                    .ok_or_else(|| anyhow::anyhow!("--refresh-of needs a key"))?,
+                stdin_reason: args.refresh_stdin.clone(),
+            }),
+        };
+        let limits = Limits::from_env(&env)?;
+        let verbosity = if args.quiet || refresh.is_some() {
             Verbosity::Quiet
         } else if args.verbose {
             Verbosity::Verbose
@@ -181,10 +241,12 @@ impl Config {
             auto_inputs: !args.no_auto_inputs,
             include_cwd: !args.no_cwd,
             cache_failures: args.cache_failures,
-            force: args.force,
+            force: args.force || refresh.is_some(),
             ttl: args.ttl,
             stale: args.stale,
             cache,
+            limits,
+            refresh,
             verbosity,
         })
     }
@@ -253,6 +315,23 @@ mod tests {
         .unwrap();
         let ignored: Vec<bool> = (0..4).map(|i| c.is_ignored_arg(i)).collect();
         assert_eq!(ignored, [false, true, false, false]);
+    }
+
+    #[test]
+    fn size_limits_from_the_environment() {
+        let c = config(
+            &["--", "true"],
+            &[("MEMORUN_MAX_SIZE", "500MB"), ("MEMORUN_MAX_ENTRIES", "10")],
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_bytes, 500_000_000);
+        assert_eq!(c.limits.max_entries, Some(10));
+        let c = config(&["--", "true"], &[("MEMORUN_MAX_SIZE", "2GiB")]).unwrap();
+        assert_eq!(c.limits.max_bytes, 2 * 1024 * 1024 * 1024);
+        let c = config(&["--", "true"], &[]).unwrap();
+        assert_eq!(c.limits.max_bytes, 5 * 1024 * 1024 * 1024);
+        let e = config(&["--", "true"], &[("MEMORUN_MAX_SIZE", "lots")]).unwrap_err();
+        assert!(e.to_string().contains("MEMORUN_MAX_SIZE='lots'"));
     }
 
     #[test]

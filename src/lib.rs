@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod clear;
 pub mod cli;
 pub mod completions;
 pub mod config;
@@ -31,12 +32,16 @@ pub mod explain;
 pub mod hashing;
 pub mod inputs;
 pub mod key;
+pub mod list;
+pub mod lock;
 pub mod memoize;
 pub mod output;
 pub mod prepare;
+pub mod refresh;
 pub mod replay;
 pub mod resolve;
 pub mod run;
+pub mod stats;
 pub mod stdin;
 pub mod store;
 pub mod transcript;
@@ -49,8 +54,9 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Sub};
-use crate::config::Config;
+use crate::config::{CacheLocation, Config};
 use crate::run::SpawnError;
+use crate::store::maintenance::Limits;
 use crate::ui::Ui;
 
 /// Run memorun with these arguments (including the program name) and return
@@ -63,9 +69,24 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let result = match cli.subcommand {
         None => with_config(cli.run, memoize::memoize),
         Some(Sub::Why { json, run }) => with_config(run, |config, _| explain::why(config, json)),
-        Some(Sub::Stats { .. } | Sub::List { .. } | Sub::Clear { .. }) => {
-            Err(anyhow::anyhow!("this subcommand is not available yet"))
-        }
+        Some(Sub::Stats { json, zero, store }) => Limits::from_env(&|name| std::env::var_os(name))
+            .and_then(|limits| stats::stats(&CacheLocation::of(&store), limits, json, zero)),
+        Some(Sub::List { json, store }) => list::list(&CacheLocation::of(&store), json),
+        Some(Sub::Clear {
+            older_than,
+            failed,
+            dry_run,
+            store,
+            command,
+        }) => clear::clear(
+            &CacheLocation::of(&store),
+            &clear::ClearArgs {
+                older_than,
+                failed,
+                command,
+                dry_run,
+            },
+        ),
         Some(Sub::Completions { shell }) => completions::print(shell),
     };
     match result {

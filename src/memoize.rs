@@ -13,11 +13,15 @@ use anyhow::Result;
 use crate::config::Config;
 use crate::exit_codes;
 use crate::inputs;
+use crate::key::{Kind, State};
+use crate::lock;
 use crate::prepare::{NotPrepared, Prepared, prepare};
+use crate::refresh::{self, RefreshStdin};
 use crate::replay::{self, Replayed};
 use crate::resolve::Resolved;
 use crate::run::{self, Status};
 use crate::stdin::Feed;
+use crate::store::maintenance;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewEntry, Store, now_ms};
 use crate::transcript::Recorder;
@@ -40,6 +44,17 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         }
         Err(NotPrepared::Refused(e)) => return Err(e),
     };
+    if let Some(notice) = store.take_notice() {
+        ui.note(notice);
+    }
+    // A background refresh runs only while it holds its key's refresh lock.
+    let _refresh_lock = match &config.refresh {
+        None => None,
+        Some(r) => match lock::try_lock(&store.locks_dir(), &refresh::lock_name(&r.key)) {
+            Ok(Some(l)) => Some(l),
+            _ => return Ok(0),
+        },
+    };
     let mut miss_reason = None;
     if config.force {
         miss_reason = Some("forced".to_string());
@@ -47,33 +62,56 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         miss_reason = Some(format!("output '{out}' is missing"));
     } else {
         match store.lookup(&resolved.key.digest) {
-            Ok(Some(entry)) => match replay::replay(&store, &entry)? {
-                Replayed::Done => {
-                    // Counting the hit is bookkeeping: never fail over it.
-                    let _ = store.record_hit(&entry.key);
-                    ui.status(format_args!(
-                        "hit, recorded {} ago, saved {}",
-                        human_duration(age(entry.created_ms)),
-                        human_duration(entry.duration)
+            Ok(Some(entry)) => {
+                let entry_age = age(entry.created_ms);
+                if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
+                    miss_reason = Some(format!(
+                        "the entry is {} old, past --ttl {}",
+                        human_duration(entry_age),
+                        human_duration(ttl)
                     ));
-                    return Ok(entry.exit_code);
+                } else {
+                    match replay::replay(&store, &entry)? {
+                        Replayed::Done => {
+                            // Counting the hit is bookkeeping: never fail over it.
+                            let _ = store.record_hit(&entry);
+                            let stale = config.stale.is_some_and(|s| entry_age > s);
+                            if stale {
+                                refresh_in_background(&store, &resolved, &feed, ui);
+                            }
+                            ui.status(format_args!(
+                                "hit, recorded {} ago, saved {}{}",
+                                human_duration(entry_age),
+                                human_duration(entry.duration),
+                                if stale {
+                                    "; stale, refreshing in the background"
+                                } else {
+                                    ""
+                                }
+                            ));
+                            return Ok(entry.exit_code);
+                        }
+                        Replayed::ReaderGone => {
+                            let _ = store.record_hit(&entry);
+                            return Ok(exit_codes::for_signal(libc::SIGPIPE));
+                        }
+                        Replayed::Corrupt => {
+                            let _ = store.remove(&entry.key);
+                            let _ = store.count(&[(maintenance::CORRUPT, 1)]);
+                            miss_reason =
+                                Some("the stored entry failed verification and was removed".into());
+                        }
+                        Replayed::Unreadable(e) => {
+                            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+                            ui.warn(format_args!("{e:#}; running uncached"));
+                            return plain(config, feed);
+                        }
+                    }
                 }
-                Replayed::ReaderGone => {
-                    let _ = store.record_hit(&entry.key);
-                    return Ok(exit_codes::for_signal(libc::SIGPIPE));
-                }
-                Replayed::Corrupt => {
-                    let _ = store.remove(&entry.key);
-                    miss_reason =
-                        Some("the stored entry failed verification and was removed".into());
-                }
-                Replayed::Unreadable(e) => {
-                    ui.warn(format_args!("{e:#}; running uncached"));
-                    return plain(config, feed);
-                }
-            },
+            }
             Ok(None) => {}
             Err(e) => {
+                let _ = store.count(&[(maintenance::ERRORS, 1)]);
                 ui.warn(format_args!(
                     "cannot read the cache: {e:#}; running uncached"
                 ));
@@ -85,6 +123,28 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         miss_reason = Some(explain_miss(&store, &resolved));
     }
     run_and_record(config, ui, &mut store, &resolved, feed, miss_reason)
+}
+
+/// Start a detached refresh of a stale entry that was just replayed.
+fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, ui: &Ui) {
+    let stdin_component = resolved
+        .key
+        .components
+        .iter()
+        .find(|c| c.kind == Kind::Stdin);
+    let stdin = match (feed.duplicate(), stdin_component) {
+        (Some(f), _) => RefreshStdin::File(f),
+        (None, None) => RefreshStdin::Ignored,
+        (None, Some(c)) if c.state == State::Absent => RefreshStdin::NotRead(c.name.clone()),
+        (None, Some(_)) => RefreshStdin::Inherit,
+    };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Err(e) = refresh::spawn(&store.locks_dir(), &resolved.key.digest, args, stdin) {
+        ui.warn(format_args!(
+            "cannot start the background refresh: {}",
+            crate::ui::io_reason(&e)
+        ));
+    }
 }
 
 /// Why a lookup missed, from the closest earlier entry of the command.
@@ -106,27 +166,45 @@ pub(crate) fn age(created_ms: i64) -> Duration {
 }
 
 /// Why a finished run is not recorded, if it is not.
-fn unrecordable(config: &Config, resolved: &Resolved, outcome: &run::Outcome) -> Option<String> {
+fn unrecordable(
+    config: &Config,
+    resolved: &Resolved,
+    outcome: &run::Outcome,
+) -> Option<(&'static str, String)> {
     match outcome.status {
-        Status::Signaled(sig) => return Some(format!("killed by signal {sig}")),
+        Status::Signaled(sig) => {
+            return Some((
+                maintenance::NOT_RECORDED_SIGNAL,
+                format!("killed by signal {sig}"),
+            ));
+        }
         Status::Exited(code) if code != 0 && !config.cache_failures => {
-            return Some(format!("exit code {code} (--cache-failures records it)"));
+            return Some((
+                maintenance::NOT_RECORDED_EXIT,
+                format!("exit code {code} (--cache-failures records it)"),
+            ));
         }
         Status::Exited(_) => {}
     }
     if outcome.delivery_failed {
-        return Some("its output could not be delivered".into());
+        return Some((
+            maintenance::NOT_RECORDED_UNDELIVERED,
+            "its output could not be delivered".into(),
+        ));
     }
     if let Some(e) = &outcome.record_error {
-        return Some(format!(
-            "cannot record its output: {}",
-            crate::ui::io_reason(e)
+        return Some((
+            maintenance::NOT_RECORDED_CACHE,
+            format!("cannot record its output: {}", crate::ui::io_reason(e)),
         ));
     }
     if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
         let name = w.name.to_string_lossy();
-        return Some(format!(
-            "input '{name}' changed while the command ran (if the command writes it, leave it out of the key with -x '{name}')"
+        return Some((
+            maintenance::NOT_RECORDED_INPUT,
+            format!(
+                "input '{name}' changed while the command ran (if the command writes it, leave it out of the key with -x '{name}')"
+            ),
         ));
     }
     None
@@ -163,8 +241,14 @@ fn run_and_record(
         .collect();
     let _ = store.add_outputs(&resolved.base.manifest, &outputs);
     let why_not = unrecordable(config, resolved, &outcome);
-    let _ = store.set_note(&resolved.base.manifest, why_not.as_deref());
-    match (why_not, outcome.recording) {
+    let _ = store.set_note(
+        &resolved.base.manifest,
+        why_not.as_ref().map(|(_, why)| why.as_str()),
+    );
+    if let Some((counter, _)) = &why_not {
+        let _ = store.count(&[(maintenance::MISSES, 1), (counter, 1)]);
+    }
+    match (why_not.map(|(_, why)| why), outcome.recording) {
         (None, Some(rec)) => {
             let entry = NewEntry {
                 key: &resolved.key,
@@ -178,7 +262,13 @@ fn run_and_record(
             };
             match store.insert(entry) {
                 Ok(()) => ui.status(format_args!("{ran}, ran in {took}, recorded")),
-                Err(e) => ui.warn(format_args!("cannot record the result: {e:#}")),
+                Err(e) => {
+                    let _ = store.count(&[
+                        (maintenance::MISSES, 1),
+                        (maintenance::NOT_RECORDED_CACHE, 1),
+                    ]);
+                    ui.warn(format_args!("cannot record the result: {e:#}"));
+                }
             }
         }
         (why_not, _) => {

@@ -143,6 +143,16 @@ fn wait_writable(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Write a subcommand's report to stdout; a reader that went away is not
+/// an error. Returns exit code 0.
+pub fn print_stdout(text: &[u8]) -> anyhow::Result<i32> {
+    match STDOUT.write_all(text) {
+        Ok(()) => Ok(0),
+        Err(e) if is_broken_pipe(&e) => Ok(0),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
 /// Whether an error means the reader of our output has gone away.
 pub fn is_broken_pipe(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::BrokenPipe

@@ -68,15 +68,22 @@ fn same_file(m: &std::fs::Metadata, path: &str) -> bool {
 
 /// Read, hash and (when `spool_dir` is given) spool stdin per `mode`.
 /// Without a spool directory stdin is hashed and discarded (for `why`).
+/// `not_read` (for a background refresh) says the original run did not
+/// read stdin, and why: it is keyed the same way and not read now either.
 pub fn capture(
     mode: StdinMode,
     secret: &[u8; 32],
     spool_dir: Option<&Path>,
+    not_read: Option<&str>,
 ) -> Result<Captured, SpoolFailed> {
     let inherit = |why: &str| Captured {
         component: Some(Component::stdin(Err(why))),
         feed: Feed::Inherit,
     };
+    // A background refresh keys stdin as the original run did.
+    if let Some(why) = not_read {
+        return Ok(inherit(why));
+    }
     if mode == StdinMode::Ignore {
         return Ok(Captured {
             component: None,
@@ -91,6 +98,7 @@ pub fn capture(
     };
     let ft = meta.file_type();
     let keyed = || blake3::Hasher::new_keyed(secret);
+    // SAFETY: isatty has no preconditions.
     let is_tty = unsafe { libc::isatty(0) } == 1;
     if mode == StdinMode::Auto {
         if is_tty {
@@ -108,6 +116,7 @@ pub fn capture(
     }
     if ft.is_file() {
         // Hash from the current offset without consuming it.
+        // SAFETY: lseek on fd 0 with SEEK_CUR and 0 only reads the offset.
         let offset = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
         if offset >= 0 {
             let digest =
@@ -214,6 +223,14 @@ fn rewound(mut f: File) -> io::Result<File> {
 }
 
 impl Feed {
+    /// A second handle on a spooled stdin, for a background refresh.
+    pub fn duplicate(&self) -> Option<File> {
+        match self {
+            Feed::File(f) => f.try_clone().ok(),
+            _ => None,
+        }
+    }
+
     /// The command's stdin, and a thread to join after it exits when the
     /// bytes are pumped through a pipe.
     pub fn into_stdio(self) -> io::Result<(Stdio, Option<JoinHandle<()>>)> {

@@ -45,6 +45,14 @@ impl Ui {
         print_line(&format!("memorun: warning: {msg}"));
     }
 
+    /// Print `memorun: note: {msg}` unless quiet (not a warning: it does
+    /// not use up the one warning per invocation).
+    pub fn note(&self, msg: impl std::fmt::Display) {
+        if self.verbosity != Verbosity::Quiet {
+            print_line(&format!("memorun: note: {msg}"));
+        }
+    }
+
     /// Whether `-v` was given.
     pub fn is_verbose(&self) -> bool {
         self.verbosity == Verbosity::Verbose
@@ -84,6 +92,11 @@ pub fn io_reason(e: &io::Error) -> String {
         Some(c) => c.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// A size for people: `512 B`, `1.2 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 /// A duration for people: `350ms`, `41.2s`, `3m 12s`, `2h 5m`.

@@ -8,6 +8,8 @@
 
 pub mod blobs;
 pub mod dir;
+pub mod maintenance;
+pub mod schema;
 pub mod sqlite;
 pub mod statcache;
 
@@ -95,11 +97,14 @@ pub trait Store {
     /// Record a finished run, replacing any entry with the same key.
     fn insert(&mut self, entry: NewEntry<'_>) -> Result<()>;
 
-    /// Count a replay of `key` and update its last-used time.
-    fn record_hit(&mut self, key: &Digest) -> Result<()>;
+    /// Count a replay of `entry` and update its last-used time.
+    fn record_hit(&mut self, entry: &Entry) -> Result<()>;
 
     /// Forget the entry under `key` (for instance because it is corrupt).
     fn remove(&mut self, key: &Digest) -> Result<()>;
+
+    /// Add to the named counters shown by `memorun stats`.
+    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
 }
 
 /// Milliseconds since the Unix epoch, now.

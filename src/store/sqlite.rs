@@ -20,69 +20,26 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
+use super::maintenance::{self, Limits};
 use super::statcache::SqliteStatCache;
 use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
 use crate::key::{Component, Digest};
 
-/// Version of the database schema, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub use super::schema::SCHEMA_VERSION;
 
 /// How long a statement waits for another process's lock before giving up
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCHEMA: &str = "
-CREATE TABLE entries (
-    key         BLOB PRIMARY KEY,
-    command     BLOB NOT NULL,
-    display     TEXT NOT NULL,
-    cwd         BLOB NOT NULL,
-    components  TEXT NOT NULL,
-    created     INTEGER NOT NULL,
-    last_used   INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    exit_code   INTEGER NOT NULL,
-    hits        INTEGER NOT NULL DEFAULT 0,
-    out_len     INTEGER NOT NULL,
-    out_digest  BLOB NOT NULL,
-    out_inline  BLOB,
-    err_len     INTEGER NOT NULL,
-    err_digest  BLOB NOT NULL,
-    err_inline  BLOB,
-    ord_len     INTEGER NOT NULL,
-    ord_digest  BLOB NOT NULL,
-    ord_inline  BLOB
-) WITHOUT ROWID;
-CREATE INDEX entries_by_command ON entries (command, created);
-CREATE INDEX entries_by_last_used ON entries (last_used);
-CREATE TABLE stat_cache (
-    path         BLOB PRIMARY KEY,
-    dev          INTEGER NOT NULL,
-    ino          INTEGER NOT NULL,
-    size         INTEGER NOT NULL,
-    mtime_ns     INTEGER NOT NULL,
-    ctime_ns     INTEGER NOT NULL,
-    digest       BLOB NOT NULL,
-    hashed_at_ns INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE notes (
-    command BLOB PRIMARY KEY,
-    note    TEXT NOT NULL,
-    at      INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE outputs (
-    command BLOB NOT NULL,
-    path    BLOB NOT NULL,
-    PRIMARY KEY (command, path)
-) WITHOUT ROWID;
-";
-
 /// A cache directory opened for use.
 pub struct SqliteStore {
-    conn: Connection,
-    blobs: Blobs,
+    pub(super) conn: Connection,
+    pub(super) blobs: Blobs,
+    root: PathBuf,
     tmp_dir: PathBuf,
     secret: [u8; 32],
+    notice: std::cell::RefCell<Option<String>>,
+    limits: Limits,
 }
 
 impl SqliteStore {
@@ -107,8 +64,11 @@ impl SqliteStore {
         let store = SqliteStore {
             conn,
             blobs: Blobs::new(cache_dir.join("blobs")),
+            root: cache_dir.to_path_buf(),
             tmp_dir,
             secret,
+            notice: Default::default(),
+            limits: Limits::default(),
         };
         store
             .init()
@@ -122,16 +82,49 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Connection::open_in_memory()?,
             blobs: Blobs::new(dir.join("blobs")),
+            root: dir.to_path_buf(),
             tmp_dir: dir.to_path_buf(),
             secret: [9; 32],
+            notice: Default::default(),
+            limits: Limits::default(),
         };
         store.init()?;
         Ok(store)
     }
 
+    /// A one-line notice about opening the store (a schema upgrade), once.
+    pub fn take_notice(&self) -> Option<String> {
+        self.notice.borrow_mut().take()
+    }
+
+    /// The size limits to keep after each write.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The size limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The cache directory's blob store.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
     /// The per-cache secret for keyed digests.
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where per-key lock files live.
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
     }
 
     /// Where temp files go (spools, stdin).
@@ -266,17 +259,18 @@ impl SqliteStore {
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         // Re-check under the write lock: another process may have won.
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == 0 {
-            tx.execute_batch(SCHEMA)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        } else if version != SCHEMA_VERSION {
-            bail!("the store has an unknown schema version {version}");
-        }
+        let upgraded = super::schema::migrate(&tx, version)?;
         tx.commit()?;
+        if let Some(from) = upgraded {
+            *self.notice.borrow_mut() = Some(format!(
+                "upgraded the cache from schema version {from} to {SCHEMA_VERSION}"
+            ));
+        }
         Ok(())
     }
 
-    /// Turn a spooled stream into its column values, installing its blob.
+    /// Turn a spooled stream into its column values, installing its blob
+    /// (a row only ever points at a blob that is complete and in place).
     fn put_stream(&self, s: Spooled) -> Result<(i64, Vec<u8>, Option<Vec<u8>>)> {
         let inline = match s.data {
             SpooledData::Inline(bytes) => Some(bytes),
@@ -371,8 +365,15 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The entry this one replaces, if any, gives up its blobs.
+        let mut freed = maintenance::delete_entries(&tx, std::slice::from_ref(&e.key.digest))?;
+        for (len, digest, inline) in [&out, &err, &ord] {
+            if inline.is_none() && *len > 0 {
+                maintenance::reference_blob(&tx, digest, *len)?;
+            }
+        }
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO entries
+            "INSERT INTO entries
                (key, command, display, cwd, components, created, last_used,
                 duration_ms, exit_code, hits,
                 out_len, out_digest, out_inline,
@@ -400,16 +401,32 @@ impl Store for SqliteStore {
             ord.1,
             ord.2,
         ])?;
+        // Re-referenced in this same transaction: not freed after all.
+        freed.retain(|d| {
+            ![&out, &err, &ord]
+                .iter()
+                .any(|(_, digest, inline)| inline.is_none() && digest.as_slice() == d.0)
+        });
+        maintenance::bump(&tx, &[(maintenance::MISSES, 1)])?;
         tx.commit()?;
+        self.remove_blob_files(&freed);
+        self.enforce_limits();
         Ok(())
     }
 
-    fn record_hit(&mut self, key: &Digest) -> Result<()> {
+    fn record_hit(&mut self, entry: &Entry) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2")?
-            .execute(params![now_ms(), &key.0[..]])?;
+            .execute(params![now_ms(), &entry.key.0[..]])?;
+        maintenance::bump(
+            &tx,
+            &[
+                (maintenance::HITS, 1),
+                (maintenance::SAVED_MS, entry.duration.as_millis() as i64),
+            ],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -418,8 +435,17 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
-            .execute(params![&key.0[..]])?;
+        let freed = maintenance::delete_entries(&tx, std::slice::from_ref(key))?;
+        tx.commit()?;
+        self.remove_blob_files(&freed);
+        Ok(())
+    }
+
+    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        maintenance::bump(&tx, counters)?;
         tx.commit()?;
         Ok(())
     }
@@ -467,14 +493,22 @@ mod tests {
         assert!(
             matches!(store.open_stream(&e.stdout).unwrap(), Some(Source::Bytes(b)) if b == b"hi\n")
         );
-        store.record_hit(&key.digest).unwrap();
+        store.record_hit(&e).unwrap();
         let hits: i64 = store
             .conn
             .query_row("SELECT hits FROM entries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(hits, 1);
+        let refs: i64 = store
+            .conn
+            .query_row("SELECT refs FROM blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(refs, 1);
+        let blob = store.blobs.path(&e.stderr.digest);
+        assert!(blob.exists());
         store.remove(&key.digest).unwrap();
         assert!(store.lookup(&key.digest).unwrap().is_none());
+        assert!(!blob.exists(), "the last reference went but the blob stayed");
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! `memorun clear`: remove entries (all, or those matching filters) and
+//! collect files no entry uses.
+//!
+//! Only what memorun created inside the cache directory is removed: rows,
+//! blob files with memorun's own names, and stale temp files. Symlinks are
+//! never followed (see `store::maintenance::collect_garbage`).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::config::CacheLocation;
+use crate::key::Component;
+use crate::store::maintenance::ClearFilter;
+use crate::store::now_ms;
+use crate::store::sqlite::SqliteStore;
+use crate::ui::human_size;
+
+/// What to clear.
+#[derive(Debug, Clone, Default)]
+pub struct ClearArgs {
+    /// Only entries last used longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Only entries with a non-zero exit code.
+    pub failed: bool,
+    /// Only entries of this command (as it is keyed, without `-x`).
+    pub command: Vec<OsString>,
+    /// Say, do not do.
+    pub dry_run: bool,
+}
+
+/// Run `memorun clear`; returns the exit code.
+pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
+    let Some(dir) = location.existing_dir()? else {
+        return crate::output::print_stdout(b"nothing to clear\n");
+    };
+    let mut store = SqliteStore::open(&dir)?;
+    let filter = ClearFilter {
+        last_used_before_ms: args
+            .older_than
+            .map(|d| now_ms() - d.as_millis().min(i64::MAX as u128) as i64),
+        failed: args.failed,
+        command: (!args.command.is_empty()).then(|| {
+            let argv: Vec<&[u8]> = args.command.iter().map(|a| a.as_bytes()).collect();
+            Component::argv(&argv).digest
+        }),
+    };
+    let mut out = String::new();
+    if args.dry_run {
+        let doomed = store.list(&filter)?;
+        let bytes: u64 = doomed.iter().map(|e| e.output_bytes).sum();
+        if !doomed.is_empty() {
+            out.push_str(&crate::list::table(&doomed));
+        }
+        let (files, file_bytes) = store.collect_garbage(store.tmp_dir(), true)?;
+        out.push_str(&format!(
+            "would remove {} {} ({})",
+            doomed.len(),
+            plural(doomed.len() as u64, "entry", "entries"),
+            human_size(bytes)
+        ));
+        if files > 0 {
+            out.push_str(&format!(
+                " and {files} unused {} ({})",
+                plural(files, "file", "files"),
+                human_size(file_bytes)
+            ));
+        }
+        out.push('\n');
+    } else {
+        let removed = store.clear(&filter)?;
+        let (files, file_bytes) = store.collect_garbage(store.tmp_dir(), false)?;
+        out.push_str(&format!(
+            "removed {} {} ({})",
+            removed.entries,
+            plural(removed.entries, "entry", "entries"),
+            human_size(removed.bytes)
+        ));
+        if files > 0 {
+            out.push_str(&format!(
+                " and {files} unused {} ({})",
+                plural(files, "file", "files"),
+                human_size(file_bytes)
+            ));
+        }
+        out.push('\n');
+    }
+    crate::output::print_stdout(out.as_bytes())
+}
+
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}

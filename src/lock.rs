@@ -1,0 +1,140 @@
+//! Per-key locks: OS file locks (`flock`) on files in the cache's `locks/`
+//! directory.
+//!
+//! A lock dies with its holder, so a process killed with `kill -9` never
+//! leaves a key locked: the kernel releases the lock at once and a waiter
+//! takes over. Lock files may be removed (by `clear`) only while held;
+//! a locker therefore checks, after locking, that the path still names the
+//! file it locked, and retries if not.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::store::dir;
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    /// Open for as long as the lock is held; closing it releases the lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Release the lock and remove its file (only safe while held).
+    pub fn release_and_remove(self) {
+        let _ = fs::remove_file(&self.path);
+        drop(self);
+    }
+}
+
+fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The lock file for `name` in `locks_dir`.
+pub fn lock_path(locks_dir: &Path, name: &str) -> PathBuf {
+    locks_dir.join(format!("{name}.lock"))
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(dir::FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Whether `file` is still the file at `path` (not removed and replaced).
+fn still_linked(file: &File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    Ok(match fs::symlink_metadata(path) {
+        Ok(now) => now.dev() == held.dev() && now.ino() == held.ino(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    })
+}
+
+fn acquire(locks_dir: &Path, name: &str, blocking: bool) -> io::Result<Option<Lock>> {
+    dir::ensure_subdir(locks_dir).map_err(io::Error::other)?;
+    let path = lock_path(locks_dir, name);
+    loop {
+        let file = open(&path)?;
+        let op = if blocking {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_EX | libc::LOCK_NB
+        };
+        match flock(&file, op) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if still_linked(&file, &path)? {
+            return Ok(Some(Lock { _file: file, path }));
+        }
+        // Removed while we waited: lock the new file instead.
+    }
+}
+
+/// Take the lock for `name` if it is free.
+pub fn try_lock(locks_dir: &Path, name: &str) -> io::Result<Option<Lock>> {
+    acquire(locks_dir, name, false)
+}
+
+/// Take the lock for `name`, waiting (asleep, not spinning) while someone
+/// else holds it.
+pub fn lock(locks_dir: &Path, name: &str) -> io::Result<Lock> {
+    acquire(locks_dir, name, true)?.ok_or_else(|| io::Error::other("lock not acquired"))
+}
+
+/// Whether someone holds the lock for `name` right now.
+pub fn is_held(locks_dir: &Path, name: &str) -> bool {
+    let path = lock_path(locks_dir, name);
+    let Ok(file) = open(&path) else { return false };
+    match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
+        Ok(()) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_and_released_on_drop() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("locks");
+        let a = try_lock(&dir, "k").unwrap().expect("free");
+        assert!(try_lock(&dir, "k").unwrap().is_none());
+        assert!(is_held(&dir, "k"));
+        assert!(try_lock(&dir, "other").unwrap().is_some());
+        drop(a);
+        assert!(!is_held(&dir, "k"));
+        let b = lock(&dir, "k").unwrap();
+        b.release_and_remove();
+        assert!(!lock_path(&dir, "k").exists());
+        assert!(try_lock(&dir, "k").unwrap().is_some());
+    }
+}

@@ -1,0 +1,92 @@
+//! Stale-while-revalidate: after replaying a stale entry, refresh it in a
+//! fully detached background run.
+//!
+//! The refresh is this same memorun binary with the same arguments (so the
+//! command's argv is exactly the one the user gave), plus a hidden
+//! `--refresh-of KEY` that makes it run with `--force`, silently, and only
+//! if no other refresh of that key holds the key's refresh lock. It runs in
+//! a new session with stdout and stderr on /dev/null and no inherited file
+//! descriptors beyond stdio, so `$(memorun --stale 1h -- cmd)` returns at
+//! once. Its stdin is the spooled copy of ours when we read one, so the
+//! refreshed run computes the same key.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::key::Digest;
+use crate::lock;
+
+/// The lock name that allows one refresh per key at a time.
+pub fn lock_name(key: &Digest) -> String {
+    format!("refresh-{}", key.to_hex())
+}
+
+/// How the refresh gets the same stdin as the run it refreshes.
+pub enum RefreshStdin {
+    /// A copy of the spooled stdin.
+    File(File),
+    /// memorun's own stdin, not consumed (a regular file or /dev/null).
+    Inherit,
+    /// stdin was not read (a terminal, a device): /dev/null, keyed the same.
+    NotRead(String),
+    /// `--stdin ignore`: /dev/null, not in the key.
+    Ignored,
+}
+
+/// Start the background refresh of `key` unless one is already running.
+/// `args` are memorun's own arguments after the program name.
+pub fn spawn(
+    locks_dir: &Path,
+    key: &Digest,
+    args: Vec<OsString>,
+    stdin: RefreshStdin,
+) -> io::Result<()> {
+    if lock::is_held(locks_dir, &lock_name(key)) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--refresh-of").arg(key.to_hex());
+    let stdin = match stdin {
+        RefreshStdin::File(f) => Stdio::from(f),
+        RefreshStdin::Inherit => Stdio::inherit(),
+        RefreshStdin::NotRead(why) => {
+            cmd.arg("--refresh-stdin").arg(why);
+            Stdio::null()
+        }
+        RefreshStdin::Ignored => Stdio::null(),
+    };
+    cmd.args(args)
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, close_range, close)
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            close_inherited_fds();
+            Ok(())
+        });
+    }
+    // Not waited for: the child outlives us, and init reaps it.
+    let _child = cmd.spawn()?;
+    Ok(())
+}
+
+/// Close every descriptor above stdio, so that the refresh holds no pipe
+/// open that a caller (such as a shell's `$(...)`) waits on.
+fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        for fd in 3..1024 {
+            // SAFETY: closing a descriptor that may not be open is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `memorun stats`: counters, sizes and time saved, as an aligned table or
+//! as a stable JSON object.
+//!
+//! JSON fields (all numbers unless noted; times in ms since the epoch):
+//! `hits`, `misses`, `hit_rate` (0..1, or null with no runs), `time_saved_ms`,
+//! `not_recorded` (object: `nonzero_exit`, `signal`, `input_changed`,
+//! `output_undelivered`, `cache_error`), `errors`, `corrupt`, `evicted`,
+//! `entries`, `bytes_on_disk`, `max_bytes`, `max_entries` (or null),
+//! `oldest_ms`, `newest_ms`, `since_ms` (when counters were last zeroed; or
+//! null), `top_commands` (array of `command` (string), `hits`,
+//! `time_saved_ms`).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+
+use crate::config::CacheLocation;
+use crate::store::maintenance::{self, Limits, StoreStats};
+use crate::store::now_ms;
+use crate::store::sqlite::SqliteStore;
+use crate::ui::{human_duration, human_size};
+
+/// Run `memorun stats`; returns the exit code.
+pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -> Result<i32> {
+    let s = match location.existing_dir()? {
+        None => StoreStats::default(),
+        Some(dir) => {
+            let mut store = SqliteStore::open(&dir)?;
+            if zero {
+                store.zero_counters()?;
+            }
+            store.stats(&dir)?
+        }
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&to_json(&s, limits))? + "\n"
+    } else if zero {
+        "counters reset\n".to_string()
+    } else {
+        to_text(&s, limits)
+    };
+    crate::output::print_stdout(text.as_bytes())
+}
+
+fn count(s: &StoreStats, name: &str) -> u64 {
+    s.counters.get(name).copied().unwrap_or(0).max(0) as u64
+}
+
+fn hit_rate(s: &StoreStats) -> Option<f64> {
+    let (h, m) = (count(s, maintenance::HITS), count(s, maintenance::MISSES));
+    (h + m > 0).then(|| h as f64 / (h + m) as f64)
+}
+
+fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
+    let top: Vec<_> = s
+        .top
+        .iter()
+        .map(|t| json!({ "command": t.display, "hits": t.hits, "time_saved_ms": t.saved_ms }))
+        .collect();
+    json!({
+        "hits": count(s, maintenance::HITS),
+        "misses": count(s, maintenance::MISSES),
+        "hit_rate": hit_rate(s),
+        "time_saved_ms": count(s, maintenance::SAVED_MS),
+        "not_recorded": {
+            "nonzero_exit": count(s, maintenance::NOT_RECORDED_EXIT),
+            "signal": count(s, maintenance::NOT_RECORDED_SIGNAL),
+            "input_changed": count(s, maintenance::NOT_RECORDED_INPUT),
+            "output_undelivered": count(s, maintenance::NOT_RECORDED_UNDELIVERED),
+            "cache_error": count(s, maintenance::NOT_RECORDED_CACHE),
+        },
+        "errors": count(s, maintenance::ERRORS),
+        "corrupt": count(s, maintenance::CORRUPT),
+        "evicted": count(s, maintenance::EVICTED),
+        "entries": s.entries,
+        "bytes_on_disk": s.disk_bytes,
+        "max_bytes": limits.max_bytes,
+        "max_entries": limits.max_entries,
+        "oldest_ms": s.oldest_ms,
+        "newest_ms": s.newest_ms,
+        "since_ms": s.since_ms,
+        "top_commands": top,
+    })
+}
+
+fn ago(ms: Option<i64>) -> String {
+    match ms {
+        None => "-".into(),
+        Some(t) => format!(
+            "{} ago",
+            human_duration(Duration::from_millis((now_ms() - t).max(0) as u64))
+        ),
+    }
+}
+
+fn to_text(s: &StoreStats, limits: Limits) -> String {
+    let saved = Duration::from_millis(count(s, maintenance::SAVED_MS));
+    let rate = match hit_rate(s) {
+        Some(r) => format!("{:.1} %", r * 100.0),
+        None => "-".into(),
+    };
+    let size = format!(
+        "{} of {} ({:.1} %)",
+        human_size(s.disk_bytes),
+        human_size(limits.max_bytes),
+        s.disk_bytes as f64 * 100.0 / limits.max_bytes.max(1) as f64
+    );
+    let entries = match limits.max_entries {
+        Some(m) => format!("{} of {m}", s.entries),
+        None => s.entries.to_string(),
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("Hits", count(s, maintenance::HITS).to_string()),
+        ("Misses", count(s, maintenance::MISSES).to_string()),
+        ("Hit rate", rate),
+        ("Time saved", human_duration(saved)),
+        ("Not recorded", String::new()),
+        (
+            "  non-zero exit",
+            count(s, maintenance::NOT_RECORDED_EXIT).to_string(),
+        ),
+        (
+            "  killed by signal",
+            count(s, maintenance::NOT_RECORDED_SIGNAL).to_string(),
+        ),
+        (
+            "  input changed",
+            count(s, maintenance::NOT_RECORDED_INPUT).to_string(),
+        ),
+        (
+            "  output undelivered",
+            count(s, maintenance::NOT_RECORDED_UNDELIVERED).to_string(),
+        ),
+        (
+            "  cache error",
+            count(s, maintenance::NOT_RECORDED_CACHE).to_string(),
+        ),
+        ("Errors", count(s, maintenance::ERRORS).to_string()),
+        (
+            "Corrupt entries",
+            count(s, maintenance::CORRUPT).to_string(),
+        ),
+        (
+            "Evicted entries",
+            count(s, maintenance::EVICTED).to_string(),
+        ),
+        ("Entries", entries),
+        ("Size on disk", size),
+        ("Oldest entry", ago(s.oldest_ms)),
+        ("Newest entry", ago(s.newest_ms)),
+    ];
+    let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    if let Some(since) = s.since_ms {
+        out.push_str(&format!("Counters since {}\n", ago(Some(since))));
+    }
+    for (label, value) in rows {
+        if value.is_empty() {
+            out.push_str(&format!("{label}\n"));
+        } else {
+            out.push_str(&format!("{label:width$}  {value:>8}\n"));
+        }
+    }
+    if !s.top.is_empty() {
+        out.push_str("Top commands by time saved\n");
+        for t in &s.top {
+            out.push_str(&format!(
+                "  {:>8}  {:>5} hits  {}\n",
+                human_duration(Duration::from_millis(t.saved_ms)),
+                t.hits,
+                t.display
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_numeric_hits_and_misses() {
+        let mut s = StoreStats::default();
+        s.counters.insert(maintenance::HITS.into(), 3);
+        s.counters.insert(maintenance::MISSES.into(), 1);
+        let v = to_json(&s, Limits::default());
+        assert_eq!(v["hits"], 3);
+        assert_eq!(v["misses"], 1);
+        assert_eq!(v["hit_rate"], 0.75);
+        let text = to_text(&s, Limits::default());
+        assert!(text.contains("Hit rate"), "{text}");
+        assert!(text.contains("75.0 %"), "{text}");
+    }
+}

@@ -1,0 +1,149 @@
+//! The database schema, its version, and upgrades from older versions.
+//!
+//! Invariant: `PRAGMA user_version` is the schema version. A new store is
+//! created at [`SCHEMA_VERSION`]; an older one is upgraded in place, inside
+//! the caller's `BEGIN IMMEDIATE` transaction, so a crash mid-upgrade leaves
+//! the old version intact. A newer one is refused (the caller runs uncached).
+
+use anyhow::{Result, bail};
+use rusqlite::Transaction;
+
+/// Version of the database schema, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1: entries, the stat cache, notes and the output manifest.
+const SCHEMA_V1: &str = "
+CREATE TABLE entries (
+    key         BLOB PRIMARY KEY,
+    command     BLOB NOT NULL,
+    display     TEXT NOT NULL,
+    cwd         BLOB NOT NULL,
+    components  TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    last_used   INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    exit_code   INTEGER NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    out_len     INTEGER NOT NULL,
+    out_digest  BLOB NOT NULL,
+    out_inline  BLOB,
+    err_len     INTEGER NOT NULL,
+    err_digest  BLOB NOT NULL,
+    err_inline  BLOB,
+    ord_len     INTEGER NOT NULL,
+    ord_digest  BLOB NOT NULL,
+    ord_inline  BLOB
+) WITHOUT ROWID;
+CREATE INDEX entries_by_command ON entries (command, created);
+CREATE INDEX entries_by_last_used ON entries (last_used);
+CREATE TABLE stat_cache (
+    path         BLOB PRIMARY KEY,
+    dev          INTEGER NOT NULL,
+    ino          INTEGER NOT NULL,
+    size         INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    ctime_ns     INTEGER NOT NULL,
+    digest       BLOB NOT NULL,
+    hashed_at_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE notes (
+    command BLOB PRIMARY KEY,
+    note    TEXT NOT NULL,
+    at      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outputs (
+    command BLOB NOT NULL,
+    path    BLOB NOT NULL,
+    PRIMARY KEY (command, path)
+) WITHOUT ROWID;
+";
+
+/// Version 2 adds blob reference counts (for size accounting, eviction and
+/// collection), sharded counters for `stats`, and a small key-value table.
+const V1_TO_V2: &str = "
+CREATE TABLE blobs (
+    digest BLOB PRIMARY KEY,
+    len    INTEGER NOT NULL,
+    refs   INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO blobs (digest, len, refs)
+    SELECT digest, len, COUNT(*) FROM (
+        SELECT out_digest AS digest, out_len AS len FROM entries WHERE out_inline IS NULL AND out_len > 0
+        UNION ALL
+        SELECT err_digest, err_len FROM entries WHERE err_inline IS NULL AND err_len > 0
+        UNION ALL
+        SELECT ord_digest, ord_len FROM entries WHERE ord_inline IS NULL AND ord_len > 0
+    ) GROUP BY digest;
+CREATE TABLE counters (
+    name  TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (name, shard)
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value
+) WITHOUT ROWID;
+CREATE INDEX entries_by_created ON entries (created);
+";
+
+/// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the
+/// version it upgraded from, or `None` for a fresh or current store.
+pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
+    match version {
+        0 => {
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.execute_batch(V1_TO_V2)?;
+        }
+        1 => tx.execute_batch(V1_TO_V2)?,
+        SCHEMA_VERSION => return Ok(None),
+        v => bail!("the store has an unknown schema version {v}"),
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok((version != 0).then_some(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::{Connection, TransactionBehavior};
+
+    #[test]
+    fn version_one_is_upgraded_in_place_with_blob_counts() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO entries VALUES (x'01', x'02', 'cmd', x'', '[]', 1, 1, 5, 0, 0,
+             100000, x'aa', NULL, 3, x'bb', x'616263', 1, x'cc', x'00')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO entries VALUES (x'02', x'02', 'cmd', x'', '[]', 2, 2, 5, 0, 0,
+             100000, x'aa', NULL, 0, x'dd', x'', 0, x'ee', x'')",
+            [],
+        )
+        .unwrap();
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        assert_eq!(migrate(&tx, 1).unwrap(), Some(1));
+        tx.commit().unwrap();
+        let (n, refs, len): (i64, i64, i64) = conn
+            .query_row("SELECT COUNT(*), SUM(refs), SUM(len) FROM blobs", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((n, refs, len), (1, 2, 100000));
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_versions_are_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        assert!(migrate(&tx, SCHEMA_VERSION + 1).is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! The cache lifecycle: stats, list, clear, TTL, stale-while-revalidate,
+//! the size limit, and collecting what a crash leaves behind.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::util::{Dir, code, stderr, stdout};
+
+fn json(d: &Dir, args: &[&str]) -> serde_json::Value {
+    let o = d.run(args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+}
+
+/// Set every entry's created and last-used time back by `by`.
+fn backdate(d: &Dir, by: Duration) {
+    let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
+    conn.execute(
+        "UPDATE entries SET created = created - ?1, last_used = last_used - ?1",
+        [by.as_millis() as i64],
+    )
+    .unwrap();
+}
+
+#[test]
+fn stats_counts_hits_misses_and_reasons() {
+    let d = Dir::new();
+    let empty = json(&d, &["stats", "--json"]);
+    assert_eq!(empty["hits"], 0);
+    assert_eq!(empty["entries"], 0);
+    for _ in 0..3 {
+        d.run_counted(&[], "sleep 0.05; echo hi");
+    }
+    d.run_counted(&[], "exit 2");
+    d.run_counted(&[], "kill -TERM $$");
+    let s = json(&d, &["stats", "--json"]);
+    assert_eq!(s["hits"].as_u64(), Some(2));
+    assert_eq!(s["misses"].as_u64(), Some(3));
+    assert_eq!(s["not_recorded"]["nonzero_exit"], 1);
+    assert_eq!(s["not_recorded"]["signal"], 1);
+    assert_eq!(s["entries"], 1);
+    assert!(s["time_saved_ms"].as_u64().unwrap() >= 100, "{s}");
+    assert!(s["bytes_on_disk"].as_u64().unwrap() > 0);
+    assert_eq!(s["top_commands"][0]["hits"], 2);
+    let text = stdout(&d.run(["stats"]));
+    assert!(text.contains("Hit rate"), "{text}");
+    assert!(text.contains("40.0 %"), "{text}");
+    // --zero resets the counters, not the entries.
+    assert_eq!(code(&d.run(["stats", "--zero"])), 0);
+    let s = json(&d, &["stats", "--json"]);
+    assert_eq!(s["hits"], 0);
+    assert_eq!(s["entries"], 1);
+    assert!(s["since_ms"].is_number());
+}
+
+#[test]
+fn list_shows_entries_newest_first() {
+    let d = Dir::new();
+    d.run(["--", "echo", "first"]);
+    std::thread::sleep(Duration::from_millis(20));
+    d.run(["--", "echo", "second entry"]);
+    let text = stdout(&d.run(["list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("KEY"), "{text}");
+    assert!(lines[1].ends_with("echo 'second entry'"), "{text}");
+    assert!(lines[2].ends_with("echo first"), "{text}");
+    let v = json(&d, &["list", "--json"]);
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    assert_eq!(arr[0]["command"], "echo 'second entry'");
+    assert_eq!(arr[0]["output_bytes"], 13);
+    assert_eq!(arr[0]["exit_code"], 0);
+}
+
+#[test]
+fn clear_filters_and_dry_run() {
+    let d = Dir::new();
+    d.run(["--", "echo", "old"]);
+    backdate(&d, Duration::from_secs(3 * 86400));
+    d.run(["--", "echo", "new"]);
+    d.run(["--cache-failures", "--", "sh", "-c", "exit 3"]);
+    d.run(["--", "echo", "other"]);
+    let count = |d: &Dir| json(d, &["list", "--json"]).as_array().unwrap().len();
+    assert_eq!(count(&d), 4);
+    let o = d.run(["clear", "--older-than", "1d", "--dry-run"]);
+    assert!(
+        stdout(&o).contains("would remove 1 entry"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("echo old"), "{}", stdout(&o));
+    assert_eq!(count(&d), 4, "--dry-run removed something");
+    let o = d.run(["clear", "--older-than", "1d"]);
+    assert!(stdout(&o).starts_with("removed 1 entry"), "{}", stdout(&o));
+    assert_eq!(count(&d), 3);
+    let o = d.run(["clear", "--failed"]);
+    assert!(stdout(&o).starts_with("removed 1 entry"), "{}", stdout(&o));
+    let o = d.run(["clear", "--", "echo", "other"]);
+    assert!(stdout(&o).starts_with("removed 1 entry"), "{}", stdout(&o));
+    let left = json(&d, &["list", "--json"]);
+    assert_eq!(left[0]["command"], "echo new");
+    let o = d.run(["clear"]);
+    assert!(stdout(&o).starts_with("removed 1 entry"), "{}", stdout(&o));
+    assert_eq!(count(&d), 0);
+    // A bad duration is a usage error.
+    let o = d.run(["clear", "--older-than", "soon"]);
+    assert_eq!(code(&o), 125);
+}
+
+#[test]
+fn clear_removes_blobs_and_crash_leftovers_but_not_planted_symlinks() {
+    let d = Dir::new();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    d.write("big.bin", &big);
+    d.run(["--", "cat", "big.bin"]);
+    let blob_files = |d: &Dir| walk(&d.cache.join("blobs")).len();
+    assert_eq!(blob_files(&d), 1);
+    // Leftovers of a crash: an unreferenced blob and an old spool file.
+    let orphan_hex = "ab".repeat(32);
+    fs::create_dir_all(d.cache.join("blobs/ab")).unwrap();
+    fs::write(d.cache.join("blobs/ab").join(&orphan_hex), b"orphan").unwrap();
+    let spool = d.cache.join("tmp/spool-0123456789abcdef01234567");
+    fs::write(&spool, b"partial").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&spool)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // A symlink planted in the cache pointing outside it, and its target.
+    let outside = d.write("precious/keep.txt", "do not delete");
+    std::os::unix::fs::symlink(d.join("precious"), d.cache.join("blobs/cd")).unwrap();
+    std::os::unix::fs::symlink(&outside, d.cache.join("tmp/spool-link")).unwrap();
+    let o = d.run(["clear"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("removed 1 entry"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("2 unused files"), "{}", stdout(&o));
+    assert_eq!(blob_files(&d), 0, "blob files were left behind");
+    assert!(!spool.exists());
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "do not delete");
+    assert!(
+        fs::symlink_metadata(d.cache.join("blobs/cd")).is_ok(),
+        "the planted symlink was removed"
+    );
+    assert!(fs::symlink_metadata(d.cache.join("tmp/spool-link")).is_ok());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            v.extend(walk(&e.path()));
+        } else if t.is_file() {
+            v.push(e.path());
+        }
+    }
+    v
+}
+
+#[test]
+fn ttl_expiry_reruns_and_replaces_the_entry() {
+    let d = Dir::new();
+    let script = "wc -l < count";
+    d.run_counted(&["--ttl", "1h"], script);
+    d.run_counted(&["--ttl", "1h"], script);
+    assert_eq!(d.count(), 1);
+    // TTL is not part of the key: a different TTL sees the same entry.
+    d.run_counted(&["--ttl", "2h"], script);
+    d.run_counted(&[], script);
+    assert_eq!(d.count(), 1);
+    backdate(&d, Duration::from_secs(90 * 60));
+    let o = d.run_counted(&["--ttl", "1h", "-v"], script);
+    assert_eq!(d.count(), 2, "an expired entry was replayed");
+    assert!(stderr(&o).contains("past --ttl 1h"), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "2");
+    let o = d.run_counted(&["--ttl", "1h"], script);
+    assert_eq!(d.count(), 2, "the re-run did not replace the entry");
+    assert_eq!(stdout(&o).trim(), "2");
+    assert_eq!(json(&d, &["list", "--json"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn stale_replays_at_once_then_the_refreshed_result_appears() {
+    let d = Dir::new();
+    let script = "sleep 0.3; wc -l < count";
+    let args = ["--stale", "1m"];
+    assert_eq!(stdout(&d.run_counted(&args, script)).trim(), "1");
+    backdate(&d, Duration::from_secs(120));
+    // Replayed at once, even through $(...), while a refresh starts.
+    let start = Instant::now();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "out=$('{}' --stale 1m -- sh -c \"$1\"); echo \"$out\"",
+            crate::util::memorun_bin()
+        ))
+        .arg("sh")
+        .arg(&d.counted(script)[2])
+        .env("MEMORUN_DIR", &d.cache)
+        .current_dir(d.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "1", "{}", stderr(&o));
+    assert!(
+        start.elapsed() < Duration::from_millis(250),
+        "the stale replay waited for the refresh"
+    );
+    // The refresh records the new result in the background.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.count() < 2 || json(&d, &["list", "--json"])[0]["hits"] != 0 {
+        assert!(Instant::now() < deadline, "no refresh happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = d.run_counted(&args, script);
+    assert_eq!(
+        stdout(&o).trim(),
+        "2",
+        "the refreshed result was not recorded"
+    );
+    assert_eq!(d.count(), 2, "more than one refresh ran");
+}
+
+#[test]
+fn eviction_keeps_the_store_under_a_small_limit() {
+    let d = Dir::new();
+    let limit = 600_000u64;
+    for i in 0..8 {
+        let o = d
+            .memorun()
+            .env("MEMORUN_MAX_SIZE", limit.to_string())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                &format!("head -c 150000 /dev/zero; echo {i}"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.stdout.len(), 150_002 + usize::from(i >= 10));
+    }
+    let s = json(&d, &["stats", "--json"]);
+    let blobs: u64 = walk(&d.cache.join("blobs"))
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(blobs <= limit, "blobs take {blobs} bytes, limit {limit}");
+    assert!(s["evicted"].as_u64().unwrap() >= 4, "{s}");
+    // The most recent entry survived.
+    let newest = json(&d, &["list", "--json"]);
+    assert!(
+        newest[0]["command"].as_str().unwrap().ends_with("echo 7'"),
+        "{newest}"
+    );
+    // Entry count limit too.
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_ENTRIES", "1")
+        .args(["--", "echo", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0);
+    assert!(json(&d, &["list", "--json"]).as_array().unwrap().len() <= 1);
+}
+
+#[test]
+fn schema_upgrade_from_version_one_keeps_entries() {
+    let d = Dir::new();
+    d.run_counted(&[], "echo kept");
+    // Turn the store back into a version-1 store.
+    let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
+    conn.execute_batch(
+        "DROP TABLE blobs; DROP TABLE counters; DROP TABLE meta; DROP INDEX entries_by_created;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let o = d.run_counted(&[], "echo kept");
+    assert_eq!(stdout(&o), "kept\n");
+    assert_eq!(d.count(), 1, "the upgrade lost the entry");
+    assert!(
+        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 2"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d.run_counted(&[], "echo kept");
+    assert_eq!(stderr(&o), "");
+}
