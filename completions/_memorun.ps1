@@ -35,8 +35,6 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Do not replay an entry older than DURATION')
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'Past this age, replay at once and refresh in the background')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
-            [CompletionResult]::new('--refresh-of', '--refresh-of', [CompletionResultType]::ParameterName, 'Internal: this process is the background refresh of a stale entry with this key (see --stale)')
-            [CompletionResult]::new('--refresh-stdin', '--refresh-stdin', [CompletionResultType]::ParameterName, 'Internal: the refreshed run''s stdin was not read, for this reason')
             [CompletionResult]::new('--no-auto-inputs', '--no-auto-inputs', [CompletionResultType]::ParameterName, 'Do not hash arguments that name existing files')
             [CompletionResult]::new('--no-cwd', '--no-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also record runs that exit with a non-zero code')
@@ -74,8 +72,6 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Do not replay an entry older than DURATION')
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'Past this age, replay at once and refresh in the background')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
-            [CompletionResult]::new('--refresh-of', '--refresh-of', [CompletionResultType]::ParameterName, 'Internal: this process is the background refresh of a stale entry with this key (see --stale)')
-            [CompletionResult]::new('--refresh-stdin', '--refresh-stdin', [CompletionResultType]::ParameterName, 'Internal: the refreshed run''s stdin was not read, for this reason')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON object instead of text')
             [CompletionResult]::new('--no-auto-inputs', '--no-auto-inputs', [CompletionResultType]::ParameterName, 'Do not hash arguments that name existing files')
             [CompletionResult]::new('--no-cwd', '--no-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key')
@@ -107,7 +103,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             break
         }
         'memorun;clear' {
-            [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Only entries last used longer ago than DURATION (`30d`, `12h`)')
+            [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Only entries last used longer ago than DURATION')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
             [CompletionResult]::new('--failed', '--failed', [CompletionResultType]::ParameterName, 'Only entries of runs that exited with a non-zero code')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Say what would be removed, and remove nothing')

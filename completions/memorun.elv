@@ -32,8 +32,6 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --ttl 'Do not replay an entry older than DURATION'
             cand --stale 'Past this age, replay at once and refresh in the background'
             cand --cache-dir 'Where the store lives'
-            cand --refresh-of 'Internal: this process is the background refresh of a stale entry with this key (see --stale)'
-            cand --refresh-stdin 'Internal: the refreshed run''s stdin was not read, for this reason'
             cand --no-auto-inputs 'Do not hash arguments that name existing files'
             cand --no-cwd 'Leave the working directory out of the key'
             cand --cache-failures 'Also record runs that exit with a non-zero code'
@@ -70,8 +68,6 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --ttl 'Do not replay an entry older than DURATION'
             cand --stale 'Past this age, replay at once and refresh in the background'
             cand --cache-dir 'Where the store lives'
-            cand --refresh-of 'Internal: this process is the background refresh of a stale entry with this key (see --stale)'
-            cand --refresh-stdin 'Internal: the refreshed run''s stdin was not read, for this reason'
             cand --json 'Print a JSON object instead of text'
             cand --no-auto-inputs 'Do not hash arguments that name existing files'
             cand --no-cwd 'Leave the working directory out of the key'
@@ -100,7 +96,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'memorun;clear'= {
-            cand --older-than 'Only entries last used longer ago than DURATION (`30d`, `12h`)'
+            cand --older-than 'Only entries last used longer ago than DURATION'
             cand --cache-dir 'Where the store lives'
             cand --failed 'Only entries of runs that exited with a non-zero code'
             cand --dry-run 'Say what would be removed, and remove nothing'

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_memorun_global_optspecs
-    string join \n e/env= i/input= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= refresh-of= refresh-stdin= h/help V/version
+    string join \n e/env= i/input= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= h/help V/version
 end
 
 function __fish_memorun_needs_command
@@ -35,8 +35,6 @@ ignore\t'Never read or hash stdin; the command inherits it as is'"
 complete -c memorun -n "__fish_memorun_needs_command" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l stale -d 'Past this age, replay at once and refresh in the background' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-dir -d 'Where the store lives' -r -F
-complete -c memorun -n "__fish_memorun_needs_command" -l refresh-of -d 'Internal: this process is the background refresh of a stale entry with this key (see --stale)' -r
-complete -c memorun -n "__fish_memorun_needs_command" -l refresh-stdin -d 'Internal: the refreshed run\'s stdin was not read, for this reason' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cwd -d 'Leave the working directory out of the key'
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-failures -d 'Also record runs that exit with a non-zero code'
@@ -63,8 +61,6 @@ ignore\t'Never read or hash stdin; the command inherits it as is'"
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l stale -d 'Past this age, replay at once and refresh in the background' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-dir -d 'Where the store lives' -r -F
-complete -c memorun -n "__fish_memorun_using_subcommand why" -l refresh-of -d 'Internal: this process is the background refresh of a stale entry with this key (see --stale)' -r
-complete -c memorun -n "__fish_memorun_using_subcommand why" -l refresh-stdin -d 'Internal: the refreshed run\'s stdin was not read, for this reason' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l json -d 'Print a JSON object instead of text'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cwd -d 'Leave the working directory out of the key'
@@ -81,7 +77,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand stats" -s h -l help -d '
 complete -c memorun -n "__fish_memorun_using_subcommand list" -l cache-dir -d 'Where the store lives' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand list" -l json -d 'Print a JSON array instead of a table'
 complete -c memorun -n "__fish_memorun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c memorun -n "__fish_memorun_using_subcommand clear" -l older-than -d 'Only entries last used longer ago than DURATION (`30d`, `12h`)' -r
+complete -c memorun -n "__fish_memorun_using_subcommand clear" -l older-than -d 'Only entries last used longer ago than DURATION' -r
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l cache-dir -d 'Where the store lives' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l failed -d 'Only entries of runs that exited with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l dry-run -d 'Say what would be removed, and remove nothing'

@@ -62,7 +62,8 @@ pub enum Sub {
         ///
         /// Fields: `would` ("hit" or "miss"), `key`, `entry` (the hit
         /// entry, or null), `components`, `previous` (the closest earlier
-        /// entry of the same command, or null) and `changes`.
+        /// entry of the same command, or null) and `changes`. Example:
+        /// `memorun why --json -- make | jq -r '.changes[].name'`.
         #[arg(long)]
         json: bool,
 
@@ -81,7 +82,8 @@ pub enum Sub {
         /// Print a JSON object instead of a table
         ///
         /// A stable object: `hits`, `misses` and the other counters are
-        /// numbers; see the README for every field.
+        /// numbers; see the README for every field. Example:
+        /// `memorun stats --json | jq .hit_rate`.
         #[arg(long)]
         json: bool,
 
@@ -102,6 +104,10 @@ pub enum Sub {
     /// output size, hits and the command. Example: `memorun list | head`.
     List {
         /// Print a JSON array instead of a table
+        ///
+        /// Each object has `key`, `created_ms`, `last_used_ms`,
+        /// `duration_ms`, `exit_code`, `output_bytes`, `hits` and `command`.
+        /// Example: `memorun list --json | jq -r '.[].command'`.
         #[arg(long)]
         json: bool,
 
@@ -118,15 +124,23 @@ pub enum Sub {
     /// `memorun clear --older-than 30d`, `memorun clear --failed --dry-run`,
     /// `memorun clear -- make docs`.
     Clear {
-        /// Only entries last used longer ago than DURATION (`30d`, `12h`)
+        /// Only entries last used longer ago than DURATION
+        ///
+        /// Durations are written like `90s`, `12h`, `30d`, `1h30m`. Example:
+        /// `memorun clear --older-than 30d`.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<Duration>,
 
         /// Only entries of runs that exited with a non-zero code
+        ///
+        /// Such entries exist only when recorded with --cache-failures.
+        /// Example: `memorun clear --failed`.
         #[arg(long)]
         failed: bool,
 
         /// Say what would be removed, and remove nothing
+        ///
+        /// Example: `memorun clear --older-than 7d --dry-run`.
         #[arg(long)]
         dry_run: bool,
 
@@ -164,7 +178,13 @@ pub struct StoreArgs {
     /// Defaults to $XDG_CACHE_HOME/memorun, else ~/.cache/memorun. The
     /// directory is created with mode 0700. Example:
     /// `memorun --cache-dir .memorun -- make`.
-    #[arg(long, value_name = "DIR", env = "MEMORUN_DIR", help_heading = "Store")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "MEMORUN_DIR",
+        hide_env_values = true,
+        help_heading = "Store"
+    )]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -327,20 +347,6 @@ pub struct RunArgs {
     /// Where the store is.
     #[command(flatten)]
     pub store: StoreArgs,
-
-    /// Internal: this process is the background refresh of a stale entry
-    /// with this key (see --stale).
-    #[arg(long = "refresh-of", value_name = "KEY", hide = true)]
-    pub refresh_of: Option<String>,
-
-    /// Internal: the refreshed run's stdin was not read, for this reason.
-    #[arg(
-        long = "refresh-stdin",
-        value_name = "REASON",
-        hide = true,
-        requires = "refresh_of"
-    )]
-    pub refresh_stdin: Option<String>,
 
     /// The command to run, and its arguments
     #[arg(last = true, value_name = "COMMAND")]

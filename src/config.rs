@@ -108,6 +108,12 @@ impl CacheLocation {
     }
 }
 
+/// Set (to the key, in hex) in the environment of a background refresh.
+/// Removed from the environment of every command memorun runs.
+pub const REFRESH_KEY_VAR: &str = "MEMORUN_INTERNAL_REFRESH_KEY";
+/// Set in a background refresh when the original run did not read stdin.
+pub const REFRESH_STDIN_VAR: &str = "MEMORUN_INTERNAL_REFRESH_STDIN";
+
 /// This process refreshes a stale entry in the background.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
@@ -214,12 +220,14 @@ impl Config {
         } else {
             CacheLocation::of(&args.store)
         };
-        let refresh = match &args.refresh_of {
+        let refresh = match env(REFRESH_KEY_VAR) {
             None => None,
             Some(hex) => Some(Refresh {
-                key: Digest::from_hex(hex)
-                    .ok_or_else(|| anyhow::anyhow!("--refresh-of needs a key"))?,
-                stdin_reason: args.refresh_stdin.clone(),
+                key: hex
+                    .to_str()
+                    .and_then(Digest::from_hex)
+                    .ok_or_else(|| anyhow::anyhow!("{REFRESH_KEY_VAR} is not a key"))?,
+                stdin_reason: env(REFRESH_STDIN_VAR).map(|r| r.to_string_lossy().into_owned()),
             }),
         };
         let limits = Limits::from_env(&env)?;

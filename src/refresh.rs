@@ -2,9 +2,11 @@
 //! fully detached background run.
 //!
 //! The refresh is this same memorun binary with the same arguments (so the
-//! command's argv is exactly the one the user gave), plus a hidden
-//! `--refresh-of KEY` that makes it run with `--force`, silently, and only
-//! if no other refresh of that key holds the key's refresh lock. It runs in
+//! command's argv is exactly the one the user gave), with
+//! `MEMORUN_INTERNAL_REFRESH_KEY` in its environment: it then runs with
+//! `--force`, silently, and only if no other refresh of that key holds the
+//! key's refresh lock. The variable is removed from the environment of the
+//! command itself. It runs in
 //! a new session with stdout and stderr on /dev/null and no inherited file
 //! descriptors beyond stdio, so `$(memorun --stale 1h -- cmd)` returns at
 //! once. Its stdin is the spooled copy of ours when we read one, so the
@@ -17,6 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use crate::config::{REFRESH_KEY_VAR, REFRESH_STDIN_VAR};
 use crate::key::Digest;
 use crate::lock;
 
@@ -50,12 +53,13 @@ pub fn spawn(
     }
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--refresh-of").arg(key.to_hex());
+    cmd.env(REFRESH_KEY_VAR, key.to_hex())
+        .env_remove(REFRESH_STDIN_VAR);
     let stdin = match stdin {
         RefreshStdin::File(f) => Stdio::from(f),
         RefreshStdin::Inherit => Stdio::inherit(),
         RefreshStdin::NotRead(why) => {
-            cmd.arg("--refresh-stdin").arg(why);
+            cmd.env(REFRESH_STDIN_VAR, why);
             Stdio::null()
         }
         RefreshStdin::Ignored => Stdio::null(),

@@ -158,6 +158,8 @@ fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        .env_remove(crate::config::REFRESH_KEY_VAR)
+        .env_remove(crate::config::REFRESH_STDIN_VAR)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -40,14 +40,7 @@ const SUBCOMMANDS: [&str; 5] = ["why", "stats", "list", "clear", "completions"];
 
 /// Options whose long help has no example yet, as `SUBCOMMAND --option`.
 /// Give each an example in `cli.rs`, then remove it from this list.
-const WITHOUT_EXAMPLE: &[&str] = &[
-    "why --json",
-    "stats --json",
-    "list --json",
-    "clear --older-than",
-    "clear --failed",
-    "clear --dry-run",
-];
+const WITHOUT_EXAMPLE: &[&str] = &[];
 
 /// `memorun ARGS` in `d`, which must succeed; its stdout.
 fn help(d: &Dir, args: &[&str]) -> String {

@@ -87,13 +87,18 @@ pub fn bump(tx: &Transaction<'_>, counters: &[(&str, i64)]) -> rusqlite::Result<
     Ok(())
 }
 
-/// Count one more reference to a blob.
-pub fn reference_blob(tx: &Transaction<'_>, digest: &[u8], len: i64) -> rusqlite::Result<()> {
+/// Count one more reference to a blob, and record its fast check.
+pub fn reference_blob(
+    tx: &Transaction<'_>,
+    digest: &[u8],
+    len: i64,
+    check: &[u8; 16],
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO blobs (digest, len, refs) VALUES (?1, ?2, 1)
-         ON CONFLICT (digest) DO UPDATE SET refs = refs + 1",
+        "INSERT INTO blobs (digest, len, refs, xxh3) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (digest) DO UPDATE SET refs = refs + 1, xxh3 = excluded.xxh3",
     )?
-    .execute(params![digest, len])?;
+    .execute(params![digest, len, &check[..]])?;
     Ok(())
 }
 

@@ -58,13 +58,16 @@ CREATE TABLE outputs (
 ) WITHOUT ROWID;
 ";
 
-/// Version 2 adds blob reference counts (for size accounting, eviction and
-/// collection), sharded counters for `stats`, and a small key-value table.
+/// Version 2 adds blobs with reference counts (for size accounting,
+/// eviction and collection) and an XXH3-128 fast integrity check (NULL for
+/// blobs carried over from version 1, which are checked with BLAKE3),
+/// sharded counters for `stats`, and a small key-value table.
 const V1_TO_V2: &str = "
 CREATE TABLE blobs (
     digest BLOB PRIMARY KEY,
     len    INTEGER NOT NULL,
-    refs   INTEGER NOT NULL
+    refs   INTEGER NOT NULL,
+    xxh3   BLOB
 ) WITHOUT ROWID;
 INSERT INTO blobs (digest, len, refs)
     SELECT digest, len, COUNT(*) FROM (

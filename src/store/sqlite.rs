@@ -271,7 +271,7 @@ impl SqliteStore {
 
     /// Turn a spooled stream into its column values, installing its blob
     /// (a row only ever points at a blob that is complete and in place).
-    fn put_stream(&self, s: Spooled) -> Result<(i64, Vec<u8>, Option<Vec<u8>>)> {
+    fn put_stream(&self, s: Spooled) -> Result<Columns> {
         let inline = match s.data {
             SpooledData::Inline(bytes) => Some(bytes),
             SpooledData::Temp(mut temp) => {
@@ -284,8 +284,21 @@ impl SqliteStore {
                 None
             }
         };
-        Ok((s.len as i64, s.digest.0.to_vec(), inline))
+        Ok(Columns {
+            len: s.len as i64,
+            digest: s.digest.0.to_vec(),
+            inline,
+            check: s.check,
+        })
     }
+}
+
+/// One stream's column values in the entries table.
+struct Columns {
+    len: i64,
+    digest: Vec<u8>,
+    inline: Option<Vec<u8>>,
+    check: [u8; 16],
 }
 
 fn stream_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {
@@ -340,9 +353,19 @@ impl Store for SqliteStore {
         if stream.len == 0 {
             return Ok(None);
         }
+        // Blobs recorded by schema 1 have no fast check: BLAKE3 then.
+        let check: Option<[u8; 16]> = self
+            .conn
+            .prepare_cached("SELECT xxh3 FROM blobs WHERE digest = ?1")?
+            .query_row(params![&stream.digest.0[..]], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .optional()?
+            .flatten()
+            .and_then(|c| c.try_into().ok());
         let file = self
             .blobs
-            .open_verified(&stream.digest, stream.len)
+            .open_verified(&stream.digest, stream.len, check)
             .with_context(|| {
                 format!(
                     "cannot read blob '{}'",
@@ -367,9 +390,9 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
         let mut freed = maintenance::delete_entries(&tx, std::slice::from_ref(&e.key.digest))?;
-        for (len, digest, inline) in [&out, &err, &ord] {
-            if inline.is_none() && *len > 0 {
-                maintenance::reference_blob(&tx, digest, *len)?;
+        for c in [&out, &err, &ord] {
+            if c.inline.is_none() && c.len > 0 {
+                maintenance::reference_blob(&tx, &c.digest, c.len, &c.check)?;
             }
         }
         tx.prepare_cached(
@@ -391,21 +414,21 @@ impl Store for SqliteStore {
             now,
             e.duration.as_millis() as i64,
             e.exit_code,
-            out.0,
-            out.1,
-            out.2,
-            err.0,
-            err.1,
-            err.2,
-            ord.0,
-            ord.1,
-            ord.2,
+            out.len,
+            out.digest,
+            out.inline,
+            err.len,
+            err.digest,
+            err.inline,
+            ord.len,
+            ord.digest,
+            ord.inline,
         ])?;
         // Re-referenced in this same transaction: not freed after all.
         freed.retain(|d| {
             ![&out, &err, &ord]
                 .iter()
-                .any(|(_, digest, inline)| inline.is_none() && digest.as_slice() == d.0)
+                .any(|c| c.inline.is_none() && c.digest.as_slice() == d.0)
         });
         maintenance::bump(&tx, &[(maintenance::MISSES, 1)])?;
         tx.commit()?;
@@ -508,7 +531,10 @@ mod tests {
         assert!(blob.exists());
         store.remove(&key.digest).unwrap();
         assert!(store.lookup(&key.digest).unwrap().is_none());
-        assert!(!blob.exists(), "the last reference went but the blob stayed");
+        assert!(
+            !blob.exists(),
+            "the last reference went but the blob stayed"
+        );
     }
 
     #[test]
