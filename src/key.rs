@@ -505,6 +505,76 @@ mod tests {
         assert_eq!(d.short().len(), 12);
     }
 
+    mod distinct {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// A component described by its inputs, not its digest.
+        #[derive(Debug, Clone, PartialEq)]
+        enum Desc {
+            Argv(Vec<Vec<u8>>),
+            Cwd(Vec<u8>),
+            Env(Vec<u8>, Option<u8>),
+            Input(Vec<u8>, Option<u8>),
+            Literal(String),
+            Stdin(Result<u8, String>),
+            KeyCmd(String, u8, Option<i32>),
+        }
+
+        fn build(d: &Desc) -> Component {
+            let digest = |b: u8| Digest([b; 32]);
+            match d {
+                Desc::Argv(a) => Component::argv(a),
+                Desc::Cwd(p) => Component::cwd(p),
+                Desc::Env(n, v) => Component::env(n, v.map(digest)),
+                Desc::Input(p, c) => Component::input(p, c.map(digest)),
+                Desc::Literal(t) => Component::literal(t),
+                Desc::Stdin(s) => {
+                    Component::stdin(s.as_ref().map(|b| digest(*b)).map_err(|e| e.as_str()))
+                }
+                Desc::KeyCmd(c, out, status) => Component::key_cmd(c, digest(*out), *status),
+            }
+        }
+
+        /// Small alphabets, so that near-collisions ("a" "b" vs "ab") are
+        /// generated often.
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            vec(
+                prop_oneof![Just(b'a'), Just(b'b'), Just(0u8), Just(0xff)],
+                0..3,
+            )
+        }
+
+        fn desc() -> impl Strategy<Value = Desc> {
+            prop_oneof![
+                vec(bytes(), 0..3).prop_map(Desc::Argv),
+                bytes().prop_map(Desc::Cwd),
+                (bytes(), proptest::option::of(0u8..2)).prop_map(|(n, v)| Desc::Env(n, v)),
+                (bytes(), proptest::option::of(0u8..2)).prop_map(|(n, v)| Desc::Input(n, v)),
+                "[ab]{0,2}".prop_map(Desc::Literal),
+                prop_oneof![(0u8..2).prop_map(Ok), "[ab]{0,2}".prop_map(Err)].prop_map(Desc::Stdin),
+                ("[ab]{0,2}", 0u8..2, proptest::option::of(0i32..2))
+                    .prop_map(|(c, o, s)| Desc::KeyCmd(c, o, s)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn distinct_component_lists_give_distinct_keys(
+                a in vec(desc(), 0..4),
+                b in vec(desc(), 0..4),
+            ) {
+                prop_assume!(a != b);
+                let ka = Key::new(a.iter().map(build).collect());
+                let kb = Key::new(b.iter().map(build).collect());
+                prop_assert_ne!(ka.digest, kb.digest);
+            }
+        }
+    }
+
     /// Fails when the encoding changes. If you changed it on purpose, bump
     /// `KEY_VERSION` and update the expected digest.
     #[test]

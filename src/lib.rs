@@ -62,6 +62,7 @@ use crate::ui::Ui;
 /// Run memorun with these arguments (including the program name) and return
 /// the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    run::survive_file_size_limit();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),

@@ -25,7 +25,7 @@ use crate::store::maintenance;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewEntry, Store, now_ms};
 use crate::transcript::Recorder;
-use crate::ui::{Ui, human_duration};
+use crate::ui::{self, Ui, human_duration};
 use crate::why;
 
 /// Run or replay the configured command; returns memorun's exit code.
@@ -55,74 +55,147 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
             _ => return Ok(0),
         },
     };
-    let mut miss_reason = None;
-    if config.force {
-        miss_reason = Some("forced".to_string());
-    } else if let Some(out) = &missing_output {
-        miss_reason = Some(format!("output '{out}' is missing"));
-    } else {
-        match store.lookup(&resolved.key.digest) {
-            Ok(Some(entry)) => {
-                let entry_age = age(entry.created_ms);
-                if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
-                    miss_reason = Some(format!(
-                        "the entry is {} old, past --ttl {}",
-                        human_duration(entry_age),
-                        human_duration(ttl)
-                    ));
-                } else {
-                    match replay::replay(&store, &entry)? {
-                        Replayed::Done => {
-                            // Counting the hit is bookkeeping: never fail over it.
-                            let _ = store.record_hit(&entry);
-                            let stale = config.stale.is_some_and(|s| entry_age > s);
-                            if stale {
-                                refresh_in_background(&store, &resolved, &feed, ui);
-                            }
-                            ui.status(format_args!(
-                                "hit, recorded {} ago, saved {}{}",
-                                human_duration(entry_age),
-                                human_duration(entry.duration),
-                                if stale {
-                                    "; stale, refreshing in the background"
-                                } else {
-                                    ""
-                                }
-                            ));
-                            return Ok(entry.exit_code);
-                        }
-                        Replayed::ReaderGone => {
-                            let _ = store.record_hit(&entry);
-                            return Ok(exit_codes::for_signal(libc::SIGPIPE));
-                        }
-                        Replayed::Corrupt => {
-                            let _ = store.remove(&entry.key);
-                            let _ = store.count(&[(maintenance::CORRUPT, 1)]);
-                            miss_reason =
-                                Some("the stored entry failed verification and was removed".into());
-                        }
-                        Replayed::Unreadable(e) => {
-                            let _ = store.count(&[(maintenance::ERRORS, 1)]);
-                            ui.warn(format_args!("{e:#}; running uncached"));
-                            return plain(config, feed);
-                        }
-                    }
+    // Single-flight: the first invocation of a key to miss runs it while
+    // holding the key's run lock; the others sleep on the lock, then look
+    // again and replay what it recorded. A holder that dies releases the
+    // lock with it, so a waiter takes over at once.
+    let locks = store.locks_dir();
+    let lock_name = format!("run-{}", resolved.key.digest.to_hex());
+    let mut held = None;
+    let mut miss_reason: Option<String> = None;
+    loop {
+        let reason = if config.force {
+            Some("forced".to_string())
+        } else if let Some(out) = &missing_output {
+            Some(format!("output '{out}' is missing"))
+        } else {
+            match look_up(config, ui, &mut store, &resolved, &feed) {
+                Lookup::Replayed(code) => return Ok(code),
+                Lookup::Uncached => return plain(config, feed),
+                Lookup::Miss(reason) => reason,
+            }
+        };
+        // Keep the first reason given: a second look finds the entry gone.
+        miss_reason = reason.or(miss_reason);
+        if held.is_some() {
+            break;
+        }
+        held = match lock::try_lock(&locks, &lock_name) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                ui.status("waiting for a concurrent run of the same command");
+                match lock::lock(&locks, &lock_name) {
+                    Ok(l) => Some(l),
+                    // Without the lock we still run: a duplicate run, never
+                    // a failed one.
+                    Err(_) => break,
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
-                let _ = store.count(&[(maintenance::ERRORS, 1)]);
-                ui.warn(format_args!(
-                    "cannot read the cache: {e:#}; running uncached"
-                ));
-                return plain(config, feed);
-            }
+            Err(_) => break,
+        };
+        if config.force {
+            break;
         }
+        // Look again under the lock: a concurrent run may have recorded it.
     }
     if miss_reason.is_none() && ui.is_verbose() {
         miss_reason = Some(explain_miss(&store, &resolved));
     }
-    run_and_record(config, ui, &mut store, &resolved, feed, miss_reason)
+    let code = run_and_record(config, ui, &mut store, &resolved, feed, miss_reason);
+    if let Some(l) = held {
+        l.release_and_remove();
+    }
+    code
+}
+
+/// What a lookup found.
+enum Lookup {
+    /// An entry was replayed (or its reader went away): exit with this.
+    Replayed(i32),
+    /// Nothing to replay, with the reason when it is not simply "no entry".
+    Miss(Option<String>),
+    /// The store failed: run uncached (a warning was printed).
+    Uncached,
+}
+
+/// Look the key up and, when the policy allows, replay the entry.
+fn look_up(
+    config: &Config,
+    ui: &Ui,
+    store: &mut SqliteStore,
+    resolved: &Resolved,
+    feed: &Feed,
+) -> Lookup {
+    let entry = match store.lookup(&resolved.key.digest) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Lookup::Miss(None),
+        Err(e) => {
+            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+            ui.warn(format_args!(
+                "cannot read the cache: {e:#}; running uncached"
+            ));
+            return Lookup::Uncached;
+        }
+    };
+    let entry_age = age(entry.created_ms);
+    if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
+        return Lookup::Miss(Some(format!(
+            "the entry is {} old, past --ttl {}",
+            human_duration(entry_age),
+            human_duration(ttl)
+        )));
+    }
+    if entry.exit_code != 0 && !config.cache_failures {
+        // Recorded by a run with --cache-failures; this one would not have
+        // recorded it, so it does not replay it either.
+        return Lookup::Miss(Some(format!(
+            "the entry is a failure (exit code {}) and --cache-failures is off",
+            entry.exit_code
+        )));
+    }
+    match replay::replay(store, &entry) {
+        Ok(Replayed::Done) => {
+            // Counting the hit is bookkeeping: never fail over it.
+            let _ = store.record_hit(&entry);
+            let stale = config.stale.is_some_and(|s| entry_age > s);
+            if stale {
+                refresh_in_background(store, resolved, feed, ui);
+            }
+            ui.status(format_args!(
+                "hit, recorded {} ago, saved {}{}",
+                human_duration(entry_age),
+                human_duration(entry.duration),
+                if stale {
+                    "; stale, refreshing in the background"
+                } else {
+                    ""
+                }
+            ));
+            Lookup::Replayed(entry.exit_code)
+        }
+        Ok(Replayed::ReaderGone) => {
+            let _ = store.record_hit(&entry);
+            Lookup::Replayed(exit_codes::for_signal(libc::SIGPIPE))
+        }
+        Ok(Replayed::Corrupt) => {
+            let _ = store.remove(&entry.key);
+            let _ = store.count(&[(maintenance::CORRUPT, 1)]);
+            Lookup::Miss(Some(
+                "the stored entry failed verification and was removed".into(),
+            ))
+        }
+        Ok(Replayed::Unreadable(e)) => {
+            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+            ui.warn(format_args!("{e:#}; running uncached"));
+            Lookup::Uncached
+        }
+        Err(e) => {
+            // Our own output failed part-way: the command must not run now
+            // (its output would follow a partial replay).
+            ui::error(format_args!("{e:#}"));
+            Lookup::Replayed(exit_codes::MEMORUN_ERROR)
+        }
+    }
 }
 
 /// Start a detached refresh of a stale entry that was just replayed.

@@ -115,6 +115,15 @@ pub struct Outcome {
 /// The command's pid while it runs, for the signal handlers. 0 when none.
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
+/// Survive `RLIMIT_FSIZE`: with a handler for SIGXFSZ (instead of its
+/// default action, which kills the process) a write past the limit fails
+/// with `EFBIG`, which the store treats as "cannot record". A handler, not
+/// SIG_IGN, so that commands run with the default action restored.
+pub fn survive_file_size_limit() {
+    // SAFETY: an empty handler is async-signal-safe.
+    let _ = unsafe { signal_hook::low_level::register(libc::SIGXFSZ, || {}) };
+}
+
 /// Install the signal handlers once per process.
 fn install_signal_handlers() {
     static ONCE: Once = Once::new();

@@ -6,6 +6,7 @@ mod util;
 mod big_output;
 mod exit_status;
 mod fail_open;
+mod faults;
 mod generated;
 mod help;
 mod key;
