@@ -36,6 +36,7 @@ use rayon::prelude::*;
 
 use crate::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
+use crate::progress::HashProgress;
 use crate::ui::io_reason;
 
 /// A file modified within this many nanoseconds of being hashed (or of the
@@ -192,6 +193,7 @@ pub struct Collector<'a> {
     slots: Vec<Slot>,
     files: Vec<FileTask>,
     watch: Vec<WatchItem>,
+    show_progress: bool,
 }
 
 fn unreadable(name: &Path, e: &io::Error) -> anyhow::Error {
@@ -225,7 +227,14 @@ impl<'a> Collector<'a> {
             slots: Vec::new(),
             files: Vec::new(),
             watch: Vec::new(),
+            show_progress: false,
         }
+    }
+
+    /// Show a progress bar on the terminal if hashing takes long.
+    pub fn show_progress(mut self, yes: bool) -> Self {
+        self.show_progress = yes;
+        self
     }
 
     fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat) {
@@ -493,12 +502,22 @@ impl<'a> Collector<'a> {
         // A thread pool costs more than it saves on a few small files (the
         // common hit path); big files are hashed on all cores either way.
         let parallel = todo.len() >= PARALLEL_FILES || (todo.len() >= 2 && bytes >= PARALLEL_BYTES);
-        let hash = |&i: &usize| (i, hash_regular(&self.files[i].abs));
+        let progress = HashProgress::start(
+            todo.len() as u64,
+            bytes,
+            self.show_progress && !todo.is_empty(),
+        );
+        let hash = |&i: &usize| {
+            let r = hash_regular(&self.files[i].abs);
+            progress.add(self.files[i].stat.size);
+            (i, r)
+        };
         let results: Vec<(usize, io::Result<(Digest, FileStat)>)> = if parallel {
             todo.par_iter().map(hash).collect()
         } else {
             todo.iter().map(hash).collect()
         };
+        progress.finish();
         for (i, result) in results {
             let task = &mut self.files[i];
             let (digest, stat) = result.map_err(|e| unreadable(Path::new(&task.name), &e))?;

@@ -37,6 +37,7 @@ pub mod lock;
 pub mod memoize;
 pub mod output;
 pub mod prepare;
+pub mod progress;
 pub mod refresh;
 pub mod replay;
 pub mod resolve;

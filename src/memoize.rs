@@ -16,6 +16,7 @@ use crate::inputs;
 use crate::key::{Kind, State};
 use crate::lock;
 use crate::prepare::{NotPrepared, Prepared, prepare};
+use crate::progress::Spinner;
 use crate::refresh::{self, RefreshStdin};
 use crate::replay::{self, Replayed};
 use crate::resolve::Resolved;
@@ -292,7 +293,15 @@ fn run_and_record(
     miss_reason: Option<String>,
 ) -> Result<i32> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
-    let outcome = run::run_captured(&config.command, feed, Some(recorder))?;
+    let spinner = Spinner::new(
+        &resolved.base.display,
+        store
+            .previous_duration(&resolved.key.command)
+            .ok()
+            .flatten(),
+        ui.progress_allowed(),
+    );
+    let outcome = run::run_captured(&config.command, feed, Some(recorder), spinner)?;
     let ran = match &miss_reason {
         Some(why) => format!("miss ({why})"),
         None => "miss".into(),

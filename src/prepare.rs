@@ -82,6 +82,9 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
             secret: &secret,
             stat_cache: &mut stat_cache,
             known_outputs: &known_outputs,
+            show_progress: crate::progress::allowed_here(
+                config.verbosity == crate::ui::Verbosity::Quiet,
+            ),
         };
         let r = resolve::resolve(config, base, ctx, std::env::vars_os(), captured.component);
         // Only a cache: failing to update it costs a re-hash next time.

@@ -86,6 +86,8 @@ pub struct Context<'a> {
     pub stat_cache: &'a mut dyn StatCache,
     /// Arguments earlier runs created (outputs, not inputs).
     pub known_outputs: &'a [Vec<u8>],
+    /// Show a bar on the terminal when hashing inputs takes long.
+    pub show_progress: bool,
 }
 
 /// Build the key for `config`. `env` lists the environment (normally
@@ -108,7 +110,7 @@ pub fn resolve(
         components.push(key_cmd(cmd, &base.cwd)?);
     }
 
-    let mut collector = Collector::new(&base.cwd, ctx.stat_cache);
+    let mut collector = Collector::new(&base.cwd, ctx.stat_cache).show_progress(ctx.show_progress);
     for input in &config.inputs {
         collector.explicit(input)?;
     }

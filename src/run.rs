@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::exit_codes;
 use crate::output::{self, Fd};
+use crate::progress::{self, Spinner};
 use crate::stdin::Feed;
 use crate::transcript::{Recorder, Recording, Stream};
 
@@ -214,6 +215,7 @@ pub fn run_captured(
     argv: &[OsString],
     stdin: Feed,
     mut recorder: Option<Recorder>,
+    mut spinner: Option<Spinner>,
 ) -> Result<Outcome, SpawnError> {
     let mut cmd = command(argv);
     let (stdin, _pump) = stdin_of(argv, stdin)?;
@@ -257,8 +259,15 @@ pub fn run_captured(
                 revents: 0,
             })
             .collect();
+        let timeout = match &mut spinner {
+            Some(s) => {
+                s.tick();
+                progress::TICK.as_millis() as libc::c_int
+            }
+            None => -1,
+        };
         // SAFETY: `pfds` is a valid array of pollfd; negative fds are ignored.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -293,9 +302,13 @@ pub fn run_captured(
                 continue;
             }
             let chunk = &buf[..n as usize];
-            if p.forwarding
-                && let Err(e) = p.to.write_all(chunk)
-            {
+            let to = p.to;
+            let written = match (&mut spinner, p.forwarding) {
+                (_, false) => Ok(()),
+                (Some(s), true) => s.write(p.stream as usize, chunk, || to.write_all(chunk)),
+                (None, true) => to.write_all(chunk),
+            };
+            if let Err(e) = written {
                 p.forwarding = false;
                 delivery_failed = true;
                 if output::is_broken_pipe(&e) {
@@ -315,6 +328,9 @@ pub fn run_captured(
         }
     }
     drop(pipes);
+    if let Some(s) = spinner {
+        s.finish();
+    }
 
     let status = wait(&mut child).map_err(|error| SpawnError {
         program: argv[0].to_string_lossy().into_owned(),

@@ -8,6 +8,8 @@ use std::cell::Cell;
 use std::io;
 use std::time::Duration;
 
+use anstyle::{AnsiColor, Color, Style};
+
 use crate::output;
 
 /// How much memorun says.
@@ -42,15 +44,20 @@ impl Ui {
         if self.verbosity == Verbosity::Quiet || self.warned.replace(true) {
             return;
         }
-        print_line(&format!("memorun: warning: {msg}"));
+        print_line(&format!("{}{msg}", label("warning: ", WARNING)));
     }
 
     /// Print `memorun: note: {msg}` unless quiet (not a warning: it does
     /// not use up the one warning per invocation).
     pub fn note(&self, msg: impl std::fmt::Display) {
         if self.verbosity != Verbosity::Quiet {
-            print_line(&format!("memorun: note: {msg}"));
+            print_line(&format!("{}{msg}", label("note: ", NOTE)));
         }
+    }
+
+    /// Whether progress (spinner, hashing bar) may be drawn on stderr.
+    pub fn progress_allowed(&self) -> bool {
+        crate::progress::allowed_here(self.verbosity == Verbosity::Quiet)
     }
 
     /// Whether `-v` was given.
@@ -61,14 +68,48 @@ impl Ui {
     /// Print a `-v` status line.
     pub fn status(&self, msg: impl std::fmt::Display) {
         if self.verbosity == Verbosity::Verbose {
-            print_line(&format!("memorun: {msg}"));
+            print_line(&format!("{}{msg}", label("", STATUS)));
         }
     }
 }
 
 /// Print `memorun: {msg}` on stderr, always.
 pub fn error(msg: impl std::fmt::Display) {
-    print_line(&format!("memorun: {msg}"));
+    print_line(&format!("{}{msg}", label("", ERROR)));
+}
+
+const WARNING: Style = Style::new()
+    .bold()
+    .fg_color(Some(Color::Ansi(AnsiColor::Yellow)));
+const NOTE: Style = Style::new()
+    .bold()
+    .fg_color(Some(Color::Ansi(AnsiColor::Cyan)));
+const ERROR: Style = Style::new()
+    .bold()
+    .fg_color(Some(Color::Ansi(AnsiColor::Red)));
+const STATUS: Style = Style::new().bold();
+
+/// `memorun: ` plus a label, styled when colour is on.
+fn label(kind: &str, style: Style) -> String {
+    if colour_enabled() {
+        format!("{style}memorun: {kind}{style:#}")
+    } else {
+        format!("memorun: {kind}")
+    }
+}
+
+/// Whether to colour: only when stderr is a terminal and `NO_COLOR` is not
+/// set to something (see no-color.org).
+pub fn colour_enabled() -> bool {
+    colour_decision(
+        // SAFETY: isatty has no preconditions.
+        unsafe { libc::isatty(2) } == 1,
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+fn colour_decision(stderr_is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_tty && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn print_line(line: &str) {
@@ -127,6 +168,15 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(41_230)), "41.2s");
         assert_eq!(human_duration(Duration::from_secs(192)), "3m 12s");
         assert_eq!(human_duration(Duration::from_secs(7530)), "2h 5m");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_decision(true, None));
+        assert!(colour_decision(true, Some(OsStr::new(""))));
+        assert!(!colour_decision(true, Some(OsStr::new("1"))));
+        assert!(!colour_decision(false, None));
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod key;
 mod key_control;
 mod lifecycle;
 mod replay;
+mod terminal;

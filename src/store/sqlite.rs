@@ -194,6 +194,18 @@ impl SqliteStore {
             .optional()?)
     }
 
+    /// How long the most recent recorded run of the same command took.
+    pub fn previous_duration(&self, command: &Digest) -> Result<Option<Duration>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT duration_ms FROM entries WHERE command = ?1 ORDER BY created DESC LIMIT 1",
+            )?
+            .query_row(params![&command.0[..]], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|ms| Duration::from_millis(ms.max(0) as u64)))
+    }
+
     /// The components of the most recent entry of the same command (same
     /// argv after `--ignore-arg`) other than `except`, with its creation time.
     pub fn previous_run(
