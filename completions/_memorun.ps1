@@ -34,7 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Do not replay an entry older than DURATION')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Do not replay an entry older than DURATION')
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'Past this age, replay at once and refresh in the background')
-            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--no-auto-inputs', '--no-auto-inputs', [CompletionResultType]::ParameterName, 'Do not hash arguments that name existing files')
             [CompletionResult]::new('--no-cwd', '--no-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also record runs that exit with a non-zero code')
@@ -71,7 +71,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Do not replay an entry older than DURATION')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Do not replay an entry older than DURATION')
             [CompletionResult]::new('--stale', '--stale', [CompletionResultType]::ParameterName, 'Past this age, replay at once and refresh in the background')
-            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON object instead of text')
             [CompletionResult]::new('--no-auto-inputs', '--no-auto-inputs', [CompletionResultType]::ParameterName, 'Do not hash arguments that name existing files')
             [CompletionResult]::new('--no-cwd', '--no-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key')
@@ -88,7 +88,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             break
         }
         'memorun;stats' {
-            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON object instead of a table')
             [CompletionResult]::new('--zero', '--zero', [CompletionResultType]::ParameterName, 'Reset the counters (the entries stay)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -96,7 +96,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             break
         }
         'memorun;list' {
-            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
@@ -104,7 +104,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
         }
         'memorun;clear' {
             [CompletionResult]::new('--older-than', '--older-than', [CompletionResultType]::ParameterName, 'Only entries last used longer ago than DURATION')
-            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives')
+            [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--failed', '--failed', [CompletionResultType]::ParameterName, 'Only entries of runs that exited with a non-zero code')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Say what would be removed, and remove nothing')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

@@ -31,7 +31,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand -t 'Do not replay an entry older than DURATION'
             cand --ttl 'Do not replay an entry older than DURATION'
             cand --stale 'Past this age, replay at once and refresh in the background'
-            cand --cache-dir 'Where the store lives'
+            cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --no-auto-inputs 'Do not hash arguments that name existing files'
             cand --no-cwd 'Leave the working directory out of the key'
             cand --cache-failures 'Also record runs that exit with a non-zero code'
@@ -67,7 +67,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand -t 'Do not replay an entry older than DURATION'
             cand --ttl 'Do not replay an entry older than DURATION'
             cand --stale 'Past this age, replay at once and refresh in the background'
-            cand --cache-dir 'Where the store lives'
+            cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --json 'Print a JSON object instead of text'
             cand --no-auto-inputs 'Do not hash arguments that name existing files'
             cand --no-cwd 'Leave the working directory out of the key'
@@ -83,21 +83,21 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'memorun;stats'= {
-            cand --cache-dir 'Where the store lives'
+            cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --json 'Print a JSON object instead of a table'
             cand --zero 'Reset the counters (the entries stay)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
         &'memorun;list'= {
-            cand --cache-dir 'Where the store lives'
+            cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --json 'Print a JSON array instead of a table'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
         &'memorun;clear'= {
             cand --older-than 'Only entries last used longer ago than DURATION'
-            cand --cache-dir 'Where the store lives'
+            cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --failed 'Only entries of runs that exited with a non-zero code'
             cand --dry-run 'Say what would be removed, and remove nothing'
             cand -h 'Print help (see more with ''--help'')'

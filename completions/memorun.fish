@@ -34,7 +34,7 @@ hash\t'Always read stdin to EOF and hash it, even from a terminal'
 ignore\t'Never read or hash stdin; the command inherits it as is'"
 complete -c memorun -n "__fish_memorun_needs_command" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l stale -d 'Past this age, replay at once and refresh in the background' -r
-complete -c memorun -n "__fish_memorun_needs_command" -l cache-dir -d 'Where the store lives' -r -F
+complete -c memorun -n "__fish_memorun_needs_command" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cwd -d 'Leave the working directory out of the key'
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-failures -d 'Also record runs that exit with a non-zero code'
@@ -60,7 +60,7 @@ hash\t'Always read stdin to EOF and hash it, even from a terminal'
 ignore\t'Never read or hash stdin; the command inherits it as is'"
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l stale -d 'Past this age, replay at once and refresh in the background' -r
-complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-dir -d 'Where the store lives' -r -F
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l json -d 'Print a JSON object instead of text'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cwd -d 'Leave the working directory out of the key'
@@ -70,15 +70,15 @@ complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cache -d 'Run
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s v -l verbose -d 'Print a one-line status on stderr (hit or miss, time saved)'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s q -l quiet -d 'Print no warnings'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c memorun -n "__fish_memorun_using_subcommand stats" -l cache-dir -d 'Where the store lives' -r -F
+complete -c memorun -n "__fish_memorun_using_subcommand stats" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand stats" -l json -d 'Print a JSON object instead of a table'
 complete -c memorun -n "__fish_memorun_using_subcommand stats" -l zero -d 'Reset the counters (the entries stay)'
 complete -c memorun -n "__fish_memorun_using_subcommand stats" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c memorun -n "__fish_memorun_using_subcommand list" -l cache-dir -d 'Where the store lives' -r -F
+complete -c memorun -n "__fish_memorun_using_subcommand list" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand list" -l json -d 'Print a JSON array instead of a table'
 complete -c memorun -n "__fish_memorun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l older-than -d 'Only entries last used longer ago than DURATION' -r
-complete -c memorun -n "__fish_memorun_using_subcommand clear" -l cache-dir -d 'Where the store lives' -r -F
+complete -c memorun -n "__fish_memorun_using_subcommand clear" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l failed -d 'Only entries of runs that exited with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l dry-run -d 'Say what would be removed, and remove nothing'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -173,18 +173,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Where the store lives; shared by running and by the store subcommands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// Where the store lives
+    /// Where the store lives [env: MEMORUN_DIR]
     ///
-    /// Defaults to $XDG_CACHE_HOME/memorun, else ~/.cache/memorun. The
-    /// directory is created with mode 0700. Example:
-    /// `memorun --cache-dir .memorun -- make`.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "MEMORUN_DIR",
-        hide_env_values = true,
-        help_heading = "Store"
-    )]
+    /// Defaults to $MEMORUN_DIR, else $XDG_CACHE_HOME/memorun, else
+    /// ~/.cache/memorun; an empty value counts as unset. The directory is
+    /// created with mode 0700. Example: `memorun --cache-dir .memorun -- make`.
+    #[arg(long, value_name = "DIR", help_heading = "Store")]
     pub cache_dir: Option<PathBuf>,
 }
 

@@ -55,25 +55,36 @@ pub enum CacheLocation {
 
 impl Limits {
     /// `MEMORUN_MAX_SIZE` (`500MB`, `2GiB`; default 5 GiB) and
-    /// `MEMORUN_MAX_ENTRIES` (default unlimited).
-    pub fn from_env(env: &impl Fn(&str) -> Option<OsString>) -> Result<Limits> {
+    /// `MEMORUN_MAX_ENTRIES` (default unlimited). A value that does not
+    /// parse keeps the default and comes back as a warning: a typo in an
+    /// environment variable must not stop the command.
+    pub fn from_env(env: &impl Fn(&str) -> Option<OsString>) -> (Limits, Vec<String>) {
+        let mut warnings = Vec::new();
+        let limits = Limits::parse_env(env, &mut warnings);
+        (limits, warnings)
+    }
+
+    fn parse_env(env: &impl Fn(&str) -> Option<OsString>, warnings: &mut Vec<String>) -> Limits {
         let mut limits = Limits::default();
         if let Some(v) = env("MEMORUN_MAX_SIZE").filter(|v| !v.is_empty()) {
             let s = v.to_string_lossy();
-            let size: bytesize::ByteSize = s.trim().parse().map_err(|_| {
-                anyhow::anyhow!("MEMORUN_MAX_SIZE='{s}' is not a size like 500MB or 2GiB")
-            })?;
-            limits.max_bytes = size.as_u64();
+            match s.trim().parse::<bytesize::ByteSize>() {
+                Ok(size) => limits.max_bytes = size.as_u64(),
+                Err(_) => warnings.push(format!(
+                    "MEMORUN_MAX_SIZE='{s}' is not a size like 500MB or 2GiB; using the default 5 GiB"
+                )),
+            }
         }
         if let Some(v) = env("MEMORUN_MAX_ENTRIES").filter(|v| !v.is_empty()) {
             let s = v.to_string_lossy();
-            let n: u64 = s
-                .trim()
-                .parse()
-                .map_err(|_| anyhow::anyhow!("MEMORUN_MAX_ENTRIES='{s}' is not a number"))?;
-            limits.max_entries = Some(n);
+            match s.trim().parse::<u64>() {
+                Ok(n) => limits.max_entries = Some(n),
+                Err(_) => warnings.push(format!(
+                    "MEMORUN_MAX_ENTRIES='{s}' is not a number; not limiting entries"
+                )),
+            }
         }
-        Ok(limits)
+        limits
     }
 }
 
@@ -89,15 +100,18 @@ impl CacheLocation {
         }
     }
 
-    /// `--cache-dir` (or `MEMORUN_DIR`), else `$XDG_CACHE_HOME/memorun`,
-    /// else `~/.cache/memorun`.
-    pub fn of(store: &StoreArgs) -> CacheLocation {
+    /// `--cache-dir`, else `MEMORUN_DIR`, else `$XDG_CACHE_HOME/memorun`,
+    /// else `~/.cache/memorun`. Empty values count as unset, so that
+    /// `MEMORUN_DIR=` in a Makefile never stops a command.
+    pub fn of(store: &StoreArgs, env: &impl Fn(&str) -> Option<OsString>) -> CacheLocation {
+        let from_env = env("MEMORUN_DIR").map(PathBuf::from);
         if let Some(dir) = store
             .cache_dir
-            .as_ref()
+            .clone()
             .filter(|d| !d.as_os_str().is_empty())
+            .or(from_env.filter(|d| !d.as_os_str().is_empty()))
         {
-            CacheLocation::Dir(dir.clone())
+            CacheLocation::Dir(dir)
         } else if let Some(dir) = dirs::cache_dir() {
             CacheLocation::Dir(dir.join("memorun"))
         } else {
@@ -158,6 +172,8 @@ pub struct Config {
     pub cache: CacheLocation,
     /// How big the store may grow.
     pub limits: Limits,
+    /// Problems with the configuration that do not stop the command.
+    pub warnings: Vec<String>,
     /// Set when this process is a background refresh.
     pub refresh: Option<Refresh>,
     /// How much to say.
@@ -218,7 +234,7 @@ impl Config {
         let cache = if args.no_cache || flag_is_on(env("MEMORUN_DISABLE").as_deref()) {
             CacheLocation::Disabled
         } else {
-            CacheLocation::of(&args.store)
+            CacheLocation::of(&args.store, &env)
         };
         let refresh = match env(REFRESH_KEY_VAR) {
             None => None,
@@ -230,7 +246,7 @@ impl Config {
                 stdin_reason: env(REFRESH_STDIN_VAR).map(|r| r.to_string_lossy().into_owned()),
             }),
         };
-        let limits = Limits::from_env(&env)?;
+        let (limits, warnings) = Limits::from_env(&env);
         let verbosity = if args.quiet || refresh.is_some() {
             Verbosity::Quiet
         } else if args.verbose {
@@ -254,6 +270,7 @@ impl Config {
             stale: args.stale,
             cache,
             limits,
+            warnings,
             refresh,
             verbosity,
         })
@@ -282,6 +299,20 @@ mod tests {
         assert!(c.auto_inputs && c.include_cwd && !c.force && !c.cache_failures);
         assert_eq!(c.cache, CacheLocation::Dir("/c".into()));
         assert_eq!(c.verbosity, Verbosity::Normal);
+    }
+
+    #[test]
+    fn empty_memorun_dir_counts_as_unset() {
+        let c = config(&["--", "true"], &[("MEMORUN_DIR", "")]).unwrap();
+        assert_ne!(c.cache, CacheLocation::Dir("".into()));
+        let c = config(&["--", "true"], &[("MEMORUN_DIR", "/m")]).unwrap();
+        assert_eq!(c.cache, CacheLocation::Dir("/m".into()));
+        let c = config(
+            &["--cache-dir", "/c", "--", "true"],
+            &[("MEMORUN_DIR", "/m")],
+        )
+        .unwrap();
+        assert_eq!(c.cache, CacheLocation::Dir("/c".into()));
     }
 
     #[test]
@@ -338,8 +369,13 @@ mod tests {
         assert_eq!(c.limits.max_bytes, 2 * 1024 * 1024 * 1024);
         let c = config(&["--", "true"], &[]).unwrap();
         assert_eq!(c.limits.max_bytes, 5 * 1024 * 1024 * 1024);
-        let e = config(&["--", "true"], &[("MEMORUN_MAX_SIZE", "lots")]).unwrap_err();
-        assert!(e.to_string().contains("MEMORUN_MAX_SIZE='lots'"));
+        let c = config(&["--", "true"], &[("MEMORUN_MAX_SIZE", "lots")]).unwrap();
+        assert_eq!(c.limits.max_bytes, 5 * 1024 * 1024 * 1024);
+        assert!(
+            c.warnings[0].contains("MEMORUN_MAX_SIZE='lots'"),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

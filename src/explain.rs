@@ -21,7 +21,9 @@ use crate::why::{self, Change};
 struct Report {
     key: String,
     command: String,
+    keyed_argv: String,
     entry: Option<Entry>,
+    refused: Option<String>,
     components: Vec<Component>,
     previous: Option<i64>,
     changes: Vec<Change>,
@@ -32,8 +34,22 @@ struct Report {
 
 /// Run `memorun why`; returns the exit code.
 pub fn why(config: &Config, json: bool) -> Result<i32> {
+    // Explaining must not create a cache that does not exist yet.
+    if let crate::config::CacheLocation::Dir(d) = &config.cache
+        && !d.exists()
+    {
+        let text = if json {
+            "{\n  \"would\": \"miss\",\n  \"reason\": \"nothing recorded yet\"\n}\n".to_string()
+        } else {
+            format!(
+                "would miss: nothing recorded yet ('{}' does not exist)\n",
+                d.display()
+            )
+        };
+        return crate::output::print_stdout(text.as_bytes());
+    }
     let report = match prepare(config, false) {
-        Ok(p) => build(p)?,
+        Ok(p) => build(config, p)?,
         Err(NotPrepared::Disabled) => {
             uncached("the cache is disabled (--no-cache or MEMORUN_DISABLE)")
         }
@@ -57,7 +73,9 @@ fn uncached(why: &str) -> Report {
     Report {
         key: String::new(),
         command: String::new(),
+        keyed_argv: String::new(),
         entry: None,
+        refused: None,
         components: Vec::new(),
         previous: None,
         changes: Vec::new(),
@@ -67,7 +85,7 @@ fn uncached(why: &str) -> Report {
     }
 }
 
-fn build(p: Prepared) -> Result<Report> {
+fn build(config: &Config, p: Prepared) -> Result<Report> {
     let Prepared {
         mut store,
         resolved,
@@ -76,6 +94,11 @@ fn build(p: Prepared) -> Result<Report> {
     } = p;
     let key = &resolved.key;
     let entry = store.lookup(&key.digest)?;
+    let refused = match &entry {
+        _ if config.force => Some("--force runs it whatever is recorded".to_string()),
+        Some(e) => crate::memoize::refusal(config, e),
+        None => None,
+    };
     let (previous, changes) = match store.previous_run(&key.command, &key.digest)? {
         Some((old, created)) if entry.is_none() => {
             (Some(created), why::diff(&old, &key.components))
@@ -85,7 +108,9 @@ fn build(p: Prepared) -> Result<Report> {
     Ok(Report {
         key: key.digest.to_hex(),
         command: resolved.base.display.clone(),
+        keyed_argv: resolved.base.key_display.clone(),
         entry,
+        refused,
         components: key.components.clone(),
         previous,
         changes,
@@ -96,12 +121,21 @@ fn build(p: Prepared) -> Result<Report> {
 }
 
 fn would_hit(r: &Report) -> bool {
-    r.entry.is_some() && r.missing_output.is_none() && r.uncached.is_none()
+    r.entry.is_some() && miss_reason(r).is_none() && r.uncached.is_none()
 }
 
-fn component_line(c: &Component, command: &str) -> (String, String) {
+/// Why an existing entry would not be replayed.
+fn miss_reason(r: &Report) -> Option<String> {
+    r.refused.clone().or_else(|| {
+        r.missing_output
+            .as_ref()
+            .map(|o| format!("output '{o}' of the recorded run is missing"))
+    })
+}
+
+fn component_line(c: &Component, keyed_argv: &str) -> (String, String) {
     match c.kind {
-        Kind::Argv => ("argv".into(), command.to_string()),
+        Kind::Argv => ("argv".into(), keyed_argv.to_string()),
         Kind::Cwd => ("cwd".into(), c.name.clone()),
         Kind::Stdin => ("stdin".into(), why::describe(c)),
         _ => (
@@ -117,10 +151,8 @@ fn to_text(r: &Report) -> String {
         s.push_str(&format!("would run uncached: {why}\n"));
         return s;
     }
-    match (&r.entry, &r.missing_output) {
-        (Some(_), Some(out)) => s.push_str(&format!(
-            "would miss: output '{out}' of the recorded run is missing\n"
-        )),
+    match (&r.entry, miss_reason(r)) {
+        (Some(_), Some(why)) => s.push_str(&format!("would miss: {why}\n")),
         (Some(e), None) => s.push_str(&format!(
             "would hit: recorded {} ago, exit code {}, saves {}\n",
             human_duration(age(e.created_ms)),
@@ -133,7 +165,7 @@ fn to_text(r: &Report) -> String {
     let lines: Vec<(String, String)> = r
         .components
         .iter()
-        .map(|c| component_line(c, &r.command))
+        .map(|c| component_line(c, &r.keyed_argv))
         .collect();
     let width = lines
         .iter()
@@ -200,6 +232,7 @@ fn to_json(r: &Report) -> Value {
         "command": r.command,
         "entry": entry,
         "missing_output": r.missing_output,
+        "refused": r.refused,
         "components": components,
         "previous": r.previous.map(|created| json!({
             "created_ms": created,

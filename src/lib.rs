@@ -68,12 +68,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
+    let env = |name: &str| std::env::var_os(name);
     let result = match cli.subcommand {
         None => with_config(cli.run, memoize::memoize),
         Some(Sub::Why { json, run }) => with_config(run, |config, _| explain::why(config, json)),
-        Some(Sub::Stats { json, zero, store }) => Limits::from_env(&|name| std::env::var_os(name))
-            .and_then(|limits| stats::stats(&CacheLocation::of(&store), limits, json, zero)),
-        Some(Sub::List { json, store }) => list::list(&CacheLocation::of(&store), json),
+        Some(Sub::Stats { json, zero, store }) => {
+            let (limits, _) = Limits::from_env(&env);
+            stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
+        }
+        Some(Sub::List { json, store }) => list::list(&CacheLocation::of(&store, &env), json),
         Some(Sub::Clear {
             older_than,
             failed,
@@ -81,7 +84,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             store,
             command,
         }) => clear::clear(
-            &CacheLocation::of(&store),
+            &CacheLocation::of(&store, &env),
             &clear::ClearArgs {
                 older_than,
                 failed,
@@ -111,6 +114,9 @@ fn with_config(
 ) -> anyhow::Result<i32> {
     let config = Config::new(args, |name| std::env::var_os(name))?;
     let ui = Ui::new(config.verbosity);
+    for w in &config.warnings {
+        ui.warn(w);
+    }
     f(&config, &ui)
 }
 

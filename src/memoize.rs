@@ -49,7 +49,7 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         ui.note(notice);
     }
     // A background refresh runs only while it holds its key's refresh lock.
-    let _refresh_lock = match &config.refresh {
+    let refresh_lock = match &config.refresh {
         None => None,
         Some(r) => match lock::try_lock(&store.locks_dir(), &refresh::lock_name(&r.key)) {
             Ok(Some(l)) => Some(l),
@@ -103,10 +103,31 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         miss_reason = Some(explain_miss(&store, &resolved));
     }
     let code = run_and_record(config, ui, &mut store, &resolved, feed, miss_reason);
-    if let Some(l) = held {
+    for l in [held, refresh_lock].into_iter().flatten() {
         l.release_and_remove();
     }
     code
+}
+
+/// Why the read policy refuses to replay `entry`, if it does: past
+/// `--ttl`, or a recorded failure without `--cache-failures` (this run would
+/// not have recorded it, so it does not replay it either).
+pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry) -> Option<String> {
+    let entry_age = age(entry.created_ms);
+    if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
+        return Some(format!(
+            "the entry is {} old, past --ttl {}",
+            human_duration(entry_age),
+            human_duration(ttl)
+        ));
+    }
+    if entry.exit_code != 0 && !config.cache_failures {
+        return Some(format!(
+            "the entry is a failure (exit code {}) and --cache-failures is off",
+            entry.exit_code
+        ));
+    }
+    None
 }
 
 /// What a lookup found.
@@ -139,20 +160,8 @@ fn look_up(
         }
     };
     let entry_age = age(entry.created_ms);
-    if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
-        return Lookup::Miss(Some(format!(
-            "the entry is {} old, past --ttl {}",
-            human_duration(entry_age),
-            human_duration(ttl)
-        )));
-    }
-    if entry.exit_code != 0 && !config.cache_failures {
-        // Recorded by a run with --cache-failures; this one would not have
-        // recorded it, so it does not replay it either.
-        return Lookup::Miss(Some(format!(
-            "the entry is a failure (exit code {}) and --cache-failures is off",
-            entry.exit_code
-        )));
+    if let Some(why) = refusal(config, &entry) {
+        return Lookup::Miss(Some(why));
     }
     match replay::replay(store, &entry) {
         Ok(Replayed::Done) => {

@@ -35,6 +35,8 @@ pub struct Base {
     pub manifest: Digest,
     /// The command line, shell-quoted for display.
     pub display: String,
+    /// The command line as it is keyed (without `--ignore-arg` matches).
+    pub key_display: String,
 }
 
 impl Base {
@@ -57,6 +59,15 @@ impl Base {
             argv,
             manifest: h.finalize().into(),
             display: display_command(&config.command),
+            key_display: display_command(
+                &config
+                    .command
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !config.is_ignored_arg(*i))
+                    .map(|(_, a)| a.clone())
+                    .collect::<Vec<_>>(),
+            ),
             cwd,
         })
     }

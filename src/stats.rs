@@ -166,9 +166,10 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         out.push_str("Top commands by time saved\n");
         for t in &s.top {
             out.push_str(&format!(
-                "  {:>8}  {:>5} hits  {}\n",
+                "  {:>8}  {:>5} {}  {}\n",
                 human_duration(Duration::from_millis(t.saved_ms)),
                 t.hits,
+                if t.hits == 1 { "hit " } else { "hits" },
                 t.display
             ));
         }

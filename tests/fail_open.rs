@@ -183,3 +183,49 @@ fn store_files_are_private_whatever_the_umask() {
     assert_eq!(mode(&d.cache.join("secret")), 0o600);
     assert_eq!(mode(&d.cache.join("tmp")), 0o700);
 }
+
+#[test]
+fn empty_or_invalid_settings_never_stop_the_command() {
+    let d = Dir::new();
+    let o = d
+        .memorun()
+        .env("MEMORUN_DIR", "")
+        .env("XDG_CACHE_HOME", d.join("xdg"))
+        .args(["--", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "hi\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        d.join("xdg/memorun").exists(),
+        "an empty MEMORUN_DIR did not fall back"
+    );
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_SIZE", "lots")
+        .args(["--", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!((code(&o), stdout(&o).as_str()), (0, "hi\n"));
+    assert!(
+        stderr(&o).starts_with("memorun: warning: MEMORUN_MAX_SIZE='lots'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_ENTRIES", "x")
+        .args(["--", "echo", "hi"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("MEMORUN_MAX_ENTRIES='x'"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -542,6 +542,15 @@ fn why_names_the_changed_file_and_env_var_never_a_value() {
 #[test]
 fn why_says_when_no_earlier_entry_exists_and_runs_nothing() {
     let d = Dir::new();
+    // Without a cache directory, why says so and creates nothing.
+    let w = d.memorun().args(["why", "--", "true"]).output().unwrap();
+    assert!(
+        stdout(&w).starts_with("would miss: nothing recorded yet"),
+        "{}",
+        stdout(&w)
+    );
+    assert!(!d.cache.exists(), "why created the cache directory");
+    d.run(["--", "echo", "something else"]);
     let w = d
         .memorun()
         .args(["why", "--"])
@@ -605,4 +614,40 @@ fn huge_stdin_is_spooled_with_bounded_memory() {
         peak_kib < 64 * 1024,
         "peak RSS {peak_kib} KiB for a 200 MB stdin"
     );
+}
+
+#[test]
+fn why_applies_the_read_policy() {
+    let d = Dir::new();
+    d.run(["--", "echo", "x"]);
+    let w = |args: &[&str]| {
+        let mut all = vec!["why"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "echo", "x"]);
+        stdout(&d.run(all))
+    };
+    assert!(w(&[]).starts_with("would hit"), "{}", w(&[]));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        w(&["--ttl", "1s"]).starts_with("would miss: the entry is"),
+        "{}",
+        w(&["--ttl", "1s"])
+    );
+    assert!(
+        w(&["-f"]).starts_with("would miss: --force"),
+        "{}",
+        w(&["-f"])
+    );
+    d.run(["--cache-failures", "--", "sh", "-c", "exit 3"]);
+    let o = stdout(&d.run(["why", "--", "sh", "-c", "exit 3"]));
+    assert!(o.starts_with("would miss: the entry is a failure"), "{o}");
+    let o = stdout(&d.run(["why", "--cache-failures", "--", "sh", "-c", "exit 3"]));
+    assert!(o.starts_with("would hit"), "{o}");
+    // The argv row shows the command as keyed, without ignored arguments.
+    let o = stdout(&d.run(["why", "-x", "--jobs=*", "--", "echo", "x", "--jobs=4"]));
+    let argv = o
+        .lines()
+        .find(|l| l.trim_start().starts_with("argv"))
+        .unwrap();
+    assert!(argv.trim_end().ends_with(" echo x"), "{o}");
 }

@@ -254,15 +254,23 @@ fn eviction_keeps_the_store_under_a_small_limit() {
         newest[0]["command"].as_str().unwrap().ends_with("echo 7'"),
         "{newest}"
     );
-    // Entry count limit too.
-    let o = d
-        .memorun()
-        .env("MEMORUN_MAX_ENTRIES", "1")
-        .args(["--", "echo", "x"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0);
-    assert!(json(&d, &["list", "--json"]).as_array().unwrap().len() <= 1);
+    // Entry count limit too; the entry just recorded survives it.
+    for _ in 0..2 {
+        let o = d
+            .memorun()
+            .env("MEMORUN_MAX_ENTRIES", "1")
+            .arg("--")
+            .args(d.counted("echo x"))
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), "x\n");
+    }
+    assert_eq!(
+        d.count(),
+        1,
+        "MEMORUN_MAX_ENTRIES=1 evicted the entry just recorded"
+    );
+    assert_eq!(json(&d, &["list", "--json"]).as_array().unwrap().len(), 1);
 }
 
 #[test]

@@ -298,11 +298,13 @@ impl SqliteStore {
         if !over_bytes && !over_entries {
             return Ok(());
         }
-        let target_bytes = limits.max_bytes / 10 * 9;
+        // Down to about 90%, and never below one entry: the one just
+        // recorded is the most recently used and must survive.
+        let target_bytes = limits.max_bytes - limits.max_bytes / 10;
         let excess_bytes = used.saturating_sub(target_bytes) as i64;
         let excess_entries = limits
             .max_entries
-            .map_or(0, |m| entries - (m / 10 * 9) as i64)
+            .map_or(0, |m| entries - (m - m / 10).max(1) as i64)
             .max(0);
         let tx = self
             .conn
@@ -343,7 +345,8 @@ impl SqliteStore {
     }
 
     /// Counters, sizes and the top commands for `stats`.
-    pub fn stats(&self, cache_dir: &Path) -> Result<StoreStats> {
+    pub fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
+        self.fold_hits()?;
         let mut s = StoreStats::default();
         {
             let mut stmt = self
@@ -407,7 +410,8 @@ impl SqliteStore {
     }
 
     /// The entries matching `filter`, newest first.
-    pub fn list(&self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+    pub fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+        self.fold_hits()?;
         let (clause, values) = filter.sql();
         let mut stmt = self.conn.prepare(&format!(
             "SELECT key, created, last_used, duration_ms, exit_code, out_len + err_len, hits, display
@@ -431,6 +435,7 @@ impl SqliteStore {
 
     /// Remove the entries matching `filter` and their now unused blobs.
     pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
+        self.fold_hits()?;
         let (clause, values) = filter.sql();
         let tx = self
             .conn

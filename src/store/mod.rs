@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod dir;
+pub mod hitlog;
 pub mod maintenance;
 pub mod schema;
 pub mod sqlite;

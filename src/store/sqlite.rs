@@ -20,6 +20,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
+use super::hitlog;
 use super::maintenance::{self, Limits};
 use super::statcache::SqliteStatCache;
 use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
@@ -115,6 +116,38 @@ impl SqliteStore {
     /// The per-cache secret for keyed digests.
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
+    }
+
+    fn hit_log(&self) -> PathBuf {
+        self.root.join("hits.log")
+    }
+
+    /// Fold the hit log into the entries and counters (see `hitlog`).
+    pub fn fold_hits(&mut self) -> Result<()> {
+        let Some(folding) = hitlog::take(&self.hit_log())? else {
+            return Ok(());
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (mut count, mut saved) = (0i64, 0i64);
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE entries SET hits = hits + ?1, last_used = MAX(last_used, ?2) WHERE key = ?3",
+            )?;
+            for (key, h) in &folding.hits {
+                stmt.execute(params![h.count, h.last_ms, &key.0[..]])?;
+                count += h.count;
+                saved += h.saved_ms;
+            }
+        }
+        maintenance::bump(
+            &tx,
+            &[(maintenance::HITS, count), (maintenance::SAVED_MS, saved)],
+        )?;
+        tx.commit()?;
+        folding.done()?;
+        Ok(())
     }
 
     /// The cache directory.
@@ -230,14 +263,11 @@ impl SqliteStore {
 
     fn init(&self) -> Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
-        // Keep the WAL and its index between invocations: without this the
-        // last connection to close checkpoints (with fsyncs) and deletes
-        // them, and the next invocation creates them again. Checkpoints
-        // still happen automatically as the WAL grows.
-        self.conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
+        // Keep the WAL file between invocations rather than deleting and
+        // creating it again. The last connection to close still checkpoints
+        // it: each invocation is a new process that must rebuild the WAL
+        // index from the whole WAL, so the WAL should be empty at rest (and
+        // a hit writes nothing to it; see `hitlog`).
         let mut persist: std::ffi::c_int = 1;
         // Not supported for an in-memory database; an optimization anyway.
         let _ = self.conn.file_control(
@@ -392,6 +422,8 @@ impl Store for SqliteStore {
     }
 
     fn insert(&mut self, e: NewEntry<'_>) -> Result<()> {
+        // Bookkeeping only: a failure to fold must not lose this result.
+        let _ = self.fold_hits();
         let out = self.put_stream(e.stdout)?;
         let err = self.put_stream(e.stderr)?;
         let ord = self.put_stream(e.order)?;
@@ -450,20 +482,27 @@ impl Store for SqliteStore {
     }
 
     fn record_hit(&mut self, entry: &Entry) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2")?
-            .execute(params![now_ms(), &entry.key.0[..]])?;
-        maintenance::bump(
-            &tx,
-            &[
-                (maintenance::HITS, 1),
-                (maintenance::SAVED_MS, entry.duration.as_millis() as i64),
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        // Counted in the hit log, not the database: see `hitlog`.
+        let saved = entry.duration.as_millis() as i64;
+        match hitlog::append(&self.hit_log(), &entry.key, now_ms(), saved) {
+            Ok(size) if size >= hitlog::FOLD_AT => self.fold_hits(),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(
+                    "UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2",
+                )?
+                .execute(params![now_ms(), &entry.key.0[..]])?;
+                maintenance::bump(
+                    &tx,
+                    &[(maintenance::HITS, 1), (maintenance::SAVED_MS, saved)],
+                )?;
+                tx.commit()?;
+                Ok(())
+            }
+        }
     }
 
     fn remove(&mut self, key: &Digest) -> Result<()> {
@@ -529,6 +568,7 @@ mod tests {
             matches!(store.open_stream(&e.stdout).unwrap(), Some(Source::Bytes(b)) if b == b"hi\n")
         );
         store.record_hit(&e).unwrap();
+        store.fold_hits().unwrap();
         let hits: i64 = store
             .conn
             .query_row("SELECT hits FROM entries", [], |r| r.get(0))
