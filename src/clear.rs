@@ -48,46 +48,39 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
         }),
     };
     let mut out = String::new();
-    if args.dry_run {
+    let (verb, entries, bytes, gc) = if args.dry_run {
         let doomed = store.list(&filter)?;
-        let bytes: u64 = doomed.iter().map(|e| e.output_bytes).sum();
         if !doomed.is_empty() {
             out.push_str(&crate::list::table(&doomed));
         }
-        let (files, file_bytes) = store.collect_garbage(store.tmp_dir(), true)?;
-        out.push_str(&format!(
-            "would remove {} {} ({})",
-            doomed.len(),
-            plural(doomed.len() as u64, "entry", "entries"),
-            human_size(bytes)
-        ));
-        if files > 0 {
-            out.push_str(&format!(
-                " and {files} unused {} ({})",
-                plural(files, "file", "files"),
-                human_size(file_bytes)
-            ));
-        }
-        out.push('\n');
+        let bytes = doomed.iter().map(|e| e.output_bytes).sum();
+        let gc = store.collect_garbage(store.tmp_dir(), true)?;
+        ("would remove", doomed.len() as u64, bytes, gc)
     } else {
         let removed = store.clear(&filter)?;
-        let (files, file_bytes) = store.collect_garbage(store.tmp_dir(), false)?;
-        out.push_str(&format!(
-            "removed {} {} ({})",
-            removed.entries,
-            plural(removed.entries, "entry", "entries"),
-            human_size(removed.bytes)
-        ));
-        if files > 0 {
-            out.push_str(&format!(
-                " and {files} unused {} ({})",
-                plural(files, "file", "files"),
-                human_size(file_bytes)
-            ));
-        }
-        out.push('\n');
-    }
+        let gc = store.collect_garbage(store.tmp_dir(), false)?;
+        ("removed", removed.entries, removed.bytes, gc)
+    };
+    out.push_str(&summary(verb, entries, bytes, gc));
     crate::output::print_stdout(out.as_bytes())
+}
+
+/// `removed 3 entries (1.2 MiB) and 2 unused files (10 KiB)`.
+fn summary(verb: &str, entries: u64, bytes: u64, (files, file_bytes): (u64, u64)) -> String {
+    let mut s = format!(
+        "{verb} {entries} {} ({})",
+        plural(entries, "entry", "entries"),
+        human_size(bytes)
+    );
+    if files > 0 {
+        s.push_str(&format!(
+            " and {files} unused {} ({})",
+            plural(files, "file", "files"),
+            human_size(file_bytes)
+        ));
+    }
+    s.push('\n');
+    s
 }
 
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {

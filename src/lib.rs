@@ -18,8 +18,12 @@
 //! - [`run`]: a miss, spawned, streamed live and recorded via [`transcript`].
 //! - [`prepare`]: store opened, stdin captured ([`stdin`]), key resolved.
 //! - [`memoize`]: the flow that ties them together and picks the exit code.
+//! - [`lock`]: per-key OS file locks (single-flight, one refresh per key).
+//! - [`refresh`]: the detached background refresh behind `--stale`.
 //! - [`explain`], [`why`]: `memorun why`, and what changed between two keys.
-//! - [`output`], [`ui`], [`exit_codes`]: how memorun writes and speaks.
+//! - [`stats`], [`list`], [`clear`], [`completions`]: the other subcommands.
+//! - [`output`], [`ui`], [`progress`], [`exit_codes`]: how memorun writes,
+//!   speaks and shows progress.
 
 #![warn(missing_docs)]
 
