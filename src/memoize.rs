@@ -302,14 +302,16 @@ fn run_and_record(
     miss_reason: Option<String>,
 ) -> Result<i32> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
-    let spinner = Spinner::new(
-        &resolved.base.display,
-        store
+    // Only a spinner needs the usual duration: no query otherwise.
+    let spinner = if ui.progress_allowed() {
+        let usual = store
             .previous_duration(&resolved.key.command)
             .ok()
-            .flatten(),
-        ui.progress_allowed(),
-    );
+            .flatten();
+        Spinner::new(&resolved.base.display, usual, true)
+    } else {
+        None
+    };
     let outcome = run::run_captured(&config.command, feed, Some(recorder), spinner)?;
     let ran = match &miss_reason {
         Some(why) => format!("miss ({why})"),

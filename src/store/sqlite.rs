@@ -263,17 +263,10 @@ impl SqliteStore {
 
     fn init(&self) -> Result<()> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
-        // Keep the WAL file between invocations rather than deleting and
-        // creating it again. The last connection to close still checkpoints
-        // it: each invocation is a new process that must rebuild the WAL
-        // index from the whole WAL, so the WAL should be empty at rest (and
-        // a hit writes nothing to it; see `hitlog`).
-        let mut persist: std::ffi::c_int = 1;
-        // Not supported for an in-memory database; an optimization anyway.
-        let _ = self.conn.file_control(
-            Some(rusqlite::MAIN_DB),
-            rusqlite::FileControl::PersistWal(&mut persist),
-        );
+        // The WAL stays small: each invocation is a new process that must
+        // rebuild the WAL index from the whole WAL when it opens, so the last
+        // connection to close checkpoints and deletes it (SQLite's default),
+        // and a hit writes nothing at all (see `hitlog`).
         // The first statement is where "file is not a database" shows up.
         let mode: String = self
             .conn
@@ -433,7 +426,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
-        let mut freed = maintenance::delete_entries(&tx, std::slice::from_ref(&e.key.digest))?;
+        let mut freed = maintenance::delete_entry(&tx, &e.key.digest)?;
         for c in [&out, &err, &ord] {
             if c.inline.is_none() && c.len > 0 {
                 maintenance::reference_blob(&tx, &c.digest, c.len, &c.check)?;
@@ -509,7 +502,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let freed = maintenance::delete_entries(&tx, std::slice::from_ref(key))?;
+        let freed = maintenance::delete_entry(&tx, key)?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(())
