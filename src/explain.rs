@@ -28,7 +28,6 @@ struct Report {
     previous: Option<i64>,
     changes: Vec<Change>,
     not_recorded: Option<(String, i64)>,
-    missing_output: Option<String>,
     uncached: Option<String>,
 }
 
@@ -80,7 +79,6 @@ fn uncached(why: &str) -> Report {
         previous: None,
         changes: Vec::new(),
         not_recorded: None,
-        missing_output: None,
         uncached: Some(why.to_string()),
     }
 }
@@ -89,14 +87,13 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
     let Prepared {
         mut store,
         resolved,
-        missing_output,
         ..
     } = p;
     let key = &resolved.key;
     let entry = store.lookup(&key.digest)?;
     let refused = match &entry {
         _ if config.force => Some("--force runs it whatever is recorded".to_string()),
-        Some(e) => crate::memoize::refusal(config, e),
+        Some(e) => crate::memoize::refusal(config, e, &resolved.base.cwd),
         None => None,
     };
     let (previous, changes) = match store.previous_run(&key.command, &key.digest)? {
@@ -115,7 +112,6 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         previous,
         changes,
         not_recorded: store.note(&resolved.base.manifest)?,
-        missing_output,
         uncached: None,
     })
 }
@@ -126,11 +122,7 @@ fn would_hit(r: &Report) -> bool {
 
 /// Why an existing entry would not be replayed.
 fn miss_reason(r: &Report) -> Option<String> {
-    r.refused.clone().or_else(|| {
-        r.missing_output
-            .as_ref()
-            .map(|o| format!("output '{o}' of the recorded run is missing"))
-    })
+    r.refused.clone()
 }
 
 fn component_line(c: &Component, keyed_argv: &str) -> (String, String) {
@@ -231,7 +223,6 @@ fn to_json(r: &Report) -> Value {
         "key": r.key,
         "command": r.command,
         "entry": entry,
-        "missing_output": r.missing_output,
         "refused": r.refused,
         "components": components,
         "previous": r.previous.map(|created| json!({

@@ -5,7 +5,9 @@
 //! record → exit code. Whenever the store fails, the command still runs,
 //! uncached, with one warning: the cache can cost a miss, never a build.
 
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -35,7 +37,6 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         mut store,
         resolved,
         feed,
-        missing_output,
     } = match prepare(config, true) {
         Ok(p) => p,
         Err(NotPrepared::Disabled) => return plain(config, Feed::Inherit),
@@ -67,8 +68,6 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
     loop {
         let reason = if config.force {
             Some("forced".to_string())
-        } else if let Some(out) = &missing_output {
-            Some(format!("output '{out}' is missing"))
         } else {
             match look_up(config, ui, &mut store, &resolved, &feed) {
                 Lookup::Replayed(code) => return Ok(code),
@@ -112,7 +111,7 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
 /// Why the read policy refuses to replay `entry`, if it does: past
 /// `--ttl`, or a recorded failure without `--cache-failures` (this run would
 /// not have recorded it, so it does not replay it either).
-pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry) -> Option<String> {
+pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry, cwd: &Path) -> Option<String> {
     let entry_age = age(entry.created_ms);
     if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
         return Some(format!(
@@ -126,6 +125,21 @@ pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry) -> Option<St
             "the entry is a failure (exit code {}) and --cache-failures is off",
             entry.exit_code
         ));
+    }
+    // An output file that is gone or no longer what the run left: run
+    // again (it recreates it, and an "output" that is really an input the
+    // user edited is never replayed stale).
+    for (path, digest) in &entry.outputs {
+        let shown = String::from_utf8_lossy(path);
+        match inputs::hash_regular(&cwd.join(OsStr::from_bytes(path))) {
+            Ok((now, _)) if now == *digest => {}
+            Ok(_) => {
+                return Some(format!(
+                    "output '{shown}' changed since the run that wrote it"
+                ));
+            }
+            Err(_) => return Some(format!("output '{shown}' is missing")),
+        }
     }
     None
 }
@@ -160,7 +174,7 @@ fn look_up(
         }
     };
     let entry_age = age(entry.created_ms);
-    if let Some(why) = refusal(config, &entry) {
+    if let Some(why) = refusal(config, &entry, &resolved.base.cwd) {
         return Lookup::Miss(Some(why));
     }
     match replay::replay(store, &entry) {
@@ -326,13 +340,22 @@ fn run_and_record(
     }
     // Arguments that named nothing before and name a file now are outputs
     // of this command: later runs leave them out of the automatic inputs.
-    let outputs: Vec<Vec<u8>> = resolved
+    let created: Vec<Vec<u8>> = resolved
         .maybe_outputs
         .iter()
         .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    let _ = store.add_outputs(&resolved.base.manifest, &outputs);
+    let _ = store.add_outputs(&resolved.base.manifest, &created);
+    // What the run left in its output files is part of what it did: the
+    // entry replays only while they are still that (see `refusal`).
+    let mut outputs = Vec::new();
+    for path in resolved.known_outputs.iter().chain(&created) {
+        let abs = resolved.base.cwd.join(OsStr::from_bytes(path));
+        if let Ok((digest, _)) = inputs::hash_regular(&abs) {
+            outputs.push((path.clone(), digest));
+        }
+    }
     let why_not = unrecordable(config, resolved, &outcome);
     let _ = store.set_note(
         &resolved.base.manifest,
@@ -352,6 +375,7 @@ fn run_and_record(
                 stdout: rec.stdout,
                 stderr: rec.stderr,
                 order: rec.order,
+                outputs,
             };
             match store.insert(entry) {
                 Ok(()) => ui.status(format_args!("{ran}, ran in {took}, recorded")),

@@ -4,9 +4,6 @@
 //! back as [`NotPrepared`], carrying how the command must still get its
 //! stdin, so the caller can run it uncached without losing a byte.
 
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
-
 use crate::config::{CacheLocation, Config};
 use crate::inputs::Refused;
 use crate::resolve::{self, Base, Context, Resolved};
@@ -21,8 +18,6 @@ pub struct Prepared {
     pub resolved: Resolved,
     /// How the command gets its stdin.
     pub feed: Feed,
-    /// A file an earlier run of this command created that is gone now.
-    pub missing_output: Option<String>,
 }
 
 /// Why preparing failed, and how the command must still get its stdin.
@@ -69,13 +64,6 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
         Ok(o) => o,
         Err(e) => return Err(uncached(e.context("cannot read the cache"), captured.feed)),
     };
-    let missing_output = known_outputs
-        .iter()
-        .find(|o| {
-            std::fs::symlink_metadata(base.cwd.join(Path::new(std::ffi::OsStr::from_bytes(o))))
-                .is_err()
-        })
-        .map(|o| String::from_utf8_lossy(o).into_owned());
     let resolved = {
         let mut stat_cache = store.stat_cache();
         let ctx = Context {
@@ -96,7 +84,6 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
             store,
             resolved,
             feed: captured.feed,
-            missing_output,
         }),
         Err(e) if e.downcast_ref::<Refused>().is_some() => Err(NotPrepared::Refused(e)),
         Err(e) => Err(uncached(e, captured.feed)),

@@ -87,6 +87,9 @@ pub struct Resolved {
     /// Arguments that named nothing before the run: if the run creates them,
     /// they are outputs.
     pub maybe_outputs: Vec<OsString>,
+    /// Arguments earlier runs of this command created (left out of the key;
+    /// their state after the run is recorded with the entry instead).
+    pub known_outputs: Vec<Vec<u8>>,
 }
 
 /// What resolution needs from the store.
@@ -153,6 +156,7 @@ pub fn resolve(
         watch: collected.watch,
         started_ns,
         maybe_outputs,
+        known_outputs: ctx.known_outputs.to_vec(),
     })
 }
 

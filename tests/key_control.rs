@@ -651,3 +651,30 @@ fn why_applies_the_read_policy() {
         .unwrap();
     assert!(argv.trim_end().ends_with(" echo x"), "{o}");
 }
+
+#[test]
+fn an_output_edited_by_the_user_is_not_replayed_over() {
+    // The first run creates config.json (so it is an output, left out of
+    // the key); if the user then edits it, the recorded result no longer
+    // describes what the command would do.
+    let d = Dir::new();
+    let run = |d: &Dir| {
+        d.run([
+            "--",
+            "sh",
+            "-c",
+            "echo run >> count; [ -e \"$1\" ] || echo default > \"$1\"; cat \"$1\"",
+            "sh",
+            "config.json",
+        ])
+    };
+    assert_eq!(stdout(&run(&d)), "default\n");
+    assert_eq!(stdout(&run(&d)), "default\n");
+    assert_eq!(d.count(), 1);
+    fs::write(d.join("config.json"), "edited\n").unwrap();
+    let o = run(&d);
+    assert_eq!(stdout(&o), "edited\n", "a stale result was replayed");
+    assert_eq!(d.count(), 2);
+    assert_eq!(stdout(&run(&d)), "edited\n");
+    assert_eq!(d.count(), 2, "the new state was not recorded");
+}

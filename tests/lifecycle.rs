@@ -281,7 +281,7 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blobs; DROP TABLE counters; DROP TABLE meta; DROP INDEX entries_by_created;
-         PRAGMA user_version = 1;",
+         ALTER TABLE entries DROP COLUMN outputs; PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);
@@ -289,7 +289,7 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     assert_eq!(stdout(&o), "kept\n");
     assert_eq!(d.count(), 1, "the upgrade lost the entry");
     assert!(
-        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 2"),
+        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 3"),
         "{}",
         stderr(&o)
     );

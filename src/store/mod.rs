@@ -51,6 +51,36 @@ pub struct Entry {
     pub stderr: StoredStream,
     /// The interleaving of stdout and stderr (see `transcript`).
     pub order: StoredStream,
+    /// Files the run left as outputs: path (as given) and content digest.
+    pub outputs: Vec<(Vec<u8>, Digest)>,
+}
+
+/// Encode an entry's outputs for the database: for each, the path's length
+/// (u32 LE), the path, the 32-byte digest.
+pub fn encode_outputs(outputs: &[(Vec<u8>, Digest)]) -> Option<Vec<u8>> {
+    if outputs.is_empty() {
+        return None;
+    }
+    let mut v = Vec::new();
+    for (path, digest) in outputs {
+        v.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        v.extend_from_slice(path);
+        v.extend_from_slice(&digest.0);
+    }
+    Some(v)
+}
+
+/// Decode [`encode_outputs`]; `None` when the bytes are malformed.
+pub fn decode_outputs(mut bytes: &[u8]) -> Option<Vec<(Vec<u8>, Digest)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let path = bytes.get(4..4 + len)?.to_vec();
+        let digest = Digest::from_slice(bytes.get(4 + len..4 + len + 32)?)?;
+        out.push((path, digest));
+        bytes = &bytes[4 + len + 32..];
+    }
+    Some(out)
 }
 
 /// The bytes of a stream, ready to replay.
@@ -81,6 +111,8 @@ pub struct NewEntry<'a> {
     pub stderr: Spooled,
     /// The interleaving.
     pub order: Spooled,
+    /// Files the run left as outputs, with their digests.
+    pub outputs: Vec<(Vec<u8>, Digest)>,
 }
 
 /// What the run and replay paths need from storage.

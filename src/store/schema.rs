@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use rusqlite::Transaction;
 
 /// Version of the database schema, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: entries, the stat cache, notes and the output manifest.
 const SCHEMA_V1: &str = "
@@ -90,6 +90,13 @@ CREATE TABLE meta (
 CREATE INDEX entries_by_created ON entries (created);
 ";
 
+/// Version 3 records, per entry, the files the run left in place of the
+/// arguments it creates (its outputs) with their digests, so that a replay
+/// happens only while those files are still what the run left.
+const V2_TO_V3: &str = "
+ALTER TABLE entries ADD COLUMN outputs BLOB;
+";
+
 /// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the
 /// version it upgraded from, or `None` for a fresh or current store.
 pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
@@ -97,8 +104,13 @@ pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
         0 => {
             tx.execute_batch(SCHEMA_V1)?;
             tx.execute_batch(V1_TO_V2)?;
+            tx.execute_batch(V2_TO_V3)?;
         }
-        1 => tx.execute_batch(V1_TO_V2)?,
+        1 => {
+            tx.execute_batch(V1_TO_V2)?;
+            tx.execute_batch(V2_TO_V3)?;
+        }
+        2 => tx.execute_batch(V2_TO_V3)?,
         SCHEMA_VERSION => return Ok(None),
         v => bail!("the store has an unknown schema version {v}"),
     }

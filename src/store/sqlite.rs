@@ -360,7 +360,7 @@ impl Store for SqliteStore {
             "SELECT created, duration_ms, exit_code,
                     out_len, out_digest, out_inline,
                     err_len, err_digest, err_inline,
-                    ord_len, ord_digest, ord_inline
+                    ord_len, ord_digest, ord_inline, outputs
              FROM entries WHERE key = ?1",
         )?;
         let entry = stmt
@@ -373,6 +373,12 @@ impl Store for SqliteStore {
                     stdout: stream_from_row(row, 3)?,
                     stderr: stream_from_row(row, 6)?,
                     order: stream_from_row(row, 9)?,
+                    // Malformed: treated as an output that no longer matches.
+                    outputs: match row.get::<_, Option<Vec<u8>>>(12)? {
+                        None => Vec::new(),
+                        Some(b) => super::decode_outputs(&b)
+                            .unwrap_or_else(|| vec![(b"?".to_vec(), Digest([0; 32]))]),
+                    },
                 })
             })
             .optional()?;
@@ -438,9 +444,9 @@ impl Store for SqliteStore {
                 duration_ms, exit_code, hits,
                 out_len, out_digest, out_inline,
                 err_len, err_digest, err_inline,
-                ord_len, ord_digest, ord_inline)
+                ord_len, ord_digest, ord_inline, outputs)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
-                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(params![
             &e.key.digest.0[..],
@@ -460,6 +466,7 @@ impl Store for SqliteStore {
             ord.len,
             ord.digest,
             ord.inline,
+            super::encode_outputs(&e.outputs),
         ])?;
         // Re-referenced in this same transaction: not freed after all.
         freed.retain(|d| {
@@ -545,10 +552,16 @@ mod tests {
             stdout: spooled(&store, b"hi\n"),
             stderr: spooled(&store, &big),
             order: spooled(&store, b""),
+            outputs: vec![
+                (b"out.o".to_vec(), Digest([5; 32])),
+                (b"\xff".to_vec(), Digest([6; 32])),
+            ],
         };
         store.insert(entry).unwrap();
         let e = store.lookup(&key.digest).unwrap().unwrap();
         assert_eq!(e.exit_code, 3);
+        assert_eq!(e.outputs.len(), 2);
+        assert_eq!(e.outputs[1], (b"\xff".to_vec(), Digest([6; 32])));
         assert_eq!(e.duration, Duration::from_millis(1500));
         assert_eq!(e.stdout.inline.as_deref(), Some(&b"hi\n"[..]));
         assert!(e.stderr.inline.is_none());
