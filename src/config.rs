@@ -32,7 +32,7 @@ impl EnvPattern {
         if s.contains('=') || s.contains('\0') {
             bail!("--env '{s}' is not a variable name or pattern");
         }
-        if !s.contains(['*', '?', '[']) {
+        if !s.contains(['*', '?', '[', '{']) {
             return Ok(EnvPattern::Exact(s.to_string()));
         }
         match globset::Glob::new(s) {

@@ -151,6 +151,8 @@ pub enum Watched {
     Dir(FileStat, Option<Digest>),
     /// Nothing: the path did not exist.
     Absent,
+    /// memorun's stdin, a regular file read in place.
+    Stdin(crate::stdin::StdinFile),
 }
 
 /// A path whose state went into the key.
@@ -401,7 +403,14 @@ impl<'a> Collector<'a> {
                 arg.to_string_lossy()
             ))));
         };
-        let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
+        // Match against paths as the walk forms them: without `./`, `//`
+        // or `/./`, which would otherwise make the pattern match nothing.
+        let normalized: PathBuf = Path::new(pattern)
+            .components()
+            .filter(|c| !matches!(c, PathComponent::CurDir))
+            .collect();
+        let normalized = normalized.to_string_lossy().into_owned();
+        let pattern = normalized.as_str();
         let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
@@ -431,7 +440,9 @@ impl<'a> Collector<'a> {
         self.slots
             .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
         let mut listing = Vec::new();
-        match fs::symlink_metadata(&base_abs) {
+        // The base may be a symlink to a directory: followed, as a shell's
+        // glob would.
+        match fs::metadata(&base_abs) {
             Ok(m) if m.is_dir() => {
                 self.cache.preload(&base_abs);
                 self.watch.push(WatchItem {
@@ -508,11 +519,11 @@ impl<'a> Collector<'a> {
             self.show_progress && !todo.is_empty(),
         );
         let hash = |&i: &usize| {
-            let r = hash_regular(&self.files[i].abs);
+            let r = hash_regular_checked(&self.files[i].abs);
             progress.add(self.files[i].stat.size);
             (i, r)
         };
-        let results: Vec<(usize, io::Result<(Digest, FileStat)>)> = if parallel {
+        let results: Vec<(usize, io::Result<(Digest, FileStat, bool)>)> = if parallel {
             todo.par_iter().map(hash).collect()
         } else {
             todo.iter().map(hash).collect()
@@ -520,9 +531,13 @@ impl<'a> Collector<'a> {
         progress.finish();
         for (i, result) in results {
             let task = &mut self.files[i];
-            let (digest, stat) = result.map_err(|e| unreadable(Path::new(&task.name), &e))?;
+            let (digest, stat, stat_describes_content) =
+                result.map_err(|e| unreadable(Path::new(&task.name), &e))?;
             task.digest = Some(digest);
             task.stat = stat;
+            if !stat_describes_content {
+                continue;
+            }
             self.cache.put(
                 &task.abs,
                 CachedStat {
@@ -610,6 +625,13 @@ pub fn now_ns() -> i64 {
 /// Open `path` without blocking, check that the open file is regular, and
 /// hash it. Returns the digest and the stat of the file that was read.
 pub fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
+    hash_regular_checked(path).map(|(d, s, _)| (d, s))
+}
+
+/// Like [`hash_regular`], also saying whether the bytes read matched the
+/// stat's size. They do not for procfs and sysfs files (size 0, content
+/// computed on read): a stat says nothing about such a file's content.
+fn hash_regular_checked(path: &Path) -> io::Result<(Digest, FileStat, bool)> {
     let mut file = open_nonblocking(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -618,8 +640,8 @@ pub fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
             "it is no longer a regular file",
         ));
     }
-    let (digest, _) = hashing::hash_file(&mut file, meta.size())?;
-    Ok((digest, FileStat::of(&meta)))
+    let (digest, read) = hashing::hash_file(&mut file, meta.size())?;
+    Ok((digest, FileStat::of(&meta), read == meta.size()))
 }
 
 fn open_nonblocking(path: &Path) -> io::Result<File> {
@@ -635,7 +657,10 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
 pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
     watch.iter().find(|w| match &w.before {
         Watched::Absent => fs::symlink_metadata(&w.abs).is_ok(),
-        Watched::Dir(before, names) => match fs::symlink_metadata(&w.abs) {
+        Watched::Stdin(file) => !file.unchanged(started_ns),
+        // Followed: an --input root may be a symlink to a directory (walked
+        // subdirectories are never links).
+        Watched::Dir(before, names) => match fs::metadata(&w.abs) {
             Ok(m) if FileStat::of(&m) != *before => true,
             Ok(_) => match names {
                 Some(names) => dir_names_digest(&w.abs).ok() != Some(*names),

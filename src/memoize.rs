@@ -144,6 +144,19 @@ pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry, cwd: &Path) 
     None
 }
 
+/// Where fd 0 is now, when it is a file.
+fn stdin_offset() -> Option<u64> {
+    // SAFETY: lseek with SEEK_CUR and 0 only reads the offset.
+    let off = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
+    (off >= 0).then_some(off as u64)
+}
+
+/// Move fd 0 (a regular file) to `offset`, as the recorded run left it.
+fn advance_stdin(offset: u64) {
+    // SAFETY: lseek on fd 0; a failure leaves the offset as it was.
+    unsafe { libc::lseek(0, offset as libc::off_t, libc::SEEK_SET) };
+}
+
 /// What a lookup found.
 enum Lookup {
     /// An entry was replayed (or its reader went away): exit with this.
@@ -179,6 +192,10 @@ fn look_up(
     }
     match replay::replay(store, &entry) {
         Ok(Replayed::Done) => {
+            // Leave a regular file on stdin where the command left it.
+            if let Some(f) = resolved.stdin_file {
+                advance_stdin(f.offset + entry.stdin_advance);
+            }
             // Counting the hit is bookkeeping: never fail over it.
             let _ = store.record_hit(&entry);
             let stale = config.stale.is_some_and(|s| entry_age > s);
@@ -283,6 +300,12 @@ fn unrecordable(
         }
         Status::Exited(_) => {}
     }
+    if outcome.interrupted {
+        return Some((
+            maintenance::NOT_RECORDED_SIGNAL,
+            "memorun was interrupted by a signal while the command ran".into(),
+        ));
+    }
     if outcome.delivery_failed {
         return Some((
             maintenance::NOT_RECORDED_UNDELIVERED,
@@ -340,6 +363,12 @@ fn run_and_record(
     }
     // Arguments that named nothing before and name a file now are outputs
     // of this command: later runs leave them out of the automatic inputs.
+    // How far the command read a regular file on stdin (the file offset is
+    // shared with it), so a replay can leave the offset at the same place.
+    let stdin_advance = match (resolved.stdin_file, stdin_offset()) {
+        (Some(f), Some(now)) => now.saturating_sub(f.offset),
+        _ => 0,
+    };
     let created: Vec<Vec<u8>> = resolved
         .maybe_outputs
         .iter()
@@ -376,6 +405,7 @@ fn run_and_record(
                 stderr: rec.stderr,
                 order: rec.order,
                 outputs,
+                stdin_advance,
             };
             match store.insert(entry) {
                 Ok(()) => ui.status(format_args!("{ran}, ran in {took}, recorded")),

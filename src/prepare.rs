@@ -74,7 +74,14 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
                 config.verbosity == crate::ui::Verbosity::Quiet,
             ),
         };
-        let r = resolve::resolve(config, base, ctx, std::env::vars_os(), captured.component);
+        let r = resolve::resolve(
+            config,
+            base,
+            ctx,
+            std::env::vars_os(),
+            captured.component,
+            captured.file,
+        );
         // Only a cache: failing to update it costs a re-hash next time.
         let _ = stat_cache.flush();
         r

@@ -90,6 +90,8 @@ pub struct Resolved {
     /// Arguments earlier runs of this command created (left out of the key;
     /// their state after the run is recorded with the entry instead).
     pub known_outputs: Vec<Vec<u8>>,
+    /// A regular file on stdin, read in place.
+    pub stdin_file: Option<crate::stdin::StdinFile>,
 }
 
 /// What resolution needs from the store.
@@ -112,6 +114,7 @@ pub fn resolve(
     ctx: Context<'_>,
     env: impl Iterator<Item = (OsString, OsString)>,
     stdin: Option<Component>,
+    stdin_file: Option<crate::stdin::StdinFile>,
 ) -> Result<Resolved> {
     let started_ns = inputs::now_ns();
     let mut components = vec![base.argv.clone()];
@@ -146,9 +149,16 @@ pub fn resolve(
             }
         }
     }
-    let collected = collector.finish()?;
+    let mut collected = collector.finish()?;
     components.extend(collected.components);
     components.extend(stdin);
+    if let Some(f) = stdin_file {
+        collected.watch.push(WatchItem {
+            name: "stdin".into(),
+            abs: PathBuf::from("/dev/stdin"),
+            before: inputs::Watched::Stdin(f),
+        });
+    }
 
     Ok(Resolved {
         key: Key::new(components),
@@ -157,6 +167,7 @@ pub fn resolve(
         started_ns,
         maybe_outputs,
         known_outputs: ctx.known_outputs.to_vec(),
+        stdin_file,
     })
 }
 

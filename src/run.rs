@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -111,10 +111,17 @@ pub struct Outcome {
     /// Some output could not be delivered (the reader went away, or writing
     /// failed), so the result must not be recorded.
     pub delivery_failed: bool,
+    /// memorun was sent an interrupting signal while the command ran.
+    pub interrupted: bool,
 }
 
 /// The command's pid while it runs, for the signal handlers. 0 when none.
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Set when memorun received SIGINT, SIGTERM, SIGHUP or SIGQUIT while the
+/// command ran: a command that traps the signal and exits 0 has still been
+/// interrupted, and its result must not be recorded.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Survive `RLIMIT_FSIZE`: with a handler for SIGXFSZ (instead of its
 /// default action, which kills the process) a write past the limit fails
@@ -129,22 +136,24 @@ pub fn survive_file_size_limit() {
 fn install_signal_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for sig in [libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: the handler only loads an atomic and calls kill(2),
-            // both async-signal-safe.
+        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
+            // SAFETY: the handler only touches atomics and calls kill(2), all
+            // async-signal-safe. Unlike SIG_IGN, a handler is reset to the
+            // default action in the command at exec.
             let _ = unsafe {
-                signal_hook::low_level::register(sig, move || {
+                signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
+                    INTERRUPTED.store(true, Ordering::SeqCst);
+                    // SIGINT and SIGQUIT typed at the terminal already reach
+                    // the command (same process group): forward only what
+                    // was sent to memorun alone, with kill(2) or sigqueue(3).
+                    let sent = matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE);
+                    let forward = matches!(sig, libc::SIGTERM | libc::SIGHUP) || sent;
                     let pid = CHILD_PID.load(Ordering::SeqCst);
-                    if pid > 0 {
+                    if forward && pid > 0 {
                         libc::kill(pid, sig);
                     }
                 })
             };
-        }
-        for sig in [libc::SIGINT, libc::SIGQUIT] {
-            // SAFETY: an empty handler. Unlike SIG_IGN, a handler is reset to
-            // the default action in the command at exec.
-            let _ = unsafe { signal_hook::low_level::register(sig, || {}) };
         }
     });
 }
@@ -223,6 +232,7 @@ pub fn run_captured(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
+    INTERRUPTED.store(false, Ordering::SeqCst);
     let mut child = spawn(cmd, argv)?;
     let out: OwnedFd = child.stdout.take().expect("piped stdout").into();
     let err: OwnedFd = child.stderr.take().expect("piped stderr").into();
@@ -350,5 +360,6 @@ pub fn run_captured(
         recording,
         record_error,
         delivery_failed,
+        interrupted: INTERRUPTED.load(Ordering::SeqCst),
     })
 }

@@ -22,6 +22,7 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 
 use crate::cli::StdinMode;
+use crate::inputs::FileStat;
 use crate::key::{Component, Digest};
 use crate::store::dir;
 
@@ -42,9 +43,53 @@ pub enum Feed {
     },
 }
 
+/// A regular file on stdin: what it was when hashed.
+#[derive(Clone, Copy)]
+pub struct StdinFile {
+    /// Its identity when hashed (a change during the run makes the result
+    /// unrecordable, as for any input).
+    pub stat: FileStat,
+    /// The offset the command started reading at.
+    pub offset: u64,
+    /// The keyed digest of its content from `offset`.
+    pub digest: Digest,
+    /// The key of that digest (the cache's secret).
+    pub secret: [u8; 32],
+}
+
+impl std::fmt::Debug for StdinFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("StdinFile")
+            .field("stat", &self.stat)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdinFile {
+    /// Whether fd 0 still holds what was hashed: same stat, and, when the
+    /// stat is too recent to vouch for it, the same content.
+    pub fn unchanged(&self, started_ns: i64) -> bool {
+        // SAFETY: borrowing fd 0; ManuallyDrop keeps it open.
+        let fd0 = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+        match fd0.metadata() {
+            Ok(m) if FileStat::of(&m) != self.stat => false,
+            Ok(_) if self.stat.is_racy(started_ns) => {
+                hash_file_from(&fd0, self.offset, blake3::Hasher::new_keyed(&self.secret))
+                    .is_ok_and(|d| d == self.digest)
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+}
+
 /// stdin, captured.
 #[derive(Debug)]
 pub struct Captured {
+    /// Set when stdin is a regular file, read in place rather than spooled.
+    pub file: Option<StdinFile>,
     /// The key component, or `None` with `--stdin ignore`.
     pub component: Option<Component>,
     /// How the command gets its stdin.
@@ -79,6 +124,7 @@ pub fn capture(
     let inherit = |why: &str| Captured {
         component: Some(Component::stdin(Err(why))),
         feed: Feed::Inherit,
+        file: None,
     };
     // A background refresh keys stdin as the original run did.
     if let Some(why) = not_read {
@@ -88,6 +134,7 @@ pub fn capture(
         return Ok(Captured {
             component: None,
             feed: Feed::Inherit,
+            file: None,
         });
     }
     // SAFETY: borrowing fd 0 for fstat only; ManuallyDrop keeps it open.
@@ -109,6 +156,7 @@ pub fn capture(
                 return Ok(Captured {
                     component: Some(Component::stdin(Ok(Digest::from(keyed().finalize())))),
                     feed: Feed::Inherit,
+                    file: None,
                 });
             }
             return Ok(inherit("device"));
@@ -127,6 +175,12 @@ pub fn capture(
             return Ok(Captured {
                 component: Some(Component::stdin(Ok(digest))),
                 feed: Feed::Inherit,
+                file: Some(StdinFile {
+                    stat: FileStat::of(&meta),
+                    offset: offset as u64,
+                    digest,
+                    secret: *secret,
+                }),
             });
         }
     }
@@ -214,6 +268,7 @@ fn read_pipe(
     Ok(Captured {
         component: Some(Component::stdin(Ok(h.finalize().into()))),
         feed,
+        file: None,
     })
 }
 

@@ -281,7 +281,8 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blobs; DROP TABLE counters; DROP TABLE meta; DROP INDEX entries_by_created;
-         ALTER TABLE entries DROP COLUMN outputs; PRAGMA user_version = 1;",
+         ALTER TABLE entries DROP COLUMN outputs; ALTER TABLE entries DROP COLUMN stdin_advance;
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

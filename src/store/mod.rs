@@ -53,6 +53,8 @@ pub struct Entry {
     pub order: StoredStream,
     /// Files the run left as outputs: path (as given) and content digest.
     pub outputs: Vec<(Vec<u8>, Digest)>,
+    /// How many bytes the command read from a regular file on its stdin.
+    pub stdin_advance: u64,
 }
 
 /// Encode an entry's outputs for the database: for each, the path's length
@@ -113,6 +115,8 @@ pub struct NewEntry<'a> {
     pub order: Spooled,
     /// Files the run left as outputs, with their digests.
     pub outputs: Vec<(Vec<u8>, Digest)>,
+    /// How many bytes the command read from a regular file on its stdin.
+    pub stdin_advance: u64,
 }
 
 /// What the run and replay paths need from storage.

@@ -92,9 +92,12 @@ CREATE INDEX entries_by_created ON entries (created);
 
 /// Version 3 records, per entry, the files the run left in place of the
 /// arguments it creates (its outputs) with their digests, so that a replay
-/// happens only while those files are still what the run left.
+/// happens only while those files are still what the run left; and how far
+/// the command read a regular file on its stdin, so that a replay leaves
+/// the file offset where the command would have.
 const V2_TO_V3: &str = "
 ALTER TABLE entries ADD COLUMN outputs BLOB;
+ALTER TABLE entries ADD COLUMN stdin_advance INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the

@@ -360,7 +360,7 @@ impl Store for SqliteStore {
             "SELECT created, duration_ms, exit_code,
                     out_len, out_digest, out_inline,
                     err_len, err_digest, err_inline,
-                    ord_len, ord_digest, ord_inline, outputs
+                    ord_len, ord_digest, ord_inline, outputs, stdin_advance
              FROM entries WHERE key = ?1",
         )?;
         let entry = stmt
@@ -379,6 +379,7 @@ impl Store for SqliteStore {
                         Some(b) => super::decode_outputs(&b)
                             .unwrap_or_else(|| vec![(b"?".to_vec(), Digest([0; 32]))]),
                     },
+                    stdin_advance: row.get::<_, i64>(13)?.max(0) as u64,
                 })
             })
             .optional()?;
@@ -444,9 +445,9 @@ impl Store for SqliteStore {
                 duration_ms, exit_code, hits,
                 out_len, out_digest, out_inline,
                 err_len, err_digest, err_inline,
-                ord_len, ord_digest, ord_inline, outputs)
+                ord_len, ord_digest, ord_inline, outputs, stdin_advance)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
-                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?
         .execute(params![
             &e.key.digest.0[..],
@@ -467,6 +468,7 @@ impl Store for SqliteStore {
             ord.digest,
             ord.inline,
             super::encode_outputs(&e.outputs),
+            e.stdin_advance as i64,
         ])?;
         // Re-referenced in this same transaction: not freed after all.
         freed.retain(|d| {
@@ -556,6 +558,7 @@ mod tests {
                 (b"out.o".to_vec(), Digest([5; 32])),
                 (b"\xff".to_vec(), Digest([6; 32])),
             ],
+            stdin_advance: 7,
         };
         store.insert(entry).unwrap();
         let e = store.lookup(&key.digest).unwrap().unwrap();
