@@ -144,6 +144,38 @@ for r in res:
 PY
 }
 
+# interleaved JSON ROUNDS NAME_A CMD_A NAME_B CMD_B HYPERFINE_OPTION...: like one
+# `hyperfine -N` of the two commands, but in ROUNDS rounds that alternate
+# which goes first (A B, B A, A B, ...), with the times of all rounds merged
+# into one JSON file in hyperfine's format. On a shared VM the machine's speed
+# drifts over tens of seconds; alternating keeps that drift out of a ratio
+# that a target puts close to 1.
+interleaved() {
+    local json=$1 rounds=$2 na=$3 ca=$4 nb=$5 cb=$6
+    shift 6
+    local r parts=()
+    for ((r = 0; r < rounds; r++)); do
+        if ((r % 2 == 0)); then
+            hyperfine -N "$@" --export-json "$json.$r" -n "$na" "$ca" -n "$nb" "$cb" >&2
+        else
+            hyperfine -N "$@" --export-json "$json.$r" -n "$nb" "$cb" -n "$na" "$ca" >&2
+        fi
+        parts+=("$json.$r")
+    done
+    python3 - "$json" "$na" "$nb" "${parts[@]}" <<'PY'
+import json, statistics, sys
+out, na, nb, parts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+times = {na: [], nb: []}
+for p in parts:
+    for r in json.load(open(p))["results"]:
+        times[r["command"]].extend(r["times"])
+res = [{"command": n, "times": t, "median": statistics.median(t), "mean": statistics.fmean(t),
+        "stddev": statistics.stdev(t), "min": min(t), "max": max(t)} for n, t in times.items()]
+json.dump({"results": res, "rounds": len(parts)}, open(out, "w"))
+PY
+    rm -f "${parts[@]}"
+}
+
 # expect_hit LABEL CMD...: warn loudly when memorun does not report a hit.
 expect_hit() {
     local label=$1
@@ -166,13 +198,43 @@ peak_rss_mib() {
     python3 -c "print(f'{$best/1024:.1f}')"
 }
 
-ensure_small_file() { [[ -f small-file ]] || printf 'hello\n' >small-file; }
+# settle PATH...: wait until every file (under every directory) named was
+# last changed (mtime and ctime) at least 3 s ago. memorun's stat cache
+# re-hashes a file changed within 2 s of when it was hashed (the racy-timestamp
+# guard), and so re-writes its stat-cache row: a benchmark that starts right
+# after creating its files would measure that re-hashing, not a normal hit.
+settle() {
+    python3 - "$@" <<'PY'
+import os, sys, time
+newest = 0.0
+def see(p):
+    global newest
+    st = os.stat(p)
+    newest = max(newest, st.st_mtime, st.st_ctime)
+for arg in sys.argv[1:]:
+    if os.path.isdir(arg):
+        for d, _, names in os.walk(arg):
+            for n in names:
+                see(os.path.join(d, n))
+    else:
+        see(arg)
+wait = newest + 3 - time.time()
+if wait > 0:
+    time.sleep(wait)
+PY
+}
+
+ensure_small_file() {
+    [[ -f small-file ]] || printf 'hello\n' >small-file
+    settle small-file
+}
 ensure_big_file() {
     if [[ ! -f big-file ]]; then
         log "generating big-file (100,000,000 random bytes)"
         head -c 100000000 /dev/urandom >big-file
     fi
     cat big-file >/dev/null # into the page cache
+    settle big-file
 }
 
 # ---------------------------------------------------------- groups --------
@@ -253,6 +315,7 @@ bench_p3() {
     # that ratio. A command that itself makes 100 MB through a pipe costs about
     # what the issue's reference command did (113 ms).
     printf '%s\n' "head -c 100000000 /dev/zero | tr '\\0' x" >gen100mb.sh
+    settle gen100mb.sh # an auto input of the memorun run
     hyperfine -N --warmup 3 --runs 30 \
         --export-json "$RESULTS/p3-gen.json" \
         -n "memorun --force -- sh gen100mb.sh" "$MR --force -- sh gen100mb.sh" \
@@ -287,19 +350,7 @@ for i in range(files):
 PY
         touch "$P4_DATA.complete"
     fi
-    # The stat cache re-hashes files changed (mtime or ctime) within 2 s of
-    # being hashed: make sure the warm measurements see settled files.
-    python3 - "$P4_DATA" <<'PY'
-import os, sys, time
-newest = 0.0
-for d, _, names in os.walk(sys.argv[1]):
-    for n in names:
-        st = os.stat(os.path.join(d, n))
-        newest = max(newest, st.st_mtime, st.st_ctime)
-wait = newest + 3 - time.time()
-if wait > 0:
-    time.sleep(wait)
-PY
+    settle "$P4_DATA"
     find "$P4_DATA" -type f -print0 | xargs -0 cat >/dev/null # into the page cache
 }
 
@@ -421,11 +472,12 @@ bench_p5() {
         grep -q hit <<<"$err" || echo "WARNING: P5: no hit in $s: $err" >&2
     done
 
-    hyperfine -N --warmup 30 --runs 300 \
-        --export-json "$RESULTS/p5-hit.json" \
-        -n "hit, 10 entries" "$Q_MEMORUN --cache-dir $s10 -- echo hi" \
-        -n "hit, 100,000 entries" "$Q_MEMORUN --cache-dir $s100k -- echo hi"
-    table "$RESULTS/p5-hit.json" "hit, 10 entries" "P5 tiny hit (echo hi), 10 vs 100,000 entries, hyperfine -N"
+    interleaved "$RESULTS/p5-hit.json" 6 \
+        "hit, 10 entries" "$Q_MEMORUN --cache-dir $s10 -- echo hi" \
+        "hit, 100,000 entries" "$Q_MEMORUN --cache-dir $s100k -- echo hi" \
+        --warmup 20 --runs 100
+    table "$RESULTS/p5-hit.json" "hit, 10 entries" \
+        "P5 tiny hit (echo hi), 10 vs 100,000 entries, hyperfine -N, 6 interleaved rounds of 100 runs each"
 
     hyperfine -N --warmup 3 --runs 30 \
         --export-json "$RESULTS/p5-stats.json" \
@@ -454,6 +506,7 @@ bench_p6() {
     log "P6: 16 concurrent identical misses (sh -c 'echo x >> counter; sleep 1')"
     local trials=3 t
     : >"$RESULTS/p6.txt"
+    : >"$RESULTS/p6-stderr.txt"
     for ((t = 1; t <= trials; t++)); do
         local dir=$WORK/p6-$t
         mkdir -p "$dir"
@@ -476,6 +529,9 @@ bench_p6() {
             "$MEMORUN" --cache-dir "$dir/cache" -- sh -c 'echo x >> counter; sleep 1' </dev/null >/dev/null 2>&1 || true
             after=$(wc -l <counter)
             echo "$t $(python3 -c "print(f'{$end - $start:.2f}')") $execs $fails $errlines $((after - execs))"
+            for ((i = 0; i < 16; i++)); do
+                sed "s/^/trial $t, run $i: /" "err.$i" >>"$RESULTS/p6-stderr.txt"
+            done
         ) >>"$RESULTS/p6.txt"
     done
     echo
@@ -488,6 +544,12 @@ bench_p6() {
     done <"$RESULTS/p6.txt"
     echo
     echo "(ideal with single-flight: wall ≈ 1 s and 1 execution; the 17th run should be a hit: 0)"
+    if [[ -s $RESULTS/p6-stderr.txt ]]; then
+        echo
+        echo "stderr of the 16 runs:"
+        echo
+        sed 's/^/    /' "$RESULTS/p6-stderr.txt"
+    fi
 }
 
 # ---------------------------------------------------------- targets -------

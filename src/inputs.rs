@@ -523,7 +523,7 @@ impl<'a> Collector<'a> {
             progress.add(self.files[i].stat.size);
             (i, r)
         };
-        let results: Vec<(usize, io::Result<(Digest, FileStat, bool)>)> = if parallel {
+        let results: Vec<(usize, Hashed)> = if parallel {
             todo.par_iter().map(hash).collect()
         } else {
             todo.iter().map(hash).collect()
@@ -628,10 +628,13 @@ pub fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
     hash_regular_checked(path).map(|(d, s, _)| (d, s))
 }
 
+/// A file's digest and stat, and whether the stat's size matched the bytes.
+type Hashed = io::Result<(Digest, FileStat, bool)>;
+
 /// Like [`hash_regular`], also saying whether the bytes read matched the
 /// stat's size. They do not for procfs and sysfs files (size 0, content
 /// computed on read): a stat says nothing about such a file's content.
-fn hash_regular_checked(path: &Path) -> io::Result<(Digest, FileStat, bool)> {
+fn hash_regular_checked(path: &Path) -> Hashed {
     let mut file = open_nonblocking(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
