@@ -125,17 +125,12 @@ impl CacheLocation {
 /// Set (to the key, in hex) in the environment of a background refresh.
 /// Removed from the environment of every command memorun runs.
 pub const REFRESH_KEY_VAR: &str = "MEMORUN_INTERNAL_REFRESH_KEY";
-/// Set in a background refresh when the original run did not read stdin.
-pub const REFRESH_STDIN_VAR: &str = "MEMORUN_INTERNAL_REFRESH_STDIN";
 
 /// This process refreshes a stale entry in the background.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
     /// The key of the entry being refreshed (one refresh per key at a time).
     pub key: Digest,
-    /// When the original run did not read stdin: why (`terminal`), so the
-    /// refresh keys stdin the same way although its own is /dev/null.
-    pub stdin_reason: Option<String>,
 }
 
 /// Everything memorun needs to know to run or replay one command.
@@ -243,7 +238,6 @@ impl Config {
                     .to_str()
                     .and_then(Digest::from_hex)
                     .ok_or_else(|| anyhow::anyhow!("{REFRESH_KEY_VAR} is not a key"))?,
-                stdin_reason: env(REFRESH_STDIN_VAR).map(|r| r.to_string_lossy().into_owned()),
             }),
         };
         let (limits, warnings) = Limits::from_env(&env);

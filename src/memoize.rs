@@ -199,18 +199,17 @@ fn look_up(
             // Counting the hit is bookkeeping: never fail over it.
             let _ = store.record_hit(&entry);
             let stale = config.stale.is_some_and(|s| entry_age > s);
-            if stale {
-                refresh_in_background(store, resolved, feed, ui);
-            }
+            let note = match stale && refresh_in_background(store, resolved, feed, ui) {
+                true => "; stale, refreshing in the background",
+                false if stale => {
+                    "; stale, but stdin was not read, so not refreshed in the background"
+                }
+                false => "",
+            };
             ui.status(format_args!(
-                "hit, recorded {} ago, saved {}{}",
+                "hit, recorded {} ago, saved {}{note}",
                 human_duration(entry_age),
                 human_duration(entry.duration),
-                if stale {
-                    "; stale, refreshing in the background"
-                } else {
-                    ""
-                }
             ));
             Lookup::Replayed(entry.exit_code)
         }
@@ -240,25 +239,50 @@ fn look_up(
 }
 
 /// Start a detached refresh of a stale entry that was just replayed.
-fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, ui: &Ui) {
+/// Returns whether a refresh was started: not when stdin was not read (a
+/// terminal, a device), since a detached run cannot see the same stdin.
+fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, ui: &Ui) -> bool {
     let stdin_component = resolved
         .key
         .components
         .iter()
         .find(|c| c.kind == Kind::Stdin);
-    let stdin = match (feed.duplicate(), stdin_component) {
-        (Some(f), _) => RefreshStdin::File(f),
-        (None, None) => RefreshStdin::Ignored,
-        (None, Some(c)) if c.state == State::Absent => RefreshStdin::NotRead(c.name.clone()),
-        (None, Some(_)) => RefreshStdin::Inherit,
+    let stdin = if let Some(f) = feed.duplicate() {
+        RefreshStdin::File(f)
+    } else if let Some(sf) = resolved.stdin_file {
+        // A new open file description at the same offset: the refresh must
+        // not move the caller's offset on the shared one.
+        match reopen_stdin_at(sf.offset) {
+            Ok(f) => RefreshStdin::File(f),
+            Err(_) => return false,
+        }
+    } else {
+        match stdin_component {
+            None => RefreshStdin::Empty,
+            Some(c) if c.state == State::Absent => return false,
+            // Hashed and empty: /dev/null.
+            Some(_) => RefreshStdin::Empty,
+        }
     };
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if let Err(e) = refresh::spawn(&store.locks_dir(), &resolved.key.digest, args, stdin) {
-        ui.warn(format_args!(
-            "cannot start the background refresh: {}",
-            crate::ui::io_reason(&e)
-        ));
+    match refresh::spawn(&store.locks_dir(), &resolved.key.digest, args, stdin) {
+        Ok(()) => true,
+        Err(e) => {
+            ui.warn(format_args!(
+                "cannot start the background refresh: {}",
+                crate::ui::io_reason(&e)
+            ));
+            false
+        }
     }
+}
+
+/// Open the file on fd 0 again, positioned at `offset`.
+fn reopen_stdin_at(offset: u64) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open("/proc/self/fd/0")?;
+    f.seek(SeekFrom::Start(offset))?;
+    Ok(f)
 }
 
 /// Why a lookup missed, from the closest earlier entry of the command.
@@ -375,7 +399,6 @@ fn run_and_record(
         .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    let _ = store.add_outputs(&resolved.base.manifest, &created);
     // What the run left in its output files is part of what it did: the
     // entry replays only while they are still that (see `refusal`).
     let mut outputs = Vec::new();
@@ -407,6 +430,9 @@ fn run_and_record(
                 outputs,
                 stdin_advance,
             };
+            // Learn outputs only from runs that are recorded: a failed or
+            // interrupted run may have created a file it would not have.
+            let _ = store.add_outputs(&resolved.base.manifest, &created);
             match store.insert(entry) {
                 Ok(()) => ui.status(format_args!("{ran}, ran in {took}, recorded")),
                 Err(e) => {

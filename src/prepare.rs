@@ -49,17 +49,12 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
     let base = Base::new(config).map_err(|e| uncached(e, Feed::Inherit))?;
     let secret = *store.secret();
     let spool_dir = spool_stdin.then(|| store.tmp_dir().to_path_buf());
-    let not_read = config
-        .refresh
-        .as_ref()
-        .and_then(|r| r.stdin_reason.as_deref());
-    let captured =
-        stdin::capture(config.stdin, &secret, spool_dir.as_deref(), not_read).map_err(|f| {
-            uncached(
-                anyhow::anyhow!("cannot spool stdin: {}", crate::ui::io_reason(&f.error)),
-                f.feed,
-            )
-        })?;
+    let captured = stdin::capture(config.stdin, &secret, spool_dir.as_deref()).map_err(|f| {
+        uncached(
+            anyhow::anyhow!("cannot spool stdin: {}", crate::ui::io_reason(&f.error)),
+            f.feed,
+        )
+    })?;
     let known_outputs = match store.known_outputs(&base.manifest) {
         Ok(o) => o,
         Err(e) => return Err(uncached(e.context("cannot read the cache"), captured.feed)),

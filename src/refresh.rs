@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::config::{REFRESH_KEY_VAR, REFRESH_STDIN_VAR};
+use crate::config::REFRESH_KEY_VAR;
 use crate::key::Digest;
 use crate::lock;
 
@@ -32,12 +32,8 @@ pub fn lock_name(key: &Digest) -> String {
 pub enum RefreshStdin {
     /// A copy of the spooled stdin.
     File(File),
-    /// memorun's own stdin, not consumed (a regular file or /dev/null).
-    Inherit,
-    /// stdin was not read (a terminal, a device): /dev/null, keyed the same.
-    NotRead(String),
-    /// `--stdin ignore`: /dev/null, not in the key.
-    Ignored,
+    /// Empty: stdin was /dev/null, or `--stdin ignore`.
+    Empty,
 }
 
 /// Start the background refresh of `key` unless one is already running.
@@ -53,16 +49,10 @@ pub fn spawn(
     }
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.env(REFRESH_KEY_VAR, key.to_hex())
-        .env_remove(REFRESH_STDIN_VAR);
+    cmd.env(REFRESH_KEY_VAR, key.to_hex());
     let stdin = match stdin {
         RefreshStdin::File(f) => Stdio::from(f),
-        RefreshStdin::Inherit => Stdio::inherit(),
-        RefreshStdin::NotRead(why) => {
-            cmd.env(REFRESH_STDIN_VAR, why);
-            Stdio::null()
-        }
-        RefreshStdin::Ignored => Stdio::null(),
+        RefreshStdin::Empty => Stdio::null(),
     };
     cmd.args(args)
         .stdin(stdin)

@@ -187,7 +187,6 @@ fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
         .arg("-c")
         .arg(cmd)
         .env_remove(crate::config::REFRESH_KEY_VAR)
-        .env_remove(crate::config::REFRESH_STDIN_VAR)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -161,8 +161,7 @@ fn install_signal_handlers() {
 fn command(argv: &[OsString]) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .env_remove(crate::config::REFRESH_KEY_VAR)
-        .env_remove(crate::config::REFRESH_STDIN_VAR);
+        .env_remove(crate::config::REFRESH_KEY_VAR);
     cmd
 }
 

@@ -107,29 +107,26 @@ pub struct SpoolFailed {
 
 const BUF: usize = 256 * 1024;
 
+/// The most stdin memorun spools (and so can key); a longer stdin makes the
+/// run uncached, its bytes streamed to the command as they come.
+pub const SPOOL_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
 fn same_file(m: &std::fs::Metadata, path: &str) -> bool {
     std::fs::metadata(path).is_ok_and(|o| o.dev() == m.dev() && o.ino() == m.ino())
 }
 
 /// Read, hash and (when `spool_dir` is given) spool stdin per `mode`.
 /// Without a spool directory stdin is hashed and discarded (for `why`).
-/// `not_read` (for a background refresh) says the original run did not
-/// read stdin, and why: it is keyed the same way and not read now either.
 pub fn capture(
     mode: StdinMode,
     secret: &[u8; 32],
     spool_dir: Option<&Path>,
-    not_read: Option<&str>,
 ) -> Result<Captured, SpoolFailed> {
     let inherit = |why: &str| Captured {
         component: Some(Component::stdin(Err(why))),
         feed: Feed::Inherit,
         file: None,
     };
-    // A background refresh keys stdin as the original run did.
-    if let Some(why) = not_read {
-        return Ok(inherit(why));
-    }
     if mode == StdinMode::Ignore {
         return Ok(Captured {
             component: None,
@@ -224,6 +221,7 @@ fn read_pipe(
         },
     };
     let mut buf = vec![0u8; BUF];
+    let mut spooled_len = 0u64;
     loop {
         let n = match stdin.read(&mut buf) {
             Ok(0) => break,
@@ -239,16 +237,26 @@ fn read_pipe(
             }
         };
         h.update(&buf[..n]);
-        if let Some(f) = &mut spool
-            && let Err(error) = f.write_all(&buf[..n])
-        {
-            // A partial write may have landed; the pump re-sends from the
-            // start of this chunk, so cut the file back to before it.
-            let before = f.stream_position().map(|p| p.saturating_sub(n as u64));
-            let spooled = before
-                .and_then(|len| f.set_len(len).map(|()| len))
+        let written = match &mut spool {
+            None => Ok(()),
+            // A stream that never ends (`yes | memorun -- head -n1`) must
+            // not fill the disk: past the cap, run uncached, streaming.
+            Some(_) if spooled_len + n as u64 > SPOOL_MAX => Err(io::Error::other(format!(
+                "it is larger than {}",
+                crate::ui::human_size(SPOOL_MAX)
+            ))),
+            Some(f) => f.write_all(&buf[..n]),
+        };
+        if written.is_ok() {
+            spooled_len += n as u64;
+        }
+        if let (Some(f), Err(error)) = (&mut spool, written) {
+            // A partial write may have landed; the pump re-sends this whole
+            // chunk, so cut the file back to what was fully written.
+            let spooled = f
+                .set_len(spooled_len)
                 .ok()
-                .and_then(|_| rewound(spool.take().expect("spool")).ok());
+                .and_then(|()| rewound(spool.take().expect("spool")).ok());
             return Err(SpoolFailed {
                 error,
                 feed: Feed::Pump {

@@ -118,7 +118,15 @@ fn clear_removes_blobs_and_crash_leftovers_but_not_planted_symlinks() {
     // Leftovers of a crash: an unreferenced blob and an old spool file.
     let orphan_hex = "ab".repeat(32);
     fs::create_dir_all(d.cache.join("blobs/ab")).unwrap();
-    fs::write(d.cache.join("blobs/ab").join(&orphan_hex), b"orphan").unwrap();
+    let orphan = d.cache.join("blobs/ab").join(&orphan_hex);
+    fs::write(&orphan, b"orphan").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&orphan)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
     let spool = d.cache.join("tmp/spool-0123456789abcdef01234567");
     fs::write(&spool, b"partial").unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(7200);

@@ -12,5 +12,6 @@ mod help;
 mod key;
 mod key_control;
 mod lifecycle;
+mod regressions;
 mod replay;
 mod terminal;

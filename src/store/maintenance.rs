@@ -56,6 +56,9 @@ pub const MAX_EVICT: i64 = 1000;
 /// Temp files older than this are left over from a crash.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
+/// Unreferenced blob files younger than this are left alone by `clear`.
+const YOUNG_BLOB: Duration = Duration::from_secs(600);
+
 /// How big the store may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -303,7 +306,15 @@ impl SqliteStore {
     /// unreferenced file that the next `clear` collects.
     pub(super) fn remove_blob_files(&self, freed: &[Digest]) {
         for d in freed {
-            let _ = fs::remove_file(self.blobs.path(d));
+            // A concurrent insert may have referenced it again since.
+            let referenced = self
+                .conn
+                .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")
+                .and_then(|mut s| s.exists(params![&d.0[..]]))
+                .unwrap_or(true);
+            if !referenced {
+                let _ = fs::remove_file(self.blobs.path(d));
+            }
         }
     }
 
@@ -516,10 +527,18 @@ impl SqliteStore {
                         continue;
                     };
                     let Ok(meta) = f.metadata() else { continue };
+                    // A young file may be a blob a concurrent run has just
+                    // put in place and is about to reference.
+                    let young = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+                        .is_none_or(|age| age < YOUNG_BLOB);
                     if meta.file_type().is_file()
                         && is_hex(fname, 64)
                         && fname.starts_with(name)
                         && !known.contains(fname)
+                        && !young
                     {
                         remove(&f.path(), meta.len());
                     }

@@ -1,0 +1,253 @@
+//! Regression tests, each named for what broke (found in review).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{Dir, code, memorun_bin, stderr, stdout};
+
+fn script(d: &Dir, name: &str, body: &str) {
+    let p = d.write(name, body);
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn interrupted_run_that_traps_the_signal_and_exits_zero_is_not_recorded() {
+    let d = Dir::new();
+    script(
+        &d,
+        "job.sh",
+        "#!/bin/sh\necho run >> count\ntrap 'echo partial; exit 0' TERM\necho computing\nsleep 3 & wait\necho FULL\n",
+    );
+    let mut child = d
+        .memorun_std()
+        .args(["--", "./job.sh"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.count() == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "computing\npartial\n");
+    let o = d.run(["--", "./job.sh"]);
+    assert_eq!(
+        stdout(&o),
+        "computing\nFULL\n",
+        "an interrupted run was replayed"
+    );
+    assert_eq!(d.count(), 2);
+}
+
+#[test]
+fn sigint_sent_to_memorun_alone_reaches_the_command() {
+    let d = Dir::new();
+    // The command itself, not a shell: a shell waiting for its child
+    // defers SIGINT until the child exits.
+    let mut child = d.memorun_std().args(["--", "sleep", "5"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "SIGINT was swallowed"
+    );
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn glob_with_redundant_separators_still_counts_its_matches() {
+    let d = Dir::new();
+    d.write("src/a.txt", "one");
+    for pattern in ["src//*.txt", "src/./*.txt", "./src/*.txt"] {
+        let run = |d: &Dir| d.run(["-i", pattern, "--", "sh", "-c", "cat src/a.txt"]);
+        fs::write(d.join("src/a.txt"), "one").unwrap();
+        assert_eq!(stdout(&run(&d)), "one");
+        fs::write(d.join("src/a.txt"), "two").unwrap();
+        assert_eq!(stdout(&run(&d)), "two", "stale replay with -i '{pattern}'");
+    }
+}
+
+#[test]
+fn procfs_inputs_are_not_trusted_from_the_stat_cache() {
+    let d = Dir::new();
+    let a = d.run(["--", "cat", "/proc/self/stat"]);
+    let b = d.run(["--", "cat", "/proc/self/stat"]);
+    // Each cat is a new process: its /proc/self/stat differs; a replay
+    // would show the first pid again.
+    assert_ne!(a.stdout, b.stdout, "a procfs input was replayed stale");
+}
+
+#[test]
+fn symlinked_input_directory_is_recorded_and_followed() {
+    let d = Dir::new();
+    d.write("real/a.txt", "1");
+    std::os::unix::fs::symlink("real", d.join("link")).unwrap();
+    for args in [&["-i", "link"][..], &["-i", "link/*.txt"][..]] {
+        let run = |d: &Dir| {
+            let mut all = args.to_vec();
+            all.extend_from_slice(&["-v", "--", "sh", "-c", "cat real/a.txt"]);
+            d.run(all)
+        };
+        fs::write(d.join("real/a.txt"), "1").unwrap();
+        let o = run(&d);
+        assert!(
+            stderr(&o).contains("recorded") && !stderr(&o).contains("not recorded"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stderr(&run(&d)).starts_with("memorun: hit"), "{args:?}");
+        fs::write(d.join("real/a.txt"), "2").unwrap();
+        assert_eq!(stdout(&run(&d)), "2", "{args:?}");
+    }
+}
+
+#[test]
+fn env_brace_pattern_is_a_glob() {
+    let d = Dir::new();
+    let run = |v: &str| {
+        d.memorun()
+            .env("MEMO_FOO", v)
+            .args([
+                "-e",
+                "{MEMO_FOO,MEMO_BAR}",
+                "--",
+                "sh",
+                "-c",
+                "echo $MEMO_FOO",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(stdout(&run("1")), "1\n");
+    assert_eq!(
+        stdout(&run("2")),
+        "2\n",
+        "a braced env pattern was not in the key"
+    );
+}
+
+#[test]
+fn stdin_file_changed_during_the_run_is_not_recorded() {
+    let d = Dir::new();
+    d.write("in.txt", "old\n");
+    let run = |d: &Dir, script: &str| {
+        d.memorun_std()
+            .args(["--", "sh", "-c", script])
+            .stdin(fs::File::open(d.join("in.txt")).unwrap())
+            .output()
+            .unwrap()
+    };
+    let o = run(&d, "echo new > in.txt; cat");
+    assert_eq!(stdout(&o), "new\n");
+    fs::write(d.join("in.txt"), "old\n").unwrap();
+    let o = run(&d, "echo new > in.txt; cat");
+    assert_eq!(
+        stdout(&o),
+        "new\n",
+        "the run was recorded under the key for 'old'"
+    );
+}
+
+#[test]
+fn stdin_file_offset_after_a_hit_matches_a_run() {
+    let d = Dir::new();
+    d.write("data.txt", "header\nbody1\nbody2\n");
+    let script = format!(
+        "'{m}' -- head -n1 >/dev/null; '{m}' -- cat",
+        m = memorun_bin()
+    );
+    for _ in 0..2 {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("MEMORUN_DIR", &d.cache)
+            .current_dir(d.path())
+            .stdin(fs::File::open(d.join("data.txt")).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), "body1\nbody2\n", "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn stale_entry_with_unread_stdin_is_not_refreshed_from_dev_null() {
+    let d = Dir::new();
+    let run = || {
+        d.memorun_std()
+            .args(["--stale", "1s", "--", "head", "-c", "8"])
+            .stdin(fs::File::open("/dev/zero").unwrap())
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run().stdout, vec![0u8; 8]);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(run().stdout, vec![0u8; 8]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        run().stdout,
+        vec![0u8; 8],
+        "a refresh recorded output made from /dev/null"
+    );
+}
+
+#[test]
+fn stdin_spool_failure_keeps_every_byte() {
+    let d = Dir::new();
+    d.run(["--", "true"]);
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f 1000; exec '{}' -- wc -c", memorun_bin()))
+        .env("MEMORUN_DIR", &d.cache)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&data);
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "3000000", "stdin bytes were lost");
+    assert!(
+        stderr(&o).starts_with("memorun: warning: cannot spool stdin"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_failed_run_does_not_make_an_input_an_output() {
+    let d = Dir::new();
+    // Writes a template and fails the first time; uses the file afterwards.
+    script(
+        &d,
+        "tool.sh",
+        "#!/bin/sh\nif [ ! -e \"$1\" ]; then echo threads=1 > \"$1\"; exit 1; fi\necho \"running with $(cat \"$1\")\"\n",
+    );
+    assert_eq!(code(&d.run(["--", "./tool.sh", "cfg.ini"])), 1);
+    fs::write(d.join("cfg.ini"), "threads=4\n").unwrap();
+    assert_eq!(
+        stdout(&d.run(["--", "./tool.sh", "cfg.ini"])),
+        "running with threads=4\n"
+    );
+    fs::write(d.join("cfg.ini"), "threads=8\n").unwrap();
+    assert_eq!(
+        stdout(&d.run(["--", "./tool.sh", "cfg.ini"])),
+        "running with threads=8\n",
+        "an edited input was replayed stale"
+    );
+}
