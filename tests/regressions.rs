@@ -21,7 +21,7 @@ fn interrupted_run_that_traps_the_signal_and_exits_zero_is_not_recorded() {
         "job.sh",
         "#!/bin/sh\necho run >> count\ntrap 'echo partial; exit 0' TERM\necho computing\nsleep 3 & wait\necho FULL\n",
     );
-    let mut child = d
+    let child = d
         .memorun_std()
         .args(["--", "./job.sh"])
         .stdout(Stdio::piped())
