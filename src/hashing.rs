@@ -13,8 +13,6 @@ use crate::key::Digest;
 const PARALLEL_MIN: usize = 512 * 1024;
 /// Read size for large files.
 const BIG_BUF: usize = 1024 * 1024;
-/// Read size for small files.
-const SMALL_BUF: usize = 64 * 1024;
 
 /// Hash everything `file` yields from its current position to EOF. `size_hint`
 /// (the file's size from `fstat`) picks the buffer size. Returns the digest
@@ -29,11 +27,10 @@ pub fn hash_with(
     reader: &mut impl Read,
     size_hint: u64,
 ) -> io::Result<(Digest, u64)> {
-    let cap = if size_hint as usize > SMALL_BUF {
-        BIG_BUF
-    } else {
-        SMALL_BUF
-    };
+    // Sized to the file (plus one byte to see EOF in one read), up to a
+    // megabyte: zeroing a big buffer per small file would cost more than
+    // hashing it.
+    let cap = (size_hint as usize).saturating_add(1).clamp(4096, BIG_BUF);
     let mut buf = vec![0u8; cap];
     let mut total = 0u64;
     loop {

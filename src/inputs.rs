@@ -374,23 +374,24 @@ impl<'a> Collector<'a> {
         let set_slot = self.slots.len();
         self.slots
             .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
-        let mut listing = Vec::new();
-        for item in walkdir::WalkDir::new(abs)
-            .follow_links(false)
-            .sort_by_file_name()
-            .min_depth(1)
-        {
+        // Walked unsorted, then sorted once by relative path bytes: the
+        // walker's own sort re-parses both paths on every comparison.
+        let mut found = Vec::new();
+        for item in walkdir::WalkDir::new(abs).follow_links(false).min_depth(1) {
             let item = item.map_err(|e| walk_error(arg, abs, e))?;
-            let rel = item.path().strip_prefix(abs).unwrap_or(item.path());
-            let name = Path::new(arg).join(rel);
             let lmeta = item.metadata().map_err(|e| walk_error(arg, abs, e))?;
-            let entry = self.entry(
-                name,
-                item.path(),
-                &lmeta,
-                rel.as_os_str().as_bytes().to_vec(),
-            );
-            listing.push(entry);
+            let path = item.into_path();
+            let rel = path
+                .strip_prefix(abs)
+                .map(|r| r.as_os_str().as_bytes().to_vec())
+                .unwrap_or_default();
+            found.push((rel, path, lmeta));
+        }
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut listing = Vec::with_capacity(found.len());
+        for (rel, path, lmeta) in found {
+            let name = Path::new(arg).join(OsStr::from_bytes(&rel));
+            listing.push(self.entry(name, &path, &lmeta, rel));
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
         Ok(())

@@ -384,3 +384,25 @@ fn command_that_closes_stdout_early() {
     assert_eq!(stderr(&o), "still here\n");
     assert_eq!(d.count(), 1);
 }
+
+#[test]
+fn concurrent_first_runs_on_a_new_cache_directory_execute_once() {
+    // Creating the store under contention used to give up with "database
+    // is locked" and run uncached, so the command ran several times.
+    for round in 0..4 {
+        let d = Dir::new();
+        let children: Vec<Child> = (0..12)
+            .map(|_| spawn_counted(&d, &[], "sleep 0.3; echo out"))
+            .collect();
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert_eq!(stdout(&o), "out\n");
+            assert_eq!(stderr(&o), "", "round {round}: a warning escaped");
+        }
+        assert_eq!(
+            d.count(),
+            1,
+            "round {round}: the command ran more than once"
+        );
+    }
+}

@@ -71,10 +71,24 @@ impl SqliteStore {
             notice: Default::default(),
             limits: Limits::default(),
         };
-        store
-            .init()
-            .with_context(|| format!("cannot use '{}'", db_path.display()))?;
-        Ok(store)
+        // Creating a store (switching to WAL, creating the schema) takes
+        // locks that SQLite will not wait for when waiting could deadlock:
+        // it answers SQLITE_BUSY at once. Many processes starting on a new
+        // cache directory at the same time (make -j) retry until the
+        // winner is done, within the usual busy timeout.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match store.init() {
+                Ok(()) => return Ok(store),
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    let jitter = u64::from(std::process::id() % 20);
+                    std::thread::sleep(Duration::from_millis(10 + jitter));
+                }
+                Err(e) => {
+                    return Err(e.context(format!("cannot use '{}'", db_path.display())));
+                }
+            }
+        }
     }
 
     /// An in-memory store for unit tests, with blobs under `dir`.
@@ -334,6 +348,17 @@ struct Columns {
     digest: Vec<u8>,
     inline: Option<Vec<u8>>,
     check: [u8; 16],
+}
+
+/// Whether an error is SQLite saying another connection holds a lock.
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
 }
 
 fn stream_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {

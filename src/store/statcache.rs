@@ -17,7 +17,9 @@ use crate::key::Digest;
 /// A view of the stat cache table for one invocation.
 pub struct SqliteStatCache<'c> {
     conn: &'c Connection,
-    loaded: HashMap<PathBuf, CachedStat>,
+    /// Preloaded entries by raw absolute path (hashing bytes is much cheaper
+    /// than hashing a `Path`, which walks its components).
+    loaded: HashMap<Vec<u8>, CachedStat>,
     dirty: Vec<(PathBuf, CachedStat)>,
 }
 
@@ -67,8 +69,7 @@ impl<'c> SqliteStatCache<'c> {
         })?;
         for row in rows {
             if let (path, Some(c)) = row? {
-                self.loaded
-                    .insert(PathBuf::from(std::ffi::OsStr::from_bytes(&path)), c);
+                self.loaded.insert(path, c);
             }
         }
         Ok(())
@@ -120,7 +121,7 @@ impl<'c> SqliteStatCache<'c> {
 
 impl StatCache for SqliteStatCache<'_> {
     fn get(&mut self, abs: &Path) -> Option<CachedStat> {
-        if let Some(c) = self.loaded.get(abs) {
+        if let Some(c) = self.loaded.get(abs.as_os_str().as_bytes()) {
             return Some(*c);
         }
         self.lookup(abs).ok().flatten()
