@@ -232,24 +232,9 @@ fn key_command_that_cannot_start_runs_uncached() {
 
 /// `memorun ARGS -- sh -c 'count; cat'` with `input` piped to stdin.
 fn with_stdin(d: &Dir, args: &[&str], input: &[u8]) -> std::process::Output {
-    let mut child = d
-        .memorun_std()
-        .args(args)
-        .arg("--")
-        .args(d.counted("cat"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut w = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+    let mut cmd = d.memorun_std();
+    cmd.args(args).arg("--").args(d.counted("cat"));
+    crate::util::output_with_stdin(&mut cmd, input.to_vec())
 }
 
 #[test]

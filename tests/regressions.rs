@@ -1,7 +1,6 @@
 //! Regression tests, each named for what broke (found in review).
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -205,21 +204,11 @@ fn stdin_spool_failure_keeps_every_byte() {
     let d = Dir::new();
     d.run(["--", "true"]);
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(format!("ulimit -f 1000; exec '{}' -- wc -c", memorun_bin()))
-        .env("MEMORUN_DIR", &d.cache)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut w = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&data);
-    });
-    let o = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+        .env("MEMORUN_DIR", &d.cache);
+    let o = crate::util::output_with_stdin(&mut cmd, data);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "3000000", "stdin bytes were lost");
     assert!(

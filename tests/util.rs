@@ -159,3 +159,25 @@ pub fn wait_with_peak_rss(child: &mut std::process::Child) -> (std::process::Exi
     assert!(peak > 0, "no RSS sample");
     (status, peak)
 }
+
+/// Run `cmd` with `input` written to its stdin from another thread (so a
+/// command that writes while it reads cannot deadlock), capturing stdout
+/// and stderr.
+pub fn output_with_stdin(cmd: &mut StdCommand, input: Vec<u8>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // The command may stop reading early: that is its business.
+        let _ = w.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
