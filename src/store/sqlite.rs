@@ -324,12 +324,14 @@ impl SqliteStore {
         let inline = match s.data {
             SpooledData::Inline(bytes) => Some(bytes),
             SpooledData::Temp(mut temp) => {
-                self.blobs.install(&s.digest, &mut temp).with_context(|| {
-                    format!(
-                        "cannot store an output blob in '{}'",
-                        self.blobs.root().display()
-                    )
-                })?;
+                self.blobs
+                    .install(&s.digest, s.len, &mut temp)
+                    .with_context(|| {
+                        format!(
+                            "cannot store an output blob in '{}'",
+                            self.blobs.root().display()
+                        )
+                    })?;
                 None
             }
         };
