@@ -1,8 +1,6 @@
 //! `memorun completions SHELL`: completion scripts generated from the clap
 //! definitions, the same ones committed in `completions/`.
 
-use std::io::Write;
-
 use clap::CommandFactory;
 
 use crate::cli::Cli;
@@ -16,13 +14,5 @@ pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
 
 /// Print the completion script for `shell`; returns the exit code.
 pub fn print(shell: clap_complete::Shell) -> anyhow::Result<i32> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(&script(shell))
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e.into()),
-    }
+    crate::output::print_stdout(&script(shell))
 }

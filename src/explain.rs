@@ -4,15 +4,13 @@
 //! stdin is hashed (so a piped stdin is judged like a real run would judge
 //! it) but not spooled, and never printed. Env values are never printed.
 
-use std::io::Write;
-
 use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::key::{Component, Kind};
-use crate::memoize::age;
 use crate::prepare::{NotPrepared, Prepared, prepare};
+use crate::store::age;
 use crate::store::{Entry, Store};
 use crate::ui::human_duration;
 use crate::why::{self, Change};
@@ -38,7 +36,9 @@ pub fn why(config: &Config, json: bool) -> Result<i32> {
         && !d.exists()
     {
         let text = if json {
-            "{\n  \"would\": \"miss\",\n  \"reason\": \"nothing recorded yet\"\n}\n".to_string()
+            serde_json::to_string_pretty(
+                &json!({ "would": "miss", "reason": "nothing recorded yet" }),
+            )? + "\n"
         } else {
             format!(
                 "would miss: nothing recorded yet ('{}' does not exist)\n",
@@ -60,12 +60,7 @@ pub fn why(config: &Config, json: bool) -> Result<i32> {
     } else {
         to_text(&report)
     };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(0),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e.into()),
-    }
+    crate::output::print_stdout(text.as_bytes())
 }
 
 fn uncached(why: &str) -> Report {

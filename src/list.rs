@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::config::CacheLocation;
+use crate::store::age;
 use crate::store::maintenance::{ClearFilter, Listed};
-use crate::store::now_ms;
 use crate::store::sqlite::SqliteStore;
 use crate::ui::{human_duration, human_size};
 
@@ -45,7 +45,7 @@ pub fn list(location: &CacheLocation, json: bool) -> Result<i32> {
 }
 
 fn since(ms: i64) -> String {
-    human_duration(Duration::from_millis((now_ms() - ms).max(0) as u64))
+    human_duration(age(ms))
 }
 
 /// Entries as an aligned table with a header.

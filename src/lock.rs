@@ -9,11 +9,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::dir;
+use crate::store::dir::{self, flock};
 
 /// A held lock; released on drop.
 #[derive(Debug)]
@@ -24,28 +23,10 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Release the lock and remove its file (only safe while held).
     pub fn release_and_remove(self) {
         let _ = fs::remove_file(&self.path);
         drop(self);
-    }
-}
-
-fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

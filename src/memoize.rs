@@ -8,7 +8,6 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Result;
 
@@ -26,7 +25,7 @@ use crate::run::{self, Status};
 use crate::stdin::Feed;
 use crate::store::maintenance;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{NewEntry, Store, now_ms};
+use crate::store::{NewEntry, Store, age};
 use crate::transcript::Recorder;
 use crate::ui::{self, Ui, human_duration};
 use crate::why;
@@ -299,10 +298,6 @@ fn plain(config: &Config, feed: Feed) -> Result<i32> {
     Ok(run::run_plain(&config.command, feed)?.exit_code())
 }
 
-pub(crate) fn age(created_ms: i64) -> Duration {
-    Duration::from_millis((now_ms() - created_ms).max(0) as u64)
-}
-
 /// Why a finished run is not recorded, if it is not.
 fn unrecordable(
     config: &Config,
@@ -369,7 +364,7 @@ fn run_and_record(
             .previous_duration(&resolved.key.command)
             .ok()
             .flatten();
-        Spinner::new(&resolved.base.display, usual, true)
+        Some(Spinner::new(&resolved.base.display, usual))
     } else {
         None
     };

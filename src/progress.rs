@@ -81,19 +81,16 @@ pub struct Spinner {
 
 impl Spinner {
     /// A spinner for `display` (the command line), with the duration an
-    /// earlier run took, if known. `None` when progress is not allowed.
-    pub fn new(display: &str, expected: Option<Duration>, allowed: bool) -> Option<Spinner> {
-        if !allowed {
-            return None;
-        }
-        Some(Spinner {
+    /// earlier run took, if known. The caller checks [`allowed`] first.
+    pub fn new(display: &str, expected: Option<Duration>) -> Spinner {
+        Spinner {
             start: Instant::now(),
             expected,
             label: shorten(display, terminal_width()),
             bar: None,
             tty: [is_tty(1), is_tty(2)],
             at_line_start: true,
-        })
+        }
     }
 
     /// Elapsed time, and against the usual duration when known.

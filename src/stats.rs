@@ -16,8 +16,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::config::CacheLocation;
+use crate::store::age;
 use crate::store::maintenance::{self, Limits, StoreStats};
-use crate::store::now_ms;
 use crate::store::sqlite::SqliteStore;
 use crate::ui::{human_duration, human_size};
 
@@ -87,10 +87,7 @@ fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
 fn ago(ms: Option<i64>) -> String {
     match ms {
         None => "-".into(),
-        Some(t) => format!(
-            "{} ago",
-            human_duration(Duration::from_millis((now_ms() - t).max(0) as u64))
-        ),
+        Some(t) => format!("{} ago", human_duration(age(t))),
     }
 }
 

@@ -22,6 +22,7 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 
 use crate::cli::StdinMode;
+use crate::hashing;
 use crate::inputs::FileStat;
 use crate::key::{Component, Digest};
 use crate::store::dir;
@@ -184,19 +185,19 @@ pub fn capture(
     read_pipe(&stdin, keyed(), spool_dir)
 }
 
-fn hash_file_from(f: &File, mut offset: u64, mut h: blake3::Hasher) -> io::Result<Digest> {
-    let mut buf = vec![0u8; BUF];
-    loop {
-        let n = match f.read_at(&mut buf, offset) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        offset += n as u64;
+/// Hash a file from `offset` to its end with `pread`, leaving the file
+/// offset (shared with the command) where it is.
+fn hash_file_from(f: &File, offset: u64, h: blake3::Hasher) -> io::Result<Digest> {
+    struct ReadAt<'a>(&'a File, u64);
+    impl Read for ReadAt<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.read_at(buf, self.1)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
     }
-    Ok(h.finalize().into())
+    let size = f.metadata()?.len().saturating_sub(offset);
+    Ok(hashing::hash_with(h, &mut ReadAt(f, offset), size)?.0)
 }
 
 fn read_pipe(

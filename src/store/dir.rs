@@ -61,6 +61,21 @@ pub fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `flock(2)` on `file` with `op` (`LOCK_SH`, `LOCK_EX`, `| LOCK_NB`),
+/// retried on EINTR; released when the file is closed.
+pub fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(file), op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Create a subdirectory of the cache with mode 0700 if it is missing.
 pub fn ensure_subdir(path: &Path) -> Result<()> {
     match DirBuilder::new().mode(DIR_MODE).create(path) {

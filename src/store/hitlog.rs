@@ -12,12 +12,11 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::key::Digest;
-use crate::store::dir;
+use crate::store::dir::{self, flock};
 
 /// Bytes per record: key, time (ms), time saved (ms).
 const RECORD: usize = 32 + 8 + 8;
@@ -44,19 +43,6 @@ fn open(path: &Path) -> io::Result<File> {
         .mode(dir::FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-}
-
-fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 /// Append a hit; returns the log's size afterwards.

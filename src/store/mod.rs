@@ -144,6 +144,12 @@ pub trait Store {
     fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
 }
 
+/// How long ago `ms` (milliseconds since the Unix epoch) was; zero for a
+/// time in the future.
+pub fn age(ms: i64) -> Duration {
+    Duration::from_millis((now_ms() - ms).max(0) as u64)
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
