@@ -115,8 +115,17 @@ fn spinner_never_shares_a_line_with_partial_output() {
     let d = Dir::new();
     // A line left open for longer than the spinner's delay: the spinner must
     // stay off that line until the command ends it.
-    let args = "-- sh -c 'echo first; sleep 0.5; printf partial; sleep 0.8; echo \" end\"; sleep 0.5'";
-    let Some(out) = on_pty(&d, args, &[], &[]) else { return };
-    assert!(out.contains("partial end\r\n"), "the spinner tore a line: {out:?}");
-    assert!(out.contains("sleep 0.5"), "no spinner at all, the test proves nothing: {out:?}");
+    let args =
+        "-- sh -c 'echo first; sleep 0.5; printf partial; sleep 0.8; echo \" end\"; sleep 0.5'";
+    let Some(out) = on_pty(&d, args, &[], &[]) else {
+        return;
+    };
+    assert!(
+        out.contains("partial end\r\n"),
+        "the spinner tore a line: {out:?}"
+    );
+    assert!(
+        out.contains("sleep 0.5"),
+        "no spinner at all, the test proves nothing: {out:?}"
+    );
 }
