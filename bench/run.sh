@@ -81,8 +81,14 @@ if ((${#missing[@]})); then
 fi
 
 log "building memorun (cargo build --release)"
-cargo build --release
-MEMORUN=$ROOT/target/release/memorun
+# The binary's path comes from cargo itself: .cargo/config.toml builds for
+# the host triple, so it is target/<host>/release/memorun.
+MEMORUN=$(cargo build --release --message-format=json-render-diagnostics |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "memorun":
+        print(m["executable"])')
 [[ -x $MEMORUN ]] || { echo "bench/run.sh: $MEMORUN was not built" >&2; exit 1; }
 
 # Nothing from the caller's environment may change memorun's behaviour here.
