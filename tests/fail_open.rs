@@ -180,6 +180,9 @@ fn store_files_are_private_whatever_the_umask() {
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&d.cache), 0o700);
     assert_eq!(mode(&d.cache.join("memorun.db")), 0o600);
+    // The WAL and its index persist between runs, and hold entries too.
+    assert_eq!(mode(&d.cache.join("memorun.db-wal")), 0o600);
+    assert_eq!(mode(&d.cache.join("memorun.db-shm")), 0o600);
     assert_eq!(mode(&d.cache.join("secret")), 0o600);
     assert_eq!(mode(&d.cache.join("tmp")), 0o700);
 }

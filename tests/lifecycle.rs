@@ -305,3 +305,25 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     let o = d.run_counted(&[], "echo kept");
     assert_eq!(stderr(&o), "");
 }
+
+#[test]
+fn every_run_leaves_the_wal_empty() {
+    // Each memorun is a new process that rebuilds the WAL index from the
+    // whole WAL when it opens the store: the last one out truncates it.
+    let d = Dir::new();
+    let wal_len = || fs::metadata(d.cache.join("memorun.db-wal")).map_or(0, |m| m.len());
+    for (i, args) in [&[][..], &[][..], &["--force"][..]].iter().enumerate() {
+        let o = d.run_counted(args, "echo hi");
+        assert_eq!(
+            (code(&o), stdout(&o).as_str()),
+            (0, "hi\n"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(wal_len(), 0, "after run {i}");
+    }
+    assert_eq!(d.count(), 2, "a miss, a hit, a forced run");
+    let o = d.run(["stats"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(wal_len(), 0, "after stats");
+}

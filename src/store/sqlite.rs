@@ -279,9 +279,25 @@ impl SqliteStore {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // The WAL stays small: each invocation is a new process that must
         // rebuild the WAL index from the whole WAL when it opens, so the last
-        // connection to close checkpoints and deletes it (SQLite's default),
-        // and a hit writes nothing at all (see `hitlog`).
-        // The first statement is where "file is not a database" shows up.
+        // connection to close checkpoints it (SQLite's default) and truncates
+        // it to nothing (the size limit of 0), and a hit writes nothing at all
+        // (see `hitlog`). The -wal and -shm files themselves persist: a hit
+        // that had to create both and delete them again on the way out would
+        // spend about as long on that as on its query.
+        persist_wal(&self.conn);
+        self.conn
+            .pragma_update(None, "journal_size_limit", 0)
+            .context("cannot configure the database")?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The first statement to read the file is where "file is not a
+        // database" shows up.
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == SCHEMA_VERSION {
+            // Created by `migrate` below, in WAL mode, which the file keeps.
+            return Ok(());
+        }
         let mode: String = self
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
@@ -292,13 +308,6 @@ impl SqliteStore {
             if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
                 bail!("cannot switch the database to WAL mode (got '{mode}')");
             }
-        }
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == SCHEMA_VERSION {
-            return Ok(());
         }
         if version > SCHEMA_VERSION {
             bail!(
@@ -350,6 +359,24 @@ struct Columns {
     digest: Vec<u8>,
     inline: Option<Vec<u8>>,
     check: [u8; 16],
+}
+
+/// Keep the -wal and -shm files when the last connection closes
+/// (`SQLITE_FCNTL_PERSIST_WAL`). Only an optimization: on failure SQLite
+/// deletes and re-creates them as usual.
+fn persist_wal(conn: &Connection) {
+    let mut on: std::os::raw::c_int = 1;
+    // SAFETY: the handle is a live connection owned by `conn`, "main" is a
+    // NUL-terminated schema name, and PERSIST_WAL reads and writes one int
+    // through the pointer, which outlives the call.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut on).cast(),
+        );
+    }
 }
 
 /// Whether an error is SQLite saying another connection holds a lock.
