@@ -57,6 +57,7 @@ impl SqliteStore {
         // it gives the -wal and -shm files the main file's mode.
         dir::create_private_file(&db_path)
             .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+        configure_sqlite();
         let conn = Connection::open_with_flags(
             &db_path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -359,6 +360,38 @@ struct Columns {
     digest: Vec<u8>,
     inline: Option<Vec<u8>>,
     check: [u8; 16],
+}
+
+/// Process-wide SQLite settings, made once before the first connection.
+///
+/// A memorun process runs a handful of small queries, so SQLite's
+/// per-connection memory pools cost more than they save: the lookaside
+/// allocator (120 KB) and the page cache's first bulk allocation (20 pages)
+/// are each threaded into a free list when the connection opens, which
+/// writes to, and so faults in, every page of them. Without them SQLite
+/// takes its memory from malloc as it goes.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config is called before any connection exists
+        // (it answers SQLITE_MISUSE, and changes nothing, if SQLite is
+        // already initialized); the variadic arguments are the documented
+        // ones: two ints for LOOKASIDE; a buffer pointer and two ints for
+        // PAGECACHE.
+        unsafe {
+            use rusqlite::ffi;
+            use std::os::raw::c_int;
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_LOOKASIDE, 0 as c_int, 0 as c_int);
+            // No memory statistics: they cost a global mutex per malloc.
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
+            ffi::sqlite3_config(
+                ffi::SQLITE_CONFIG_PAGECACHE,
+                std::ptr::null_mut::<std::ffi::c_void>(),
+                0 as c_int,
+                0 as c_int,
+            );
+        }
+    });
 }
 
 /// Keep the -wal and -shm files when the last connection closes
