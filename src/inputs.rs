@@ -47,6 +47,11 @@ pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
 
 /// From this many files to hash, hash them on all cores.
 const PARALLEL_FILES: usize = 16;
+
+/// Files up to this size that are named on their own (not found in a
+/// directory walk) are hashed every time instead of being looked up in the
+/// stat cache: reading 16 KiB and hashing it costs less than the query.
+const SMALL_FILE: u64 = 16 * 1024;
 /// From this many bytes (in two files or more), hash them on all cores.
 const PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -185,6 +190,8 @@ struct FileTask {
     abs: PathBuf,
     stat: FileStat,
     digest: Option<Digest>,
+    /// Whether to look it up in, and add it to, the stat cache.
+    use_cache: bool,
 }
 
 /// Collects inputs in order, then hashes what the stat cache cannot vouch
@@ -239,12 +246,18 @@ impl<'a> Collector<'a> {
         self
     }
 
-    fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat) {
+    /// Queue a file for hashing; `walked` when it was found in a directory
+    /// walk (whose stat-cache entries are preloaded in one query).
+    fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat, walked: bool) {
         self.files.push(FileTask {
             name,
             abs,
             stat,
             digest: None,
+            // A small file named on its own is cheaper to read and hash than
+            // to look up in the stat cache (an SQL query of its own); in a
+            // walk, the lookup is a hash-map probe into the preloaded rows.
+            use_cache: walked || stat.size > SMALL_FILE,
         });
         self.slots.push(Slot::File(self.files.len() - 1));
     }
@@ -267,7 +280,12 @@ impl<'a> Collector<'a> {
         }
         match fs::metadata(self.cwd.join(arg)) {
             Ok(m) if m.is_file() => {
-                self.push_file(arg.to_os_string(), self.cwd.join(arg), FileStat::of(&m));
+                self.push_file(
+                    arg.to_os_string(),
+                    self.cwd.join(arg),
+                    FileStat::of(&m),
+                    false,
+                );
                 true
             }
             _ => false,
@@ -303,7 +321,7 @@ impl<'a> Collector<'a> {
             lmeta
         };
         if meta.is_file() {
-            self.push_file(arg.to_os_string(), abs, FileStat::of(&meta));
+            self.push_file(arg.to_os_string(), abs, FileStat::of(&meta), false);
             Ok(())
         } else if meta.is_dir() {
             self.walk(arg, &abs, &meta)
@@ -344,12 +362,18 @@ impl<'a> Collector<'a> {
                 name.into_os_string(),
                 abs.to_path_buf(),
                 FileStat::of(lmeta),
+                true,
             );
         } else if ft.is_symlink() {
             match fs::metadata(abs) {
                 Ok(m) if m.is_file() => {
                     entry.file_type = FileType::File;
-                    self.push_file(name.into_os_string(), abs.to_path_buf(), FileStat::of(&m));
+                    self.push_file(
+                        name.into_os_string(),
+                        abs.to_path_buf(),
+                        FileStat::of(&m),
+                        true,
+                    );
                 }
                 Ok(m) if !m.is_dir() => {}
                 // A link to a directory, or dangling: recorded, not followed.
@@ -498,7 +522,7 @@ impl<'a> Collector<'a> {
     /// Hash what needs hashing (in parallel), update the stat cache, and
     /// return the components in order with what to watch.
     pub fn finish(mut self) -> Result<Collected> {
-        for task in &mut self.files {
+        for task in self.files.iter_mut().filter(|t| t.use_cache) {
             if let Some(c) = self.cache.get(&task.abs)
                 && c.stat == task.stat
                 && !c.stat.is_racy(c.hashed_at_ns)
@@ -536,7 +560,7 @@ impl<'a> Collector<'a> {
                 result.map_err(|e| unreadable(Path::new(&task.name), &e))?;
             task.digest = Some(digest);
             task.stat = stat;
-            if !stat_describes_content {
+            if !stat_describes_content || !task.use_cache {
                 continue;
             }
             self.cache.put(
@@ -817,7 +841,9 @@ mod tests {
     fn stat_cache_skips_unchanged_files_but_not_racy_ones() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("f");
-        fs::write(&f, "one").unwrap();
+        // Bigger than SMALL_FILE: named on its own, it goes through the cache.
+        let (one, two) = ("one".repeat(8000), "two".repeat(8000));
+        fs::write(&f, &one).unwrap();
         let mut cache = MapCache::default();
         collect(t.path(), &mut cache, &["f"], &[]).unwrap();
         assert_eq!(cache.1, 1);
@@ -830,13 +856,39 @@ mod tests {
         collect(t.path(), &mut cache, &["f"], &[]).unwrap();
         assert_eq!(cache.1, 2);
         // A changed stat is hashed again, and gives the new content.
-        fs::write(&f, "two").unwrap();
+        fs::write(&f, &two).unwrap();
         let c = collect(t.path(), &mut cache, &["f"], &[]).unwrap();
         assert_eq!(cache.1, 3);
         assert_eq!(
             c.components[0],
-            Component::input(b"f", Some(Digest::from(blake3::hash(b"two"))))
+            Component::input(b"f", Some(Digest::from(blake3::hash(two.as_bytes()))))
         );
+    }
+
+    #[test]
+    fn small_named_files_bypass_the_stat_cache_but_walked_ones_do_not() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("small"), "one").unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("d/x"), "x").unwrap();
+        let mut cache = MapCache::default();
+        collect(t.path(), &mut cache, &["small"], &[]).unwrap();
+        assert_eq!(cache.1, 0, "a small named file is never put in the cache");
+        // Even a stale cache entry for it is not consulted.
+        let small = t.path().join("small");
+        let c = collect(t.path(), &mut NoStatCache, &["small"], &[]).unwrap();
+        let digest = |c: &Collected| c.components[0].clone();
+        let fresh = digest(&c);
+        let mut lying = MapCache::default();
+        collect(t.path(), &mut lying, &["d"], &[]).unwrap();
+        let mut wrong = *lying.0.values().next().unwrap();
+        wrong.stat = FileStat::of(&fs::metadata(&small).unwrap());
+        wrong.hashed_at_ns = wrong.stat.mtime_ns.max(wrong.stat.ctime_ns) + 10 * RACY_MARGIN_NS;
+        lying.0.insert(small.clone(), wrong);
+        let c = collect(t.path(), &mut lying, &["small"], &[]).unwrap();
+        assert_eq!(digest(&c), fresh);
+        // A walked file, however small, is cached.
+        assert_eq!(lying.1, 1, "d/x was put in the cache");
     }
 
     #[test]
