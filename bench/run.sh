@@ -305,6 +305,11 @@ EOF
 bench_p3() {
     log "P3: miss overhead"
     ensure_big_file
+    # A miss makes a few fsyncs (WAL and checkpoint), and on ext4 an fsync
+    # also waits for other files' dirty data to reach the disk: flush what
+    # setting up (big-file) and earlier groups (P2's blobs) wrote, so the
+    # tiny miss measures memorun, not the write-back of 200 MB.
+    sync
     hyperfine -N --warmup 30 --runs 300 \
         --export-json "$RESULTS/p3-tiny.json" \
         -n "memorun --force -- /bin/true" "$MR --force -- /bin/true" \
