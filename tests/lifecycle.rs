@@ -298,7 +298,7 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     assert_eq!(stdout(&o), "kept\n");
     assert_eq!(d.count(), 1, "the upgrade lost the entry");
     assert!(
-        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 3"),
+        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 4"),
         "{}",
         stderr(&o)
     );

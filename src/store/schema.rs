@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use rusqlite::Transaction;
 
 /// Version of the database schema, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: entries, the stat cache, notes and the output manifest.
 const SCHEMA_V1: &str = "
@@ -100,6 +100,54 @@ ALTER TABLE entries ADD COLUMN outputs BLOB;
 ALTER TABLE entries ADD COLUMN stdin_advance INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 4 rebuilds `entries` as an ordinary (rowid) table, with its large
+/// columns last: the key components (JSON, one object per input: megabytes
+/// for a command with thousands of input files) after everything else.
+/// In a WITHOUT ROWID table the whole row is the b-tree key, and a lookup
+/// loads every row it compares against in full, overflow pages and all
+/// (SQLite's documentation advises WITHOUT ROWID only for small rows); and
+/// SQLite follows a row's overflow chain from its start, so a column after
+/// `components` cost reading all of it. A lookup now reads the key's index
+/// and the row up to the columns it asks for.
+const V3_TO_V4: &str = "
+CREATE TABLE entries_v4 (
+    key           BLOB PRIMARY KEY,
+    command       BLOB NOT NULL,
+    display       TEXT NOT NULL,
+    cwd           BLOB NOT NULL,
+    created       INTEGER NOT NULL,
+    last_used     INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    exit_code     INTEGER NOT NULL,
+    hits          INTEGER NOT NULL DEFAULT 0,
+    stdin_advance INTEGER NOT NULL DEFAULT 0,
+    out_len       INTEGER NOT NULL,
+    out_digest    BLOB NOT NULL,
+    err_len       INTEGER NOT NULL,
+    err_digest    BLOB NOT NULL,
+    ord_len       INTEGER NOT NULL,
+    ord_digest    BLOB NOT NULL,
+    out_inline    BLOB,
+    err_inline    BLOB,
+    ord_inline    BLOB,
+    outputs       BLOB,
+    components    TEXT NOT NULL
+);
+INSERT INTO entries_v4
+    (key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
+     stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
+     out_inline, err_inline, ord_inline, outputs, components)
+    SELECT key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
+           stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
+           out_inline, err_inline, ord_inline, outputs, components
+    FROM entries;
+DROP TABLE entries;
+ALTER TABLE entries_v4 RENAME TO entries;
+CREATE INDEX entries_by_command ON entries (command, created);
+CREATE INDEX entries_by_last_used ON entries (last_used);
+CREATE INDEX entries_by_created ON entries (created);
+";
+
 /// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the
 /// version it upgraded from, or `None` for a fresh or current store.
 pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
@@ -108,12 +156,18 @@ pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
             tx.execute_batch(SCHEMA_V1)?;
             tx.execute_batch(V1_TO_V2)?;
             tx.execute_batch(V2_TO_V3)?;
+            tx.execute_batch(V3_TO_V4)?;
         }
         1 => {
             tx.execute_batch(V1_TO_V2)?;
             tx.execute_batch(V2_TO_V3)?;
+            tx.execute_batch(V3_TO_V4)?;
         }
-        2 => tx.execute_batch(V2_TO_V3)?,
+        2 => {
+            tx.execute_batch(V2_TO_V3)?;
+            tx.execute_batch(V3_TO_V4)?;
+        }
+        3 => tx.execute_batch(V3_TO_V4)?,
         SCHEMA_VERSION => return Ok(None),
         v => bail!("the store has an unknown schema version {v}"),
     }
@@ -156,6 +210,53 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_three_is_rebuilt_with_the_components_last() {
+        let conn = Connection::open_in_memory().unwrap();
+        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3] {
+            conn.execute_batch(batch).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO entries VALUES (x'01', x'02', 'cmd', x'03', '[1]', 5, 6, 7, 8, 9,
+             10, x'aa', x'61', 11, x'bb', NULL, 12, x'cc', x'00', x'0102', 13)",
+            [],
+        )
+        .unwrap();
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        assert_eq!(migrate(&tx, 3).unwrap(), Some(3));
+        tx.commit().unwrap();
+        let last: String = conn
+            .query_row(
+                "SELECT name FROM pragma_table_info('entries') ORDER BY cid DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(last, "components");
+        // Every value as SQL text: one comparison for all the columns.
+        let row: String = conn
+            .query_row(
+                "SELECT quote(display) || ' ' || created || ' ' || hits || ' '
+                        || quote(out_inline) || ' ' || quote(err_inline) || ' '
+                        || quote(outputs) || ' ' || stdin_advance || ' ' || components
+                 FROM entries WHERE key = x'01'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(row, "'cmd' 5 9 X'61' NULL X'0102' 13 [1]");
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'entries'
+                   AND name LIKE 'entries_by_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
     }
 
     #[test]
