@@ -27,7 +27,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component as PathComponent, Path, PathBuf};
 
@@ -339,11 +339,10 @@ impl<'a> Collector<'a> {
     fn entry(
         &mut self,
         name: PathBuf,
-        abs: &Path,
-        lmeta: &fs::Metadata,
+        abs: PathBuf,
+        (ft, lstat): (fs::FileType, FileStat),
         rel: Vec<u8>,
     ) -> ListingEntry {
-        let ft = lmeta.file_type();
         let mut entry = ListingEntry {
             path: rel,
             file_type: FileType::Special,
@@ -353,33 +352,23 @@ impl<'a> Collector<'a> {
             entry.file_type = FileType::Dir;
             self.watch.push(WatchItem {
                 name: name.into_os_string(),
-                abs: abs.to_path_buf(),
-                before: watch_dir(abs, lmeta),
+                before: watch_dir_stat(&abs, lstat),
+                abs,
             });
         } else if ft.is_file() {
             entry.file_type = FileType::File;
-            self.push_file(
-                name.into_os_string(),
-                abs.to_path_buf(),
-                FileStat::of(lmeta),
-                true,
-            );
+            self.push_file(name.into_os_string(), abs, lstat, true);
         } else if ft.is_symlink() {
-            match fs::metadata(abs) {
+            match fs::metadata(&abs) {
                 Ok(m) if m.is_file() => {
                     entry.file_type = FileType::File;
-                    self.push_file(
-                        name.into_os_string(),
-                        abs.to_path_buf(),
-                        FileStat::of(&m),
-                        true,
-                    );
+                    self.push_file(name.into_os_string(), abs, FileStat::of(&m), true);
                 }
                 Ok(m) if !m.is_dir() => {}
                 // A link to a directory, or dangling: recorded, not followed.
                 _ => {
                     entry.file_type = FileType::Link;
-                    entry.link_target = fs::read_link(abs)
+                    entry.link_target = fs::read_link(&abs)
                         .map(|t| t.into_os_string().as_bytes().to_vec())
                         .unwrap_or_default();
                 }
@@ -399,23 +388,35 @@ impl<'a> Collector<'a> {
         self.slots
             .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
         // Walked unsorted, then sorted once by relative path bytes: the
-        // walker's own sort re-parses both paths on every comparison.
+        // walker's own sort re-parses both paths on every comparison. The
+        // sort moves small (prefix, path, index) triples, not the entries,
+        // and most comparisons are of the paths' first 16 bytes as one
+        // integer (big-endian and zero-padded, which orders as the bytes do).
         let mut found = Vec::new();
+        let mut order = Vec::new();
         for item in walkdir::WalkDir::new(abs).follow_links(false).min_depth(1) {
             let item = item.map_err(|e| walk_error(arg, abs, e))?;
             let lmeta = item.metadata().map_err(|e| walk_error(arg, abs, e))?;
             let path = item.into_path();
-            let rel = path
-                .strip_prefix(abs)
-                .map(|r| r.as_os_str().as_bytes().to_vec())
-                .unwrap_or_default();
-            found.push((rel, path, lmeta));
+            let rel = relative_bytes(&path, abs).to_vec();
+            order.push((sort_prefix(&rel), rel, found.len()));
+            // What `entry` needs of the metadata, a third of its size.
+            found.push((path, (lmeta.file_type(), FileStat::of(&lmeta))));
         }
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         let mut listing = Vec::with_capacity(found.len());
-        for (rel, path, lmeta) in found {
-            let name = Path::new(arg).join(OsStr::from_bytes(&rel));
-            listing.push(self.entry(name, &path, &lmeta, rel));
+        for (_, rel, i) in order {
+            let (path, lmeta) = &mut found[i];
+            // As `Path::join`, but allocated once at its final size.
+            let mut name = Vec::with_capacity(arg.len() + 1 + rel.len());
+            name.extend_from_slice(arg.as_bytes());
+            if !name.is_empty() && name.last() != Some(&b'/') {
+                name.push(b'/');
+            }
+            name.extend_from_slice(&rel);
+            let name = PathBuf::from(OsString::from_vec(name));
+            let path = std::mem::take(path);
+            listing.push(self.entry(name, path, *lmeta, rel));
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
         Ok(())
@@ -512,7 +513,8 @@ impl<'a> Collector<'a> {
                 continue;
             }
             let bytes = shown.as_os_str().as_bytes().to_vec();
-            let entry = self.entry(shown, item.path(), &lmeta, bytes);
+            let ft_stat = (lmeta.file_type(), FileStat::of(&lmeta));
+            let entry = self.entry(shown, item.into_path(), ft_stat, bytes);
             listing.push(entry);
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
@@ -616,13 +618,40 @@ fn walk_error(arg: &OsStr, abs: &Path, e: walkdir::Error) -> anyhow::Error {
 /// How a directory is watched: its stat, plus its names when the stat is
 /// too recent to show a change made in the same timestamp tick.
 fn watch_dir(abs: &Path, meta: &fs::Metadata) -> Watched {
-    let stat = FileStat::of(meta);
+    watch_dir_stat(abs, FileStat::of(meta))
+}
+
+/// [`watch_dir`] from the directory's stat.
+fn watch_dir_stat(abs: &Path, stat: FileStat) -> Watched {
     let names = if stat.is_racy(now_ns()) {
         dir_names_digest(abs).ok()
     } else {
         None
     };
     Watched::Dir(stat, names)
+}
+
+/// `path` relative to `base`, as bytes, for a path the walk of `base`
+/// produced (`base` joined with the rest). Comparing bytes is much cheaper
+/// than `Path::strip_prefix`, which parses both paths into components.
+fn relative_bytes<'p>(path: &'p Path, base: &Path) -> &'p [u8] {
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.strip_prefix(base.as_os_str().as_bytes()) {
+        Some(rest) => rest.strip_prefix(b"/").unwrap_or(rest),
+        None => path
+            .strip_prefix(base)
+            .map_or(&[][..], |r| r.as_os_str().as_bytes()),
+    }
+}
+
+/// The first 16 bytes of `bytes` as a big-endian integer, zero-padded: for
+/// two byte strings, a smaller prefix means a smaller string; equal
+/// prefixes need the full comparison.
+fn sort_prefix(bytes: &[u8]) -> u128 {
+    let mut head = [0u8; 16];
+    let n = bytes.len().min(16);
+    head[..n].copy_from_slice(&bytes[..n]);
+    u128::from_be_bytes(head)
 }
 
 /// A digest of a directory's sorted entry names.
@@ -773,6 +802,39 @@ mod tests {
             c.components[0],
             Component::input(b"in.txt", Some(Digest::from(blake3::hash(b"data"))))
         );
+    }
+
+    #[test]
+    fn sort_prefix_then_bytes_orders_as_the_bytes_do() {
+        let key = |b: &[u8]| (sort_prefix(b), b.to_vec());
+        let cases: [&[u8]; 9] = [
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"a-c",
+            b"a/b",
+            b"0123456789abcdef",
+            b"0123456789abcdef0",
+            b"0123456789abcdef\0",
+        ];
+        for a in cases {
+            for b in cases {
+                assert_eq!(key(a).cmp(&key(b)), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sort_prefix_order_matches_byte_order(
+            a in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let ka = (sort_prefix(&a), &a);
+            let kb = (sort_prefix(&b), &b);
+            proptest::prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+        }
     }
 
     #[test]

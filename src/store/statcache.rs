@@ -24,8 +24,12 @@ pub struct SqliteStatCache<'c> {
 }
 
 fn row_to_cached(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Option<CachedStat>> {
-    let digest: Vec<u8> = row.get(first + 5)?;
-    let Some(digest) = Digest::from_slice(&digest) else {
+    // Borrowed, not copied into a Vec: a preload decodes thousands of rows.
+    let digest = row
+        .get_ref(first + 5)?
+        .as_blob_or_null()?
+        .unwrap_or_default();
+    let Some(digest) = Digest::from_slice(digest) else {
         return Ok(None);
     };
     Ok(Some(CachedStat {
