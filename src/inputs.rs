@@ -27,7 +27,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component as PathComponent, Path, PathBuf};
 
@@ -47,13 +47,13 @@ pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
 
 /// From this many files to hash, hash them on all cores.
 const PARALLEL_FILES: usize = 16;
+/// From this many bytes (in two files or more), hash them on all cores.
+const PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Files up to this size that are named on their own (not found in a
 /// directory walk) are hashed every time instead of being looked up in the
 /// stat cache: reading 16 KiB and hashing it costs less than the query.
 const SMALL_FILE: u64 = 16 * 1024;
-/// From this many bytes (in two files or more), hash them on all cores.
-const PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// What identifies a file's content cheaply: if any of this changes, the
 /// content may have.
@@ -352,7 +352,7 @@ impl<'a> Collector<'a> {
             entry.file_type = FileType::Dir;
             self.watch.push(WatchItem {
                 name: name.into_os_string(),
-                before: watch_dir_stat(&abs, lstat),
+                before: watch_dir(&abs, lstat),
                 abs,
             });
         } else if ft.is_file() {
@@ -382,7 +382,7 @@ impl<'a> Collector<'a> {
         self.watch.push(WatchItem {
             name: arg.to_os_string(),
             abs: abs.to_path_buf(),
-            before: watch_dir(abs, meta),
+            before: watch_dir(abs, FileStat::of(meta)),
         });
         let set_slot = self.slots.len();
         self.slots
@@ -406,17 +406,13 @@ impl<'a> Collector<'a> {
         order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         let mut listing = Vec::with_capacity(found.len());
         for (_, rel, i) in order {
-            let (path, lmeta) = &mut found[i];
-            // As `Path::join`, but allocated once at its final size.
-            let mut name = Vec::with_capacity(arg.len() + 1 + rel.len());
-            name.extend_from_slice(arg.as_bytes());
-            if !name.is_empty() && name.last() != Some(&b'/') {
-                name.push(b'/');
-            }
-            name.extend_from_slice(&rel);
-            let name = PathBuf::from(OsString::from_vec(name));
+            let (path, ft_stat) = &mut found[i];
+            // `Path::join`, allocated once at its final size.
+            let mut name = PathBuf::with_capacity(arg.len() + 1 + rel.len());
+            name.push(arg);
+            name.push(OsStr::from_bytes(&rel));
             let path = std::mem::take(path);
-            listing.push(self.entry(name, path, *lmeta, rel));
+            listing.push(self.entry(name, path, *ft_stat, rel));
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
         Ok(())
@@ -474,7 +470,7 @@ impl<'a> Collector<'a> {
                 self.watch.push(WatchItem {
                     name: base.clone().into_os_string(),
                     abs: base_abs.clone(),
-                    before: watch_dir(&base_abs, &m),
+                    before: watch_dir(&base_abs, FileStat::of(&m)),
                 });
             }
             // No base directory: nothing matches, until it is created.
@@ -507,7 +503,7 @@ impl<'a> Collector<'a> {
                     self.watch.push(WatchItem {
                         name: shown.into_os_string(),
                         abs: item.path().to_path_buf(),
-                        before: watch_dir(item.path(), &lmeta),
+                        before: watch_dir(item.path(), FileStat::of(&lmeta)),
                     });
                 }
                 continue;
@@ -617,12 +613,7 @@ fn walk_error(arg: &OsStr, abs: &Path, e: walkdir::Error) -> anyhow::Error {
 
 /// How a directory is watched: its stat, plus its names when the stat is
 /// too recent to show a change made in the same timestamp tick.
-fn watch_dir(abs: &Path, meta: &fs::Metadata) -> Watched {
-    watch_dir_stat(abs, FileStat::of(meta))
-}
-
-/// [`watch_dir`] from the directory's stat.
-fn watch_dir_stat(abs: &Path, stat: FileStat) -> Watched {
+fn watch_dir(abs: &Path, stat: FileStat) -> Watched {
     let names = if stat.is_racy(now_ns()) {
         dir_names_digest(abs).ok()
     } else {
