@@ -404,12 +404,12 @@ fn run_and_record(
         }
     }
     let why_not = unrecordable(config, resolved, &outcome);
-    let _ = store.set_note(
-        &resolved.base.manifest,
-        why_not.as_ref().map(|(_, why)| why.as_str()),
-    );
-    if let Some((counter, _)) = &why_not {
-        let _ = store.count(&[(maintenance::MISSES, 1), (counter, 1)]);
+    if let Some((counter, why)) = &why_not {
+        let _ = store.note_unrecorded(
+            &resolved.base.manifest,
+            why,
+            &[(maintenance::MISSES, 1), (counter, 1)],
+        );
     }
     match (why_not.map(|(_, why)| why), outcome.recording) {
         (None, Some(rec)) => {
@@ -424,18 +424,24 @@ fn run_and_record(
                 order: rec.order,
                 outputs,
                 stdin_advance,
+                manifest: resolved.base.manifest,
+                // Learned only from runs that are recorded: a failed or
+                // interrupted run may have created a file it would not have.
+                created,
             };
-            // Learn outputs only from runs that are recorded: a failed or
-            // interrupted run may have created a file it would not have.
-            let _ = store.add_outputs(&resolved.base.manifest, &created);
             match store.insert(entry) {
                 Ok(()) => ui.status(format_args!("{ran}, ran in {took}, recorded")),
                 Err(e) => {
-                    let _ = store.count(&[
-                        (maintenance::MISSES, 1),
-                        (maintenance::NOT_RECORDED_CACHE, 1),
-                    ]);
-                    ui.warn(format_args!("cannot record the result: {e:#}"));
+                    let why = format!("cannot record the result: {e:#}");
+                    let _ = store.note_unrecorded(
+                        &resolved.base.manifest,
+                        &why,
+                        &[
+                            (maintenance::MISSES, 1),
+                            (maintenance::NOT_RECORDED_CACHE, 1),
+                        ],
+                    );
+                    ui.warn(format_args!("{why}"));
                 }
             }
         }

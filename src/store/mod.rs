@@ -117,6 +117,11 @@ pub struct NewEntry<'a> {
     pub outputs: Vec<(Vec<u8>, Digest)>,
     /// How many bytes the command read from a regular file on its stdin.
     pub stdin_advance: u64,
+    /// Names the command in its directory (see `resolve::Base::manifest`).
+    pub manifest: Digest,
+    /// Arguments that named nothing before the run and name a file now:
+    /// outputs of the command from now on.
+    pub created: Vec<Vec<u8>>,
 }
 
 /// What the run and replay paths need from storage.

@@ -194,41 +194,21 @@ impl SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Remember that runs of `manifest` create these arguments.
-    pub fn add_outputs(&mut self, manifest: &Digest, paths: &[Vec<u8>]) -> Result<()> {
-        if paths.is_empty() {
-            return Ok(());
-        }
+    /// Remember why the latest run of `manifest` was not recorded, and
+    /// count it, in one transaction. (A run that is recorded clears the
+    /// note in `insert`.)
+    pub fn note_unrecorded(
+        &mut self,
+        manifest: &Digest,
+        note: &str,
+        counters: &[(&str, i64)],
+    ) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
-            for p in paths {
-                stmt.execute(params![&manifest.0[..], p])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Remember why the latest run of `manifest` was not recorded (or, with
-    /// `None`, that it was).
-    pub fn set_note(&mut self, manifest: &Digest, note: Option<&str>) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        match note {
-            Some(n) => tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![&manifest.0[..], n, now_ms()])?,
-            None => tx
-                .prepare_cached("DELETE FROM notes WHERE command = ?1")?
-                .execute(params![&manifest.0[..]])?,
-        };
+        tx.prepare_cached("INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)")?
+            .execute(params![&manifest.0[..], note, now_ms()])?;
+        maintenance::bump(&tx, counters)?;
         tx.commit()?;
         Ok(())
     }
@@ -521,6 +501,17 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
         let mut freed = maintenance::delete_entry(&tx, &e.key.digest)?;
+        // This run is recorded: no note on why it was not, and the arguments
+        // it created are outputs from now on.
+        tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
+            .execute(params![&e.manifest.0[..]])?;
+        if !e.created.is_empty() {
+            let mut stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
+            for p in &e.created {
+                stmt.execute(params![&e.manifest.0[..], p])?;
+            }
+        }
         for c in [&out, &err, &ord] {
             if c.inline.is_none() && c.len > 0 {
                 maintenance::reference_blob(&tx, &c.digest, c.len, &c.check)?;
@@ -646,8 +637,18 @@ mod tests {
                 (b"\xff".to_vec(), Digest([6; 32])),
             ],
             stdin_advance: 7,
+            manifest: Digest([8; 32]),
+            created: vec![b"out.o".to_vec()],
         };
+        store
+            .note_unrecorded(&Digest([8; 32]), "exit code 1", &[])
+            .unwrap();
         store.insert(entry).unwrap();
+        assert_eq!(store.note(&Digest([8; 32])).unwrap(), None);
+        assert_eq!(
+            store.known_outputs(&Digest([8; 32])).unwrap(),
+            [b"out.o".to_vec()]
+        );
         let e = store.lookup(&key.digest).unwrap().unwrap();
         assert_eq!(e.exit_code, 3);
         assert_eq!(e.outputs.len(), 2);
