@@ -5,7 +5,9 @@
 #   bench/run.sh p1 p3        # only the named groups
 #
 # Groups:
-#   p1  tiny hit: memorun -- cat small-file  vs  cat, bkt, /bin/true
+#   p1  tiny hit: memorun -- cat small-file  vs  cat, bkt, /bin/true; and the
+#       floor under it: a static program that starts, and one that also does
+#       the hit's SQLite work (bench/floor.c, built with cc)
 #   p2  100 MB hit, to /dev/null and to a pipe, plus peak RSS
 #   p3  miss overhead: memorun --force -- CMD  vs  CMD (tiny and 100 MB output)
 #   p4  inputs: first run over 1 GiB in 10,000 files (-i DIR) vs b3sum; warm hit
@@ -19,7 +21,7 @@
 #   XDG_CACHE_HOME         bkt and b3sum are installed under
 #                          ${XDG_CACHE_HOME:-$HOME/.cache}/memorun-bench-tools
 #
-# Needs: cargo, python3; installs hyperfine and time with apt-get, and bkt and
+# Needs: cargo, python3, cc (gcc) with glibc's static library; installs hyperfine and time with apt-get, and bkt and
 # b3sum with cargo install, when they are missing.
 set -euo pipefail
 
@@ -243,6 +245,40 @@ ensure_big_file() {
     settle big-file
 }
 
+# build_floor: compile bench/floor.c into $WORK/floor-hello and
+# $WORK/floor-sqlite (static, against libsqlite3-sys's own copy of SQLite,
+# with the options memorun's build gives it). Returns non-zero, with a
+# warning, when that is not possible here.
+build_floor() {
+    local sqlite_dir flags
+    sqlite_dir=$(cd "$ROOT" && cargo metadata --format-version 1 --locked |
+        python3 -c 'import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "libsqlite3-sys":
+        print(os.path.join(os.path.dirname(p["manifest_path"]), "sqlite3"))')
+    # libsqlite3-sys's own defaults (its build.rs), then LIBSQLITE3_FLAGS
+    # from .cargo/config.toml, which adds to and removes (-U) from them.
+    flags=$(python3 - "$ROOT/.cargo/config.toml" <<'PY'
+import sys, tomllib
+defaults = """-DSQLITE_CORE -DSQLITE_DEFAULT_FOREIGN_KEYS=1 -DSQLITE_ENABLE_API_ARMOR
+-DSQLITE_ENABLE_COLUMN_METADATA -DSQLITE_ENABLE_DBSTAT_VTAB -DSQLITE_ENABLE_FTS3
+-DSQLITE_ENABLE_FTS3_PARENTHESIS -DSQLITE_ENABLE_FTS5 -DSQLITE_ENABLE_JSON1
+-DSQLITE_ENABLE_LOAD_EXTENSION=1 -DSQLITE_ENABLE_RTREE -DSQLITE_ENABLE_STAT4
+-DSQLITE_SOUNDEX -DSQLITE_THREADSAFE=1 -DSQLITE_USE_URI -DHAVE_USLEEP=1
+-DHAVE_ISNAN""".split()
+extra = tomllib.load(open(sys.argv[1], "rb")).get("env", {}).get("LIBSQLITE3_FLAGS", "")
+print(" ".join(defaults + extra.split()))
+PY
+)
+    if [[ ! -f $sqlite_dir/sqlite3.c ]] ||
+        ! cc -O2 -static -o "$WORK/floor-hello" "$ROOT/bench/floor.c" ||
+        ! cc -O2 -static -DFLOOR_SQLITE -I"$sqlite_dir" $flags -o "$WORK/floor-sqlite" \
+            "$ROOT/bench/floor.c" "$sqlite_dir/sqlite3.c" -lpthread -lm -ldl 2>"$WORK/floor-cc.txt"; then
+        echo "WARNING: cannot build bench/floor.c; skipping the P1 floor (see $WORK/floor-cc.txt)" >&2
+        return 1
+    fi
+}
+
 # ---------------------------------------------------------- groups --------
 
 bench_p1() {
@@ -258,6 +294,18 @@ bench_p1() {
         -n "bkt hit" "$BKT -- cat small-file" \
         -n "/bin/true" "/bin/true"
     table "$RESULTS/p1.json" cat "P1 tiny hit: cat small-file (6 bytes), output to /dev/null, hyperfine -N"
+    # What bounds P1: a static program that only starts, and one that only
+    # does the hit's SQLite work on the same store (bench/floor.c).
+    if build_floor; then
+        "$WORK/floor-sqlite" "$MR_DIR/memorun.db" >/dev/null
+        hyperfine -N --warmup 30 --runs 500 \
+            --export-json "$RESULTS/p1-floor.json" \
+            -n "memorun hit" "$MR -- cat small-file" \
+            -n "cat" "cat small-file" \
+            -n "static hello (bench/floor.c)" "$WORK/floor-hello" \
+            -n "static hello + the hit's SQLite work (bench/floor.c)" "$WORK/floor-sqlite $MR_DIR/memorun.db"
+        table "$RESULTS/p1-floor.json" cat "P1 floor: starting a static program, and opening the store as a hit does, hyperfine -N"
+    fi
 }
 
 bench_p2() {
