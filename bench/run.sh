@@ -21,8 +21,9 @@
 #   XDG_CACHE_HOME         bkt and b3sum are installed under
 #                          ${XDG_CACHE_HOME:-$HOME/.cache}/memorun-bench-tools
 #
-# Needs: cargo, python3, cc (gcc) with glibc's static library; installs hyperfine and time with apt-get, and bkt and
-# b3sum with cargo install, when they are missing.
+# Needs: cargo, python3, cc (gcc) with glibc's static library; installs
+# hyperfine and time with apt-get, and bkt and b3sum with cargo install, when
+# they are missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,7 +39,7 @@ else
         case $g in
             p1 | p2 | p3 | p4 | p5 | p6) GROUPS_TO_RUN+=("$g") ;;
             -h | --help)
-                sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+                sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
             *)
