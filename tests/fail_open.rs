@@ -232,3 +232,41 @@ fn empty_or_invalid_settings_never_stop_the_command() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_result_that_cannot_be_stored_is_passed_through_and_explained() {
+    let d = Dir::new();
+    assert_eq!(code(&d.run(["--", "true"])), 0); // creates the store
+    // A large output goes to a blob file; make the blob directory a file.
+    let _ = fs::remove_dir_all(d.cache.join("blobs"));
+    fs::write(d.cache.join("blobs"), "not a directory").unwrap();
+    let script = "head -c 100000 /dev/zero | tr '\\0' a";
+    for run in 1..=2 {
+        let o = d.run_counted(&[], script);
+        assert_eq!(code(&o), 0);
+        assert_eq!(
+            o.stdout,
+            vec![b'a'; 100_000],
+            "output was not passed through"
+        );
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("memorun: warning: cannot record the result: "),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(d.count(), run, "a result that was not stored replayed");
+    }
+    let mut why = d.memorun();
+    let o = why
+        .arg("why")
+        .arg("--")
+        .args(d.counted(script))
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    assert!(
+        text.contains("was not recorded: cannot record the result: "),
+        "{text}"
+    );
+}
