@@ -93,12 +93,15 @@ CREATE INDEX entries_by_created ON entries (created);
 /// Version 3 records, per entry, the files the run left in place of the
 /// arguments it creates (its outputs) with their digests, so that a replay
 /// happens only while those files are still what the run left; and how far
-/// the command read a regular file on its stdin, so that a replay leaves
-/// the file offset where the command would have.
-const V2_TO_V3: &str = "
-ALTER TABLE entries ADD COLUMN outputs BLOB;
-ALTER TABLE entries ADD COLUMN stdin_advance INTEGER NOT NULL DEFAULT 0;
-";
+/// the command read a regular file on its stdin ([`V3_STDIN_ADVANCE`]).
+const V2_TO_V3: &str = "ALTER TABLE entries ADD COLUMN outputs BLOB;";
+
+/// How far the command read a regular file on its stdin, so that a replay
+/// leaves the file offset where the command would have. Part of version 3,
+/// but the first builds at version 3 created stores without it: the upgrade
+/// to version 4 adds it wherever it is missing.
+const V3_STDIN_ADVANCE: &str =
+    "ALTER TABLE entries ADD COLUMN stdin_advance INTEGER NOT NULL DEFAULT 0;";
 
 /// Version 4 rebuilds `entries` as an ordinary (rowid) table, with its large
 /// columns last: the key components (JSON, one object per input: megabytes
@@ -151,26 +154,31 @@ CREATE INDEX entries_by_created ON entries (created);
 /// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the
 /// version it upgraded from, or `None` for a fresh or current store.
 pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
-    match version {
-        0 => {
-            tx.execute_batch(SCHEMA_V1)?;
-            tx.execute_batch(V1_TO_V2)?;
-            tx.execute_batch(V2_TO_V3)?;
-            tx.execute_batch(V3_TO_V4)?;
-        }
-        1 => {
-            tx.execute_batch(V1_TO_V2)?;
-            tx.execute_batch(V2_TO_V3)?;
-            tx.execute_batch(V3_TO_V4)?;
-        }
-        2 => {
-            tx.execute_batch(V2_TO_V3)?;
-            tx.execute_batch(V3_TO_V4)?;
-        }
-        3 => tx.execute_batch(V3_TO_V4)?,
-        SCHEMA_VERSION => return Ok(None),
-        v => bail!("the store has an unknown schema version {v}"),
+    if version == SCHEMA_VERSION {
+        return Ok(None);
     }
+    if !(0..SCHEMA_VERSION).contains(&version) {
+        bail!("the store has an unknown schema version {version}");
+    }
+    // Each step in turn, from the store's version on.
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V1_TO_V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(V2_TO_V3)?;
+    }
+    let has_stdin_advance: bool = tx.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('entries') WHERE name = 'stdin_advance'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_stdin_advance {
+        tx.execute_batch(V3_STDIN_ADVANCE)?;
+    }
+    tx.execute_batch(V3_TO_V4)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok((version != 0).then_some(version))
 }
@@ -215,7 +223,7 @@ mod tests {
     #[test]
     fn version_three_is_rebuilt_with_the_components_last() {
         let conn = Connection::open_in_memory().unwrap();
-        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3] {
+        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3, V3_STDIN_ADVANCE] {
             conn.execute_batch(batch).unwrap();
         }
         conn.pragma_update(None, "user_version", 3).unwrap();
@@ -257,6 +265,32 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 3);
+    }
+
+    #[test]
+    fn an_early_version_three_store_without_stdin_advance_is_upgraded() {
+        let conn = Connection::open_in_memory().unwrap();
+        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3] {
+            conn.execute_batch(batch).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO entries VALUES (x'01', x'02', 'cmd', x'03', '[1]', 5, 6, 7, 8, 9,
+             10, x'aa', x'61', 11, x'bb', NULL, 12, x'cc', x'00', x'0102')",
+            [],
+        )
+        .unwrap();
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        assert_eq!(migrate(&tx, 3).unwrap(), Some(3));
+        tx.commit().unwrap();
+        let (advance, components): (i64, String) = conn
+            .query_row(
+                "SELECT stdin_advance, components FROM entries WHERE key = x'01'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((advance, components.as_str()), (0, "[1]"));
     }
 
     #[test]
