@@ -257,10 +257,10 @@ fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, 
         }
     } else {
         match stdin_component {
-            None => RefreshStdin::Empty,
+            // Not read (a terminal, a device): a detached run cannot see it.
             Some(c) if c.state == State::Absent => return false,
-            // Hashed and empty: /dev/null.
-            Some(_) => RefreshStdin::Empty,
+            // `--stdin ignore`, or hashed and empty: /dev/null.
+            _ => RefreshStdin::Empty,
         }
     };
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -380,14 +380,14 @@ fn run_and_record(
             crate::ui::io_reason(e)
         ));
     }
-    // Arguments that named nothing before and name a file now are outputs
-    // of this command: later runs leave them out of the automatic inputs.
     // How far the command read a regular file on stdin (the file offset is
     // shared with it), so a replay can leave the offset at the same place.
     let stdin_advance = match (resolved.stdin_file, stdin_offset()) {
         (Some(f), Some(now)) => now.saturating_sub(f.offset),
         _ => 0,
     };
+    // Arguments that named nothing before and name a file now are outputs
+    // of this command: later runs leave them out of the automatic inputs.
     let created: Vec<Vec<u8>> = resolved
         .maybe_outputs
         .iter()

@@ -153,9 +153,11 @@ impl Blobs {
         self.root.join(&hex[..2]).join(hex)
     }
 
-    /// Move a spooled temp file into place as the blob for `digest`. An
-    /// existing blob of the same name is replaced whole (atomically), which
-    /// also repairs a corrupt one.
+    /// Move a spooled temp file into place as the blob for `digest`
+    /// (atomically, by rename), or drop it when a blob of that name and
+    /// size is already there. A corrupt one is removed when a replay finds
+    /// it (`open_verified`), so the next run that records it installs a
+    /// good copy.
     pub fn install(&self, digest: &Digest, len: u64, temp: &mut TempFile) -> io::Result<()> {
         let target = self.path(digest);
         let parent = target.parent().expect("blob path has a parent");
