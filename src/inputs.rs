@@ -704,7 +704,9 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
 /// recently are compared by content, not only by stat.
 pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
     watch.iter().find(|w| match &w.before {
-        Watched::Absent => fs::symlink_metadata(&w.abs).is_ok(),
+        // The view the key took: a path counts as absent when following it
+        // fails (nothing there, a dangling symlink, a symlink loop).
+        Watched::Absent => fs::metadata(&w.abs).is_ok(),
         Watched::Stdin(file) => !file.unchanged(started_ns),
         // Followed: an --input root may be a symlink to a directory (walked
         // subdirectories are never links).

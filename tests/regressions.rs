@@ -240,3 +240,28 @@ fn a_failed_run_does_not_make_an_input_an_output() {
         "an edited input was replayed stale"
     );
 }
+
+#[test]
+fn a_dangling_symlink_or_a_symlink_loop_named_as_input_is_recorded_as_absent() {
+    let d = Dir::new();
+    std::os::unix::fs::symlink("nowhere", d.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
+    for input in ["dangling", "loop"] {
+        let before = d.count();
+        let args = ["-i", input];
+        let first = d.run_counted(&args, "echo out");
+        assert_eq!(code(&first), 0);
+        assert!(
+            !stderr(&first).contains("changed while the command ran"),
+            "{input}: {}",
+            stderr(&first)
+        );
+        let second = d.run_counted(&args, "echo out");
+        assert_eq!(stdout(&second), "out\n");
+        assert_eq!(d.count(), before + 1, "-i {input} was never recorded");
+    }
+    // Absent means absent: the link's target appearing is a miss.
+    fs::write(d.join("nowhere"), "now here").unwrap();
+    d.run_counted(&["-i", "dangling"], "echo out");
+    assert_eq!(d.count(), 3);
+}
