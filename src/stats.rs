@@ -30,7 +30,8 @@ pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -
             if zero {
                 store.zero_counters()?;
             }
-            store.stats(&dir)?
+            let root = store.root().to_path_buf();
+            store.stats(&root)?
         }
     };
     let text = if json {

@@ -4,6 +4,7 @@
 mod util;
 
 mod big_output;
+mod cache_dir;
 mod exit_status;
 mod fail_open;
 mod faults;

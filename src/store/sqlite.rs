@@ -48,7 +48,8 @@ impl SqliteStore {
     /// foreign-owned directory to a file that is not a database, is an error
     /// the caller turns into "run uncached".
     pub fn open(cache_dir: &Path) -> Result<SqliteStore> {
-        dir::prepare(cache_dir)?;
+        // From here on the directory is named by the path that was checked.
+        let cache_dir = &dir::prepare(cache_dir)?;
         let tmp_dir = cache_dir.join("tmp");
         dir::ensure_subdir(&tmp_dir)?;
         let secret = dir::load_or_create_secret(cache_dir, &tmp_dir)?;
