@@ -2,7 +2,8 @@
 //! collect files no entry uses.
 //!
 //! Only what memorun created inside the cache directory is removed: rows,
-//! blob files with memorun's own names, and stale temp files. Symlinks are
+//! blob files with memorun's own names, and temp files whose process died
+//! (see `store::temp`). Symlinks are
 //! never followed (see `store::maintenance::collect_garbage`).
 
 use std::ffi::OsString;

@@ -76,6 +76,8 @@ fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
         "evicted": count(s, maintenance::EVICTED),
         "entries": s.entries,
         "bytes_on_disk": s.disk_bytes,
+        "temp_files": s.temp.files,
+        "temp_bytes": s.temp.bytes,
         "max_bytes": limits.max_bytes,
         "max_entries": limits.max_entries,
         "oldest_ms": s.oldest_ms,
@@ -98,12 +100,20 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         Some(r) => format!("{:.1} %", r * 100.0),
         None => "-".into(),
     };
-    let size = format!(
+    let mut size = format!(
         "{} of {} ({:.1} %)",
         human_size(s.disk_bytes),
         human_size(limits.max_bytes),
         s.disk_bytes as f64 * 100.0 / limits.max_bytes.max(1) as f64
     );
+    if s.temp.files > 0 {
+        size.push_str(&format!(
+            ", {} in {} temp {}",
+            human_size(s.temp.bytes),
+            s.temp.files,
+            if s.temp.files == 1 { "file" } else { "files" }
+        ));
+    }
     let entries = match limits.max_entries {
         Some(m) => format!("{} of {m}", s.entries),
         None => s.entries.to_string(),

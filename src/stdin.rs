@@ -25,7 +25,7 @@ use crate::cli::StdinMode;
 use crate::hashing;
 use crate::inputs::FileStat;
 use crate::key::{Component, Digest};
-use crate::store::dir;
+use crate::store::temp::Temp;
 
 /// How the command gets its stdin.
 #[derive(Debug)]
@@ -207,12 +207,10 @@ fn read_pipe(
 ) -> Result<Captured, SpoolFailed> {
     let mut spool = match spool_dir {
         None => None,
-        Some(dir) => match dir::create_temp(dir, "stdin") {
-            Ok((f, path)) => {
-                // Unlinked at once: stdin never outlives this process on disk.
-                let _ = std::fs::remove_file(&path);
-                Some(f)
-            }
+        // Unnamed, or unlinked at once: stdin never outlives this process
+        // on disk.
+        Some(dir) => match Temp::create(dir, "stdin") {
+            Ok(temp) => Some(temp.into_unlinked()),
             Err(error) => {
                 return Err(SpoolFailed {
                     error,

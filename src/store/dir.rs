@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::{self as rfs, Mode, OFlags};
 
+use super::temp::Temp;
+
 /// Mode for every file memorun creates.
 pub const FILE_MODE: u32 = 0o600;
 /// Mode for every directory memorun creates.
@@ -185,32 +187,10 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// A new file with an exclusive-create random name `prefix-<hex>` in `dir`.
-pub fn create_temp(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)> {
-    loop {
-        let mut rnd = [0u8; 12];
-        getrandom::fill(&mut rnd).map_err(io::Error::other)?;
-        let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
-        let path = dir.join(format!("{prefix}-{name}"));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => return Ok((f, path)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// The per-cache secret used to key digests of env values (and stdin), so
 /// that a short value cannot be brute-forced from the store.
 ///
-/// Created once, atomically: written to a temp file, then hard-linked into
+/// Created once, atomically: written to a temp file, then linked into
 /// place, so a concurrent reader never sees a half-written secret.
 pub fn load_or_create_secret(dir: &Path, tmp_dir: &Path) -> Result<[u8; 32]> {
     let path = dir.join("secret");
@@ -221,12 +201,12 @@ pub fn load_or_create_secret(dir: &Path, tmp_dir: &Path) -> Result<[u8; 32]> {
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("cannot get random bytes: {e}"))?;
-    let (mut f, tmp) = create_temp(tmp_dir, "secret")
+    let mut temp = Temp::create(tmp_dir, "secret")
         .with_context(|| format!("cannot create a file in '{}'", tmp_dir.display()))?;
-    let written = f.write_all(&secret).and_then(|()| f.sync_all());
-    let linked = written.and_then(|()| fs::hard_link(&tmp, &path));
-    let _ = fs::remove_file(&tmp);
-    match linked {
+    let written = temp
+        .write_all(&secret)
+        .and_then(|()| temp.file().sync_all());
+    match written.and_then(|()| temp.link_new(&path)) {
         Ok(()) => Ok(secret),
         // Someone else won the race: use theirs.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

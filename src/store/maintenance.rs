@@ -12,8 +12,10 @@
 //!   keys, and eviction removes at most [`MAX_EVICT`] entries per run, so no
 //!   invocation pauses long.
 //! - Garbage collection only removes regular files memorun names itself
-//!   (64-hex blob names, `spool-`/`stdin-`/`secret-` temp files), never
-//!   follows a symlink and never leaves the cache directory.
+//!   (64-hex blob names, and temp files whose process died: see `temp`),
+//!   never follows a symlink and never leaves the cache directory.
+//! - Temp files are disk the cache uses: they count against the size limit
+//!   and in `stats`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,6 +27,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::now_ms;
 use super::sqlite::SqliteStore;
+use super::temp;
 use crate::key::Digest;
 
 /// Replays.
@@ -52,9 +55,6 @@ pub const EVICTED: &str = "evicted";
 
 /// Most entries one invocation evicts.
 pub const MAX_EVICT: i64 = 1000;
-
-/// Temp files older than this are left over from a crash.
-const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// Unreferenced blob files younger than this are left alone by `clear`.
 const YOUNG_BLOB: Duration = Duration::from_secs(600);
@@ -274,8 +274,10 @@ pub struct StoreStats {
     pub since_ms: Option<i64>,
     /// Entries.
     pub entries: u64,
-    /// Bytes of the database files and blobs on disk.
+    /// Bytes of the database files, blobs and temp files on disk.
     pub disk_bytes: u64,
+    /// Temp files: output being recorded now, or left by a crash.
+    pub temp: temp::TempUsage,
     /// Oldest entry's creation time.
     pub oldest_ms: Option<i64>,
     /// Newest entry's creation time.
@@ -299,7 +301,10 @@ impl SqliteStore {
             .conn
             .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        Ok((blobs + (pages - free).max(0) * size).max(0) as u64)
+        // Temp files count too: output being recorded, and any orphan a
+        // sweep could not take yet, are disk the cache uses.
+        let temp = temp::usage(self.tmp_dir()).bytes;
+        Ok((blobs + (pages - free).max(0) * size).max(0) as u64 + temp)
     }
 
     /// Remove the files of blobs no entry references. A failure leaves an
@@ -416,7 +421,9 @@ impl SqliteStore {
             self.conn
                 .query_row("SELECT COALESCE(SUM(len), 0) FROM blobs", [], |r| r.get(0))?;
         let db = cache_dir.join("memorun.db");
+        s.temp = temp::usage(self.tmp_dir());
         s.disk_bytes = blob_bytes.max(0) as u64
+            + s.temp.bytes
             + file_len(&db)
             + file_len(&cache_dir.join("memorun.db-wal"))
             + file_len(&cache_dir.join("memorun.db-shm"));
@@ -545,25 +552,7 @@ impl SqliteStore {
                 }
             }
         }
-        let now = std::time::SystemTime::now();
-        for f in fs::read_dir(tmp_dir).into_iter().flatten().flatten() {
-            let fname = f.file_name();
-            let Some(fname) = fname.to_str() else {
-                continue;
-            };
-            let Ok(meta) = f.metadata() else { continue };
-            let ours = ["spool-", "stdin-", "secret-"]
-                .iter()
-                .any(|p| fname.starts_with(p));
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > STALE_TEMP);
-            if ours && old && meta.file_type().is_file() {
-                remove(&f.path(), meta.len());
-            }
-        }
-        Ok((files, bytes))
+        let orphans = temp::sweep(tmp_dir, dry_run);
+        Ok((files + orphans.files, bytes + orphans.bytes))
     }
 }

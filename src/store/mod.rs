@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod schema;
 pub mod sqlite;
 pub mod statcache;
+pub mod temp;
 
 use std::fs::File;
 use std::time::Duration;

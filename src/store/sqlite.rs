@@ -6,7 +6,7 @@
 //! memorun.db (+ -wal, -shm)   entries, one row per key
 //! secret                      32 random bytes keying env and stdin digests
 //! blobs/ab/abcdef...          large streams, named by their BLAKE3 digest
-//! tmp/                        spools and other temp files in flight
+//! tmp/                        spools and other temp files in flight (see temp)
 //! ```
 //!
 //! Invariants: every write runs in a `BEGIN IMMEDIATE` transaction; a row is
@@ -23,6 +23,7 @@ use super::blobs::{Blobs, Spool, Spooled, SpooledData};
 use super::hitlog;
 use super::maintenance::{self, Limits};
 use super::statcache::SqliteStatCache;
+use super::temp;
 use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
 use crate::key::{Component, Digest};
 
@@ -211,6 +212,7 @@ impl SqliteStore {
             .execute(params![&manifest.0[..], note, now_ms()])?;
         maintenance::bump(&tx, counters)?;
         tx.commit()?;
+        temp::sweep(&self.tmp_dir, false);
         Ok(())
     }
 
@@ -314,9 +316,9 @@ impl SqliteStore {
     fn put_stream(&self, s: Spooled) -> Result<Columns> {
         let inline = match s.data {
             SpooledData::Inline(bytes) => Some(bytes),
-            SpooledData::Temp(mut temp) => {
+            SpooledData::Temp(temp) => {
                 self.blobs
-                    .install(&s.digest, s.len, &mut temp)
+                    .install(&s.digest, s.len, temp)
                     .with_context(|| {
                         format!(
                             "cannot store an output blob in '{}'",
@@ -558,6 +560,9 @@ impl Store for SqliteStore {
         maintenance::bump(&tx, &[(maintenance::MISSES, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
+        // Spools of runs killed before they could clean up: gone now, so
+        // that they do not count against the limit.
+        temp::sweep(&self.tmp_dir, false);
         self.enforce_limits();
         Ok(())
     }
