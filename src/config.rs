@@ -5,7 +5,7 @@
 //! or the command. A bad value is a usage error (exit 125) that names it.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -100,6 +100,30 @@ impl CacheLocation {
         }
     }
 
+    /// When the default cache directory was found without `HOME` (the
+    /// home directory in the password database, as `dirs` falls back to),
+    /// a note saying so: a surprise in a container or under `env -i`.
+    fn home_note(
+        &self,
+        store: &StoreArgs,
+        env: &impl Fn(&str) -> Option<OsString>,
+    ) -> Option<String> {
+        let set = |name: &str| env(name).is_some_and(|v| !v.is_empty());
+        let chosen = store
+            .cache_dir
+            .as_ref()
+            .is_some_and(|d| !d.as_os_str().is_empty())
+            || set("MEMORUN_DIR")
+            || env("XDG_CACHE_HOME").is_some_and(|v| Path::new(&v).is_absolute());
+        match self {
+            CacheLocation::Dir(dir) if !chosen && !set("HOME") => Some(format!(
+                "HOME is not set: using the cache directory '{}', under the home directory the password database gives",
+                dir.display()
+            )),
+            _ => None,
+        }
+    }
+
     /// `--cache-dir`, else `MEMORUN_DIR`, else `$XDG_CACHE_HOME/memorun`,
     /// else `~/.cache/memorun`. Empty values count as unset, so that
     /// `MEMORUN_DIR=` in a Makefile never stops a command.
@@ -169,6 +193,8 @@ pub struct Config {
     pub limits: Limits,
     /// Problems with the configuration that do not stop the command.
     pub warnings: Vec<String>,
+    /// What `-v` says about where the configuration came from.
+    pub notes: Vec<String>,
     /// Set when this process is a background refresh.
     pub refresh: Option<Refresh>,
     /// How much to say.
@@ -226,10 +252,13 @@ impl Config {
         if args.key_cmd.iter().any(|c| c.trim().is_empty()) {
             bail!("--key-cmd needs a command, got an empty string");
         }
+        let mut notes = Vec::new();
         let cache = if args.no_cache || flag_is_on(env("MEMORUN_DISABLE").as_deref()) {
             CacheLocation::Disabled
         } else {
-            CacheLocation::of(&args.store, &env)
+            let cache = CacheLocation::of(&args.store, &env);
+            notes.extend(cache.home_note(&args.store, &env));
+            cache
         };
         let refresh = match env(REFRESH_KEY_VAR) {
             None => None,
@@ -265,6 +294,7 @@ impl Config {
             cache,
             limits,
             warnings,
+            notes,
             refresh,
             verbosity,
         })
@@ -348,6 +378,21 @@ mod tests {
         .unwrap();
         let ignored: Vec<bool> = (0..4).map(|i| c.is_ignored_arg(i)).collect();
         assert_eq!(ignored, [false, true, false, false]);
+    }
+
+    #[test]
+    fn a_default_cache_directory_found_without_home_is_noted() {
+        let home_note = |pairs: &[(&str, &str)]| {
+            let c = config(&["--", "true"], pairs).unwrap();
+            c.notes.iter().any(|n| n.starts_with("HOME is not set"))
+        };
+        assert!(home_note(&[]));
+        assert!(home_note(&[("HOME", "")]));
+        assert!(!home_note(&[("HOME", "/home/me")]));
+        assert!(!home_note(&[("MEMORUN_DIR", "/c")]));
+        assert!(!home_note(&[("XDG_CACHE_HOME", "/xdg")]));
+        let c = config(&["--no-cache", "--", "true"], &[]).unwrap();
+        assert!(c.notes.is_empty());
     }
 
     #[test]

@@ -22,8 +22,8 @@
 //! - [`refresh`]: the detached background refresh behind `--stale`.
 //! - [`explain`], [`why`]: `memorun why`, and what changed between two keys.
 //! - [`stats`], [`list`], [`clear`], [`completions`]: the other subcommands.
-//! - [`output`], [`ui`], [`progress`], [`exit_codes`]: how memorun writes,
-//!   speaks and shows progress.
+//! - [`output`], [`ui`], [`progress`], [`quote`], [`exit_codes`]: how
+//!   memorun writes, speaks, shows progress and quotes what it shows.
 
 #![warn(missing_docs)]
 
@@ -42,6 +42,7 @@ pub mod memoize;
 pub mod output;
 pub mod prepare;
 pub mod progress;
+pub mod quote;
 pub mod refresh;
 pub mod replay;
 pub mod resolve;
@@ -120,6 +121,9 @@ fn with_config(
     let ui = Ui::new(config.verbosity);
     for w in &config.warnings {
         ui.warn(w);
+    }
+    for n in &config.notes {
+        ui.status(n);
     }
     f(&config, &ui)
 }
