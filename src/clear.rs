@@ -3,8 +3,8 @@
 //!
 //! Only what memorun created inside the cache directory is removed: rows,
 //! blob files with memorun's own names, and temp files whose process died
-//! (see `store::temp`). Symlinks are
-//! never followed (see `store::maintenance::collect_garbage`).
+//! (see `store::temp`). Symlinks are never followed (see
+//! `store::maintenance::collect_garbage`).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;

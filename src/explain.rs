@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::key::{Component, Kind};
 use crate::prepare::{NotPrepared, Prepared, prepare};
+use crate::quote::printable;
 use crate::store::age;
 use crate::store::{Entry, Store};
 use crate::ui::human_duration;
@@ -123,10 +124,10 @@ fn miss_reason(r: &Report) -> Option<String> {
 fn component_line(c: &Component, keyed_argv: &str) -> (String, String) {
     match c.kind {
         Kind::Argv => ("argv".into(), keyed_argv.to_string()),
-        Kind::Cwd => ("cwd".into(), c.name.clone()),
+        Kind::Cwd => ("cwd".into(), printable(&c.name).into_owned()),
         Kind::Stdin => ("stdin".into(), why::describe(c)),
         _ => (
-            format!("{} {}", why::label(c.kind), c.name),
+            format!("{} {}", why::label(c.kind), printable(&c.name)),
             why::describe(c),
         ),
     }
@@ -174,7 +175,7 @@ fn to_text(r: &Report) -> String {
                     s.push_str("  none in the components (an argument left out with -x differs)\n");
                 }
                 for c in &r.changes {
-                    s.push_str(&format!("  {c}\n"));
+                    s.push_str(&format!("  {}\n", printable(&c.to_string())));
                 }
             }
             None => s.push_str("no earlier entry of this command\n"),
@@ -182,8 +183,9 @@ fn to_text(r: &Report) -> String {
     }
     if let Some((note, at)) = &r.not_recorded {
         s.push_str(&format!(
-            "the latest run, {} ago, was not recorded: {note}\n",
-            human_duration(age(*at))
+            "the latest run, {} ago, was not recorded: {}\n",
+            human_duration(age(*at)),
+            printable(note)
         ));
     }
     s

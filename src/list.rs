@@ -64,7 +64,7 @@ pub fn table(entries: &[Listed]) -> String {
                 e.exit_code.to_string(),
                 human_size(e.output_bytes),
                 e.hits.to_string(),
-                e.display.clone(),
+                crate::quote::printable(&e.display).into_owned(),
             ]
         })
         .collect();

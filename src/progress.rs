@@ -86,7 +86,7 @@ impl Spinner {
         Spinner {
             start: Instant::now(),
             expected,
-            label: shorten(display, terminal_width()),
+            label: shorten(&crate::quote::printable(display), terminal_width()),
             bar: None,
             tty: [is_tty(1), is_tty(2)],
             at_line_start: true,

@@ -254,13 +254,10 @@ fn env_components(
     out
 }
 
-/// The command line as a shell would need it typed (lossy for non-UTF-8).
+/// The command line as a shell would need it typed, safe to print (see
+/// `quote`).
 pub fn display_command(argv: &[OsString]) -> String {
-    let words: Vec<String> = argv
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+    crate::quote::command(argv)
 }
 
 #[cfg(test)]

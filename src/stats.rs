@@ -178,7 +178,7 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
                 human_duration(Duration::from_millis(t.saved_ms)),
                 t.hits,
                 if t.hits == 1 { "hit " } else { "hits" },
-                t.display
+                crate::quote::printable(&t.display)
             ));
         }
     }

@@ -44,14 +44,14 @@ impl Ui {
         if self.verbosity == Verbosity::Quiet || self.warned.replace(true) {
             return;
         }
-        print_line(&format!("{}{msg}", label("warning: ", WARNING)));
+        print_line(&format!("{}{}", label("warning: ", WARNING), safe(msg)));
     }
 
     /// Print `memorun: note: {msg}` unless quiet (not a warning: it does
     /// not use up the one warning per invocation).
     pub fn note(&self, msg: impl std::fmt::Display) {
         if self.verbosity != Verbosity::Quiet {
-            print_line(&format!("{}{msg}", label("note: ", NOTE)));
+            print_line(&format!("{}{}", label("note: ", NOTE), safe(msg)));
         }
     }
 
@@ -68,14 +68,24 @@ impl Ui {
     /// Print a `-v` status line.
     pub fn status(&self, msg: impl std::fmt::Display) {
         if self.verbosity == Verbosity::Verbose {
-            print_line(&format!("{}{msg}", label("", STATUS)));
+            print_line(&format!("{}{}", label("", STATUS), safe(msg)));
         }
     }
 }
 
 /// Print `memorun: {msg}` on stderr, always.
 pub fn error(msg: impl std::fmt::Display) {
-    print_line(&format!("{}{msg}", label("", ERROR)));
+    print_line(&format!("{}{}", label("", ERROR), safe(msg)));
+}
+
+/// A message made safe for the terminal: a path or argument in it cannot
+/// add a line or send an escape sequence (see `quote`).
+fn safe(msg: impl std::fmt::Display) -> String {
+    let msg = msg.to_string();
+    match crate::quote::printable(&msg) {
+        std::borrow::Cow::Borrowed(_) => msg,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
 }
 
 const WARNING: Style = Style::new()

@@ -265,3 +265,51 @@ fn a_dangling_symlink_or_a_symlink_loop_named_as_input_is_recorded_as_absent() {
     d.run_counted(&["-i", "dangling"], "echo out");
     assert_eq!(d.count(), 3);
 }
+
+/// Issue 12: `list`, `why` and `-v` printed arguments raw (a crafted one
+/// could rewrite the terminal) and non-UTF-8 lossily (two commands could
+/// look the same). Text output now quotes them as a shell would.
+#[test]
+fn list_why_and_verbose_quote_control_bytes_and_invalid_utf8_in_arguments() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let d = Dir::new();
+    let evil = OsString::from_vec(b"a\nb\x1b[2J\r".to_vec());
+    let invalid = OsString::from_vec(b"\xff".to_vec());
+    let lookalike = OsString::from("\u{fffd}");
+    let run = |arg: &OsString| {
+        d.memorun()
+            .args(["-v", "--", "true"])
+            .arg(arg)
+            .output()
+            .unwrap()
+    };
+    let no_raw = |what: &str, bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !bytes.contains(&0x1b) && !bytes.contains(&b'\r'),
+            "{what} printed raw control bytes: {text:?}"
+        );
+    };
+    for arg in [&evil, &invalid, &lookalike] {
+        let o = run(arg);
+        assert_eq!(code(&o), 0);
+        no_raw("-v", &o.stderr);
+        let o = d
+            .memorun()
+            .args(["why", "--", "true"])
+            .arg(arg)
+            .output()
+            .unwrap();
+        no_raw("why", &o.stdout);
+        assert!(stdout(&o).starts_with("would hit"), "{}", stdout(&o));
+    }
+    let o = d.run(["list"]);
+    no_raw("list", &o.stdout);
+    let list = stdout(&o);
+    assert!(list.contains(r"true $'a\nb\E[2J\r'"), "{list}");
+    assert!(list.contains(r"true $'\xff'"), "{list}");
+    assert!(list.contains("true '\u{fffd}'"), "{list}");
+    // One line per entry, plus the header.
+    assert_eq!(list.lines().count(), 4, "{list}");
+}
