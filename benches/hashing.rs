@@ -92,7 +92,8 @@ fn small_files_dir() -> tempfile::TempDir {
 
 /// One `--input inputs` resolution with `cache`.
 fn collect(cwd: &Path, cache: &mut dyn StatCache) -> Collected {
-    let mut c = Collector::new(cwd, cache);
+    let none = memorun::exclude::Exclusions::default();
+    let mut c = Collector::new(cwd, cache, &none);
     c.explicit(OsStr::new("inputs")).expect("collect inputs");
     let out = c.finish().expect("finish");
     assert_eq!(out.components.len(), SMALL_FILES + 1);

@@ -59,7 +59,7 @@ _memorun() {
 
     case "${cmd}" in
         memorun)
-            opts="-e -i -x -k -t -f -v -q -h -V --env --input --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help --version why stats list clear completions help"
+            opts="-e -i -x -k -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help --version why stats list clear completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,6 +78,10 @@ _memorun() {
                     return 0
                     ;;
                 -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -299,7 +303,7 @@ _memorun() {
             return 0
             ;;
         memorun__subcmd__why)
-            opts="-e -i -x -k -t -f -v -q -h --json --env --input --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help"
+            opts="-e -i -x -k -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -318,6 +322,10 @@ _memorun() {
                     return 0
                     ;;
                 -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

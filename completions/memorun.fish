@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_memorun_global_optspecs
-    string join \n e/env= i/input= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= h/help V/version
+    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= h/help V/version
 end
 
 function __fish_memorun_needs_command
@@ -26,6 +26,7 @@ end
 
 complete -c memorun -n "__fish_memorun_needs_command" -s e -l env -d 'Include environment variables whose name matches PATTERN in the key' -r
 complete -c memorun -n "__fish_memorun_needs_command" -s i -l input -d 'Include the content of a file, a directory tree or a quoted glob' -r
+complete -c memorun -n "__fish_memorun_needs_command" -l exclude -d 'Leave paths matching this glob out of `--input` walks and globs' -r
 complete -c memorun -n "__fish_memorun_needs_command" -s x -l ignore-arg -d 'Leave arguments matching this glob out of the key' -r
 complete -c memorun -n "__fish_memorun_needs_command" -s k -l key -d 'Put extra literal text into the key' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l key-cmd -d 'Run CMD with `sh -c` and put its stdout and exit status into the key' -r
@@ -52,6 +53,7 @@ complete -c memorun -n "__fish_memorun_needs_command" -a "completions" -d 'Print
 complete -c memorun -n "__fish_memorun_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s e -l env -d 'Include environment variables whose name matches PATTERN in the key' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s i -l input -d 'Include the content of a file, a directory tree or a quoted glob' -r
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l exclude -d 'Leave paths matching this glob out of `--input` walks and globs' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s x -l ignore-arg -d 'Leave arguments matching this glob out of the key' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s k -l key -d 'Put extra literal text into the key' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l key-cmd -d 'Run CMD with `sh -c` and put its stdout and exit status into the key' -r

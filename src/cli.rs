@@ -228,8 +228,22 @@ pub struct RunArgs {
     /// match's content. A missing path is an "absent" component: creating it
     /// later changes the key. Repeatable. Example:
     /// `memorun -i data/ -i 'conf/*.toml' -- ./report.sh`.
+    ///
+    /// A path starting with `!` is an exclusion, as `--exclude` gives one:
+    /// `-i . -i '!target/**'`.
     #[arg(short = 'i', long = "input", value_name = "PATH", help_heading = "Key")]
     pub input: Vec<OsString>,
+
+    /// Leave paths matching this glob out of `--input` walks and globs
+    ///
+    /// For what the command writes inside an input directory (a build
+    /// tree, caches, logs): excluded paths are neither hashed nor watched
+    /// while the command runs. `DIR/**` or `DIR/` leaves out DIR itself and
+    /// everything under it. Paths are matched as shown, relative to the
+    /// working directory. Repeatable; same as `-i '!GLOB'`. Example:
+    /// `memorun -i . --exclude 'target/**' -- cargo test`.
+    #[arg(long, value_name = "GLOB", help_heading = "Key")]
+    pub exclude: Vec<String>,
 
     /// Leave arguments matching this glob out of the key
     ///

@@ -5,11 +5,13 @@
 //! or the command. A bad value is a usage error (exit 125) that names it.
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
 use crate::cli::{RunArgs, StdinMode, StoreArgs};
+use crate::exclude::Exclusions;
 use crate::key::Digest;
 use crate::store::maintenance::Limits;
 use crate::ui::Verbosity;
@@ -166,6 +168,8 @@ pub struct Config {
     pub env: Vec<EnvPattern>,
     /// `--input` paths and globs, in the order given.
     pub inputs: Vec<OsString>,
+    /// Paths left out of input walks and globs.
+    pub exclude: Exclusions,
     /// `--ignore-arg` patterns.
     pub ignore_args: Vec<globset::GlobMatcher>,
     /// `--key` texts.
@@ -246,9 +250,29 @@ impl Config {
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        if let Some(empty) = args.input.iter().find(|p| p.is_empty()) {
+        if let Some(empty) = args
+            .input
+            .iter()
+            .find(|p| p.is_empty() || p.as_bytes() == b"!")
+        {
             bail!("--input needs a path, got '{}'", empty.to_string_lossy());
         }
+        // `-i '!GLOB'` leaves paths out, as `--exclude GLOB` does.
+        let (excluded, inputs): (Vec<OsString>, Vec<OsString>) = args
+            .input
+            .into_iter()
+            .partition(|p| p.as_bytes().starts_with(b"!"));
+        let mut patterns = args.exclude.clone();
+        for p in &excluded {
+            match p.to_str() {
+                Some(s) => patterns.push(s[1..].to_string()),
+                None => bail!("exclusion '{}' is not valid UTF-8", p.to_string_lossy()),
+            }
+        }
+        if let Some(empty) = patterns.iter().find(|p| p.is_empty()) {
+            bail!("--exclude needs a pattern, got '{empty}'");
+        }
+        let exclude = Exclusions::new(&patterns)?;
         if args.key_cmd.iter().any(|c| c.trim().is_empty()) {
             bail!("--key-cmd needs a command, got an empty string");
         }
@@ -280,7 +304,8 @@ impl Config {
         Ok(Config {
             command: args.command,
             env: env_patterns,
-            inputs: args.input,
+            inputs,
+            exclude,
             ignore_args,
             keys: args.key,
             key_cmds: args.key_cmd,

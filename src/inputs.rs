@@ -34,6 +34,7 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use anyhow::{Result, anyhow};
 use rayon::prelude::*;
 
+use crate::exclude::Exclusions;
 use crate::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
 use crate::progress::HashProgress;
@@ -154,6 +155,10 @@ pub enum Watched {
     /// A directory that was listed, with its stat and, when its stat is
     /// too recent to be trusted, a digest of its entry names.
     Dir(FileStat, Option<Digest>),
+    /// A directory walked with exclusions: its stat, and a digest of the
+    /// names in it that are not excluded. A change of stat alone (an
+    /// excluded file written beside the inputs) is no change.
+    FilteredDir(FileStat, Digest),
     /// Nothing: the path did not exist.
     Absent,
     /// memorun's stdin, a regular file read in place.
@@ -169,6 +174,25 @@ pub struct WatchItem {
     pub abs: PathBuf,
     /// Its state before the run.
     pub before: Watched,
+    /// How it came into the key.
+    pub origin: Origin,
+}
+
+/// How a watched path came into the key: what the user would change to
+/// leave it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// An argument that names a file (an automatic input).
+    Argument,
+    /// Named with `-i` on its own.
+    Named,
+    /// Found walking the directory given with `-i` (as given).
+    Walk(OsString),
+    /// Matched by (or reached for) the glob given with `-i` (as given),
+    /// whose fixed leading part is the directory given second.
+    Glob(OsString, PathBuf),
+    /// memorun's stdin.
+    Stdin,
 }
 
 /// The inputs, resolved: key components in order, and what to watch.
@@ -188,6 +212,7 @@ enum Slot {
 struct FileTask {
     name: OsString,
     abs: PathBuf,
+    origin: Origin,
     stat: FileStat,
     digest: Option<Digest>,
     /// Whether to look it up in, and add it to, the stat cache.
@@ -199,6 +224,7 @@ struct FileTask {
 pub struct Collector<'a> {
     cwd: &'a Path,
     cache: &'a mut dyn StatCache,
+    exclude: &'a Exclusions,
     slots: Vec<Slot>,
     files: Vec<FileTask>,
     watch: Vec<WatchItem>,
@@ -229,10 +255,15 @@ fn has_glob_meta(s: &OsStr) -> bool {
 
 impl<'a> Collector<'a> {
     /// A collector resolving relative paths against `cwd`.
-    pub fn new(cwd: &'a Path, cache: &'a mut dyn StatCache) -> Collector<'a> {
+    pub fn new(
+        cwd: &'a Path,
+        cache: &'a mut dyn StatCache,
+        exclude: &'a Exclusions,
+    ) -> Collector<'a> {
         Collector {
             cwd,
             cache,
+            exclude,
             slots: Vec::new(),
             files: Vec::new(),
             watch: Vec::new(),
@@ -246,12 +277,14 @@ impl<'a> Collector<'a> {
         self
     }
 
-    /// Queue a file for hashing; `walked` when it was found in a directory
-    /// walk (whose stat-cache entries are preloaded in one query).
-    fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat, walked: bool) {
+    /// Queue a file for hashing. Files found in a walk or by a glob have
+    /// their stat-cache entries preloaded in one query.
+    fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat, origin: Origin) {
+        let walked = matches!(origin, Origin::Walk(_) | Origin::Glob(..));
         self.files.push(FileTask {
             name,
             abs,
+            origin,
             stat,
             digest: None,
             // A small file named on its own is cheaper to read and hash than
@@ -269,6 +302,7 @@ impl<'a> Collector<'a> {
             name: name.to_os_string(),
             abs: self.cwd.join(name),
             before: Watched::Absent,
+            origin: Origin::Named,
         });
     }
 
@@ -284,7 +318,7 @@ impl<'a> Collector<'a> {
                     arg.to_os_string(),
                     self.cwd.join(arg),
                     FileStat::of(&m),
-                    false,
+                    Origin::Argument,
                 );
                 true
             }
@@ -321,7 +355,7 @@ impl<'a> Collector<'a> {
             lmeta
         };
         if meta.is_file() {
-            self.push_file(arg.to_os_string(), abs, FileStat::of(&meta), false);
+            self.push_file(arg.to_os_string(), abs, FileStat::of(&meta), Origin::Named);
             Ok(())
         } else if meta.is_dir() {
             self.walk(arg, &abs, &meta)
@@ -342,6 +376,7 @@ impl<'a> Collector<'a> {
         abs: PathBuf,
         (ft, lstat): (fs::FileType, FileStat),
         rel: Vec<u8>,
+        origin: &Origin,
     ) -> ListingEntry {
         let mut entry = ListingEntry {
             path: rel,
@@ -351,18 +386,19 @@ impl<'a> Collector<'a> {
         if ft.is_dir() {
             entry.file_type = FileType::Dir;
             self.watch.push(WatchItem {
+                before: self.watch_dir(&abs, &name, lstat),
                 name: name.into_os_string(),
-                before: watch_dir(&abs, lstat),
                 abs,
+                origin: origin.clone(),
             });
         } else if ft.is_file() {
             entry.file_type = FileType::File;
-            self.push_file(name.into_os_string(), abs, lstat, true);
+            self.push_file(name.into_os_string(), abs, lstat, origin.clone());
         } else if ft.is_symlink() {
             match fs::metadata(&abs) {
                 Ok(m) if m.is_file() => {
                     entry.file_type = FileType::File;
-                    self.push_file(name.into_os_string(), abs, FileStat::of(&m), true);
+                    self.push_file(name.into_os_string(), abs, FileStat::of(&m), origin.clone());
                 }
                 Ok(m) if !m.is_dir() => {}
                 // A link to a directory, or dangling: recorded, not followed.
@@ -379,10 +415,12 @@ impl<'a> Collector<'a> {
 
     fn walk(&mut self, arg: &OsStr, abs: &Path, meta: &fs::Metadata) -> Result<()> {
         self.cache.preload(abs);
+        let origin = Origin::Walk(arg.to_os_string());
         self.watch.push(WatchItem {
             name: arg.to_os_string(),
             abs: abs.to_path_buf(),
-            before: watch_dir(abs, FileStat::of(meta)),
+            before: self.watch_dir(abs, Path::new(arg), FileStat::of(meta)),
+            origin: origin.clone(),
         });
         let set_slot = self.slots.len();
         self.slots
@@ -394,7 +432,17 @@ impl<'a> Collector<'a> {
         // integer (big-endian and zero-padded, which orders as the bytes do).
         let mut found = Vec::new();
         let mut order = Vec::new();
-        for item in walkdir::WalkDir::new(abs).follow_links(false).min_depth(1) {
+        let exclude = self.exclude;
+        let walker = walkdir::WalkDir::new(abs)
+            .follow_links(false)
+            .min_depth(1)
+            .into_iter()
+            // An excluded directory is not entered at all.
+            .filter_entry(|e| {
+                exclude.is_empty()
+                    || !exclude.excludes(&Path::new(arg).join(relative_path(e.path(), abs)))
+            });
+        for item in walker {
             let item = item.map_err(|e| walk_error(arg, abs, e))?;
             let lmeta = item.metadata().map_err(|e| walk_error(arg, abs, e))?;
             let path = item.into_path();
@@ -412,7 +460,7 @@ impl<'a> Collector<'a> {
             name.push(arg);
             name.push(OsStr::from_bytes(&rel));
             let path = std::mem::take(path);
-            listing.push(self.entry(name, path, *ft_stat, rel));
+            listing.push(self.entry(name, path, *ft_stat, rel, &origin));
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
         Ok(())
@@ -458,6 +506,7 @@ impl<'a> Collector<'a> {
             parts.len() - literal
         };
         let base_abs = self.cwd.join(&base);
+        let origin = Origin::Glob(arg.to_os_string(), base.clone());
         let set_slot = self.slots.len();
         self.slots
             .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
@@ -470,7 +519,8 @@ impl<'a> Collector<'a> {
                 self.watch.push(WatchItem {
                     name: base.clone().into_os_string(),
                     abs: base_abs.clone(),
-                    before: watch_dir(&base_abs, FileStat::of(&m)),
+                    before: self.watch_dir(&base_abs, &base, FileStat::of(&m)),
+                    origin: origin.clone(),
                 });
             }
             // No base directory: nothing matches, until it is created.
@@ -479,17 +529,24 @@ impl<'a> Collector<'a> {
                     name: base.clone().into_os_string(),
                     abs: base_abs.clone(),
                     before: Watched::Absent,
+                    origin: origin.clone(),
                 });
                 self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
                 return Ok(());
             }
         }
-        for item in walkdir::WalkDir::new(&base_abs)
+        let exclude = self.exclude;
+        let walker = walkdir::WalkDir::new(&base_abs)
             .follow_links(false)
             .sort_by_file_name()
             .min_depth(1)
             .max_depth(depth)
-        {
+            .into_iter()
+            .filter_entry(|e| {
+                exclude.is_empty()
+                    || !exclude.excludes(&base.join(relative_path(e.path(), &base_abs)))
+            });
+        for item in walker {
             let item = item.map_err(|e| walk_error(base.as_os_str(), &base_abs, e))?;
             let rel = item.path().strip_prefix(&base_abs).unwrap_or(item.path());
             let shown = base.join(rel);
@@ -501,16 +558,17 @@ impl<'a> Collector<'a> {
                     // Watch directories the pattern reaches into: a match
                     // created there during the run changes their mtime.
                     self.watch.push(WatchItem {
+                        before: self.watch_dir(item.path(), &shown, FileStat::of(&lmeta)),
                         name: shown.into_os_string(),
                         abs: item.path().to_path_buf(),
-                        before: watch_dir(item.path(), FileStat::of(&lmeta)),
+                        origin: origin.clone(),
                     });
                 }
                 continue;
             }
             let bytes = shown.as_os_str().as_bytes().to_vec();
             let ft_stat = (lmeta.file_type(), FileStat::of(&lmeta));
-            let entry = self.entry(shown, item.into_path(), ft_stat, bytes);
+            let entry = self.entry(shown, item.into_path(), ft_stat, bytes, &origin);
             listing.push(entry);
         }
         self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
@@ -589,6 +647,7 @@ impl<'a> Collector<'a> {
                             digest,
                             stat: t.stat,
                         },
+                        origin: t.origin.clone(),
                     });
                 }
             }
@@ -611,15 +670,29 @@ fn walk_error(arg: &OsStr, abs: &Path, e: walkdir::Error) -> anyhow::Error {
     }
 }
 
-/// How a directory is watched: its stat, plus its names when the stat is
-/// too recent to show a change made in the same timestamp tick.
-fn watch_dir(abs: &Path, stat: FileStat) -> Watched {
-    let names = if stat.is_racy(now_ns()) {
-        dir_names_digest(abs).ok()
-    } else {
-        None
-    };
-    Watched::Dir(stat, names)
+impl Collector<'_> {
+    /// How a directory (shown as `shown`) is watched: its stat, plus its
+    /// names when the stat is too recent to show a change made in the same
+    /// timestamp tick; with exclusions, its stat and the names not excluded.
+    fn watch_dir(&self, abs: &Path, shown: &Path, stat: FileStat) -> Watched {
+        if !self.exclude.is_empty() {
+            // Unreadable now: it will not compare equal later either.
+            let names = kept_names_digest(abs, shown, self.exclude).unwrap_or(Digest([0; 32]));
+            return Watched::FilteredDir(stat, names);
+        }
+        let names = if stat.is_racy(now_ns()) {
+            dir_names_digest(abs).ok()
+        } else {
+            None
+        };
+        Watched::Dir(stat, names)
+    }
+}
+
+/// `path` relative to `base`, for a path under `base` (see
+/// [`relative_bytes`]).
+fn relative_path<'p>(path: &'p Path, base: &Path) -> &'p Path {
+    Path::new(OsStr::from_bytes(relative_bytes(path, base)))
 }
 
 /// `path` relative to `base`, as bytes, for a path the walk of `base`
@@ -647,8 +720,19 @@ fn sort_prefix(bytes: &[u8]) -> u128 {
 
 /// A digest of a directory's sorted entry names.
 fn dir_names_digest(abs: &Path) -> io::Result<Digest> {
+    names_digest(abs, |_| true)
+}
+
+/// A digest of the sorted names in the directory `abs` (shown as `shown`)
+/// that `exclude` keeps.
+fn kept_names_digest(abs: &Path, shown: &Path, exclude: &Exclusions) -> io::Result<Digest> {
+    names_digest(abs, |name| !exclude.excludes(&shown.join(name)))
+}
+
+fn names_digest(abs: &Path, keep: impl Fn(&OsStr) -> bool) -> io::Result<Digest> {
     let mut names: Vec<OsString> = fs::read_dir(abs)?
         .map(|e| e.map(|e| e.file_name()))
+        .filter(|n| n.as_ref().map_or(true, |n| keep(n)))
         .collect::<io::Result<_>>()?;
     names.sort();
     let mut h = blake3::Hasher::new();
@@ -699,10 +783,60 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Why a run whose input `w` changed is not recorded, and what would leave
+/// that input out of the key, by how it came into it.
+pub fn changed_message(w: &WatchItem) -> String {
+    let name = crate::quote::word(w.name.as_bytes());
+    let hint = match &w.origin {
+        Origin::Argument => format!("leave it out of the key with -x {name} or --no-auto-inputs"),
+        Origin::Named => format!("it is an output, not an input: do not name it with -i {name}"),
+        Origin::Walk(root) => exclusion_hint(Path::new(root), w),
+        Origin::Glob(_, base) => exclusion_hint(base, w),
+        Origin::Stdin => "leave stdin out of the key with --stdin ignore".to_string(),
+    };
+    let what = match w.origin {
+        Origin::Stdin => "stdin".to_string(),
+        _ => format!(
+            "input '{}'",
+            crate::quote::printable(&w.name.to_string_lossy())
+        ),
+    };
+    format!("{what} changed while the command ran (if the command writes it, {hint})")
+}
+
+/// `leave it out with -i '!DIR/**'`, naming the topmost directory (or the
+/// file) below the walked `root` that leads to `w`.
+fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
+    let root = crate::exclude::normalize(root);
+    let shown = crate::exclude::normalize(Path::new(&w.name));
+    let rel = shown.strip_prefix(&root).unwrap_or(&shown);
+    let mut parts = rel.components();
+    let pattern = match (parts.next(), parts.next()) {
+        // The walked directory itself (an entry was added or removed).
+        (None, _) => return "leave the paths it writes out with --exclude GLOB".to_string(),
+        (Some(first), rest) => {
+            let top = root.join(first);
+            let is_dir =
+                rest.is_some() || matches!(w.before, Watched::Dir(..) | Watched::FilteredDir(..));
+            if is_dir {
+                format!("{}/**", top.display())
+            } else {
+                top.display().to_string()
+            }
+        }
+    };
+    let quoted = crate::quote::word(format!("!{pattern}").as_bytes()).into_owned();
+    format!("leave it out with -i {quoted}")
+}
+
 /// The first watched path whose state differs from before the run, if any.
 /// `started_ns` is when the inputs were examined; files modified that
 /// recently are compared by content, not only by stat.
-pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
+pub fn changed_during_run<'w>(
+    watch: &'w [WatchItem],
+    started_ns: i64,
+    exclude: &Exclusions,
+) -> Option<&'w WatchItem> {
     watch.iter().find(|w| match &w.before {
         // The view the key took: a path counts as absent when following it
         // fails (nothing there, a dangling symlink, a symlink loop).
@@ -716,6 +850,11 @@ pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&Watch
                 Some(names) => dir_names_digest(&w.abs).ok() != Some(*names),
                 None => false,
             },
+            Err(_) => true,
+        },
+        Watched::FilteredDir(before, names) => match fs::metadata(&w.abs) {
+            Ok(m) if FileStat::of(&m) == *before => false,
+            Ok(_) => kept_names_digest(&w.abs, Path::new(&w.name), exclude).ok() != Some(*names),
             Err(_) => true,
         },
         Watched::File { digest, stat } => match fs::metadata(&w.abs) {
@@ -755,7 +894,8 @@ mod tests {
         explicit: &[&str],
         auto: &[&str],
     ) -> Result<Collected> {
-        let mut c = Collector::new(cwd, cache);
+        let none = Exclusions::default();
+        let mut c = Collector::new(cwd, cache, &none);
         for e in explicit {
             c.explicit(OsStr::new(e))?;
         }
@@ -954,16 +1094,79 @@ mod tests {
         fs::write(t.path().join("f"), "1234").unwrap();
         let start = now_ns();
         let c = collect(t.path(), &mut NoStatCache, &["d", "f", "absent"], &[]).unwrap();
-        assert!(changed_during_run(&c.watch, start).is_none());
+        assert!(changed_during_run(&c.watch, start, &Exclusions::default()).is_none());
         // Same size, same mtime tick: only the content tells.
         fs::write(t.path().join("f"), "5678").unwrap();
-        assert_eq!(changed_during_run(&c.watch, start).unwrap().name, "f");
+        assert_eq!(
+            changed_during_run(&c.watch, start, &Exclusions::default())
+                .unwrap()
+                .name,
+            "f"
+        );
         fs::write(t.path().join("f"), "1234").unwrap();
         fs::write(t.path().join("d/new"), "").unwrap();
-        assert_eq!(changed_during_run(&c.watch, start).unwrap().name, "d");
+        assert_eq!(
+            changed_during_run(&c.watch, start, &Exclusions::default())
+                .unwrap()
+                .name,
+            "d"
+        );
         let c = collect(t.path(), &mut NoStatCache, &["absent"], &[]).unwrap();
         fs::write(t.path().join("absent"), "").unwrap();
-        assert_eq!(changed_during_run(&c.watch, start).unwrap().name, "absent");
+        assert_eq!(
+            changed_during_run(&c.watch, start, &Exclusions::default())
+                .unwrap()
+                .name,
+            "absent"
+        );
+    }
+
+    #[test]
+    fn the_hint_for_a_changed_input_names_the_option_for_its_origin() {
+        let item = |name: &str, origin: Origin, before: Watched| WatchItem {
+            name: name.into(),
+            abs: PathBuf::from("/"),
+            before,
+            origin,
+        };
+        let file = || Watched::File {
+            digest: Digest([0; 32]),
+            stat: FileStat::of(&fs::metadata("/").unwrap()),
+        };
+        let cases = [
+            (
+                item("out.txt", Origin::Argument, file()),
+                "-x out.txt or --no-auto-inputs",
+            ),
+            (
+                item("gen.h", Origin::Named, file()),
+                "do not name it with -i gen.h",
+            ),
+            (
+                item("./target/debug/x", Origin::Walk(".".into()), file()),
+                "-i '!target/**'",
+            ),
+            (
+                item("src/build.log", Origin::Walk("src".into()), file()),
+                "-i '!src/build.log'",
+            ),
+            (
+                item(
+                    "a/gen/x.rs",
+                    Origin::Glob("a/**/*.rs".into(), "a".into()),
+                    file(),
+                ),
+                "-i '!a/gen/**'",
+            ),
+            (
+                item("stdin", Origin::Stdin, Watched::Absent),
+                "--stdin ignore",
+            ),
+        ];
+        for (w, hint) in cases {
+            let msg = changed_message(&w);
+            assert!(msg.contains(hint), "{msg}");
+        }
     }
 
     #[test]

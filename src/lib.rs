@@ -12,7 +12,8 @@
 //! - [`config`]: command line and `MEMORUN_*` variables → [`config::Config`].
 //! - [`resolve`]: config + environment + files → a [`key::Key`].
 //! - [`key`]: the versioned, unambiguous key encoding.
-//! - [`inputs`], [`hashing`]: which arguments are input files; their digests.
+//! - [`inputs`], [`exclude`], [`hashing`]: which arguments and paths are
+//!   input files (and which are left out); their digests.
 //! - [`store`]: the storage interface and its SQLite + blob implementation.
 //! - [`replay`]: a hit, written back byte for byte in the recorded order.
 //! - [`run`]: a miss, spawned, streamed live and recorded via [`transcript`].
@@ -31,6 +32,7 @@ pub mod clear;
 pub mod cli;
 pub mod completions;
 pub mod config;
+pub mod exclude;
 pub mod exit_codes;
 pub mod explain;
 pub mod hashing;

@@ -337,14 +337,10 @@ fn unrecordable(
             format!("cannot record its output: {}", crate::ui::io_reason(e)),
         ));
     }
-    if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
-        let name = w.name.to_string_lossy();
-        return Some((
-            maintenance::NOT_RECORDED_INPUT,
-            format!(
-                "input '{name}' changed while the command ran (if the command writes it, leave it out of the key with -x '{name}')"
-            ),
-        ));
+    if let Some(w) =
+        inputs::changed_during_run(&resolved.watch, resolved.started_ns, &config.exclude)
+    {
+        return Some((maintenance::NOT_RECORDED_INPUT, inputs::changed_message(w)));
     }
     None
 }

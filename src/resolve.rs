@@ -127,7 +127,8 @@ pub fn resolve(
         components.push(key_cmd(cmd, &base.cwd)?);
     }
 
-    let mut collector = Collector::new(&base.cwd, ctx.stat_cache).show_progress(ctx.show_progress);
+    let mut collector =
+        Collector::new(&base.cwd, ctx.stat_cache, &config.exclude).show_progress(ctx.show_progress);
     for input in &config.inputs {
         collector.explicit(input)?;
     }
@@ -157,6 +158,7 @@ pub fn resolve(
             name: "stdin".into(),
             abs: PathBuf::from("/dev/stdin"),
             before: inputs::Watched::Stdin(f),
+            origin: inputs::Origin::Stdin,
         });
     }
 

@@ -663,3 +663,61 @@ fn an_output_edited_by_the_user_is_not_replayed_over() {
     assert_eq!(stdout(&run(&d)), "edited\n");
     assert_eq!(d.count(), 2, "the new state was not recorded");
 }
+
+/// Issue 13: `memorun -i . -- cargo test` was never recorded (cargo writes
+/// `target/` while it runs), and the hint said `-x`, which only drops
+/// arguments. `-i '!target/**'` (or `--exclude`) leaves the subtree out of
+/// the walk and of the race guard, and the hint names it.
+#[test]
+fn an_excluded_subtree_written_by_the_command_does_not_stop_recording() {
+    let d = Dir::new();
+    // The counter file is in the work directory: the project is below it.
+    d.write("p/src/lib.rs", "fn main() {}");
+    d.write("p/target/debug/old", "x");
+    let build = "mkdir -p p/target/debug; date +%N > p/target/debug/out; echo built";
+    // Without an exclusion: not recorded, and the hint says what to do.
+    let o = d.run_counted(&["-v", "-i", "p"], build);
+    assert_eq!(stdout(&o), "built\n");
+    assert!(
+        stderr(&o).contains("changed while the command ran (if the command writes it, leave it out with -i '!p/target/**')"),
+        "{}",
+        stderr(&o)
+    );
+    d.run_counted(&["-i", "p"], build);
+    assert_eq!(d.count(), 2, "a run whose input changed was recorded");
+    for exclusion in [["-i", "!p/target/**"], ["--exclude", "./p/target/"]] {
+        d.write("p/src/lib.rs", format!("// {exclusion:?}"));
+        let before = d.count();
+        let args = ["-v", "-i", "p", exclusion[0], exclusion[1]];
+        let o = d.run_counted(&args, build);
+        assert!(stderr(&o).contains("recorded"), "{}", stderr(&o));
+        let o = d.run_counted(&args, build);
+        assert_eq!(stdout(&o), "built\n");
+        assert_eq!(
+            d.count(),
+            before + 1,
+            "{exclusion:?} did not make it recordable"
+        );
+        // What is left in the key still counts.
+        d.write("p/src/lib.rs", format!("// {before}"));
+        d.run_counted(&args, build);
+        assert_eq!(
+            d.count(),
+            before + 2,
+            "an edit outside the exclusion was missed"
+        );
+    }
+    // Globs honour exclusions too, and a new file in an excluded directory
+    // is no change.
+    let args = ["-i", "p/**/*.rs", "-i", "!p/target/**"];
+    d.write("p/target/gen.rs", "1");
+    d.run_counted(&args, "echo glob");
+    let before = d.count();
+    d.write("p/target/gen.rs", "2");
+    d.write("p/target/more.rs", "3");
+    d.run_counted(&args, "echo glob");
+    assert_eq!(d.count(), before, "an excluded file changed the key");
+    let o = d.run(["-i", "!a[", "--", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("exclusion 'a['"), "{}", stderr(&o));
+}

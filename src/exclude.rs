@@ -1,0 +1,122 @@
+//! Paths left out of `--input` walks and globs: `-i '!GLOB'` and
+//! `--exclude GLOB`.
+//!
+//! A directory given with `-i` is walked whole; a build tree inside it
+//! (`target/`, `node_modules/`, `dist/`) is usually something the command
+//! itself writes, which would make every run unrecordable ("input changed
+//! while the command ran") and the key needlessly slow to compute.
+//! Exclusions are globs over paths as memorun shows them: relative to the
+//! working directory (`./` and empty components dropped), or absolute.
+//! `target/**` (or `target/`) leaves out the directory `target` itself as
+//! well as everything under it, so that nothing under it is listed, hashed
+//! or watched. A file named on its own with `-i` is never excluded.
+
+use std::path::{Component as PathComponent, Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::inputs::Refused;
+
+/// The exclusion patterns of one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Exclusions {
+    set: Option<GlobSet>,
+}
+
+/// `path` as exclusions see it: without `.` components and repeated `/`.
+pub fn normalize(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, PathComponent::CurDir))
+        .collect()
+}
+
+impl Exclusions {
+    /// Compile `patterns` (each without its `!`). An invalid glob is
+    /// refused, naming it.
+    pub fn new(patterns: &[String]) -> Result<Exclusions> {
+        if patterns.is_empty() {
+            return Ok(Exclusions::default());
+        }
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            let normalized = normalize(Path::new(pattern));
+            let normalized = normalized.to_string_lossy();
+            let mut globs = vec![normalized.to_string()];
+            // `dir/**` and `dir/` leave out `dir` itself too.
+            if let Some(dir) = normalized.strip_suffix("/**") {
+                globs.push(dir.to_string());
+            } else if pattern.ends_with('/') {
+                globs.push(format!("{normalized}/**"));
+            }
+            for g in globs.iter().filter(|g| !g.is_empty()) {
+                let glob = GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| {
+                        anyhow!(Refused(format!(
+                            "exclusion '{pattern}' is not a valid glob: {}",
+                            e.kind()
+                        )))
+                    })?;
+                builder.add(glob);
+            }
+        }
+        let set = builder
+            .build()
+            .map_err(|e| anyhow!(Refused(format!("invalid exclusions: {e}"))))?;
+        Ok(Exclusions { set: Some(set) })
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_none()
+    }
+
+    /// Whether `shown` (a path as memorun shows it) is left out.
+    pub fn excludes(&self, shown: &Path) -> bool {
+        match &self.set {
+            None => false,
+            Some(set) => set.is_match(normalize(shown)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(patterns: &[&str]) -> Exclusions {
+        Exclusions::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_subtree_pattern_leaves_out_the_directory_and_everything_under_it() {
+        let e = ex(&["target/**"]);
+        for p in ["target", "./target", "target/debug/deps", ".//target/x"] {
+            assert!(e.excludes(Path::new(p)), "{p}");
+        }
+        for p in ["src", "src/target", "targets", "."] {
+            assert!(!e.excludes(Path::new(p)), "{p}");
+        }
+        let e = ex(&["./node_modules/"]);
+        assert!(e.excludes(Path::new("node_modules")));
+        assert!(e.excludes(Path::new("./node_modules/a/b.js")));
+    }
+
+    #[test]
+    fn file_patterns_match_within_one_directory_level() {
+        let e = ex(&["*.log", "src/**/*.tmp"]);
+        assert!(e.excludes(Path::new("build.log")));
+        assert!(!e.excludes(Path::new("logs/build.log")));
+        assert!(e.excludes(Path::new("src/a/b/c.tmp")));
+        assert!(ex(&[]).is_empty());
+        assert!(!ex(&[]).excludes(Path::new("anything")));
+    }
+
+    #[test]
+    fn an_invalid_pattern_is_refused_by_name() {
+        let err = Exclusions::new(&["a[".to_string()]).unwrap_err();
+        assert!(format!("{err:#}").contains("exclusion 'a['"), "{err:#}");
+    }
+}
