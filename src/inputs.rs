@@ -783,6 +783,17 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// The inputs named with `-i` that do not exist at all (a dangling symlink
+/// is there on purpose): in the key as absent, and most often a typo.
+pub fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
+    watch
+        .iter()
+        .filter(|w| w.origin == Origin::Named && matches!(w.before, Watched::Absent))
+        .filter(|w| fs::symlink_metadata(&w.abs).is_err())
+        .map(|w| w.name.as_os_str())
+        .collect()
+}
+
 /// Why a run whose input `w` changed is not recorded, and what would leave
 /// that input out of the key, by how it came into it.
 pub fn changed_message(w: &WatchItem) -> String {

@@ -71,14 +71,17 @@ use crate::ui::Ui;
 /// the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     run::survive_file_size_limit();
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error(&e, &args),
     };
     let env = |name: &str| std::env::var_os(name);
     let result = match cli.subcommand {
-        None => with_config(cli.run, memoize::memoize),
-        Some(Sub::Why { json, run }) => with_config(run, |config, _| explain::why(config, json)),
+        None => with_config(cli.run, "", memoize::memoize),
+        Some(Sub::Why { json, run }) => {
+            with_config(run, "why ", |config, _| explain::why(config, json))
+        }
         Some(Sub::Stats { json, zero, store }) => {
             let (limits, _) = Limits::from_env(&env);
             stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
@@ -114,11 +117,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-/// Build the config from run options, then call `f` with it.
+/// Build the config from run options, then call `f` with it. `sub` is the
+/// subcommand as typed before the options ("why "), for the usage line.
 fn with_config(
     args: cli::RunArgs,
+    sub: &str,
     f: impl FnOnce(&Config, &Ui) -> anyhow::Result<i32>,
 ) -> anyhow::Result<i32> {
+    if args.command.is_empty() {
+        anyhow::bail!("no command given (usage: memorun {sub}[OPTIONS] -- COMMAND [ARG]...)");
+    }
     let config = Config::new(args, |name| std::env::var_os(name))?;
     let ui = Ui::new(config.verbosity);
     for w in &config.warnings {
@@ -130,9 +138,45 @@ fn with_config(
     f(&config, &ui)
 }
 
+/// The subcommand named in `args` (before any `--`), if any.
+fn subcommand_in(args: &[OsString]) -> Option<&str> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str())
+        .find(|a| cmd.get_subcommands().any(|s| s.get_name() == *a))
+}
+
+/// What to suggest for an unexpected word `bad` in `args`: a command given
+/// without `--` (`memorun cargo test`) is run as `memorun -- cargo test`.
+fn suggestion(e: &clap::Error, args: &[OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() != ErrorKind::UnknownArgument || subcommand_in(args).is_some() {
+        return None;
+    }
+    let Some(ContextValue::String(bad)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if bad.starts_with('-') {
+        return None;
+    }
+    let at = args.iter().skip(1).position(|a| a == bad.as_str())? + 1;
+    let mut fixed: Vec<OsString> = vec!["memorun".into()];
+    fixed.extend(args[1..at].iter().cloned());
+    fixed.push("--".into());
+    fixed.extend(args[at..].iter().cloned());
+    Some(format!(
+        "to run a command, put '--' before it: {}",
+        quote::command(&fixed)
+    ))
+}
+
 /// Report a clap error: help and version go to stdout with status 0; a
-/// real usage error is one `memorun:` line with status 125.
-fn usage_error(e: &clap::Error) -> i32 {
+/// real usage error is one `memorun:` line with status 125, pointing to
+/// the help of the subcommand it was for.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> i32 {
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = e.print();
@@ -146,7 +190,13 @@ fn usage_error(e: &clap::Error) -> i32 {
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid usage");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            ui::error(format_args!("{first} (see 'memorun --help')"));
+            match (suggestion(e, args), subcommand_in(args)) {
+                (Some(hint), _) => ui::error(format_args!("{first}; {hint}")),
+                (None, Some(sub)) => {
+                    ui::error(format_args!("{first} (see 'memorun {sub} --help')"))
+                }
+                (None, None) => ui::error(format_args!("{first} (see 'memorun --help')")),
+            }
             exit_codes::MEMORUN_ERROR
         }
     }

@@ -48,6 +48,7 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
     if let Some(notice) = store.take_notice() {
         ui.note(notice);
     }
+    warn_missing_inputs(ui, &resolved);
     // A background refresh runs only while it holds its key's refresh lock.
     let refresh_lock = match &config.refresh {
         None => None,
@@ -105,6 +106,31 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         l.release_and_remove();
     }
     code
+}
+
+/// An input named with `-i` that does not exist is most often a typo: say
+/// so (it still counts, as absent).
+fn warn_missing_inputs(ui: &Ui, resolved: &Resolved) {
+    let missing = inputs::missing_named(&resolved.watch);
+    let Some(first) = missing.first() else {
+        return;
+    };
+    let quoted: Vec<String> = missing
+        .iter()
+        .map(|m| format!("'{}'", m.to_string_lossy()))
+        .collect();
+    if ui.is_verbose() {
+        ui.status(format_args!("absent inputs: {}", quoted.join(", ")));
+        return;
+    }
+    let more = match missing.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    ui.warn(format_args!(
+        "input '{}'{more} does not exist; it is in the key as absent",
+        first.to_string_lossy()
+    ));
 }
 
 /// Why the read policy refuses to replay `entry`, if it does: past

@@ -5,7 +5,7 @@
 use clap::CommandFactory;
 use memorun::cli::Cli;
 
-use crate::util::{Dir, code, stdout};
+use crate::util::{Dir, code, stderr, stdout};
 
 /// The run options of the product contract, by the heading they belong under.
 const HEADINGS: [(&str, &[&str]); 4] = [
@@ -14,6 +14,7 @@ const HEADINGS: [(&str, &[&str]); 4] = [
         &[
             "-e, --env",
             "-i, --input",
+            "--exclude",
             "--no-auto-inputs",
             "-x, --ignore-arg",
             "-k, --key",
@@ -211,4 +212,59 @@ fn why_help_lists_the_run_options() {
             );
         }
     }
+}
+
+/// Issue 13: wrong usage got no guidance.
+#[test]
+fn wrong_usage_says_what_to_type_instead() {
+    let d = Dir::new();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["-v", "cargo", "test"],
+            "unexpected argument 'cargo' found; to run a command, put '--' before it: memorun -v -- cargo test",
+        ),
+        (
+            &["why"],
+            "no command given (usage: memorun why [OPTIONS] -- COMMAND [ARG]...)",
+        ),
+        (
+            &["-v"],
+            "no command given (usage: memorun [OPTIONS] -- COMMAND [ARG]...)",
+        ),
+        (&["stats", "--bogus"], "(see 'memorun stats --help')"),
+        (&["clear", "--bogus"], "(see 'memorun clear --help')"),
+    ];
+    for (args, says) in cases {
+        let o = d.run(args);
+        assert_eq!(code(&o), 125, "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// Issue 13: `-i typo.txt` was silent, even with `-v`.
+#[test]
+fn an_input_that_does_not_exist_is_pointed_out() {
+    let d = Dir::new();
+    let o = d.run(["-i", "typo.txt", "--", "true"]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(
+        stderr(&o),
+        "memorun: warning: input 'typo.txt' does not exist; it is in the key as absent\n"
+    );
+    let o = d.run(["-v", "-i", "typo.txt", "-i", "nope", "--", "true"]);
+    assert!(
+        stderr(&o).contains("memorun: absent inputs: 'typo.txt', 'nope'"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        d.run(["-q", "-i", "typo.txt", "--", "true"])
+            .stderr
+            .is_empty()
+    );
+    // A glob that matches nothing, and a dangling symlink, are meant.
+    std::os::unix::fs::symlink("nowhere", d.join("link")).unwrap();
+    let o = d.run(["-i", "*.nothing", "-i", "link", "--", "true"]);
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }
