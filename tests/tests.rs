@@ -4,6 +4,7 @@
 mod util;
 
 mod big_output;
+mod damage;
 mod exit_status;
 mod fail_open;
 mod faults;
