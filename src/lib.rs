@@ -85,6 +85,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             older_than,
             failed,
             dry_run,
+            all,
             store,
             command,
         }) => clear::clear(
@@ -94,6 +95,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                 failed,
                 command,
                 dry_run,
+                all,
             },
         ),
         Some(Sub::Completions { shell }) => completions::print(shell),

@@ -281,3 +281,47 @@ fn row_with_a_null_or_garbage_column_is_a_miss_and_list_why_stats_clear_work() {
         assert_eq!(left, 0, "{what}: clear left entries");
     }
 }
+
+/// Files and links that are not memorun's, in and around a cache directory.
+fn plant(d: &Dir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let outside = d.write("outside/keep.txt", "keep");
+    fs::create_dir_all(d.cache.join("blobs")).unwrap();
+    std::os::unix::fs::symlink(d.join("outside"), d.cache.join("blobs").join("ab")).unwrap();
+    let mine = d.cache.join("my-notes.txt");
+    fs::write(&mine, "mine").unwrap();
+    (outside, mine)
+}
+
+#[test]
+fn garbage_database_says_how_to_reset_and_clear_all_resets_it() {
+    let d = Dir::new();
+    d.run_counted(&[], "echo out");
+    let (outside, mine) = plant(&d);
+    let junk: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    restore(&d, &junk);
+    let o = d.run_counted(&[], "echo out");
+    assert_eq!((code(&o), stdout(&o).as_str(), d.count()), (0, "out\n", 2));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{}", stderr(&o));
+    assert!(w[0].contains("memorun clear --all"), "{}", w[0]);
+    for sub in [&["list"][..], &["stats"], &["clear"]] {
+        let o = d.run(sub);
+        assert_eq!(code(&o), 125, "{sub:?}");
+        assert!(stderr(&o).contains("memorun clear --all"), "{}", stderr(&o));
+    }
+    let o = d.run(["clear", "--all", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read(d.cache.join("memorun.db")).unwrap(), junk);
+    let o = d.run(["clear", "--all"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("reset the cache"), "{}", stdout(&o));
+    // Nothing of anyone else's went, and nothing was followed.
+    assert_eq!(fs::read_to_string(&outside).unwrap(), "keep");
+    assert_eq!(fs::read_to_string(&mine).unwrap(), "mine");
+    // A working store again: a miss that records, then a hit.
+    d.run_counted(&[], "echo out");
+    let o = d.run_counted(&[], "echo out");
+    assert_eq!((stdout(&o).as_str(), d.count()), ("out\n", 3));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    assert_eq!(code(&d.run(["list"])), 0);
+}

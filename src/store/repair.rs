@@ -11,12 +11,79 @@
 //!
 //! Invariant: it runs inside the caller's write transaction, so a crash
 //! midway leaves the damaged table as it was, not a half-copied one.
+//!
+//! A database that cannot be opened at all (not a database, unreadable) is
+//! beyond salvage: the error says so once, with [`RESET_HINT`], and
+//! `memorun clear --all` calls [`reset`], which deletes the store's own
+//! files by name, never following a symlink and never leaving the cache
+//! directory, so that the next run starts a new store.
+
+use std::fs;
+use std::path::Path;
 
 use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::maintenance;
 use crate::key::Digest;
+
+/// What to tell the user when the database cannot be used at all.
+pub const RESET_HINT: &str = "'memorun clear --all' resets the cache";
+
+/// The files of the store in the cache directory, by name. The secret and
+/// the lock files stay: the secret is not damaged by a broken database
+/// (and keeps keyed digests stable), and a lock file may be held.
+const STORE_FILES: &[&str] = &[
+    "memorun.db",
+    "memorun.db-wal",
+    "memorun.db-shm",
+    "memorun.db-journal",
+    "hits.log",
+];
+
+/// Remove the store in `cache_dir` (already checked to be ours): the
+/// database and its side files, the hit log and the blob files. Only
+/// regular files with memorun's names, and the blob shard directories once
+/// empty; a symlink is never followed (nor removed). Temp files are left to
+/// `clear`'s collection, which knows when one is no longer in use.
+/// With `dry_run`, only count. Returns the files and bytes removed.
+pub fn reset(cache_dir: &Path, dry_run: bool) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut remove = |path: &Path| {
+        if let Ok(meta) = fs::symlink_metadata(path)
+            && meta.is_file()
+            && (dry_run || fs::remove_file(path).is_ok())
+        {
+            files += 1;
+            bytes += meta.len();
+        }
+    };
+    for name in STORE_FILES {
+        remove(&cache_dir.join(name));
+    }
+    let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let blobs = cache_dir.join("blobs");
+    let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if real_dir(&blobs) {
+        for shard in fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            let name = shard.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let path = shard.path();
+            if !is_hex(name, 2) || !real_dir(&path) {
+                continue;
+            }
+            for f in fs::read_dir(&path).into_iter().flatten().flatten() {
+                if f.file_name().to_str().is_some_and(|n| is_hex(n, 64)) {
+                    remove(&f.path());
+                }
+            }
+            if !dry_run {
+                let _ = fs::remove_dir(&path);
+            }
+        }
+    }
+    (files, bytes)
+}
 
 /// Whether an error is SQLite finding the database damaged.
 pub fn is_corruption(e: &anyhow::Error) -> bool {

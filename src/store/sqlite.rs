@@ -33,6 +33,22 @@ pub use super::schema::SCHEMA_VERSION;
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The store was made by a newer memorun: not damaged, so no reset hint.
+#[derive(Debug)]
+struct TooNew(i64);
+
+impl std::fmt::Display for TooNew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooNew {}
+
 /// A cache directory opened for use.
 pub struct SqliteStore {
     pub(super) conn: Connection,
@@ -56,14 +72,22 @@ impl SqliteStore {
         let db_path = cache_dir.join("memorun.db");
         // Create the file 0600 ourselves: SQLite would use 0644 & ~umask, and
         // it gives the -wal and -shm files the main file's mode.
+        // From here on, a failure other than a lock held too long is the
+        // database itself: say how to start over.
+        let unusable = |e: anyhow::Error| match is_busy(&e) || e.is::<TooNew>() {
+            true => e,
+            false => anyhow::anyhow!("{e:#} ({})", repair::RESET_HINT),
+        };
         dir::create_private_file(&db_path)
-            .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+            .with_context(|| format!("cannot open '{}'", db_path.display()))
+            .map_err(unusable)?;
         configure_sqlite();
         let conn = Connection::open_with_flags(
             &db_path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+        .with_context(|| format!("cannot open '{}'", db_path.display()))
+        .map_err(unusable)?;
         let store = SqliteStore {
             conn,
             blobs: Blobs::new(cache_dir.join("blobs")),
@@ -87,7 +111,9 @@ impl SqliteStore {
                     std::thread::sleep(Duration::from_millis(10 + jitter));
                 }
                 Err(e) => {
-                    return Err(e.context(format!("cannot use '{}'", db_path.display())));
+                    return Err(unusable(
+                        e.context(format!("cannot use '{}'", db_path.display())),
+                    ));
                 }
             }
         }
@@ -294,9 +320,7 @@ impl SqliteStore {
             }
         }
         if version > SCHEMA_VERSION {
-            bail!(
-                "the store has schema version {version}, newer than this memorun ({SCHEMA_VERSION})"
-            );
+            return Err(TooNew(version).into());
         }
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         // Re-check under the write lock: another process may have won.
