@@ -325,3 +325,57 @@ fn garbage_database_says_how_to_reset_and_clear_all_resets_it() {
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
     assert_eq!(code(&d.run(["list"])), 0);
 }
+
+fn hits(d: &Dir) -> u64 {
+    let o = d.run(["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    s["hits"].as_u64().unwrap()
+}
+
+#[test]
+fn garbage_in_the_hit_log_is_not_counted_as_hits() {
+    let d = Dir::new();
+    d.run_counted(&[], "echo out");
+    d.run_counted(&[], "echo out");
+    d.run_counted(&[], "echo out");
+    assert_eq!(hits(&d), 2);
+    let log = d.cache.join("hits.log");
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let garbage: Vec<u8> = (0..1000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(&log, &garbage).unwrap();
+    // Hits recorded after the garbage still count.
+    d.run_counted(&[], "echo out");
+    assert_eq!(hits(&d), 3, "garbage was counted, or a real hit was lost");
+    assert_eq!(d.count(), 1);
+}
+
+#[test]
+fn huge_sparse_hit_log_is_discarded_not_read() {
+    let d = Dir::new();
+    d.run_counted(&[], "echo out");
+    let log = d.cache.join("hits.log");
+    let f = fs::File::create(&log).unwrap();
+    // 256 MiB of zeros, past any sane log: read whole, it takes seconds
+    // (gigabytes took minutes) and, unchecked, counts as millions of hits.
+    f.set_len(256 << 20).unwrap();
+    drop(f);
+    let o = d.run_counted(&[], "echo out");
+    assert_eq!(stdout(&o), "out\n");
+    let o = d.run(["stats", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        fs::metadata(&log).map_or(0, |m| m.len()) < 1 << 20,
+        "the log was left huge"
+    );
+    assert_eq!(hits(&d), 0);
+    let o = d.run_counted(&[], "echo out");
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(hits(&d), 1);
+}
