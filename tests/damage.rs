@@ -379,3 +379,77 @@ fn huge_sparse_hit_log_is_discarded_not_read() {
     assert_eq!(stdout(&o), "out\n");
     assert_eq!(hits(&d), 1);
 }
+
+fn corrupt(d: &Dir) -> u64 {
+    let o = d.run(["stats", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    s["corrupt"].as_u64().unwrap()
+}
+
+#[test]
+fn entry_removed_by_a_concurrent_clear_is_a_miss_not_corruption() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let d = Dir::new();
+    // Two blobs: a replay verifies all of stdout's before it opens stderr's.
+    let script = "head -c 134217728 /dev/zero; head -c 100000 /dev/zero >&2";
+    let o = d.run_counted(&[], script);
+    assert_eq!((code(&o), o.stdout.len()), (0, 128 << 20));
+    let stdout_blob = {
+        let mut blobs: Vec<(u64, std::path::PathBuf)> = fs::read_dir(d.cache.join("blobs"))
+            .unwrap()
+            .flat_map(|s| fs::read_dir(s.unwrap().path()).unwrap())
+            .map(|f| {
+                let p = f.unwrap().path();
+                (fs::metadata(&p).unwrap().len(), p)
+            })
+            .collect();
+        blobs.sort();
+        blobs.pop().unwrap().1
+    };
+    let shown = stdout_blob.to_str().unwrap().to_string();
+    // Catch a hit while it verifies stdout's blob, stop it there, clear the
+    // cache under it, and let it go on: stderr's blob is gone. (The test
+    // only retries when it could not catch the hit in that state.)
+    for _attempt in 0..20 {
+        let ran = d.count();
+        let mut hit = d
+            .memorun_std()
+            .arg("-v")
+            .arg("--")
+            .args(d.counted(script))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let maps = format!("/proc/{}/maps", hit.id());
+        let mut caught = false;
+        while hit.try_wait().unwrap().is_none() {
+            if fs::read_to_string(&maps).is_ok_and(|m| m.contains(&shown)) {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(hit.id() as i32, libc::SIGSTOP) };
+                caught = true;
+                break;
+            }
+        }
+        if caught {
+            let o = d.run(["clear"]);
+            assert_eq!(code(&o), 0, "{}", stderr(&o));
+            // SAFETY: as above.
+            unsafe { libc::kill(hit.id() as i32, libc::SIGCONT) };
+        }
+        let mut err = String::new();
+        hit.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(hit.wait().unwrap().success(), "{err}");
+        assert!(!err.contains("failed verification"), "{err}");
+        assert!(!err.contains("warning"), "{err}");
+        if d.count() == ran + 1 {
+            // It found the entry gone mid-replay and ran the command.
+            assert_eq!(corrupt(&d), 0, "a cleared entry was counted as corrupt");
+            return;
+        }
+        // Not caught in time: it replayed; record again if it was cleared.
+        d.run_counted(&[], script);
+    }
+    panic!("never caught a hit while it verified its output");
+}
