@@ -109,6 +109,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--failed', '--failed', [CompletionResultType]::ParameterName, 'Only entries of runs that exited with a non-zero code')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Say what would be removed, and remove nothing')
+            [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Reset the cache: delete its database, hit log and blobs, then start a new store')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break

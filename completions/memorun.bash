@@ -133,7 +133,7 @@ _memorun() {
             return 0
             ;;
         memorun__subcmd__clear)
-            opts="-h --older-than --failed --dry-run --cache-dir --help"
+            opts="-h --older-than --failed --dry-run --all --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -102,6 +102,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --failed 'Only entries of runs that exited with a non-zero code'
             cand --dry-run 'Say what would be removed, and remove nothing'
+            cand --all 'Reset the cache: delete its database, hit log and blobs, then start a new store'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -83,6 +83,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand clear" -l older-than -d 
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l failed -d 'Only entries of runs that exited with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l dry-run -d 'Say what would be removed, and remove nothing'
+complete -c memorun -n "__fish_memorun_using_subcommand clear" -l all -d 'Reset the cache: delete its database, hit log and blobs, then start a new store'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memorun -n "__fish_memorun_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memorun -n "__fish_memorun_using_subcommand help; and not __fish_seen_subcommand_from why stats list clear completions help" -f -a "why" -d 'Explain whether COMMAND would hit or miss, and why; runs nothing'

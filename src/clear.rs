@@ -4,10 +4,12 @@
 //! Only what memorun created inside the cache directory is removed: rows,
 //! blob files with memorun's own names, and temp files whose process died
 //! (see `store::temp`). Symlinks are never followed (see
-//! `store::maintenance::collect_garbage`).
+//! `store::maintenance::collect_garbage`). `--all` resets the store without
+//! opening its database (see `store::repair`).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -17,6 +19,7 @@ use crate::key::Component;
 use crate::store::maintenance::ClearFilter;
 use crate::store::now_ms;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{dir, repair};
 use crate::ui::human_size;
 
 /// What to clear.
@@ -30,6 +33,8 @@ pub struct ClearArgs {
     pub command: Vec<OsString>,
     /// Say, do not do.
     pub dry_run: bool,
+    /// Reset the whole store, even one whose database cannot be opened.
+    pub all: bool,
 }
 
 /// Run `memorun clear`; returns the exit code.
@@ -37,6 +42,9 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
     let Some(dir) = location.existing_dir()? else {
         return crate::output::print_stdout(b"nothing to clear\n");
     };
+    if args.all {
+        return reset(&dir, args.dry_run);
+    }
     let mut store = SqliteStore::open(&dir)?;
     let filter = ClearFilter {
         last_used_before_ms: args
@@ -64,6 +72,27 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
     };
     out.push_str(&summary(verb, entries, bytes, gc));
     crate::output::print_stdout(out.as_bytes())
+}
+
+/// `clear --all`: delete the store's files without opening the database
+/// (it may be what is broken), then open a new one.
+fn reset(dir: &Path, dry_run: bool) -> Result<i32> {
+    // The same checks as any use of the directory (ours, private, out of
+    // other users' reach), and from then on its checked path.
+    let dir = &dir::check_private(dir)?;
+    let (files, bytes) = repair::reset(dir, dry_run);
+    let what = format!(
+        "{files} {} ({})",
+        plural(files, "file", "files"),
+        human_size(bytes)
+    );
+    let text = if dry_run {
+        format!("would reset the cache in '{}': {what}\n", dir.display())
+    } else {
+        SqliteStore::open(dir)?;
+        format!("reset the cache in '{}': removed {what}\n", dir.display())
+    };
+    crate::output::print_stdout(text.as_bytes())
 }
 
 /// `removed 3 entries (1.2 MiB) and 2 unused files (10 KiB)`.

@@ -148,6 +148,16 @@ pub enum Sub {
         #[arg(long)]
         dry_run: bool,
 
+        /// Reset the cache: delete its database, hit log and blobs, then
+        /// start a new store
+        ///
+        /// Works even when the database cannot be opened (damaged, not a
+        /// database). Only memorun's own files inside the cache directory
+        /// are deleted; symlinks are not followed. Example:
+        /// `memorun clear --all`.
+        #[arg(long, conflicts_with_all = ["older_than", "failed", "command"])]
+        all: bool,
+
         /// Where the store is.
         #[command(flatten)]
         store: StoreArgs,

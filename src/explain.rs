@@ -92,8 +92,9 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         Some(e) => crate::memoize::refusal(config, e, &resolved.base.cwd),
         None => None,
     };
-    let (previous, changes) = match store.previous_run(&key.command, &key.digest)? {
-        Some((old, created)) if entry.is_none() => {
+    // Only an explanation: a store that cannot give it still gives the rest.
+    let (previous, changes) = match store.previous_run(&key.command, &key.digest) {
+        Ok(Some((old, created))) if entry.is_none() => {
             (Some(created), why::diff(&old, &key.components))
         }
         _ => (None, Vec::new()),

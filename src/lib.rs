@@ -91,6 +91,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             older_than,
             failed,
             dry_run,
+            all,
             store,
             command,
         }) => clear::clear(
@@ -100,6 +101,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                 failed,
                 command,
                 dry_run,
+                all,
             },
         ),
         Some(Sub::Completions { shell }) => completions::print(shell),

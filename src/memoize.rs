@@ -242,13 +242,14 @@ fn look_up(
             let _ = store.record_hit(&entry);
             Lookup::Replayed(exit_codes::for_signal(libc::SIGPIPE))
         }
-        Ok(Replayed::Corrupt) => {
-            let _ = store.remove(&entry.key);
-            let _ = store.count(&[(maintenance::CORRUPT, 1)]);
-            Lookup::Miss(Some(
+        // Only corrupt if the entry is still there: one that a concurrent
+        // `clear` removed (blobs and all) since the lookup is a plain miss.
+        Ok(Replayed::Corrupt) => match store.discard_corrupt(&entry) {
+            Ok(true) => Lookup::Miss(Some(
                 "the stored entry failed verification and was removed".into(),
-            ))
-        }
+            )),
+            _ => Lookup::Miss(None),
+        },
         Ok(Replayed::Unreadable(e)) => {
             let _ = store.count(&[(maintenance::ERRORS, 1)]);
             ui.warn(format_args!("{e:#}; running uncached"));

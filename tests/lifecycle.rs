@@ -12,14 +12,31 @@ fn json(d: &Dir, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
 }
 
-/// Set every entry's created and last-used time back by `by`.
+/// Set every entry's created and last-used time back by `by`, sealing it
+/// again (its checksum covers the creation time).
 fn backdate(d: &Dir, by: Duration) {
+    use memorun::store::Store;
+    let by = by.as_millis() as i64;
     let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
-    conn.execute(
-        "UPDATE entries SET created = created - ?1, last_used = last_used - ?1",
-        [by.as_millis() as i64],
-    )
-    .unwrap();
+    let keys: Vec<Vec<u8>> = conn
+        .prepare("SELECT key FROM entries")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut store = memorun::store::sqlite::SqliteStore::open(&d.cache).unwrap();
+    for key in keys {
+        let digest = memorun::key::Digest::from_slice(&key).unwrap();
+        let mut entry = store.lookup(&digest).unwrap().expect("an entry");
+        entry.created_ms -= by;
+        conn.execute(
+            "UPDATE entries SET created = ?1, last_used = last_used - ?2, checksum = ?3
+             WHERE key = ?4",
+            rusqlite::params![entry.created_ms, by, &entry.checksum().0[..], key],
+        )
+        .unwrap();
+    }
 }
 
 #[test]
@@ -298,7 +315,7 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     assert_eq!(stdout(&o), "kept\n");
     assert_eq!(d.count(), 1, "the upgrade lost the entry");
     assert!(
-        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 4"),
+        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 5"),
         "{}",
         stderr(&o)
     );

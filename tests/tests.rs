@@ -5,6 +5,7 @@ mod util;
 
 mod big_output;
 mod cache_dir;
+mod damage;
 mod exit_status;
 mod fail_open;
 mod faults;

@@ -8,6 +8,12 @@
 //! long) folds the log into the entries' hit counts and last-used times and
 //! into the counters, then empties it, all under an exclusive `flock`, so no
 //! record is lost or counted twice.
+//!
+//! The log is a file anyone with access to the cache directory can append
+//! to or grow: each record carries a magic and a checksum, a record that
+//! fails either (or has an impossible time) is skipped byte by byte until a
+//! good one, and one fold reads at most [`MAX_FOLD`] bytes, emptying the
+//! rest unread.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -18,8 +24,19 @@ use std::path::Path;
 use crate::key::Digest;
 use crate::store::dir::{self, flock};
 
-/// Bytes per record: key, time (ms), time saved (ms).
-const RECORD: usize = 32 + 8 + 8;
+/// Bytes per record: magic, key, time (ms), time saved (ms), and an XXH3
+/// of all that.
+const RECORD: usize = 4 + 32 + 8 + 8 + 8;
+
+/// The start of every record; the last byte is the format's version.
+const MAGIC: [u8; 4] = *b"mrh\x01";
+
+/// The most one fold reads: thousands of hits past [`FOLD_AT`]. A longer
+/// log was not written by hits alone; what lies past this is dropped.
+const MAX_FOLD: u64 = 1024 * 1024;
+
+/// A recorded time later than this past the fold is not a real one.
+const CLOCK_SLACK_MS: i64 = 24 * 3600 * 1000;
 
 /// Fold the log on a hit once it holds this many bytes.
 pub const FOLD_AT: u64 = 64 * 1024;
@@ -50,9 +67,12 @@ pub fn append(path: &Path, key: &Digest, at_ms: i64, saved_ms: i64) -> io::Resul
     let mut f = open(path)?;
     flock(&f, libc::LOCK_SH)?;
     let mut rec = [0u8; RECORD];
-    rec[..32].copy_from_slice(&key.0);
-    rec[32..40].copy_from_slice(&at_ms.to_le_bytes());
-    rec[40..].copy_from_slice(&saved_ms.to_le_bytes());
+    rec[..4].copy_from_slice(&MAGIC);
+    rec[4..36].copy_from_slice(&key.0);
+    rec[36..44].copy_from_slice(&at_ms.to_le_bytes());
+    rec[44..52].copy_from_slice(&saved_ms.to_le_bytes());
+    let check = xxhash_rust::xxh3::xxh3_64(&rec[..52]);
+    rec[52..].copy_from_slice(&check.to_le_bytes());
     // One write of a few dozen bytes with O_APPEND: never interleaved.
     f.write_all(&rec)?;
     Ok(f.metadata()?.len())
@@ -66,7 +86,8 @@ pub struct Folding {
 }
 
 impl Folding {
-    /// Empty the log: call after the hits were committed to the database.
+    /// Empty the log (including anything past [`MAX_FOLD`]): call after the
+    /// hits were committed to the database.
     pub fn done(self) -> io::Result<()> {
         self.file.set_len(0)
     }
@@ -87,22 +108,46 @@ pub fn take(path: &Path) -> io::Result<Option<Folding>> {
     };
     flock(&file, libc::LOCK_EX)?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    if bytes.len() < RECORD {
+    (&mut file).take(MAX_FOLD).read_to_end(&mut bytes)?;
+    if bytes.is_empty() {
         return Ok(None);
     }
+    Ok(Some(Folding {
+        file,
+        hits: parse(&bytes, super::now_ms()),
+    }))
+}
+
+/// The valid records in `bytes`, per key. Garbage (and a trailing partial
+/// record, from a crash mid-write) is skipped a byte at a time, so records
+/// appended after it still count.
+fn parse(bytes: &[u8], now_ms: i64) -> HashMap<Digest, Hits> {
     let mut hits: HashMap<Digest, Hits> = HashMap::new();
-    // A trailing partial record (a crash mid-write) is ignored.
-    for rec in bytes.chunks_exact(RECORD) {
-        let key = Digest(rec[..32].try_into().expect("32 bytes"));
-        let at = i64::from_le_bytes(rec[32..40].try_into().expect("8 bytes"));
-        let saved = i64::from_le_bytes(rec[40..].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while let Some(rec) = bytes.get(i..i + RECORD) {
+        let Some((key, at, saved)) = record(rec, now_ms) else {
+            i += 1;
+            continue;
+        };
         let h = hits.entry(key).or_default();
         h.count += 1;
         h.last_ms = h.last_ms.max(at);
         h.saved_ms += saved;
+        i += RECORD;
     }
-    Ok(Some(Folding { file, hits }))
+    hits
+}
+
+/// Key, time and time saved of one record, if it is one.
+fn record(rec: &[u8], now_ms: i64) -> Option<(Digest, i64, i64)> {
+    let int = |r: std::ops::Range<usize>| i64::from_le_bytes(rec[r].try_into().expect("8 bytes"));
+    let check = u64::from_le_bytes(rec[52..].try_into().expect("8 bytes"));
+    if rec[..4] != MAGIC || xxhash_rust::xxh3::xxh3_64(&rec[..52]) != check {
+        return None;
+    }
+    let (at, saved) = (int(36..44), int(44..52));
+    let sane = (0..=now_ms.saturating_add(CLOCK_SLACK_MS)).contains(&at) && saved >= 0;
+    Some((Digest::from_slice(&rec[4..36])?, at, saved)).filter(|_| sane)
 }
 
 #[cfg(test)]
@@ -140,5 +185,51 @@ mod tests {
         assert!(take(&log).unwrap().is_none(), "folded twice");
         append(&log, &b, 40, 1).unwrap();
         assert_eq!(take(&log).unwrap().unwrap().hits[&b].count, 1);
+    }
+
+    #[test]
+    fn garbage_and_impossible_records_are_skipped() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("hits.log");
+        let a = Digest([1; 32]);
+        append(&log, &a, 10, 1).unwrap();
+        // Garbage that is not a multiple of a record, then a good record.
+        let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(&[0x5a; 1000]).unwrap();
+        f.write_all(&MAGIC).unwrap();
+        f.write_all(&[0; 2 * RECORD]).unwrap();
+        drop(f);
+        append(&log, &a, 20, 1).unwrap();
+        // From the far future, and a negative saving: not real.
+        let far = super::super::now_ms() + 10 * CLOCK_SLACK_MS;
+        append(&log, &a, far, 1).unwrap();
+        append(&log, &a, 30, -5).unwrap();
+        let hits = take(&log).unwrap().unwrap().hits;
+        assert_eq!(
+            hits[&a],
+            Hits {
+                count: 2,
+                last_ms: 20,
+                saved_ms: 2
+            }
+        );
+        assert_eq!(hits.len(), 1);
+    }
+
+    #[test]
+    fn a_fold_reads_a_bounded_prefix_and_empties_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("hits.log");
+        append(&log, &Digest([1; 32]), 10, 1).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(MAX_FOLD * 100)
+            .unwrap();
+        let f = take(&log).unwrap().unwrap();
+        assert_eq!(f.hits[&Digest([1; 32])].count, 1);
+        f.done().unwrap();
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
     }
 }

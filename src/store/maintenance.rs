@@ -26,7 +26,7 @@ use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::now_ms;
-use super::sqlite::SqliteStore;
+use super::sqlite::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, SqliteStore, decode_verified};
 use super::temp;
 use crate::key::Digest;
 
@@ -126,7 +126,7 @@ pub struct Removed {
 /// Delete the entries in `temp.doomed`, dropping their blob references.
 fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
     let (entries, bytes): (i64, i64) = tx.query_row(
-        "SELECT COUNT(*), COALESCE(SUM(out_len + err_len), 0)
+        "SELECT COUNT(*), CAST(TOTAL(out_len + err_len) AS INTEGER)
          FROM entries WHERE key IN (SELECT key FROM temp.doomed)",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -166,18 +166,20 @@ fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
 /// per step: this runs on every miss, where the bulk path's temp table and
 /// batch statements would cost more than the rest of the write.)
 pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<Digest>> {
+    // Read as loosely typed values: a damaged row must still be deletable
+    // (what it names that is not a blob's digest frees nothing).
     let blobs: Option<Vec<Vec<u8>>> = tx
         .prepare_cached(
-            "SELECT out_digest, out_inline IS NULL AND out_len > 0,
-                    err_digest, err_inline IS NULL AND err_len > 0,
-                    ord_digest, ord_inline IS NULL AND ord_len > 0
+            "SELECT CASE WHEN out_inline IS NULL AND out_len > 0 THEN out_digest END,
+                    CASE WHEN err_inline IS NULL AND err_len > 0 THEN err_digest END,
+                    CASE WHEN ord_inline IS NULL AND ord_len > 0 THEN ord_digest END
              FROM entries WHERE key = ?1",
         )?
         .query_row(params![&key.0[..]], |r| {
             let mut v = Vec::new();
-            for i in [0, 2, 4] {
-                if r.get::<_, bool>(i + 1)? {
-                    v.push(r.get::<_, Vec<u8>>(i)?);
+            for i in 0..3 {
+                if let rusqlite::types::Value::Blob(d) = r.get(i)? {
+                    v.push(d);
                 }
             }
             Ok(v)
@@ -390,7 +392,13 @@ impl SqliteStore {
     }
 
     /// Counters, sizes and the top commands for `stats`.
+    /// Damaged rows are left out of the times and the top commands (their
+    /// values are not what was recorded) and counted in `entries`.
     pub fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
+        self.or_salvage(|store| store.stats_once(cache_dir))
+    }
+
+    fn stats_once(&mut self, cache_dir: &Path) -> Result<StoreStats> {
         self.fold_hits()?;
         let mut s = StoreStats::default();
         {
@@ -410,7 +418,8 @@ impl SqliteStore {
             })
             .ok();
         let (entries, oldest, newest): (i64, Option<i64>, Option<i64>) = self.conn.query_row(
-            "SELECT COUNT(*), MIN(created), MAX(created) FROM entries",
+            "SELECT COUNT(*), MIN(t), MAX(t) FROM (
+               SELECT CASE WHEN typeof(created) = 'integer' THEN created END AS t FROM entries)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
@@ -428,8 +437,12 @@ impl SqliteStore {
             + file_len(&cache_dir.join("memorun.db-wal"))
             + file_len(&cache_dir.join("memorun.db-shm"));
         let mut stmt = self.conn.prepare(
-            "SELECT display, SUM(hits), SUM(hits * duration_ms) AS saved FROM entries
-             WHERE hits > 0 GROUP BY display ORDER BY saved DESC LIMIT 5",
+            "SELECT display, CAST(TOTAL(hits) AS INTEGER),
+                    CAST(TOTAL(hits * duration_ms) AS INTEGER) AS saved
+             FROM entries
+             WHERE typeof(display) = 'text' AND typeof(hits) = 'integer' AND hits > 0
+               AND typeof(duration_ms) = 'integer'
+             GROUP BY display ORDER BY saved DESC LIMIT 5",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(TopCommand {
@@ -456,32 +469,52 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The entries matching `filter`, newest first.
+    /// The entries matching `filter`, newest first. A row that does not
+    /// decode or fails its checksum is left out: its values are not what
+    /// was recorded, and the next lookup of its key (or `clear`) removes it.
     pub fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+        self.or_salvage(|store| store.list_once(filter))
+    }
+
+    fn list_once(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
         self.fold_hits()?;
         let (clause, values) = filter.sql();
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT key, created, last_used, duration_ms, exit_code, out_len + err_len, hits, display
+            "SELECT {ENTRY_COLUMNS}, last_used, hits, display
              FROM entries WHERE {clause} ORDER BY created DESC"
         ))?;
         let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
-            let key: Vec<u8> = r.get(0)?;
-            Ok(Listed {
-                key: Digest::from_slice(&key).unwrap_or(Digest([0; 32])),
-                created_ms: r.get(1)?,
-                last_used_ms: r.get(2)?,
-                duration_ms: r.get(3)?,
-                exit_code: r.get(4)?,
-                output_bytes: r.get::<_, i64>(5)?.max(0) as u64,
-                hits: r.get::<_, i64>(6)?.max(0) as u64,
-                display: r.get(7)?,
-            })
+            let Some(e) = decode_verified(r, 0) else {
+                return Ok(None);
+            };
+            let n = ENTRY_COLUMN_COUNT;
+            Ok(Some(Listed {
+                key: e.key,
+                created_ms: e.created_ms,
+                last_used_ms: r.get(n).unwrap_or(e.created_ms),
+                duration_ms: e.duration.as_millis() as i64,
+                exit_code: e.exit_code,
+                output_bytes: e.stdout.len.saturating_add(e.stderr.len),
+                hits: r.get::<_, i64>(n + 1).unwrap_or(0).max(0) as u64,
+                display: match r.get_ref(n + 2)? {
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    _ => String::new(),
+                },
+            }))
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut listed = Vec::new();
+        for row in rows {
+            listed.extend(row?);
+        }
+        Ok(listed)
     }
 
     /// Remove the entries matching `filter` and their now unused blobs.
     pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
+        self.or_salvage(|store| store.clear_once(filter))
+    }
+
+    fn clear_once(&mut self, filter: &ClearFilter) -> Result<Removed> {
         self.fold_hits()?;
         let (clause, values) = filter.sql();
         let tx = self

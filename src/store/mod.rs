@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod dir;
 pub mod hitlog;
 pub mod maintenance;
+pub mod repair;
 pub mod schema;
 pub mod sqlite;
 pub mod statcache;
@@ -56,6 +57,45 @@ pub struct Entry {
     pub outputs: Vec<(Vec<u8>, Digest)>,
     /// How many bytes the command read from a regular file on its stdin.
     pub stdin_advance: u64,
+}
+
+/// Version of the entry checksum's encoding. If you add a field to
+/// [`Entry`], or change how [`Entry::checksum`] encodes one, change this
+/// (and the schema version, whose upgrade re-seals the entries it keeps).
+pub const CHECKSUM_VERSION: u32 = 1;
+
+impl Entry {
+    /// A BLAKE3 digest of everything a replay uses, stored beside the row so
+    /// that a row damaged on disk (a flipped bit turning a recorded failure
+    /// into a success, a creation time decades off) is recognized as
+    /// corrupt instead of replayed. Inline bytes are covered through their
+    /// stream's digest, which they are checked against before replay.
+    ///
+    /// The encoding is unambiguous: fixed-size integers (little-endian) in
+    /// a fixed order, and a count or length before every variable part. It
+    /// is not keyed: it detects damage, not forgery (whoever can write the
+    /// database can read the cache's secret too).
+    pub fn checksum(&self) -> Digest {
+        let mut h = blake3::Hasher::new_derive_key("memorun 2026 entry checksum");
+        h.update(&CHECKSUM_VERSION.to_le_bytes());
+        h.update(&self.key.0);
+        h.update(&self.created_ms.to_le_bytes());
+        h.update(&(self.duration.as_millis() as u64).to_le_bytes());
+        h.update(&self.exit_code.to_le_bytes());
+        for s in [&self.stdout, &self.stderr, &self.order] {
+            h.update(&s.len.to_le_bytes());
+            h.update(&s.digest.0);
+            h.update(&[u8::from(s.inline.is_some())]);
+        }
+        h.update(&(self.outputs.len() as u64).to_le_bytes());
+        for (path, digest) in &self.outputs {
+            h.update(&(path.len() as u64).to_le_bytes());
+            h.update(path);
+            h.update(&digest.0);
+        }
+        h.update(&self.stdin_advance.to_le_bytes());
+        h.finalize().into()
+    }
 }
 
 /// Encode an entry's outputs for the database: for each, the path's length
@@ -127,7 +167,9 @@ pub struct NewEntry<'a> {
 
 /// What the run and replay paths need from storage.
 pub trait Store {
-    /// The entry recorded under `key`, if any.
+    /// The entry recorded under `key`, if any. A row that does not decode
+    /// or fails its [`Entry::checksum`] is never returned: it is removed,
+    /// counted as corrupt, and the lookup is a miss.
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>>;
 
     /// The bytes of `stream`, verified against its digest and length.
@@ -143,8 +185,15 @@ pub trait Store {
     /// Count a replay of `entry` and update its last-used time.
     fn record_hit(&mut self, entry: &Entry) -> Result<()>;
 
-    /// Forget the entry under `key` (for instance because it is corrupt).
+    /// Forget the entry under `key`.
     fn remove(&mut self, key: &Digest) -> Result<()>;
+
+    /// `entry` failed verification when replayed: remove it and count it
+    /// as corrupt, if it is still the entry recorded under its key. Returns
+    /// `false` when it is gone or was replaced since it was looked up (a
+    /// concurrent `clear`, eviction or re-record took it, and its blobs with
+    /// it): a plain miss, not corruption.
+    fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool>;
 
     /// Add to the named counters shown by `memorun stats`.
     fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
@@ -162,4 +211,67 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let stream = |b: u8, inline: Option<&[u8]>| StoredStream {
+            len: 3,
+            digest: Digest([b; 32]),
+            inline: inline.map(<[u8]>::to_vec),
+        };
+        Entry {
+            key: Digest([1; 32]),
+            created_ms: 1_700_000_000_000,
+            duration: Duration::from_millis(1500),
+            exit_code: 1,
+            stdout: stream(2, Some(b"abc")),
+            stderr: stream(3, None),
+            order: stream(4, Some(b"xyz")),
+            outputs: vec![(b"out.o".to_vec(), Digest([5; 32]))],
+            stdin_advance: 7,
+        }
+    }
+
+    /// Every field a replay uses changes the checksum.
+    #[test]
+    fn checksum_covers_every_field() {
+        let base = entry().checksum();
+        let changes: [fn(&mut Entry); 11] = [
+            |e| e.key.0[31] ^= 1,
+            |e| e.created_ms -= 1,
+            |e| e.duration += Duration::from_millis(1),
+            |e| e.exit_code = 0,
+            |e| e.stdout.len += 1,
+            |e| e.stderr.digest.0[0] ^= 1,
+            |e| e.order.inline = None,
+            |e| e.outputs[0].0.push(b'x'),
+            |e| e.outputs[0].1.0[0] ^= 1,
+            |e| e.outputs.clear(),
+            |e| e.stdin_advance = 0,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut e = entry();
+            change(&mut e);
+            assert_ne!(e.checksum(), base, "change {i} is not covered");
+        }
+    }
+
+    /// If this fails, the checksum's encoding changed: bump
+    /// `CHECKSUM_VERSION` and the schema version (whose upgrade re-seals the
+    /// entries), then update the expected digest.
+    #[test]
+    fn checksum_encoding_is_stable() {
+        assert_eq!(
+            CHECKSUM_VERSION, 1,
+            "update the golden digest with the version"
+        );
+        assert_eq!(
+            entry().checksum().to_hex(),
+            "64775e8f006fd47c2dbb7fb49d9cf493583ae4aa1c305e10909acb2ae793e236"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use rusqlite::Transaction;
 
 /// Version of the database schema, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: entries, the stat cache, notes and the output manifest.
 const SCHEMA_V1: &str = "
@@ -151,6 +151,79 @@ CREATE INDEX entries_by_last_used ON entries (last_used);
 CREATE INDEX entries_by_created ON entries (created);
 ";
 
+/// Version 5 gives each entry a checksum over everything a replay uses
+/// ([`crate::store::Entry::checksum`]), so that a row damaged on disk is
+/// a miss instead of a wrong replay. The column goes before the large ones
+/// (see version 4), which means rebuilding the table once more; the entries
+/// carried over are sealed by [`seal_carried_over`].
+const V4_TO_V5: &str = "
+CREATE TABLE entries_v5 (
+    key           BLOB PRIMARY KEY,
+    command       BLOB NOT NULL,
+    display       TEXT NOT NULL,
+    cwd           BLOB NOT NULL,
+    created       INTEGER NOT NULL,
+    last_used     INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    exit_code     INTEGER NOT NULL,
+    hits          INTEGER NOT NULL DEFAULT 0,
+    stdin_advance INTEGER NOT NULL DEFAULT 0,
+    out_len       INTEGER NOT NULL,
+    out_digest    BLOB NOT NULL,
+    err_len       INTEGER NOT NULL,
+    err_digest    BLOB NOT NULL,
+    ord_len       INTEGER NOT NULL,
+    ord_digest    BLOB NOT NULL,
+    checksum      BLOB,
+    out_inline    BLOB,
+    err_inline    BLOB,
+    ord_inline    BLOB,
+    outputs       BLOB,
+    components    TEXT NOT NULL
+);
+INSERT INTO entries_v5
+    (key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
+     stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
+     out_inline, err_inline, ord_inline, outputs, components)
+    SELECT key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
+           stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
+           out_inline, err_inline, ord_inline, outputs, components
+    FROM entries;
+DROP TABLE entries;
+ALTER TABLE entries_v5 RENAME TO entries;
+CREATE INDEX entries_by_command ON entries (command, created);
+CREATE INDEX entries_by_last_used ON entries (last_used);
+CREATE INDEX entries_by_created ON entries (created);
+";
+
+/// Compute the checksum of every entry an upgrade to version 5 carried
+/// over. They are trusted as they are (nothing older can be verified); a
+/// row that does not decode is left without one, and the first lookup of
+/// it removes it as corrupt.
+fn seal_carried_over(tx: &Transaction<'_>) -> Result<()> {
+    let sealed: Vec<(i64, Vec<u8>)> = {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT rowid, {} FROM entries",
+            super::sqlite::ENTRY_COLUMNS
+        ))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, super::sqlite::decode_entry(r, 1)))
+        })?;
+        let mut sealed = Vec::new();
+        for row in rows {
+            if let (rowid, Ok((entry, _))) = row? {
+                sealed.push((rowid, entry.checksum().0.to_vec()));
+            }
+        }
+        sealed
+    };
+    let mut stmt = tx.prepare("UPDATE entries SET checksum = ?1 WHERE rowid = ?2")?;
+    for (rowid, checksum) in sealed {
+        stmt.execute(rusqlite::params![checksum, rowid])?;
+    }
+    Ok(())
+}
+
 /// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the
 /// version it upgraded from, or `None` for a fresh or current store.
 pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
@@ -178,7 +251,11 @@ pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
     if !has_stdin_advance {
         tx.execute_batch(V3_STDIN_ADVANCE)?;
     }
-    tx.execute_batch(V3_TO_V4)?;
+    if version < 4 {
+        tx.execute_batch(V3_TO_V4)?;
+    }
+    tx.execute_batch(V4_TO_V5)?;
+    seal_carried_over(tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok((version != 0).then_some(version))
 }
@@ -291,6 +368,60 @@ mod tests {
             )
             .unwrap();
         assert_eq!((advance, components.as_str()), (0, "[1]"));
+    }
+
+    #[test]
+    fn version_four_entries_are_sealed_on_the_way_to_five() {
+        let conn = Connection::open_in_memory().unwrap();
+        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3, V3_STDIN_ADVANCE, V3_TO_V4] {
+            conn.execute_batch(batch).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        let insert = "INSERT INTO entries (key, command, display, cwd, created, last_used,
+               duration_ms, exit_code, out_len, out_digest, out_inline, err_len, err_digest,
+               ord_len, ord_digest, components)
+             VALUES (?1, x'02', 'cmd', x'', 5, 6, 7, ?2, 1, ?3, x'61', 0, ?3, 0, ?3, '[]')";
+        let digest = vec![3u8; 32];
+        conn.execute(insert, rusqlite::params![vec![1u8; 32], 0, digest])
+            .unwrap();
+        // Not what memorun writes: an exit code that is not an integer.
+        conn.execute(insert, rusqlite::params![vec![2u8; 32], "x", digest])
+            .unwrap();
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        assert_eq!(migrate(&tx, 4).unwrap(), Some(4));
+        tx.commit().unwrap();
+        let sums: Vec<Option<Vec<u8>>> = conn
+            .prepare("SELECT checksum FROM entries ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let expected = crate::store::Entry {
+            key: crate::key::Digest([1; 32]),
+            created_ms: 5,
+            duration: std::time::Duration::from_millis(7),
+            exit_code: 0,
+            stdout: crate::store::StoredStream {
+                len: 1,
+                digest: crate::key::Digest([3; 32]),
+                inline: Some(b"a".to_vec()),
+            },
+            stderr: crate::store::StoredStream {
+                len: 0,
+                digest: crate::key::Digest([3; 32]),
+                inline: None,
+            },
+            order: crate::store::StoredStream {
+                len: 0,
+                digest: crate::key::Digest([3; 32]),
+                inline: None,
+            },
+            outputs: Vec::new(),
+            stdin_advance: 0,
+        }
+        .checksum();
+        assert_eq!(sums, [Some(expected.0.to_vec()), None]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
 use super::hitlog;
 use super::maintenance::{self, Limits};
+use super::repair;
 use super::statcache::SqliteStatCache;
 use super::temp;
 use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
@@ -32,6 +33,22 @@ pub use super::schema::SCHEMA_VERSION;
 /// How long a statement waits for another process's lock before giving up
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The store was made by a newer memorun: not damaged, so no reset hint.
+#[derive(Debug)]
+struct TooNew(i64);
+
+impl std::fmt::Display for TooNew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooNew {}
 
 /// A cache directory opened for use.
 pub struct SqliteStore {
@@ -55,16 +72,24 @@ impl SqliteStore {
         dir::ensure_subdir(&tmp_dir)?;
         let secret = dir::load_or_create_secret(cache_dir, &tmp_dir)?;
         let db_path = cache_dir.join("memorun.db");
+        // From here on, a failure other than a lock held too long is the
+        // database itself: say how to start over.
+        let unusable = |e: anyhow::Error| match is_busy(&e) || e.is::<TooNew>() {
+            true => e,
+            false => anyhow::anyhow!("{e:#} ({})", repair::RESET_HINT),
+        };
         // Create the file 0600 ourselves: SQLite would use 0644 & ~umask, and
         // it gives the -wal and -shm files the main file's mode.
         dir::create_private_file(&db_path)
-            .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+            .with_context(|| format!("cannot open '{}'", db_path.display()))
+            .map_err(unusable)?;
         configure_sqlite();
         let conn = Connection::open_with_flags(
             &db_path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .with_context(|| format!("cannot open '{}'", db_path.display()))?;
+        .with_context(|| format!("cannot open '{}'", db_path.display()))
+        .map_err(unusable)?;
         let store = SqliteStore {
             conn,
             blobs: Blobs::new(cache_dir.join("blobs")),
@@ -88,7 +113,9 @@ impl SqliteStore {
                     std::thread::sleep(Duration::from_millis(10 + jitter));
                 }
                 Err(e) => {
-                    return Err(e.context(format!("cannot use '{}'", db_path.display())));
+                    return Err(unusable(
+                        e.context(format!("cannot use '{}'", db_path.display())),
+                    ));
                 }
             }
         }
@@ -246,17 +273,19 @@ impl SqliteStore {
     ) -> Result<Option<(Vec<Component>, i64)>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT components, created FROM entries
-             WHERE command = ?1 AND key != ?2 ORDER BY created DESC LIMIT 1",
+             WHERE command = ?1 AND key != ?2 ORDER BY created DESC",
         )?;
-        let row = stmt
-            .query_row(params![&command.0[..], &except.0[..]], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .optional()?;
-        match row {
-            None => Ok(None),
-            Some((json, created)) => Ok(Some((serde_json::from_str(&json)?, created))),
+        let mut rows = stmt.query(params![&command.0[..], &except.0[..]])?;
+        // The newest that decodes: a damaged row is passed over.
+        while let Some(r) = rows.next()? {
+            let (Ok(json), Ok(created)) = (r.get::<_, String>(0), r.get::<_, i64>(1)) else {
+                continue;
+            };
+            if let Ok(components) = serde_json::from_str(&json) {
+                return Ok(Some((components, created)));
+            }
         }
+        Ok(None)
     }
 
     fn init(&self) -> Result<()> {
@@ -294,9 +323,7 @@ impl SqliteStore {
             }
         }
         if version > SCHEMA_VERSION {
-            bail!(
-                "the store has schema version {version}, newer than this memorun ({SCHEMA_VERSION})"
-            );
+            return Err(TooNew(version).into());
         }
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         // Re-check under the write lock: another process may have won.
@@ -311,9 +338,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Turn a spooled stream into its column values, installing its blob
-    /// (a row only ever points at a blob that is complete and in place).
-    fn put_stream(&self, s: Spooled) -> Result<Columns> {
+    /// Turn a spooled stream into what its row records, installing its
+    /// blob (a row only ever points at a blob that is complete and in
+    /// place); with the stream's fast check.
+    fn put_stream(&self, s: Spooled) -> Result<(StoredStream, [u8; 16])> {
         let inline = match s.data {
             SpooledData::Inline(bytes) => Some(bytes),
             SpooledData::Temp(temp) => {
@@ -328,21 +356,62 @@ impl SqliteStore {
                 None
             }
         };
-        Ok(Columns {
-            len: s.len as i64,
-            digest: s.digest.0.to_vec(),
+        let stream = StoredStream {
+            len: s.len,
+            digest: s.digest,
             inline,
-            check: s.check,
-        })
+        };
+        Ok((stream, s.check))
     }
-}
 
-/// One stream's column values in the entries table.
-struct Columns {
-    len: i64,
-    digest: Vec<u8>,
-    inline: Option<Vec<u8>>,
-    check: [u8; 16],
+    /// Remove the row under `key`, which failed to decode, its checksum or
+    /// a replay's verification, and count it as corrupt. With `expected`,
+    /// only if the row still has that checksum (it is still the entry that
+    /// failed); returns whether a row was removed.
+    fn remove_corrupt(&mut self, key: &Digest, expected: Option<&Digest>) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(expected) = expected {
+            let current: Option<rusqlite::types::Value> = tx
+                .prepare_cached("SELECT checksum FROM entries WHERE key = ?1")?
+                .query_row(params![&key.0[..]], |r| r.get(0))
+                .optional()?;
+            if current != Some(rusqlite::types::Value::Blob(expected.0.to_vec())) {
+                return Ok(false);
+            }
+        }
+        let freed = maintenance::delete_entry(&tx, key)?;
+        maintenance::bump(&tx, &[(maintenance::CORRUPT, 1)])?;
+        tx.commit()?;
+        self.remove_blob_files(&freed);
+        Ok(true)
+    }
+
+    /// Rebuild the entries table around rows SQLite cannot read or delete,
+    /// leaving out `drop` (see `repair`).
+    fn salvage(&mut self, drop: Option<&Digest>) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let freed = repair::salvage(&tx, drop)?;
+        tx.commit()?;
+        self.remove_blob_files(&freed);
+        Ok(())
+    }
+
+    /// Run `f`; if SQLite finds the entries damaged, salvage them and run
+    /// it once more. For the commands that read every entry (`list`,
+    /// `stats`, `clear`, `why`), which must keep working around a bad row.
+    pub(super) fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+        match f(self) {
+            Err(e) if repair::is_corruption(&e) => {
+                self.salvage(None)?;
+                f(self)
+            }
+            other => other,
+        }
+    }
 }
 
 /// Process-wide SQLite settings, made once before the first connection.
@@ -406,54 +475,116 @@ fn is_busy(e: &anyhow::Error) -> bool {
     })
 }
 
-fn stream_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {
-    let len: i64 = row.get(first)?;
-    let digest: Vec<u8> = row.get(first + 1)?;
-    let inline: Option<Vec<u8>> = row.get(first + 2)?;
-    let digest = Digest::from_slice(&digest).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            first + 1,
-            rusqlite::types::Type::Blob,
-            "digest is not 32 bytes".into(),
-        )
-    })?;
+/// The columns [`decode_entry`] reads, in its order.
+pub(super) const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
+    out_len, out_digest, out_inline, err_len, err_digest, err_inline,
+    ord_len, ord_digest, ord_inline, outputs, checksum";
+
+/// How many columns [`ENTRY_COLUMNS`] names.
+pub(super) const ENTRY_COLUMN_COUNT: usize = 16;
+
+/// The entry in the [`ENTRY_COLUMNS`] starting at column `first`, if it
+/// decodes and matches its checksum.
+pub(super) fn decode_verified(row: &rusqlite::Row<'_>, first: usize) -> Option<Entry> {
+    let (entry, sum) = decode_entry(row, first).ok()?;
+    (sum.as_deref() == Some(&entry.checksum().0[..])).then_some(entry)
+}
+
+/// A column value that cannot be what memorun wrote.
+fn malformed(col: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Blob,
+        format!("malformed entry: {what}").into(),
+    )
+}
+
+/// A non-negative integer column.
+fn count_at(row: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<u64> {
+    u64::try_from(row.get::<_, i64>(col)?).map_err(|_| malformed(col, "negative"))
+}
+
+/// A 32-byte digest column.
+fn digest_at(row: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Digest> {
+    Digest::from_slice(&row.get::<_, Vec<u8>>(col)?)
+        .ok_or_else(|| malformed(col, "digest is not 32 bytes"))
+}
+
+fn stream_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {
     Ok(StoredStream {
-        len: len.max(0) as u64,
-        digest,
-        inline,
+        len: count_at(row, first)?,
+        digest: digest_at(row, first + 1)?,
+        inline: row.get(first + 2)?,
     })
+}
+
+/// Decode the [`ENTRY_COLUMNS`] starting at column `first`, strictly: a
+/// NULL, a value of another type, a negative length or a malformed digest
+/// or output list is an error, never a default. Returns the entry and the
+/// stored checksum (`None` when the column is not a blob).
+pub(super) fn decode_entry(
+    row: &rusqlite::Row<'_>,
+    first: usize,
+) -> rusqlite::Result<(Entry, Option<Vec<u8>>)> {
+    let c = |i: usize| first + i;
+    let outputs = match row.get::<_, Option<Vec<u8>>>(c(14))? {
+        None => Vec::new(),
+        Some(b) => super::decode_outputs(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
+    };
+    let entry = Entry {
+        key: digest_at(row, c(0))?,
+        created_ms: row.get(c(1))?,
+        duration: Duration::from_millis(count_at(row, c(2))?),
+        exit_code: row.get(c(3))?,
+        stdin_advance: count_at(row, c(4))?,
+        stdout: stream_at(row, c(5))?,
+        stderr: stream_at(row, c(8))?,
+        order: stream_at(row, c(11))?,
+        outputs,
+    };
+    let checksum = match row.get_ref(c(15))? {
+        rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
+        _ => None,
+    };
+    Ok((entry, checksum))
 }
 
 impl Store for SqliteStore {
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT created, duration_ms, exit_code,
-                    out_len, out_digest, out_inline,
-                    err_len, err_digest, err_inline,
-                    ord_len, ord_digest, ord_inline, outputs, stdin_advance
-             FROM entries WHERE key = ?1",
-        )?;
-        let entry = stmt
-            .query_row(params![&key.0[..]], |row| {
-                Ok(Entry {
-                    key: *key,
-                    created_ms: row.get(0)?,
-                    duration: Duration::from_millis(row.get::<_, i64>(1)?.max(0) as u64),
-                    exit_code: row.get(2)?,
-                    stdout: stream_from_row(row, 3)?,
-                    stderr: stream_from_row(row, 6)?,
-                    order: stream_from_row(row, 9)?,
-                    // Malformed: treated as an output that no longer matches.
-                    outputs: match row.get::<_, Option<Vec<u8>>>(12)? {
-                        None => Vec::new(),
-                        Some(b) => super::decode_outputs(&b)
-                            .unwrap_or_else(|| vec![(b"?".to_vec(), Digest([0; 32]))]),
-                    },
-                    stdin_advance: row.get::<_, i64>(13)?.max(0) as u64,
-                })
-            })
-            .optional()?;
-        Ok(entry)
+        let found = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE key = ?1"
+            ))?
+            .query_row(params![&key.0[..]], |row| Ok(decode_entry(row, 0)))
+            .optional();
+        let found = match found {
+            Ok(None) => return Ok(None),
+            Ok(Some(decoded)) => decoded.ok(),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                // The row's record is damaged beyond reading.
+                if !repair::is_corruption(&e) {
+                    return Err(e);
+                }
+                None
+            }
+        };
+        match found {
+            // The key column is checked too: the row is found through the
+            // key's index, which a damaged row no longer agrees with.
+            Some((entry, Some(sum))) if entry.key == *key && sum == entry.checksum().0 => {
+                Ok(Some(entry))
+            }
+            _ => {
+                match self.remove_corrupt(key, None) {
+                    // Not even deletable (its indexes no longer match it).
+                    Err(e) if repair::is_corruption(&e) => self.salvage(Some(key))?,
+                    other => drop(other?),
+                }
+                Ok(None)
+            }
+        }
     }
 
     fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>> {
@@ -494,16 +625,27 @@ impl Store for SqliteStore {
     fn insert(&mut self, e: NewEntry<'_>) -> Result<()> {
         // Bookkeeping only: a failure to fold must not lose this result.
         let _ = self.fold_hits();
-        let out = self.put_stream(e.stdout)?;
-        let err = self.put_stream(e.stderr)?;
-        let ord = self.put_stream(e.order)?;
+        let (stdout, out_check) = self.put_stream(e.stdout)?;
+        let (stderr, err_check) = self.put_stream(e.stderr)?;
+        let (order, ord_check) = self.put_stream(e.order)?;
+        // The entry exactly as a lookup will decode it, to seal it.
+        let entry = Entry {
+            key: e.key.digest,
+            created_ms: now_ms(),
+            duration: Duration::from_millis(e.duration.as_millis() as u64),
+            exit_code: e.exit_code,
+            stdout,
+            stderr,
+            order,
+            outputs: e.outputs,
+            stdin_advance: e.stdin_advance,
+        };
         let components = serde_json::to_string(&e.key.components)?;
-        let now = now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
-        let mut freed = maintenance::delete_entry(&tx, &e.key.digest)?;
+        let mut freed = maintenance::delete_entry(&tx, &entry.key)?;
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
         tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
@@ -515,9 +657,14 @@ impl Store for SqliteStore {
                 stmt.execute(params![&e.manifest.0[..], p])?;
             }
         }
-        for c in [&out, &err, &ord] {
-            if c.inline.is_none() && c.len > 0 {
-                maintenance::reference_blob(&tx, &c.digest, c.len, &c.check)?;
+        let streams = [
+            (&entry.stdout, out_check),
+            (&entry.stderr, err_check),
+            (&entry.order, ord_check),
+        ];
+        for (s, check) in &streams {
+            if s.inline.is_none() && s.len > 0 {
+                maintenance::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
             }
         }
         tx.prepare_cached(
@@ -526,36 +673,37 @@ impl Store for SqliteStore {
                 duration_ms, exit_code, hits,
                 out_len, out_digest, out_inline,
                 err_len, err_digest, err_inline,
-                ord_len, ord_digest, ord_inline, outputs, stdin_advance)
+                ord_len, ord_digest, ord_inline, outputs, stdin_advance, checksum)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
-                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?
         .execute(params![
-            &e.key.digest.0[..],
+            &entry.key.0[..],
             &e.key.command.0[..],
             e.display,
             e.cwd,
             components,
-            now,
-            e.duration.as_millis() as i64,
-            e.exit_code,
-            out.len,
-            out.digest,
-            out.inline,
-            err.len,
-            err.digest,
-            err.inline,
-            ord.len,
-            ord.digest,
-            ord.inline,
-            super::encode_outputs(&e.outputs),
-            e.stdin_advance as i64,
+            entry.created_ms,
+            entry.duration.as_millis() as i64,
+            entry.exit_code,
+            entry.stdout.len as i64,
+            &entry.stdout.digest.0[..],
+            entry.stdout.inline,
+            entry.stderr.len as i64,
+            &entry.stderr.digest.0[..],
+            entry.stderr.inline,
+            entry.order.len as i64,
+            &entry.order.digest.0[..],
+            entry.order.inline,
+            super::encode_outputs(&entry.outputs),
+            entry.stdin_advance as i64,
+            &entry.checksum().0[..],
         ])?;
         // Re-referenced in this same transaction: not freed after all.
         freed.retain(|d| {
-            ![&out, &err, &ord]
+            !streams
                 .iter()
-                .any(|c| c.inline.is_none() && c.digest.as_slice() == d.0)
+                .any(|(s, _)| s.inline.is_none() && s.digest == *d)
         });
         maintenance::bump(&tx, &[(maintenance::MISSES, 1)])?;
         tx.commit()?;
@@ -589,6 +737,10 @@ impl Store for SqliteStore {
                 Ok(())
             }
         }
+    }
+
+    fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool> {
+        self.remove_corrupt(&entry.key, Some(&entry.checksum()))
     }
 
     fn remove(&mut self, key: &Digest) -> Result<()> {
@@ -690,6 +842,89 @@ mod tests {
             !blob.exists(),
             "the last reference went but the blob stayed"
         );
+    }
+
+    fn record(store: &mut SqliteStore, key: &Key, exit_code: i32, stderr: &[u8]) {
+        let entry = NewEntry {
+            key,
+            display: "cmd".into(),
+            cwd: b"/".to_vec(),
+            duration: Duration::from_millis(10),
+            exit_code,
+            stdout: spooled(store, b"out\n"),
+            stderr: spooled(store, stderr),
+            order: spooled(store, b""),
+            outputs: Vec::new(),
+            stdin_advance: 0,
+            manifest: Digest([8; 32]),
+            created: Vec::new(),
+        };
+        store.insert(entry).unwrap();
+    }
+
+    fn corrupt_count(store: &SqliteStore) -> i64 {
+        store
+            .conn
+            .query_row(
+                "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = 'corrupt'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_row_that_fails_its_checksum_or_decoding_is_removed_and_counted() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let key = Key::new(vec![Component::argv(&["false"])]);
+        let damage = [
+            "exit_code = 0",
+            "created = created - 1",
+            "out_len = -1",
+            "out_digest = x'00'",
+            "duration_ms = 'x'",
+            "checksum = NULL",
+        ];
+        for (i, change) in damage.iter().enumerate() {
+            record(&mut store, &key, 1, b"");
+            assert!(store.lookup(&key.digest).unwrap().is_some());
+            store
+                .conn
+                .execute(&format!("UPDATE entries SET {change}"), [])
+                .unwrap();
+            assert!(store.lookup(&key.digest).unwrap().is_none(), "{change}");
+            assert_eq!(corrupt_count(&store), i as i64 + 1, "{change}");
+            let left: i64 = store
+                .conn
+                .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(left, 0, "{change}: the row stayed");
+        }
+    }
+
+    #[test]
+    fn an_entry_cleared_since_its_lookup_is_not_corrupt() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let key = Key::new(vec![Component::argv(&["big"])]);
+        record(&mut store, &key, 0, &vec![7u8; 100_000]);
+        let e = store.lookup(&key.digest).unwrap().unwrap();
+        // A concurrent clear: the row and its blob go.
+        store.clear(&maintenance::ClearFilter::default()).unwrap();
+        assert!(store.open_stream(&e.stderr).unwrap().is_none());
+        assert!(!store.discard_corrupt(&e).unwrap());
+        // Re-recorded since: another entry under the same key, kept.
+        record(&mut store, &key, 0, &vec![8u8; 100_000]);
+        assert!(!store.discard_corrupt(&e).unwrap());
+        assert!(store.lookup(&key.digest).unwrap().is_some());
+        assert_eq!(corrupt_count(&store), 0);
+        // Still the same entry, its blob gone: that is corrupt.
+        let e = store.lookup(&key.digest).unwrap().unwrap();
+        std::fs::remove_file(store.blobs.path(&e.stderr.digest)).unwrap();
+        assert!(store.discard_corrupt(&e).unwrap());
+        assert_eq!(corrupt_count(&store), 1);
+        assert!(store.lookup(&key.digest).unwrap().is_none());
     }
 
     #[test]
