@@ -217,6 +217,7 @@ fn look_up(
     }
     match replay::replay(store, &entry) {
         Ok(Replayed::Done) => {
+            touch_outputs(&entry, &resolved.base.cwd);
             // Leave a regular file on stdin where the command left it.
             if let Some(f) = resolved.stdin_file {
                 advance_stdin(f.offset + entry.stdin_advance);
@@ -261,6 +262,32 @@ fn look_up(
             ui::error(format_args!("{e:#}"));
             Lookup::Replayed(exit_codes::MEMORUN_ERROR)
         }
+    }
+}
+
+/// Give the output files of a replayed entry (which `refusal` found to be
+/// what the run left) the modification time a real run would have: now.
+/// make compares times, and a target older than a prerequisite that was
+/// touched would be rebuilt on every invocation. Best effort.
+fn touch_outputs(entry: &crate::store::Entry, cwd: &Path) {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, utimensat};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+    };
+    for (path, _) in &entry.outputs {
+        let _ = utimensat(
+            CWD,
+            &cwd.join(OsStr::from_bytes(path)),
+            &times,
+            AtFlags::empty(),
+        );
     }
 }
 

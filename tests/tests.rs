@@ -14,6 +14,7 @@ mod help;
 mod key;
 mod key_control;
 mod lifecycle;
+mod recipes;
 mod regressions;
 mod replay;
 mod terminal;
