@@ -284,7 +284,7 @@ fn touch_outputs(entry: &crate::store::Entry, cwd: &Path) {
     for (path, _) in &entry.outputs {
         let _ = utimensat(
             CWD,
-            &cwd.join(OsStr::from_bytes(path)),
+            cwd.join(OsStr::from_bytes(path)),
             &times,
             AtFlags::empty(),
         );
