@@ -452,5 +452,11 @@ fn run_and_record(
             ));
         }
     }
-    Ok(outcome.status.exit_code())
+    // memorun was writing into a broken pipe: it ends as `cat` would, and
+    // as a replay does (see `look_up`), whatever the command's own code.
+    Ok(if outcome.reader_gone {
+        exit_codes::for_signal(libc::SIGPIPE)
+    } else {
+        outcome.status.exit_code()
+    })
 }

@@ -111,6 +111,9 @@ pub struct Outcome {
     /// Some output could not be delivered (the reader went away, or writing
     /// failed), so the result must not be recorded.
     pub delivery_failed: bool,
+    /// The reader of memorun's stdout or stderr went away: memorun was
+    /// writing into a broken pipe, as `cat` would be.
+    pub reader_gone: bool,
     /// memorun was sent an interrupting signal while the command ran.
     pub interrupted: bool,
 }
@@ -258,6 +261,7 @@ pub fn run_captured(
     let mut buf = vec![0u8; READ_BUF];
     let mut record_error = None;
     let mut delivery_failed = false;
+    let mut reader_gone = false;
 
     while pipes.iter().any(|p| p.fd.is_some()) {
         let mut pfds: Vec<libc::pollfd> = pipes
@@ -324,6 +328,7 @@ pub fn run_captured(
                     // Our reader went away: close the command's pipe so that
                     // it sees the broken pipe too, as it would have without
                     // memorun in between.
+                    reader_gone = true;
                     p.fd = None;
                     continue;
                 }
@@ -359,6 +364,7 @@ pub fn run_captured(
         recording,
         record_error,
         delivery_failed,
+        reader_gone,
         interrupted: INTERRUPTED.load(Ordering::SeqCst),
     })
 }
