@@ -86,6 +86,8 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         held = match lock::try_lock(&locks, &lock_name) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
+                // Ctrl-C must not wait for the holder.
+                run::end_on_signal_until_spawn();
                 ui.status("waiting for a concurrent run of the same command");
                 match lock::wait(&locks, &lock_name) {
                     Ok(Waited::Locked(l)) => Some(l),

@@ -14,4 +14,5 @@ mod key_control;
 mod lifecycle;
 mod regressions;
 mod replay;
+mod signals;
 mod terminal;
