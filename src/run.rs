@@ -28,9 +28,10 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
@@ -209,8 +210,8 @@ fn on_signal(sig: i32, info: &libc::siginfo_t) {
         SPAWNING => {
             INTERRUPTED.store(true, Ordering::SeqCst);
             PENDING.store(sig | if sent { SENT } else { 0 }, Ordering::SeqCst);
-            // The spawner may have stored the pid and checked PENDING
-            // between our two loads: then it is ours to forward.
+            // The spawner may have stored the pid, and found PENDING still
+            // empty, since our first load: then forwarding is ours to do.
             let pid = CHILD.load(Ordering::SeqCst);
             if pid > 0 {
                 forward_pending(pid);
@@ -235,7 +236,7 @@ fn forward_pending(pid: i32) {
 /// Pass `sig` on to the command `pid` (async-signal-safe).
 fn forward(pid: i32, sig: i32, sent: bool) {
     if OWN_GROUP.load(Ordering::SeqCst) {
-        // Nothing else reaches the command's group, not even Ctrl-C.
+        // No terminal signals the command's group: forward everything.
         // SAFETY: kill(2) is async-signal-safe.
         unsafe { libc::kill(-pid, sig) };
     } else if matches!(sig, libc::SIGTERM | libc::SIGHUP) || sent {
@@ -247,9 +248,14 @@ fn forward(pid: i32, sig: i32, sent: bool) {
 }
 
 /// Whether memorun has a controlling terminal (see the module comment):
-/// /dev/tty opens only then.
+/// /dev/tty opens only then. Non-blocking: the open of a serial line may
+/// otherwise wait for its carrier.
 fn has_terminal() -> bool {
-    File::open("/dev/tty").is_ok()
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 fn command(argv: &[OsString]) -> Command {
