@@ -6,23 +6,49 @@
 //! takes over. Lock files may be removed (by `clear`) only while held;
 //! a locker therefore checks, after locking, that the path still names the
 //! file it locked, and retries if not.
+//!
+//! A holder that finishes removes its lock file, so a waiter that gets the
+//! lock on a file no longer linked knows the holder finished (one killed
+//! with `kill -9` leaves it in place). Before removing it, a holder whose
+//! run was not recorded writes that into the file, for its waiters to read
+//! through the descriptor they still hold.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::store::dir::{self, flock};
+
+/// What a holder whose run was not recorded leaves in its lock file.
+const UNRECORDED: &[u8] = b"unrecorded\n";
 
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct Lock {
     /// Open for as long as the lock is held; closing it releases the lock.
-    _file: File,
+    file: File,
     path: PathBuf,
 }
 
+/// How waiting for a held lock ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// The lock is ours: it was free, or its holder died.
+    Locked(Lock),
+    /// The holder finished and released the lock.
+    Released,
+    /// The holder finished without recording its run.
+    Unrecorded,
+}
+
 impl Lock {
+    /// Say, to those waiting, that this holder's run was not recorded;
+    /// best effort (a waiter that cannot tell just takes the lock).
+    pub fn note_unrecorded(&self) {
+        let _ = self.file.write_all_at(UNRECORDED, 0);
+    }
+
     /// Release the lock and remove its file (only safe while held).
     pub fn release_and_remove(self) {
         let _ = fs::remove_file(&self.path);
@@ -72,7 +98,7 @@ fn acquire(locks_dir: &Path, name: &str, blocking: bool) -> io::Result<Option<Lo
             Err(e) => return Err(e),
         }
         if still_linked(&file, &path)? {
-            return Ok(Some(Lock { _file: file, path }));
+            return Ok(Some(Lock { file, path }));
         }
         // Removed while we waited: lock the new file instead.
     }
@@ -83,10 +109,21 @@ pub fn try_lock(locks_dir: &Path, name: &str) -> io::Result<Option<Lock>> {
     acquire(locks_dir, name, false)
 }
 
-/// Take the lock for `name`, waiting (asleep, not spinning) while someone
-/// else holds it.
-pub fn lock(locks_dir: &Path, name: &str) -> io::Result<Lock> {
-    acquire(locks_dir, name, true)?.ok_or_else(|| io::Error::other("lock not acquired"))
+/// Wait (asleep, not spinning) until the holder of the lock for `name`
+/// lets go of it, and say how it ended.
+pub fn wait(locks_dir: &Path, name: &str) -> io::Result<Waited> {
+    dir::ensure_subdir(locks_dir).map_err(io::Error::other)?;
+    let path = lock_path(locks_dir, name);
+    let file = open(&path)?;
+    flock(&file, libc::LOCK_EX)?;
+    if still_linked(&file, &path)? {
+        return Ok(Waited::Locked(Lock { file, path }));
+    }
+    let mut note = [0u8; UNRECORDED.len()];
+    Ok(match file.read_exact_at(&mut note, 0) {
+        Ok(()) if note == UNRECORDED => Waited::Unrecorded,
+        _ => Waited::Released,
+    })
 }
 
 /// Whether someone holds the lock for `name` right now.
@@ -113,7 +150,9 @@ mod tests {
         assert!(try_lock(&dir, "other").unwrap().is_some());
         drop(a);
         assert!(!is_held(&dir, "k"));
-        let b = lock(&dir, "k").unwrap();
+        let Waited::Locked(b) = wait(&dir, "k").unwrap() else {
+            panic!("a free lock was not taken");
+        };
         b.release_and_remove();
         assert!(!lock_path(&dir, "k").exists());
         assert!(try_lock(&dir, "k").unwrap().is_some());

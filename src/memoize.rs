@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::exit_codes;
 use crate::inputs;
 use crate::key::{Kind, State};
-use crate::lock;
+use crate::lock::{self, Waited};
 use crate::prepare::{NotPrepared, Prepared, prepare};
 use crate::progress::Spinner;
 use crate::refresh::{self, RefreshStdin};
@@ -60,10 +60,14 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
     // Single-flight: the first invocation of a key to miss runs it while
     // holding the key's run lock; the others sleep on the lock, then look
     // again and replay what it recorded. A holder that dies releases the
-    // lock with it, so a waiter takes over at once.
+    // lock with it, so a waiter takes over at once. A holder whose run was
+    // not recorded (a failure without --cache-failures) says so, and its
+    // waiters then run side by side instead of queueing for the lock.
     let locks = store.locks_dir();
     let lock_name = format!("run-{}", resolved.key.digest.to_hex());
     let mut held = None;
+    // Set when the run waited for ended unrecorded: then run without the lock.
+    let mut unlocked = false;
     let mut miss_reason: Option<String> = None;
     loop {
         let reason = if config.force {
@@ -77,15 +81,26 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         };
         // Keep the first reason given: a second look finds the entry gone.
         miss_reason = reason.or(miss_reason);
-        if held.is_some() {
+        if held.is_some() || unlocked {
             break;
         }
         held = match lock::try_lock(&locks, &lock_name) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
+                // Ctrl-C must not wait for the holder.
+                run::end_on_signal_until_spawn();
                 ui.status("waiting for a concurrent run of the same command");
-                match lock::lock(&locks, &lock_name) {
-                    Ok(l) => Some(l),
+                match lock::wait(&locks, &lock_name) {
+                    Ok(Waited::Locked(l)) => Some(l),
+                    // Look again, without the lock: a hit replays side by
+                    // side with other waiters; a miss takes the lock.
+                    Ok(Waited::Released) => continue,
+                    // A failure, most likely, that this run would repeat:
+                    // look again, then run without queueing for the lock.
+                    Ok(Waited::Unrecorded) => {
+                        unlocked = true;
+                        continue;
+                    }
                     // Without the lock we still run: a duplicate run, never
                     // a failed one.
                     Err(_) => break,
@@ -101,11 +116,18 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
     if miss_reason.is_none() && ui.is_verbose() {
         miss_reason = Some(explain_miss(&store, &resolved));
     }
-    let code = run_and_record(config, ui, &mut store, &resolved, feed, miss_reason);
+    let ran = run_and_record(config, ui, &mut store, &resolved, feed, miss_reason);
+    if let Some(l) = &held
+        && !ran.as_ref().is_ok_and(|r| r.recorded)
+    {
+        // Tell those waiting that there is nothing to replay, so that they
+        // run at once, side by side, rather than one after another.
+        l.note_unrecorded();
+    }
     for l in [held, refresh_lock].into_iter().flatten() {
         l.release_and_remove();
     }
-    code
+    ran.map(|r| r.code)
 }
 
 /// An input named with `-i` that does not exist is most often a typo: say
@@ -399,6 +421,14 @@ fn unrecordable(
     None
 }
 
+/// How a run ended.
+struct Ran {
+    /// memorun's exit code.
+    code: i32,
+    /// Whether the result went into the store.
+    recorded: bool,
+}
+
 fn run_and_record(
     config: &Config,
     ui: &Ui,
@@ -406,7 +436,7 @@ fn run_and_record(
     resolved: &Resolved,
     feed: Feed,
     miss_reason: Option<String>,
-) -> Result<i32> {
+) -> Result<Ran> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
     // Only a spinner needs the usual duration: no query otherwise.
     let spinner = if ui.progress_allowed() {
@@ -461,6 +491,7 @@ fn run_and_record(
             &[(maintenance::MISSES, 1), (counter, 1)],
         );
     }
+    let mut recorded = false;
     match (why_not.map(|(_, why)| why), outcome.recording) {
         (None, Some(rec)) => {
             let entry = NewEntry {
@@ -480,7 +511,10 @@ fn run_and_record(
                 created,
             };
             match store.insert(entry) {
-                Ok(()) => ui.status(format_args!("{ran}, ran in {took}, recorded")),
+                Ok(()) => {
+                    ui.status(format_args!("{ran}, ran in {took}, recorded"));
+                    recorded = true;
+                }
                 Err(e) => {
                     let why = format!("cannot record the result: {e:#}");
                     let _ = store.note_unrecorded(
@@ -502,5 +536,12 @@ fn run_and_record(
             ));
         }
     }
-    Ok(outcome.status.exit_code())
+    // memorun was writing into a broken pipe: it ends as `cat` would, and
+    // as a replay does (see `look_up`), whatever the command's own code.
+    let code = if outcome.reader_gone {
+        exit_codes::for_signal(libc::SIGPIPE)
+    } else {
+        outcome.status.exit_code()
+    };
+    Ok(Ran { code, recorded })
 }

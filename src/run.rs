@@ -6,17 +6,33 @@
 //! [`Recorder`], which keeps the order of the chunks. Nothing holds a whole
 //! output in memory.
 //!
-//! Signals: SIGTERM and SIGHUP sent to memorun are forwarded to the command.
-//! SIGINT and SIGQUIT from the terminal already reach the command (it is in
-//! our process group), so memorun only outlives them to report the
-//! command's fate: a command killed by signal N makes memorun exit 128+N,
-//! and such a run is never recorded.
+//! Signals (SIGINT, SIGTERM, SIGHUP, SIGQUIT): before the command starts,
+//! for instance while waiting for a concurrent run of the same key, one
+//! ends memorun at once with 128+N: nothing has run, nothing is recorded.
+//! While the command runs they are forwarded to it, and memorun outlives
+//! them to report its fate: a command killed by signal N makes memorun exit
+//! 128+N, and such a run is never recorded.
+//!
+//! The command runs in a process group of its own, so that a signal sent to
+//! memorun alone (by a CI runner, a build tool, `kill PID`) reaches the
+//! whole job, `sh -c 'sleep 30; ...'` included, as `timeout(1)` and `tini`
+//! do it. Except when memorun has a controlling terminal: there the command
+//! stays in memorun's group, the job the shell controls. Only the terminal's
+//! foreground group may read it (another group gets SIGTTIN and stops, and
+//! `fg` would resume memorun's group, not the command's), and Ctrl-C,
+//! `Ctrl-\` and Ctrl-Z go to the whole foreground group, command included.
+//! Handing the terminal to the command's group instead (`tcsetpgrp`) would
+//! make memorun a job-control shell, stopping and resuming itself with the
+//! command. At a terminal, the shell signals the whole job anyway (Ctrl-C,
+//! `kill %1`).
 
 use std::ffi::OsString;
 use std::fmt;
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -33,6 +49,10 @@ use crate::transcript::{Recorder, Recording, Stream};
 const PIPE_SIZE: libc::c_int = 1024 * 1024;
 /// Read buffer for the command's output.
 const READ_BUF: usize = 256 * 1024;
+/// Reads per pipe, at most, once the command was interrupted and has
+/// exited: more than both pipes hold, so only a stray process that keeps
+/// writing is cut short.
+const LAST_READS: u32 = 16;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,12 +131,32 @@ pub struct Outcome {
     /// Some output could not be delivered (the reader went away, or writing
     /// failed), so the result must not be recorded.
     pub delivery_failed: bool,
+    /// The reader of memorun's stdout or stderr went away: memorun was
+    /// writing into a broken pipe, as `cat` would be.
+    pub reader_gone: bool,
     /// memorun was sent an interrupting signal while the command ran.
     pub interrupted: bool,
 }
 
-/// The command's pid while it runs, for the signal handlers. 0 when none.
-static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+/// What the signal handlers act on: [`NOT_STARTED`], [`SPAWNING`],
+/// [`FINISHED`], or the pid of the running command.
+static CHILD: AtomicI32 = AtomicI32::new(NOT_STARTED);
+/// No command started yet: a signal ends memorun at once.
+const NOT_STARTED: i32 = 0;
+/// The command is being spawned: a signal waits in [`PENDING`] until its
+/// pid is known, then is forwarded.
+const SPAWNING: i32 = -1;
+/// The command has ended: a signal is only noted in [`INTERRUPTED`].
+const FINISHED: i32 = -2;
+
+/// A signal that arrived while spawning, with [`SENT`] when it was sent
+/// with kill(2) rather than by the terminal; 0 when none.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+/// Flag in [`PENDING`]: the signal came from kill(2) or sigqueue(3).
+const SENT: i32 = 1 << 16;
+
+/// The command leads its own process group: forward signals to the group.
+static OWN_GROUP: AtomicBool = AtomicBool::new(false);
 
 /// Set when memorun received SIGINT, SIGTERM, SIGHUP or SIGQUIT while the
 /// command ran: a command that traps the signal and exits 0 has still been
@@ -132,30 +172,90 @@ pub fn survive_file_size_limit() {
     let _ = unsafe { signal_hook::low_level::register(libc::SIGXFSZ, || {}) };
 }
 
+/// From now until the command is spawned, SIGINT, SIGTERM, SIGHUP and
+/// SIGQUIT end memorun at once with 128+N. Called before blocking on a
+/// lock: the wait must not outlast the user's Ctrl-C (a blocking `flock`
+/// restarted after a handler that only sets a flag never would).
+pub fn end_on_signal_until_spawn() {
+    install_signal_handlers();
+}
+
 /// Install the signal handlers once per process.
 fn install_signal_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
-            // SAFETY: the handler only touches atomics and calls kill(2), all
-            // async-signal-safe. Unlike SIG_IGN, a handler is reset to the
-            // default action in the command at exec.
+            // SAFETY: the handler only touches atomics and calls kill(2) and
+            // _exit(2), all async-signal-safe. Unlike SIG_IGN, a handler is
+            // reset to the default action in the command at exec.
             let _ = unsafe {
                 signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
-                    INTERRUPTED.store(true, Ordering::SeqCst);
-                    // SIGINT and SIGQUIT typed at the terminal already reach
-                    // the command (same process group): forward only what
-                    // was sent to memorun alone, with kill(2) or sigqueue(3).
-                    let sent = matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE);
-                    let forward = matches!(sig, libc::SIGTERM | libc::SIGHUP) || sent;
-                    let pid = CHILD_PID.load(Ordering::SeqCst);
-                    if forward && pid > 0 {
-                        libc::kill(pid, sig);
-                    }
+                    on_signal(sig, info)
                 })
             };
         }
     });
+}
+
+/// The signal handler: only async-signal-safe calls.
+fn on_signal(sig: i32, info: &libc::siginfo_t) {
+    let sent = matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE);
+    match CHILD.load(Ordering::SeqCst) {
+        NOT_STARTED => {
+            // Nothing ran, and nothing is held that the kernel does not
+            // release: end now, as the signal asked.
+            // SAFETY: _exit(2) is async-signal-safe.
+            unsafe { libc::_exit(exit_codes::for_signal(sig)) }
+        }
+        SPAWNING => {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            PENDING.store(sig | if sent { SENT } else { 0 }, Ordering::SeqCst);
+            // The spawner may have stored the pid, and found PENDING still
+            // empty, since our first load: then forwarding is ours to do.
+            let pid = CHILD.load(Ordering::SeqCst);
+            if pid > 0 {
+                forward_pending(pid);
+            }
+        }
+        FINISHED => INTERRUPTED.store(true, Ordering::SeqCst),
+        pid => {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+            forward(pid, sig, sent);
+        }
+    }
+}
+
+/// Forward the signal that arrived while spawning, if any is left.
+fn forward_pending(pid: i32) {
+    let p = PENDING.swap(0, Ordering::SeqCst);
+    if p != 0 {
+        forward(pid, p & !SENT, p & SENT != 0);
+    }
+}
+
+/// Pass `sig` on to the command `pid` (async-signal-safe).
+fn forward(pid: i32, sig: i32, sent: bool) {
+    if OWN_GROUP.load(Ordering::SeqCst) {
+        // No terminal signals the command's group: forward everything.
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(-pid, sig) };
+    } else if matches!(sig, libc::SIGTERM | libc::SIGHUP) || sent {
+        // SIGINT and SIGQUIT typed at the terminal already reach the command
+        // (same process group): forward only what was sent to memorun alone.
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Whether memorun has a controlling terminal (see the module comment):
+/// /dev/tty opens only then. Non-blocking: the open of a serial line may
+/// otherwise wait for its carrier.
+fn has_terminal() -> bool {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/tty")
+        .is_ok()
 }
 
 fn command(argv: &[OsString]) -> Command {
@@ -166,12 +266,23 @@ fn command(argv: &[OsString]) -> Command {
 }
 
 fn spawn(mut cmd: Command, argv: &[OsString]) -> Result<Child, SpawnError> {
+    let own_group = !has_terminal();
+    if own_group {
+        cmd.process_group(0);
+    }
+    OWN_GROUP.store(own_group, Ordering::SeqCst);
+    CHILD.store(SPAWNING, Ordering::SeqCst);
     install_signal_handlers();
-    let child = cmd.spawn().map_err(|error| SpawnError {
-        program: argv[0].to_string_lossy().into_owned(),
-        error,
+    let child = cmd.spawn().map_err(|error| {
+        CHILD.store(FINISHED, Ordering::SeqCst);
+        SpawnError {
+            program: argv[0].to_string_lossy().into_owned(),
+            error,
+        }
     })?;
-    CHILD_PID.store(child.id() as i32, Ordering::SeqCst);
+    let pid = child.id() as i32;
+    CHILD.store(pid, Ordering::SeqCst);
+    forward_pending(pid);
     Ok(child)
 }
 
@@ -183,7 +294,7 @@ fn wait(child: &mut Child) -> io::Result<Status> {
             Err(e) => return Err(e),
         }
     };
-    CHILD_PID.store(0, Ordering::SeqCst);
+    CHILD.store(FINISHED, Ordering::SeqCst);
     Ok(Status::from_exit(status))
 }
 
@@ -231,7 +342,6 @@ pub fn run_captured(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    INTERRUPTED.store(false, Ordering::SeqCst);
     let mut child = spawn(cmd, argv)?;
     let out: OwnedFd = child.stdout.take().expect("piped stdout").into();
     let err: OwnedFd = child.stderr.take().expect("piped stderr").into();
@@ -255,20 +365,36 @@ pub fn run_captured(
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         }
     }
+    // Readable when the command has exited (Linux 5.3 and later).
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
+    let mut exited = false;
+    let mut last_reads = 0;
     let mut buf = vec![0u8; READ_BUF];
     let mut record_error = None;
     let mut delivery_failed = false;
+    let mut reader_gone = false;
 
     while pipes.iter().any(|p| p.fd.is_some()) {
+        // The command has exited after memorun forwarded it a terminating
+        // signal: take what is in the pipes now and stop, rather than wait
+        // for a process that left its group and still holds them open.
+        let last_pass = exited && INTERRUPTED.load(Ordering::SeqCst);
         let mut pfds: Vec<libc::pollfd> = pipes
             .iter()
-            .map(|p| libc::pollfd {
-                fd: p.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+            .map(|p| p.fd.as_ref())
+            .chain([pidfd.as_ref().filter(|_| !exited)])
+            .map(|fd| libc::pollfd {
+                fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
         let timeout = match &mut spinner {
+            _ if last_pass => 0,
             Some(s) => {
                 s.tick();
                 progress::TICK.as_millis() as libc::c_int
@@ -287,6 +413,13 @@ pub fn run_captured(
             delivery_failed = true;
             break;
         }
+        if last_pass {
+            last_reads += 1;
+            if r == 0 || last_reads > LAST_READS {
+                break;
+            }
+        }
+        exited |= pfds[2].revents != 0;
         for (p, pfd) in pipes.iter_mut().zip(&pfds) {
             if pfd.revents == 0 {
                 continue;
@@ -324,6 +457,7 @@ pub fn run_captured(
                     // Our reader went away: close the command's pipe so that
                     // it sees the broken pipe too, as it would have without
                     // memorun in between.
+                    reader_gone = true;
                     p.fd = None;
                     continue;
                 }
@@ -359,6 +493,7 @@ pub fn run_captured(
         recording,
         record_error,
         delivery_failed,
+        reader_gone,
         interrupted: INTERRUPTED.load(Ordering::SeqCst),
     })
 }

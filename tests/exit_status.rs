@@ -2,7 +2,9 @@
 //! memorun's errors, each with one `memorun:` line; and what gets recorded.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
 
 use crate::util::{Dir, code, stderr, stdout};
 
@@ -31,6 +33,36 @@ fn killed_by_signal_exits_128_plus_n_and_is_never_recorded() {
     assert_eq!(d.count(), 2);
     let o = d.run_counted(&[], "kill -KILL $$");
     assert_eq!(code(&o), 128 + 9);
+}
+
+#[test]
+fn reader_gone_exits_141_on_a_miss_as_on_a_hit() {
+    let d = Dir::new();
+    // More output than the pipes hold; the shell itself exits 0.
+    let script = "seq 1 1000000; exit 0";
+    // memorun with a reader that takes one byte and goes away.
+    let reader_gone = || {
+        let (mut r, w) = std::io::pipe().unwrap();
+        let mut child = d
+            .memorun_std()
+            .arg("--")
+            .args(d.counted(script))
+            .stdout(w)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut byte = [0u8; 1];
+        r.read_exact(&mut byte).unwrap();
+        drop(r);
+        child.wait().unwrap().code()
+    };
+    assert_eq!(reader_gone(), Some(141), "on a miss");
+    assert_eq!(d.count(), 1);
+    let o = d.run_counted(&[], script);
+    assert_eq!((code(&o), o.stdout.len()), (0, 6_888_896));
+    assert_eq!(d.count(), 2, "the full run did not run");
+    assert_eq!(reader_gone(), Some(141), "on a hit");
+    assert_eq!(d.count(), 2, "the full run was not recorded");
 }
 
 #[test]

@@ -108,6 +108,56 @@ fn waiter_runs_itself_when_the_holder_fails() {
 }
 
 #[test]
+fn failing_concurrent_runs_run_side_by_side_not_one_after_another() {
+    let d = Dir::new();
+    // Each run logs its start and end. The first waits for `go`, so that
+    // the others are all waiting for it when it fails; each later run ends
+    // only once all six have started, which they can only do side by side
+    // (or after a 5 s cap each, one after another).
+    let script = "echo start >> log; i=0; \
+                  if [ $(grep -c start log) -eq 1 ]; then \
+                    while [ ! -e go ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done; \
+                  else \
+                    while [ $(grep -c start log) -lt 6 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; \
+                  fi; echo end >> log; exit 1";
+    let first = spawn_counted(&d, &[], script);
+    wait_for("the first run", Duration::from_secs(10), || d.count() == 1);
+    let waiters: Vec<(Child, std::path::PathBuf)> = (0..5)
+        .map(|i| {
+            let err = d.join(format!("waiter-{i}.err"));
+            let child = d
+                .memorun_std()
+                .args(["-v", "--"])
+                .args(d.counted(script))
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap();
+            (child, err)
+        })
+        .collect();
+    for (_, err) in &waiters {
+        wait_for("a waiter to wait", Duration::from_secs(10), || {
+            fs::read_to_string(err).is_ok_and(|s| s.contains("waiting for a concurrent run"))
+        });
+    }
+    fs::write(d.join("go"), "").unwrap();
+    assert_eq!(code(&first.wait_with_output().unwrap()), 1);
+    for (mut child, _) in waiters {
+        assert_eq!(child.wait().unwrap().code(), Some(1));
+    }
+    assert_eq!(d.count(), 6);
+    let log = fs::read_to_string(d.join("log")).unwrap();
+    let (mut running, mut most) = (0, 0);
+    for line in log.lines() {
+        running += if line == "start" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(running, 0, "{log}");
+    assert!(most > 1, "the failing runs queued one after another: {log}");
+}
+
+#[test]
 fn kill_mid_miss_leaves_nothing_partial_and_a_full_run_follows() {
     let d = Dir::new();
     let big = 400_000;

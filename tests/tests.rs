@@ -17,4 +17,5 @@ mod lifecycle;
 mod recipes;
 mod regressions;
 mod replay;
+mod signals;
 mod terminal;
