@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::key::{Component, Kind};
+use crate::key::{Component, Digest, Kind};
 use crate::prepare::{NotPrepared, Prepared, prepare};
 use crate::quote::printable;
 use crate::store::age;
@@ -24,7 +24,8 @@ struct Report {
     entry: Option<Entry>,
     refused: Option<String>,
     components: Vec<Component>,
-    previous: Option<i64>,
+    /// The closest earlier entry (key, created), on a miss.
+    previous: Option<(Digest, i64)>,
     changes: Vec<Change>,
     not_recorded: Option<(String, i64)>,
     uncached: Option<String>,
@@ -93,10 +94,15 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         None => None,
     };
     // Only an explanation: a store that cannot give it still gives the rest.
-    let (previous, changes) = match store.previous_run(&key.command, &key.digest) {
-        Ok(Some((old, created))) if entry.is_none() => {
-            (Some(created), why::diff(&old, &key.components))
-        }
+    let closest = match entry {
+        None => why::closest_run(&store, key),
+        Some(_) => Ok(None),
+    };
+    let (previous, changes) = match closest {
+        Ok(Some(old)) => (
+            Some((old.key, old.created_ms)),
+            why::diff(&old.components, &key.components),
+        ),
         _ => (None, Vec::new()),
     };
     Ok(Report {
@@ -167,9 +173,10 @@ fn to_text(r: &Report) -> String {
     }
     if r.entry.is_none() {
         match r.previous {
-            Some(created) => {
+            Some((key, created)) => {
                 s.push_str(&format!(
-                    "changes since the closest earlier run, recorded {} ago:\n",
+                    "changes since the closest earlier run ({}, recorded {} ago):\n",
+                    key.short(),
                     human_duration(age(created))
                 ));
                 if r.changes.is_empty() {
@@ -223,7 +230,8 @@ fn to_json(r: &Report) -> Value {
         "entry": entry,
         "refused": r.refused,
         "components": components,
-        "previous": r.previous.map(|created| json!({
+        "previous": r.previous.map(|(key, created)| json!({
+            "key": key.to_hex(),
             "created_ms": created,
             "age_ms": age(created).as_millis() as u64,
         })),

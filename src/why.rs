@@ -4,13 +4,19 @@
 //! Components are matched by kind and name (`env CC`, `input src/a.rs`);
 //! the working directory and stdin are matched by kind alone. Values never
 //! appear: only names, states ("set", "absent") and short digests.
+//!
+//! The earlier run a miss is explained against is the closest one, not the
+//! latest: [`Target::score`] ranks an earlier entry by how many of this
+//! key's components it shares, reading only what it needs of each.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::key::{Component, Kind, State};
+use crate::key::{Component, Key, Kind, State};
+use crate::store::sqlite::{Previous, SqliteStore};
 
 /// One difference between an earlier run's key and this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,6 +139,70 @@ pub fn diff(old: &[Component], new: &[Component]) -> Vec<Change> {
     changes
 }
 
+/// How close an earlier entry is to the key being explained: the
+/// components it shares exactly (kind, name and digest), then the slots it
+/// shares (same kind and name, another value: `cwd /ci1` against `cwd
+/// /ci2` is closer than no cwd at all). Compared in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Score {
+    /// Components equal in both.
+    pub same: usize,
+    /// Components present in both, equal or not.
+    pub slots: usize,
+}
+
+/// A key's components, indexed to score earlier entries against.
+pub struct Target<'a> {
+    digests: HashSet<String>,
+    slots: BTreeSet<(Kind, &'a str)>,
+}
+
+/// Just what scoring needs of a stored component: borrowed from the JSON
+/// where it can be, and the rest of the object skipped.
+#[derive(Deserialize)]
+struct Slim<'a> {
+    kind: Kind,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    digest: Cow<'a, str>,
+}
+
+impl<'a> Target<'a> {
+    /// Index `components` (the key being explained).
+    pub fn new(components: &'a [Component]) -> Target<'a> {
+        Target {
+            // A component's digest covers its kind, name, state and content.
+            digests: components.iter().map(|c| c.digest.to_hex()).collect(),
+            slots: components.iter().map(slot).collect(),
+        }
+    }
+
+    /// Score an earlier entry's components, as stored (JSON); `None` when
+    /// they do not decode.
+    pub fn score(&self, json: &str) -> Option<Score> {
+        let old: Vec<Slim<'_>> = serde_json::from_str(json).ok()?;
+        let mut score = Score { same: 0, slots: 0 };
+        for c in &old {
+            let name = match c.kind {
+                Kind::Cwd | Kind::Stdin | Kind::Argv => "",
+                _ => c.name.as_ref(),
+            };
+            if self.slots.contains(&(c.kind, name)) {
+                score.slots += 1;
+                score.same += usize::from(self.digests.contains(c.digest.as_ref()));
+            }
+        }
+        Some(score)
+    }
+}
+
+/// The earlier entry of `key`'s command closest to it (see [`Target`]).
+pub fn closest_run(store: &SqliteStore, key: &Key) -> anyhow::Result<Option<Previous>> {
+    let target = Target::new(&key.components);
+    store.previous_run(&key.command, &key.digest, |json| target.score(json))
+}
+
 /// A one-line summary of `changes` for `-v`: the first, and how many more.
 pub fn summary(changes: &[Change]) -> String {
     match changes {
@@ -190,5 +260,43 @@ mod tests {
         assert!(diff(&new, &new).is_empty());
         assert_eq!(summary(&diff(&old, &new)[..1]), "cwd: /a → /b");
         assert_eq!(summary(&diff(&old, &new)), "cwd: /a → /b, and 7 more");
+    }
+
+    #[test]
+    fn scores_by_shared_components_then_shared_slots() {
+        let argv = Component::argv(&["make"]);
+        let new = vec![
+            argv.clone(),
+            Component::cwd(b"/ci2"),
+            Component::input(b"src/lib.rs", d(2)),
+            Component::input(b"src/main.rs", d(1)),
+        ];
+        let target = Target::new(&new);
+        let score = |old: &[Component]| target.score(&serde_json::to_string(old).unwrap());
+        let other_cwd = [
+            argv.clone(),
+            Component::cwd(b"/ci1"),
+            Component::input(b"src/lib.rs", d(2)),
+            Component::input(b"src/main.rs", d(1)),
+        ];
+        let no_cwd = [
+            argv.clone(),
+            Component::input(b"src/lib.rs", d(2)),
+            Component::input(b"src/main.rs", d(1)),
+        ];
+        let walked_elsewhere = [
+            argv.clone(),
+            Component::cwd(b"/ci2"),
+            Component::input(b"./src/lib.rs", d(2)),
+            Component::input(b"./src/main.rs", d(1)),
+            Component::input(b"./README", d(1)),
+        ];
+        assert_eq!(score(&other_cwd), Some(Score { same: 3, slots: 4 }));
+        assert_eq!(score(&no_cwd), Some(Score { same: 3, slots: 3 }));
+        assert_eq!(score(&walked_elsewhere), Some(Score { same: 2, slots: 2 }));
+        assert!(score(&other_cwd) > score(&no_cwd));
+        assert!(score(&no_cwd) > score(&walked_elsewhere));
+        assert_eq!(score(&new), Some(Score { same: 4, slots: 4 }));
+        assert_eq!(target.score("not json"), None);
     }
 }

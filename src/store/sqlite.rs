@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
@@ -33,6 +34,23 @@ pub use super::schema::SCHEMA_VERSION;
 /// How long a statement waits for another process's lock before giving up
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many of a command's most recent entries `previous_run` compares to
+/// find the closest: enough for the variants one command is run with, and a
+/// bound on what explaining a miss reads (an entry's components can be
+/// megabytes of JSON for a command with thousands of inputs).
+const CLOSEST_OF: i64 = 50;
+
+/// An earlier entry of a command, as a miss is explained against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Its key.
+    pub key: Digest,
+    /// When it was recorded, ms since the epoch.
+    pub created_ms: i64,
+    /// Its key's components.
+    pub components: Vec<Component>,
+}
 
 /// The store was made by a newer memorun: not damaged, so no reset hint.
 #[derive(Debug)]
@@ -264,28 +282,50 @@ impl SqliteStore {
             .map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
 
-    /// The components of the most recent entry of the same command (same
-    /// argv after `--ignore-arg`) other than `except`, with its creation time.
-    pub fn previous_run(
+    /// The earlier entry of the same command (same argv after
+    /// `--ignore-arg`) other than `except` that `score` ranks highest, the
+    /// most recent of equals. `score` reads an entry's components as stored
+    /// (JSON; see `why::Target::score`); `None` passes the entry over.
+    /// Bounded: only the [`CLOSEST_OF`] most recent entries are scored, and
+    /// only the winner is decoded in full.
+    pub fn previous_run<S: Ord>(
         &self,
         command: &Digest,
         except: &Digest,
-    ) -> Result<Option<(Vec<Component>, i64)>> {
+        score: impl Fn(&str) -> Option<S>,
+    ) -> Result<Option<Previous>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT components, created FROM entries
-             WHERE command = ?1 AND key != ?2 ORDER BY created DESC",
+            "SELECT key, created, components FROM entries
+             WHERE command = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![&command.0[..], &except.0[..]])?;
-        // The newest that decodes: a damaged row is passed over.
+        let mut rows = stmt.query(params![&command.0[..], &except.0[..], CLOSEST_OF])?;
+        let mut best: Option<(S, Vec<u8>, i64, String)> = None;
         while let Some(r) = rows.next()? {
-            let (Ok(json), Ok(created)) = (r.get::<_, String>(0), r.get::<_, i64>(1)) else {
+            let (Ok(key), Ok(created), Ok(ValueRef::Text(json))) =
+                (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1), r.get_ref(2))
+            else {
                 continue;
             };
-            if let Ok(components) = serde_json::from_str(&json) {
-                return Ok(Some((components, created)));
+            let Some(score) = std::str::from_utf8(json).ok().and_then(&score) else {
+                continue;
+            };
+            // Newest first: a later row must be strictly closer to win.
+            if best.as_ref().is_none_or(|(b, ..)| score > *b) {
+                let json = String::from_utf8_lossy(json).into_owned();
+                best = Some((score, key, created, json));
             }
         }
-        Ok(None)
+        let Some((_, key, created_ms, json)) = best else {
+            return Ok(None);
+        };
+        Ok(Digest::from_slice(&key).and_then(|key| {
+            let components = serde_json::from_str(&json).ok()?;
+            Some(Previous {
+                key,
+                created_ms,
+                components,
+            })
+        }))
     }
 
     fn init(&self) -> Result<()> {
@@ -937,6 +977,66 @@ mod tests {
             inline: Some(b"no".to_vec()),
         };
         assert!(store.open_stream(&s).unwrap().is_none());
+    }
+
+    #[test]
+    fn previous_run_is_the_closest_of_the_recent_entries_newest_of_equals() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let argv = Component::argv(&["make"]);
+        let input = |name: &[u8], b: u8| Component::input(name, Some(Digest([b; 32])));
+        let key = |inputs: &[Component]| {
+            let mut c = vec![argv.clone()];
+            c.extend_from_slice(inputs);
+            Key::new(c)
+        };
+        let closest = |store: &SqliteStore, k: &Key| {
+            let target = crate::why::Target::new(&k.components);
+            let found = store
+                .previous_run(&k.command, &k.digest, |json| target.score(json))
+                .unwrap();
+            found.map(|p| p.key)
+        };
+        let close = key(&[input(b"a", 1), input(b"b", 1)]);
+        let tied = key(&[input(b"a", 1), input(b"b", 2)]);
+        let far = key(&[input(b"./a", 1), input(b"./b", 1), input(b"./c", 1)]);
+        // Recorded in this order, one second apart: `far` is the latest.
+        for (i, k) in [&close, &tied, &far].into_iter().enumerate() {
+            record(&mut store, k, 0, b"");
+            store
+                .conn
+                .execute(
+                    "UPDATE entries SET created = ?1 WHERE key = ?2",
+                    params![1000 * i as i64, &k.digest.0[..]],
+                )
+                .unwrap();
+        }
+        let now = key(&[input(b"a", 1), input(b"b", 3)]);
+        // `close` and `tied` share as much with it: the newer wins.
+        assert_eq!(closest(&store, &now), Some(tied.digest));
+        assert_eq!(
+            closest(
+                &store,
+                &key(&[input(b"a", 1), input(b"b", 1), input(b"c", 1)])
+            ),
+            Some(close.digest)
+        );
+        // The entry under the key itself is never its own previous run.
+        assert_eq!(closest(&store, &close), Some(tied.digest));
+        // Only the most recent entries are compared.
+        for i in 0..CLOSEST_OF {
+            let k = key(&[input(format!("x{i}").as_bytes(), 1)]);
+            record(&mut store, &k, 0, b"");
+            store
+                .conn
+                .execute(
+                    "UPDATE entries SET created = ?1 WHERE key = ?2",
+                    params![10_000 + i, &k.digest.0[..]],
+                )
+                .unwrap();
+        }
+        assert_ne!(closest(&store, &now), Some(tied.digest));
+        assert!(closest(&store, &now).is_some());
     }
 
     #[test]
