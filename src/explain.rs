@@ -8,13 +8,20 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::key::{Component, Digest, Kind};
+use crate::key::{Component, Digest, Kind, State};
 use crate::prepare::{NotPrepared, Prepared, prepare};
 use crate::quote::printable;
 use crate::store::age;
 use crate::store::{Entry, Store};
 use crate::ui::human_duration;
 use crate::why::{self, Change};
+
+/// Input files the text form lists among the components: a walk can put
+/// thousands in a key (the summary counts them; `--json` lists them all).
+const SHOWN_INPUTS: usize = 20;
+
+/// Inputs named directly that the summary lists by name.
+const SHOWN_NAMED: usize = 10;
 
 /// What `why` found.
 struct Report {
@@ -168,9 +175,23 @@ fn to_text(r: &Report) -> String {
         .max()
         .unwrap_or(0);
     s.push_str("components:\n");
-    for (label, value) in &lines {
+    let mut inputs_shown = 0;
+    for (c, (label, value)) in r.components.iter().zip(&lines) {
+        if c.kind == Kind::Input {
+            inputs_shown += 1;
+            if inputs_shown > SHOWN_INPUTS {
+                continue;
+            }
+        }
         s.push_str(&format!("  {label:width$}  {value}\n"));
     }
+    if inputs_shown > SHOWN_INPUTS {
+        s.push_str(&format!(
+            "  ... and {} more inputs (--json lists them all)\n",
+            inputs_shown - SHOWN_INPUTS
+        ));
+    }
+    inputs_text(&mut s, &why::inputs(&r.components));
     if r.entry.is_none() {
         match r.previous {
             Some((key, created)) => {
@@ -197,6 +218,44 @@ fn to_text(r: &Report) -> String {
         ));
     }
     s
+}
+
+/// Say which files the key holds, so that a user can see which are not in
+/// it: counts for walks and globs, names (up to [`SHOWN_NAMED`]) otherwise.
+fn inputs_text(s: &mut String, inputs: &why::Inputs) {
+    if inputs.named.is_empty() && inputs.listings.is_empty() {
+        s.push_str(
+            "inputs in the key: none (no file's content is in the key; \
+             name files as arguments or with -i)\n",
+        );
+        return;
+    }
+    let files = |n: usize| format!("{n} {}", if n == 1 { "file" } else { "files" });
+    s.push_str(&format!("inputs in the key: {}\n", files(inputs.files)));
+    if !inputs.named.is_empty() {
+        let mut names: Vec<String> = inputs
+            .named
+            .iter()
+            .take(SHOWN_NAMED)
+            .map(|n| match n.state {
+                State::Present => printable(&n.name).into_owned(),
+                State::Absent => format!("{} (absent)", printable(&n.name)),
+            })
+            .collect();
+        if inputs.named.len() > SHOWN_NAMED {
+            names.push(format!("and {} more", inputs.named.len() - SHOWN_NAMED));
+        }
+        s.push_str(&format!("  named: {}\n", names.join(", ")));
+    }
+    for l in &inputs.listings {
+        let how = if l.glob { "matching" } else { "under" };
+        s.push_str(&format!(
+            "  {how} {}: {}\n",
+            printable(&l.name),
+            files(l.files)
+        ));
+    }
+    s.push_str("  any other file is not in the key: a change to it is not seen\n");
 }
 
 fn to_json(r: &Report) -> Value {
@@ -230,6 +289,7 @@ fn to_json(r: &Report) -> Value {
         "entry": entry,
         "refused": r.refused,
         "components": components,
+        "inputs": why::inputs(&r.components),
         "previous": r.previous.map(|(key, created)| json!({
             "key": key.to_hex(),
             "created_ms": created,

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -197,6 +198,105 @@ impl<'a> Target<'a> {
     }
 }
 
+/// What a key says about files: how many are in it, which were named
+/// directly (an argument, `-i FILE`), and which directories and globs were
+/// walked and how many files each gave. A file outside all of these is not
+/// in the key, which is what a user looking at a stale hit needs to see.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Inputs {
+    /// Files whose content is in the key (present inputs).
+    pub files: usize,
+    /// Inputs named directly, in key order.
+    pub named: Vec<NamedInput>,
+    /// `-i` directories and globs, in key order.
+    pub listings: Vec<Listing>,
+}
+
+/// An input named directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedInput {
+    /// Its path, as given.
+    pub name: String,
+    /// Present or absent.
+    pub state: State,
+}
+
+/// An `-i` directory or glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    /// The directory or pattern, as given.
+    pub name: String,
+    /// A glob pattern, not a directory.
+    pub glob: bool,
+    /// The files found under it.
+    pub files: usize,
+}
+
+/// Whether `name` (an input's path) was found by walking `listing` (an
+/// `-i` argument): a directory's files are named below it, a glob's match
+/// it (as the walk matched them: without `./`, `*` not crossing `/`).
+fn under(listing: &str, glob: Option<&globset::GlobMatcher>, name: &str) -> bool {
+    match glob {
+        Some(m) => m.is_match(name),
+        None => Path::new(name).starts_with(listing) && Path::new(name) != Path::new(listing),
+    }
+}
+
+/// Summarize the inputs among `components`. The files a walk or glob found
+/// follow its listing component; anything else is named directly.
+pub fn inputs(components: &[Component]) -> Inputs {
+    let mut out = Inputs::default();
+    // The listing being followed, with its matcher when it is a glob.
+    let mut current: Option<(usize, Option<globset::GlobMatcher>)> = None;
+    for c in components {
+        match c.kind {
+            Kind::InputSet => {
+                let glob = glob_matcher(&c.name);
+                out.listings.push(Listing {
+                    name: c.name.clone(),
+                    glob: glob.is_some(),
+                    files: 0,
+                });
+                current = Some((out.listings.len() - 1, glob));
+            }
+            Kind::Input => {
+                out.files += usize::from(c.state == State::Present);
+                match &current {
+                    Some((i, glob)) if under(&out.listings[*i].name, glob.as_ref(), &c.name) => {
+                        out.listings[*i].files += 1;
+                    }
+                    _ => {
+                        current = None;
+                        out.named.push(NamedInput {
+                            name: c.name.clone(),
+                            state: c.state,
+                        });
+                    }
+                }
+            }
+            _ => current = None,
+        }
+    }
+    out
+}
+
+/// A matcher for `-i` argument `arg` if it is a glob (as `inputs` decides:
+/// it has a glob metacharacter).
+fn glob_matcher(arg: &str) -> Option<globset::GlobMatcher> {
+    if !arg.contains(['*', '?', '[', '{']) {
+        return None;
+    }
+    let normalized: std::path::PathBuf = Path::new(arg)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    let glob = globset::GlobBuilder::new(&normalized.to_string_lossy())
+        .literal_separator(true)
+        .build()
+        .ok()?;
+    Some(glob.compile_matcher())
+}
+
 /// The earlier entry of `key`'s command closest to it (see [`Target`]).
 pub fn closest_run(store: &SqliteStore, key: &Key) -> anyhow::Result<Option<Previous>> {
     let target = Target::new(&key.components);
@@ -260,6 +360,49 @@ mod tests {
         assert!(diff(&new, &new).is_empty());
         assert_eq!(summary(&diff(&old, &new)[..1]), "cwd: /a → /b");
         assert_eq!(summary(&diff(&old, &new)), "cwd: /a → /b, and 7 more");
+    }
+
+    #[test]
+    fn inputs_are_told_apart_as_named_or_walked() {
+        let components = vec![
+            Component::argv(&["cc"]),
+            Component::input(b"config.h", d(1)),
+            Component::input_set(b"src/", &[]),
+            Component::input(b"src/a.c", d(1)),
+            Component::input(b"src/sub/b.c", d(1)),
+            Component::input_set(b"./include/*.h", &[]),
+            Component::input(b"include/a.h", d(1)),
+            // An argument after the glob, which it does not match.
+            Component::input(b"main.c", d(1)),
+            Component::input(b"typo.txt", None),
+            Component::input_set(b"empty", &[]),
+            Component::stdin(Err("terminal")),
+        ];
+        let named = |name: &str, state| NamedInput {
+            name: name.into(),
+            state,
+        };
+        let listing = |name: &str, files| Listing {
+            name: name.into(),
+            glob: name.contains('*'),
+            files,
+        };
+        assert_eq!(
+            inputs(&components),
+            Inputs {
+                files: 5,
+                named: vec![
+                    named("config.h", State::Present),
+                    named("main.c", State::Present),
+                    named("typo.txt", State::Absent),
+                ],
+                listings: vec![
+                    listing("src/", 2),
+                    listing("./include/*.h", 1),
+                    listing("empty", 0),
+                ],
+            }
+        );
     }
 
     #[test]

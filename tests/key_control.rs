@@ -836,3 +836,82 @@ fn why_explains_a_moved_checkout_as_a_cwd_change() {
         stderr(&o)
     );
 }
+
+/// Issue 13: a header that `cc -c foo.c` includes is not in the key, and a
+/// hit replayed the old object; `why` on the hit did not make it plain
+/// which files the key holds. It says so now, in text and JSON, with counts
+/// for walks and globs however many files they hold.
+#[test]
+fn why_on_a_hit_says_which_files_the_key_holds() {
+    let d = Dir::new();
+    d.write("foo.c", "#include \"include/foo.h\"");
+    d.write("include/foo.h", "int x;");
+    for i in 0..30 {
+        d.write(format!("src/f{i:02}.c"), format!("{i}"));
+    }
+    let why = |args: &[&str]| {
+        let mut all = vec!["why"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "cat", "foo.c"]);
+        stdout(&d.run(all))
+    };
+    d.run(["--", "cat", "foo.c"]);
+    let text = why(&[]);
+    assert!(text.starts_with("would hit"), "{text}");
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("inputs in the key"))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "inputs in the key: 1 file",
+            "  named: foo.c",
+            "  any other file is not in the key: a change to it is not seen",
+        ],
+        "{text}"
+    );
+    // With the headers and a walked directory declared.
+    let args = ["-i", "include/*.h", "-i", "src"];
+    d.run(["-i", "include/*.h", "-i", "src", "--", "cat", "foo.c"]);
+    let text = why(&args);
+    assert!(text.starts_with("would hit"), "{text}");
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("inputs in the key"))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "inputs in the key: 32 files",
+            "  named: foo.c",
+            "  matching include/*.h: 1 file",
+            "  under src: 30 files",
+            "  any other file is not in the key: a change to it is not seen",
+        ],
+        "{text}"
+    );
+    // The components list stays short; JSON has everything.
+    assert!(
+        text.contains("  ... and 12 more inputs (--json lists them all)\n"),
+        "{text}"
+    );
+    assert!(text.lines().count() < 40, "{text}");
+    let mut all = vec!["why", "--json"];
+    all.extend_from_slice(&args);
+    all.extend_from_slice(&["--", "cat", "foo.c"]);
+    let v: serde_json::Value = serde_json::from_slice(&d.run(all).stdout).unwrap();
+    assert_eq!(v["would"], "hit");
+    assert_eq!(v["inputs"]["files"], 32);
+    assert_eq!(v["inputs"]["named"][0]["name"], "foo.c");
+    assert_eq!(v["inputs"]["listings"][0]["name"], "include/*.h");
+    assert_eq!(v["inputs"]["listings"][0]["glob"], true);
+    assert_eq!(v["inputs"]["listings"][1]["files"], 30);
+    let inputs = v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "input")
+        .count();
+    assert_eq!(inputs, 32);
+}
