@@ -77,6 +77,9 @@ pub struct SqliteStore {
     secret: [u8; 32],
     notice: std::cell::RefCell<Option<String>>,
     limits: Limits,
+    /// The entry last looked up, with its command's manifest: a hit of it
+    /// is logged under that command without another query.
+    looked_up: Option<(Digest, Digest)>,
 }
 
 impl SqliteStore {
@@ -116,6 +119,7 @@ impl SqliteStore {
             secret,
             notice: Default::default(),
             limits: Limits::default(),
+            looked_up: None,
         };
         // Creating a store (switching to WAL, creating the schema) takes
         // locks that SQLite will not wait for when waiting could deadlock:
@@ -150,6 +154,7 @@ impl SqliteStore {
             secret: [9; 32],
             notice: Default::default(),
             limits: Limits::default(),
+            looked_up: None,
         };
         store.init()?;
         Ok(store)
@@ -184,7 +189,8 @@ impl SqliteStore {
         self.root.join("hits.log")
     }
 
-    /// Fold the hit log into the entries and counters (see `hitlog`).
+    /// Fold the hit log into the entries, the time saved per command and
+    /// the counters (see `hitlog`).
     pub fn fold_hits(&mut self) -> Result<()> {
         let Some(folding) = hitlog::take(&self.hit_log())? else {
             return Ok(());
@@ -197,10 +203,18 @@ impl SqliteStore {
             let mut stmt = tx.prepare_cached(
                 "UPDATE entries SET hits = hits + ?1, last_used = MAX(last_used, ?2) WHERE key = ?3",
             )?;
-            for (key, h) in &folding.hits {
+            for ((key, manifest), h) in &folding.hits {
                 stmt.execute(params![h.count, h.last_ms, &key.0[..]])?;
                 count += h.count;
                 saved += h.saved_ms;
+                // A record of an older memorun names only the entry.
+                let manifest = match manifest {
+                    Some(m) => Some(*m),
+                    None => manifest_of(&tx, key)?,
+                };
+                if let Some(m) = manifest {
+                    add_saved(&tx, &m, key, h.count, h.saved_ms)?;
+                }
             }
         }
         maintenance::bump(
@@ -515,6 +529,45 @@ fn is_busy(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The manifest of the entry's command, from its `command` and `cwd`
+/// columns starting at `first` (`None` when they are not what memorun
+/// writes: the hit then counts in the totals only).
+fn manifest_at(row: &rusqlite::Row<'_>, first: usize) -> Option<Digest> {
+    let command = Digest::from_slice(&row.get::<_, Vec<u8>>(first).ok()?)?;
+    let cwd: Vec<u8> = row.get(first + 1).ok()?;
+    Some(super::manifest(&command, &cwd))
+}
+
+/// The manifest of the command of the entry under `key`, if it is there.
+fn manifest_of(conn: &Connection, key: &Digest) -> rusqlite::Result<Option<Digest>> {
+    Ok(conn
+        .prepare_cached("SELECT command, cwd FROM entries WHERE key = ?1")?
+        .query_row(params![&key.0[..]], |r| Ok(manifest_at(r, 0)))
+        .optional()?
+        .flatten())
+}
+
+/// Add replays to a command's time saved, in the caller's transaction. The
+/// row is made when the command is recorded; made here (named after the
+/// entry, if it is still there) only for a command recorded before there
+/// were such rows, or whose row is gone.
+fn add_saved(
+    conn: &Connection,
+    manifest: &Digest,
+    key: &Digest,
+    hits: i64,
+    saved_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO saved (command, display, hits, saved_ms)
+         VALUES (?1, COALESCE((SELECT display FROM entries WHERE key = ?2), ''), ?3, ?4)
+         ON CONFLICT (command) DO UPDATE SET
+           hits = hits + excluded.hits, saved_ms = saved_ms + excluded.saved_ms",
+    )?
+    .execute(params![&manifest.0[..], &key.0[..], hits, saved_ms])?;
+    Ok(())
+}
+
 /// The columns [`decode_entry`] reads, in its order.
 pub(super) const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
     out_len, out_digest, out_inline, err_len, err_digest, err_inline,
@@ -594,13 +647,18 @@ impl Store for SqliteStore {
         let found = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries WHERE key = ?1"
+                "SELECT {ENTRY_COLUMNS}, command, cwd FROM entries WHERE key = ?1"
             ))?
-            .query_row(params![&key.0[..]], |row| Ok(decode_entry(row, 0)))
+            .query_row(params![&key.0[..]], |row| {
+                Ok((decode_entry(row, 0), manifest_at(row, ENTRY_COLUMN_COUNT)))
+            })
             .optional();
         let found = match found {
             Ok(None) => return Ok(None),
-            Ok(Some(decoded)) => decoded.ok(),
+            Ok(Some((decoded, manifest))) => {
+                self.looked_up = manifest.map(|m| (*key, m));
+                decoded.ok()
+            }
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 // The row's record is damaged beyond reading.
@@ -690,6 +748,17 @@ impl Store for SqliteStore {
         // it created are outputs from now on.
         tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
             .execute(params![&e.manifest.0[..]])?;
+        // Its replays will count toward the command's time saved, under the
+        // latest way it was written. (The manifest as a hit finds it: from
+        // the row's command and cwd.)
+        tx.prepare_cached(
+            "INSERT INTO saved (command, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
+             ON CONFLICT (command) DO UPDATE SET display = excluded.display",
+        )?
+        .execute(params![
+            &super::manifest(&e.key.command, &e.cwd).0[..],
+            e.display
+        ])?;
         if !e.created.is_empty() {
             let mut stmt =
                 tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
@@ -758,7 +827,18 @@ impl Store for SqliteStore {
     fn record_hit(&mut self, entry: &Entry) -> Result<()> {
         // Counted in the hit log, not the database: see `hitlog`.
         let saved = entry.duration.as_millis() as i64;
-        match hitlog::append(&self.hit_log(), &entry.key, now_ms(), saved) {
+        let manifest = match self.looked_up {
+            Some((key, m)) if key == entry.key => Some(m),
+            _ => manifest_of(&self.conn, &entry.key)?,
+        };
+        let logged = hitlog::append(
+            &self.hit_log(),
+            &entry.key,
+            &manifest.unwrap_or(Digest([0; 32])),
+            now_ms(),
+            saved,
+        );
+        match logged {
             Ok(size) if size >= hitlog::FOLD_AT => self.fold_hits(),
             Ok(_) => Ok(()),
             Err(_) => {
@@ -769,6 +849,9 @@ impl Store for SqliteStore {
                     "UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2",
                 )?
                 .execute(params![now_ms(), &entry.key.0[..]])?;
+                if let Some(m) = manifest {
+                    add_saved(&tx, &m, &entry.key, 1, saved)?;
+                }
                 maintenance::bump(
                     &tx,
                     &[(maintenance::HITS, 1), (maintenance::SAVED_MS, saved)],
@@ -1037,6 +1120,33 @@ mod tests {
         }
         assert_ne!(closest(&store, &now), Some(tied.digest));
         assert!(closest(&store, &now).is_some());
+    }
+
+    #[test]
+    fn hits_of_an_entry_gone_by_fold_time_count_toward_its_command() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let key = Key::new(vec![Component::argv(&["make"])]);
+        record(&mut store, &key, 0, b"");
+        let e = store.lookup(&key.digest).unwrap().unwrap();
+        store.record_hit(&e).unwrap();
+        store.record_hit(&e).unwrap();
+        // Removed before the hits are folded (`remove` does not fold).
+        store.remove(&key.digest).unwrap();
+        store.fold_hits().unwrap();
+        let manifest = super::super::manifest(&key.command, b"/");
+        let row: (String, i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT display, hits, saved_ms FROM saved WHERE command = ?1",
+                params![&manifest.0[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("cmd".to_string(), 2, 20));
+        let stats = store.stats(t.path()).unwrap();
+        assert_eq!(stats.top.len(), 1);
+        assert_eq!((stats.top[0].hits, stats.top[0].saved_ms), (2, 20));
     }
 
     #[test]
