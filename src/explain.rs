@@ -8,13 +8,20 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::key::{Component, Kind};
+use crate::key::{Component, Digest, Kind, State};
 use crate::prepare::{NotPrepared, Prepared, prepare};
 use crate::quote::printable;
 use crate::store::age;
 use crate::store::{Entry, Store};
 use crate::ui::human_duration;
 use crate::why::{self, Change};
+
+/// Input files the text form lists among the components: a walk can put
+/// thousands in a key (the summary counts them; `--json` lists them all).
+const SHOWN_INPUTS: usize = 20;
+
+/// Inputs named directly that the summary lists by name.
+const SHOWN_NAMED: usize = 10;
 
 /// What `why` found.
 struct Report {
@@ -24,7 +31,8 @@ struct Report {
     entry: Option<Entry>,
     refused: Option<String>,
     components: Vec<Component>,
-    previous: Option<i64>,
+    /// The closest earlier entry (key, created), on a miss.
+    previous: Option<(Digest, i64)>,
     changes: Vec<Change>,
     not_recorded: Option<(String, i64)>,
     uncached: Option<String>,
@@ -93,10 +101,15 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         None => None,
     };
     // Only an explanation: a store that cannot give it still gives the rest.
-    let (previous, changes) = match store.previous_run(&key.command, &key.digest) {
-        Ok(Some((old, created))) if entry.is_none() => {
-            (Some(created), why::diff(&old, &key.components))
-        }
+    let closest = match entry {
+        None => why::closest_run(&store, key),
+        Some(_) => Ok(None),
+    };
+    let (previous, changes) = match closest {
+        Ok(Some(old)) => (
+            Some((old.key, old.created_ms)),
+            why::diff(&old.components, &key.components),
+        ),
         _ => (None, Vec::new()),
     };
     Ok(Report {
@@ -162,14 +175,29 @@ fn to_text(r: &Report) -> String {
         .max()
         .unwrap_or(0);
     s.push_str("components:\n");
-    for (label, value) in &lines {
+    let mut inputs_shown = 0;
+    for (c, (label, value)) in r.components.iter().zip(&lines) {
+        if c.kind == Kind::Input {
+            inputs_shown += 1;
+            if inputs_shown > SHOWN_INPUTS {
+                continue;
+            }
+        }
         s.push_str(&format!("  {label:width$}  {value}\n"));
     }
+    if inputs_shown > SHOWN_INPUTS {
+        s.push_str(&format!(
+            "  ... and {} more inputs (--json lists them all)\n",
+            inputs_shown - SHOWN_INPUTS
+        ));
+    }
+    inputs_text(&mut s, &why::inputs(&r.components));
     if r.entry.is_none() {
         match r.previous {
-            Some(created) => {
+            Some((key, created)) => {
                 s.push_str(&format!(
-                    "changes since the closest earlier run, recorded {} ago:\n",
+                    "changes since the closest earlier run ({}, recorded {} ago):\n",
+                    key.short(),
                     human_duration(age(created))
                 ));
                 if r.changes.is_empty() {
@@ -190,6 +218,44 @@ fn to_text(r: &Report) -> String {
         ));
     }
     s
+}
+
+/// Say which files the key holds, so that a user can see which are not in
+/// it: counts for walks and globs, names (up to [`SHOWN_NAMED`]) otherwise.
+fn inputs_text(s: &mut String, inputs: &why::Inputs) {
+    if inputs.named.is_empty() && inputs.listings.is_empty() {
+        s.push_str(
+            "inputs in the key: none (no file's content is in the key; \
+             name files as arguments or with -i)\n",
+        );
+        return;
+    }
+    let files = |n: usize| format!("{n} {}", if n == 1 { "file" } else { "files" });
+    s.push_str(&format!("inputs in the key: {}\n", files(inputs.files)));
+    if !inputs.named.is_empty() {
+        let mut names: Vec<String> = inputs
+            .named
+            .iter()
+            .take(SHOWN_NAMED)
+            .map(|n| match n.state {
+                State::Present => printable(&n.name).into_owned(),
+                State::Absent => format!("{} (absent)", printable(&n.name)),
+            })
+            .collect();
+        if inputs.named.len() > SHOWN_NAMED {
+            names.push(format!("and {} more", inputs.named.len() - SHOWN_NAMED));
+        }
+        s.push_str(&format!("  named: {}\n", names.join(", ")));
+    }
+    for l in &inputs.listings {
+        let how = if l.glob { "matching" } else { "under" };
+        s.push_str(&format!(
+            "  {how} {}: {}\n",
+            printable(&l.name),
+            files(l.files)
+        ));
+    }
+    s.push_str("  any other file is not in the key: a change to it is not seen\n");
 }
 
 fn to_json(r: &Report) -> Value {
@@ -223,7 +289,9 @@ fn to_json(r: &Report) -> Value {
         "entry": entry,
         "refused": r.refused,
         "components": components,
-        "previous": r.previous.map(|created| json!({
+        "inputs": why::inputs(&r.components),
+        "previous": r.previous.map(|(key, created)| json!({
+            "key": key.to_hex(),
             "created_ms": created,
             "age_ms": age(created).as_millis() as u64,
         })),

@@ -362,8 +362,8 @@ fn reopen_stdin_at(offset: u64) -> std::io::Result<std::fs::File> {
 
 /// Why a lookup missed, from the closest earlier entry of the command.
 fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
-    match store.previous_run(&resolved.key.command, &resolved.key.digest) {
-        Ok(Some((old, _))) => why::summary(&why::diff(&old, &resolved.key.components)),
+    match why::closest_run(store, &resolved.key) {
+        Ok(Some(old)) => why::summary(&why::diff(&old.components, &resolved.key.components)),
         Ok(None) => "no earlier run of this command".into(),
         Err(_) => "no entry".into(),
     }

@@ -51,13 +51,9 @@ impl Base {
             .map(|(_, a)| a.as_bytes())
             .collect();
         let argv = Component::argv(&argv);
-        let mut h = blake3::Hasher::new();
-        h.update(b"memorun manifest");
-        h.update(&argv.digest.0);
-        h.update(cwd.as_os_str().as_bytes());
         Ok(Base {
+            manifest: crate::store::manifest(&argv.digest, cwd.as_os_str().as_bytes()),
             argv,
-            manifest: h.finalize().into(),
             display: display_command(&config.command),
             key_display: display_command(
                 &config

@@ -8,7 +8,8 @@
 //! `entries`, `bytes_on_disk`, `max_bytes`, `max_entries` (or null),
 //! `oldest_ms`, `newest_ms`, `since_ms` (when counters were last zeroed; or
 //! null), `top_commands` (array of `command` (string), `hits`,
-//! `time_saved_ms`).
+//! `time_saved_ms`: kept per command in its directory, so entries since
+//! removed still count).
 
 use std::time::Duration;
 

@@ -4,13 +4,20 @@
 //! Components are matched by kind and name (`env CC`, `input src/a.rs`);
 //! the working directory and stdin are matched by kind alone. Values never
 //! appear: only names, states ("set", "absent") and short digests.
+//!
+//! The earlier run a miss is explained against is the closest one, not the
+//! latest: [`Target::score`] ranks an earlier entry by how many of this
+//! key's components it shares, reading only what it needs of each.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
+use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::key::{Component, Kind, State};
+use crate::key::{Component, Key, Kind, State};
+use crate::store::sqlite::{Previous, SqliteStore};
 
 /// One difference between an earlier run's key and this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,6 +140,169 @@ pub fn diff(old: &[Component], new: &[Component]) -> Vec<Change> {
     changes
 }
 
+/// How close an earlier entry is to the key being explained: the
+/// components it shares exactly (kind, name and digest), then the slots it
+/// shares (same kind and name, another value: `cwd /ci1` against `cwd
+/// /ci2` is closer than no cwd at all). Compared in that order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Score {
+    /// Components equal in both.
+    pub same: usize,
+    /// Components present in both, equal or not.
+    pub slots: usize,
+}
+
+/// A key's components, indexed to score earlier entries against.
+pub struct Target<'a> {
+    digests: HashSet<String>,
+    slots: BTreeSet<(Kind, &'a str)>,
+}
+
+/// Just what scoring needs of a stored component: borrowed from the JSON
+/// where it can be, and the rest of the object skipped.
+#[derive(Deserialize)]
+struct Slim<'a> {
+    kind: Kind,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    digest: Cow<'a, str>,
+}
+
+impl<'a> Target<'a> {
+    /// Index `components` (the key being explained).
+    pub fn new(components: &'a [Component]) -> Target<'a> {
+        Target {
+            // A component's digest covers its kind, name, state and content.
+            digests: components.iter().map(|c| c.digest.to_hex()).collect(),
+            slots: components.iter().map(slot).collect(),
+        }
+    }
+
+    /// Score an earlier entry's components, as stored (JSON); `None` when
+    /// they do not decode.
+    pub fn score(&self, json: &str) -> Option<Score> {
+        let old: Vec<Slim<'_>> = serde_json::from_str(json).ok()?;
+        let mut score = Score { same: 0, slots: 0 };
+        for c in &old {
+            let name = match c.kind {
+                Kind::Cwd | Kind::Stdin | Kind::Argv => "",
+                _ => c.name.as_ref(),
+            };
+            if self.slots.contains(&(c.kind, name)) {
+                score.slots += 1;
+                score.same += usize::from(self.digests.contains(c.digest.as_ref()));
+            }
+        }
+        Some(score)
+    }
+}
+
+/// What a key says about files: how many are in it, which were named
+/// directly (an argument, `-i FILE`), and which directories and globs were
+/// walked and how many files each gave. A file outside all of these is not
+/// in the key, which is what a user looking at a stale hit needs to see.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Inputs {
+    /// Files whose content is in the key (present inputs).
+    pub files: usize,
+    /// Inputs named directly, in key order.
+    pub named: Vec<NamedInput>,
+    /// `-i` directories and globs, in key order.
+    pub listings: Vec<Listing>,
+}
+
+/// An input named directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedInput {
+    /// Its path, as given.
+    pub name: String,
+    /// Present or absent.
+    pub state: State,
+}
+
+/// An `-i` directory or glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    /// The directory or pattern, as given.
+    pub name: String,
+    /// A glob pattern, not a directory.
+    pub glob: bool,
+    /// The files found under it.
+    pub files: usize,
+}
+
+/// Whether `name` (an input's path) was found by walking `listing` (an
+/// `-i` argument): a directory's files are named below it, a glob's match
+/// it (as the walk matched them: without `./`, `*` not crossing `/`).
+fn under(listing: &str, glob: Option<&globset::GlobMatcher>, name: &str) -> bool {
+    match glob {
+        Some(m) => m.is_match(name),
+        None => Path::new(name).starts_with(listing) && Path::new(name) != Path::new(listing),
+    }
+}
+
+/// Summarize the inputs among `components`. The files a walk or glob found
+/// follow its listing component; anything else is named directly.
+pub fn inputs(components: &[Component]) -> Inputs {
+    let mut out = Inputs::default();
+    // The listing being followed, with its matcher when it is a glob.
+    let mut current: Option<(usize, Option<globset::GlobMatcher>)> = None;
+    for c in components {
+        match c.kind {
+            Kind::InputSet => {
+                let glob = glob_matcher(&c.name);
+                out.listings.push(Listing {
+                    name: c.name.clone(),
+                    glob: glob.is_some(),
+                    files: 0,
+                });
+                current = Some((out.listings.len() - 1, glob));
+            }
+            Kind::Input => {
+                out.files += usize::from(c.state == State::Present);
+                match &current {
+                    Some((i, glob)) if under(&out.listings[*i].name, glob.as_ref(), &c.name) => {
+                        out.listings[*i].files += 1;
+                    }
+                    _ => {
+                        current = None;
+                        out.named.push(NamedInput {
+                            name: c.name.clone(),
+                            state: c.state,
+                        });
+                    }
+                }
+            }
+            _ => current = None,
+        }
+    }
+    out
+}
+
+/// A matcher for `-i` argument `arg` if it is a glob (as `inputs` decides:
+/// it has a glob metacharacter).
+fn glob_matcher(arg: &str) -> Option<globset::GlobMatcher> {
+    if !arg.contains(['*', '?', '[', '{']) {
+        return None;
+    }
+    let normalized: std::path::PathBuf = Path::new(arg)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    let glob = globset::GlobBuilder::new(&normalized.to_string_lossy())
+        .literal_separator(true)
+        .build()
+        .ok()?;
+    Some(glob.compile_matcher())
+}
+
+/// The earlier entry of `key`'s command closest to it (see [`Target`]).
+pub fn closest_run(store: &SqliteStore, key: &Key) -> anyhow::Result<Option<Previous>> {
+    let target = Target::new(&key.components);
+    store.previous_run(&key.command, &key.digest, |json| target.score(json))
+}
+
 /// A one-line summary of `changes` for `-v`: the first, and how many more.
 pub fn summary(changes: &[Change]) -> String {
     match changes {
@@ -190,5 +360,86 @@ mod tests {
         assert!(diff(&new, &new).is_empty());
         assert_eq!(summary(&diff(&old, &new)[..1]), "cwd: /a → /b");
         assert_eq!(summary(&diff(&old, &new)), "cwd: /a → /b, and 7 more");
+    }
+
+    #[test]
+    fn inputs_are_told_apart_as_named_or_walked() {
+        let components = vec![
+            Component::argv(&["cc"]),
+            Component::input(b"config.h", d(1)),
+            Component::input_set(b"src/", &[]),
+            Component::input(b"src/a.c", d(1)),
+            Component::input(b"src/sub/b.c", d(1)),
+            Component::input_set(b"./include/*.h", &[]),
+            Component::input(b"include/a.h", d(1)),
+            // An argument after the glob, which it does not match.
+            Component::input(b"main.c", d(1)),
+            Component::input(b"typo.txt", None),
+            Component::input_set(b"empty", &[]),
+            Component::stdin(Err("terminal")),
+        ];
+        let named = |name: &str, state| NamedInput {
+            name: name.into(),
+            state,
+        };
+        let listing = |name: &str, files| Listing {
+            name: name.into(),
+            glob: name.contains('*'),
+            files,
+        };
+        assert_eq!(
+            inputs(&components),
+            Inputs {
+                files: 5,
+                named: vec![
+                    named("config.h", State::Present),
+                    named("main.c", State::Present),
+                    named("typo.txt", State::Absent),
+                ],
+                listings: vec![
+                    listing("src/", 2),
+                    listing("./include/*.h", 1),
+                    listing("empty", 0),
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn scores_by_shared_components_then_shared_slots() {
+        let argv = Component::argv(&["make"]);
+        let new = vec![
+            argv.clone(),
+            Component::cwd(b"/ci2"),
+            Component::input(b"src/lib.rs", d(2)),
+            Component::input(b"src/main.rs", d(1)),
+        ];
+        let target = Target::new(&new);
+        let score = |old: &[Component]| target.score(&serde_json::to_string(old).unwrap());
+        let other_cwd = [
+            argv.clone(),
+            Component::cwd(b"/ci1"),
+            Component::input(b"src/lib.rs", d(2)),
+            Component::input(b"src/main.rs", d(1)),
+        ];
+        let no_cwd = [
+            argv.clone(),
+            Component::input(b"src/lib.rs", d(2)),
+            Component::input(b"src/main.rs", d(1)),
+        ];
+        let walked_elsewhere = [
+            argv.clone(),
+            Component::cwd(b"/ci2"),
+            Component::input(b"./src/lib.rs", d(2)),
+            Component::input(b"./src/main.rs", d(1)),
+            Component::input(b"./README", d(1)),
+        ];
+        assert_eq!(score(&other_cwd), Some(Score { same: 3, slots: 4 }));
+        assert_eq!(score(&no_cwd), Some(Score { same: 3, slots: 3 }));
+        assert_eq!(score(&walked_elsewhere), Some(Score { same: 2, slots: 2 }));
+        assert!(score(&other_cwd) > score(&no_cwd));
+        assert!(score(&no_cwd) > score(&walked_elsewhere));
+        assert_eq!(score(&new), Some(Score { same: 4, slots: 4 }));
+        assert_eq!(target.score("not json"), None);
     }
 }

@@ -721,3 +721,197 @@ fn an_excluded_subtree_written_by_the_command_does_not_stop_recording() {
     assert_eq!(code(&o), 125);
     assert!(stderr(&o).contains("exclusion 'a['"), "{}", stderr(&o));
 }
+
+/// The closest earlier entry a miss is explained against, as `why --json`
+/// names it: its full key.
+fn previous_key(o: &std::process::Output) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["previous"]["key"].as_str().unwrap().to_string()
+}
+
+/// Issue 13: after a switch from `-i .` to `-i src/`, `why` diffed against
+/// the latest entry (the `-i .` walk) and listed hundreds of paths, and `-v`
+/// said `input listing src/: added, and N more`, hiding the one real change.
+#[test]
+fn why_explains_a_miss_against_the_closest_entry_not_the_latest() {
+    let d = Dir::new();
+    // The project is below the work directory, away from the counter file.
+    for f in [
+        "src/lib.rs",
+        "src/main.rs",
+        "README",
+        "docs/a.md",
+        "docs/b.md",
+    ] {
+        d.write(format!("p/{f}"), f);
+    }
+    let cmd = d.counted("echo built");
+    let in_p = |args: &[&str]| {
+        d.memorun()
+            .current_dir(d.join("p"))
+            .args(args)
+            .arg("--")
+            .args(&cmd)
+            .output()
+            .unwrap()
+    };
+    in_p(&["-i", "src/"]);
+    let closest = stdout(&in_p(&["why", "--json", "-i", "src/"]));
+    let closest: serde_json::Value = serde_json::from_str(&closest).unwrap();
+    let closest = closest["key"].as_str().unwrap().to_string();
+    // The latest entry of the command walks the whole project.
+    in_p(&["-i", "."]);
+    assert_eq!(d.count(), 2);
+    d.write("p/src/lib.rs", "edited");
+    let text = stdout(&in_p(&["why", "-i", "src/"]));
+    let mut changes = text
+        .lines()
+        .skip_while(|l| !l.starts_with("changes since the closest earlier run"));
+    let heading = changes.next().unwrap_or_default();
+    assert!(
+        heading.starts_with(&format!(
+            "changes since the closest earlier run ({}, recorded ",
+            &closest[..12]
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        changes.collect::<Vec<_>>(),
+        ["  input src/lib.rs: changed"],
+        "{text}"
+    );
+    assert_eq!(
+        previous_key(&in_p(&["why", "--json", "-i", "src/"])),
+        closest
+    );
+    let o = in_p(&["-v", "-i", "src/"]);
+    assert!(
+        stderr(&o).starts_with("memorun: miss (input src/lib.rs: changed), ran in"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(d.count(), 3);
+}
+
+/// Issue 13: a CI store held a `--no-cwd` run and a cwd-keyed run of the
+/// same step; a checkout at a new path was explained against the latest
+/// (`cwd: now in the key`) instead of the cwd-keyed one (`cwd: /ci1 → /ci2`).
+#[test]
+fn why_explains_a_moved_checkout_as_a_cwd_change() {
+    let d = Dir::new();
+    let (ci1, ci2) = (d.join("ci1"), d.join("ci2"));
+    fs::create_dir_all(&ci1).unwrap();
+    fs::create_dir_all(&ci2).unwrap();
+    let cmd = d.counted("echo step");
+    let run_in = |dir: &std::path::Path, args: &[&str]| {
+        d.memorun()
+            .current_dir(dir)
+            .args(args)
+            .arg("--")
+            .args(&cmd)
+            .output()
+            .unwrap()
+    };
+    run_in(&ci1, &[]);
+    run_in(&ci1, &["--no-cwd"]);
+    assert_eq!(d.count(), 2);
+    let text = stdout(&run_in(&ci2, &["why"]));
+    let change = format!("  cwd: {} → {}", ci1.display(), ci2.display());
+    let changes: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("changes since the closest earlier run"))
+        .skip(1)
+        .collect();
+    assert_eq!(changes, [change.as_str()], "{text}");
+    // The JSON names the same entry as the text.
+    let key = previous_key(&run_in(&ci2, &["why", "--json"]));
+    assert!(
+        text.contains(&format!("({}, recorded ", &key[..12])),
+        "{text}"
+    );
+    let o = run_in(&ci2, &["-v"]);
+    assert!(
+        stderr(&o).starts_with(&format!("memorun: miss ({})", change.trim())),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 13: a header that `cc -c foo.c` includes is not in the key, and a
+/// hit replayed the old object; `why` on the hit did not make it plain
+/// which files the key holds. It says so now, in text and JSON, with counts
+/// for walks and globs however many files they hold.
+#[test]
+fn why_on_a_hit_says_which_files_the_key_holds() {
+    let d = Dir::new();
+    d.write("foo.c", "#include \"include/foo.h\"");
+    d.write("include/foo.h", "int x;");
+    for i in 0..30 {
+        d.write(format!("src/f{i:02}.c"), format!("{i}"));
+    }
+    let why = |args: &[&str]| {
+        let mut all = vec!["why"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--", "cat", "foo.c"]);
+        stdout(&d.run(all))
+    };
+    d.run(["--", "cat", "foo.c"]);
+    let text = why(&[]);
+    assert!(text.starts_with("would hit"), "{text}");
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("inputs in the key"))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "inputs in the key: 1 file",
+            "  named: foo.c",
+            "  any other file is not in the key: a change to it is not seen",
+        ],
+        "{text}"
+    );
+    // With the headers and a walked directory declared.
+    let args = ["-i", "include/*.h", "-i", "src"];
+    d.run(["-i", "include/*.h", "-i", "src", "--", "cat", "foo.c"]);
+    let text = why(&args);
+    assert!(text.starts_with("would hit"), "{text}");
+    let summary: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("inputs in the key"))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "inputs in the key: 32 files",
+            "  named: foo.c",
+            "  matching include/*.h: 1 file",
+            "  under src: 30 files",
+            "  any other file is not in the key: a change to it is not seen",
+        ],
+        "{text}"
+    );
+    // The components list stays short; JSON has everything.
+    assert!(
+        text.contains("  ... and 12 more inputs (--json lists them all)\n"),
+        "{text}"
+    );
+    assert!(text.lines().count() < 40, "{text}");
+    let mut all = vec!["why", "--json"];
+    all.extend_from_slice(&args);
+    all.extend_from_slice(&["--", "cat", "foo.c"]);
+    let v: serde_json::Value = serde_json::from_slice(&d.run(all).stdout).unwrap();
+    assert_eq!(v["would"], "hit");
+    assert_eq!(v["inputs"]["files"], 32);
+    assert_eq!(v["inputs"]["named"][0]["name"], "foo.c");
+    assert_eq!(v["inputs"]["listings"][0]["name"], "include/*.h");
+    assert_eq!(v["inputs"]["listings"][0]["glob"], true);
+    assert_eq!(v["inputs"]["listings"][1]["files"], 30);
+    let inputs = v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "input")
+        .count();
+    assert_eq!(inputs, 32);
+}

@@ -305,7 +305,8 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     // Turn the store back into a version-1 store.
     let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
     conn.execute_batch(
-        "DROP TABLE blobs; DROP TABLE counters; DROP TABLE meta; DROP INDEX entries_by_created;
+        "DROP TABLE blobs; DROP TABLE counters; DROP TABLE meta; DROP TABLE saved;
+         DROP INDEX entries_by_created;
          ALTER TABLE entries DROP COLUMN outputs; ALTER TABLE entries DROP COLUMN stdin_advance;
          PRAGMA user_version = 1;",
     )
@@ -315,7 +316,7 @@ fn schema_upgrade_from_version_one_keeps_entries() {
     assert_eq!(stdout(&o), "kept\n");
     assert_eq!(d.count(), 1, "the upgrade lost the entry");
     assert!(
-        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 5"),
+        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 6"),
         "{}",
         stderr(&o)
     );
@@ -343,4 +344,113 @@ fn every_run_leaves_the_wal_empty() {
     let o = d.run(["stats"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(wal_len(), 0, "after stats");
+}
+
+/// One of `stats`' top commands: command, hits, time saved (ms).
+type Top = (String, u64, u64);
+
+/// `stats`' top commands and the totals (hits, time saved).
+fn top_and_totals(d: &Dir) -> (Vec<Top>, (u64, u64)) {
+    let s = json(d, &["stats", "--json"]);
+    let top = s["top_commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["command"].as_str().unwrap().to_string(),
+                t["hits"].as_u64().unwrap(),
+                t["time_saved_ms"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let totals = (
+        s["hits"].as_u64().unwrap(),
+        s["time_saved_ms"].as_u64().unwrap(),
+    );
+    (top, totals)
+}
+
+/// The top list's hits and time saved, summed.
+fn sum(top: &[Top]) -> (u64, u64) {
+    top.iter().fold((0, 0), |(h, s), t| (h + t.1, s + t.2))
+}
+
+/// Issue 13: the top commands summed `hits × duration` over the current
+/// entries, so a command recorded again (after `make clean`, a `clear`, a
+/// `--force`, an eviction) started from zero: 15.4 s shown of 72.4 s saved.
+#[test]
+fn stats_top_commands_add_up_to_the_time_saved_after_entries_are_replaced() {
+    let d = Dir::new();
+    let run = |args: &[&str], script: &str| {
+        let o = d.run_counted(args, script);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    };
+    // Recorded, replayed twice, cleared, recorded again, replayed once.
+    for _ in 0..3 {
+        run(&[], "echo build");
+    }
+    assert_eq!(d.count(), 1);
+    assert_eq!(code(&d.run(["clear"])), 0);
+    run(&[], "echo build");
+    run(&[], "echo build");
+    assert_eq!(d.count(), 2);
+    let (top, totals) = top_and_totals(&d);
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!((top[0].1, top[0].2), totals, "{top:?}");
+    assert_eq!(totals.0, 3);
+    // Re-recorded under the same key with --force, replayed again.
+    run(&["--force"], "echo build");
+    run(&[], "echo build");
+    let (top, totals) = top_and_totals(&d);
+    assert_eq!((top[0].1, top[0].2), totals, "{top:?}");
+    assert_eq!(totals.0, 4);
+    // Evicted by another command's entry: what it saved still counts.
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_ENTRIES", "1")
+        .args(["--", "echo", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "other\n");
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_ENTRIES", "1")
+        .args(["--", "echo", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "other\n");
+    assert_eq!(json(&d, &["list", "--json"]).as_array().unwrap().len(), 1);
+    let (top, totals) = top_and_totals(&d);
+    assert_eq!(top.len(), 2, "{top:?}");
+    assert_eq!(sum(&top), totals, "{top:?}");
+    assert_eq!(totals.0, 5);
+    assert!(
+        top.iter().any(|t| t.0 == "echo other" && t.1 == 1),
+        "{top:?}"
+    );
+    // The text form shows the same.
+    let text = stdout(&d.run(["stats"]));
+    assert!(text.contains("     4 hits  sh -c"), "{text}");
+}
+
+/// `stats --zero` resets the time saved per command with the counters; the
+/// next replays count from there.
+#[test]
+fn stats_zero_resets_the_time_saved_per_command() {
+    let d = Dir::new();
+    for _ in 0..3 {
+        d.run_counted(&[], "echo build");
+    }
+    let (top, _) = top_and_totals(&d);
+    assert_eq!(top[0].1, 2, "{top:?}");
+    assert_eq!(stdout(&d.run(["stats", "--zero"])), "counters reset\n");
+    let (top, totals) = top_and_totals(&d);
+    assert_eq!((top.len(), totals), (0, (0, 0)), "{top:?}");
+    d.run_counted(&[], "echo build");
+    let (top, totals) = top_and_totals(&d);
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!((top[0].1, top[0].2), totals, "{top:?}");
+    assert_eq!(totals.0, 1);
+    assert_eq!(d.count(), 1);
 }

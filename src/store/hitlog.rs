@@ -2,12 +2,14 @@
 //!
 //! A database write on every hit would cost a transaction, WAL frames and a
 //! checkpoint when the connection closes: more than the replay of a small
-//! output. Instead a hit appends one fixed-size record (key, time, time
-//! saved) to `hits.log` under a shared `flock`. Whoever next writes to the
+//! output. Instead a hit appends one fixed-size record (key, the command's
+//! manifest, time, time saved) to `hits.log` under a shared `flock`. Whoever next writes to the
 //! database (a miss, `stats`, `list`, `clear`, or a hit that finds the log
 //! long) folds the log into the entries' hit counts and last-used times and
-//! into the counters, then empties it, all under an exclusive `flock`, so no
-//! record is lost or counted twice.
+//! into the counters and the time saved per command, then empties it, all
+//! under an exclusive `flock`, so no record is lost or counted twice. The
+//! record names its command itself: the entry it replayed may be gone (a
+//! concurrent `clear`, eviction or re-record) by the time it is folded.
 //!
 //! The log is a file anyone with access to the cache directory can append
 //! to or grow: each record carries a magic and a checksum, a record that
@@ -24,12 +26,19 @@ use std::path::Path;
 use crate::key::Digest;
 use crate::store::dir::{self, flock};
 
-/// Bytes per record: magic, key, time (ms), time saved (ms), and an XXH3
-/// of all that.
-const RECORD: usize = 4 + 32 + 8 + 8 + 8;
+/// Bytes per record: magic, key, manifest (see `store::manifest`), time
+/// (ms), time saved (ms), and an XXH3 of all that.
+const RECORD: usize = 4 + 32 + 32 + 8 + 8 + 8;
 
 /// The start of every record; the last byte is the format's version.
-const MAGIC: [u8; 4] = *b"mrh\x01";
+const MAGIC: [u8; 4] = *b"mrh\x02";
+
+/// Version 1 records, without the manifest (schema 5), as a log left by an
+/// older memorun may still hold: read, their command found by their key.
+const RECORD_V1: usize = 4 + 32 + 8 + 8 + 8;
+
+/// The start of a version 1 record.
+const MAGIC_V1: [u8; 4] = *b"mrh\x01";
 
 /// The most one fold reads: thousands of hits past [`FOLD_AT`]. A longer
 /// log was not written by hits alone; what lies past this is dropped.
@@ -62,17 +71,25 @@ fn open(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Append a hit; returns the log's size afterwards.
-pub fn append(path: &Path, key: &Digest, at_ms: i64, saved_ms: i64) -> io::Result<u64> {
+/// Append a hit of the entry under `key`, a run of the command `manifest`
+/// names (all zeros when unknown); returns the log's size afterwards.
+pub fn append(
+    path: &Path,
+    key: &Digest,
+    manifest: &Digest,
+    at_ms: i64,
+    saved_ms: i64,
+) -> io::Result<u64> {
     let mut f = open(path)?;
     flock(&f, libc::LOCK_SH)?;
     let mut rec = [0u8; RECORD];
     rec[..4].copy_from_slice(&MAGIC);
     rec[4..36].copy_from_slice(&key.0);
-    rec[36..44].copy_from_slice(&at_ms.to_le_bytes());
-    rec[44..52].copy_from_slice(&saved_ms.to_le_bytes());
-    let check = xxhash_rust::xxh3::xxh3_64(&rec[..52]);
-    rec[52..].copy_from_slice(&check.to_le_bytes());
+    rec[36..68].copy_from_slice(&manifest.0);
+    rec[68..76].copy_from_slice(&at_ms.to_le_bytes());
+    rec[76..84].copy_from_slice(&saved_ms.to_le_bytes());
+    let check = xxhash_rust::xxh3::xxh3_64(&rec[..84]);
+    rec[84..].copy_from_slice(&check.to_le_bytes());
     // One write of a few dozen bytes with O_APPEND: never interleaved.
     f.write_all(&rec)?;
     Ok(f.metadata()?.len())
@@ -81,8 +98,8 @@ pub fn append(path: &Path, key: &Digest, at_ms: i64, saved_ms: i64) -> io::Resul
 /// A log held exclusively while it is folded.
 pub struct Folding {
     file: File,
-    /// Hits per key.
-    pub hits: HashMap<Digest, Hits>,
+    /// Hits per key and manifest (`None` when the record does not say).
+    pub hits: HashMap<(Digest, Option<Digest>), Hits>,
 }
 
 impl Folding {
@@ -118,41 +135,75 @@ pub fn take(path: &Path) -> io::Result<Option<Folding>> {
     }))
 }
 
-/// The valid records in `bytes`, per key. Garbage (and a trailing partial
-/// record, from a crash mid-write) is skipped a byte at a time, so records
-/// appended after it still count.
-fn parse(bytes: &[u8], now_ms: i64) -> HashMap<Digest, Hits> {
-    let mut hits: HashMap<Digest, Hits> = HashMap::new();
+/// One valid record: key, manifest (if it says), time, time saved.
+type Record = (Digest, Option<Digest>, i64, i64);
+
+/// The valid records in `bytes`, per key and manifest. Garbage (and a
+/// trailing partial record, from a crash mid-write) is skipped a byte at a
+/// time, so records appended after it still count.
+fn parse(bytes: &[u8], now_ms: i64) -> HashMap<(Digest, Option<Digest>), Hits> {
+    let mut hits: HashMap<(Digest, Option<Digest>), Hits> = HashMap::new();
     let mut i = 0;
-    while let Some(rec) = bytes.get(i..i + RECORD) {
-        let Some((key, at, saved)) = record(rec, now_ms) else {
+    while i < bytes.len() {
+        let found = match bytes.get(i..i + 4) {
+            Some(m) if m == MAGIC => bytes.get(i..i + RECORD).and_then(|r| record(r, now_ms)),
+            Some(m) if m == MAGIC_V1 => bytes
+                .get(i..i + RECORD_V1)
+                .and_then(|r| record_v1(r, now_ms)),
+            _ => None,
+        };
+        let Some(((key, manifest, at, saved), len)) = found else {
             i += 1;
             continue;
         };
-        let h = hits.entry(key).or_default();
+        let h = hits.entry((key, manifest)).or_default();
         h.count += 1;
         h.last_ms = h.last_ms.max(at);
         h.saved_ms += saved;
-        i += RECORD;
+        i += len;
     }
     hits
 }
 
-/// Key, time and time saved of one record, if it is one.
-fn record(rec: &[u8], now_ms: i64) -> Option<(Digest, i64, i64)> {
+/// A record's time and time saved, if its check matches and they are
+/// possible.
+fn checked(rec: &[u8], now_ms: i64) -> Option<(i64, i64)> {
+    let n = rec.len();
     let int = |r: std::ops::Range<usize>| i64::from_le_bytes(rec[r].try_into().expect("8 bytes"));
-    let check = u64::from_le_bytes(rec[52..].try_into().expect("8 bytes"));
-    if rec[..4] != MAGIC || xxhash_rust::xxh3::xxh3_64(&rec[..52]) != check {
+    let check = u64::from_le_bytes(rec[n - 8..].try_into().expect("8 bytes"));
+    if xxhash_rust::xxh3::xxh3_64(&rec[..n - 8]) != check {
         return None;
     }
-    let (at, saved) = (int(36..44), int(44..52));
+    let (at, saved) = (int(n - 24..n - 16), int(n - 16..n - 8));
     let sane = (0..=now_ms.saturating_add(CLOCK_SLACK_MS)).contains(&at) && saved >= 0;
-    Some((Digest::from_slice(&rec[4..36])?, at, saved)).filter(|_| sane)
+    sane.then_some((at, saved))
+}
+
+/// One record (`rec` is [`RECORD`] bytes from its magic), if it is one.
+fn record(rec: &[u8], now_ms: i64) -> Option<(Record, usize)> {
+    let (at, saved) = checked(rec, now_ms)?;
+    let manifest = Digest::from_slice(&rec[36..68]).filter(|m| m.0 != [0; 32]);
+    Some((
+        (Digest::from_slice(&rec[4..36])?, manifest, at, saved),
+        RECORD,
+    ))
+}
+
+/// One version 1 record, without a manifest, if it is one.
+fn record_v1(rec: &[u8], now_ms: i64) -> Option<(Record, usize)> {
+    let (at, saved) = checked(rec, now_ms)?;
+    Some((
+        (Digest::from_slice(&rec[4..36])?, None, at, saved),
+        RECORD_V1,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest for the records of these tests.
+    const M: Digest = Digest([7; 32]);
 
     #[test]
     fn appended_hits_fold_once() {
@@ -160,13 +211,13 @@ mod tests {
         let log = t.path().join("hits.log");
         assert!(take(&log).unwrap().is_none());
         let (a, b) = (Digest([1; 32]), Digest([2; 32]));
-        append(&log, &a, 10, 100).unwrap();
-        append(&log, &b, 20, 5).unwrap();
-        let size = append(&log, &a, 30, 100).unwrap();
+        append(&log, &a, &M, 10, 100).unwrap();
+        append(&log, &b, &M, 20, 5).unwrap();
+        let size = append(&log, &a, &M, 30, 100).unwrap();
         assert_eq!(size, 3 * RECORD as u64);
         let f = take(&log).unwrap().unwrap();
         assert_eq!(
-            f.hits[&a],
+            f.hits[&(a, Some(M))],
             Hits {
                 count: 2,
                 last_ms: 30,
@@ -174,7 +225,7 @@ mod tests {
             }
         );
         assert_eq!(
-            f.hits[&b],
+            f.hits[&(b, Some(M))],
             Hits {
                 count: 1,
                 last_ms: 20,
@@ -183,8 +234,8 @@ mod tests {
         );
         f.done().unwrap();
         assert!(take(&log).unwrap().is_none(), "folded twice");
-        append(&log, &b, 40, 1).unwrap();
-        assert_eq!(take(&log).unwrap().unwrap().hits[&b].count, 1);
+        append(&log, &b, &M, 40, 1).unwrap();
+        assert_eq!(take(&log).unwrap().unwrap().hits[&(b, Some(M))].count, 1);
     }
 
     #[test]
@@ -192,21 +243,21 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let log = t.path().join("hits.log");
         let a = Digest([1; 32]);
-        append(&log, &a, 10, 1).unwrap();
+        append(&log, &a, &M, 10, 1).unwrap();
         // Garbage that is not a multiple of a record, then a good record.
         let mut f = OpenOptions::new().append(true).open(&log).unwrap();
         f.write_all(&[0x5a; 1000]).unwrap();
         f.write_all(&MAGIC).unwrap();
         f.write_all(&[0; 2 * RECORD]).unwrap();
         drop(f);
-        append(&log, &a, 20, 1).unwrap();
+        append(&log, &a, &M, 20, 1).unwrap();
         // From the far future, and a negative saving: not real.
         let far = super::super::now_ms() + 10 * CLOCK_SLACK_MS;
-        append(&log, &a, far, 1).unwrap();
-        append(&log, &a, 30, -5).unwrap();
+        append(&log, &a, &M, far, 1).unwrap();
+        append(&log, &a, &M, 30, -5).unwrap();
         let hits = take(&log).unwrap().unwrap().hits;
         assert_eq!(
-            hits[&a],
+            hits[&(a, Some(M))],
             Hits {
                 count: 2,
                 last_ms: 20,
@@ -217,10 +268,33 @@ mod tests {
     }
 
     #[test]
+    fn version_one_records_are_still_read_without_a_manifest() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("hits.log");
+        let a = Digest([1; 32]);
+        let mut rec = [0u8; RECORD_V1];
+        rec[..4].copy_from_slice(&MAGIC_V1);
+        rec[4..36].copy_from_slice(&a.0);
+        rec[36..44].copy_from_slice(&10i64.to_le_bytes());
+        rec[44..52].copy_from_slice(&5i64.to_le_bytes());
+        let check = xxhash_rust::xxh3::xxh3_64(&rec[..52]);
+        rec[52..].copy_from_slice(&check.to_le_bytes());
+        std::fs::write(&log, rec).unwrap();
+        append(&log, &a, &M, 20, 7).unwrap();
+        // An unknown manifest is written as zeros and read as none.
+        append(&log, &a, &Digest([0; 32]), 30, 1).unwrap();
+        let hits = take(&log).unwrap().unwrap().hits;
+        assert_eq!(hits[&(a, None)].count, 2);
+        assert_eq!(hits[&(a, None)].saved_ms, 6);
+        assert_eq!(hits[&(a, Some(M))].saved_ms, 7);
+        assert_eq!(hits.len(), 2);
+    }
+
+    #[test]
     fn a_fold_reads_a_bounded_prefix_and_empties_the_rest() {
         let t = tempfile::tempdir().unwrap();
         let log = t.path().join("hits.log");
-        append(&log, &Digest([1; 32]), 10, 1).unwrap();
+        append(&log, &Digest([1; 32]), &M, 10, 1).unwrap();
         std::fs::File::options()
             .write(true)
             .open(&log)
@@ -228,7 +302,7 @@ mod tests {
             .set_len(MAX_FOLD * 100)
             .unwrap();
         let f = take(&log).unwrap().unwrap();
-        assert_eq!(f.hits[&Digest([1; 32])].count, 1);
+        assert_eq!(f.hits[&(Digest([1; 32]), Some(M))].count, 1);
         f.done().unwrap();
         assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
     }

@@ -261,7 +261,7 @@ pub struct Listed {
 pub struct TopCommand {
     /// The command line.
     pub display: String,
-    /// Replays of its entries.
+    /// Replays of its entries, including entries since removed.
     pub hits: u64,
     /// Time saved by them, ms.
     pub saved_ms: u64,
@@ -436,13 +436,11 @@ impl SqliteStore {
             + file_len(&db)
             + file_len(&cache_dir.join("memorun.db-wal"))
             + file_len(&cache_dir.join("memorun.db-shm"));
+        // Kept per command as hits are folded, so that the time saved by
+        // entries since removed (a clear, eviction, a re-record) still counts.
         let mut stmt = self.conn.prepare(
-            "SELECT display, CAST(TOTAL(hits) AS INTEGER),
-                    CAST(TOTAL(hits * duration_ms) AS INTEGER) AS saved
-             FROM entries
-             WHERE typeof(display) = 'text' AND typeof(hits) = 'integer' AND hits > 0
-               AND typeof(duration_ms) = 'integer'
-             GROUP BY display ORDER BY saved DESC LIMIT 5",
+            "SELECT display, hits, saved_ms FROM saved
+             WHERE hits > 0 ORDER BY saved_ms DESC, hits DESC LIMIT 5",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(TopCommand {
@@ -455,12 +453,17 @@ impl SqliteStore {
         Ok(s)
     }
 
-    /// Reset the counters, keeping the entries.
+    /// Reset the counters and the time saved per command, keeping the
+    /// entries. Hits not yet folded are counted first, then reset with the
+    /// rest.
     pub fn zero_counters(&mut self) -> Result<()> {
+        self.fold_hits()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM counters", [])?;
+        // The rows stay: they name the commands recorded so far.
+        tx.execute("UPDATE saved SET hits = 0, saved_ms = 0", [])?;
         tx.execute(
             "INSERT OR REPLACE INTO meta (name, value) VALUES ('zeroed_at', ?1)",
             params![now_ms()],

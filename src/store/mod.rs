@@ -199,6 +199,18 @@ pub trait Store {
     fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
 }
 
+/// Names a command (its argv digest after `--ignore-arg`) in a directory:
+/// the arguments it created (outputs), why its latest run was not recorded
+/// (notes) and the time its replays saved are kept under this. An entry's
+/// is `manifest(command, cwd)` of its row.
+pub fn manifest(command: &Digest, cwd: &[u8]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"memorun manifest");
+    h.update(&command.0);
+    h.update(cwd);
+    h.finalize().into()
+}
+
 /// How long ago `ms` (milliseconds since the Unix epoch) was; zero for a
 /// time in the future.
 pub fn age(ms: i64) -> Duration {

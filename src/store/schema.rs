@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use rusqlite::Transaction;
 
 /// Version of the database schema, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: entries, the stat cache, notes and the output manifest.
 const SCHEMA_V1: &str = "
@@ -196,6 +196,61 @@ CREATE INDEX entries_by_last_used ON entries (last_used);
 CREATE INDEX entries_by_created ON entries (created);
 ";
 
+/// Version 6 keeps the time replays saved per command (per manifest, see
+/// [`crate::store::manifest`]), which outlives the command's entries: a
+/// command recorded again after `make clean` or a `clear` keeps what its
+/// earlier entries saved, so the top commands in `stats` add up to the
+/// total. Filled from the entries carried over by [`seed_saved`].
+const V5_TO_V6: &str = "
+CREATE TABLE saved (
+    command  BLOB PRIMARY KEY,
+    display  TEXT NOT NULL,
+    hits     INTEGER NOT NULL,
+    saved_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Start each command's time saved, on the upgrade to version 6, from what
+/// its entries carried over saved (all that is known of the past), named
+/// after its latest entry. Rows that are not what memorun writes are left
+/// out.
+fn seed_saved(tx: &Transaction<'_>) -> Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT command, cwd, display, hits, hits * duration_ms FROM entries
+         WHERE typeof(command) = 'blob' AND typeof(cwd) = 'blob' AND typeof(display) = 'text'
+           AND typeof(hits) = 'integer' AND typeof(duration_ms) = 'integer'
+         ORDER BY created",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut insert = tx.prepare(
+        "INSERT INTO saved (command, display, hits, saved_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (command) DO UPDATE SET display = excluded.display,
+           hits = hits + excluded.hits, saved_ms = saved_ms + excluded.saved_ms",
+    )?;
+    for row in rows {
+        let (command, cwd, display, hits, saved) = row?;
+        let Some(command) = crate::key::Digest::from_slice(&command) else {
+            continue;
+        };
+        let manifest = crate::store::manifest(&command, &cwd);
+        insert.execute(rusqlite::params![
+            &manifest.0[..],
+            display,
+            hits.max(0),
+            saved.max(0)
+        ])?;
+    }
+    Ok(())
+}
+
 /// Compute the checksum of every entry an upgrade to version 5 carried
 /// over. They are trusted as they are (nothing older can be verified); a
 /// row that does not decode is left without one, and the first lookup of
@@ -254,8 +309,12 @@ pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
     if version < 4 {
         tx.execute_batch(V3_TO_V4)?;
     }
-    tx.execute_batch(V4_TO_V5)?;
-    seal_carried_over(tx)?;
+    if version < 5 {
+        tx.execute_batch(V4_TO_V5)?;
+        seal_carried_over(tx)?;
+    }
+    tx.execute_batch(V5_TO_V6)?;
+    seed_saved(tx)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok((version != 0).then_some(version))
 }
@@ -422,6 +481,59 @@ mod tests {
         }
         .checksum();
         assert_eq!(sums, [Some(expected.0.to_vec()), None]);
+    }
+
+    #[test]
+    fn version_five_entries_start_the_time_saved_per_command() {
+        let conn = Connection::open_in_memory().unwrap();
+        let batches = [
+            SCHEMA_V1,
+            V1_TO_V2,
+            V2_TO_V3,
+            V3_STDIN_ADVANCE,
+            V3_TO_V4,
+            V4_TO_V5,
+        ];
+        for batch in batches {
+            conn.execute_batch(batch).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        let insert = "INSERT INTO entries (key, command, display, cwd, created, last_used,
+               duration_ms, exit_code, hits, out_len, out_digest, err_len, err_digest,
+               ord_len, ord_digest, components)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, 0, ?7, 0, x'', 0, x'', 0, x'', '[]')";
+        let make = vec![2u8; 32];
+        // Two entries of `make` in /a (the later one's display wins), one
+        // in /b, and one whose hits are not a number.
+        use rusqlite::types::Value;
+        let rows = [
+            (1u8, "make", &b"/a"[..], (1, 100), Value::from(2)),
+            (2, "make -j4", b"/a", (2, 300), Value::from(1)),
+            (3, "make", b"/b", (3, 50), Value::from(4)),
+            (4, "make", b"/c", (4, 50), Value::from("x".to_string())),
+        ];
+        for (key, display, cwd, (created, duration), hits) in rows {
+            conn.execute(
+                insert,
+                rusqlite::params![vec![key; 32], make, display, cwd, created, duration, hits],
+            )
+            .unwrap();
+        }
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        assert_eq!(migrate(&tx, 5).unwrap(), Some(5));
+        tx.commit().unwrap();
+        let saved = |cwd: &[u8]| -> Option<(String, i64, i64)> {
+            let m = crate::store::manifest(&crate::key::Digest([2; 32]), cwd);
+            conn.query_row(
+                "SELECT display, hits, saved_ms FROM saved WHERE command = ?1",
+                [&m.0[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .ok()
+        };
+        assert_eq!(saved(b"/a"), Some(("make -j4".into(), 3, 500)));
+        assert_eq!(saved(b"/b"), Some(("make".into(), 4, 200)));
+        assert_eq!(saved(b"/c"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
@@ -33,6 +34,23 @@ pub use super::schema::SCHEMA_VERSION;
 /// How long a statement waits for another process's lock before giving up
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many of a command's most recent entries `previous_run` compares to
+/// find the closest: enough for the variants one command is run with, and a
+/// bound on what explaining a miss reads (an entry's components can be
+/// megabytes of JSON for a command with thousands of inputs).
+const CLOSEST_OF: i64 = 50;
+
+/// An earlier entry of a command, as a miss is explained against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Its key.
+    pub key: Digest,
+    /// When it was recorded, ms since the epoch.
+    pub created_ms: i64,
+    /// Its key's components.
+    pub components: Vec<Component>,
+}
 
 /// The store was made by a newer memorun: not damaged, so no reset hint.
 #[derive(Debug)]
@@ -59,6 +77,9 @@ pub struct SqliteStore {
     secret: [u8; 32],
     notice: std::cell::RefCell<Option<String>>,
     limits: Limits,
+    /// The entry last looked up, with its command's manifest: a hit of it
+    /// is logged under that command without another query.
+    looked_up: Option<(Digest, Digest)>,
 }
 
 impl SqliteStore {
@@ -98,6 +119,7 @@ impl SqliteStore {
             secret,
             notice: Default::default(),
             limits: Limits::default(),
+            looked_up: None,
         };
         // Creating a store (switching to WAL, creating the schema) takes
         // locks that SQLite will not wait for when waiting could deadlock:
@@ -132,6 +154,7 @@ impl SqliteStore {
             secret: [9; 32],
             notice: Default::default(),
             limits: Limits::default(),
+            looked_up: None,
         };
         store.init()?;
         Ok(store)
@@ -166,7 +189,8 @@ impl SqliteStore {
         self.root.join("hits.log")
     }
 
-    /// Fold the hit log into the entries and counters (see `hitlog`).
+    /// Fold the hit log into the entries, the time saved per command and
+    /// the counters (see `hitlog`).
     pub fn fold_hits(&mut self) -> Result<()> {
         let Some(folding) = hitlog::take(&self.hit_log())? else {
             return Ok(());
@@ -179,10 +203,18 @@ impl SqliteStore {
             let mut stmt = tx.prepare_cached(
                 "UPDATE entries SET hits = hits + ?1, last_used = MAX(last_used, ?2) WHERE key = ?3",
             )?;
-            for (key, h) in &folding.hits {
+            for ((key, manifest), h) in &folding.hits {
                 stmt.execute(params![h.count, h.last_ms, &key.0[..]])?;
                 count += h.count;
                 saved += h.saved_ms;
+                // A record of an older memorun names only the entry.
+                let manifest = match manifest {
+                    Some(m) => Some(*m),
+                    None => manifest_of(&tx, key)?,
+                };
+                if let Some(m) = manifest {
+                    add_saved(&tx, &m, key, h.count, h.saved_ms)?;
+                }
             }
         }
         maintenance::bump(
@@ -264,28 +296,50 @@ impl SqliteStore {
             .map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
 
-    /// The components of the most recent entry of the same command (same
-    /// argv after `--ignore-arg`) other than `except`, with its creation time.
-    pub fn previous_run(
+    /// The earlier entry of the same command (same argv after
+    /// `--ignore-arg`) other than `except` that `score` ranks highest, the
+    /// most recent of equals. `score` reads an entry's components as stored
+    /// (JSON; see `why::Target::score`); `None` passes the entry over.
+    /// Bounded: only the [`CLOSEST_OF`] most recent entries are scored, and
+    /// only the winner is decoded in full.
+    pub fn previous_run<S: Ord>(
         &self,
         command: &Digest,
         except: &Digest,
-    ) -> Result<Option<(Vec<Component>, i64)>> {
+        score: impl Fn(&str) -> Option<S>,
+    ) -> Result<Option<Previous>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT components, created FROM entries
-             WHERE command = ?1 AND key != ?2 ORDER BY created DESC",
+            "SELECT key, created, components FROM entries
+             WHERE command = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![&command.0[..], &except.0[..]])?;
-        // The newest that decodes: a damaged row is passed over.
+        let mut rows = stmt.query(params![&command.0[..], &except.0[..], CLOSEST_OF])?;
+        let mut best: Option<(S, Vec<u8>, i64, String)> = None;
         while let Some(r) = rows.next()? {
-            let (Ok(json), Ok(created)) = (r.get::<_, String>(0), r.get::<_, i64>(1)) else {
+            let (Ok(key), Ok(created), Ok(ValueRef::Text(json))) =
+                (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1), r.get_ref(2))
+            else {
                 continue;
             };
-            if let Ok(components) = serde_json::from_str(&json) {
-                return Ok(Some((components, created)));
+            let Some(score) = std::str::from_utf8(json).ok().and_then(&score) else {
+                continue;
+            };
+            // Newest first: a later row must be strictly closer to win.
+            if best.as_ref().is_none_or(|(b, ..)| score > *b) {
+                let json = String::from_utf8_lossy(json).into_owned();
+                best = Some((score, key, created, json));
             }
         }
-        Ok(None)
+        let Some((_, key, created_ms, json)) = best else {
+            return Ok(None);
+        };
+        Ok(Digest::from_slice(&key).and_then(|key| {
+            let components = serde_json::from_str(&json).ok()?;
+            Some(Previous {
+                key,
+                created_ms,
+                components,
+            })
+        }))
     }
 
     fn init(&self) -> Result<()> {
@@ -475,6 +529,45 @@ fn is_busy(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The manifest of the entry's command, from its `command` and `cwd`
+/// columns starting at `first` (`None` when they are not what memorun
+/// writes: the hit then counts in the totals only).
+fn manifest_at(row: &rusqlite::Row<'_>, first: usize) -> Option<Digest> {
+    let command = Digest::from_slice(&row.get::<_, Vec<u8>>(first).ok()?)?;
+    let cwd: Vec<u8> = row.get(first + 1).ok()?;
+    Some(super::manifest(&command, &cwd))
+}
+
+/// The manifest of the command of the entry under `key`, if it is there.
+fn manifest_of(conn: &Connection, key: &Digest) -> rusqlite::Result<Option<Digest>> {
+    Ok(conn
+        .prepare_cached("SELECT command, cwd FROM entries WHERE key = ?1")?
+        .query_row(params![&key.0[..]], |r| Ok(manifest_at(r, 0)))
+        .optional()?
+        .flatten())
+}
+
+/// Add replays to a command's time saved, in the caller's transaction. The
+/// row is made when the command is recorded; made here (named after the
+/// entry, if it is still there) only for a command recorded before there
+/// were such rows, or whose row is gone.
+fn add_saved(
+    conn: &Connection,
+    manifest: &Digest,
+    key: &Digest,
+    hits: i64,
+    saved_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO saved (command, display, hits, saved_ms)
+         VALUES (?1, COALESCE((SELECT display FROM entries WHERE key = ?2), ''), ?3, ?4)
+         ON CONFLICT (command) DO UPDATE SET
+           hits = hits + excluded.hits, saved_ms = saved_ms + excluded.saved_ms",
+    )?
+    .execute(params![&manifest.0[..], &key.0[..], hits, saved_ms])?;
+    Ok(())
+}
+
 /// The columns [`decode_entry`] reads, in its order.
 pub(super) const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
     out_len, out_digest, out_inline, err_len, err_digest, err_inline,
@@ -554,13 +647,18 @@ impl Store for SqliteStore {
         let found = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries WHERE key = ?1"
+                "SELECT {ENTRY_COLUMNS}, command, cwd FROM entries WHERE key = ?1"
             ))?
-            .query_row(params![&key.0[..]], |row| Ok(decode_entry(row, 0)))
+            .query_row(params![&key.0[..]], |row| {
+                Ok((decode_entry(row, 0), manifest_at(row, ENTRY_COLUMN_COUNT)))
+            })
             .optional();
         let found = match found {
             Ok(None) => return Ok(None),
-            Ok(Some(decoded)) => decoded.ok(),
+            Ok(Some((decoded, manifest))) => {
+                self.looked_up = manifest.map(|m| (*key, m));
+                decoded.ok()
+            }
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 // The row's record is damaged beyond reading.
@@ -650,6 +748,17 @@ impl Store for SqliteStore {
         // it created are outputs from now on.
         tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
             .execute(params![&e.manifest.0[..]])?;
+        // Its replays will count toward the command's time saved, under the
+        // latest way it was written. (The manifest as a hit finds it: from
+        // the row's command and cwd.)
+        tx.prepare_cached(
+            "INSERT INTO saved (command, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
+             ON CONFLICT (command) DO UPDATE SET display = excluded.display",
+        )?
+        .execute(params![
+            &super::manifest(&e.key.command, &e.cwd).0[..],
+            e.display
+        ])?;
         if !e.created.is_empty() {
             let mut stmt =
                 tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
@@ -718,7 +827,18 @@ impl Store for SqliteStore {
     fn record_hit(&mut self, entry: &Entry) -> Result<()> {
         // Counted in the hit log, not the database: see `hitlog`.
         let saved = entry.duration.as_millis() as i64;
-        match hitlog::append(&self.hit_log(), &entry.key, now_ms(), saved) {
+        let manifest = match self.looked_up {
+            Some((key, m)) if key == entry.key => Some(m),
+            _ => manifest_of(&self.conn, &entry.key)?,
+        };
+        let logged = hitlog::append(
+            &self.hit_log(),
+            &entry.key,
+            &manifest.unwrap_or(Digest([0; 32])),
+            now_ms(),
+            saved,
+        );
+        match logged {
             Ok(size) if size >= hitlog::FOLD_AT => self.fold_hits(),
             Ok(_) => Ok(()),
             Err(_) => {
@@ -729,6 +849,9 @@ impl Store for SqliteStore {
                     "UPDATE entries SET hits = hits + 1, last_used = ?1 WHERE key = ?2",
                 )?
                 .execute(params![now_ms(), &entry.key.0[..]])?;
+                if let Some(m) = manifest {
+                    add_saved(&tx, &m, &entry.key, 1, saved)?;
+                }
                 maintenance::bump(
                     &tx,
                     &[(maintenance::HITS, 1), (maintenance::SAVED_MS, saved)],
@@ -937,6 +1060,93 @@ mod tests {
             inline: Some(b"no".to_vec()),
         };
         assert!(store.open_stream(&s).unwrap().is_none());
+    }
+
+    #[test]
+    fn previous_run_is_the_closest_of_the_recent_entries_newest_of_equals() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let argv = Component::argv(&["make"]);
+        let input = |name: &[u8], b: u8| Component::input(name, Some(Digest([b; 32])));
+        let key = |inputs: &[Component]| {
+            let mut c = vec![argv.clone()];
+            c.extend_from_slice(inputs);
+            Key::new(c)
+        };
+        let closest = |store: &SqliteStore, k: &Key| {
+            let target = crate::why::Target::new(&k.components);
+            let found = store
+                .previous_run(&k.command, &k.digest, |json| target.score(json))
+                .unwrap();
+            found.map(|p| p.key)
+        };
+        let close = key(&[input(b"a", 1), input(b"b", 1)]);
+        let tied = key(&[input(b"a", 1), input(b"b", 2)]);
+        let far = key(&[input(b"./a", 1), input(b"./b", 1), input(b"./c", 1)]);
+        // Recorded in this order, one second apart: `far` is the latest.
+        for (i, k) in [&close, &tied, &far].into_iter().enumerate() {
+            record(&mut store, k, 0, b"");
+            store
+                .conn
+                .execute(
+                    "UPDATE entries SET created = ?1 WHERE key = ?2",
+                    params![1000 * i as i64, &k.digest.0[..]],
+                )
+                .unwrap();
+        }
+        let now = key(&[input(b"a", 1), input(b"b", 3)]);
+        // `close` and `tied` share as much with it: the newer wins.
+        assert_eq!(closest(&store, &now), Some(tied.digest));
+        assert_eq!(
+            closest(
+                &store,
+                &key(&[input(b"a", 1), input(b"b", 1), input(b"c", 1)])
+            ),
+            Some(close.digest)
+        );
+        // The entry under the key itself is never its own previous run.
+        assert_eq!(closest(&store, &close), Some(tied.digest));
+        // Only the most recent entries are compared.
+        for i in 0..CLOSEST_OF {
+            let k = key(&[input(format!("x{i}").as_bytes(), 1)]);
+            record(&mut store, &k, 0, b"");
+            store
+                .conn
+                .execute(
+                    "UPDATE entries SET created = ?1 WHERE key = ?2",
+                    params![10_000 + i, &k.digest.0[..]],
+                )
+                .unwrap();
+        }
+        assert_ne!(closest(&store, &now), Some(tied.digest));
+        assert!(closest(&store, &now).is_some());
+    }
+
+    #[test]
+    fn hits_of_an_entry_gone_by_fold_time_count_toward_its_command() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let key = Key::new(vec![Component::argv(&["make"])]);
+        record(&mut store, &key, 0, b"");
+        let e = store.lookup(&key.digest).unwrap().unwrap();
+        store.record_hit(&e).unwrap();
+        store.record_hit(&e).unwrap();
+        // Removed before the hits are folded (`remove` does not fold).
+        store.remove(&key.digest).unwrap();
+        store.fold_hits().unwrap();
+        let manifest = super::super::manifest(&key.command, b"/");
+        let row: (String, i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT display, hits, saved_ms FROM saved WHERE command = ?1",
+                params![&manifest.0[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("cmd".to_string(), 2, 20));
+        let stats = store.stats(t.path()).unwrap();
+        assert_eq!(stats.top.len(), 1);
+        assert_eq!((stats.top[0].hits, stats.top[0].saved_ms), (2, 20));
     }
 
     #[test]
