@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
-use memorun::hashing::hash_file;
-use memorun::inputs::{CachedStat, Collected, Collector, NoStatCache, StatCache};
+use memorun::key::hashing::hash_file;
+use memorun::key::inputs::{CachedStat, Collected, Collector, NoStatCache, StatCache};
 
 fn main() {
     divan::main();
@@ -92,7 +92,7 @@ fn small_files_dir() -> tempfile::TempDir {
 
 /// One `--input inputs` resolution with `cache`.
 fn collect(cwd: &Path, cache: &mut dyn StatCache) -> Collected {
-    let none = memorun::exclude::Exclusions::default();
+    let none = memorun::key::exclude::Exclusions::default();
     let mut c = Collector::new(cwd, cache, &none);
     c.explicit(OsStr::new("inputs")).expect("collect inputs");
     let out = c.finish().expect("finish");

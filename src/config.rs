@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::cli::{RunArgs, StdinMode, StoreArgs};
-use crate::exclude::Exclusions;
 use crate::key::Digest;
+use crate::key::exclude::Exclusions;
 use crate::store::maintenance::Limits;
-use crate::ui::Verbosity;
+use crate::term::ui::Verbosity;
 
 /// A `--env` pattern.
 #[derive(Debug, Clone)]

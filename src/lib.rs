@@ -6,55 +6,38 @@
 //! embedded SQLite store, or runs the command, streaming its output live,
 //! and records the result.
 //!
-//! Modules, in the order data flows through them:
+//! The crate is laid out by concern, in the order data flows through it:
 //!
-//! - [`cli`]: the clap definitions, nothing else.
-//! - [`config`]: command line and `MEMORUN_*` variables → [`config::Config`].
-//! - [`resolve`]: config + environment + files → a [`key::Key`].
-//! - [`key`]: the versioned, unambiguous key encoding.
-//! - [`inputs`], [`exclude`], [`hashing`]: which arguments and paths are
-//!   input files (and which are left out); their digests.
-//! - [`store`]: the storage interface and its SQLite + blob implementation.
-//! - [`replay`]: a hit, written back byte for byte in the recorded order.
-//! - [`run`]: a miss, spawned, streamed live and recorded via [`transcript`].
-//! - [`prepare`]: store opened, stdin captured ([`stdin`]), key resolved.
-//! - [`memoize`]: the flow that ties them together and picks the exit code.
-//! - [`lock`]: per-key OS file locks (single-flight, one refresh per key).
-//! - [`refresh`]: the detached background refresh behind `--stale`.
-//! - [`explain`], [`why`]: `memorun why`, and what changed between two keys.
-//! - [`stats`], [`list`], [`clear`], [`completions`]: the other subcommands.
-//! - [`output`], [`ui`], [`progress`], [`quote`], [`exit_codes`]: how
-//!   memorun writes, speaks, shows progress and quotes what it shows.
+//! - [`cli`]: the clap definitions, nothing else; [`config`] turns them and
+//!   the `MEMORUN_*` variables into a [`config::Config`].
+//! - [`key`]: what goes into the key and how it is encoded: the command
+//!   line, the inputs (found, left out, hashed), stdin, and how two keys
+//!   differ.
+//! - [`store`]: the SQLite database, the blob files, the hit log, the stat
+//!   cache, locks, temp files, and what is kept, evicted and collected.
+//! - [`replay`]: a hit, written back byte for byte in the recorded
+//!   interleaving, and the policy that says what may be replayed or
+//!   recorded.
+//! - [`exec`]: a miss: the command spawned, its output streamed live and
+//!   captured, signals forwarded; and the background refresh.
+//! - [`commands`]: one file per thing a user can ask for (`run`, `why`,
+//!   `stats`, `list`, `clear`, `completions`), each tying the layers above
+//!   together.
+//! - [`term`]: how memorun writes, speaks, shows progress and quotes what
+//!   it shows.
+//! - [`exit_codes`]: every exit status memorun chooses itself.
 
 #![warn(missing_docs)]
 
-pub mod clear;
 pub mod cli;
-pub mod completions;
+pub mod commands;
 pub mod config;
-pub mod exclude;
+pub mod exec;
 pub mod exit_codes;
-pub mod explain;
-pub mod hashing;
-pub mod inputs;
 pub mod key;
-pub mod list;
-pub mod lock;
-pub mod memoize;
-pub mod output;
-pub mod prepare;
-pub mod progress;
-pub mod quote;
-pub mod refresh;
 pub mod replay;
-pub mod resolve;
-pub mod run;
-pub mod stats;
-pub mod stdin;
 pub mod store;
-pub mod transcript;
-pub mod ui;
-pub mod why;
+pub mod term;
 
 use std::ffi::OsString;
 
@@ -63,14 +46,15 @@ use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Sub};
 use crate::config::{CacheLocation, Config};
-use crate::run::SpawnError;
+use crate::exec::spawn::SpawnError;
 use crate::store::maintenance::Limits;
-use crate::ui::Ui;
+use crate::term::ui::Ui;
+use crate::term::{quote, ui};
 
 /// Run memorun with these arguments (including the program name) and return
 /// the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    run::survive_file_size_limit();
+    exec::spawn::survive_file_size_limit();
     let args: Vec<OsString> = args.into_iter().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -78,15 +62,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     let env = |name: &str| std::env::var_os(name);
     let result = match cli.subcommand {
-        None => with_config(cli.run, "", memoize::memoize),
+        None => with_config(cli.run, "", commands::run::run),
         Some(Sub::Why { json, run }) => {
-            with_config(run, "why ", |config, _| explain::why(config, json))
+            with_config(run, "why ", |config, _| commands::why::why(config, json))
         }
         Some(Sub::Stats { json, zero, store }) => {
             let (limits, _) = Limits::from_env(&env);
-            stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
+            commands::stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
         }
-        Some(Sub::List { json, store }) => list::list(&CacheLocation::of(&store, &env), json),
+        Some(Sub::List { json, store }) => {
+            commands::list::list(&CacheLocation::of(&store, &env), json)
+        }
         Some(Sub::Clear {
             older_than,
             failed,
@@ -94,9 +80,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             all,
             store,
             command,
-        }) => clear::clear(
+        }) => commands::clear::clear(
             &CacheLocation::of(&store, &env),
-            &clear::ClearArgs {
+            &commands::clear::ClearArgs {
                 older_than,
                 failed,
                 command,
@@ -104,7 +90,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                 all,
             },
         ),
-        Some(Sub::Completions { shell }) => completions::print(shell),
+        Some(Sub::Completions { shell }) => commands::completions::print(shell),
     };
     match result {
         Ok(code) => code,

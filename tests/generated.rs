@@ -38,7 +38,12 @@ fn repo_root() -> &'static Path {
 fn generate() -> Vec<(PathBuf, Vec<u8>)> {
     let mut files: Vec<(PathBuf, Vec<u8>)> = SHELLS
         .iter()
-        .map(|&(shell, path)| (PathBuf::from(path), memorun::completions::script(shell)))
+        .map(|&(shell, path)| {
+            (
+                PathBuf::from(path),
+                memorun::commands::completions::script(shell),
+            )
+        })
         .collect();
 
     // As clap_mangen::generate_to does it, but in memory: no page for the
@@ -116,7 +121,7 @@ fn completions_subcommand_prints_the_committed_scripts() {
     for (shell, path) in SHELLS {
         // While blessing, the other test may be rewriting the file right now.
         let committed = if bless() {
-            memorun::completions::script(shell)
+            memorun::commands::completions::script(shell)
         } else {
             fs::read(repo_root().join(path))
                 .unwrap_or_else(|e| panic!("cannot read {path}: {e}; {BLESS}"))

@@ -25,7 +25,7 @@ fn backdate(d: &Dir, by: Duration) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let mut store = memorun::store::sqlite::SqliteStore::open(&d.cache).unwrap();
+    let mut store = memorun::store::db::SqliteStore::open(&d.cache).unwrap();
     for key in keys {
         let digest = memorun::key::Digest::from_slice(&key).unwrap();
         let mut entry = store.lookup(&digest).unwrap().expect("an entry");

@@ -13,9 +13,9 @@ use std::io::{self, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::hashing;
 use crate::key::Digest;
-use crate::store::dir;
+use crate::key::hashing;
+use crate::store::private;
 use crate::store::temp::Temp;
 
 /// How much of a blob is mapped at once while verifying it.
@@ -133,8 +133,8 @@ impl Blobs {
     pub fn install(&self, digest: &Digest, len: u64, temp: Temp) -> io::Result<()> {
         let target = self.path(digest);
         let parent = target.parent().expect("blob path has a parent");
-        dir::ensure_subdir(&self.root).map_err(io::Error::other)?;
-        dir::ensure_subdir(parent).map_err(io::Error::other)?;
+        private::ensure_subdir(&self.root).map_err(io::Error::other)?;
+        private::ensure_subdir(parent).map_err(io::Error::other)?;
         // Content-addressed: a blob already there with the right size is the
         // same content (a corrupt one is removed when a replay finds it).
         // Renaming over it anyway is slow on ext4, which flushes the new

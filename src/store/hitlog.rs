@@ -14,7 +14,7 @@
 //! The log is a file anyone with access to the cache directory can append
 //! to or grow: each record carries a magic and a checksum, a record that
 //! fails either (or has an impossible time) is skipped byte by byte until a
-//! good one, and one fold reads at most [`MAX_FOLD`] bytes, emptying the
+//! good one, and one fold reads at most `MAX_FOLD` bytes, emptying the
 //! rest unread.
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::key::Digest;
-use crate::store::dir::{self, flock};
+use crate::store::private::{self, flock};
 
 /// Bytes per record: magic, key, manifest (see `store::manifest`), time
 /// (ms), time saved (ms), and an XXH3 of all that.
@@ -66,7 +66,7 @@ fn open(path: &Path) -> io::Result<File> {
         .read(true)
         .append(true)
         .create(true)
-        .mode(dir::FILE_MODE)
+        .mode(private::FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
 }
@@ -103,7 +103,7 @@ pub struct Folding {
 }
 
 impl Folding {
-    /// Empty the log (including anything past [`MAX_FOLD`]): call after the
+    /// Empty the log (including anything past `MAX_FOLD`): call after the
     /// hits were committed to the database.
     pub fn done(self) -> io::Result<()> {
         self.file.set_len(0)

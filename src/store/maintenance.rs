@@ -25,8 +25,8 @@ use std::time::Duration;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::db::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, SqliteStore, decode_verified};
 use super::now_ms;
-use super::sqlite::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, SqliteStore, decode_verified};
 use super::temp;
 use crate::key::Digest;
 

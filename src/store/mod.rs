@@ -3,16 +3,17 @@
 //! The run and replay paths only see the [`Store`] trait: look an entry up,
 //! open one of its streams (verified), spool a new stream, insert an entry,
 //! count a hit, remove an entry. The local implementation is SQLite plus
-//! content-addressed blob files ([`sqlite::SqliteStore`]); a remote tier or
+//! content-addressed blob files ([`db::SqliteStore`]); a remote tier or
 //! captured output files can slot in behind the same trait.
 
 pub mod blobs;
-pub mod dir;
+pub mod db;
 pub mod hitlog;
+pub mod locks;
 pub mod maintenance;
+pub mod private;
 pub mod repair;
 pub mod schema;
-pub mod sqlite;
 pub mod statcache;
 pub mod temp;
 
@@ -51,7 +52,7 @@ pub struct Entry {
     pub stdout: StoredStream,
     /// Recorded stderr.
     pub stderr: StoredStream,
-    /// The interleaving of stdout and stderr (see `transcript`).
+    /// The interleaving of stdout and stderr (see `replay::interleaving`).
     pub order: StoredStream,
     /// Files the run left as outputs: path (as given) and content digest.
     pub outputs: Vec<(Vec<u8>, Digest)>,

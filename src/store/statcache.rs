@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::inputs::{CachedStat, FileStat, StatCache};
 use crate::key::Digest;
+use crate::key::inputs::{CachedStat, FileStat, StatCache};
 
 /// A view of the stat cache table for one invocation.
 pub struct SqliteStatCache<'c> {

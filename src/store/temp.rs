@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{self as rfs, AtFlags, FlockOperation, Mode, OFlags};
 
-use super::dir::FILE_MODE;
+use super::private::FILE_MODE;
 
 /// The name prefixes of memorun's own temp files.
 pub const PREFIXES: [&str; 3] = ["spool-", "stdin-", "secret-"];

@@ -34,11 +34,11 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use anyhow::{Result, anyhow};
 use rayon::prelude::*;
 
-use crate::exclude::Exclusions;
-use crate::hashing;
+use crate::key::exclude::Exclusions;
+use crate::key::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
-use crate::progress::HashProgress;
-use crate::ui::io_reason;
+use crate::term::progress::HashProgress;
+use crate::term::ui::io_reason;
 
 /// A file modified within this many nanoseconds of being hashed (or of the
 /// run starting) is "racy": a later write in the same timestamp tick could
@@ -162,7 +162,7 @@ pub enum Watched {
     /// Nothing: the path did not exist.
     Absent,
     /// memorun's stdin, a regular file read in place.
-    Stdin(crate::stdin::StdinFile),
+    Stdin(crate::key::stdin::StdinFile),
 }
 
 /// A path whose state went into the key.
@@ -797,7 +797,7 @@ pub fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
 /// Why a run whose input `w` changed is not recorded, and what would leave
 /// that input out of the key, by how it came into it.
 pub fn changed_message(w: &WatchItem) -> String {
-    let name = crate::quote::word(w.name.as_bytes());
+    let name = crate::term::quote::word(w.name.as_bytes());
     let hint = match &w.origin {
         Origin::Argument => format!("leave it out of the key with -x {name} or --no-auto-inputs"),
         Origin::Named => format!("it is an output, not an input: do not name it with -i {name}"),
@@ -809,7 +809,7 @@ pub fn changed_message(w: &WatchItem) -> String {
         Origin::Stdin => "stdin".to_string(),
         _ => format!(
             "input '{}'",
-            crate::quote::printable(&w.name.to_string_lossy())
+            crate::term::quote::printable(&w.name.to_string_lossy())
         ),
     };
     format!("{what} changed while the command ran (if the command writes it, {hint})")
@@ -818,8 +818,8 @@ pub fn changed_message(w: &WatchItem) -> String {
 /// `leave it out with -i '!DIR/**'`, naming the topmost directory (or the
 /// file) below the walked `root` that leads to `w`.
 fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
-    let root = crate::exclude::normalize(root);
-    let shown = crate::exclude::normalize(Path::new(&w.name));
+    let root = crate::key::exclude::normalize(root);
+    let shown = crate::key::exclude::normalize(Path::new(&w.name));
     let rel = shown.strip_prefix(&root).unwrap_or(&shown);
     let mut parts = rel.components();
     let pattern = match (parts.next(), parts.next()) {
@@ -836,7 +836,7 @@ fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
             }
         }
     };
-    let quoted = crate::quote::word(format!("!{pattern}").as_bytes()).into_owned();
+    let quoted = crate::term::quote::word(format!("!{pattern}").as_bytes()).into_owned();
     format!("leave it out with -i {quoted}")
 }
 

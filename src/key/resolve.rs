@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, anyhow};
 
 use crate::config::{Config, EnvPattern};
-use crate::inputs::{self, Collector, StatCache, WatchItem};
+use crate::key::inputs::{self, Collector, StatCache, WatchItem};
 use crate::key::{Component, Digest, Key};
 
 /// The command's identity: argv after `--ignore-arg`, and where it runs.
@@ -87,7 +87,7 @@ pub struct Resolved {
     /// their state after the run is recorded with the entry instead).
     pub known_outputs: Vec<Vec<u8>>,
     /// A regular file on stdin, read in place.
-    pub stdin_file: Option<crate::stdin::StdinFile>,
+    pub stdin_file: Option<crate::key::stdin::StdinFile>,
 }
 
 /// What resolution needs from the store.
@@ -110,7 +110,7 @@ pub fn resolve(
     ctx: Context<'_>,
     env: impl Iterator<Item = (OsString, OsString)>,
     stdin: Option<Component>,
-    stdin_file: Option<crate::stdin::StdinFile>,
+    stdin_file: Option<crate::key::stdin::StdinFile>,
 ) -> Result<Resolved> {
     let started_ns = inputs::now_ns();
     let mut components = vec![base.argv.clone()];
@@ -190,7 +190,12 @@ fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| anyhow!("cannot run --key-cmd '{cmd}': {}", crate::ui::io_reason(&e)))?;
+        .map_err(|e| {
+            anyhow!(
+                "cannot run --key-cmd '{cmd}': {}",
+                crate::term::ui::io_reason(&e)
+            )
+        })?;
     let mut out = child.stdout.take().expect("piped stdout");
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -255,7 +260,7 @@ fn env_components(
 /// The command line as a shell would need it typed, safe to print (see
 /// `quote`).
 pub fn display_command(argv: &[OsString]) -> String {
-    crate::quote::command(argv)
+    crate::term::quote::command(argv)
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! stdin, so the caller can run it uncached without losing a byte.
 
 use crate::config::{CacheLocation, Config};
-use crate::inputs::Refused;
-use crate::resolve::{self, Base, Context, Resolved};
-use crate::stdin::{self, Feed};
-use crate::store::sqlite::SqliteStore;
+use crate::key::inputs::Refused;
+use crate::key::resolve::{self, Base, Context, Resolved};
+use crate::key::stdin::{self, Feed};
+use crate::store::db::SqliteStore;
 
 /// A store opened and a key resolved, ready to look up.
 pub struct Prepared {
@@ -51,7 +51,10 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
     let spool_dir = spool_stdin.then(|| store.tmp_dir().to_path_buf());
     let captured = stdin::capture(config.stdin, &secret, spool_dir.as_deref()).map_err(|f| {
         uncached(
-            anyhow::anyhow!("cannot spool stdin: {}", crate::ui::io_reason(&f.error)),
+            anyhow::anyhow!(
+                "cannot spool stdin: {}",
+                crate::term::ui::io_reason(&f.error)
+            ),
             f.feed,
         )
     })?;
@@ -65,8 +68,8 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
             secret: &secret,
             stat_cache: &mut stat_cache,
             known_outputs: &known_outputs,
-            show_progress: crate::progress::allowed_here(
-                config.verbosity == crate::ui::Verbosity::Quiet,
+            show_progress: crate::term::progress::allowed_here(
+                config.verbosity == crate::term::ui::Verbosity::Quiet,
             ),
         };
         let r = resolve::resolve(

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{Component, Key, Kind, State};
-use crate::store::sqlite::{Previous, SqliteStore};
+use crate::store::db::{Previous, SqliteStore};
 
 /// One difference between an earlier run's key and this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -7,14 +7,14 @@
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::commands::prepare::{NotPrepared, Prepared, prepare};
 use crate::config::Config;
+use crate::key::diff::{self, Change};
 use crate::key::{Component, Digest, Kind, State};
-use crate::prepare::{NotPrepared, Prepared, prepare};
-use crate::quote::printable;
 use crate::store::age;
 use crate::store::{Entry, Store};
-use crate::ui::human_duration;
-use crate::why::{self, Change};
+use crate::term::quote::printable;
+use crate::term::ui::human_duration;
 
 /// Input files the text form lists among the components: a walk can put
 /// thousands in a key (the summary counts them; `--json` lists them all).
@@ -54,7 +54,7 @@ pub fn why(config: &Config, json: bool) -> Result<i32> {
                 d.display()
             )
         };
-        return crate::output::print_stdout(text.as_bytes());
+        return crate::term::output::print_stdout(text.as_bytes());
     }
     let report = match prepare(config, false) {
         Ok(p) => build(config, p)?,
@@ -69,7 +69,7 @@ pub fn why(config: &Config, json: bool) -> Result<i32> {
     } else {
         to_text(&report)
     };
-    crate::output::print_stdout(text.as_bytes())
+    crate::term::output::print_stdout(text.as_bytes())
 }
 
 fn uncached(why: &str) -> Report {
@@ -97,18 +97,18 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
     let entry = store.lookup(&key.digest)?;
     let refused = match &entry {
         _ if config.force => Some("--force runs it whatever is recorded".to_string()),
-        Some(e) => crate::memoize::refusal(config, e, &resolved.base.cwd),
+        Some(e) => crate::commands::run::refusal(config, e, &resolved.base.cwd),
         None => None,
     };
     // Only an explanation: a store that cannot give it still gives the rest.
     let closest = match entry {
-        None => why::closest_run(&store, key),
+        None => diff::closest_run(&store, key),
         Some(_) => Ok(None),
     };
     let (previous, changes) = match closest {
         Ok(Some(old)) => (
             Some((old.key, old.created_ms)),
-            why::diff(&old.components, &key.components),
+            diff::diff(&old.components, &key.components),
         ),
         _ => (None, Vec::new()),
     };
@@ -139,10 +139,10 @@ fn component_line(c: &Component, keyed_argv: &str) -> (String, String) {
     match c.kind {
         Kind::Argv => ("argv".into(), keyed_argv.to_string()),
         Kind::Cwd => ("cwd".into(), printable(&c.name).into_owned()),
-        Kind::Stdin => ("stdin".into(), why::describe(c)),
+        Kind::Stdin => ("stdin".into(), diff::describe(c)),
         _ => (
-            format!("{} {}", why::label(c.kind), printable(&c.name)),
-            why::describe(c),
+            format!("{} {}", diff::label(c.kind), printable(&c.name)),
+            diff::describe(c),
         ),
     }
 }
@@ -191,7 +191,7 @@ fn to_text(r: &Report) -> String {
             inputs_shown - SHOWN_INPUTS
         ));
     }
-    inputs_text(&mut s, &why::inputs(&r.components));
+    inputs_text(&mut s, &diff::inputs(&r.components));
     if r.entry.is_none() {
         match r.previous {
             Some((key, created)) => {
@@ -222,7 +222,7 @@ fn to_text(r: &Report) -> String {
 
 /// Say which files the key holds, so that a user can see which are not in
 /// it: counts for walks and globs, names (up to [`SHOWN_NAMED`]) otherwise.
-fn inputs_text(s: &mut String, inputs: &why::Inputs) {
+fn inputs_text(s: &mut String, inputs: &diff::Inputs) {
     if inputs.named.is_empty() && inputs.listings.is_empty() {
         s.push_str(
             "inputs in the key: none (no file's content is in the key; \
@@ -289,7 +289,7 @@ fn to_json(r: &Report) -> Value {
         "entry": entry,
         "refused": r.refused,
         "components": components,
-        "inputs": why::inputs(&r.components),
+        "inputs": diff::inputs(&r.components),
         "previous": r.previous.map(|(key, created)| json!({
             "key": key.to_hex(),
             "created_ms": created,

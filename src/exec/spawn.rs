@@ -40,10 +40,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::exit_codes;
-use crate::output::{self, Fd};
-use crate::progress::{self, Spinner};
-use crate::stdin::Feed;
-use crate::transcript::{Recorder, Recording, Stream};
+use crate::key::stdin::Feed;
+use crate::replay::interleaving::{Recorder, Recording, Stream};
+use crate::term::output::{self, Fd};
+use crate::term::progress::{self, Spinner};
 
 /// Size of the pipes between the command and memorun, when the kernel allows.
 const PIPE_SIZE: libc::c_int = 1024 * 1024;
@@ -110,7 +110,7 @@ impl fmt::Display for SpawnError {
                 f,
                 "cannot execute '{}': {}",
                 self.program,
-                crate::ui::io_reason(&self.error)
+                crate::term::ui::io_reason(&self.error)
             )
         }
     }

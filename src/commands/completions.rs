@@ -14,5 +14,5 @@ pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
 
 /// Print the completion script for `shell`; returns the exit code.
 pub fn print(shell: clap_complete::Shell) -> anyhow::Result<i32> {
-    crate::output::print_stdout(&script(shell))
+    crate::term::output::print_stdout(&script(shell))
 }

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use crate::config::CacheLocation;
 use crate::store::age;
+use crate::store::db::SqliteStore;
 use crate::store::maintenance::{self, Limits, StoreStats};
-use crate::store::sqlite::SqliteStore;
-use crate::ui::{human_duration, human_size};
+use crate::term::ui::{human_duration, human_size};
 
 /// Run `memorun stats`; returns the exit code.
 pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -> Result<i32> {
@@ -42,7 +42,7 @@ pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -
     } else {
         to_text(&s, limits)
     };
-    crate::output::print_stdout(text.as_bytes())
+    crate::term::output::print_stdout(text.as_bytes())
 }
 
 fn count(s: &StoreStats, name: &str) -> u64 {
@@ -179,7 +179,7 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
                 human_duration(Duration::from_millis(t.saved_ms)),
                 t.hits,
                 if t.hits == 1 { "hit " } else { "hits" },
-                crate::quote::printable(&t.display)
+                crate::term::quote::printable(&t.display)
             ));
         }
     }

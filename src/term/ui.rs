@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anstyle::{AnsiColor, Color, Style};
 
-use crate::output;
+use crate::term::output;
 
 /// How much memorun says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl Ui {
 
     /// Whether progress (spinner, hashing bar) may be drawn on stderr.
     pub fn progress_allowed(&self) -> bool {
-        crate::progress::allowed_here(self.verbosity == Verbosity::Quiet)
+        crate::term::progress::allowed_here(self.verbosity == Verbosity::Quiet)
     }
 
     /// Whether `-v` was given.
@@ -82,7 +82,7 @@ pub fn error(msg: impl std::fmt::Display) {
 /// add a line or send an escape sequence (see `quote`).
 fn safe(msg: impl std::fmt::Display) -> String {
     let msg = msg.to_string();
-    match crate::quote::printable(&msg) {
+    match crate::term::quote::printable(&msg) {
         std::borrow::Cow::Borrowed(_) => msg,
         std::borrow::Cow::Owned(escaped) => escaped,
     }

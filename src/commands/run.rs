@@ -11,27 +11,27 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::commands::prepare::{NotPrepared, Prepared, prepare};
 use crate::config::Config;
+use crate::exec::refresh::{self, RefreshStdin};
+use crate::exec::spawn::{self, Status};
 use crate::exit_codes;
-use crate::inputs;
+use crate::key::diff;
+use crate::key::inputs;
+use crate::key::resolve::Resolved;
+use crate::key::stdin::Feed;
 use crate::key::{Kind, State};
-use crate::lock::{self, Waited};
-use crate::prepare::{NotPrepared, Prepared, prepare};
-use crate::progress::Spinner;
-use crate::refresh::{self, RefreshStdin};
+use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed};
-use crate::resolve::Resolved;
-use crate::run::{self, Status};
-use crate::stdin::Feed;
+use crate::store::db::SqliteStore;
+use crate::store::locks::{self, Waited};
 use crate::store::maintenance;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{NewEntry, Store, age};
-use crate::transcript::Recorder;
-use crate::ui::{self, Ui, human_duration};
-use crate::why;
+use crate::term::progress::Spinner;
+use crate::term::ui::{self, Ui, human_duration};
 
 /// Run or replay the configured command; returns memorun's exit code.
-pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
+pub fn run(config: &Config, ui: &Ui) -> Result<i32> {
     let Prepared {
         mut store,
         resolved,
@@ -52,7 +52,7 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
     // A background refresh runs only while it holds its key's refresh lock.
     let refresh_lock = match &config.refresh {
         None => None,
-        Some(r) => match lock::try_lock(&store.locks_dir(), &refresh::lock_name(&r.key)) {
+        Some(r) => match locks::try_lock(&store.locks_dir(), &refresh::lock_name(&r.key)) {
             Ok(Some(l)) => Some(l),
             _ => return Ok(0),
         },
@@ -84,13 +84,13 @@ pub fn memoize(config: &Config, ui: &Ui) -> Result<i32> {
         if held.is_some() || unlocked {
             break;
         }
-        held = match lock::try_lock(&locks, &lock_name) {
+        held = match locks::try_lock(&locks, &lock_name) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
                 // Ctrl-C must not wait for the holder.
-                run::end_on_signal_until_spawn();
+                spawn::end_on_signal_until_spawn();
                 ui.status("waiting for a concurrent run of the same command");
-                match lock::wait(&locks, &lock_name) {
+                match locks::wait(&locks, &lock_name) {
                     Ok(Waited::Locked(l)) => Some(l),
                     // Look again, without the lock: a hit replays side by
                     // side with other waiters; a miss takes the lock.
@@ -345,7 +345,7 @@ fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, 
         Err(e) => {
             ui.warn(format_args!(
                 "cannot start the background refresh: {}",
-                crate::ui::io_reason(&e)
+                crate::term::ui::io_reason(&e)
             ));
             false
         }
@@ -362,8 +362,8 @@ fn reopen_stdin_at(offset: u64) -> std::io::Result<std::fs::File> {
 
 /// Why a lookup missed, from the closest earlier entry of the command.
 fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
-    match why::closest_run(store, &resolved.key) {
-        Ok(Some(old)) => why::summary(&why::diff(&old.components, &resolved.key.components)),
+    match diff::closest_run(store, &resolved.key) {
+        Ok(Some(old)) => diff::summary(&diff::diff(&old.components, &resolved.key.components)),
         Ok(None) => "no earlier run of this command".into(),
         Err(_) => "no entry".into(),
     }
@@ -371,14 +371,14 @@ fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
 
 /// Run without the cache.
 fn plain(config: &Config, feed: Feed) -> Result<i32> {
-    Ok(run::run_plain(&config.command, feed)?.exit_code())
+    Ok(spawn::run_plain(&config.command, feed)?.exit_code())
 }
 
 /// Why a finished run is not recorded, if it is not.
 fn unrecordable(
     config: &Config,
     resolved: &Resolved,
-    outcome: &run::Outcome,
+    outcome: &spawn::Outcome,
 ) -> Option<(&'static str, String)> {
     match outcome.status {
         Status::Signaled(sig) => {
@@ -410,7 +410,10 @@ fn unrecordable(
     if let Some(e) = &outcome.record_error {
         return Some((
             maintenance::NOT_RECORDED_CACHE,
-            format!("cannot record its output: {}", crate::ui::io_reason(e)),
+            format!(
+                "cannot record its output: {}",
+                crate::term::ui::io_reason(e)
+            ),
         ));
     }
     if let Some(w) =
@@ -448,7 +451,7 @@ fn run_and_record(
     } else {
         None
     };
-    let outcome = run::run_captured(&config.command, feed, Some(recorder), spinner)?;
+    let outcome = spawn::run_captured(&config.command, feed, Some(recorder), spinner)?;
     let ran = match &miss_reason {
         Some(why) => format!("miss ({why})"),
         None => "miss".into(),
@@ -457,7 +460,7 @@ fn run_and_record(
     if let Some(e) = &outcome.record_error {
         ui.warn(format_args!(
             "cannot record the output: {}; the result was not cached",
-            crate::ui::io_reason(e)
+            crate::term::ui::io_reason(e)
         ));
     }
     // How far the command read a regular file on stdin (the file offset is

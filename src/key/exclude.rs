@@ -16,7 +16,7 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use anyhow::{Result, anyhow};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::inputs::Refused;
+use crate::key::inputs::Refused;
 
 /// The exclusion patterns of one invocation.
 #[derive(Debug, Clone, Default)]

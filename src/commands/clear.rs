@@ -16,11 +16,11 @@ use anyhow::Result;
 
 use crate::config::CacheLocation;
 use crate::key::Component;
+use crate::store::db::SqliteStore;
 use crate::store::maintenance::ClearFilter;
 use crate::store::now_ms;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{dir, repair};
-use crate::ui::human_size;
+use crate::store::{private, repair};
+use crate::term::ui::human_size;
 
 /// What to clear.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +40,7 @@ pub struct ClearArgs {
 /// Run `memorun clear`; returns the exit code.
 pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
     let Some(dir) = location.existing_dir()? else {
-        return crate::output::print_stdout(b"nothing to clear\n");
+        return crate::term::output::print_stdout(b"nothing to clear\n");
     };
     if args.all {
         return reset(&dir, args.dry_run);
@@ -60,7 +60,7 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
     let (verb, entries, bytes, gc) = if args.dry_run {
         let doomed = store.list(&filter)?;
         if !doomed.is_empty() {
-            out.push_str(&crate::list::table(&doomed));
+            out.push_str(&crate::commands::list::table(&doomed));
         }
         let bytes = doomed.iter().map(|e| e.output_bytes).sum();
         let gc = store.collect_garbage(store.tmp_dir(), true)?;
@@ -71,7 +71,7 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
         ("removed", removed.entries, removed.bytes, gc)
     };
     out.push_str(&summary(verb, entries, bytes, gc));
-    crate::output::print_stdout(out.as_bytes())
+    crate::term::output::print_stdout(out.as_bytes())
 }
 
 /// `clear --all`: delete the store's files without opening the database
@@ -79,7 +79,7 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
 fn reset(dir: &Path, dry_run: bool) -> Result<i32> {
     // The same checks as any use of the directory (ours, private, out of
     // other users' reach), and from then on its checked path.
-    let dir = &dir::check_private(dir)?;
+    let dir = &private::check_private(dir)?;
     let (files, bytes) = repair::reset(dir, dry_run);
     let what = format!(
         "{files} {} ({})",
@@ -92,7 +92,7 @@ fn reset(dir: &Path, dry_run: bool) -> Result<i32> {
         SqliteStore::open(dir)?;
         format!("reset the cache in '{}': removed {what}\n", dir.display())
     };
-    crate::output::print_stdout(text.as_bytes())
+    crate::term::output::print_stdout(text.as_bytes())
 }
 
 /// `removed 3 entries (1.2 MiB) and 2 unused files (10 KiB)`.

@@ -26,7 +26,7 @@ use super::maintenance::{self, Limits};
 use super::repair;
 use super::statcache::SqliteStatCache;
 use super::temp;
-use super::{Entry, NewEntry, Source, Store, StoredStream, dir, now_ms};
+use super::{Entry, NewEntry, Source, Store, StoredStream, now_ms, private};
 use crate::key::{Component, Digest};
 
 pub use super::schema::SCHEMA_VERSION;
@@ -88,10 +88,10 @@ impl SqliteStore {
     /// the caller turns into "run uncached".
     pub fn open(cache_dir: &Path) -> Result<SqliteStore> {
         // From here on the directory is named by the path that was checked.
-        let cache_dir = &dir::prepare(cache_dir)?;
+        let cache_dir = &private::prepare(cache_dir)?;
         let tmp_dir = cache_dir.join("tmp");
-        dir::ensure_subdir(&tmp_dir)?;
-        let secret = dir::load_or_create_secret(cache_dir, &tmp_dir)?;
+        private::ensure_subdir(&tmp_dir)?;
+        let secret = private::load_or_create_secret(cache_dir, &tmp_dir)?;
         let db_path = cache_dir.join("memorun.db");
         // From here on, a failure other than a lock held too long is the
         // database itself: say how to start over.
@@ -101,7 +101,7 @@ impl SqliteStore {
         };
         // Create the file 0600 ourselves: SQLite would use 0644 & ~umask, and
         // it gives the -wal and -shm files the main file's mode.
-        dir::create_private_file(&db_path)
+        private::create_private_file(&db_path)
             .with_context(|| format!("cannot open '{}'", db_path.display()))
             .map_err(unusable)?;
         configure_sqlite();
@@ -300,7 +300,7 @@ impl SqliteStore {
     /// `--ignore-arg`) other than `except` that `score` ranks highest, the
     /// most recent of equals. `score` reads an entry's components as stored
     /// (JSON; see `why::Target::score`); `None` passes the entry over.
-    /// Bounded: only the [`CLOSEST_OF`] most recent entries are scored, and
+    /// Bounded: only the `CLOSEST_OF` most recent entries are scored, and
     /// only the winner is decoded in full.
     pub fn previous_run<S: Ord>(
         &self,
@@ -1074,7 +1074,7 @@ mod tests {
             Key::new(c)
         };
         let closest = |store: &SqliteStore, k: &Key| {
-            let target = crate::why::Target::new(&k.components);
+            let target = crate::key::diff::Target::new(&k.components);
             let found = store
                 .previous_run(&k.command, &k.digest, |json| target.score(json))
                 .unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::ui::{human_duration, human_size};
+use crate::term::ui::{human_duration, human_size};
 
 /// How long a miss runs before the spinner appears.
 pub const SPINNER_DELAY: Duration = Duration::from_millis(300);
@@ -86,7 +86,7 @@ impl Spinner {
         Spinner {
             start: Instant::now(),
             expected,
-            label: shorten(&crate::quote::printable(display), terminal_width()),
+            label: shorten(&crate::term::quote::printable(display), terminal_width()),
             bar: None,
             tty: [is_tty(1), is_tty(2)],
             at_line_start: true,

@@ -6,14 +6,16 @@
 //! up, so a corrupt entry never produces partial or mixed output; it is a
 //! miss instead.
 
+pub mod interleaving;
+
 use std::fs::File;
 use std::io::{self, Read, Seek};
 
 use anyhow::{Context, Result};
 
-use crate::output::{self, Fd};
 use crate::store::{Entry, Source, Store};
-use crate::transcript::{self, RunReader, Stream};
+use crate::term::output::{self, Fd};
+use interleaving::{RunReader, Stream};
 
 /// How a replay ended.
 #[derive(Debug)]
@@ -55,7 +57,7 @@ fn open_verified(store: &dyn Store, entry: &Entry) -> Result<Option<(Source, Sou
     let Some(mut order) = store.open_stream(&entry.order)? else {
         return Ok(None);
     };
-    if !transcript::validate(reader(&order), entry.stdout.len, entry.stderr.len)
+    if !interleaving::validate(reader(&order), entry.stdout.len, entry.stderr.len)
         .context("cannot read a stored output")?
     {
         return Ok(None);

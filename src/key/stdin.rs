@@ -22,8 +22,8 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 
 use crate::cli::StdinMode;
-use crate::hashing;
-use crate::inputs::FileStat;
+use crate::key::hashing;
+use crate::key::inputs::FileStat;
 use crate::key::{Component, Digest};
 use crate::store::temp::Temp;
 
@@ -242,7 +242,7 @@ fn read_pipe(
             // not fill the disk: past the cap, run uncached, streaming.
             Some(_) if spooled_len + n as u64 > SPOOL_MAX => Err(io::Error::other(format!(
                 "it is larger than {}",
-                crate::ui::human_size(SPOOL_MAX)
+                crate::term::ui::human_size(SPOOL_MAX)
             ))),
             Some(f) => f.write_all(&buf[..n]),
         };

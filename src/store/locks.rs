@@ -18,7 +18,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::dir::{self, flock};
+use crate::store::private::{self, flock};
 
 /// What a holder whose run was not recorded leaves in its lock file.
 const UNRECORDED: &[u8] = b"unrecorded\n";
@@ -67,7 +67,7 @@ fn open(path: &Path) -> io::Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(dir::FILE_MODE)
+        .mode(private::FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
 }
@@ -83,7 +83,7 @@ fn still_linked(file: &File, path: &Path) -> io::Result<bool> {
 }
 
 fn acquire(locks_dir: &Path, name: &str, blocking: bool) -> io::Result<Option<Lock>> {
-    dir::ensure_subdir(locks_dir).map_err(io::Error::other)?;
+    private::ensure_subdir(locks_dir).map_err(io::Error::other)?;
     let path = lock_path(locks_dir, name);
     loop {
         let file = open(&path)?;
@@ -112,7 +112,7 @@ pub fn try_lock(locks_dir: &Path, name: &str) -> io::Result<Option<Lock>> {
 /// Wait (asleep, not spinning) until the holder of the lock for `name`
 /// lets go of it, and say how it ended.
 pub fn wait(locks_dir: &Path, name: &str) -> io::Result<Waited> {
-    dir::ensure_subdir(locks_dir).map_err(io::Error::other)?;
+    private::ensure_subdir(locks_dir).map_err(io::Error::other)?;
     let path = lock_path(locks_dir, name);
     let file = open(&path)?;
     flock(&file, libc::LOCK_EX)?;

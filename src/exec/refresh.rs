@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 
 use crate::config::REFRESH_KEY_VAR;
 use crate::key::Digest;
-use crate::lock;
+use crate::store::locks;
 
 /// The lock name that allows one refresh per key at a time.
 pub fn lock_name(key: &Digest) -> String {
@@ -44,7 +44,7 @@ pub fn spawn(
     args: Vec<OsString>,
     stdin: RefreshStdin,
 ) -> io::Result<()> {
-    if lock::is_held(locks_dir, &lock_name(key)) {
+    if locks::is_held(locks_dir, &lock_name(key)) {
         return Ok(());
     }
     let exe = std::env::current_exe()?;

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use crate::config::CacheLocation;
 use crate::store::age;
+use crate::store::db::SqliteStore;
 use crate::store::maintenance::{ClearFilter, Listed};
-use crate::store::sqlite::SqliteStore;
-use crate::ui::{human_duration, human_size};
+use crate::term::ui::{human_duration, human_size};
 
 /// Run `memorun list`; returns the exit code.
 pub fn list(location: &CacheLocation, json: bool) -> Result<i32> {
@@ -41,7 +41,7 @@ pub fn list(location: &CacheLocation, json: bool) -> Result<i32> {
     } else {
         table(&entries)
     };
-    crate::output::print_stdout(text.as_bytes())
+    crate::term::output::print_stdout(text.as_bytes())
 }
 
 fn since(ms: i64) -> String {
@@ -64,7 +64,7 @@ pub fn table(entries: &[Listed]) -> String {
                 e.exit_code.to_string(),
                 human_size(e.output_bytes),
                 e.hits.to_string(),
-                crate::quote::printable(&e.display).into_owned(),
+                crate::term::quote::printable(&e.display).into_owned(),
             ]
         })
         .collect();

@@ -1,0 +1,15 @@
+//! What a user can ask memorun for, one file each: [`run`] (run or replay a
+//! command, the default), [`why`], [`stats`], [`list`], [`clear`] and
+//! [`completions`]. [`prepare`] is what `run` and `why` share: the store
+//! opened, stdin captured and the key resolved.
+//!
+//! These are the only modules that tie the layers together; nothing below
+//! them imports them.
+
+pub mod clear;
+pub mod completions;
+pub mod list;
+pub mod prepare;
+pub mod run;
+pub mod stats;
+pub mod why;

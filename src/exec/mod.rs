@@ -1,0 +1,6 @@
+//! Running the command on a miss: [`spawn`] starts it (in its own process
+//! group when there is no terminal), streams and captures its output and
+//! forwards signals; [`refresh`] re-runs a stale entry in the background.
+
+pub mod refresh;
+pub mod spawn;

@@ -1,0 +1,20 @@
+//! The key: everything that can change a command's result, encoded without
+//! ambiguity and hashed.
+//!
+//! - [`encoding`]: the versioned encoding of [`Key`] and its [`Component`]s.
+//! - [`resolve`]: where the key is built: config, environment and files to
+//!   a [`Key`], with what the run must watch.
+//! - [`inputs`], [`exclude`], [`hashing`]: which arguments and paths are
+//!   input files, which are left out, and their digests; the race guard.
+//! - [`stdin`]: stdin hashed, and spooled for the command.
+//! - [`diff`]: what changed between two keys (`memorun why`, `-v`).
+
+pub mod diff;
+pub mod encoding;
+pub mod exclude;
+pub mod hashing;
+pub mod inputs;
+pub mod resolve;
+pub mod stdin;
+
+pub use encoding::*;

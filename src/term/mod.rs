@@ -1,0 +1,8 @@
+//! The terminal side: [`output`] writes bytes to stdout and stderr, [`ui`]
+//! speaks as `memorun:`, [`progress`] draws the spinner and the hashing bar,
+//! and [`quote`] makes what is shown unambiguous and safe.
+
+pub mod output;
+pub mod progress;
+pub mod quote;
+pub mod ui;
