@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::cli::{RunArgs, StdinMode, StoreArgs};
+use crate::cli::{self, RunArgs, StoreArgs};
 use crate::key::Digest;
 use crate::key::exclude::Exclusions;
+use crate::key::stdin::StdinMode;
 use crate::store::maintenance::Limits;
 use crate::term::ui::Verbosity;
 
@@ -309,7 +310,11 @@ impl Config {
             ignore_args,
             keys: args.key,
             key_cmds: args.key_cmd,
-            stdin: args.stdin,
+            stdin: match args.stdin {
+                cli::StdinMode::Auto => StdinMode::Auto,
+                cli::StdinMode::Hash => StdinMode::Hash,
+                cli::StdinMode::Ignore => StdinMode::Ignore,
+            },
             auto_inputs: !args.no_auto_inputs,
             include_cwd: !args.no_cwd,
             cache_failures: args.cache_failures,
@@ -323,6 +328,17 @@ impl Config {
             refresh,
             verbosity,
         })
+    }
+}
+
+impl Config {
+    /// What this run may replay and record (see `replay::policy`).
+    pub fn policy(&self) -> crate::replay::policy::Policy<'_> {
+        crate::replay::policy::Policy {
+            ttl: self.ttl,
+            cache_failures: self.cache_failures,
+            exclude: &self.exclude,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::store::db::SqliteStore;
 use crate::store::maintenance::ClearFilter;
 use crate::store::now_ms;
 use crate::store::{private, repair};
-use crate::term::ui::human_size;
+use crate::term::format::human_size;
 
 /// What to clear.
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use crate::config::CacheLocation;
 use crate::store::age;
 use crate::store::db::SqliteStore;
 use crate::store::maintenance::{ClearFilter, Listed};
-use crate::term::ui::{human_duration, human_size};
+use crate::term::format::{human_duration, human_size};
 
 /// Run `memorun list`; returns the exit code.
 pub fn list(location: &CacheLocation, json: bool) -> Result<i32> {

@@ -53,7 +53,7 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
         uncached(
             anyhow::anyhow!(
                 "cannot spool stdin: {}",
-                crate::term::ui::io_reason(&f.error)
+                crate::term::format::io_reason(&f.error)
             ),
             f.feed,
         )

@@ -22,13 +22,14 @@ use crate::key::resolve::Resolved;
 use crate::key::stdin::Feed;
 use crate::key::{Kind, State};
 use crate::replay::interleaving::Recorder;
-use crate::replay::{self, Replayed};
+use crate::replay::{self, Replayed, policy};
 use crate::store::db::SqliteStore;
 use crate::store::locks::{self, Waited};
 use crate::store::maintenance;
 use crate::store::{NewEntry, Store, age};
+use crate::term::format::human_duration;
 use crate::term::progress::Spinner;
-use crate::term::ui::{self, Ui, human_duration};
+use crate::term::ui::{self, Ui};
 
 /// Run or replay the configured command; returns memorun's exit code.
 pub fn run(config: &Config, ui: &Ui) -> Result<i32> {
@@ -155,42 +156,6 @@ fn warn_missing_inputs(ui: &Ui, resolved: &Resolved) {
     ));
 }
 
-/// Why the read policy refuses to replay `entry`, if it does: past
-/// `--ttl`, or a recorded failure without `--cache-failures` (this run would
-/// not have recorded it, so it does not replay it either).
-pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry, cwd: &Path) -> Option<String> {
-    let entry_age = age(entry.created_ms);
-    if let Some(ttl) = config.ttl.filter(|ttl| entry_age > *ttl) {
-        return Some(format!(
-            "the entry is {} old, past --ttl {}",
-            human_duration(entry_age),
-            human_duration(ttl)
-        ));
-    }
-    if entry.exit_code != 0 && !config.cache_failures {
-        return Some(format!(
-            "the entry is a failure (exit code {}) and --cache-failures is off",
-            entry.exit_code
-        ));
-    }
-    // An output file that is gone or no longer what the run left: run
-    // again (it recreates it, and an "output" that is really an input the
-    // user edited is never replayed stale).
-    for (path, digest) in &entry.outputs {
-        let shown = String::from_utf8_lossy(path);
-        match inputs::hash_regular(&cwd.join(OsStr::from_bytes(path))) {
-            Ok((now, _)) if now == *digest => {}
-            Ok(_) => {
-                return Some(format!(
-                    "output '{shown}' changed since the run that wrote it"
-                ));
-            }
-            Err(_) => return Some(format!("output '{shown}' is missing")),
-        }
-    }
-    None
-}
-
 /// Where fd 0 is now, when it is a file.
 fn stdin_offset() -> Option<u64> {
     // SAFETY: lseek with SEEK_CUR and 0 only reads the offset.
@@ -234,7 +199,7 @@ fn look_up(
         }
     };
     let entry_age = age(entry.created_ms);
-    if let Some(why) = refusal(config, &entry, &resolved.base.cwd) {
+    if let Some(why) = policy::refusal(&config.policy(), &entry, &resolved.base.cwd) {
         return Lookup::Miss(Some(why));
     }
     match replay::replay(store, &entry) {
@@ -345,7 +310,7 @@ fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, 
         Err(e) => {
             ui.warn(format_args!(
                 "cannot start the background refresh: {}",
-                crate::term::ui::io_reason(&e)
+                crate::term::format::io_reason(&e)
             ));
             false
         }
@@ -372,56 +337,6 @@ fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
 /// Run without the cache.
 fn plain(config: &Config, feed: Feed) -> Result<i32> {
     Ok(spawn::run_plain(&config.command, feed)?.exit_code())
-}
-
-/// Why a finished run is not recorded, if it is not.
-fn unrecordable(
-    config: &Config,
-    resolved: &Resolved,
-    outcome: &spawn::Outcome,
-) -> Option<(&'static str, String)> {
-    match outcome.status {
-        Status::Signaled(sig) => {
-            return Some((
-                maintenance::NOT_RECORDED_SIGNAL,
-                format!("killed by signal {sig}"),
-            ));
-        }
-        Status::Exited(code) if code != 0 && !config.cache_failures => {
-            return Some((
-                maintenance::NOT_RECORDED_EXIT,
-                format!("exit code {code} (--cache-failures records it)"),
-            ));
-        }
-        Status::Exited(_) => {}
-    }
-    if outcome.interrupted {
-        return Some((
-            maintenance::NOT_RECORDED_SIGNAL,
-            "memorun was interrupted by a signal while the command ran".into(),
-        ));
-    }
-    if outcome.delivery_failed {
-        return Some((
-            maintenance::NOT_RECORDED_UNDELIVERED,
-            "its output could not be delivered".into(),
-        ));
-    }
-    if let Some(e) = &outcome.record_error {
-        return Some((
-            maintenance::NOT_RECORDED_CACHE,
-            format!(
-                "cannot record its output: {}",
-                crate::term::ui::io_reason(e)
-            ),
-        ));
-    }
-    if let Some(w) =
-        inputs::changed_during_run(&resolved.watch, resolved.started_ns, &config.exclude)
-    {
-        return Some((maintenance::NOT_RECORDED_INPUT, inputs::changed_message(w)));
-    }
-    None
 }
 
 /// How a run ended.
@@ -460,7 +375,7 @@ fn run_and_record(
     if let Some(e) = &outcome.record_error {
         ui.warn(format_args!(
             "cannot record the output: {}; the result was not cached",
-            crate::term::ui::io_reason(e)
+            crate::term::format::io_reason(e)
         ));
     }
     // How far the command read a regular file on stdin (the file offset is
@@ -486,7 +401,19 @@ fn run_and_record(
             outputs.push((path.clone(), digest));
         }
     }
-    let why_not = unrecordable(config, resolved, &outcome);
+    let why_not = policy::unrecordable(
+        &config.policy(),
+        &policy::RunEnd {
+            status: match outcome.status {
+                Status::Exited(code) => Ok(code),
+                Status::Signaled(sig) => Err(sig),
+            },
+            interrupted: outcome.interrupted,
+            delivery_failed: outcome.delivery_failed,
+            record_error: outcome.record_error.as_ref(),
+        },
+        resolved,
+    );
     if let Some((counter, why)) = &why_not {
         let _ = store.note_unrecorded(
             &resolved.base.manifest,

@@ -20,7 +20,7 @@ use crate::config::CacheLocation;
 use crate::store::age;
 use crate::store::db::SqliteStore;
 use crate::store::maintenance::{self, Limits, StoreStats};
-use crate::term::ui::{human_duration, human_size};
+use crate::term::format::{human_duration, human_size};
 
 /// Run `memorun stats`; returns the exit code.
 pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -> Result<i32> {

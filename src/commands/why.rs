@@ -11,10 +11,11 @@ use crate::commands::prepare::{NotPrepared, Prepared, prepare};
 use crate::config::Config;
 use crate::key::diff::{self, Change};
 use crate::key::{Component, Digest, Kind, State};
+use crate::replay::policy;
 use crate::store::age;
 use crate::store::{Entry, Store};
+use crate::term::format::human_duration;
 use crate::term::quote::printable;
-use crate::term::ui::human_duration;
 
 /// Input files the text form lists among the components: a walk can put
 /// thousands in a key (the summary counts them; `--json` lists them all).
@@ -97,7 +98,7 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
     let entry = store.lookup(&key.digest)?;
     let refused = match &entry {
         _ if config.force => Some("--force runs it whatever is recorded".to_string()),
-        Some(e) => crate::commands::run::refusal(config, e, &resolved.base.cwd),
+        Some(e) => policy::refusal(&config.policy(), e, &resolved.base.cwd),
         None => None,
     };
     // Only an explanation: a store that cannot give it still gives the rest.

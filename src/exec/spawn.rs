@@ -110,7 +110,7 @@ impl fmt::Display for SpawnError {
                 f,
                 "cannot execute '{}': {}",
                 self.program,
-                crate::term::ui::io_reason(&self.error)
+                crate::term::format::io_reason(&self.error)
             )
         }
     }

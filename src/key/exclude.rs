@@ -16,8 +16,6 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 use anyhow::{Result, anyhow};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::key::inputs::Refused;
-
 /// The exclusion patterns of one invocation.
 #[derive(Debug, Clone, Default)]
 pub struct Exclusions {
@@ -32,8 +30,9 @@ pub fn normalize(path: &Path) -> PathBuf {
 }
 
 impl Exclusions {
-    /// Compile `patterns` (each without its `!`). An invalid glob is
-    /// refused, naming it.
+    /// Compile `patterns` (each without its `!`). An invalid glob is an
+    /// error naming it (a usage error: exclusions come from the command
+    /// line).
     pub fn new(patterns: &[String]) -> Result<Exclusions> {
         if patterns.is_empty() {
             return Ok(Exclusions::default());
@@ -54,17 +53,14 @@ impl Exclusions {
                     .literal_separator(true)
                     .build()
                     .map_err(|e| {
-                        anyhow!(Refused(format!(
-                            "exclusion '{pattern}' is not a valid glob: {}",
-                            e.kind()
-                        )))
+                        anyhow!("exclusion '{pattern}' is not a valid glob: {}", e.kind())
                     })?;
                 builder.add(glob);
             }
         }
         let set = builder
             .build()
-            .map_err(|e| anyhow!(Refused(format!("invalid exclusions: {e}"))))?;
+            .map_err(|e| anyhow!("invalid exclusions: {e}"))?;
         Ok(Exclusions { set: Some(set) })
     }
 

@@ -37,8 +37,8 @@ use rayon::prelude::*;
 use crate::key::exclude::Exclusions;
 use crate::key::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
+use crate::term::format::io_reason;
 use crate::term::progress::HashProgress;
-use crate::term::ui::io_reason;
 
 /// A file modified within this many nanoseconds of being hashed (or of the
 /// run starting) is "racy": a later write in the same timestamp tick could

@@ -193,7 +193,7 @@ fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
         .map_err(|e| {
             anyhow!(
                 "cannot run --key-cmd '{cmd}': {}",
-                crate::term::ui::io_reason(&e)
+                crate::term::format::io_reason(&e)
             )
         })?;
     let mut out = child.stdout.take().expect("piped stdout");

@@ -21,7 +21,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::thread::JoinHandle;
 
-use crate::cli::StdinMode;
 use crate::key::hashing;
 use crate::key::inputs::FileStat;
 use crate::key::{Component, Digest};
@@ -107,6 +106,17 @@ pub struct SpoolFailed {
 }
 
 const BUF: usize = 256 * 1024;
+
+/// How stdin goes into the key (`--stdin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdinMode {
+    /// Hash stdin when it is a file or a pipe; not when it is a terminal.
+    Auto,
+    /// Always read stdin to EOF and hash it, even from a terminal.
+    Hash,
+    /// Never read or hash stdin; the command inherits it as is.
+    Ignore,
+}
 
 /// The most stdin memorun spools (and so can key); a longer stdin makes the
 /// run uncached, its bytes streamed to the command as they come.
@@ -242,7 +252,7 @@ fn read_pipe(
             // not fill the disk: past the cap, run uncached, streaming.
             Some(_) if spooled_len + n as u64 > SPOOL_MAX => Err(io::Error::other(format!(
                 "it is larger than {}",
-                crate::term::ui::human_size(SPOOL_MAX)
+                crate::term::format::human_size(SPOOL_MAX)
             ))),
             Some(f) => f.write_all(&buf[..n]),
         };

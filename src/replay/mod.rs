@@ -7,6 +7,7 @@
 //! miss instead.
 
 pub mod interleaving;
+pub mod policy;
 
 use std::fs::File;
 use std::io::{self, Read, Seek};

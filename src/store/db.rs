@@ -25,8 +25,8 @@ use super::hitlog;
 use super::maintenance::{self, Limits};
 use super::repair;
 use super::statcache::SqliteStatCache;
-use super::temp;
 use super::{Entry, NewEntry, Source, Store, StoredStream, now_ms, private};
+use super::{secret, temp};
 use crate::key::{Component, Digest};
 
 pub use super::schema::SCHEMA_VERSION;
@@ -91,7 +91,7 @@ impl SqliteStore {
         let cache_dir = &private::prepare(cache_dir)?;
         let tmp_dir = cache_dir.join("tmp");
         private::ensure_subdir(&tmp_dir)?;
-        let secret = private::load_or_create_secret(cache_dir, &tmp_dir)?;
+        let secret = secret::load_or_create(cache_dir, &tmp_dir)?;
         let db_path = cache_dir.join("memorun.db");
         // From here on, a failure other than a lock held too long is the
         // database itself: say how to start over.

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod private;
 pub mod repair;
 pub mod schema;
+pub mod secret;
 pub mod statcache;
 pub mod temp;
 

@@ -1,7 +1,9 @@
 //! The terminal side: [`output`] writes bytes to stdout and stderr, [`ui`]
 //! speaks as `memorun:`, [`progress`] draws the spinner and the hashing bar,
-//! and [`quote`] makes what is shown unambiguous and safe.
+//! [`format`] writes sizes, durations and error reasons for people, and
+//! [`quote`] makes what is shown unambiguous and safe.
 
+pub mod format;
 pub mod output;
 pub mod progress;
 pub mod quote;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::term::ui::{human_duration, human_size};
+use crate::term::format::{human_duration, human_size};
 
 /// How long a miss runs before the spinner appears.
 pub const SPINNER_DELAY: Duration = Duration::from_millis(300);

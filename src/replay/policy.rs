@@ -1,0 +1,132 @@
+//! The one place that says what may be replayed and what may be recorded.
+//!
+//! - **Replay** ([`refusal`]): an entry past `--ttl` is not replayed; nor is
+//!   a recorded failure to a run without `--cache-failures` (that run would
+//!   not have recorded it); nor an entry whose output files are gone or no
+//!   longer what the run left.
+//! - **Record** ([`unrecordable`]): a run killed by a signal, a non-zero exit
+//!   without `--cache-failures`, a run memorun was interrupted during, one
+//!   whose output could not be delivered or stored, and one whose inputs
+//!   changed while it ran (the race guard) are not recorded.
+//!
+//! Invariant: the two agree: whatever a run would not record, a run with
+//! the same options does not replay.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::key::exclude::Exclusions;
+use crate::key::inputs;
+use crate::key::resolve::Resolved;
+use crate::store::maintenance;
+use crate::store::{Entry, age};
+use crate::term::format::{human_duration, io_reason};
+
+/// The options that decide what a run may replay and record.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// `--ttl`: entries older than this are not replayed.
+    pub ttl: Option<Duration>,
+    /// `--cache-failures`: non-zero exits are recorded and replayed.
+    pub cache_failures: bool,
+    /// Paths left out of input walks, and so of the race guard.
+    pub exclude: &'a Exclusions,
+}
+
+/// Why `entry` may not be replayed to this run, if it may not.
+pub fn refusal(policy: &Policy<'_>, entry: &Entry, cwd: &Path) -> Option<String> {
+    let entry_age = age(entry.created_ms);
+    if let Some(ttl) = policy.ttl.filter(|ttl| entry_age > *ttl) {
+        return Some(format!(
+            "the entry is {} old, past --ttl {}",
+            human_duration(entry_age),
+            human_duration(ttl)
+        ));
+    }
+    if entry.exit_code != 0 && !policy.cache_failures {
+        return Some(format!(
+            "the entry is a failure (exit code {}) and --cache-failures is off",
+            entry.exit_code
+        ));
+    }
+    // An output file that is gone or no longer what the run left: run
+    // again (it recreates it, and an "output" that is really an input the
+    // user edited is never replayed stale).
+    for (path, digest) in &entry.outputs {
+        let shown = String::from_utf8_lossy(path);
+        match inputs::hash_regular(&cwd.join(OsStr::from_bytes(path))) {
+            Ok((now, _)) if now == *digest => {}
+            Ok(_) => {
+                return Some(format!(
+                    "output '{shown}' changed since the run that wrote it"
+                ));
+            }
+            Err(_) => return Some(format!("output '{shown}' is missing")),
+        }
+    }
+    None
+}
+
+/// How a run ended, as far as recording it is concerned.
+#[derive(Debug)]
+pub struct RunEnd<'a> {
+    /// The exit code, or the signal that killed the command.
+    pub status: Result<i32, i32>,
+    /// memorun itself got an interrupting signal while the command ran.
+    pub interrupted: bool,
+    /// Some output could not be delivered (the reader went away).
+    pub delivery_failed: bool,
+    /// Why recording the output failed part-way, if it did.
+    pub record_error: Option<&'a io::Error>,
+}
+
+/// Why the run that ended as `end` may not be recorded, if it may not: the
+/// counter it is counted under, and the reason in words.
+pub fn unrecordable(
+    policy: &Policy<'_>,
+    end: &RunEnd<'_>,
+    resolved: &Resolved,
+) -> Option<(&'static str, String)> {
+    match end.status {
+        Err(sig) => {
+            return Some((
+                maintenance::NOT_RECORDED_SIGNAL,
+                format!("killed by signal {sig}"),
+            ));
+        }
+        Ok(code) if code != 0 && !policy.cache_failures => {
+            return Some((
+                maintenance::NOT_RECORDED_EXIT,
+                format!("exit code {code} (--cache-failures records it)"),
+            ));
+        }
+        Ok(_) => {}
+    }
+    if end.interrupted {
+        return Some((
+            maintenance::NOT_RECORDED_SIGNAL,
+            "memorun was interrupted by a signal while the command ran".into(),
+        ));
+    }
+    if end.delivery_failed {
+        return Some((
+            maintenance::NOT_RECORDED_UNDELIVERED,
+            "its output could not be delivered".into(),
+        ));
+    }
+    if let Some(e) = end.record_error {
+        return Some((
+            maintenance::NOT_RECORDED_CACHE,
+            format!("cannot record its output: {}", io_reason(e)),
+        ));
+    }
+    if let Some(w) =
+        inputs::changed_during_run(&resolved.watch, resolved.started_ns, policy.exclude)
+    {
+        return Some((maintenance::NOT_RECORDED_INPUT, inputs::changed_message(w)));
+    }
+    None
+}
