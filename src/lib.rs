@@ -25,13 +25,15 @@
 //!   together.
 //! - [`term`]: how memorun writes, speaks, shows progress and quotes what
 //!   it shows.
-//! - [`exit_codes`]: every exit status memorun chooses itself.
+//! - [`error`], [`exit_codes`]: why memorun ends without the command's
+//!   status, and every exit status it chooses itself.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod exec;
 pub mod exit_codes;
 pub mod key;
@@ -46,7 +48,7 @@ use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Sub};
 use crate::config::{CacheLocation, Config};
-use crate::exec::spawn::SpawnError;
+use crate::error::Failure;
 use crate::store::maintenance::Limits;
 use crate::term::ui::Ui;
 use crate::term::{quote, ui};
@@ -69,9 +71,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         Some(Sub::Stats { json, zero, store }) => {
             let (limits, _) = Limits::from_env(&env);
             commands::stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
+                .map_err(Failure::Memorun)
         }
         Some(Sub::List { json, store }) => {
-            commands::list::list(&CacheLocation::of(&store, &env), json)
+            commands::list::list(&CacheLocation::of(&store, &env), json).map_err(Failure::Memorun)
         }
         Some(Sub::Clear {
             older_than,
@@ -89,18 +92,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                 dry_run,
                 all,
             },
-        ),
-        Some(Sub::Completions { shell }) => commands::completions::print(shell),
+        )
+        .map_err(Failure::Memorun),
+        Some(Sub::Completions { shell }) => {
+            commands::completions::print(shell).map_err(Failure::Memorun)
+        }
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            if let Some(spawn) = e.downcast_ref::<SpawnError>() {
-                ui::error(spawn);
-                return spawn.exit_code();
-            }
-            ui::error(format_args!("{e:#}"));
-            exit_codes::MEMORUN_ERROR
+        Err(failure) => {
+            failure.report();
+            failure.exit_code()
         }
     }
 }
@@ -110,12 +112,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
 fn with_config(
     args: cli::RunArgs,
     sub: &str,
-    f: impl FnOnce(&Config, &Ui) -> anyhow::Result<i32>,
-) -> anyhow::Result<i32> {
+    f: impl FnOnce(&Config, &Ui) -> Result<i32, Failure>,
+) -> Result<i32, Failure> {
     if args.command.is_empty() {
-        anyhow::bail!("no command given (usage: memorun {sub}[OPTIONS] -- COMMAND [ARG]...)");
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "no command given (usage: memorun {sub}[OPTIONS] -- COMMAND [ARG]...)"
+        )));
     }
-    let config = Config::new(args, |name| std::env::var_os(name))?;
+    let config = Config::new(args, |name| std::env::var_os(name)).map_err(Failure::Usage)?;
     let ui = Ui::new(config.verbosity);
     for w in &config.warnings {
         ui.warn(w);

@@ -5,7 +5,7 @@
 //! stdin, so the caller can run it uncached without losing a byte.
 
 use crate::config::{CacheLocation, Config};
-use crate::key::inputs::Refused;
+use crate::key::inputs::InputError;
 use crate::key::resolve::{self, Base, Context, Resolved};
 use crate::key::stdin::{self, Feed};
 use crate::store::db::SqliteStore;
@@ -90,7 +90,7 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
             resolved,
             feed: captured.feed,
         }),
-        Err(e) if e.downcast_ref::<Refused>().is_some() => Err(NotPrepared::Refused(e)),
-        Err(e) => Err(uncached(e, captured.feed)),
+        Err(InputError::Refused(why)) => Err(NotPrepared::Refused(anyhow::anyhow!(why))),
+        Err(InputError::Unreadable(e)) => Err(uncached(e, captured.feed)),
     }
 }

@@ -13,8 +13,9 @@ use anyhow::Result;
 
 use crate::commands::prepare::{NotPrepared, Prepared, prepare};
 use crate::config::Config;
+use crate::error::Failure;
 use crate::exec::refresh::{self, RefreshStdin};
-use crate::exec::spawn::{self, Status};
+use crate::exec::spawn::{self, SpawnError, Status};
 use crate::exit_codes;
 use crate::key::diff;
 use crate::key::inputs;
@@ -32,7 +33,7 @@ use crate::term::progress::Spinner;
 use crate::term::ui::{self, Ui};
 
 /// Run or replay the configured command; returns memorun's exit code.
-pub fn run(config: &Config, ui: &Ui) -> Result<i32> {
+pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     let Prepared {
         mut store,
         resolved,
@@ -44,7 +45,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32> {
             ui.warn(format_args!("{e:#}; running uncached"));
             return plain(config, feed);
         }
-        Err(NotPrepared::Refused(e)) => return Err(e),
+        Err(NotPrepared::Refused(e)) => return Err(Failure::Usage(e)),
     };
     if let Some(notice) = store.take_notice() {
         ui.note(notice);
@@ -128,7 +129,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32> {
     for l in [held, refresh_lock].into_iter().flatten() {
         l.release_and_remove();
     }
-    ran.map(|r| r.code)
+    Ok(ran?.code)
 }
 
 /// An input named with `-i` that does not exist is most often a typo: say
@@ -335,7 +336,7 @@ fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
 }
 
 /// Run without the cache.
-fn plain(config: &Config, feed: Feed) -> Result<i32> {
+fn plain(config: &Config, feed: Feed) -> Result<i32, Failure> {
     Ok(spawn::run_plain(&config.command, feed)?.exit_code())
 }
 
@@ -354,7 +355,7 @@ fn run_and_record(
     resolved: &Resolved,
     feed: Feed,
     miss_reason: Option<String>,
-) -> Result<Ran> {
+) -> Result<Ran, SpawnError> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
     // Only a spinner needs the usual duration: no query otherwise.
     let spinner = if ui.progress_allowed() {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::commands::prepare::{NotPrepared, Prepared, prepare};
 use crate::config::Config;
+use crate::error::Failure;
 use crate::key::diff::{self, Change};
 use crate::key::{Component, Digest, Kind, State};
 use crate::replay::policy;
@@ -40,7 +41,34 @@ struct Report {
 }
 
 /// Run `memorun why`; returns the exit code.
-pub fn why(config: &Config, json: bool) -> Result<i32> {
+pub fn why(config: &Config, json: bool) -> Result<i32, Failure> {
+    explain(config, json).map_err(|e| match e {
+        Why::Refused(e) => Failure::Usage(e),
+        Why::Failed(e) => Failure::Memorun(e),
+    })
+}
+
+/// Why `why` could not explain.
+enum Why {
+    /// An input refused (a usage error).
+    Refused(anyhow::Error),
+    /// The store or the output failed.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Why {
+    fn from(e: anyhow::Error) -> Why {
+        Why::Failed(e)
+    }
+}
+
+impl From<serde_json::Error> for Why {
+    fn from(e: serde_json::Error) -> Why {
+        Why::Failed(e.into())
+    }
+}
+
+fn explain(config: &Config, json: bool) -> Result<i32, Why> {
     // Explaining must not create a cache that does not exist yet.
     if let crate::config::CacheLocation::Dir(d) = &config.cache
         && !d.exists()
@@ -55,7 +83,7 @@ pub fn why(config: &Config, json: bool) -> Result<i32> {
                 d.display()
             )
         };
-        return crate::term::output::print_stdout(text.as_bytes());
+        return Ok(crate::term::output::print_stdout(text.as_bytes())?);
     }
     let report = match prepare(config, false) {
         Ok(p) => build(config, p)?,
@@ -63,14 +91,14 @@ pub fn why(config: &Config, json: bool) -> Result<i32> {
             uncached("the cache is disabled (--no-cache or MEMORUN_DISABLE)")
         }
         Err(NotPrepared::Uncached(e, _)) => uncached(&format!("{e:#}")),
-        Err(NotPrepared::Refused(e)) => return Err(e),
+        Err(NotPrepared::Refused(e)) => return Err(Why::Refused(e)),
     };
     let text = if json {
         serde_json::to_string_pretty(&to_json(&report))? + "\n"
     } else {
         to_text(&report)
     };
-    crate::term::output::print_stdout(text.as_bytes())
+    Ok(crate::term::output::print_stdout(text.as_bytes())?)
 }
 
 fn uncached(why: &str) -> Report {

@@ -129,18 +129,31 @@ impl StatCache for NoStatCache {
     fn put(&mut self, _: &Path, _: CachedStat) {}
 }
 
-/// An input was refused outright (a FIFO, socket or device named as an
-/// input, an invalid glob): a usage error, exit 125.
+/// Why the inputs (or the key) could not be resolved.
 #[derive(Debug)]
-pub struct Refused(pub String);
+pub enum InputError {
+    /// An input refused outright (a FIFO, socket or device named as an
+    /// input, an invalid glob): a usage error, exit 125.
+    Refused(String),
+    /// An input that cannot be read, or another problem computing the key:
+    /// the cache cannot be used, and the command runs uncached.
+    Unreadable(anyhow::Error),
+}
 
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl From<anyhow::Error> for InputError {
+    fn from(e: anyhow::Error) -> InputError {
+        InputError::Unreadable(e)
     }
 }
 
-impl std::error::Error for Refused {}
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputError::Refused(why) => f.write_str(why),
+            InputError::Unreadable(e) => write!(f, "{e:#}"),
+        }
+    }
+}
 
 /// What a watched path was before the run.
 #[derive(Debug, Clone)]
@@ -327,13 +340,13 @@ impl<'a> Collector<'a> {
     }
 
     /// An explicit `--input`: a file, a directory or a glob.
-    pub fn explicit(&mut self, arg: &OsStr) -> Result<()> {
+    pub fn explicit(&mut self, arg: &OsStr) -> Result<(), InputError> {
         let abs = self.cwd.join(arg);
         let lmeta = match fs::symlink_metadata(&abs) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => None,
-            Err(e) => return Err(unreadable(Path::new(arg), &e)),
+            Err(e) => return Err(unreadable(Path::new(arg), &e).into()),
         };
         if lmeta.is_none() && has_glob_meta(arg) {
             return self.glob(arg);
@@ -360,11 +373,11 @@ impl<'a> Collector<'a> {
         } else if meta.is_dir() {
             self.walk(arg, &abs, &meta)
         } else {
-            Err(anyhow!(Refused(format!(
+            Err(InputError::Refused(format!(
                 "input '{}' is {}; memorun never reads one as an input",
                 Path::new(arg).display(),
                 special_kind(&meta.file_type())
-            ))))
+            )))
         }
     }
 
@@ -413,7 +426,7 @@ impl<'a> Collector<'a> {
         entry
     }
 
-    fn walk(&mut self, arg: &OsStr, abs: &Path, meta: &fs::Metadata) -> Result<()> {
+    fn walk(&mut self, arg: &OsStr, abs: &Path, meta: &fs::Metadata) -> Result<(), InputError> {
         self.cache.preload(abs);
         let origin = Origin::Walk(arg.to_os_string());
         self.watch.push(WatchItem {
@@ -466,12 +479,12 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    fn glob(&mut self, arg: &OsStr) -> Result<()> {
+    fn glob(&mut self, arg: &OsStr) -> Result<(), InputError> {
         let Some(pattern) = arg.to_str() else {
-            return Err(anyhow!(Refused(format!(
+            return Err(InputError::Refused(format!(
                 "input pattern '{}' is not valid UTF-8",
                 arg.to_string_lossy()
-            ))));
+            )));
         };
         // Match against paths as the walk forms them: without `./`, `//`
         // or `/./`, which would otherwise make the pattern match nothing.
@@ -485,10 +498,10 @@ impl<'a> Collector<'a> {
             .literal_separator(true)
             .build()
             .map_err(|e| {
-                anyhow!(Refused(format!(
+                InputError::Refused(format!(
                     "input pattern '{pattern}' is not valid: {}",
                     e.kind()
-                )))
+                ))
             })?
             .compile_matcher();
         // Walk from the longest leading part without metacharacters, only as
@@ -577,7 +590,7 @@ impl<'a> Collector<'a> {
 
     /// Hash what needs hashing (in parallel), update the stat cache, and
     /// return the components in order with what to watch.
-    pub fn finish(mut self) -> Result<Collected> {
+    pub fn finish(mut self) -> Result<Collected, InputError> {
         for task in self.files.iter_mut().filter(|t| t.use_cache) {
             if let Some(c) = self.cache.get(&task.abs)
                 && c.stat == task.stat
@@ -904,7 +917,7 @@ mod tests {
         cache: &mut dyn StatCache,
         explicit: &[&str],
         auto: &[&str],
-    ) -> Result<Collected> {
+    ) -> Result<Collected, InputError> {
         let none = Exclusions::default();
         let mut c = Collector::new(cwd, cache, &none);
         for e in explicit {
@@ -1039,8 +1052,10 @@ mod tests {
         let c = collect(t.path(), &mut NoStatCache, &["missing.txt"], &[]).unwrap();
         assert_eq!(names(&c), vec![(Kind::Input, "missing.txt".into(), false)]);
         let e = collect(t.path(), &mut NoStatCache, &["/dev/null"], &[]).unwrap_err();
-        assert!(e.downcast_ref::<Refused>().is_some(), "{e}");
-        assert!(e.to_string().contains("is a device"));
+        assert!(
+            matches!(&e, InputError::Refused(why) if why.contains("is a device")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, anyhow};
 
 use crate::config::{Config, EnvPattern};
-use crate::key::inputs::{self, Collector, StatCache, WatchItem};
+use crate::key::inputs::{self, Collector, InputError, StatCache, WatchItem};
 use crate::key::{Component, Digest, Key};
 
 /// The command's identity: argv after `--ignore-arg`, and where it runs.
@@ -111,7 +111,7 @@ pub fn resolve(
     env: impl Iterator<Item = (OsString, OsString)>,
     stdin: Option<Component>,
     stdin_file: Option<crate::key::stdin::StdinFile>,
-) -> Result<Resolved> {
+) -> Result<Resolved, InputError> {
     let started_ns = inputs::now_ns();
     let mut components = vec![base.argv.clone()];
     if config.include_cwd {
