@@ -11,39 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::cli::{self, RunArgs, StoreArgs};
+use crate::exec::refresh::REFRESH_KEY_VAR;
 use crate::key::Digest;
 use crate::key::exclude::Exclusions;
+use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::stdin::StdinMode;
 use crate::store::maintenance::Limits;
 use crate::term::ui::Verbosity;
-
-/// A `--env` pattern.
-#[derive(Debug, Clone)]
-pub enum EnvPattern {
-    /// An exact variable name: set, empty and unset are all key states.
-    Exact(String),
-    /// A glob over variable names, such as `AWS_*`.
-    Glob(globset::GlobMatcher),
-}
-
-impl EnvPattern {
-    /// Parse a `--env` argument.
-    pub fn parse(s: &str) -> Result<EnvPattern> {
-        if s.is_empty() {
-            bail!("--env needs a variable name or pattern, got an empty string");
-        }
-        if s.contains('=') || s.contains('\0') {
-            bail!("--env '{s}' is not a variable name or pattern");
-        }
-        if !s.contains(['*', '?', '[', '{']) {
-            return Ok(EnvPattern::Exact(s.to_string()));
-        }
-        match globset::Glob::new(s) {
-            Ok(g) => Ok(EnvPattern::Glob(g.compile_matcher())),
-            Err(e) => bail!("--env '{s}' is not a valid pattern: {}", e.kind()),
-        }
-    }
-}
 
 /// Where the store is, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,10 +123,6 @@ impl CacheLocation {
     }
 }
 
-/// Set (to the key, in hex) in the environment of a background refresh.
-/// Removed from the environment of every command memorun runs.
-pub const REFRESH_KEY_VAR: &str = "MEMORUN_INTERNAL_REFRESH_KEY";
-
 /// This process refreshes a stale entry in the background.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refresh {
@@ -163,26 +133,8 @@ pub struct Refresh {
 /// Everything memorun needs to know to run or replay one command.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The command and its arguments; never empty.
-    pub command: Vec<OsString>,
-    /// `--env` patterns, in the order given.
-    pub env: Vec<EnvPattern>,
-    /// `--input` paths and globs, in the order given.
-    pub inputs: Vec<OsString>,
-    /// Paths left out of input walks and globs.
-    pub exclude: Exclusions,
-    /// `--ignore-arg` patterns.
-    pub ignore_args: Vec<globset::GlobMatcher>,
-    /// `--key` texts.
-    pub keys: Vec<String>,
-    /// `--key-cmd` commands.
-    pub key_cmds: Vec<String>,
-    /// How stdin goes into the key.
-    pub stdin: StdinMode,
-    /// Hash arguments that name regular files.
-    pub auto_inputs: bool,
-    /// Put the working directory into the key.
-    pub include_cwd: bool,
+    /// The command, and what goes into its key.
+    pub key: KeySpec,
     /// Record non-zero exits too.
     pub cache_failures: bool,
     /// Run even on a hit.
@@ -218,15 +170,6 @@ fn flag_is_on(value: Option<&OsStr>) -> bool {
 }
 
 impl Config {
-    /// Whether argument `index` of the command is left out of the key by an
-    /// `--ignore-arg` pattern. The program itself is never left out.
-    pub fn is_ignored_arg(&self, index: usize) -> bool {
-        index > 0 && {
-            let arg = std::path::Path::new(&self.command[index]);
-            self.ignore_args.iter().any(|p| p.is_match(arg))
-        }
-    }
-
     /// Build the config from run options and an environment lookup.
     pub fn new(args: RunArgs, env: impl Fn(&str) -> Option<OsString>) -> Result<Config> {
         if args.command.is_empty() {
@@ -303,20 +246,22 @@ impl Config {
             Verbosity::Normal
         };
         Ok(Config {
-            command: args.command,
-            env: env_patterns,
-            inputs,
-            exclude,
-            ignore_args,
-            keys: args.key,
-            key_cmds: args.key_cmd,
-            stdin: match args.stdin {
-                cli::StdinMode::Auto => StdinMode::Auto,
-                cli::StdinMode::Hash => StdinMode::Hash,
-                cli::StdinMode::Ignore => StdinMode::Ignore,
+            key: KeySpec {
+                command: args.command,
+                env: env_patterns,
+                inputs,
+                exclude,
+                ignore_args,
+                keys: args.key,
+                key_cmds: args.key_cmd,
+                stdin: match args.stdin {
+                    cli::StdinMode::Auto => StdinMode::Auto,
+                    cli::StdinMode::Hash => StdinMode::Hash,
+                    cli::StdinMode::Ignore => StdinMode::Ignore,
+                },
+                auto_inputs: !args.no_auto_inputs,
+                include_cwd: !args.no_cwd,
             },
-            auto_inputs: !args.no_auto_inputs,
-            include_cwd: !args.no_cwd,
             cache_failures: args.cache_failures,
             force: args.force || refresh.is_some(),
             ttl: args.ttl,
@@ -337,7 +282,7 @@ impl Config {
         crate::replay::policy::Policy {
             ttl: self.ttl,
             cache_failures: self.cache_failures,
-            exclude: &self.exclude,
+            exclude: &self.key.exclude,
         }
     }
 }
@@ -361,7 +306,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&["--cache-dir", "/c", "--", "true"], &[]).unwrap();
-        assert!(c.auto_inputs && c.include_cwd && !c.force && !c.cache_failures);
+        assert!(c.key.auto_inputs && c.key.include_cwd && !c.force && !c.cache_failures);
         assert_eq!(c.cache, CacheLocation::Dir("/c".into()));
         assert_eq!(c.verbosity, Verbosity::Normal);
     }
@@ -417,7 +362,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let ignored: Vec<bool> = (0..4).map(|i| c.is_ignored_arg(i)).collect();
+        let ignored: Vec<bool> = (0..4).map(|i| c.key.is_ignored_arg(i)).collect();
         assert_eq!(ignored, [false, true, false, false]);
     }
 

@@ -46,18 +46,19 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
     let uncached = |e: anyhow::Error, feed| NotPrepared::Uncached(e, feed);
     let mut store = SqliteStore::open(dir).map_err(|e| uncached(e, Feed::Inherit))?;
     store.set_limits(config.limits);
-    let base = Base::new(config).map_err(|e| uncached(e, Feed::Inherit))?;
+    let base = Base::new(&config.key).map_err(|e| uncached(e, Feed::Inherit))?;
     let secret = *store.secret();
     let spool_dir = spool_stdin.then(|| store.tmp_dir().to_path_buf());
-    let captured = stdin::capture(config.stdin, &secret, spool_dir.as_deref()).map_err(|f| {
-        uncached(
-            anyhow::anyhow!(
-                "cannot spool stdin: {}",
-                crate::term::format::io_reason(&f.error)
-            ),
-            f.feed,
-        )
-    })?;
+    let captured =
+        stdin::capture(config.key.stdin, &secret, spool_dir.as_deref()).map_err(|f| {
+            uncached(
+                anyhow::anyhow!(
+                    "cannot spool stdin: {}",
+                    crate::term::format::io_reason(&f.error)
+                ),
+                f.feed,
+            )
+        })?;
     let known_outputs = match store.known_outputs(&base.manifest) {
         Ok(o) => o,
         Err(e) => return Err(uncached(e.context("cannot read the cache"), captured.feed)),
@@ -73,7 +74,7 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
             ),
         };
         let r = resolve::resolve(
-            config,
+            &config.key,
             base,
             ctx,
             std::env::vars_os(),

@@ -337,7 +337,7 @@ fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
 
 /// Run without the cache.
 fn plain(config: &Config, feed: Feed) -> Result<i32, Failure> {
-    Ok(spawn::run_plain(&config.command, feed)?.exit_code())
+    Ok(spawn::run_plain(&config.key.command, feed)?.exit_code())
 }
 
 /// How a run ended.
@@ -367,7 +367,7 @@ fn run_and_record(
     } else {
         None
     };
-    let outcome = spawn::run_captured(&config.command, feed, Some(recorder), spinner)?;
+    let outcome = spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?;
     let ran = match &miss_reason {
         Some(why) => format!("miss ({why})"),
         None => "miss".into(),

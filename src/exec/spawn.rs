@@ -261,7 +261,7 @@ fn has_terminal() -> bool {
 fn command(argv: &[OsString]) -> Command {
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .env_remove(crate::config::REFRESH_KEY_VAR);
+        .env_remove(crate::exec::refresh::REFRESH_KEY_VAR);
     cmd
 }
 

@@ -2,7 +2,8 @@
 //! ambiguity and hashed.
 //!
 //! - [`encoding`]: the versioned encoding of [`Key`] and its [`Component`]s.
-//! - [`resolve`]: where the key is built: config, environment and files to
+//! - [`spec`]: what the user asked to put in the key ([`spec::KeySpec`]).
+//! - [`resolve`]: where the key is built: the spec, environment and files to
 //!   a [`Key`], with what the run must watch.
 //! - [`inputs`], [`exclude`], [`hashing`]: which arguments and paths are
 //!   input files, which are left out, and their digests; the race guard.
@@ -15,6 +16,7 @@ pub mod exclude;
 pub mod hashing;
 pub mod inputs;
 pub mod resolve;
+pub mod spec;
 pub mod stdin;
 
 pub use encoding::*;

@@ -1,4 +1,4 @@
-//! Resolving a [`Config`] against the world into a [`Key`]: the command
+//! Resolving a [`KeySpec`] against the world into a [`Key`]: the command
 //! line after `--ignore-arg`, the working directory, the chosen environment
 //! variables, `--key` and `--key-cmd` material, the inputs and stdin.
 //!
@@ -20,8 +20,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, anyhow};
 
-use crate::config::{Config, EnvPattern};
 use crate::key::inputs::{self, Collector, InputError, StatCache, WatchItem};
+use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::{Component, Digest, Key};
 
 /// The command's identity: argv after `--ignore-arg`, and where it runs.
@@ -40,27 +40,27 @@ pub struct Base {
 }
 
 impl Base {
-    /// The identity of `config`'s command, run from the current directory.
-    pub fn new(config: &Config) -> Result<Base> {
+    /// The identity of the spec's command, run from the current directory.
+    pub fn new(spec: &KeySpec) -> Result<Base> {
         let cwd = std::env::current_dir().context("cannot determine the working directory")?;
-        let argv: Vec<&[u8]> = config
+        let argv: Vec<&[u8]> = spec
             .command
             .iter()
             .enumerate()
-            .filter(|(i, _)| !config.is_ignored_arg(*i))
+            .filter(|(i, _)| !spec.is_ignored_arg(*i))
             .map(|(_, a)| a.as_bytes())
             .collect();
         let argv = Component::argv(&argv);
         Ok(Base {
             manifest: crate::store::manifest(&argv.digest, cwd.as_os_str().as_bytes()),
             argv,
-            display: display_command(&config.command),
+            display: display_command(&spec.command),
             key_display: display_command(
-                &config
+                &spec
                     .command
                     .iter()
                     .enumerate()
-                    .filter(|(i, _)| !config.is_ignored_arg(*i))
+                    .filter(|(i, _)| !spec.is_ignored_arg(*i))
                     .map(|(_, a)| a.clone())
                     .collect::<Vec<_>>(),
             ),
@@ -102,10 +102,10 @@ pub struct Context<'a> {
     pub show_progress: bool,
 }
 
-/// Build the key for `config`. `env` lists the environment (normally
+/// Build the key for `spec`. `env` lists the environment (normally
 /// `std::env::vars_os()`); `stdin` is the stdin component, if any.
 pub fn resolve(
-    config: &Config,
+    spec: &KeySpec,
     base: Base,
     ctx: Context<'_>,
     env: impl Iterator<Item = (OsString, OsString)>,
@@ -114,24 +114,24 @@ pub fn resolve(
 ) -> Result<Resolved, InputError> {
     let started_ns = inputs::now_ns();
     let mut components = vec![base.argv.clone()];
-    if config.include_cwd {
+    if spec.include_cwd {
         components.push(Component::cwd(base.cwd.as_os_str().as_bytes()));
     }
-    components.extend(env_components(&config.env, ctx.secret, env));
-    components.extend(config.keys.iter().map(|k| Component::literal(k)));
-    for cmd in &config.key_cmds {
+    components.extend(env_components(&spec.env, ctx.secret, env));
+    components.extend(spec.keys.iter().map(|k| Component::literal(k)));
+    for cmd in &spec.key_cmds {
         components.push(key_cmd(cmd, &base.cwd)?);
     }
 
     let mut collector =
-        Collector::new(&base.cwd, ctx.stat_cache, &config.exclude).show_progress(ctx.show_progress);
-    for input in &config.inputs {
+        Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude).show_progress(ctx.show_progress);
+    for input in &spec.inputs {
         collector.explicit(input)?;
     }
     let mut maybe_outputs = Vec::new();
-    if config.auto_inputs {
-        for (i, arg) in config.command.iter().enumerate() {
-            if config.is_ignored_arg(i) || (i == 0 && !arg.as_bytes().contains(&b'/')) {
+    if spec.auto_inputs {
+        for (i, arg) in spec.command.iter().enumerate() {
+            if spec.is_ignored_arg(i) || (i == 0 && !arg.as_bytes().contains(&b'/')) {
                 continue;
             }
             if ctx
@@ -184,7 +184,7 @@ fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .env_remove(crate::config::REFRESH_KEY_VAR)
+        .env_remove(crate::exec::refresh::REFRESH_KEY_VAR)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1,6 +1,6 @@
 //! The terminal side: [`output`] writes bytes to stdout and stderr, [`ui`]
 //! speaks as `memorun:`, [`progress`] draws the spinner and the hashing bar,
-//! [`format`] writes sizes, durations and error reasons for people, and
+//! [`format`](mod@format) writes sizes, durations and error reasons for people, and
 //! [`quote`] makes what is shown unambiguous and safe.
 
 pub mod format;
