@@ -119,6 +119,29 @@ impl Dir {
         all.extend(self.counted(script));
         self.run(all)
     }
+
+    /// `memorun ARGS`, which must exit 0, with its stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.run(args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+    }
+
+    /// `memorun stats --json`.
+    #[track_caller]
+    pub fn stats(&self) -> serde_json::Value {
+        self.json(&["stats", "--json"])
+    }
+
+    /// `memorun list --json`: the recorded entries.
+    #[track_caller]
+    pub fn entries(&self) -> Vec<serde_json::Value> {
+        match self.json(&["list", "--json"]) {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("list --json is not an array: {other}"),
+        }
+    }
 }
 
 /// stdout as a string (lossy).
@@ -136,6 +159,12 @@ pub fn code(o: &Output) -> i32 {
     o.status
         .code()
         .unwrap_or_else(|| panic!("memorun was killed: {o:?}"))
+}
+
+/// Assert that `text` contains `needle`, showing all of `text` if not.
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
 }
 
 /// Wait for `child`, sampling its peak RSS (`VmHWM`, KiB) from /proc until
