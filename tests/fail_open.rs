@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{Dir, code, stderr, stdout};
+use crate::util::{Dir, code, is_root, stderr, stdout};
 
 fn assert_ran_uncached(d: &Dir, o: &std::process::Output, expected_count: usize) {
     assert_eq!(stdout(o), "out\n");
@@ -77,7 +77,7 @@ fn cache_path_under_a_regular_file() {
 
 #[test]
 fn unwritable_cache_directory() {
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         // root writes anywhere; use a path that cannot be created instead.
         let d = Dir::new();
         let o = d

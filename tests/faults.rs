@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Dir, code, memorun_bin, stderr, stdout};
+use crate::util::{Dir, code, memorun_bin, require_root, stderr, stdout};
 
 fn spawn_counted(d: &Dir, args: &[&str], script: &str) -> Child {
     d.memorun_std()
@@ -301,12 +301,10 @@ fn file_size_limit_does_not_kill_memorun() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn full_disk_passes_output_through_and_records_nothing_partial() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
+    // Mounting a small tmpfs needs root.
+    require_root();
     let d = Dir::new();
     let mnt = d.join("full");
     fs::create_dir(&mnt).unwrap();
@@ -314,10 +312,10 @@ fn full_disk_passes_output_through_and_records_nothing_partial() {
         .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
         .arg(&mnt)
         .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    }
+    assert!(
+        mounted.as_ref().is_ok_and(|s| s.success()),
+        "cannot mount a tmpfs: {mounted:?}"
+    );
     let cache = mnt.join("cache");
     let run = || {
         d.memorun()
@@ -342,12 +340,10 @@ fn full_disk_passes_output_through_and_records_nothing_partial() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn foreign_owned_cache_directory_is_not_used() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: chown to nobody needs root");
-        return;
-    }
+    // chown to nobody needs root.
+    require_root();
     let d = Dir::new();
     fs::create_dir_all(&d.cache).unwrap();
     let nobody = 65534;

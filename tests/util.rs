@@ -167,6 +167,30 @@ pub fn assert_contains(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} not in:\n{text}");
 }
 
+/// Assert that `text` starts with `prefix`, showing all of `text` if not.
+#[track_caller]
+pub fn assert_starts_with(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "{prefix:?} does not start:\n{text}"
+    );
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Fail, never skip, a test that needs root and runs without it. Such tests
+/// are `#[ignore = "needs root"]`; `.ci/run` runs them, as root.
+#[track_caller]
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root: run `cargo test -- --ignored` as root (.ci/run does)"
+    );
+}
+
 /// Wait for `child`, sampling its peak RSS (`VmHWM`, KiB) from /proc until
 /// it exits. Unlike `ru_maxrss`, this does not count the test process's
 /// pages that a child shares between fork and exec.
