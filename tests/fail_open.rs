@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{Dir, code, is_root, stderr, stdout};
+use crate::util::{Dir, assert_contains, assert_starts_with, code, is_root, stderr, stdout};
 
 fn assert_ran_uncached(d: &Dir, o: &std::process::Output, expected_count: usize) {
     assert_eq!(stdout(o), "out\n");
@@ -214,11 +214,7 @@ fn empty_or_invalid_settings_never_stop_the_command() {
         .output()
         .unwrap();
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "hi\n"));
-    assert!(
-        stderr(&o).starts_with("memorun: warning: MEMORUN_MAX_SIZE='lots'"),
-        "{}",
-        stderr(&o)
-    );
+    assert_starts_with(&stderr(&o), "memorun: warning: MEMORUN_MAX_SIZE='lots'");
     let o = d
         .memorun()
         .env("MEMORUN_MAX_ENTRIES", "x")
@@ -226,11 +222,7 @@ fn empty_or_invalid_settings_never_stop_the_command() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 0);
-    assert!(
-        stderr(&o).contains("MEMORUN_MAX_ENTRIES='x'"),
-        "{}",
-        stderr(&o)
-    );
+    assert_contains(&stderr(&o), "MEMORUN_MAX_ENTRIES='x'");
 }
 
 #[test]

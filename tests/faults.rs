@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Dir, code, memorun_bin, require_root, stderr, stdout};
+use crate::util::{Dir, assert_contains, code, memorun_bin, require_root, stderr, stdout};
 
 fn spawn_counted(d: &Dir, args: &[&str], script: &str) -> Child {
     d.memorun_std()
@@ -236,8 +236,7 @@ fn kill_9_during_misses_leaves_no_temp_files() {
     let o = d.run_counted(&[], "echo done");
     assert_eq!(stdout(&o), "done\n");
     assert_eq!(tmp_usage(), 0, "killed runs left temp files behind");
-    let o = d.run(["stats", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = d.stats();
     assert_eq!(v["temp_bytes"], 0);
     assert_eq!(v["temp_files"], 0);
 }
@@ -274,7 +273,7 @@ fn contention_of_many_processes_on_one_store() {
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         assert_eq!(stderr(&o), "", "an error escaped");
     }
-    let s: serde_json::Value = serde_json::from_slice(&d.run(["stats", "--json"]).stdout).unwrap();
+    let s = d.stats();
     let total = s["hits"].as_u64().unwrap() + s["misses"].as_u64().unwrap();
     assert_eq!(
         total + s["errors"].as_u64().unwrap(),
@@ -430,11 +429,7 @@ fn sockets_devices_and_stdin_as_arguments() {
     assert_eq!(stdout(&o), "ok\n");
     let o = d.run(["-i", "sock", "--", "true"]);
     assert_eq!(code(&o), 125);
-    assert!(
-        stderr(&o).contains("input 'sock' is a socket"),
-        "{}",
-        stderr(&o)
-    );
+    assert_contains(&stderr(&o), "input 'sock' is a socket");
     let o = d.run(["-i", "/dev/zero", "--", "true"]);
     assert_eq!(code(&o), 125);
     // /dev/stdin as an argument with stdin a pipe: the command still reads

@@ -120,6 +120,26 @@ impl Dir {
         self.run(all)
     }
 
+    /// [`Dir::run_counted`], asserting that it replayed: the command did
+    /// not run, and memorun exited 0.
+    #[track_caller]
+    pub fn assert_hit(&self, args: &[&str], script: &str) -> Output {
+        let before = self.count();
+        let o = self.run_counted(args, script);
+        assert_eq!(self.count(), before, "the command ran, on a hit: {o:?}");
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        o
+    }
+
+    /// [`Dir::run_counted`], asserting that the command ran, once.
+    #[track_caller]
+    pub fn assert_miss(&self, args: &[&str], script: &str) -> Output {
+        let before = self.count();
+        let o = self.run_counted(args, script);
+        assert_eq!(self.count(), before + 1, "a replay, on a miss: {o:?}");
+        o
+    }
+
     /// `memorun ARGS`, which must exit 0, with its stdout parsed as JSON.
     #[track_caller]
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
