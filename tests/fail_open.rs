@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{Dir, code, stderr, stdout};
+use crate::util::{Dir, assert_contains, assert_starts_with, code, is_root, stderr, stdout};
 
 fn assert_ran_uncached(d: &Dir, o: &std::process::Output, expected_count: usize) {
     assert_eq!(stdout(o), "out\n");
@@ -77,7 +77,7 @@ fn cache_path_under_a_regular_file() {
 
 #[test]
 fn unwritable_cache_directory() {
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         // root writes anywhere; use a path that cannot be created instead.
         let d = Dir::new();
         let o = d
@@ -214,11 +214,7 @@ fn empty_or_invalid_settings_never_stop_the_command() {
         .output()
         .unwrap();
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "hi\n"));
-    assert!(
-        stderr(&o).starts_with("memorun: warning: MEMORUN_MAX_SIZE='lots'"),
-        "{}",
-        stderr(&o)
-    );
+    assert_starts_with(&stderr(&o), "memorun: warning: MEMORUN_MAX_SIZE='lots'");
     let o = d
         .memorun()
         .env("MEMORUN_MAX_ENTRIES", "x")
@@ -226,11 +222,7 @@ fn empty_or_invalid_settings_never_stop_the_command() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 0);
-    assert!(
-        stderr(&o).contains("MEMORUN_MAX_ENTRIES='x'"),
-        "{}",
-        stderr(&o)
-    );
+    assert_contains(&stderr(&o), "MEMORUN_MAX_ENTRIES='x'");
 }
 
 #[test]

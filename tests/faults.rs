@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Dir, code, memorun_bin, stderr, stdout};
+use crate::util::{Dir, assert_contains, code, memorun_bin, require_root, stderr, stdout};
 
 fn spawn_counted(d: &Dir, args: &[&str], script: &str) -> Child {
     d.memorun_std()
@@ -236,8 +236,7 @@ fn kill_9_during_misses_leaves_no_temp_files() {
     let o = d.run_counted(&[], "echo done");
     assert_eq!(stdout(&o), "done\n");
     assert_eq!(tmp_usage(), 0, "killed runs left temp files behind");
-    let o = d.run(["stats", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = d.stats();
     assert_eq!(v["temp_bytes"], 0);
     assert_eq!(v["temp_files"], 0);
 }
@@ -274,7 +273,7 @@ fn contention_of_many_processes_on_one_store() {
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         assert_eq!(stderr(&o), "", "an error escaped");
     }
-    let s: serde_json::Value = serde_json::from_slice(&d.run(["stats", "--json"]).stdout).unwrap();
+    let s = d.stats();
     let total = s["hits"].as_u64().unwrap() + s["misses"].as_u64().unwrap();
     assert_eq!(
         total + s["errors"].as_u64().unwrap(),
@@ -301,12 +300,10 @@ fn file_size_limit_does_not_kill_memorun() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn full_disk_passes_output_through_and_records_nothing_partial() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
+    // Mounting a small tmpfs needs root.
+    require_root();
     let d = Dir::new();
     let mnt = d.join("full");
     fs::create_dir(&mnt).unwrap();
@@ -314,10 +311,10 @@ fn full_disk_passes_output_through_and_records_nothing_partial() {
         .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
         .arg(&mnt)
         .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    }
+    assert!(
+        mounted.as_ref().is_ok_and(|s| s.success()),
+        "cannot mount a tmpfs: {mounted:?}"
+    );
     let cache = mnt.join("cache");
     let run = || {
         d.memorun()
@@ -342,12 +339,10 @@ fn full_disk_passes_output_through_and_records_nothing_partial() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn foreign_owned_cache_directory_is_not_used() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: chown to nobody needs root");
-        return;
-    }
+    // chown to nobody needs root.
+    require_root();
     let d = Dir::new();
     fs::create_dir_all(&d.cache).unwrap();
     let nobody = 65534;
@@ -434,11 +429,7 @@ fn sockets_devices_and_stdin_as_arguments() {
     assert_eq!(stdout(&o), "ok\n");
     let o = d.run(["-i", "sock", "--", "true"]);
     assert_eq!(code(&o), 125);
-    assert!(
-        stderr(&o).contains("input 'sock' is a socket"),
-        "{}",
-        stderr(&o)
-    );
+    assert_contains(&stderr(&o), "input 'sock' is a socket");
     let o = d.run(["-i", "/dev/zero", "--", "true"]);
     assert_eq!(code(&o), 125);
     // /dev/stdin as an argument with stdin a pipe: the command still reads

@@ -5,7 +5,7 @@
 use clap::CommandFactory;
 use memorun::cli::Cli;
 
-use crate::util::{Dir, code, stderr, stdout};
+use crate::util::{Dir, assert_contains, code, stderr, stdout};
 
 /// The run options of the product contract, by the heading they belong under.
 const HEADINGS: [(&str, &[&str]); 4] = [
@@ -253,11 +253,7 @@ fn an_input_that_does_not_exist_is_pointed_out() {
         "memorun: warning: input 'typo.txt' does not exist; it is in the key as absent\n"
     );
     let o = d.run(["-v", "-i", "typo.txt", "-i", "nope", "--", "true"]);
-    assert!(
-        stderr(&o).contains("memorun: absent inputs: 'typo.txt', 'nope'"),
-        "{}",
-        stderr(&o)
-    );
+    assert_contains(&stderr(&o), "memorun: absent inputs: 'typo.txt', 'nope'");
     assert!(
         d.run(["-q", "-i", "typo.txt", "--", "true"])
             .stderr

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::util::{Dir, code, stderr, stdout};
+use crate::util::{Dir, assert_contains, assert_starts_with, code, stderr, stdout};
 
 /// Set a file's mtime, so that only its content (and ctime) can tell.
 fn set_mtime(p: &std::path::Path, t: SystemTime) {
@@ -133,11 +133,7 @@ fn fifo_and_symlink_loop_inputs_finish_promptly() {
     let start = Instant::now();
     let o = d.run(["-i", "fifo", "--", "true"]);
     assert_eq!(code(&o), 125);
-    assert!(
-        stderr(&o).contains("input 'fifo' is a FIFO"),
-        "{}",
-        stderr(&o)
-    );
+    assert_contains(&stderr(&o), "input 'fifo' is a FIFO");
     // As an argument it is simply not an input.
     let o = d.run(["--", "sh", "-c", "echo ok", "sh", "fifo"]);
     assert_eq!(stdout(&o), "ok\n");
@@ -190,26 +186,23 @@ fn ignore_arg_on_a_flag_and_on_a_file() {
 #[test]
 fn key_text_and_key_command() {
     let d = Dir::new();
-    d.run_counted(&["-k", "v1"], "true");
-    d.run_counted(&["-k", "v1"], "true");
-    assert_eq!(d.count(), 1);
-    d.run_counted(&["-k", "v2"], "true");
-    assert_eq!(d.count(), 2);
+    d.assert_miss(&["-k", "v1"], "true");
+    d.assert_hit(&["-k", "v1"], "true");
+    d.assert_miss(&["-k", "v2"], "true");
     d.write("version", "1");
     let kc = ["--key-cmd", "cat version"];
-    d.run_counted(&kc, "true");
-    d.run_counted(&kc, "true");
-    assert_eq!(d.count(), 3);
+    d.assert_miss(&kc, "true");
+    d.assert_hit(&kc, "true");
+    // A change of the key command's output.
     fs::write(d.join("version"), "2").unwrap();
-    d.run_counted(&kc, "true");
-    assert_eq!(d.count(), 4, "--key-cmd output change was not seen");
+    d.assert_miss(&kc, "true");
     // The exit status counts too, and the key command's stderr is not ours.
     let kc = ["--key-cmd", "echo oops >&2; test -e flag"];
-    let o = d.run_counted(&kc, "echo out");
+    let o = d.assert_miss(&kc, "echo out");
     assert_eq!(stderr(&o), "");
     d.write("flag", "");
-    d.run_counted(&kc, "echo out");
-    assert_eq!(d.count(), 6, "--key-cmd exit status change was not seen");
+    d.assert_miss(&kc, "echo out");
+    assert_eq!(d.count(), 6);
 }
 
 #[test]
@@ -223,11 +216,7 @@ fn key_command_that_cannot_start_runs_uncached() {
         .unwrap();
     assert_eq!(stdout(&o), "hi\n");
     assert_eq!(code(&o), 0);
-    assert!(
-        stderr(&o).starts_with("memorun: warning: cannot run --key-cmd 'true'"),
-        "{}",
-        stderr(&o)
-    );
+    assert_starts_with(&stderr(&o), "memorun: warning: cannot run --key-cmd 'true'");
 }
 
 /// `memorun ARGS -- sh -c 'count; cat'` with `input` piped to stdin.
@@ -299,10 +288,9 @@ fn race_guard_input_changed_during_the_run_then_restored() {
     let args = ["-i", "in.txt", "-v"];
     let o = d.run_counted(&args, script);
     assert_eq!(stdout(&o), "changed!\n");
-    assert!(
-        stderr(&o).contains("not recorded: input 'in.txt' changed while the command ran"),
-        "{}",
-        stderr(&o)
+    assert_contains(
+        &stderr(&o),
+        "not recorded: input 'in.txt' changed while the command ran",
     );
     assert_eq!(fs::read_to_string(d.join("in.txt")).unwrap(), "original\n");
     d.run_counted(&args, script);
@@ -517,11 +505,7 @@ fn why_names_the_changed_file_and_env_var_never_a_value() {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        stdout(&w).starts_with("would hit: recorded "),
-        "{}",
-        stdout(&w)
-    );
+    assert_starts_with(&stdout(&w), "would hit: recorded ");
 }
 
 #[test]
@@ -529,11 +513,7 @@ fn why_says_when_no_earlier_entry_exists_and_runs_nothing() {
     let d = Dir::new();
     // Without a cache directory, why says so and creates nothing.
     let w = d.memorun().args(["why", "--", "true"]).output().unwrap();
-    assert!(
-        stdout(&w).starts_with("would miss: nothing recorded yet"),
-        "{}",
-        stdout(&w)
-    );
+    assert_starts_with(&stdout(&w), "would miss: nothing recorded yet");
     assert!(!d.cache.exists(), "why created the cache directory");
     d.run(["--", "echo", "something else"]);
     let w = d
@@ -543,11 +523,7 @@ fn why_says_when_no_earlier_entry_exists_and_runs_nothing() {
         .output()
         .unwrap();
     assert_eq!(code(&w), 0);
-    assert!(
-        stdout(&w).contains("no earlier entry of this command"),
-        "{}",
-        stdout(&w)
-    );
+    assert_contains(&stdout(&w), "no earlier entry of this command");
     assert_eq!(d.count(), 0, "why ran the command");
 }
 
@@ -559,11 +535,7 @@ fn verbose_miss_names_the_reason() {
     run(&d);
     fs::write(d.join("in.txt"), "2").unwrap();
     let o = run(&d);
-    assert!(
-        stderr(&o).starts_with("memorun: miss (input in.txt: changed), ran in"),
-        "{}",
-        stderr(&o)
-    );
+    assert_starts_with(&stderr(&o), "memorun: miss (input in.txt: changed), ran in");
 }
 
 #[test]
@@ -678,10 +650,9 @@ fn an_excluded_subtree_written_by_the_command_does_not_stop_recording() {
     // Without an exclusion: not recorded, and the hint says what to do.
     let o = d.run_counted(&["-v", "-i", "p"], build);
     assert_eq!(stdout(&o), "built\n");
-    assert!(
-        stderr(&o).contains("changed while the command ran (if the command writes it, leave it out with -i '!p/target/**')"),
-        "{}",
-        stderr(&o)
+    assert_contains(
+        &stderr(&o),
+        "changed while the command ran (if the command writes it, leave it out with -i '!p/target/**')",
     );
     d.run_counted(&["-i", "p"], build);
     assert_eq!(d.count(), 2, "a run whose input changed was recorded");
@@ -785,10 +756,9 @@ fn why_explains_a_miss_against_the_closest_entry_not_the_latest() {
         closest
     );
     let o = in_p(&["-v", "-i", "src/"]);
-    assert!(
-        stderr(&o).starts_with("memorun: miss (input src/lib.rs: changed), ran in"),
-        "{}",
-        stderr(&o)
+    assert_starts_with(
+        &stderr(&o),
+        "memorun: miss (input src/lib.rs: changed), ran in",
     );
     assert_eq!(d.count(), 3);
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Dir, code, memorun_bin, stderr, stdout};
+use crate::util::{Dir, assert_contains, assert_starts_with, code, memorun_bin, stderr, stdout};
 
 fn script(d: &Dir, name: &str, body: &str) {
     let p = d.write(name, body);
@@ -135,25 +135,38 @@ fn env_brace_pattern_is_a_glob() {
     );
 }
 
+/// A regular file on stdin is watched like any input: a run during which it
+/// changed is not recorded. The output alone cannot show the bug (a wrong
+/// replay prints what a run prints), so the counter and the store do.
 #[test]
 fn stdin_file_changed_during_the_run_is_not_recorded() {
     let d = Dir::new();
     d.write("in.txt", "old\n");
-    let run = |d: &Dir, script: &str| {
+    let run = |d: &Dir| {
         d.memorun_std()
-            .args(["--", "sh", "-c", script])
+            .arg("--")
+            .args(d.counted("echo new > in.txt; cat"))
             .stdin(fs::File::open(d.join("in.txt")).unwrap())
             .output()
             .unwrap()
     };
-    let o = run(&d, "echo new > in.txt; cat");
+    let o = run(&d);
     assert_eq!(stdout(&o), "new\n");
-    fs::write(d.join("in.txt"), "old\n").unwrap();
-    let o = run(&d, "echo new > in.txt; cat");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(d.count(), 1);
     assert_eq!(
-        stdout(&o),
-        "new\n",
+        d.entries().len(),
+        0,
         "the run was recorded under the key for 'old'"
+    );
+    assert_eq!(d.stats()["not_recorded"]["input_changed"], 1);
+    fs::write(d.join("in.txt"), "old\n").unwrap();
+    let o = run(&d);
+    assert_eq!(stdout(&o), "new\n");
+    assert_eq!(
+        d.count(),
+        2,
+        "a result recorded under the key for 'old' was replayed"
     );
 }
 
@@ -178,24 +191,34 @@ fn stdin_file_offset_after_a_hit_matches_a_run() {
     }
 }
 
+/// A stale entry is refreshed in the background only when the refresh can be
+/// given the same stdin. A device on stdin (here /dev/zero) is not read, so a
+/// refresh would run the command on /dev/null instead: it must not start.
 #[test]
 fn stale_entry_with_unread_stdin_is_not_refreshed_from_dev_null() {
     let d = Dir::new();
     let run = || {
         d.memorun_std()
-            .args(["--stale", "1s", "--", "head", "-c", "8"])
+            .args(["--stale", "0s", "-v", "--"])
+            .args(d.counted("head -c 8"))
             .stdin(fs::File::open("/dev/zero").unwrap())
             .output()
             .unwrap()
     };
     assert_eq!(run().stdout, vec![0u8; 8]);
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(run().stdout, vec![0u8; 8]);
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        run().stdout,
-        vec![0u8; 8],
-        "a refresh recorded output made from /dev/null"
+    assert_eq!(d.count(), 1);
+    let hit = run();
+    assert_eq!(hit.stdout, vec![0u8; 8]);
+    // A refresh, had one started, is detached: give it time to run.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while d.count() == 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.count(), 1, "a refresh ran the command on /dev/null");
+    assert_eq!(d.entries().len(), 1, "a refresh recorded a second entry");
+    assert_contains(
+        &stderr(&hit),
+        "stale, but stdin was not read, so not refreshed in the background",
     );
 }
 
@@ -211,11 +234,7 @@ fn stdin_spool_failure_keeps_every_byte() {
     let o = crate::util::output_with_stdin(&mut cmd, data);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "3000000", "stdin bytes were lost");
-    assert!(
-        stderr(&o).starts_with("memorun: warning: cannot spool stdin"),
-        "{}",
-        stderr(&o)
-    );
+    assert_starts_with(&stderr(&o), "memorun: warning: cannot spool stdin");
 }
 
 #[test]
@@ -247,22 +266,21 @@ fn a_dangling_symlink_or_a_symlink_loop_named_as_input_is_recorded_as_absent() {
     std::os::unix::fs::symlink("nowhere", d.join("dangling")).unwrap();
     std::os::unix::fs::symlink("loop", d.join("loop")).unwrap();
     for input in ["dangling", "loop"] {
-        let before = d.count();
         let args = ["-i", input];
-        let first = d.run_counted(&args, "echo out");
+        let first = d.assert_miss(&args, "echo out");
         assert_eq!(code(&first), 0);
         assert!(
             !stderr(&first).contains("changed while the command ran"),
             "{input}: {}",
             stderr(&first)
         );
-        let second = d.run_counted(&args, "echo out");
+        // Recorded, with the input as absent.
+        let second = d.assert_hit(&args, "echo out");
         assert_eq!(stdout(&second), "out\n");
-        assert_eq!(d.count(), before + 1, "-i {input} was never recorded");
     }
     // Absent means absent: the link's target appearing is a miss.
     fs::write(d.join("nowhere"), "now here").unwrap();
-    d.run_counted(&["-i", "dangling"], "echo out");
+    d.assert_miss(&["-i", "dangling"], "echo out");
     assert_eq!(d.count(), 3);
 }
 

@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::Stdio;
 
-use crate::util::{Dir, code, stderr, stdout};
+use crate::util::{Dir, assert_starts_with, code, stderr, stdout};
 
 #[test]
 fn second_run_is_a_hit_with_identical_output() {
@@ -129,18 +129,13 @@ fn no_cache_and_memorun_disable_neither_read_nor_write() {
 fn verbose_says_hit_or_miss_and_silent_otherwise() {
     let d = Dir::new();
     let miss = d.run_counted(&["-v"], "echo hi");
-    assert!(
-        stderr(&miss).starts_with("memorun: miss (no earlier run of this command), ran in "),
-        "{}",
-        stderr(&miss)
+    assert_starts_with(
+        &stderr(&miss),
+        "memorun: miss (no earlier run of this command), ran in ",
     );
     assert!(stderr(&miss).contains("recorded"));
     let hit = d.run_counted(&["-v"], "echo hi");
-    assert!(
-        stderr(&hit).starts_with("memorun: hit, recorded "),
-        "{}",
-        stderr(&hit)
-    );
+    assert_starts_with(&stderr(&hit), "memorun: hit, recorded ");
     assert!(stderr(&hit).contains("saved"));
     let quiet_hit = d.run_counted(&[], "echo hi");
     assert_eq!(stderr(&quiet_hit), "", "a replay added output of its own");

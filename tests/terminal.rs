@@ -1,16 +1,14 @@
 //! On a terminal: the spinner, and colour. Driven through a pseudo-terminal
-//! with util-linux `script`; skipped (with a message) where it is missing.
+//! with util-linux `script`, so these tests are `#[ignore = "needs
+//! script(1)"]`: `cargo test -- --ignored` runs them, and fails them where
+//! `script` is missing (`.ci/run` installs it).
 
 use std::process::{Command, Stdio};
 
-use crate::util::{Dir, memorun_bin, stderr};
+use crate::util::{Dir, assert_starts_with, memorun_bin, stderr};
 
 /// Run `memorun ARGS` on a pseudo-terminal; everything it printed.
-fn on_pty(d: &Dir, args: &str, env: &[(&str, &str)], remove: &[&str]) -> Option<String> {
-    if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("skipped: util-linux script is not installed");
-        return None;
-    }
+fn on_pty(d: &Dir, args: &str, env: &[(&str, &str)], remove: &[&str]) -> String {
     let mut cmd = Command::new("script");
     cmd.args(["-q", "-e", "-c"])
         .arg(format!("'{}' {args}", memorun_bin()))
@@ -27,8 +25,10 @@ fn on_pty(d: &Dir, args: &str, env: &[(&str, &str)], remove: &[&str]) -> Option<
     for k in remove {
         cmd.env_remove(k);
     }
-    let o = cmd.output().unwrap();
-    Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    let o = cmd
+        .output()
+        .expect("cannot run script(1): install util-linux (bsdutils on Debian)");
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 const SLOW: &str = "-- sh -c 'echo first; sleep 1.2; echo second'";
@@ -39,37 +39,35 @@ fn has_spinner(out: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs script(1)"]
 fn spinner_appears_on_a_terminal() {
     let d = Dir::new();
-    let Some(out) = on_pty(&d, SLOW, &[], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, SLOW, &[], &[]);
     assert!(has_spinner(&out), "no spinner: {out:?}");
     assert!(out.contains("first\r\n"), "{out:?}");
     assert!(out.contains("second\r\n"), "{out:?}");
     // A second, forced run knows how long it usually takes.
-    let Some(out) = on_pty(&d, &format!("-f {SLOW}"), &[], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, &format!("-f {SLOW}"), &[], &[]);
     assert!(out.contains("usually takes"), "no expected time: {out:?}");
     // A replay draws nothing.
-    let Some(out) = on_pty(&d, SLOW, &[], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, SLOW, &[], &[]);
     assert!(!has_spinner(&out), "a spinner on a replay: {out:?}");
 }
 
 #[test]
-fn no_spinner_in_ci_or_when_quiet_or_on_a_pipe() {
+#[ignore = "needs script(1)"]
+fn no_spinner_in_ci_or_when_quiet() {
     let d = Dir::new();
-    let Some(out) = on_pty(&d, SLOW, &[("CI", "true")], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, SLOW, &[("CI", "true")], &[]);
     assert!(!has_spinner(&out), "a spinner with CI set: {out:?}");
-    let Some(out) = on_pty(&d, &format!("-q -f {SLOW}"), &[], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, &format!("-q -f {SLOW}"), &[], &[]);
     assert!(!has_spinner(&out), "a spinner with --quiet: {out:?}");
+}
+
+/// The pipe half needs no `script`, so it runs by default.
+#[test]
+fn no_spinner_on_a_pipe() {
+    let d = Dir::new();
     let o = d
         .memorun()
         .args(["-f", "--", "sh", "-c", "echo first; sleep 1.2; echo second"])
@@ -81,45 +79,45 @@ fn no_spinner_in_ci_or_when_quiet_or_on_a_pipe() {
 }
 
 #[test]
+#[ignore = "needs script(1)"]
 fn colour_on_a_terminal_unless_no_color() {
     let d = Dir::new();
     let blocker = d.write("not-a-dir", "x");
     let args = "-- echo hi";
     let dir = format!("{}/cache", blocker.display());
-    let Some(out) = on_pty(&d, args, &[("MEMORUN_DIR", &dir)], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, args, &[("MEMORUN_DIR", &dir)], &[]);
     assert!(out.contains("warning: "), "{out:?}");
     assert!(out.contains("\x1b["), "no colour on a terminal: {out:?}");
-    let Some(out) = on_pty(&d, args, &[("MEMORUN_DIR", &dir), ("NO_COLOR", "1")], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, args, &[("MEMORUN_DIR", &dir), ("NO_COLOR", "1")], &[]);
     assert!(out.contains("memorun: warning: "), "{out:?}");
     assert!(!out.contains("\x1b["), "colour despite NO_COLOR: {out:?}");
-    // Never on a pipe.
+}
+
+/// The pipe half needs no `script`, so it runs by default.
+#[test]
+fn no_colour_on_a_pipe() {
+    let d = Dir::new();
+    let blocker = d.write("not-a-dir", "x");
+    let dir = format!("{}/cache", blocker.display());
     let o = d
         .memorun()
         .env("MEMORUN_DIR", &dir)
         .args(["--", "echo", "hi"])
         .output()
         .unwrap();
-    assert!(
-        stderr(&o).starts_with("memorun: warning: "),
-        "{}",
-        stderr(&o)
-    );
+    assert_starts_with(&stderr(&o), "memorun: warning: ");
+    assert!(!stderr(&o).contains('\x1b'), "colour on a pipe: {o:?}");
 }
 
 #[test]
+#[ignore = "needs script(1)"]
 fn spinner_never_shares_a_line_with_partial_output() {
     let d = Dir::new();
     // A line left open for longer than the spinner's delay: the spinner must
     // stay off that line until the command ends it.
     let args =
         "-- sh -c 'echo first; sleep 0.5; printf partial; sleep 0.8; echo \" end\"; sleep 0.5'";
-    let Some(out) = on_pty(&d, args, &[], &[]) else {
-        return;
-    };
+    let out = on_pty(&d, args, &[], &[]);
     assert!(
         out.contains("partial end\r\n"),
         "the spinner tore a line: {out:?}"

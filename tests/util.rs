@@ -119,6 +119,49 @@ impl Dir {
         all.extend(self.counted(script));
         self.run(all)
     }
+
+    /// [`Dir::run_counted`], asserting that it replayed: the command did
+    /// not run, and memorun exited 0.
+    #[track_caller]
+    pub fn assert_hit(&self, args: &[&str], script: &str) -> Output {
+        let before = self.count();
+        let o = self.run_counted(args, script);
+        assert_eq!(self.count(), before, "the command ran, on a hit: {o:?}");
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        o
+    }
+
+    /// [`Dir::run_counted`], asserting that the command ran, once.
+    #[track_caller]
+    pub fn assert_miss(&self, args: &[&str], script: &str) -> Output {
+        let before = self.count();
+        let o = self.run_counted(args, script);
+        assert_eq!(self.count(), before + 1, "a replay, on a miss: {o:?}");
+        o
+    }
+
+    /// `memorun ARGS`, which must exit 0, with its stdout parsed as JSON.
+    #[track_caller]
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.run(args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)))
+    }
+
+    /// `memorun stats --json`.
+    #[track_caller]
+    pub fn stats(&self) -> serde_json::Value {
+        self.json(&["stats", "--json"])
+    }
+
+    /// `memorun list --json`: the recorded entries.
+    #[track_caller]
+    pub fn entries(&self) -> Vec<serde_json::Value> {
+        match self.json(&["list", "--json"]) {
+            serde_json::Value::Array(entries) => entries,
+            other => panic!("list --json is not an array: {other}"),
+        }
+    }
 }
 
 /// stdout as a string (lossy).
@@ -136,6 +179,36 @@ pub fn code(o: &Output) -> i32 {
     o.status
         .code()
         .unwrap_or_else(|| panic!("memorun was killed: {o:?}"))
+}
+
+/// Assert that `text` contains `needle`, showing all of `text` if not.
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+}
+
+/// Assert that `text` starts with `prefix`, showing all of `text` if not.
+#[track_caller]
+pub fn assert_starts_with(text: &str, prefix: &str) {
+    assert!(
+        text.starts_with(prefix),
+        "{prefix:?} does not start:\n{text}"
+    );
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Fail, never skip, a test that needs root and runs without it. Such tests
+/// are `#[ignore = "needs root"]`; `.ci/run` runs them, as root.
+#[track_caller]
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test needs root: run `cargo test -- --ignored` as root (.ci/run does)"
+    );
 }
 
 /// Wait for `child`, sampling its peak RSS (`VmHWM`, KiB) from /proc until
