@@ -413,18 +413,23 @@ fn entry_removed_by_a_concurrent_clear_is_a_miss_not_corruption() {
     // only retries when it could not catch the hit in that state.)
     for _attempt in 0..20 {
         let ran = d.count();
+        // stderr to a file, not a pipe: a hit that is not caught writes its
+        // 100 kB of stderr without anyone reading, and must not block on it.
+        let err_path = d.join("hit-stderr");
         let mut hit = d
             .memorun_std()
             .arg("-v")
             .arg("--")
             .args(d.counted(script))
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(fs::File::create(&err_path).unwrap())
             .spawn()
             .unwrap();
         let maps = format!("/proc/{}/maps", hit.id());
         let mut caught = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while hit.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the hit never ended");
             if fs::read_to_string(&maps).is_ok_and(|m| m.contains(&shown)) {
                 // SAFETY: kill(2) on our own child.
                 unsafe { libc::kill(hit.id() as i32, libc::SIGSTOP) };
@@ -438,9 +443,13 @@ fn entry_removed_by_a_concurrent_clear_is_a_miss_not_corruption() {
             // SAFETY: as above.
             unsafe { libc::kill(hit.id() as i32, libc::SIGCONT) };
         }
+        let status = hit.wait().unwrap();
         let mut err = String::new();
-        hit.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-        assert!(hit.wait().unwrap().success(), "{err}");
+        fs::File::open(&err_path)
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "{err}");
         assert!(!err.contains("failed verification"), "{err}");
         assert!(!err.contains("warning"), "{err}");
         if d.count() == ran + 1 {
