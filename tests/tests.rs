@@ -13,6 +13,7 @@ mod generated;
 mod help;
 mod key;
 mod key_control;
+mod layering;
 mod lifecycle;
 mod recipes;
 mod regressions;
