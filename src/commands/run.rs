@@ -23,9 +23,9 @@ use crate::key::stdin::Feed;
 use crate::key::{Kind, State};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed};
+use crate::store::counters;
 use crate::store::db::SqliteStore;
 use crate::store::locks::{self, Waited};
-use crate::store::maintenance;
 use crate::store::{NewEntry, Store, age};
 use crate::term::progress::Spinner;
 use crate::term::ui::{self, Ui, human_duration};
@@ -226,7 +226,7 @@ fn look_up(
         Ok(Some(entry)) => entry,
         Ok(None) => return Lookup::Miss(None),
         Err(e) => {
-            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+            let _ = store.count(&[(counters::ERRORS, 1)]);
             ui.warn(format_args!(
                 "cannot read the cache: {e:#}; running uncached"
             ));
@@ -274,7 +274,7 @@ fn look_up(
             _ => Lookup::Miss(None),
         },
         Ok(Replayed::Unreadable(e)) => {
-            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+            let _ = store.count(&[(counters::ERRORS, 1)]);
             ui.warn(format_args!("{e:#}; running uncached"));
             Lookup::Uncached
         }
@@ -383,13 +383,13 @@ fn unrecordable(
     match outcome.status {
         Status::Signaled(sig) => {
             return Some((
-                maintenance::NOT_RECORDED_SIGNAL,
+                counters::NOT_RECORDED_SIGNAL,
                 format!("killed by signal {sig}"),
             ));
         }
         Status::Exited(code) if code != 0 && !config.cache_failures => {
             return Some((
-                maintenance::NOT_RECORDED_EXIT,
+                counters::NOT_RECORDED_EXIT,
                 format!("exit code {code} (--cache-failures records it)"),
             ));
         }
@@ -397,19 +397,19 @@ fn unrecordable(
     }
     if outcome.interrupted {
         return Some((
-            maintenance::NOT_RECORDED_SIGNAL,
+            counters::NOT_RECORDED_SIGNAL,
             "memorun was interrupted by a signal while the command ran".into(),
         ));
     }
     if outcome.delivery_failed {
         return Some((
-            maintenance::NOT_RECORDED_UNDELIVERED,
+            counters::NOT_RECORDED_UNDELIVERED,
             "its output could not be delivered".into(),
         ));
     }
     if let Some(e) = &outcome.record_error {
         return Some((
-            maintenance::NOT_RECORDED_CACHE,
+            counters::NOT_RECORDED_CACHE,
             format!(
                 "cannot record its output: {}",
                 crate::term::ui::io_reason(e)
@@ -419,7 +419,7 @@ fn unrecordable(
     if let Some(w) =
         inputs::changed_during_run(&resolved.watch, resolved.started_ns, &config.exclude)
     {
-        return Some((maintenance::NOT_RECORDED_INPUT, inputs::changed_message(w)));
+        return Some((counters::NOT_RECORDED_INPUT, inputs::changed_message(w)));
     }
     None
 }
@@ -491,7 +491,7 @@ fn run_and_record(
         let _ = store.note_unrecorded(
             &resolved.base.manifest,
             why,
-            &[(maintenance::MISSES, 1), (counter, 1)],
+            &[(counters::MISSES, 1), (counter, 1)],
         );
     }
     let mut recorded = false;
@@ -523,10 +523,7 @@ fn run_and_record(
                     let _ = store.note_unrecorded(
                         &resolved.base.manifest,
                         &why,
-                        &[
-                            (maintenance::MISSES, 1),
-                            (maintenance::NOT_RECORDED_CACHE, 1),
-                        ],
+                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_CACHE, 1)],
                     );
                     ui.warn(format_args!("{why}"));
                 }

@@ -21,12 +21,14 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
-use super::hitlog;
-use super::maintenance::{self, Limits};
-use super::repair;
+use super::counters::{CORRUPT, HITS, MISSES, SAVED_MS, bump};
+use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
+use super::evict::{self, Limits};
+use super::inventory::{self, ClearFilter, Listed, StoreStats};
+use super::refs::{self, Removed};
 use super::statcache::SqliteStatCache;
-use super::temp;
 use super::{Entry, NewEntry, Source, Store, StoredStream, now_ms, private};
+use super::{gc, hitlog, repair, temp};
 use crate::key::{Component, Digest};
 
 pub use super::schema::SCHEMA_VERSION;
@@ -70,8 +72,8 @@ impl std::error::Error for TooNew {}
 
 /// A cache directory opened for use.
 pub struct SqliteStore {
-    pub(super) conn: Connection,
-    pub(super) blobs: Blobs,
+    conn: Connection,
+    blobs: Blobs,
     root: PathBuf,
     tmp_dir: PathBuf,
     secret: [u8; 32],
@@ -217,10 +219,7 @@ impl SqliteStore {
                 }
             }
         }
-        maintenance::bump(
-            &tx,
-            &[(maintenance::HITS, count), (maintenance::SAVED_MS, saved)],
-        )?;
+        bump(&tx, &[(HITS, count), (SAVED_MS, saved)])?;
         tx.commit()?;
         folding.done()?;
         Ok(())
@@ -269,7 +268,7 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)")?
             .execute(params![&manifest.0[..], note, now_ms()])?;
-        maintenance::bump(&tx, counters)?;
+        bump(&tx, counters)?;
         tx.commit()?;
         temp::sweep(&self.tmp_dir, false);
         Ok(())
@@ -435,8 +434,8 @@ impl SqliteStore {
                 return Ok(false);
             }
         }
-        let freed = maintenance::delete_entry(&tx, key)?;
-        maintenance::bump(&tx, &[(maintenance::CORRUPT, 1)])?;
+        let freed = refs::delete_entry(&tx, key)?;
+        bump(&tx, &[(CORRUPT, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(true)
@@ -457,7 +456,7 @@ impl SqliteStore {
     /// Run `f`; if SQLite finds the entries damaged, salvage them and run
     /// it once more. For the commands that read every entry (`list`,
     /// `stats`, `clear`, `why`), which must keep working around a bad row.
-    pub(super) fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+    fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         match f(self) {
             Err(e) if repair::is_corruption(&e) => {
                 self.salvage(None)?;
@@ -465,6 +464,72 @@ impl SqliteStore {
             }
             other => other,
         }
+    }
+
+    /// Remove the files of blobs no entry references. A failure leaves an
+    /// unreferenced file that the next `clear` collects.
+    fn remove_blob_files(&self, freed: &[Digest]) {
+        for d in freed {
+            // A concurrent insert may have referenced it again since.
+            let referenced = self
+                .conn
+                .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")
+                .and_then(|mut s| s.exists(params![&d.0[..]]))
+                .unwrap_or(true);
+            if !referenced {
+                let _ = std::fs::remove_file(self.blobs.path(d));
+            }
+        }
+    }
+
+    /// After a write, evict least recently used entries until the store is
+    /// back to about 90% of its limits (see `evict`). Best effort.
+    pub fn enforce_limits(&mut self) {
+        if let Ok(removed) = evict::evict(&mut self.conn, self.limits, &self.tmp_dir) {
+            self.remove_blob_files(&removed.freed);
+        }
+    }
+
+    /// Counters, sizes and the top commands for `stats` (see `inventory`).
+    pub fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
+        self.or_salvage(|store| {
+            store.fold_hits()?;
+            inventory::stats(&store.conn, cache_dir, &store.tmp_dir)
+        })
+    }
+
+    /// Reset the counters and the time saved per command, keeping the
+    /// entries. Hits not yet folded are counted first, then reset with the
+    /// rest.
+    pub fn zero_counters(&mut self) -> Result<()> {
+        self.fold_hits()?;
+        inventory::zero_counters(&mut self.conn)
+    }
+
+    /// The entries matching `filter`, newest first. A row that does not
+    /// decode or fails its checksum is left out: its values are not what
+    /// was recorded, and the next lookup of its key (or `clear`) removes it.
+    pub fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+        self.or_salvage(|store| {
+            store.fold_hits()?;
+            inventory::list(&store.conn, filter)
+        })
+    }
+
+    /// Remove the entries matching `filter` and their now unused blobs.
+    pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
+        self.or_salvage(|store| {
+            store.fold_hits()?;
+            let removed = inventory::clear(&mut store.conn, filter)?;
+            store.remove_blob_files(&removed.freed);
+            Ok(removed)
+        })
+    }
+
+    /// Remove blob files no entry references and temp files left by a
+    /// crash (see `gc`). Returns how many files and bytes went.
+    pub fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
+        gc::collect_garbage(&self.conn, &self.blobs, tmp_dir, dry_run)
     }
 }
 
@@ -568,80 +633,6 @@ fn add_saved(
     Ok(())
 }
 
-/// The columns [`decode_entry`] reads, in its order.
-pub(super) const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
-    out_len, out_digest, out_inline, err_len, err_digest, err_inline,
-    ord_len, ord_digest, ord_inline, outputs, checksum";
-
-/// How many columns [`ENTRY_COLUMNS`] names.
-pub(super) const ENTRY_COLUMN_COUNT: usize = 16;
-
-/// The entry in the [`ENTRY_COLUMNS`] starting at column `first`, if it
-/// decodes and matches its checksum.
-pub(super) fn decode_verified(row: &rusqlite::Row<'_>, first: usize) -> Option<Entry> {
-    let (entry, sum) = decode_entry(row, first).ok()?;
-    (sum.as_deref() == Some(&entry.checksum().0[..])).then_some(entry)
-}
-
-/// A column value that cannot be what memorun wrote.
-fn malformed(col: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        col,
-        rusqlite::types::Type::Blob,
-        format!("malformed entry: {what}").into(),
-    )
-}
-
-/// A non-negative integer column.
-fn count_at(row: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<u64> {
-    u64::try_from(row.get::<_, i64>(col)?).map_err(|_| malformed(col, "negative"))
-}
-
-/// A 32-byte digest column.
-fn digest_at(row: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Digest> {
-    Digest::from_slice(&row.get::<_, Vec<u8>>(col)?)
-        .ok_or_else(|| malformed(col, "digest is not 32 bytes"))
-}
-
-fn stream_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {
-    Ok(StoredStream {
-        len: count_at(row, first)?,
-        digest: digest_at(row, first + 1)?,
-        inline: row.get(first + 2)?,
-    })
-}
-
-/// Decode the [`ENTRY_COLUMNS`] starting at column `first`, strictly: a
-/// NULL, a value of another type, a negative length or a malformed digest
-/// or output list is an error, never a default. Returns the entry and the
-/// stored checksum (`None` when the column is not a blob).
-pub(super) fn decode_entry(
-    row: &rusqlite::Row<'_>,
-    first: usize,
-) -> rusqlite::Result<(Entry, Option<Vec<u8>>)> {
-    let c = |i: usize| first + i;
-    let outputs = match row.get::<_, Option<Vec<u8>>>(c(14))? {
-        None => Vec::new(),
-        Some(b) => super::decode_outputs(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
-    };
-    let entry = Entry {
-        key: digest_at(row, c(0))?,
-        created_ms: row.get(c(1))?,
-        duration: Duration::from_millis(count_at(row, c(2))?),
-        exit_code: row.get(c(3))?,
-        stdin_advance: count_at(row, c(4))?,
-        stdout: stream_at(row, c(5))?,
-        stderr: stream_at(row, c(8))?,
-        order: stream_at(row, c(11))?,
-        outputs,
-    };
-    let checksum = match row.get_ref(c(15))? {
-        rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
-        _ => None,
-    };
-    Ok((entry, checksum))
-}
-
 impl Store for SqliteStore {
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
         let found = self
@@ -743,7 +734,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
-        let mut freed = maintenance::delete_entry(&tx, &entry.key)?;
+        let mut freed = refs::delete_entry(&tx, &entry.key)?;
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
         tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
@@ -773,7 +764,7 @@ impl Store for SqliteStore {
         ];
         for (s, check) in &streams {
             if s.inline.is_none() && s.len > 0 {
-                maintenance::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
+                refs::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
             }
         }
         tx.prepare_cached(
@@ -814,7 +805,7 @@ impl Store for SqliteStore {
                 .iter()
                 .any(|(s, _)| s.inline.is_none() && s.digest == *d)
         });
-        maintenance::bump(&tx, &[(maintenance::MISSES, 1)])?;
+        bump(&tx, &[(MISSES, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         // Spools of runs killed before they could clean up: gone now, so
@@ -852,10 +843,7 @@ impl Store for SqliteStore {
                 if let Some(m) = manifest {
                     add_saved(&tx, &m, &entry.key, 1, saved)?;
                 }
-                maintenance::bump(
-                    &tx,
-                    &[(maintenance::HITS, 1), (maintenance::SAVED_MS, saved)],
-                )?;
+                bump(&tx, &[(HITS, 1), (SAVED_MS, saved)])?;
                 tx.commit()?;
                 Ok(())
             }
@@ -870,7 +858,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let freed = maintenance::delete_entry(&tx, key)?;
+        let freed = refs::delete_entry(&tx, key)?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(())
@@ -880,7 +868,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        maintenance::bump(&tx, counters)?;
+        bump(&tx, counters)?;
         tx.commit()?;
         Ok(())
     }
@@ -1034,7 +1022,7 @@ mod tests {
         record(&mut store, &key, 0, &vec![7u8; 100_000]);
         let e = store.lookup(&key.digest).unwrap().unwrap();
         // A concurrent clear: the row and its blob go.
-        store.clear(&maintenance::ClearFilter::default()).unwrap();
+        store.clear(&ClearFilter::default()).unwrap();
         assert!(store.open_stream(&e.stderr).unwrap().is_none());
         assert!(!store.discard_corrupt(&e).unwrap());
         // Re-recorded since: another entry under the same key, kept.

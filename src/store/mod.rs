@@ -7,11 +7,16 @@
 //! captured output files can slot in behind the same trait.
 
 pub mod blobs;
+pub mod counters;
 pub mod db;
+pub mod entry_row;
+pub mod evict;
+pub mod gc;
 pub mod hitlog;
+pub mod inventory;
 pub mod locks;
-pub mod maintenance;
 pub mod private;
+pub mod refs;
 pub mod repair;
 pub mod schema;
 pub mod statcache;

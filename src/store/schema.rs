@@ -259,10 +259,10 @@ fn seal_carried_over(tx: &Transaction<'_>) -> Result<()> {
     let sealed: Vec<(i64, Vec<u8>)> = {
         let mut stmt = tx.prepare(&format!(
             "SELECT rowid, {} FROM entries",
-            super::db::ENTRY_COLUMNS
+            super::entry_row::ENTRY_COLUMNS
         ))?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, super::db::decode_entry(r, 1)))
+            Ok((r.get::<_, i64>(0)?, super::entry_row::decode_entry(r, 1)))
         })?;
         let mut sealed = Vec::new();
         for row in rows {
