@@ -11,7 +11,7 @@
 //!
 //! Invariants: every write runs in a `BEGIN IMMEDIATE` transaction; a row is
 //! inserted only after all of its blobs are in place, so no row points at a
-//! partial blob; the schema version is `PRAGMA user_version`.
+//! partial blob; the schema and its version are `schema`'s.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::refs::{self, Removed};
+use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
 use super::{Entry, NewEntry, Source, Store, StoredStream, now_ms, private};
 use super::{gc, hitlog, repair, temp};
@@ -53,22 +54,6 @@ pub struct Previous {
     /// Its key's components.
     pub components: Vec<Component>,
 }
-
-/// The store was made by a newer memorun: not damaged, so no reset hint.
-#[derive(Debug)]
-struct TooNew(i64);
-
-impl std::fmt::Display for TooNew {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooNew {}
 
 /// A cache directory opened for use.
 pub struct SqliteStore {
@@ -352,16 +337,14 @@ impl SqliteStore {
         // spend about as long on that as on its query.
         persist_wal(&self.conn);
         self.conn
-            .pragma_update(None, "journal_size_limit", 0)
+            .execute_batch("PRAGMA journal_size_limit = 0; PRAGMA synchronous = NORMAL;")
             .context("cannot configure the database")?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         // The first statement to read the file is where "file is not a
         // database" shows up.
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == SCHEMA_VERSION {
-            // Created by `migrate` below, in WAL mode, which the file keeps.
+        let found = schema::found(&self.conn)?;
+        if found == Found::Store(SCHEMA_VERSION) {
+            // Created by `schema::prepare` below, in WAL mode, which the
+            // file keeps.
             return Ok(());
         }
         let mode: String = self
@@ -375,19 +358,33 @@ impl SqliteStore {
                 bail!("cannot switch the database to WAL mode (got '{mode}')");
             }
         }
-        if version > SCHEMA_VERSION {
+        if let Found::Store(version) = found
+            && version > SCHEMA_VERSION
+        {
             return Err(TooNew(version).into());
         }
+        // Under the write lock, which `prepare` reads the header again
+        // under: another process may have won.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-        // Re-check under the write lock: another process may have won.
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let upgraded = super::schema::migrate(&tx, version)?;
+        let prepared = schema::prepare(&tx)?;
         tx.commit()?;
-        if let Some(from) = upgraded {
-            *self.notice.borrow_mut() = Some(format!(
-                "upgraded the cache from schema version {from} to {SCHEMA_VERSION}"
-            ));
-        }
+        let notice = match prepared {
+            Prepared::Current | Prepared::Created => return Ok(()),
+            Prepared::Upgraded(from) => {
+                format!("upgraded the cache from schema version {from} to {SCHEMA_VERSION}")
+            }
+            Prepared::Rebuilt => {
+                // What the old store held goes with it: hits of its entries
+                // not yet folded, and its blob files (all but the youngest,
+                // which a run of an older memorun may be about to use).
+                if let Ok(Some(log)) = hitlog::take(&self.hit_log()) {
+                    let _ = log.done();
+                }
+                let _ = self.collect_garbage(&self.tmp_dir, false);
+                "rebuilt the cache: it was made by a development version of memorun".to_string()
+            }
+        };
+        *self.notice.borrow_mut() = Some(notice);
         Ok(())
     }
 
@@ -685,7 +682,7 @@ impl Store for SqliteStore {
         if stream.len == 0 {
             return Ok(None);
         }
-        // Blobs recorded by schema 1 have no fast check: BLAKE3 then.
+        // A blob without a fast check is checked with BLAKE3.
         let check: Option<[u8; 16]> = self
             .conn
             .prepare_cached("SELECT xxh3 FROM blobs WHERE digest = ?1")?

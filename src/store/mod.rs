@@ -67,7 +67,8 @@ pub struct Entry {
 
 /// Version of the entry checksum's encoding. If you add a field to
 /// [`Entry`], or change how [`Entry::checksum`] encodes one, change this
-/// (and the schema version, whose upgrade re-seals the entries it keeps).
+/// (and add a schema upgrade step that re-seals the entries it keeps: see
+/// `schema`).
 pub const CHECKSUM_VERSION: u32 = 1;
 
 impl Entry {
@@ -279,8 +280,8 @@ mod tests {
     }
 
     /// If this fails, the checksum's encoding changed: bump
-    /// `CHECKSUM_VERSION` and the schema version (whose upgrade re-seals the
-    /// entries), then update the expected digest.
+    /// `CHECKSUM_VERSION` and add a schema upgrade step that re-seals the
+    /// entries, then update the expected digest.
     #[test]
     fn checksum_encoding_is_stable() {
         assert_eq!(

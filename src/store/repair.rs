@@ -182,7 +182,7 @@ mod tests {
     fn salvage_keeps_readable_rows_and_fresh_indexes() {
         let conn = Connection::open_in_memory().unwrap();
         let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        crate::store::schema::migrate(&tx, 0).unwrap();
+        crate::store::schema::prepare(&tx).unwrap();
         for k in [1u8, 2, 3] {
             tx.execute(
                 "INSERT INTO entries (key, command, display, cwd, created, last_used,
