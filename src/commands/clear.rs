@@ -51,7 +51,7 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
             .older_than
             .map(|d| now_ms() - d.as_millis().min(i64::MAX as u128) as i64),
         failed: args.failed,
-        command: (!args.command.is_empty()).then(|| {
+        argv_digest: (!args.command.is_empty()).then(|| {
             let argv: Vec<&[u8]> = args.command.iter().map(|a| a.as_bytes()).collect();
             Component::argv(&argv).digest
         }),

@@ -234,7 +234,7 @@ impl SqliteStore {
     pub fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT path FROM outputs WHERE command = ?1 ORDER BY path")?;
+            .prepare_cached("SELECT path FROM outputs WHERE command_in_dir = ?1 ORDER BY path")?;
         let rows = stmt.query_map(params![&manifest.0[..]], |r| r.get::<_, Vec<u8>>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -251,8 +251,10 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)")?
-            .execute(params![&manifest.0[..], note, now_ms()])?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO notes (command_in_dir, note, at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![&manifest.0[..], note, now_ms()])?;
         bump(&tx, counters)?;
         tx.commit()?;
         temp::sweep(&self.tmp_dir, false);
@@ -263,19 +265,19 @@ impl SqliteStore {
     pub fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT note, at FROM notes WHERE command = ?1")?
+            .prepare_cached("SELECT note, at FROM notes WHERE command_in_dir = ?1")?
             .query_row(params![&manifest.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
     /// How long the most recent recorded run of the same command took.
-    pub fn previous_duration(&self, command: &Digest) -> Result<Option<Duration>> {
+    pub fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT duration_ms FROM entries WHERE command = ?1 ORDER BY created DESC LIMIT 1",
+                "SELECT duration_ms FROM entries WHERE argv_digest = ?1 ORDER BY created DESC LIMIT 1",
             )?
-            .query_row(params![&command.0[..]], |r| r.get::<_, i64>(0))
+            .query_row(params![&argv_digest.0[..]], |r| r.get::<_, i64>(0))
             .optional()?
             .map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
@@ -288,15 +290,15 @@ impl SqliteStore {
     /// only the winner is decoded in full.
     pub fn previous_run<S: Ord>(
         &self,
-        command: &Digest,
+        argv_digest: &Digest,
         except: &Digest,
         score: impl Fn(&str) -> Option<S>,
     ) -> Result<Option<Previous>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, created, components FROM entries
-             WHERE command = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
+             WHERE argv_digest = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![&command.0[..], &except.0[..], CLOSEST_OF])?;
+        let mut rows = stmt.query(params![&argv_digest.0[..], &except.0[..], CLOSEST_OF])?;
         let mut best: Option<(S, Vec<u8>, i64, String)> = None;
         while let Some(r) = rows.next()? {
             let (Ok(key), Ok(created), Ok(ValueRef::Text(json))) =
@@ -591,19 +593,19 @@ fn is_busy(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The manifest of the entry's command, from its `command` and `cwd`
+/// The manifest of the entry's command, from its `argv_digest` and `cwd`
 /// columns starting at `first` (`None` when they are not what memorun
 /// writes: the hit then counts in the totals only).
 fn manifest_at(row: &rusqlite::Row<'_>, first: usize) -> Option<Digest> {
-    let command = Digest::from_slice(&row.get::<_, Vec<u8>>(first).ok()?)?;
+    let argv_digest = Digest::from_slice(&row.get::<_, Vec<u8>>(first).ok()?)?;
     let cwd: Vec<u8> = row.get(first + 1).ok()?;
-    Some(super::manifest(&command, &cwd))
+    Some(super::manifest(&argv_digest, &cwd))
 }
 
 /// The manifest of the command of the entry under `key`, if it is there.
 fn manifest_of(conn: &Connection, key: &Digest) -> rusqlite::Result<Option<Digest>> {
     Ok(conn
-        .prepare_cached("SELECT command, cwd FROM entries WHERE key = ?1")?
+        .prepare_cached("SELECT argv_digest, cwd FROM entries WHERE key = ?1")?
         .query_row(params![&key.0[..]], |r| Ok(manifest_at(r, 0)))
         .optional()?
         .flatten())
@@ -621,9 +623,9 @@ fn add_saved(
     saved_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO saved (command, display, hits, saved_ms)
+        "INSERT INTO saved (command_in_dir, display, hits, saved_ms)
          VALUES (?1, COALESCE((SELECT display FROM entries WHERE key = ?2), ''), ?3, ?4)
-         ON CONFLICT (command) DO UPDATE SET
+         ON CONFLICT (command_in_dir) DO UPDATE SET
            hits = hits + excluded.hits, saved_ms = saved_ms + excluded.saved_ms",
     )?
     .execute(params![&manifest.0[..], &key.0[..], hits, saved_ms])?;
@@ -635,7 +637,7 @@ impl Store for SqliteStore {
         let found = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS}, command, cwd FROM entries WHERE key = ?1"
+                "SELECT {ENTRY_COLUMNS}, argv_digest, cwd FROM entries WHERE key = ?1"
             ))?
             .query_row(params![&key.0[..]], |row| {
                 Ok((decode_entry(row, 0), manifest_at(row, ENTRY_COLUMN_COUNT)))
@@ -713,7 +715,7 @@ impl Store for SqliteStore {
         let _ = self.fold_hits();
         let (stdout, out_check) = self.put_stream(e.stdout)?;
         let (stderr, err_check) = self.put_stream(e.stderr)?;
-        let (order, ord_check) = self.put_stream(e.order)?;
+        let (order, order_check) = self.put_stream(e.order)?;
         // The entry exactly as a lookup will decode it, to seal it.
         let entry = Entry {
             key: e.key.digest,
@@ -734,22 +736,23 @@ impl Store for SqliteStore {
         let mut freed = refs::delete_entry(&tx, &entry.key)?;
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
-        tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
+        tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
             .execute(params![&e.manifest.0[..]])?;
         // Its replays will count toward the command's time saved, under the
         // latest way it was written. (The manifest as a hit finds it: from
         // the row's command and cwd.)
         tx.prepare_cached(
-            "INSERT INTO saved (command, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
-             ON CONFLICT (command) DO UPDATE SET display = excluded.display",
+            "INSERT INTO saved (command_in_dir, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
+             ON CONFLICT (command_in_dir) DO UPDATE SET display = excluded.display",
         )?
         .execute(params![
             &super::manifest(&e.key.command, &e.cwd).0[..],
             e.display
         ])?;
         if !e.created.is_empty() {
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outputs (command_in_dir, path) VALUES (?1, ?2)",
+            )?;
             for p in &e.created {
                 stmt.execute(params![&e.manifest.0[..], p])?;
             }
@@ -757,7 +760,7 @@ impl Store for SqliteStore {
         let streams = [
             (&entry.stdout, out_check),
             (&entry.stderr, err_check),
-            (&entry.order, ord_check),
+            (&entry.order, order_check),
         ];
         for (s, check) in &streams {
             if s.inline.is_none() && s.len > 0 {
@@ -766,11 +769,11 @@ impl Store for SqliteStore {
         }
         tx.prepare_cached(
             "INSERT INTO entries
-               (key, command, display, cwd, components, created, last_used,
+               (key, argv_digest, display, cwd, components, created, last_used,
                 duration_ms, exit_code, hits,
                 out_len, out_digest, out_inline,
                 err_len, err_digest, err_inline,
-                ord_len, ord_digest, ord_inline, outputs, stdin_advance, checksum)
+                order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
                      ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?
@@ -1123,7 +1126,7 @@ mod tests {
         let row: (String, i64, i64) = store
             .conn
             .query_row(
-                "SELECT display, hits, saved_ms FROM saved WHERE command = ?1",
+                "SELECT display, hits, saved_ms FROM saved WHERE command_in_dir = ?1",
                 params![&manifest.0[..]],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )

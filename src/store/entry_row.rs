@@ -14,7 +14,7 @@ use crate::key::Digest;
 /// The columns [`decode_entry`] reads, in its order.
 pub const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
     out_len, out_digest, out_inline, err_len, err_digest, err_inline,
-    ord_len, ord_digest, ord_inline, outputs, checksum";
+    order_len, order_digest, order_inline, outputs, checksum";
 
 /// How many columns [`ENTRY_COLUMNS`] names.
 pub const ENTRY_COLUMN_COUNT: usize = 16;

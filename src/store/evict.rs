@@ -81,7 +81,7 @@ pub fn evict(conn: &mut Connection, limits: Limits, tmp_dir: &Path) -> Result<Re
     let mut keys: Vec<(Vec<u8>, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT key, out_len + err_len + ord_len + 256 FROM entries
+            "SELECT key, out_len + err_len + order_len + 256 FROM entries
              ORDER BY last_used ASC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![MAX_EVICT], |r| Ok((r.get(0)?, r.get(1)?)))?;

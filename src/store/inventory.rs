@@ -27,7 +27,7 @@ pub struct ClearFilter {
     /// Only entries with a non-zero exit code.
     pub failed: bool,
     /// Only entries of this command (argv digest).
-    pub command: Option<Digest>,
+    pub argv_digest: Option<Digest>,
 }
 
 impl ClearFilter {
@@ -42,9 +42,9 @@ impl ClearFilter {
         if self.failed {
             clauses.push("exit_code != 0".into());
         }
-        if let Some(c) = &self.command {
+        if let Some(c) = &self.argv_digest {
             values.push(Value::Blob(c.0.to_vec()));
-            clauses.push(format!("command = ?{}", values.len()));
+            clauses.push(format!("argv_digest = ?{}", values.len()));
         }
         (clauses.join(" AND "), values)
     }

@@ -208,12 +208,13 @@ pub trait Store {
 
 /// Names a command (its argv digest after `--ignore-arg`) in a directory:
 /// the arguments it created (outputs), why its latest run was not recorded
-/// (notes) and the time its replays saved are kept under this. An entry's
-/// is `manifest(command, cwd)` of its row.
-pub fn manifest(command: &Digest, cwd: &[u8]) -> Digest {
+/// (notes) and the time its replays saved are kept under this, in their
+/// `command_in_dir` column. An entry's is `manifest(argv_digest, cwd)` of
+/// its row.
+pub fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"memorun manifest");
-    h.update(&command.0);
+    h.update(&argv_digest.0);
     h.update(cwd);
     h.finalize().into()
 }

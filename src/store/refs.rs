@@ -62,8 +62,8 @@ pub fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
              SELECT err_digest FROM entries
                WHERE key IN (SELECT key FROM temp.doomed) AND err_inline IS NULL AND err_len > 0
              UNION ALL
-             SELECT ord_digest FROM entries
-               WHERE key IN (SELECT key FROM temp.doomed) AND ord_inline IS NULL AND ord_len > 0
+             SELECT order_digest FROM entries
+               WHERE key IN (SELECT key FROM temp.doomed) AND order_inline IS NULL AND order_len > 0
          ), counts (digest, n) AS (SELECT digest, COUNT(*) FROM gone GROUP BY digest)
          UPDATE blobs SET refs = refs - (SELECT n FROM counts WHERE counts.digest = blobs.digest)
            WHERE digest IN (SELECT digest FROM counts);
@@ -95,7 +95,7 @@ pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<
         .prepare_cached(
             "SELECT CASE WHEN out_inline IS NULL AND out_len > 0 THEN out_digest END,
                     CASE WHEN err_inline IS NULL AND err_len > 0 THEN err_digest END,
-                    CASE WHEN ord_inline IS NULL AND ord_len > 0 THEN ord_digest END
+                    CASE WHEN order_inline IS NULL AND order_len > 0 THEN order_digest END
              FROM entries WHERE key = ?1",
         )?
         .query_row(params![&key.0[..]], |r| {

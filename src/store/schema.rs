@@ -33,8 +33,9 @@ pub const SCHEMA: &str = "
 -- full, components and all).
 CREATE TABLE entries (
     key           BLOB PRIMARY KEY,
-    -- The digest of the argv after --ignore-arg: all runs of one command.
-    command       BLOB NOT NULL,
+    -- The digest of the argv after --ignore-arg (Key::command): the same
+    -- for all runs of one command, in any directory.
+    argv_digest   BLOB NOT NULL,
     -- The command line, shell-quoted, for list, stats and why.
     display       TEXT NOT NULL,
     -- The working directory, raw bytes.
@@ -50,20 +51,21 @@ CREATE TABLE entries (
     stdin_advance INTEGER NOT NULL DEFAULT 0,
     -- Three streams, each a length, the digest of its bytes and the bytes
     -- themselves when small (*_inline), else NULL and a blob file named by
-    -- the digest: stdout (out_*), stderr (err_*), and the interleaving of
-    -- the two (ord_*, see replay::interleaving).
+    -- the digest: stdout (out_*), stderr (err_*), and the order in which
+    -- the command interleaved the two (order_*: Entry::order, see
+    -- replay::interleaving).
     out_len       INTEGER NOT NULL,
     out_digest    BLOB NOT NULL,
     err_len       INTEGER NOT NULL,
     err_digest    BLOB NOT NULL,
-    ord_len       INTEGER NOT NULL,
-    ord_digest    BLOB NOT NULL,
+    order_len       INTEGER NOT NULL,
+    order_digest    BLOB NOT NULL,
     -- Entry::checksum of everything a replay uses: a row damaged on disk is
     -- a miss, not a wrong replay.
     checksum      BLOB,
     out_inline    BLOB,
     err_inline    BLOB,
-    ord_inline    BLOB,
+    order_inline    BLOB,
     -- The files the run left as outputs, with their digests (see
     -- store::encode_outputs); NULL for none.
     outputs       BLOB,
@@ -72,7 +74,7 @@ CREATE TABLE entries (
     components    TEXT NOT NULL
 );
 -- The recent entries of a command, for why and the previous duration.
-CREATE INDEX entries_by_command ON entries (command, created);
+CREATE INDEX entries_by_argv_digest ON entries (argv_digest, created);
 -- Eviction, least recently used first.
 CREATE INDEX entries_by_last_used ON entries (last_used);
 -- list (newest first) and stats (oldest and newest).
@@ -103,31 +105,31 @@ CREATE TABLE stat_cache (
     hashed_at_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- The next three are per command in its directory: `command` holds
--- store::manifest(argv digest, cwd), not the entries' argv digest.
+-- The next three are per command in its directory: `command_in_dir` is
+-- store::manifest(argv_digest, cwd) of the command's entries.
 
 -- Why the latest run of a command was not recorded, for why.
 CREATE TABLE notes (
-    command BLOB PRIMARY KEY,
-    note    TEXT NOT NULL,
-    at      INTEGER NOT NULL
+    command_in_dir BLOB PRIMARY KEY,
+    note           TEXT NOT NULL,
+    at             INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 -- The arguments runs of a command created: outputs, not inputs, from then on.
 CREATE TABLE outputs (
-    command BLOB NOT NULL,
-    path    BLOB NOT NULL,
-    PRIMARY KEY (command, path)
+    command_in_dir BLOB NOT NULL,
+    path           BLOB NOT NULL,
+    PRIMARY KEY (command_in_dir, path)
 ) WITHOUT ROWID;
 
 -- The time replays of a command saved, kept beyond its entries (a clear,
 -- eviction, a re-record), so that stats' top commands add up to the total.
 CREATE TABLE saved (
-    command  BLOB PRIMARY KEY,
+    command_in_dir BLOB PRIMARY KEY,
     -- The latest command line recorded for it.
-    display  TEXT NOT NULL,
-    hits     INTEGER NOT NULL,
-    saved_ms INTEGER NOT NULL
+    display        TEXT NOT NULL,
+    hits           INTEGER NOT NULL,
+    saved_ms       INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 -- The counters of stats (see store::counters), sharded by pid so that
@@ -410,9 +412,9 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         prepared(&conn).unwrap();
         conn.execute(
-            "INSERT INTO entries (key, command, display, cwd, created, last_used,
+            "INSERT INTO entries (key, argv_digest, display, cwd, created, last_used,
                duration_ms, exit_code, out_len, out_digest, err_len, err_digest,
-               ord_len, ord_digest, components)
+               order_len, order_digest, components)
              VALUES (x'01', x'02', 'cmd', x'', 1, 1, 1, 0, 0, x'', 0, x'', 0, x'', '[]')",
             [],
         )
