@@ -3,7 +3,7 @@
 //! Invariants: only regular files memorun names itself are removed (64-hex
 //! blob names in 2-hex shard directories, and temp files whose process
 //! died: see `temp`); a symlink is never followed and the cache directory
-//! is never left; a blob file younger than [`YOUNG_BLOB`] stays, since a
+//! is never left; a blob file younger than `YOUNG_BLOB` stays, since a
 //! concurrent run may have just put it in place and be about to reference
 //! it.
 

@@ -8,7 +8,7 @@
 //!
 //! - creates a new database from [`SCHEMA`], at [`SCHEMA_VERSION`];
 //! - upgrades an older version in place, one step per version (see
-//!   [`STEPS`]), so that a crash mid-upgrade leaves the old version intact;
+//!   `STEPS`), so that a crash mid-upgrade leaves the old version intact;
 //! - refuses a newer version ([`TooNew`]: the caller runs uncached);
 //! - rebuilds, empty, a store made by a development version of memorun
 //!   before the schema was frozen: those have no application id and a
@@ -23,7 +23,7 @@ use rusqlite::{Connection, Transaction};
 /// Unix epoch unless the column says otherwise.
 ///
 /// To change it: change this, add the step that brings a store at the
-/// previous version here to [`STEPS`] (which bumps [`SCHEMA_VERSION`]), and
+/// previous version here to `STEPS` (which bumps [`SCHEMA_VERSION`]), and
 /// test that step on a store of the previous version.
 pub const SCHEMA: &str = "
 -- One row per recorded run, under its key. An ordinary (rowid) table, with
