@@ -16,7 +16,7 @@ use crate::key::Digest;
 use crate::key::exclude::Exclusions;
 use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::stdin::StdinMode;
-use crate::store::maintenance::Limits;
+use crate::store::evict::Limits;
 use crate::term::ui::Verbosity;
 
 /// Where the store is, or why there is none.
@@ -30,39 +30,32 @@ pub enum CacheLocation {
     Unavailable(String),
 }
 
-impl Limits {
-    /// `MEMORUN_MAX_SIZE` (`500MB`, `2GiB`; default 5 GiB) and
-    /// `MEMORUN_MAX_ENTRIES` (default unlimited). A value that does not
-    /// parse keeps the default and comes back as a warning: a typo in an
-    /// environment variable must not stop the command.
-    pub fn from_env(env: &impl Fn(&str) -> Option<OsString>) -> (Limits, Vec<String>) {
-        let mut warnings = Vec::new();
-        let limits = Limits::parse_env(env, &mut warnings);
-        (limits, warnings)
-    }
-
-    fn parse_env(env: &impl Fn(&str) -> Option<OsString>, warnings: &mut Vec<String>) -> Limits {
-        let mut limits = Limits::default();
-        if let Some(v) = env("MEMORUN_MAX_SIZE").filter(|v| !v.is_empty()) {
-            let s = v.to_string_lossy();
-            match s.trim().parse::<bytesize::ByteSize>() {
-                Ok(size) => limits.max_bytes = size.as_u64(),
-                Err(_) => warnings.push(format!(
-                    "MEMORUN_MAX_SIZE='{s}' is not a size like 500MB or 2GiB; using the default 5 GiB"
-                )),
-            }
+/// The store's size limits from `MEMORUN_MAX_SIZE` (`500MB`, `2GiB`;
+/// default 5 GiB) and `MEMORUN_MAX_ENTRIES` (default unlimited). A value
+/// that does not parse keeps the default and comes back as a warning: a
+/// typo in an environment variable must not stop the command.
+pub fn limits_from_env(env: &impl Fn(&str) -> Option<OsString>) -> (Limits, Vec<String>) {
+    let mut warnings = Vec::new();
+    let mut limits = Limits::default();
+    if let Some(v) = env("MEMORUN_MAX_SIZE").filter(|v| !v.is_empty()) {
+        let s = v.to_string_lossy();
+        match s.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) => limits.max_bytes = size.as_u64(),
+            Err(_) => warnings.push(format!(
+                "MEMORUN_MAX_SIZE='{s}' is not a size like 500MB or 2GiB; using the default 5 GiB"
+            )),
         }
-        if let Some(v) = env("MEMORUN_MAX_ENTRIES").filter(|v| !v.is_empty()) {
-            let s = v.to_string_lossy();
-            match s.trim().parse::<u64>() {
-                Ok(n) => limits.max_entries = Some(n),
-                Err(_) => warnings.push(format!(
-                    "MEMORUN_MAX_ENTRIES='{s}' is not a number; not limiting entries"
-                )),
-            }
-        }
-        limits
     }
+    if let Some(v) = env("MEMORUN_MAX_ENTRIES").filter(|v| !v.is_empty()) {
+        let s = v.to_string_lossy();
+        match s.trim().parse::<u64>() {
+            Ok(n) => limits.max_entries = Some(n),
+            Err(_) => warnings.push(format!(
+                "MEMORUN_MAX_ENTRIES='{s}' is not a number; not limiting entries"
+            )),
+        }
+    }
+    (limits, warnings)
 }
 
 impl CacheLocation {
@@ -237,7 +230,7 @@ impl Config {
                     .ok_or_else(|| anyhow::anyhow!("{REFRESH_KEY_VAR} is not a key"))?,
             }),
         };
-        let (limits, warnings) = Limits::from_env(&env);
+        let (limits, warnings) = limits_from_env(&env);
         let verbosity = if args.quiet || refresh.is_some() {
             Verbosity::Quiet
         } else if args.verbose {

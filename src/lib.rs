@@ -47,9 +47,8 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Sub};
-use crate::config::{CacheLocation, Config};
+use crate::config::{CacheLocation, Config, limits_from_env};
 use crate::error::Failure;
-use crate::store::maintenance::Limits;
 use crate::term::ui::Ui;
 use crate::term::{quote, ui};
 
@@ -69,7 +68,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             with_config(run, "why ", |config, _| commands::why::why(config, json))
         }
         Some(Sub::Stats { json, zero, store }) => {
-            let (limits, _) = Limits::from_env(&env);
+            let (limits, _) = limits_from_env(&env);
             commands::stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
                 .map_err(Failure::Memorun)
         }

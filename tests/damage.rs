@@ -90,12 +90,12 @@ fn entry_record(d: &Dir, db: &[u8]) -> (Range<usize>, Range<usize>) {
         "a header this size needs a one-byte length"
     );
     header.extend(types);
-    // The body starts with the key, then the command digest: together they
+    // The body starts with the key, then the argv digest: together they
     // appear nowhere else (the indexes pair them with other columns).
-    let (Value::Blob(key), Value::Blob(command)) = (&values[0], &values[1]) else {
+    let (Value::Blob(key), Value::Blob(argv_digest)) = (&values[0], &values[1]) else {
         panic!("unexpected key columns: {values:?}");
     };
-    let body_start = [key.as_slice(), command.as_slice()].concat();
+    let body_start = [key.as_slice(), argv_digest.as_slice()].concat();
     let found: Vec<usize> = db
         .windows(body_start.len())
         .enumerate()

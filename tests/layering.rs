@@ -71,7 +71,11 @@ fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> 
             while let Some(i) = code[from..].find(prefix) {
                 let start = from + i;
                 from = start + prefix.len();
-                if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_' || bytes[start - 1] == b':') {
+                if start > 0
+                    && (bytes[start - 1].is_ascii_alphanumeric()
+                        || bytes[start - 1] == b'_'
+                        || bytes[start - 1] == b':')
+                {
                     continue;
                 }
                 let rest: String = code[from..]
@@ -208,7 +212,11 @@ fn imports_follow_the_flow_of_data() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the flow:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the flow:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

@@ -298,30 +298,73 @@ fn eviction_keeps_the_store_under_a_small_limit() {
     assert_eq!(json(&d, &["list", "--json"]).as_array().unwrap().len(), 1);
 }
 
+/// A store made by a development version of memorun (no application id,
+/// a schema version from before the schema was frozen) is rebuilt, empty,
+/// with one notice.
 #[test]
-fn schema_upgrade_from_version_one_keeps_entries() {
+fn a_development_store_is_rebuilt_with_one_notice() {
+    for old_version in [1, 6] {
+        let d = Dir::new();
+        d.run_counted(&[], "echo kept");
+        let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA application_id = 0; PRAGMA user_version = {old_version};"
+        ))
+        .unwrap();
+        drop(conn);
+        let o = d.run_counted(&[], "echo kept");
+        assert_eq!((code(&o), stdout(&o).as_str()), (0, "kept\n"));
+        assert_eq!(
+            d.count(),
+            2,
+            "version {old_version}: replayed from the old store"
+        );
+        assert_eq!(
+            stderr(&o),
+            "memorun: note: rebuilt the cache: it was made by a development version of memorun\n"
+        );
+        let o = d.run_counted(&[], "echo kept");
+        assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("kept\n", ""));
+        assert_eq!(
+            d.count(),
+            2,
+            "version {old_version}: no hit after the rebuild"
+        );
+    }
+}
+
+/// A store made by a newer memorun is left alone: the command runs uncached.
+#[test]
+fn a_newer_store_is_refused_and_left_alone() {
     let d = Dir::new();
-    d.run_counted(&[], "echo kept");
-    // Turn the store back into a version-1 store.
-    let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
-    conn.execute_batch(
-        "DROP TABLE blobs; DROP TABLE counters; DROP TABLE meta; DROP TABLE saved;
-         DROP INDEX entries_by_created;
-         ALTER TABLE entries DROP COLUMN outputs; ALTER TABLE entries DROP COLUMN stdin_advance;
-         PRAGMA user_version = 1;",
-    )
-    .unwrap();
+    d.run_counted(&[], "echo hi");
+    let db = d.cache.join("memorun.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("PRAGMA user_version = 2;").unwrap();
     drop(conn);
-    let o = d.run_counted(&[], "echo kept");
-    assert_eq!(stdout(&o), "kept\n");
-    assert_eq!(d.count(), 1, "the upgrade lost the entry");
-    assert!(
-        stderr(&o).starts_with("memorun: note: upgraded the cache from schema version 1 to 6"),
-        "{}",
-        stderr(&o)
-    );
-    let o = d.run_counted(&[], "echo kept");
-    assert_eq!(stderr(&o), "");
+    for _ in 0..2 {
+        let o = d.run_counted(&[], "echo hi");
+        assert_eq!((code(&o), stdout(&o).as_str()), (0, "hi\n"));
+        // Not damaged: no hint to reset it.
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("memorun: warning: cannot use ")
+                && err.ends_with(
+                    ": the store has schema version 2, newer than this memorun (1); running uncached\n"
+                ),
+            "{err}"
+        );
+    }
+    assert_eq!(d.count(), 3, "a store it cannot read gave a hit");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (version, entries): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), COUNT(*) FROM entries",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, entries), (2, 1));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! Only what memorun created inside the cache directory is removed: rows,
 //! blob files with memorun's own names, and temp files whose process died
 //! (see `store::temp`). Symlinks are never followed (see
-//! `store::maintenance::collect_garbage`). `--all` resets the store without
+//! `store::gc`). `--all` resets the store without
 //! opening its database (see `store::repair`).
 
 use std::ffi::OsString;
@@ -17,7 +17,7 @@ use anyhow::Result;
 use crate::config::CacheLocation;
 use crate::key::Component;
 use crate::store::db::SqliteStore;
-use crate::store::maintenance::ClearFilter;
+use crate::store::inventory::ClearFilter;
 use crate::store::now_ms;
 use crate::store::{private, repair};
 use crate::term::format::human_size;
@@ -51,7 +51,7 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
             .older_than
             .map(|d| now_ms() - d.as_millis().min(i64::MAX as u128) as i64),
         failed: args.failed,
-        command: (!args.command.is_empty()).then(|| {
+        argv_digest: (!args.command.is_empty()).then(|| {
             let argv: Vec<&[u8]> = args.command.iter().map(|a| a.as_bytes()).collect();
             Component::argv(&argv).digest
         }),

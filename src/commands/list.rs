@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::config::CacheLocation;
 use crate::store::age;
 use crate::store::db::SqliteStore;
-use crate::store::maintenance::{ClearFilter, Listed};
+use crate::store::inventory::{ClearFilter, Listed};
 use crate::term::format::{human_duration, human_size};
 
 /// Run `memorun list`; returns the exit code.

@@ -24,9 +24,9 @@ use crate::key::stdin::Feed;
 use crate::key::{Kind, State};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
+use crate::store::counters;
 use crate::store::db::SqliteStore;
 use crate::store::locks::{self, Waited};
-use crate::store::maintenance;
 use crate::store::{NewEntry, Store, age};
 use crate::term::format::human_duration;
 use crate::term::progress::Spinner;
@@ -192,7 +192,7 @@ fn look_up(
         Ok(Some(entry)) => entry,
         Ok(None) => return Lookup::Miss(None),
         Err(e) => {
-            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+            let _ = store.count(&[(counters::ERRORS, 1)]);
             ui.warn(format_args!(
                 "cannot read the cache: {e:#}; running uncached"
             ));
@@ -240,7 +240,7 @@ fn look_up(
             _ => Lookup::Miss(None),
         },
         Ok(Replayed::Unreadable(e)) => {
-            let _ = store.count(&[(maintenance::ERRORS, 1)]);
+            let _ = store.count(&[(counters::ERRORS, 1)]);
             ui.warn(format_args!("{e:#}; running uncached"));
             Lookup::Uncached
         }
@@ -419,7 +419,7 @@ fn run_and_record(
         let _ = store.note_unrecorded(
             &resolved.base.manifest,
             why,
-            &[(maintenance::MISSES, 1), (counter, 1)],
+            &[(counters::MISSES, 1), (counter, 1)],
         );
     }
     let mut recorded = false;
@@ -451,10 +451,7 @@ fn run_and_record(
                     let _ = store.note_unrecorded(
                         &resolved.base.manifest,
                         &why,
-                        &[
-                            (maintenance::MISSES, 1),
-                            (maintenance::NOT_RECORDED_CACHE, 1),
-                        ],
+                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_CACHE, 1)],
                     );
                     ui.warn(format_args!("{why}"));
                 }

@@ -18,8 +18,10 @@ use serde_json::json;
 
 use crate::config::CacheLocation;
 use crate::store::age;
+use crate::store::counters;
 use crate::store::db::SqliteStore;
-use crate::store::maintenance::{self, Limits, StoreStats};
+use crate::store::evict::Limits;
+use crate::store::inventory::StoreStats;
 use crate::term::format::{human_duration, human_size};
 
 /// Run `memorun stats`; returns the exit code.
@@ -50,7 +52,7 @@ fn count(s: &StoreStats, name: &str) -> u64 {
 }
 
 fn hit_rate(s: &StoreStats) -> Option<f64> {
-    let (h, m) = (count(s, maintenance::HITS), count(s, maintenance::MISSES));
+    let (h, m) = (count(s, counters::HITS), count(s, counters::MISSES));
     (h + m > 0).then(|| h as f64 / (h + m) as f64)
 }
 
@@ -61,20 +63,20 @@ fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
         .map(|t| json!({ "command": t.display, "hits": t.hits, "time_saved_ms": t.saved_ms }))
         .collect();
     json!({
-        "hits": count(s, maintenance::HITS),
-        "misses": count(s, maintenance::MISSES),
+        "hits": count(s, counters::HITS),
+        "misses": count(s, counters::MISSES),
         "hit_rate": hit_rate(s),
-        "time_saved_ms": count(s, maintenance::SAVED_MS),
+        "time_saved_ms": count(s, counters::SAVED_MS),
         "not_recorded": {
-            "nonzero_exit": count(s, maintenance::NOT_RECORDED_EXIT),
-            "signal": count(s, maintenance::NOT_RECORDED_SIGNAL),
-            "input_changed": count(s, maintenance::NOT_RECORDED_INPUT),
-            "output_undelivered": count(s, maintenance::NOT_RECORDED_UNDELIVERED),
-            "cache_error": count(s, maintenance::NOT_RECORDED_CACHE),
+            "nonzero_exit": count(s, counters::NOT_RECORDED_EXIT),
+            "signal": count(s, counters::NOT_RECORDED_SIGNAL),
+            "input_changed": count(s, counters::NOT_RECORDED_INPUT),
+            "output_undelivered": count(s, counters::NOT_RECORDED_UNDELIVERED),
+            "cache_error": count(s, counters::NOT_RECORDED_CACHE),
         },
-        "errors": count(s, maintenance::ERRORS),
-        "corrupt": count(s, maintenance::CORRUPT),
-        "evicted": count(s, maintenance::EVICTED),
+        "errors": count(s, counters::ERRORS),
+        "corrupt": count(s, counters::CORRUPT),
+        "evicted": count(s, counters::EVICTED),
         "entries": s.entries,
         "bytes_on_disk": s.disk_bytes,
         "temp_files": s.temp.files,
@@ -96,7 +98,7 @@ fn ago(ms: Option<i64>) -> String {
 }
 
 fn to_text(s: &StoreStats, limits: Limits) -> String {
-    let saved = Duration::from_millis(count(s, maintenance::SAVED_MS));
+    let saved = Duration::from_millis(count(s, counters::SAVED_MS));
     let rate = match hit_rate(s) {
         Some(r) => format!("{:.1} %", r * 100.0),
         None => "-".into(),
@@ -120,40 +122,34 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         None => s.entries.to_string(),
     };
     let rows: Vec<(&str, String)> = vec![
-        ("Hits", count(s, maintenance::HITS).to_string()),
-        ("Misses", count(s, maintenance::MISSES).to_string()),
+        ("Hits", count(s, counters::HITS).to_string()),
+        ("Misses", count(s, counters::MISSES).to_string()),
         ("Hit rate", rate),
         ("Time saved", human_duration(saved)),
         ("Not recorded", String::new()),
         (
             "  non-zero exit",
-            count(s, maintenance::NOT_RECORDED_EXIT).to_string(),
+            count(s, counters::NOT_RECORDED_EXIT).to_string(),
         ),
         (
             "  killed by signal",
-            count(s, maintenance::NOT_RECORDED_SIGNAL).to_string(),
+            count(s, counters::NOT_RECORDED_SIGNAL).to_string(),
         ),
         (
             "  input changed",
-            count(s, maintenance::NOT_RECORDED_INPUT).to_string(),
+            count(s, counters::NOT_RECORDED_INPUT).to_string(),
         ),
         (
             "  output undelivered",
-            count(s, maintenance::NOT_RECORDED_UNDELIVERED).to_string(),
+            count(s, counters::NOT_RECORDED_UNDELIVERED).to_string(),
         ),
         (
             "  cache error",
-            count(s, maintenance::NOT_RECORDED_CACHE).to_string(),
+            count(s, counters::NOT_RECORDED_CACHE).to_string(),
         ),
-        ("Errors", count(s, maintenance::ERRORS).to_string()),
-        (
-            "Corrupt entries",
-            count(s, maintenance::CORRUPT).to_string(),
-        ),
-        (
-            "Evicted entries",
-            count(s, maintenance::EVICTED).to_string(),
-        ),
+        ("Errors", count(s, counters::ERRORS).to_string()),
+        ("Corrupt entries", count(s, counters::CORRUPT).to_string()),
+        ("Evicted entries", count(s, counters::EVICTED).to_string()),
         ("Entries", entries),
         ("Size on disk", size),
         ("Oldest entry", ago(s.oldest_ms)),
@@ -193,8 +189,8 @@ mod tests {
     #[test]
     fn json_has_numeric_hits_and_misses() {
         let mut s = StoreStats::default();
-        s.counters.insert(maintenance::HITS.into(), 3);
-        s.counters.insert(maintenance::MISSES.into(), 1);
+        s.counters.insert(counters::HITS.into(), 3);
+        s.counters.insert(counters::MISSES.into(), 1);
         let v = to_json(&s, Limits::default());
         assert_eq!(v["hits"], 3);
         assert_eq!(v["misses"], 1);

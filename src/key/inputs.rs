@@ -37,14 +37,9 @@ use rayon::prelude::*;
 use crate::key::exclude::Exclusions;
 use crate::key::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
+pub use crate::store::statcache::{CachedStat, FileStat, RACY_MARGIN_NS, StatCache};
 use crate::term::format::io_reason;
 use crate::term::progress::HashProgress;
-
-/// A file modified within this many nanoseconds of being hashed (or of the
-/// run starting) is "racy": a later write in the same timestamp tick could
-/// leave its stat unchanged, so its content is checked, not its stat. Two
-/// seconds covers the coarsest common timestamps (FAT).
-pub const RACY_MARGIN_NS: i64 = 2_000_000_000;
 
 /// From this many files to hash, hash them on all cores.
 const PARALLEL_FILES: usize = 16;
@@ -55,69 +50,6 @@ const PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
 /// directory walk) are hashed every time instead of being looked up in the
 /// stat cache: reading 16 KiB and hashing it costs less than the query.
 const SMALL_FILE: u64 = 16 * 1024;
-
-/// What identifies a file's content cheaply: if any of this changes, the
-/// content may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStat {
-    /// Device.
-    pub dev: u64,
-    /// Inode.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub mtime_ns: i64,
-    /// Status change time, nanoseconds since the epoch.
-    pub ctime_ns: i64,
-}
-
-impl FileStat {
-    /// The identity of a file from its metadata.
-    pub fn of(m: &fs::Metadata) -> FileStat {
-        FileStat {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: m
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.mtime_nsec()),
-            ctime_ns: m
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(m.ctime_nsec()),
-        }
-    }
-
-    /// Whether a modification at or after `moment_ns` might not show in
-    /// this stat, because the file was already modified that recently.
-    pub fn is_racy(&self, moment_ns: i64) -> bool {
-        let limit = moment_ns.saturating_sub(RACY_MARGIN_NS);
-        self.mtime_ns >= limit || self.ctime_ns >= limit
-    }
-}
-
-/// A stat-cache entry: the digest a file had when it had this stat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CachedStat {
-    /// The file's identity when hashed.
-    pub stat: FileStat,
-    /// Its content digest.
-    pub digest: Digest,
-    /// When hashing started, nanoseconds since the epoch.
-    pub hashed_at_ns: i64,
-}
-
-/// Remembers digests of files by absolute path and stat.
-pub trait StatCache {
-    /// The cached entry for `abs`, if any.
-    fn get(&mut self, abs: &Path) -> Option<CachedStat>;
-    /// Hint: many files under `abs_dir` are about to be looked up.
-    fn preload(&mut self, _abs_dir: &Path) {}
-    /// Remember a freshly hashed file.
-    fn put(&mut self, abs: &Path, entry: CachedStat);
-}
 
 /// A stat cache that remembers nothing.
 pub struct NoStatCache;

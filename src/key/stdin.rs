@@ -22,7 +22,7 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 
 use crate::key::hashing;
-use crate::key::inputs::FileStat;
+use crate::store::statcache::FileStat;
 use crate::key::{Component, Digest};
 use crate::store::temp::Temp;
 

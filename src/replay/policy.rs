@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::key::exclude::Exclusions;
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
-use crate::store::maintenance;
+use crate::store::counters;
 use crate::store::{Entry, age};
 use crate::term::format::{human_duration, io_reason};
 
@@ -93,13 +93,13 @@ pub fn unrecordable(
     match end.status {
         Err(sig) => {
             return Some((
-                maintenance::NOT_RECORDED_SIGNAL,
+                counters::NOT_RECORDED_SIGNAL,
                 format!("killed by signal {sig}"),
             ));
         }
         Ok(code) if code != 0 && !policy.cache_failures => {
             return Some((
-                maintenance::NOT_RECORDED_EXIT,
+                counters::NOT_RECORDED_EXIT,
                 format!("exit code {code} (--cache-failures records it)"),
             ));
         }
@@ -107,26 +107,26 @@ pub fn unrecordable(
     }
     if end.interrupted {
         return Some((
-            maintenance::NOT_RECORDED_SIGNAL,
+            counters::NOT_RECORDED_SIGNAL,
             "memorun was interrupted by a signal while the command ran".into(),
         ));
     }
     if end.delivery_failed {
         return Some((
-            maintenance::NOT_RECORDED_UNDELIVERED,
+            counters::NOT_RECORDED_UNDELIVERED,
             "its output could not be delivered".into(),
         ));
     }
     if let Some(e) = end.record_error {
         return Some((
-            maintenance::NOT_RECORDED_CACHE,
+            counters::NOT_RECORDED_CACHE,
             format!("cannot record its output: {}", io_reason(e)),
         ));
     }
     if let Some(w) =
         inputs::changed_during_run(&resolved.watch, resolved.started_ns, policy.exclude)
     {
-        return Some((maintenance::NOT_RECORDED_INPUT, inputs::changed_message(w)));
+        return Some((counters::NOT_RECORDED_INPUT, inputs::changed_message(w)));
     }
     None
 }

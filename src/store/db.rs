@@ -11,7 +11,7 @@
 //!
 //! Invariants: every write runs in a `BEGIN IMMEDIATE` transaction; a row is
 //! inserted only after all of its blobs are in place, so no row points at a
-//! partial blob; the schema version is `PRAGMA user_version`.
+//! partial blob; the schema and its version are `schema`'s.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,12 +21,15 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
-use super::hitlog;
-use super::maintenance::{self, Limits};
-use super::repair;
+use super::counters::{CORRUPT, HITS, MISSES, SAVED_MS, bump};
+use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
+use super::evict::{self, Limits};
+use super::inventory::{self, ClearFilter, Listed, StoreStats};
+use super::refs::{self, Removed};
+use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
 use super::{Entry, NewEntry, Source, Store, StoredStream, now_ms, private};
-use super::{secret, temp};
+use super::{gc, hitlog, repair, secret, temp};
 use crate::key::{Component, Digest};
 
 pub use super::schema::SCHEMA_VERSION;
@@ -52,26 +55,10 @@ pub struct Previous {
     pub components: Vec<Component>,
 }
 
-/// The store was made by a newer memorun: not damaged, so no reset hint.
-#[derive(Debug)]
-struct TooNew(i64);
-
-impl std::fmt::Display for TooNew {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooNew {}
-
 /// A cache directory opened for use.
 pub struct SqliteStore {
-    pub(super) conn: Connection,
-    pub(super) blobs: Blobs,
+    conn: Connection,
+    blobs: Blobs,
     root: PathBuf,
     tmp_dir: PathBuf,
     secret: [u8; 32],
@@ -217,10 +204,7 @@ impl SqliteStore {
                 }
             }
         }
-        maintenance::bump(
-            &tx,
-            &[(maintenance::HITS, count), (maintenance::SAVED_MS, saved)],
-        )?;
+        bump(&tx, &[(HITS, count), (SAVED_MS, saved)])?;
         tx.commit()?;
         folding.done()?;
         Ok(())
@@ -250,7 +234,7 @@ impl SqliteStore {
     pub fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT path FROM outputs WHERE command = ?1 ORDER BY path")?;
+            .prepare_cached("SELECT path FROM outputs WHERE command_in_dir = ?1 ORDER BY path")?;
         let rows = stmt.query_map(params![&manifest.0[..]], |r| r.get::<_, Vec<u8>>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -267,9 +251,11 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("INSERT OR REPLACE INTO notes (command, note, at) VALUES (?1, ?2, ?3)")?
-            .execute(params![&manifest.0[..], note, now_ms()])?;
-        maintenance::bump(&tx, counters)?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO notes (command_in_dir, note, at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![&manifest.0[..], note, now_ms()])?;
+        bump(&tx, counters)?;
         tx.commit()?;
         temp::sweep(&self.tmp_dir, false);
         Ok(())
@@ -279,19 +265,19 @@ impl SqliteStore {
     pub fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT note, at FROM notes WHERE command = ?1")?
+            .prepare_cached("SELECT note, at FROM notes WHERE command_in_dir = ?1")?
             .query_row(params![&manifest.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
     /// How long the most recent recorded run of the same command took.
-    pub fn previous_duration(&self, command: &Digest) -> Result<Option<Duration>> {
+    pub fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT duration_ms FROM entries WHERE command = ?1 ORDER BY created DESC LIMIT 1",
+                "SELECT duration_ms FROM entries WHERE argv_digest = ?1 ORDER BY created DESC LIMIT 1",
             )?
-            .query_row(params![&command.0[..]], |r| r.get::<_, i64>(0))
+            .query_row(params![&argv_digest.0[..]], |r| r.get::<_, i64>(0))
             .optional()?
             .map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
@@ -304,15 +290,15 @@ impl SqliteStore {
     /// only the winner is decoded in full.
     pub fn previous_run<S: Ord>(
         &self,
-        command: &Digest,
+        argv_digest: &Digest,
         except: &Digest,
         score: impl Fn(&str) -> Option<S>,
     ) -> Result<Option<Previous>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, created, components FROM entries
-             WHERE command = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
+             WHERE argv_digest = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
         )?;
-        let mut rows = stmt.query(params![&command.0[..], &except.0[..], CLOSEST_OF])?;
+        let mut rows = stmt.query(params![&argv_digest.0[..], &except.0[..], CLOSEST_OF])?;
         let mut best: Option<(S, Vec<u8>, i64, String)> = None;
         while let Some(r) = rows.next()? {
             let (Ok(key), Ok(created), Ok(ValueRef::Text(json))) =
@@ -353,16 +339,14 @@ impl SqliteStore {
         // spend about as long on that as on its query.
         persist_wal(&self.conn);
         self.conn
-            .pragma_update(None, "journal_size_limit", 0)
+            .execute_batch("PRAGMA journal_size_limit = 0; PRAGMA synchronous = NORMAL;")
             .context("cannot configure the database")?;
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         // The first statement to read the file is where "file is not a
         // database" shows up.
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == SCHEMA_VERSION {
-            // Created by `migrate` below, in WAL mode, which the file keeps.
+        let found = schema::found(&self.conn)?;
+        if found == Found::Store(SCHEMA_VERSION) {
+            // Created by `schema::prepare` below, in WAL mode, which the
+            // file keeps.
             return Ok(());
         }
         let mode: String = self
@@ -376,19 +360,33 @@ impl SqliteStore {
                 bail!("cannot switch the database to WAL mode (got '{mode}')");
             }
         }
-        if version > SCHEMA_VERSION {
+        if let Found::Store(version) = found
+            && version > SCHEMA_VERSION
+        {
             return Err(TooNew(version).into());
         }
+        // Under the write lock, which `prepare` reads the header again
+        // under: another process may have won.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-        // Re-check under the write lock: another process may have won.
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let upgraded = super::schema::migrate(&tx, version)?;
+        let prepared = schema::prepare(&tx)?;
         tx.commit()?;
-        if let Some(from) = upgraded {
-            *self.notice.borrow_mut() = Some(format!(
-                "upgraded the cache from schema version {from} to {SCHEMA_VERSION}"
-            ));
-        }
+        let notice = match prepared {
+            Prepared::Current | Prepared::Created => return Ok(()),
+            Prepared::Upgraded(from) => {
+                format!("upgraded the cache from schema version {from} to {SCHEMA_VERSION}")
+            }
+            Prepared::Rebuilt => {
+                // What the old store held goes with it: hits of its entries
+                // not yet folded, and its blob files (all but the youngest,
+                // which a run of an older memorun may be about to use).
+                if let Ok(Some(log)) = hitlog::take(&self.hit_log()) {
+                    let _ = log.done();
+                }
+                let _ = self.collect_garbage(&self.tmp_dir, false);
+                "rebuilt the cache: it was made by a development version of memorun".to_string()
+            }
+        };
+        *self.notice.borrow_mut() = Some(notice);
         Ok(())
     }
 
@@ -435,8 +433,8 @@ impl SqliteStore {
                 return Ok(false);
             }
         }
-        let freed = maintenance::delete_entry(&tx, key)?;
-        maintenance::bump(&tx, &[(maintenance::CORRUPT, 1)])?;
+        let freed = refs::delete_entry(&tx, key)?;
+        bump(&tx, &[(CORRUPT, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(true)
@@ -457,7 +455,7 @@ impl SqliteStore {
     /// Run `f`; if SQLite finds the entries damaged, salvage them and run
     /// it once more. For the commands that read every entry (`list`,
     /// `stats`, `clear`, `why`), which must keep working around a bad row.
-    pub(super) fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+    fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
         match f(self) {
             Err(e) if repair::is_corruption(&e) => {
                 self.salvage(None)?;
@@ -465,6 +463,72 @@ impl SqliteStore {
             }
             other => other,
         }
+    }
+
+    /// Remove the files of blobs no entry references. A failure leaves an
+    /// unreferenced file that the next `clear` collects.
+    fn remove_blob_files(&self, freed: &[Digest]) {
+        for d in freed {
+            // A concurrent insert may have referenced it again since.
+            let referenced = self
+                .conn
+                .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")
+                .and_then(|mut s| s.exists(params![&d.0[..]]))
+                .unwrap_or(true);
+            if !referenced {
+                let _ = std::fs::remove_file(self.blobs.path(d));
+            }
+        }
+    }
+
+    /// After a write, evict least recently used entries until the store is
+    /// back to about 90% of its limits (see `evict`). Best effort.
+    pub fn enforce_limits(&mut self) {
+        if let Ok(removed) = evict::evict(&mut self.conn, self.limits, &self.tmp_dir) {
+            self.remove_blob_files(&removed.freed);
+        }
+    }
+
+    /// Counters, sizes and the top commands for `stats` (see `inventory`).
+    pub fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
+        self.or_salvage(|store| {
+            store.fold_hits()?;
+            inventory::stats(&store.conn, cache_dir, &store.tmp_dir)
+        })
+    }
+
+    /// Reset the counters and the time saved per command, keeping the
+    /// entries. Hits not yet folded are counted first, then reset with the
+    /// rest.
+    pub fn zero_counters(&mut self) -> Result<()> {
+        self.fold_hits()?;
+        inventory::zero_counters(&mut self.conn)
+    }
+
+    /// The entries matching `filter`, newest first. A row that does not
+    /// decode or fails its checksum is left out: its values are not what
+    /// was recorded, and the next lookup of its key (or `clear`) removes it.
+    pub fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+        self.or_salvage(|store| {
+            store.fold_hits()?;
+            inventory::list(&store.conn, filter)
+        })
+    }
+
+    /// Remove the entries matching `filter` and their now unused blobs.
+    pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
+        self.or_salvage(|store| {
+            store.fold_hits()?;
+            let removed = inventory::clear(&mut store.conn, filter)?;
+            store.remove_blob_files(&removed.freed);
+            Ok(removed)
+        })
+    }
+
+    /// Remove blob files no entry references and temp files left by a
+    /// crash (see `gc`). Returns how many files and bytes went.
+    pub fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
+        gc::collect_garbage(&self.conn, &self.blobs, tmp_dir, dry_run)
     }
 }
 
@@ -529,19 +593,19 @@ fn is_busy(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The manifest of the entry's command, from its `command` and `cwd`
+/// The manifest of the entry's command, from its `argv_digest` and `cwd`
 /// columns starting at `first` (`None` when they are not what memorun
 /// writes: the hit then counts in the totals only).
 fn manifest_at(row: &rusqlite::Row<'_>, first: usize) -> Option<Digest> {
-    let command = Digest::from_slice(&row.get::<_, Vec<u8>>(first).ok()?)?;
+    let argv_digest = Digest::from_slice(&row.get::<_, Vec<u8>>(first).ok()?)?;
     let cwd: Vec<u8> = row.get(first + 1).ok()?;
-    Some(super::manifest(&command, &cwd))
+    Some(super::manifest(&argv_digest, &cwd))
 }
 
 /// The manifest of the command of the entry under `key`, if it is there.
 fn manifest_of(conn: &Connection, key: &Digest) -> rusqlite::Result<Option<Digest>> {
     Ok(conn
-        .prepare_cached("SELECT command, cwd FROM entries WHERE key = ?1")?
+        .prepare_cached("SELECT argv_digest, cwd FROM entries WHERE key = ?1")?
         .query_row(params![&key.0[..]], |r| Ok(manifest_at(r, 0)))
         .optional()?
         .flatten())
@@ -559,87 +623,13 @@ fn add_saved(
     saved_ms: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO saved (command, display, hits, saved_ms)
+        "INSERT INTO saved (command_in_dir, display, hits, saved_ms)
          VALUES (?1, COALESCE((SELECT display FROM entries WHERE key = ?2), ''), ?3, ?4)
-         ON CONFLICT (command) DO UPDATE SET
+         ON CONFLICT (command_in_dir) DO UPDATE SET
            hits = hits + excluded.hits, saved_ms = saved_ms + excluded.saved_ms",
     )?
     .execute(params![&manifest.0[..], &key.0[..], hits, saved_ms])?;
     Ok(())
-}
-
-/// The columns [`decode_entry`] reads, in its order.
-pub(super) const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
-    out_len, out_digest, out_inline, err_len, err_digest, err_inline,
-    ord_len, ord_digest, ord_inline, outputs, checksum";
-
-/// How many columns [`ENTRY_COLUMNS`] names.
-pub(super) const ENTRY_COLUMN_COUNT: usize = 16;
-
-/// The entry in the [`ENTRY_COLUMNS`] starting at column `first`, if it
-/// decodes and matches its checksum.
-pub(super) fn decode_verified(row: &rusqlite::Row<'_>, first: usize) -> Option<Entry> {
-    let (entry, sum) = decode_entry(row, first).ok()?;
-    (sum.as_deref() == Some(&entry.checksum().0[..])).then_some(entry)
-}
-
-/// A column value that cannot be what memorun wrote.
-fn malformed(col: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        col,
-        rusqlite::types::Type::Blob,
-        format!("malformed entry: {what}").into(),
-    )
-}
-
-/// A non-negative integer column.
-fn count_at(row: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<u64> {
-    u64::try_from(row.get::<_, i64>(col)?).map_err(|_| malformed(col, "negative"))
-}
-
-/// A 32-byte digest column.
-fn digest_at(row: &rusqlite::Row<'_>, col: usize) -> rusqlite::Result<Digest> {
-    Digest::from_slice(&row.get::<_, Vec<u8>>(col)?)
-        .ok_or_else(|| malformed(col, "digest is not 32 bytes"))
-}
-
-fn stream_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredStream> {
-    Ok(StoredStream {
-        len: count_at(row, first)?,
-        digest: digest_at(row, first + 1)?,
-        inline: row.get(first + 2)?,
-    })
-}
-
-/// Decode the [`ENTRY_COLUMNS`] starting at column `first`, strictly: a
-/// NULL, a value of another type, a negative length or a malformed digest
-/// or output list is an error, never a default. Returns the entry and the
-/// stored checksum (`None` when the column is not a blob).
-pub(super) fn decode_entry(
-    row: &rusqlite::Row<'_>,
-    first: usize,
-) -> rusqlite::Result<(Entry, Option<Vec<u8>>)> {
-    let c = |i: usize| first + i;
-    let outputs = match row.get::<_, Option<Vec<u8>>>(c(14))? {
-        None => Vec::new(),
-        Some(b) => super::decode_outputs(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
-    };
-    let entry = Entry {
-        key: digest_at(row, c(0))?,
-        created_ms: row.get(c(1))?,
-        duration: Duration::from_millis(count_at(row, c(2))?),
-        exit_code: row.get(c(3))?,
-        stdin_advance: count_at(row, c(4))?,
-        stdout: stream_at(row, c(5))?,
-        stderr: stream_at(row, c(8))?,
-        order: stream_at(row, c(11))?,
-        outputs,
-    };
-    let checksum = match row.get_ref(c(15))? {
-        rusqlite::types::ValueRef::Blob(b) => Some(b.to_vec()),
-        _ => None,
-    };
-    Ok((entry, checksum))
 }
 
 impl Store for SqliteStore {
@@ -647,7 +637,7 @@ impl Store for SqliteStore {
         let found = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS}, command, cwd FROM entries WHERE key = ?1"
+                "SELECT {ENTRY_COLUMNS}, argv_digest, cwd FROM entries WHERE key = ?1"
             ))?
             .query_row(params![&key.0[..]], |row| {
                 Ok((decode_entry(row, 0), manifest_at(row, ENTRY_COLUMN_COUNT)))
@@ -694,7 +684,7 @@ impl Store for SqliteStore {
         if stream.len == 0 {
             return Ok(None);
         }
-        // Blobs recorded by schema 1 have no fast check: BLAKE3 then.
+        // A blob without a fast check is checked with BLAKE3.
         let check: Option<[u8; 16]> = self
             .conn
             .prepare_cached("SELECT xxh3 FROM blobs WHERE digest = ?1")?
@@ -725,7 +715,7 @@ impl Store for SqliteStore {
         let _ = self.fold_hits();
         let (stdout, out_check) = self.put_stream(e.stdout)?;
         let (stderr, err_check) = self.put_stream(e.stderr)?;
-        let (order, ord_check) = self.put_stream(e.order)?;
+        let (order, order_check) = self.put_stream(e.order)?;
         // The entry exactly as a lookup will decode it, to seal it.
         let entry = Entry {
             key: e.key.digest,
@@ -743,25 +733,26 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
-        let mut freed = maintenance::delete_entry(&tx, &entry.key)?;
+        let mut freed = refs::delete_entry(&tx, &entry.key)?;
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
-        tx.prepare_cached("DELETE FROM notes WHERE command = ?1")?
+        tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
             .execute(params![&e.manifest.0[..]])?;
         // Its replays will count toward the command's time saved, under the
         // latest way it was written. (The manifest as a hit finds it: from
         // the row's command and cwd.)
         tx.prepare_cached(
-            "INSERT INTO saved (command, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
-             ON CONFLICT (command) DO UPDATE SET display = excluded.display",
+            "INSERT INTO saved (command_in_dir, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
+             ON CONFLICT (command_in_dir) DO UPDATE SET display = excluded.display",
         )?
         .execute(params![
             &super::manifest(&e.key.command, &e.cwd).0[..],
             e.display
         ])?;
         if !e.created.is_empty() {
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO outputs (command, path) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO outputs (command_in_dir, path) VALUES (?1, ?2)",
+            )?;
             for p in &e.created {
                 stmt.execute(params![&e.manifest.0[..], p])?;
             }
@@ -769,20 +760,20 @@ impl Store for SqliteStore {
         let streams = [
             (&entry.stdout, out_check),
             (&entry.stderr, err_check),
-            (&entry.order, ord_check),
+            (&entry.order, order_check),
         ];
         for (s, check) in &streams {
             if s.inline.is_none() && s.len > 0 {
-                maintenance::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
+                refs::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
             }
         }
         tx.prepare_cached(
             "INSERT INTO entries
-               (key, command, display, cwd, components, created, last_used,
+               (key, argv_digest, display, cwd, components, created, last_used,
                 duration_ms, exit_code, hits,
                 out_len, out_digest, out_inline,
                 err_len, err_digest, err_inline,
-                ord_len, ord_digest, ord_inline, outputs, stdin_advance, checksum)
+                order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
                      ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?
@@ -814,7 +805,7 @@ impl Store for SqliteStore {
                 .iter()
                 .any(|(s, _)| s.inline.is_none() && s.digest == *d)
         });
-        maintenance::bump(&tx, &[(maintenance::MISSES, 1)])?;
+        bump(&tx, &[(MISSES, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         // Spools of runs killed before they could clean up: gone now, so
@@ -852,10 +843,7 @@ impl Store for SqliteStore {
                 if let Some(m) = manifest {
                     add_saved(&tx, &m, &entry.key, 1, saved)?;
                 }
-                maintenance::bump(
-                    &tx,
-                    &[(maintenance::HITS, 1), (maintenance::SAVED_MS, saved)],
-                )?;
+                bump(&tx, &[(HITS, 1), (SAVED_MS, saved)])?;
                 tx.commit()?;
                 Ok(())
             }
@@ -870,7 +858,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let freed = maintenance::delete_entry(&tx, key)?;
+        let freed = refs::delete_entry(&tx, key)?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(())
@@ -880,7 +868,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        maintenance::bump(&tx, counters)?;
+        bump(&tx, counters)?;
         tx.commit()?;
         Ok(())
     }
@@ -1034,7 +1022,7 @@ mod tests {
         record(&mut store, &key, 0, &vec![7u8; 100_000]);
         let e = store.lookup(&key.digest).unwrap().unwrap();
         // A concurrent clear: the row and its blob go.
-        store.clear(&maintenance::ClearFilter::default()).unwrap();
+        store.clear(&ClearFilter::default()).unwrap();
         assert!(store.open_stream(&e.stderr).unwrap().is_none());
         assert!(!store.discard_corrupt(&e).unwrap());
         // Re-recorded since: another entry under the same key, kept.
@@ -1138,7 +1126,7 @@ mod tests {
         let row: (String, i64, i64) = store
             .conn
             .query_row(
-                "SELECT display, hits, saved_ms FROM saved WHERE command = ?1",
+                "SELECT display, hits, saved_ms FROM saved WHERE command_in_dir = ?1",
                 params![&manifest.0[..]],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )

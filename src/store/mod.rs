@@ -7,11 +7,16 @@
 //! captured output files can slot in behind the same trait.
 
 pub mod blobs;
+pub mod counters;
 pub mod db;
+pub mod entry_row;
+pub mod evict;
+pub mod gc;
 pub mod hitlog;
+pub mod inventory;
 pub mod locks;
-pub mod maintenance;
 pub mod private;
+pub mod refs;
 pub mod repair;
 pub mod schema;
 pub mod secret;
@@ -63,7 +68,8 @@ pub struct Entry {
 
 /// Version of the entry checksum's encoding. If you add a field to
 /// [`Entry`], or change how [`Entry::checksum`] encodes one, change this
-/// (and the schema version, whose upgrade re-seals the entries it keeps).
+/// (and add a schema upgrade step that re-seals the entries it keeps: see
+/// `schema`).
 pub const CHECKSUM_VERSION: u32 = 1;
 
 impl Entry {
@@ -203,12 +209,13 @@ pub trait Store {
 
 /// Names a command (its argv digest after `--ignore-arg`) in a directory:
 /// the arguments it created (outputs), why its latest run was not recorded
-/// (notes) and the time its replays saved are kept under this. An entry's
-/// is `manifest(command, cwd)` of its row.
-pub fn manifest(command: &Digest, cwd: &[u8]) -> Digest {
+/// (notes) and the time its replays saved are kept under this, in their
+/// `command_in_dir` column. An entry's is `manifest(argv_digest, cwd)` of
+/// its row.
+pub fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"memorun manifest");
-    h.update(&command.0);
+    h.update(&argv_digest.0);
     h.update(cwd);
     h.finalize().into()
 }
@@ -275,8 +282,8 @@ mod tests {
     }
 
     /// If this fails, the checksum's encoding changed: bump
-    /// `CHECKSUM_VERSION` and the schema version (whose upgrade re-seals the
-    /// entries), then update the expected digest.
+    /// `CHECKSUM_VERSION` and add a schema upgrade step that re-seals the
+    /// entries, then update the expected digest.
     #[test]
     fn checksum_encoding_is_stable() {
         assert_eq!(

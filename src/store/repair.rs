@@ -24,7 +24,7 @@ use std::path::Path;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::maintenance;
+use super::counters::{self, CORRUPT};
 use crate::key::Digest;
 
 /// What to tell the user when the database cannot be used at all.
@@ -160,7 +160,7 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
                  UNION ALL
                  SELECT err_digest FROM entries WHERE err_inline IS NULL AND err_len > 0
                  UNION ALL
-                 SELECT ord_digest FROM entries WHERE ord_inline IS NULL AND ord_len > 0
+                 SELECT order_digest FROM entries WHERE order_inline IS NULL AND order_len > 0
              ) WHERE d = blobs.digest);",
     )?;
     let freed: Vec<Digest> = tx
@@ -169,7 +169,7 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
         .filter_map(|d| d.ok().and_then(|d| Digest::from_slice(&d)))
         .collect();
     tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
-    maintenance::bump(tx, &[(maintenance::CORRUPT, lost)])?;
+    counters::bump(tx, &[(CORRUPT, lost)])?;
     Ok(freed)
 }
 
@@ -182,12 +182,12 @@ mod tests {
     fn salvage_keeps_readable_rows_and_fresh_indexes() {
         let conn = Connection::open_in_memory().unwrap();
         let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        crate::store::schema::migrate(&tx, 0).unwrap();
+        crate::store::schema::prepare(&tx).unwrap();
         for k in [1u8, 2, 3] {
             tx.execute(
-                "INSERT INTO entries (key, command, display, cwd, created, last_used,
+                "INSERT INTO entries (key, argv_digest, display, cwd, created, last_used,
                    duration_ms, exit_code, out_len, out_digest, err_len, err_digest,
-                   ord_len, ord_digest, components)
+                   order_len, order_digest, components)
                  VALUES (?1, x'00', 'c', x'', 1, 1, 1, 0, 5, ?2, 0, x'00', 0, x'00', '[]')",
                 params![vec![k; 32], vec![9u8; 32]],
             )

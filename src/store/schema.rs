@@ -1,41 +1,98 @@
-//! The database schema, its version, and upgrades from older versions.
+//! The database schema, in one place ([`SCHEMA`]), and what opening a
+//! database does about its version.
 //!
-//! Invariant: `PRAGMA user_version` is the schema version. A new store is
-//! created at [`SCHEMA_VERSION`]; an older one is upgraded in place, inside
-//! the caller's `BEGIN IMMEDIATE` transaction, so a crash mid-upgrade leaves
-//! the old version intact. A newer one is refused (the caller runs uncached).
+//! A store is recognized by two numbers in the database header: `PRAGMA
+//! application_id` is [`APPLICATION_ID`] on every store memorun creates, and
+//! `PRAGMA user_version` is its schema version. Under the caller's `BEGIN
+//! IMMEDIATE` transaction, [`prepare`]:
+//!
+//! - creates a new database from [`SCHEMA`], at [`SCHEMA_VERSION`];
+//! - upgrades an older version in place, one step per version (see
+//!   `STEPS`), so that a crash mid-upgrade leaves the old version intact;
+//! - refuses a newer version ([`TooNew`]: the caller runs uncached);
+//! - rebuilds, empty, a store made by a development version of memorun
+//!   before the schema was frozen: those have no application id and a
+//!   `user_version` from 1 to 6, numbers that now mean something else. A
+//!   store is a cache, so dropping its entries costs only misses.
 
 use anyhow::{Result, bail};
-use rusqlite::Transaction;
+use rusqlite::{Connection, Transaction};
 
-/// Version of the database schema, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 6;
-
-/// Version 1: entries, the stat cache, notes and the output manifest.
-const SCHEMA_V1: &str = "
+/// Every table and index of a store, as a new one is created. The
+/// digests are 32-byte BLAKE3 digests; times are milliseconds since the
+/// Unix epoch unless the column says otherwise.
+///
+/// To change it: change this, add the step that brings a store at the
+/// previous version here to `STEPS` (which bumps [`SCHEMA_VERSION`]), and
+/// test that step on a store of the previous version.
+pub const SCHEMA: &str = "
+-- One row per recorded run, under its key. An ordinary (rowid) table, with
+-- the large columns last: a lookup reads the key's index, then the row only
+-- up to the columns it asks for (SQLite follows a row's overflow pages from
+-- the start, and a WITHOUT ROWID table would load every row it compares in
+-- full, components and all).
 CREATE TABLE entries (
-    key         BLOB PRIMARY KEY,
-    command     BLOB NOT NULL,
-    display     TEXT NOT NULL,
-    cwd         BLOB NOT NULL,
-    components  TEXT NOT NULL,
-    created     INTEGER NOT NULL,
-    last_used   INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    exit_code   INTEGER NOT NULL,
-    hits        INTEGER NOT NULL DEFAULT 0,
-    out_len     INTEGER NOT NULL,
-    out_digest  BLOB NOT NULL,
-    out_inline  BLOB,
-    err_len     INTEGER NOT NULL,
-    err_digest  BLOB NOT NULL,
-    err_inline  BLOB,
-    ord_len     INTEGER NOT NULL,
-    ord_digest  BLOB NOT NULL,
-    ord_inline  BLOB
-) WITHOUT ROWID;
-CREATE INDEX entries_by_command ON entries (command, created);
+    key           BLOB PRIMARY KEY,
+    -- The digest of the argv after --ignore-arg (Key::command): the same
+    -- for all runs of one command, in any directory.
+    argv_digest   BLOB NOT NULL,
+    -- The command line, shell-quoted, for list, stats and why.
+    display       TEXT NOT NULL,
+    -- The working directory, raw bytes.
+    cwd           BLOB NOT NULL,
+    created       INTEGER NOT NULL,
+    -- The latest replay (or the recording); eviction removes the oldest.
+    last_used     INTEGER NOT NULL,
+    duration_ms   INTEGER NOT NULL,
+    exit_code     INTEGER NOT NULL,
+    hits          INTEGER NOT NULL DEFAULT 0,
+    -- How far the command read a regular file on its stdin: a replay leaves
+    -- the file offset there.
+    stdin_advance INTEGER NOT NULL DEFAULT 0,
+    -- Three streams, each a length, the digest of its bytes and the bytes
+    -- themselves when small (*_inline), else NULL and a blob file named by
+    -- the digest: stdout (out_*), stderr (err_*), and the order in which
+    -- the command interleaved the two (order_*: Entry::order, see
+    -- replay::interleaving).
+    out_len       INTEGER NOT NULL,
+    out_digest    BLOB NOT NULL,
+    err_len       INTEGER NOT NULL,
+    err_digest    BLOB NOT NULL,
+    order_len       INTEGER NOT NULL,
+    order_digest    BLOB NOT NULL,
+    -- Entry::checksum of everything a replay uses: a row damaged on disk is
+    -- a miss, not a wrong replay.
+    checksum      BLOB,
+    out_inline    BLOB,
+    err_inline    BLOB,
+    order_inline    BLOB,
+    -- The files the run left as outputs, with their digests (see
+    -- store::encode_outputs); NULL for none.
+    outputs       BLOB,
+    -- The key's components, JSON, for why: megabytes for a command with
+    -- thousands of inputs, hence last.
+    components    TEXT NOT NULL
+);
+-- The recent entries of a command, for why and the previous duration.
+CREATE INDEX entries_by_argv_digest ON entries (argv_digest, created);
+-- Eviction, least recently used first.
 CREATE INDEX entries_by_last_used ON entries (last_used);
+-- list (newest first) and stats (oldest and newest).
+CREATE INDEX entries_by_created ON entries (created);
+
+-- The blob files, by digest, with the number of entry streams naming each:
+-- a blob whose count drops to zero is removed (see store::refs).
+CREATE TABLE blobs (
+    digest BLOB PRIMARY KEY,
+    len    INTEGER NOT NULL,
+    refs   INTEGER NOT NULL,
+    -- An XXH3-128 of the content: the fast check a replay verifies it with
+    -- (BLAKE3 when it is NULL).
+    xxh3   BLOB
+) WITHOUT ROWID;
+
+-- The stat cache (see store::statcache): a file's digest by absolute path,
+-- trusted while its stat is unchanged.
 CREATE TABLE stat_cache (
     path         BLOB PRIMARY KEY,
     dev          INTEGER NOT NULL,
@@ -44,502 +101,337 @@ CREATE TABLE stat_cache (
     mtime_ns     INTEGER NOT NULL,
     ctime_ns     INTEGER NOT NULL,
     digest       BLOB NOT NULL,
+    -- When hashing started, ns: a stat this close to it is racy.
     hashed_at_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE notes (
-    command BLOB PRIMARY KEY,
-    note    TEXT NOT NULL,
-    at      INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE outputs (
-    command BLOB NOT NULL,
-    path    BLOB NOT NULL,
-    PRIMARY KEY (command, path)
-) WITHOUT ROWID;
-";
 
-/// Version 2 adds blobs with reference counts (for size accounting,
-/// eviction and collection) and an XXH3-128 fast integrity check (NULL for
-/// blobs carried over from version 1, which are checked with BLAKE3),
-/// sharded counters for `stats`, and a small key-value table.
-const V1_TO_V2: &str = "
-CREATE TABLE blobs (
-    digest BLOB PRIMARY KEY,
-    len    INTEGER NOT NULL,
-    refs   INTEGER NOT NULL,
-    xxh3   BLOB
+-- The next three are per command in its directory: `command_in_dir` is
+-- store::manifest(argv_digest, cwd) of the command's entries.
+
+-- Why the latest run of a command was not recorded, for why.
+CREATE TABLE notes (
+    command_in_dir BLOB PRIMARY KEY,
+    note           TEXT NOT NULL,
+    at             INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO blobs (digest, len, refs)
-    SELECT digest, len, COUNT(*) FROM (
-        SELECT out_digest AS digest, out_len AS len FROM entries WHERE out_inline IS NULL AND out_len > 0
-        UNION ALL
-        SELECT err_digest, err_len FROM entries WHERE err_inline IS NULL AND err_len > 0
-        UNION ALL
-        SELECT ord_digest, ord_len FROM entries WHERE ord_inline IS NULL AND ord_len > 0
-    ) GROUP BY digest;
+
+-- The arguments runs of a command created: outputs, not inputs, from then on.
+CREATE TABLE outputs (
+    command_in_dir BLOB NOT NULL,
+    path           BLOB NOT NULL,
+    PRIMARY KEY (command_in_dir, path)
+) WITHOUT ROWID;
+
+-- The time replays of a command saved, kept beyond its entries (a clear,
+-- eviction, a re-record), so that stats' top commands add up to the total.
+CREATE TABLE saved (
+    command_in_dir BLOB PRIMARY KEY,
+    -- The latest command line recorded for it.
+    display        TEXT NOT NULL,
+    hits           INTEGER NOT NULL,
+    saved_ms       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The counters of stats (see store::counters), sharded by pid so that
+-- concurrent runs do not all update one row.
 CREATE TABLE counters (
     name  TEXT NOT NULL,
     shard INTEGER NOT NULL,
     value INTEGER NOT NULL,
     PRIMARY KEY (name, shard)
 ) WITHOUT ROWID;
+
+-- Single values by name: `zeroed_at`, when stats --zero last ran.
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value
 ) WITHOUT ROWID;
-CREATE INDEX entries_by_created ON entries (created);
 ";
 
-/// Version 3 records, per entry, the files the run left in place of the
-/// arguments it creates (its outputs) with their digests, so that a replay
-/// happens only while those files are still what the run left; and how far
-/// the command read a regular file on its stdin ([`V3_STDIN_ADVANCE`]).
-const V2_TO_V3: &str = "ALTER TABLE entries ADD COLUMN outputs BLOB;";
+/// `PRAGMA application_id` of every store memorun creates: "mRun". A store
+/// without it was made by a development version, or by something else.
+pub const APPLICATION_ID: i32 = 0x6d52_756e;
 
-/// How far the command read a regular file on its stdin, so that a replay
-/// leaves the file offset where the command would have. Part of version 3,
-/// but the first builds at version 3 created stores without it: the upgrade
-/// to version 4 adds it wherever it is missing.
-const V3_STDIN_ADVANCE: &str =
-    "ALTER TABLE entries ADD COLUMN stdin_advance INTEGER NOT NULL DEFAULT 0;";
+/// The `user_version`s of the development versions of memorun, which had
+/// no application id (their schema history was dropped before release).
+const DEVELOPMENT_VERSIONS: std::ops::RangeInclusive<i64> = 1..=6;
 
-/// Version 4 rebuilds `entries` as an ordinary (rowid) table, with its large
-/// columns last: the key components (JSON, one object per input: megabytes
-/// for a command with thousands of input files) after everything else.
-/// In a WITHOUT ROWID table the whole row is the b-tree key, and a lookup
-/// loads every row it compares against in full, overflow pages and all
-/// (SQLite's documentation advises WITHOUT ROWID only for small rows); and
-/// SQLite follows a row's overflow chain from its start, so a column after
-/// `components` cost reading all of it. A lookup now reads the key's index
-/// and the row up to the columns it asks for.
-const V3_TO_V4: &str = "
-CREATE TABLE entries_v4 (
-    key           BLOB PRIMARY KEY,
-    command       BLOB NOT NULL,
-    display       TEXT NOT NULL,
-    cwd           BLOB NOT NULL,
-    created       INTEGER NOT NULL,
-    last_used     INTEGER NOT NULL,
-    duration_ms   INTEGER NOT NULL,
-    exit_code     INTEGER NOT NULL,
-    hits          INTEGER NOT NULL DEFAULT 0,
-    stdin_advance INTEGER NOT NULL DEFAULT 0,
-    out_len       INTEGER NOT NULL,
-    out_digest    BLOB NOT NULL,
-    err_len       INTEGER NOT NULL,
-    err_digest    BLOB NOT NULL,
-    ord_len       INTEGER NOT NULL,
-    ord_digest    BLOB NOT NULL,
-    out_inline    BLOB,
-    err_inline    BLOB,
-    ord_inline    BLOB,
-    outputs       BLOB,
-    components    TEXT NOT NULL
-);
-INSERT INTO entries_v4
-    (key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
-     stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
-     out_inline, err_inline, ord_inline, outputs, components)
-    SELECT key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
-           stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
-           out_inline, err_inline, ord_inline, outputs, components
-    FROM entries;
-DROP TABLE entries;
-ALTER TABLE entries_v4 RENAME TO entries;
-CREATE INDEX entries_by_command ON entries (command, created);
-CREATE INDEX entries_by_last_used ON entries (last_used);
-CREATE INDEX entries_by_created ON entries (created);
-";
+/// An upgrade from one schema version to the next, in the caller's
+/// transaction.
+type Step = fn(&Transaction<'_>) -> Result<()>;
 
-/// Version 5 gives each entry a checksum over everything a replay uses
-/// ([`crate::store::Entry::checksum`]), so that a row damaged on disk is
-/// a miss instead of a wrong replay. The column goes before the large ones
-/// (see version 4), which means rebuilding the table once more; the entries
-/// carried over are sealed by [`seal_carried_over`].
-const V4_TO_V5: &str = "
-CREATE TABLE entries_v5 (
-    key           BLOB PRIMARY KEY,
-    command       BLOB NOT NULL,
-    display       TEXT NOT NULL,
-    cwd           BLOB NOT NULL,
-    created       INTEGER NOT NULL,
-    last_used     INTEGER NOT NULL,
-    duration_ms   INTEGER NOT NULL,
-    exit_code     INTEGER NOT NULL,
-    hits          INTEGER NOT NULL DEFAULT 0,
-    stdin_advance INTEGER NOT NULL DEFAULT 0,
-    out_len       INTEGER NOT NULL,
-    out_digest    BLOB NOT NULL,
-    err_len       INTEGER NOT NULL,
-    err_digest    BLOB NOT NULL,
-    ord_len       INTEGER NOT NULL,
-    ord_digest    BLOB NOT NULL,
-    checksum      BLOB,
-    out_inline    BLOB,
-    err_inline    BLOB,
-    ord_inline    BLOB,
-    outputs       BLOB,
-    components    TEXT NOT NULL
-);
-INSERT INTO entries_v5
-    (key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
-     stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
-     out_inline, err_inline, ord_inline, outputs, components)
-    SELECT key, command, display, cwd, created, last_used, duration_ms, exit_code, hits,
-           stdin_advance, out_len, out_digest, err_len, err_digest, ord_len, ord_digest,
-           out_inline, err_inline, ord_inline, outputs, components
-    FROM entries;
-DROP TABLE entries;
-ALTER TABLE entries_v5 RENAME TO entries;
-CREATE INDEX entries_by_command ON entries (command, created);
-CREATE INDEX entries_by_last_used ON entries (last_used);
-CREATE INDEX entries_by_created ON entries (created);
-";
+/// The upgrades, in order: `STEPS[0]` takes a store at version 1 to version
+/// 2, and so on. None yet: version 1 is the first released.
+const STEPS: &[Step] = &[];
 
-/// Version 6 keeps the time replays saved per command (per manifest, see
-/// [`crate::store::manifest`]), which outlives the command's entries: a
-/// command recorded again after `make clean` or a `clear` keeps what its
-/// earlier entries saved, so the top commands in `stats` add up to the
-/// total. Filled from the entries carried over by [`seed_saved`].
-const V5_TO_V6: &str = "
-CREATE TABLE saved (
-    command  BLOB PRIMARY KEY,
-    display  TEXT NOT NULL,
-    hits     INTEGER NOT NULL,
-    saved_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-";
+/// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1 + STEPS.len() as i64;
 
-/// Start each command's time saved, on the upgrade to version 6, from what
-/// its entries carried over saved (all that is known of the past), named
-/// after its latest entry. Rows that are not what memorun writes are left
-/// out.
-fn seed_saved(tx: &Transaction<'_>) -> Result<()> {
-    let mut stmt = tx.prepare(
-        "SELECT command, cwd, display, hits, hits * duration_ms FROM entries
-         WHERE typeof(command) = 'blob' AND typeof(cwd) = 'blob' AND typeof(display) = 'text'
-           AND typeof(hits) = 'integer' AND typeof(duration_ms) = 'integer'
-         ORDER BY created",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, Vec<u8>>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
-    let mut insert = tx.prepare(
-        "INSERT INTO saved (command, display, hits, saved_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (command) DO UPDATE SET display = excluded.display,
-           hits = hits + excluded.hits, saved_ms = saved_ms + excluded.saved_ms",
-    )?;
-    for row in rows {
-        let (command, cwd, display, hits, saved) = row?;
-        let Some(command) = crate::key::Digest::from_slice(&command) else {
-            continue;
-        };
-        let manifest = crate::store::manifest(&command, &cwd);
-        insert.execute(rusqlite::params![
-            &manifest.0[..],
-            display,
-            hits.max(0),
-            saved.max(0)
-        ])?;
-    }
-    Ok(())
+/// What a database is, by its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A new, empty database.
+    Empty,
+    /// A store at this schema version: current, older or newer.
+    Store(i64),
+    /// A store made by a development version of memorun.
+    Development,
+    /// Something else: an application id or version memorun never wrote.
+    Foreign(i32, i64),
 }
 
-/// Compute the checksum of every entry an upgrade to version 5 carried
-/// over. They are trusted as they are (nothing older can be verified); a
-/// row that does not decode is left without one, and the first lookup of
-/// it removes it as corrupt.
-fn seal_carried_over(tx: &Transaction<'_>) -> Result<()> {
-    let sealed: Vec<(i64, Vec<u8>)> = {
-        let mut stmt = tx.prepare(&format!(
-            "SELECT rowid, {} FROM entries",
-            super::db::ENTRY_COLUMNS
-        ))?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, super::db::decode_entry(r, 1)))
-        })?;
-        let mut sealed = Vec::new();
-        for row in rows {
-            if let (rowid, Ok((entry, _))) = row? {
-                sealed.push((rowid, entry.checksum().0.to_vec()));
-            }
+/// Read what the database is. This is all a store at the current version
+/// costs to open: two header reads, no table.
+pub fn found(conn: &Connection) -> rusqlite::Result<Found> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    Ok(match (id, version) {
+        (APPLICATION_ID, v) if v > 0 => Found::Store(v),
+        (0, 0) => Found::Empty,
+        (0, v) if DEVELOPMENT_VERSIONS.contains(&v) => Found::Development,
+        (id, v) => Found::Foreign(id, v),
+    })
+}
+
+/// The store was made by a newer memorun: not damaged, so no reset hint.
+#[derive(Debug)]
+pub struct TooNew(pub i64);
+
+impl std::fmt::Display for TooNew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for TooNew {}
+
+/// What [`prepare`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// Nothing: the store is at the current version.
+    Current,
+    /// A new store.
+    Created,
+    /// Upgraded in place from this version.
+    Upgraded(i64),
+    /// A development version's store, replaced by an empty one.
+    Rebuilt,
+}
+
+/// Bring the database to [`SCHEMA_VERSION`], in the caller's write
+/// transaction (see the module comment).
+pub fn prepare(tx: &Transaction<'_>) -> Result<Prepared> {
+    match found(tx)? {
+        Found::Store(SCHEMA_VERSION) => Ok(Prepared::Current),
+        Found::Store(v) if v > SCHEMA_VERSION => Err(TooNew(v).into()),
+        Found::Store(v) => {
+            upgrade(tx, v, STEPS)?;
+            Ok(Prepared::Upgraded(v))
         }
-        sealed
-    };
-    let mut stmt = tx.prepare("UPDATE entries SET checksum = ?1 WHERE rowid = ?2")?;
-    for (rowid, checksum) in sealed {
-        stmt.execute(rusqlite::params![checksum, rowid])?;
+        Found::Empty => {
+            create(tx)?;
+            Ok(Prepared::Created)
+        }
+        Found::Development => {
+            drop_all(tx)?;
+            create(tx)?;
+            Ok(Prepared::Rebuilt)
+        }
+        Found::Foreign(id, v) => {
+            bail!("not a memorun store (application id {id:#x}, schema version {v})")
+        }
+    }
+}
+
+/// Create the tables of [`SCHEMA`] and mark the database as a store at
+/// [`SCHEMA_VERSION`].
+fn create(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(&compact(SCHEMA))?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// `sql` without its comments and indentation. SQLite keeps the text of
+/// each `CREATE` statement and parses it again whenever a connection opens
+/// the database: every run. (The schema has no string literals, in which
+/// `--` would not start a comment.)
+fn compact(sql: &str) -> String {
+    let lines = sql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or("").trim());
+    lines
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Drop every table (and with them their indexes) of a development
+/// version's store.
+fn drop_all(tx: &Transaction<'_>) -> Result<()> {
+    let tables: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in tables {
+        tx.execute_batch(&format!("DROP TABLE \"{}\"", table.replace('"', "\"\"")))?;
     }
     Ok(())
 }
 
-/// Bring the database from `version` to [`SCHEMA_VERSION`]. Returns the
-/// version it upgraded from, or `None` for a fresh or current store.
-pub fn migrate(tx: &Transaction<'_>, version: i64) -> Result<Option<i64>> {
-    if version == SCHEMA_VERSION {
-        return Ok(None);
+/// Run `steps` from version `from` on, and record the version they reach.
+fn upgrade(tx: &Transaction<'_>, from: i64, steps: &[Step]) -> Result<()> {
+    let first = usize::try_from(from - 1)?;
+    for step in steps.get(first..).unwrap_or_default() {
+        step(tx)?;
     }
-    if !(0..SCHEMA_VERSION).contains(&version) {
-        bail!("the store has an unknown schema version {version}");
-    }
-    // Each step in turn, from the store's version on.
-    if version < 1 {
-        tx.execute_batch(SCHEMA_V1)?;
-    }
-    if version < 2 {
-        tx.execute_batch(V1_TO_V2)?;
-    }
-    if version < 3 {
-        tx.execute_batch(V2_TO_V3)?;
-    }
-    let has_stdin_advance: bool = tx.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('entries') WHERE name = 'stdin_advance'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_stdin_advance {
-        tx.execute_batch(V3_STDIN_ADVANCE)?;
-    }
-    if version < 4 {
-        tx.execute_batch(V3_TO_V4)?;
-    }
-    if version < 5 {
-        tx.execute_batch(V4_TO_V5)?;
-        seal_carried_over(tx)?;
-    }
-    tx.execute_batch(V5_TO_V6)?;
-    seed_saved(tx)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    Ok((version != 0).then_some(version))
+    tx.pragma_update(None, "user_version", 1 + steps.len() as i64)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rusqlite::{Connection, TransactionBehavior};
+    use rusqlite::TransactionBehavior;
 
-    #[test]
-    fn version_one_is_upgraded_in_place_with_blob_counts() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA_V1).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
-        conn.execute(
-            "INSERT INTO entries VALUES (x'01', x'02', 'cmd', x'', '[]', 1, 1, 5, 0, 0,
-             100000, x'aa', NULL, 3, x'bb', x'616263', 1, x'cc', x'00')",
-            [],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO entries VALUES (x'02', x'02', 'cmd', x'', '[]', 2, 2, 5, 0, 0,
-             100000, x'aa', NULL, 0, x'dd', x'', 0, x'ee', x'')",
-            [],
-        )
-        .unwrap();
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        assert_eq!(migrate(&tx, 1).unwrap(), Some(1));
-        tx.commit().unwrap();
-        let (n, refs, len): (i64, i64, i64) = conn
-            .query_row("SELECT COUNT(*), SUM(refs), SUM(len) FROM blobs", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+    fn prepared(conn: &Connection) -> Result<Prepared> {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let done = prepare(&tx)?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn header(conn: &Connection) -> (i32, i64) {
+        let id = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
             .unwrap();
-        assert_eq!((n, refs, len), (1, 2, 100000));
-        let v: i64 = conn
+        let v = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, SCHEMA_VERSION);
+        (id, v)
+    }
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        conn.prepare("SELECT name FROM sqlite_schema ORDER BY type, name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
     }
 
     #[test]
-    fn version_three_is_rebuilt_with_the_components_last() {
+    fn a_new_store_is_created_at_version_one_from_the_schema() {
+        assert_eq!(SCHEMA_VERSION, 1);
         let conn = Connection::open_in_memory().unwrap();
-        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3, V3_STDIN_ADVANCE] {
-            conn.execute_batch(batch).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
-        conn.execute(
-            "INSERT INTO entries VALUES (x'01', x'02', 'cmd', x'03', '[1]', 5, 6, 7, 8, 9,
-             10, x'aa', x'61', 11, x'bb', NULL, 12, x'cc', x'00', x'0102', 13)",
-            [],
-        )
-        .unwrap();
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        assert_eq!(migrate(&tx, 3).unwrap(), Some(3));
-        tx.commit().unwrap();
-        let last: String = conn
-            .query_row(
-                "SELECT name FROM pragma_table_info('entries') ORDER BY cid DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(last, "components");
-        // Every value as SQL text: one comparison for all the columns.
-        let row: String = conn
-            .query_row(
-                "SELECT quote(display) || ' ' || created || ' ' || hits || ' '
-                        || quote(out_inline) || ' ' || quote(err_inline) || ' '
-                        || quote(outputs) || ' ' || stdin_advance || ' ' || components
-                 FROM entries WHERE key = x'01'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(row, "'cmd' 5 9 X'61' NULL X'0102' 13 [1]");
-        let indexes: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'entries'
-                   AND name LIKE 'entries_by_%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(indexes, 3);
-    }
-
-    #[test]
-    fn an_early_version_three_store_without_stdin_advance_is_upgraded() {
-        let conn = Connection::open_in_memory().unwrap();
-        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3] {
-            conn.execute_batch(batch).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
-        conn.execute(
-            "INSERT INTO entries VALUES (x'01', x'02', 'cmd', x'03', '[1]', 5, 6, 7, 8, 9,
-             10, x'aa', x'61', 11, x'bb', NULL, 12, x'cc', x'00', x'0102')",
-            [],
-        )
-        .unwrap();
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        assert_eq!(migrate(&tx, 3).unwrap(), Some(3));
-        tx.commit().unwrap();
-        let (advance, components): (i64, String) = conn
-            .query_row(
-                "SELECT stdin_advance, components FROM entries WHERE key = x'01'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((advance, components.as_str()), (0, "[1]"));
-    }
-
-    #[test]
-    fn version_four_entries_are_sealed_on_the_way_to_five() {
-        let conn = Connection::open_in_memory().unwrap();
-        for batch in [SCHEMA_V1, V1_TO_V2, V2_TO_V3, V3_STDIN_ADVANCE, V3_TO_V4] {
-            conn.execute_batch(batch).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 4).unwrap();
-        let insert = "INSERT INTO entries (key, command, display, cwd, created, last_used,
-               duration_ms, exit_code, out_len, out_digest, out_inline, err_len, err_digest,
-               ord_len, ord_digest, components)
-             VALUES (?1, x'02', 'cmd', x'', 5, 6, 7, ?2, 1, ?3, x'61', 0, ?3, 0, ?3, '[]')";
-        let digest = vec![3u8; 32];
-        conn.execute(insert, rusqlite::params![vec![1u8; 32], 0, digest])
-            .unwrap();
-        // Not what memorun writes: an exit code that is not an integer.
-        conn.execute(insert, rusqlite::params![vec![2u8; 32], "x", digest])
-            .unwrap();
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        assert_eq!(migrate(&tx, 4).unwrap(), Some(4));
-        tx.commit().unwrap();
-        let sums: Vec<Option<Vec<u8>>> = conn
-            .prepare("SELECT checksum FROM entries ORDER BY key")
+        assert_eq!(found(&conn).unwrap(), Found::Empty);
+        assert_eq!(prepared(&conn).unwrap(), Prepared::Created);
+        assert_eq!(header(&conn), (APPLICATION_ID, 1));
+        assert_eq!(found(&conn).unwrap(), Found::Store(1));
+        // Exactly what the one constant declares, stored without comments.
+        let reference = Connection::open_in_memory().unwrap();
+        reference.execute_batch(SCHEMA).unwrap();
+        assert_eq!(tables(&conn), tables(&reference));
+        let stored: Vec<String> = conn
+            .prepare("SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let expected = crate::store::Entry {
-            key: crate::key::Digest([1; 32]),
-            created_ms: 5,
-            duration: std::time::Duration::from_millis(7),
-            exit_code: 0,
-            stdout: crate::store::StoredStream {
-                len: 1,
-                digest: crate::key::Digest([3; 32]),
-                inline: Some(b"a".to_vec()),
-            },
-            stderr: crate::store::StoredStream {
-                len: 0,
-                digest: crate::key::Digest([3; 32]),
-                inline: None,
-            },
-            order: crate::store::StoredStream {
-                len: 0,
-                digest: crate::key::Digest([3; 32]),
-                inline: None,
-            },
-            outputs: Vec::new(),
-            stdin_advance: 0,
-        }
-        .checksum();
-        assert_eq!(sums, [Some(expected.0.to_vec()), None]);
+        assert!(stored.iter().all(|s| !s.contains("--")), "{stored:?}");
+        // No string literal, in which `--` would not start a comment.
+        assert!(!compact(SCHEMA).contains('\''));
+        // Opened again: nothing to do.
+        assert_eq!(prepared(&conn).unwrap(), Prepared::Current);
     }
 
     #[test]
-    fn version_five_entries_start_the_time_saved_per_command() {
-        let conn = Connection::open_in_memory().unwrap();
-        let batches = [
-            SCHEMA_V1,
-            V1_TO_V2,
-            V2_TO_V3,
-            V3_STDIN_ADVANCE,
-            V3_TO_V4,
-            V4_TO_V5,
-        ];
-        for batch in batches {
-            conn.execute_batch(batch).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 5).unwrap();
-        let insert = "INSERT INTO entries (key, command, display, cwd, created, last_used,
-               duration_ms, exit_code, hits, out_len, out_digest, err_len, err_digest,
-               ord_len, ord_digest, components)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, 0, ?7, 0, x'', 0, x'', 0, x'', '[]')";
-        let make = vec![2u8; 32];
-        // Two entries of `make` in /a (the later one's display wins), one
-        // in /b, and one whose hits are not a number.
-        use rusqlite::types::Value;
-        let rows = [
-            (1u8, "make", &b"/a"[..], (1, 100), Value::from(2)),
-            (2, "make -j4", b"/a", (2, 300), Value::from(1)),
-            (3, "make", b"/b", (3, 50), Value::from(4)),
-            (4, "make", b"/c", (4, 50), Value::from("x".to_string())),
-        ];
-        for (key, display, cwd, (created, duration), hits) in rows {
-            conn.execute(
-                insert,
-                rusqlite::params![vec![key; 32], make, display, cwd, created, duration, hits],
+    fn a_development_store_is_rebuilt_empty() {
+        for version in DEVELOPMENT_VERSIONS {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch(
+                "CREATE TABLE entries (key BLOB PRIMARY KEY, command BLOB NOT NULL) WITHOUT ROWID;
+                 CREATE INDEX entries_by_command ON entries (command);
+                 CREATE TABLE notes (command BLOB PRIMARY KEY, note TEXT, at INTEGER);
+                 INSERT INTO entries VALUES (x'01', x'02');",
             )
             .unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+            assert_eq!(found(&conn).unwrap(), Found::Development);
+            assert_eq!(prepared(&conn).unwrap(), Prepared::Rebuilt);
+            assert_eq!(header(&conn), (APPLICATION_ID, SCHEMA_VERSION));
+            let reference = Connection::open_in_memory().unwrap();
+            reference.execute_batch(SCHEMA).unwrap();
+            assert_eq!(tables(&conn), tables(&reference));
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 0, "version {version}");
         }
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        assert_eq!(migrate(&tx, 5).unwrap(), Some(5));
-        tx.commit().unwrap();
-        let saved = |cwd: &[u8]| -> Option<(String, i64, i64)> {
-            let m = crate::store::manifest(&crate::key::Digest([2; 32]), cwd);
-            conn.query_row(
-                "SELECT display, hits, saved_ms FROM saved WHERE command = ?1",
-                [&m.0[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .ok()
-        };
-        assert_eq!(saved(b"/a"), Some(("make -j4".into(), 3, 500)));
-        assert_eq!(saved(b"/b"), Some(("make".into(), 4, 200)));
-        assert_eq!(saved(b"/c"), None);
     }
 
     #[test]
-    fn newer_versions_are_refused() {
+    fn a_newer_store_is_refused_untouched() {
         let conn = Connection::open_in_memory().unwrap();
+        prepared(&conn).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let e = prepared(&conn).unwrap_err();
+        assert!(e.is::<TooNew>(), "{e:#}");
+        assert_eq!(header(&conn), (APPLICATION_ID, SCHEMA_VERSION + 1));
+    }
+
+    #[test]
+    fn a_database_memorun_did_not_make_is_refused() {
+        for (id, version) in [(0x1234, 0), (0, 7), (0, -1), (APPLICATION_ID, 0)] {
+            let conn = Connection::open_in_memory().unwrap();
+            conn.execute_batch("CREATE TABLE mine (x)").unwrap();
+            conn.pragma_update(None, "application_id", id).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+            assert_eq!(found(&conn).unwrap(), Found::Foreign(id, version));
+            assert!(prepared(&conn).is_err());
+            assert_eq!(tables(&conn), ["mine"]);
+        }
+    }
+
+    /// How the next schema change will upgrade stores in place: a step per
+    /// version, in the opening transaction, keeping the entries.
+    #[test]
+    fn a_step_upgrades_a_store_in_place() {
+        fn add_column(tx: &Transaction<'_>) -> Result<()> {
+            tx.execute_batch("ALTER TABLE entries ADD COLUMN label TEXT NOT NULL DEFAULT 'x'")?;
+            Ok(())
+        }
+        let conn = Connection::open_in_memory().unwrap();
+        prepared(&conn).unwrap();
+        conn.execute(
+            "INSERT INTO entries (key, argv_digest, display, cwd, created, last_used,
+               duration_ms, exit_code, out_len, out_digest, err_len, err_digest,
+               order_len, order_digest, components)
+             VALUES (x'01', x'02', 'cmd', x'', 1, 1, 1, 0, 0, x'', 0, x'', 0, x'', '[]')",
+            [],
+        )
+        .unwrap();
         let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
-        assert!(migrate(&tx, SCHEMA_VERSION + 1).is_err());
+        upgrade(&tx, 1, &[add_column]).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(header(&conn), (APPLICATION_ID, 2));
+        let (display, label): (String, String) = conn
+            .query_row("SELECT display, label FROM entries", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((display.as_str(), label.as_str()), ("cmd", "x"));
+        // A store already at version 2 runs no step.
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        upgrade(&tx, 2, &[add_column]).unwrap();
+        tx.commit().unwrap();
     }
 }

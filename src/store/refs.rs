@@ -1,0 +1,128 @@
+//! Blob reference counts, kept in step with the entries that name them: a
+//! new entry counts one reference per blob it names, and deleting entries
+//! (one, or in bulk through a temp table of doomed keys) drops theirs and
+//! says which blobs no entry names any more.
+//!
+//! Invariant: `blobs.refs` is the number of entry streams naming the blob; a
+//! blob file is removed only after the transaction that dropped its last
+//! reference committed (by the caller, who gets the freed digests).
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::key::Digest;
+
+/// Count one more reference to a blob, and record its fast check.
+pub fn reference_blob(
+    tx: &Transaction<'_>,
+    digest: &[u8],
+    len: i64,
+    check: &[u8; 16],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO blobs (digest, len, refs, xxh3) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (digest) DO UPDATE SET refs = refs + 1, xxh3 = excluded.xxh3",
+    )?
+    .execute(params![digest, len, &check[..]])?;
+    Ok(())
+}
+
+/// Start an empty `temp.doomed`: the keys of the entries a bulk deletion
+/// ([`delete_doomed`]) removes.
+pub fn reset_doomed(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS doomed (key BLOB PRIMARY KEY) WITHOUT ROWID;
+         DELETE FROM temp.doomed;",
+    )
+}
+
+/// What deleting entries removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Entries.
+    pub entries: u64,
+    /// Output bytes (stdout plus stderr) of those entries.
+    pub bytes: u64,
+    /// Blobs no entry references any more: their files can go.
+    pub freed: Vec<Digest>,
+}
+
+/// Delete the entries in `temp.doomed`, dropping their blob references.
+pub fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
+    let (entries, bytes): (i64, i64) = tx.query_row(
+        "SELECT COUNT(*), CAST(TOTAL(out_len + err_len) AS INTEGER)
+         FROM entries WHERE key IN (SELECT key FROM temp.doomed)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute_batch(
+        "WITH gone (digest) AS (
+             SELECT out_digest FROM entries
+               WHERE key IN (SELECT key FROM temp.doomed) AND out_inline IS NULL AND out_len > 0
+             UNION ALL
+             SELECT err_digest FROM entries
+               WHERE key IN (SELECT key FROM temp.doomed) AND err_inline IS NULL AND err_len > 0
+             UNION ALL
+             SELECT order_digest FROM entries
+               WHERE key IN (SELECT key FROM temp.doomed) AND order_inline IS NULL AND order_len > 0
+         ), counts (digest, n) AS (SELECT digest, COUNT(*) FROM gone GROUP BY digest)
+         UPDATE blobs SET refs = refs - (SELECT n FROM counts WHERE counts.digest = blobs.digest)
+           WHERE digest IN (SELECT digest FROM counts);
+         DELETE FROM entries WHERE key IN (SELECT key FROM temp.doomed);",
+    )?;
+    let freed = {
+        let mut stmt = tx.prepare_cached("SELECT digest FROM blobs WHERE refs <= 0")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.filter_map(|d| d.ok().and_then(|d| Digest::from_slice(&d)))
+            .collect::<Vec<_>>()
+    };
+    tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
+    tx.execute("DELETE FROM temp.doomed", [])?;
+    Ok(Removed {
+        entries: entries.max(0) as u64,
+        bytes: bytes.max(0) as u64,
+        freed,
+    })
+}
+
+/// Delete the entry under `key` if there is one, in the caller's
+/// transaction; returns the blobs it was the last user of. (A point query
+/// per step: this runs on every miss, where the bulk path's temp table and
+/// batch statements would cost more than the rest of the write.)
+pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<Digest>> {
+    // Read as loosely typed values: a damaged row must still be deletable
+    // (what it names that is not a blob's digest frees nothing).
+    let blobs: Option<Vec<Vec<u8>>> = tx
+        .prepare_cached(
+            "SELECT CASE WHEN out_inline IS NULL AND out_len > 0 THEN out_digest END,
+                    CASE WHEN err_inline IS NULL AND err_len > 0 THEN err_digest END,
+                    CASE WHEN order_inline IS NULL AND order_len > 0 THEN order_digest END
+             FROM entries WHERE key = ?1",
+        )?
+        .query_row(params![&key.0[..]], |r| {
+            let mut v = Vec::new();
+            for i in 0..3 {
+                if let rusqlite::types::Value::Blob(d) = r.get(i)? {
+                    v.push(d);
+                }
+            }
+            Ok(v)
+        })
+        .optional()?;
+    let Some(blobs) = blobs else {
+        return Ok(Vec::new());
+    };
+    tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+        .execute(params![&key.0[..]])?;
+    let mut freed = Vec::new();
+    for d in blobs {
+        tx.prepare_cached("UPDATE blobs SET refs = refs - 1 WHERE digest = ?1")?
+            .execute(params![&d])?;
+        let gone = tx
+            .prepare_cached("DELETE FROM blobs WHERE digest = ?1 AND refs <= 0")?
+            .execute(params![&d])?;
+        if gone > 0 {
+            freed.extend(Digest::from_slice(&d));
+        }
+    }
+    Ok(freed)
+}
