@@ -25,7 +25,6 @@ use crate::key::{Kind, State};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
 use crate::store::counters;
-use crate::store::db::SqliteStore;
 use crate::store::locks::{self, Waited};
 use crate::store::{NewEntry, Store, age};
 use crate::term::format::human_duration;
@@ -35,7 +34,7 @@ use crate::term::ui::{self, Ui};
 /// Run or replay the configured command; returns memorun's exit code.
 pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     let Prepared {
-        mut store,
+        store: mut local,
         resolved,
         feed,
     } = match prepare(config, true) {
@@ -47,6 +46,9 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         }
         Err(NotPrepared::Refused(e)) => return Err(Failure::Usage(e)),
     };
+    // From here on the run path sees the storage seam only: another tier
+    // can stand in front of or behind the local store without a change here.
+    let store: &mut dyn Store = &mut local;
     if let Some(notice) = store.take_notice() {
         ui.note(notice);
     }
@@ -75,7 +77,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         let reason = if config.force {
             Some("forced".to_string())
         } else {
-            match look_up(config, ui, &mut store, &resolved, &feed) {
+            match look_up(config, ui, store, &resolved, &feed) {
                 Lookup::Replayed(code) => return Ok(code),
                 Lookup::Uncached => return plain(config, feed),
                 Lookup::Miss(reason) => reason,
@@ -116,9 +118,9 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         // Look again under the lock: a concurrent run may have recorded it.
     }
     if miss_reason.is_none() && ui.is_verbose() {
-        miss_reason = Some(explain_miss(&store, &resolved));
+        miss_reason = Some(explain_miss(store, &resolved));
     }
-    let ran = run_and_record(config, ui, &mut store, &resolved, feed, miss_reason);
+    let ran = run_and_record(config, ui, store, &resolved, feed, miss_reason);
     if let Some(l) = &held
         && !ran.as_ref().is_ok_and(|r| r.recorded)
     {
@@ -184,7 +186,7 @@ enum Lookup {
 fn look_up(
     config: &Config,
     ui: &Ui,
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     resolved: &Resolved,
     feed: &Feed,
 ) -> Lookup {
@@ -282,7 +284,7 @@ fn touch_outputs(entry: &crate::store::Entry, cwd: &Path) {
 /// Start a detached refresh of a stale entry that was just replayed.
 /// Returns whether a refresh was started: not when stdin was not read (a
 /// terminal, a device), since a detached run cannot see the same stdin.
-fn refresh_in_background(store: &SqliteStore, resolved: &Resolved, feed: &Feed, ui: &Ui) -> bool {
+fn refresh_in_background(store: &dyn Store, resolved: &Resolved, feed: &Feed, ui: &Ui) -> bool {
     let stdin_component = resolved
         .key
         .components
@@ -327,7 +329,7 @@ fn reopen_stdin_at(offset: u64) -> std::io::Result<std::fs::File> {
 }
 
 /// Why a lookup missed, from the closest earlier entry of the command.
-fn explain_miss(store: &SqliteStore, resolved: &Resolved) -> String {
+fn explain_miss(store: &dyn Store, resolved: &Resolved) -> String {
     match diff::closest_run(store, &resolved.key) {
         Ok(Some(old)) => diff::summary(&diff::diff(&old.components, &resolved.key.components)),
         Ok(None) => "no earlier run of this command".into(),
@@ -351,7 +353,7 @@ struct Ran {
 fn run_and_record(
     config: &Config,
     ui: &Ui,
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     resolved: &Resolved,
     feed: Feed,
     miss_reason: Option<String>,

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{Component, Key, Kind, State};
-use crate::store::db::{Previous, SqliteStore};
+use crate::store::{Previous, Store};
 
 /// One difference between an earlier run's key and this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -298,9 +298,11 @@ fn glob_matcher(arg: &str) -> Option<globset::GlobMatcher> {
 }
 
 /// The earlier entry of `key`'s command closest to it (see [`Target`]).
-pub fn closest_run(store: &SqliteStore, key: &Key) -> anyhow::Result<Option<Previous>> {
+pub fn closest_run(store: &dyn Store, key: &Key) -> anyhow::Result<Option<Previous>> {
     let target = Target::new(&key.components);
-    store.previous_run(&key.command, &key.digest, |json| target.score(json))
+    store.closest_earlier(&key.command, &key.digest, &|json| {
+        target.score(json).map(|s| (s.same, s.slots))
+    })
 }
 
 /// A one-line summary of `changes` for `-v`: the first, and how many more.

@@ -22,8 +22,8 @@ use std::process::Stdio;
 use std::thread::JoinHandle;
 
 use crate::key::hashing;
-use crate::store::statcache::FileStat;
 use crate::key::{Component, Digest};
+use crate::store::statcache::FileStat;
 use crate::store::temp::Temp;
 
 /// How the command gets its stdin.

@@ -28,9 +28,9 @@ use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::refs::{self, Removed};
 use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
-use super::{Entry, NewEntry, Source, Store, StoredStream, now_ms, private};
+use super::{Entry, NewEntry, Previous, Source, Store, StoredStream, now_ms, private};
 use super::{gc, hitlog, repair, secret, temp};
-use crate::key::{Component, Digest};
+use crate::key::Digest;
 
 pub use super::schema::SCHEMA_VERSION;
 
@@ -43,17 +43,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// bound on what explaining a miss reads (an entry's components can be
 /// megabytes of JSON for a command with thousands of inputs).
 const CLOSEST_OF: i64 = 50;
-
-/// An earlier entry of a command, as a miss is explained against it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Previous {
-    /// Its key.
-    pub key: Digest,
-    /// When it was recorded, ms since the epoch.
-    pub created_ms: i64,
-    /// Its key's components.
-    pub components: Vec<Component>,
-}
 
 /// A cache directory opened for use.
 pub struct SqliteStore {
@@ -326,6 +315,18 @@ impl SqliteStore {
                 components,
             })
         }))
+    }
+
+    /// Forget the entry under `key` (tests set up states with it).
+    #[cfg(test)]
+    pub fn remove(&mut self, key: &Digest) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let freed = refs::delete_entry(&tx, key)?;
+        tx.commit()?;
+        self.remove_blob_files(&freed);
+        Ok(())
     }
 
     fn init(&self) -> Result<()> {
@@ -854,14 +855,34 @@ impl Store for SqliteStore {
         self.remove_corrupt(&entry.key, Some(&entry.checksum()))
     }
 
-    fn remove(&mut self, key: &Digest) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let freed = refs::delete_entry(&tx, key)?;
-        tx.commit()?;
-        self.remove_blob_files(&freed);
-        Ok(())
+    fn take_notice(&self) -> Option<String> {
+        SqliteStore::take_notice(self)
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        SqliteStore::locks_dir(self)
+    }
+
+    fn note_unrecorded(
+        &mut self,
+        command_in_dir: &Digest,
+        note: &str,
+        counters: &[(&str, i64)],
+    ) -> Result<()> {
+        SqliteStore::note_unrecorded(self, command_in_dir, note, counters)
+    }
+
+    fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
+        SqliteStore::previous_duration(self, argv_digest)
+    }
+
+    fn closest_earlier(
+        &self,
+        argv_digest: &Digest,
+        except: &Digest,
+        score: &dyn Fn(&str) -> Option<(usize, usize)>,
+    ) -> Result<Option<Previous>> {
+        self.previous_run(argv_digest, except, score)
     }
 
     fn count(&mut self, counters: &[(&str, i64)]) -> Result<()> {

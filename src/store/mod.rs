@@ -1,10 +1,14 @@
-//! Storage of recorded runs behind a narrow interface.
+//! Storage of recorded runs behind one seam.
 //!
-//! The run and replay paths only see the [`Store`] trait: look an entry up,
-//! open one of its streams (verified), spool a new stream, insert an entry,
-//! count a hit, remove an entry. The local implementation is SQLite plus
-//! content-addressed blob files ([`db::SqliteStore`]); a remote tier or
-//! captured output files can slot in behind the same trait.
+//! The run path (`commands::run`, `replay`, `key::diff`) sees only the
+//! [`Store`] trait: look an entry up, open one of its streams (verified),
+//! spool a new stream, insert an entry, count a hit or a corrupt entry,
+//! note why a run was not recorded, and ask about earlier runs of the same
+//! command. The local implementation is SQLite plus content-addressed blob
+//! files ([`db::SqliteStore`]); a remote tier can stand in front of or
+//! behind it by implementing the same trait. What only the local store has
+//! (the secret, the stat cache, `stats`, `list`, `clear`) stays on
+//! `SqliteStore`, used by `commands::prepare` and the store subcommands.
 
 pub mod blobs;
 pub mod counters;
@@ -24,6 +28,7 @@ pub mod statcache;
 pub mod temp;
 
 use std::fs::File;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -175,6 +180,12 @@ pub struct NewEntry<'a> {
 
 /// What the run and replay paths need from storage.
 pub trait Store {
+    /// A one-line notice about opening the store (a schema upgrade), once.
+    fn take_notice(&self) -> Option<String>;
+
+    /// Where per-key lock files live (single flight, background refresh).
+    fn locks_dir(&self) -> PathBuf;
+
     /// The entry recorded under `key`, if any. A row that does not decode
     /// or fails its [`Entry::checksum`] is never returned: it is removed,
     /// counted as corrupt, and the lookup is a miss.
@@ -193,9 +204,6 @@ pub trait Store {
     /// Count a replay of `entry` and update its last-used time.
     fn record_hit(&mut self, entry: &Entry) -> Result<()>;
 
-    /// Forget the entry under `key`.
-    fn remove(&mut self, key: &Digest) -> Result<()>;
-
     /// `entry` failed verification when replayed: remove it and count it
     /// as corrupt, if it is still the entry recorded under its key. Returns
     /// `false` when it is gone or was replaced since it was looked up (a
@@ -205,6 +213,40 @@ pub trait Store {
 
     /// Add to the named counters shown by `memorun stats`.
     fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
+
+    /// Remember why the latest run of the command in its directory
+    /// (`command_in_dir`, see [`manifest`]) was not recorded, and count it.
+    fn note_unrecorded(
+        &mut self,
+        command_in_dir: &Digest,
+        note: &str,
+        counters: &[(&str, i64)],
+    ) -> Result<()>;
+
+    /// How long the most recent recorded run of the same command took.
+    fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>>;
+
+    /// The earlier entry of the same command, other than `except`, that
+    /// `score` ranks highest (the most recent of equals). `score` reads an
+    /// entry's components as stored (JSON) and returns (components equal,
+    /// components present in both), or `None` to pass the entry over.
+    fn closest_earlier(
+        &self,
+        argv_digest: &Digest,
+        except: &Digest,
+        score: &dyn Fn(&str) -> Option<(usize, usize)>,
+    ) -> Result<Option<Previous>>;
+}
+
+/// An earlier entry of a command, as a miss is explained against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Previous {
+    /// Its key.
+    pub key: Digest,
+    /// When it was recorded, ms since the epoch.
+    pub created_ms: i64,
+    /// Its key's components.
+    pub components: Vec<crate::key::Component>,
 }
 
 /// Names a command (its argv digest after `--ignore-arg`) in a directory:
