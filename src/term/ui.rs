@@ -112,8 +112,7 @@ fn label(kind: &str, style: Style) -> String {
 /// set to something (see no-color.org).
 pub fn colour_enabled() -> bool {
     colour_decision(
-        // SAFETY: isatty has no preconditions.
-        unsafe { libc::isatty(2) } == 1,
+        output::STDERR.is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     )
 }
@@ -191,7 +190,7 @@ mod tests {
 
     #[test]
     fn io_reasons_are_short() {
-        let e = io::Error::from_raw_os_error(libc::EACCES);
+        let e = io::Error::from(rustix::io::Errno::ACCESS);
         assert_eq!(io_reason(&e), "permission denied");
     }
 }
