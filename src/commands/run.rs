@@ -19,7 +19,7 @@ use crate::exit_codes;
 use crate::key::diff;
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
-use crate::key::stdin::Feed;
+use crate::key::stdin::{self, Feed};
 use crate::key::{Kind, State};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed};
@@ -191,19 +191,6 @@ pub(crate) fn refusal(config: &Config, entry: &crate::store::Entry, cwd: &Path) 
     None
 }
 
-/// Where fd 0 is now, when it is a file.
-fn stdin_offset() -> Option<u64> {
-    // SAFETY: lseek with SEEK_CUR and 0 only reads the offset.
-    let off = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
-    (off >= 0).then_some(off as u64)
-}
-
-/// Move fd 0 (a regular file) to `offset`, as the recorded run left it.
-fn advance_stdin(offset: u64) {
-    // SAFETY: lseek on fd 0; a failure leaves the offset as it was.
-    unsafe { libc::lseek(0, offset as libc::off_t, libc::SEEK_SET) };
-}
-
 /// What a lookup found.
 enum Lookup {
     /// An entry was replayed (or its reader went away): exit with this.
@@ -242,7 +229,7 @@ fn look_up(
             touch_outputs(&entry, &resolved.base.cwd);
             // Leave a regular file on stdin where the command left it.
             if let Some(f) = resolved.stdin_file {
-                advance_stdin(f.offset + entry.stdin_advance);
+                stdin::seek_to(f.offset + entry.stdin_advance);
             }
             // Counting the hit is bookkeeping: never fail over it.
             let _ = store.record_hit(&entry);
@@ -465,7 +452,7 @@ fn run_and_record(
     }
     // How far the command read a regular file on stdin (the file offset is
     // shared with it), so a replay can leave the offset at the same place.
-    let stdin_advance = match (resolved.stdin_file, stdin_offset()) {
+    let stdin_advance = match (resolved.stdin_file, stdin::offset()) {
         (Some(f), Some(now)) => now.saturating_sub(f.offset),
         _ => 0,
     };
