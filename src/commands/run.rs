@@ -250,7 +250,9 @@ fn look_up(
         }
         Ok(Replayed::ReaderGone) => {
             let _ = store.record_hit(&entry);
-            Lookup::Replayed(exit_codes::for_signal(libc::SIGPIPE))
+            Lookup::Replayed(exit_codes::for_signal(
+                rustix::process::Signal::PIPE.as_raw(),
+            ))
         }
         // Only corrupt if the entry is still there: one that a concurrent
         // `clear` removed (blobs and all) since the lookup is a plain miss.
@@ -529,7 +531,7 @@ fn run_and_record(
     // memorun was writing into a broken pipe: it ends as `cat` would, and
     // as a replay does (see `look_up`), whatever the command's own code.
     let code = if outcome.reader_gone {
-        exit_codes::for_signal(libc::SIGPIPE)
+        exit_codes::for_signal(rustix::process::Signal::PIPE.as_raw())
     } else {
         outcome.status.exit_code()
     };
