@@ -27,6 +27,16 @@
 //!   it shows.
 //! - [`error`], [`exit_codes`]: why memorun ends without the command's
 //!   status, and every exit status it chooses itself.
+//!
+//! # Memory mapping
+//!
+//! memorun maps only its own blob files, to verify them before a replay
+//! ([`store::blobs`]): they live in its private cache directory and are
+//! never modified in place (a new blob is renamed over the path, leaving a
+//! mapped inode intact), so a mapping cannot shrink under it. It never maps
+//! a user's file: an input truncated by someone else while it is hashed
+//! must give an I/O result, not a SIGBUS that kills memorun and the user's
+//! command with it ([`key::hashing`] reads).
 
 #![warn(missing_docs)]
 

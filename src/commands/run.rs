@@ -20,7 +20,7 @@ use crate::exit_codes;
 use crate::key::diff;
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
-use crate::key::stdin::Feed;
+use crate::key::stdin::{self, Feed};
 use crate::key::{Kind, State};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
@@ -159,19 +159,6 @@ fn warn_missing_inputs(ui: &Ui, resolved: &Resolved) {
     ));
 }
 
-/// Where fd 0 is now, when it is a file.
-fn stdin_offset() -> Option<u64> {
-    // SAFETY: lseek with SEEK_CUR and 0 only reads the offset.
-    let off = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
-    (off >= 0).then_some(off as u64)
-}
-
-/// Move fd 0 (a regular file) to `offset`, as the recorded run left it.
-fn advance_stdin(offset: u64) {
-    // SAFETY: lseek on fd 0; a failure leaves the offset as it was.
-    unsafe { libc::lseek(0, offset as libc::off_t, libc::SEEK_SET) };
-}
-
 /// What a lookup found.
 enum Lookup {
     /// An entry was replayed (or its reader went away): exit with this.
@@ -210,7 +197,7 @@ fn look_up(
             touch_outputs(&entry, &resolved.base.cwd);
             // Leave a regular file on stdin where the command left it.
             if let Some(f) = resolved.stdin_file {
-                advance_stdin(f.offset + entry.stdin_advance);
+                stdin::seek_to(f.offset + entry.stdin_advance);
             }
             // Counting the hit is bookkeeping: never fail over it.
             let _ = store.record_hit(&entry);
@@ -231,7 +218,9 @@ fn look_up(
         }
         Ok(Replayed::ReaderGone) => {
             let _ = store.record_hit(&entry);
-            Lookup::Replayed(exit_codes::for_signal(libc::SIGPIPE))
+            Lookup::Replayed(exit_codes::for_signal(
+                rustix::process::Signal::PIPE.as_raw(),
+            ))
         }
         // Only corrupt if the entry is still there: one that a concurrent
         // `clear` removed (blobs and all) since the lookup is a plain miss.
@@ -383,7 +372,7 @@ fn run_and_record(
     }
     // How far the command read a regular file on stdin (the file offset is
     // shared with it), so a replay can leave the offset at the same place.
-    let stdin_advance = match (resolved.stdin_file, stdin_offset()) {
+    let stdin_advance = match (resolved.stdin_file, stdin::offset()) {
         (Some(f), Some(now)) => now.saturating_sub(f.offset),
         _ => 0,
     };
@@ -469,7 +458,7 @@ fn run_and_record(
     // memorun was writing into a broken pipe: it ends as `cat` would, and
     // as a replay does (see `look_up`), whatever the command's own code.
     let code = if outcome.reader_gone {
-        exit_codes::for_signal(libc::SIGPIPE)
+        exit_codes::for_signal(rustix::process::Signal::PIPE.as_raw())
     } else {
         outcome.status.exit_code()
     };

@@ -61,29 +61,25 @@ pub fn spawn(
         .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls (setsid, close_range, close)
-    // between fork and exec.
+    // SAFETY: between fork and exec the child runs only this closure, which
+    // makes only async-signal-safe system calls: setsid(2), and
+    // close_range(2) (or, before Linux 5.9, close(2) on each descriptor).
+    // Closing descriptors that the child's copies of Rust objects own is
+    // sound because none of them is used again before exec. Every
+    // descriptor above stdio is closed so that the refresh holds no pipe
+    // open that a caller (such as a shell's `$(...)`) waits on.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
-            close_inherited_fds();
+            let _ = rustix::process::setsid();
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                for fd in 3..1024 {
+                    rustix::io::close(fd);
+                }
+            }
             Ok(())
         });
     }
     // Not waited for: the child outlives us, and init reaps it.
     let _child = cmd.spawn()?;
     Ok(())
-}
-
-/// Close every descriptor above stdio, so that the refresh holds no pipe
-/// open that a caller (such as a shell's `$(...)`) waits on.
-fn close_inherited_fds() {
-    // SAFETY: close_range only closes descriptors.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if r != 0 {
-        for fd in 3..1024 {
-            // SAFETY: closing a descriptor that may not be open is harmless.
-            unsafe { libc::close(fd) };
-        }
-    }
 }

@@ -30,14 +30,19 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fs::OFlags;
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal};
 
 use crate::exit_codes;
 use crate::key::stdin::Feed;
@@ -46,7 +51,7 @@ use crate::term::output::{self, Fd};
 use crate::term::progress::{self, Spinner};
 
 /// Size of the pipes between the command and memorun, when the kernel allows.
-const PIPE_SIZE: libc::c_int = 1024 * 1024;
+const PIPE_SIZE: usize = 1024 * 1024;
 /// Read buffer for the command's output.
 const READ_BUF: usize = 256 * 1024;
 /// Reads per pipe, at most, once the command was interrupted and has
@@ -168,8 +173,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// with `EFBIG`, which the store treats as "cannot record". A handler, not
 /// SIG_IGN, so that commands run with the default action restored.
 pub fn survive_file_size_limit() {
-    // SAFETY: an empty handler is async-signal-safe.
-    let _ = unsafe { signal_hook::low_level::register(libc::SIGXFSZ, || {}) };
+    // The flag is never read: what matters is that SIGXFSZ has a handler.
+    let _ = signal_hook::flag::register(Signal::XFSZ.as_raw(), Arc::new(AtomicBool::new(false)));
 }
 
 /// From now until the command is spawned, SIGINT, SIGTERM, SIGHUP and
@@ -184,10 +189,13 @@ pub fn end_on_signal_until_spawn() {
 fn install_signal_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT, libc::SIGQUIT] {
-            // SAFETY: the handler only touches atomics and calls kill(2) and
-            // _exit(2), all async-signal-safe. Unlike SIG_IGN, a handler is
-            // reset to the default action in the command at exec.
+        for sig in [Signal::TERM, Signal::HUP, Signal::INT, Signal::QUIT] {
+            let sig = sig.as_raw();
+            // SAFETY: the handler only touches atomics and calls kill(2)
+            // (rustix's, a bare system call) and _exit(2) (signal-hook's),
+            // all async-signal-safe; it allocates nothing. Unlike SIG_IGN,
+            // a handler is reset to the default action in the command at
+            // exec.
             let _ = unsafe {
                 signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
                     on_signal(sig, info)
@@ -204,8 +212,8 @@ fn on_signal(sig: i32, info: &libc::siginfo_t) {
         NOT_STARTED => {
             // Nothing ran, and nothing is held that the kernel does not
             // release: end now, as the signal asked.
-            // SAFETY: _exit(2) is async-signal-safe.
-            unsafe { libc::_exit(exit_codes::for_signal(sig)) }
+            // _exit(2): no atexit handlers, no flushing; async-signal-safe.
+            signal_hook::low_level::exit(exit_codes::for_signal(sig))
         }
         SPAWNING => {
             INTERRUPTED.store(true, Ordering::SeqCst);
@@ -235,15 +243,16 @@ fn forward_pending(pid: i32) {
 
 /// Pass `sig` on to the command `pid` (async-signal-safe).
 fn forward(pid: i32, sig: i32, sent: bool) {
+    let (Some(pid), Some(sig)) = (Pid::from_raw(pid), Signal::from_named_raw(sig)) else {
+        return;
+    };
     if OWN_GROUP.load(Ordering::SeqCst) {
         // No terminal signals the command's group: forward everything.
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(-pid, sig) };
-    } else if matches!(sig, libc::SIGTERM | libc::SIGHUP) || sent {
+        let _ = rustix::process::kill_process_group(pid, sig);
+    } else if matches!(sig, Signal::TERM | Signal::HUP) || sent {
         // SIGINT and SIGQUIT typed at the terminal already reach the command
         // (same process group): forward only what was sent to memorun alone.
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }
 
@@ -253,7 +262,7 @@ fn forward(pid: i32, sig: i32, sent: bool) {
 fn has_terminal() -> bool {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(OFlags::NONBLOCK.bits() as i32)
         .open("/dev/tty")
         .is_ok()
 }
@@ -359,15 +368,13 @@ pub fn run_captured(
             forwarding: true,
         },
     ];
-    for p in &pipes {
-        if let Some(fd) = &p.fd {
-            // SAFETY: fcntl on an open descriptor; failure is harmless.
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        }
+    for fd in pipes.iter().flat_map(|p| &p.fd) {
+        // Failure is harmless: the pipe keeps its default size.
+        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
     }
     // Readable when the command has exited (Linux 5.3 and later).
     let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_child(&child),
+        Pid::from_child(&child),
         rustix::process::PidfdFlags::empty(),
     )
     .ok();
@@ -383,67 +390,70 @@ pub fn run_captured(
         // signal: take what is in the pipes now and stop, rather than wait
         // for a process that left its group and still holds them open.
         let last_pass = exited && INTERRUPTED.load(Ordering::SeqCst);
-        let mut pfds: Vec<libc::pollfd> = pipes
-            .iter()
-            .map(|p| p.fd.as_ref())
-            .chain([pidfd.as_ref().filter(|_| !exited)])
-            .map(|fd| libc::pollfd {
-                fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
         let timeout = match &mut spinner {
-            _ if last_pass => 0,
+            _ if last_pass => Some(Timespec::default()),
             Some(s) => {
                 s.tick();
-                progress::TICK.as_millis() as libc::c_int
+                Some(Timespec::try_from(progress::TICK).expect("a short tick"))
             }
-            None => -1,
+            None => None,
         };
-        // SAFETY: `pfds` is a valid array of pollfd; negative fds are ignored.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        // Which of stdout, stderr and the pidfd are readable; the pidfd is
+        // watched until the command has exited.
+        let watched = [
+            pipes[0].fd.as_ref(),
+            pipes[1].fd.as_ref(),
+            pidfd.as_ref().filter(|_| !exited),
+        ];
+        let mut pfds: Vec<PollFd<'_>> = watched
+            .iter()
+            .flatten()
+            .map(|fd| PollFd::new(*fd, PollFlags::IN))
+            .collect();
+        let r = match rustix::event::poll(&mut pfds, timeout.as_ref()) {
+            Ok(r) => r,
+            Err(Errno::INTR) => continue,
             // poll cannot fail this way with valid arguments; stop capturing
             // rather than spin, and let the command finish on its own.
-            delivery_failed = true;
-            break;
+            Err(_) => {
+                delivery_failed = true;
+                break;
+            }
+        };
+        let mut ready = [false; 3];
+        let mut revents = pfds.iter().map(|p| !p.revents().is_empty());
+        for (ready, fd) in ready.iter_mut().zip(&watched) {
+            if fd.is_some() {
+                *ready = revents.next().unwrap_or(false);
+            }
         }
+        drop(pfds);
         if last_pass {
             last_reads += 1;
             if r == 0 || last_reads > LAST_READS {
                 break;
             }
         }
-        exited |= pfds[2].revents != 0;
-        for (p, pfd) in pipes.iter_mut().zip(&pfds) {
-            if pfd.revents == 0 {
+        exited |= ready[2];
+        for (p, ready) in pipes.iter_mut().zip(ready) {
+            if !ready {
                 continue;
             }
             let Some(fd) = &p.fd else { continue };
-            // SAFETY: `buf` is a valid, writable buffer; `fd` is open.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                ) {
+            let n = match rustix::io::read(fd, &mut buf[..]) {
+                Ok(0) => {
+                    p.fd = None;
                     continue;
                 }
-                p.fd = None;
-                delivery_failed = true;
-                continue;
-            }
-            if n == 0 {
-                p.fd = None;
-                continue;
-            }
-            let chunk = &buf[..n as usize];
+                Ok(n) => n,
+                Err(Errno::INTR | Errno::AGAIN) => continue,
+                Err(_) => {
+                    p.fd = None;
+                    delivery_failed = true;
+                    continue;
+                }
+            };
+            let chunk = &buf[..n];
             let to = p.to;
             let written = match (&mut spinner, p.forwarding) {
                 (_, false) => Ok(()),

@@ -30,13 +30,12 @@ pub struct Digest(pub [u8; 32]);
 impl Digest {
     /// The digest as 64 lowercase hex characters.
     pub fn to_hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        s
+        self.hex().to_string()
+    }
+
+    /// The hex text without allocating (blake3's own encoding).
+    fn hex(&self) -> impl std::ops::Deref<Target = str> {
+        blake3::Hash::from_bytes(self.0).to_hex()
     }
 
     /// The first 12 hex characters, for display.
@@ -44,16 +43,9 @@ impl Digest {
         self.to_hex()[..12].to_string()
     }
 
-    /// Parse 64 hex characters.
+    /// Parse 64 hex characters (either case).
     pub fn from_hex(s: &str) -> Option<Digest> {
-        if s.len() != 64 || !s.is_ascii() {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Digest(out))
+        blake3::Hash::from_hex(s).ok().map(Digest::from)
     }
 
     /// Build a digest from a slice that must be 32 bytes long.
@@ -76,13 +68,13 @@ impl fmt::Debug for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
+        f.write_str(&self.hex())
     }
 }
 
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        s.serialize_str(&self.hex())
     }
 }
 
@@ -504,6 +496,11 @@ mod tests {
         let d = Digest(*blake3::hash(b"abc").as_bytes());
         assert_eq!(Digest::from_hex(&d.to_hex()), Some(d));
         assert_eq!(Digest::from_hex("zz"), None);
+        assert_eq!(Digest::from_hex(&d.to_hex().to_uppercase()), Some(d));
+        assert_eq!(
+            d.to_hex(),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
         assert_eq!(d.short().len(), 12);
     }
 

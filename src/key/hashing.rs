@@ -1,8 +1,9 @@
 //! BLAKE3 content hashing of files, choosing the fast path by size.
 //!
-//! Files are read, not memory-mapped: a file truncated by someone else while
-//! we hash it must give an I/O result, never a SIGBUS that kills memorun and
-//! with it the user's command. Large reads are hashed on all cores.
+//! Files are read, not memory-mapped (see "Memory mapping" in the crate
+//! doc): a file truncated by someone else while we hash it must give an I/O
+//! result, never a SIGBUS that kills memorun and with it the user's command.
+//! Large reads are hashed on all cores.
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -33,6 +33,7 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use rayon::prelude::*;
+use rustix::fs::OFlags;
 
 use crate::key::exclude::Exclusions;
 use crate::key::hashing;
@@ -277,7 +278,7 @@ impl<'a> Collector<'a> {
         let lmeta = match fs::symlink_metadata(&abs) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => None,
             Err(e) => return Err(unreadable(Path::new(arg), &e).into()),
         };
         if lmeta.is_none() && has_glob_meta(arg) {
@@ -724,7 +725,7 @@ fn hash_regular_checked(path: &Path) -> Hashed {
 fn open_nonblocking(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
         .open(path)
 }
 
@@ -1131,9 +1132,12 @@ mod tests {
     fn fifo_is_never_opened() {
         let t = tempfile::tempdir().unwrap();
         let fifo = t.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         let got = collect(t.path(), &mut NoStatCache, &[], &["fifo"]).unwrap();
         assert!(got.components.is_empty());
         let e = collect(t.path(), &mut NoStatCache, &["fifo"], &[]).unwrap_err();

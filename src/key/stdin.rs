@@ -14,8 +14,8 @@
 //! lost: the command is fed them, then the rest of stdin, through a pipe.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, IsTerminal, Read, Seek, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Stdio;
@@ -71,8 +71,7 @@ impl StdinFile {
     /// Whether fd 0 still holds what was hashed: same stat, and, when the
     /// stat is too recent to vouch for it, the same content.
     pub fn unchanged(&self, started_ns: i64) -> bool {
-        // SAFETY: borrowing fd 0; ManuallyDrop keeps it open.
-        let fd0 = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+        let Ok(fd0) = fd0() else { return false };
         match fd0.metadata() {
             Ok(m) if FileStat::of(&m) != self.stat => false,
             Ok(_) if self.stat.is_racy(started_ns) => {
@@ -145,16 +144,12 @@ pub fn capture(
             file: None,
         });
     }
-    // SAFETY: borrowing fd 0 for fstat only; ManuallyDrop keeps it open.
-    let stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    let meta = match stdin.metadata() {
-        Ok(m) => m,
-        Err(_) => return Ok(inherit("closed")),
+    let Ok((stdin, meta)) = fd0().and_then(|f| f.metadata().map(|m| (f, m))) else {
+        return Ok(inherit("closed"));
     };
     let ft = meta.file_type();
     let keyed = || blake3::Hasher::new_keyed(secret);
-    // SAFETY: isatty has no preconditions.
-    let is_tty = unsafe { libc::isatty(0) } == 1;
+    let is_tty = stdin.is_terminal();
     if mode == StdinMode::Auto {
         if is_tty {
             return Ok(inherit("terminal"));
@@ -172,20 +167,17 @@ pub fn capture(
     }
     if ft.is_file() {
         // Hash from the current offset without consuming it.
-        // SAFETY: lseek on fd 0 with SEEK_CUR and 0 only reads the offset.
-        let offset = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
-        if offset >= 0 {
-            let digest =
-                hash_file_from(&stdin, offset as u64, keyed()).map_err(|error| SpoolFailed {
-                    error,
-                    feed: Feed::Inherit,
-                })?;
+        if let Some(offset) = offset() {
+            let digest = hash_file_from(&stdin, offset, keyed()).map_err(|error| SpoolFailed {
+                error,
+                feed: Feed::Inherit,
+            })?;
             return Ok(Captured {
                 component: Some(Component::stdin(Ok(digest))),
                 feed: Feed::Inherit,
                 file: Some(StdinFile {
                     stat: FileStat::of(&meta),
-                    offset: offset as u64,
+                    offset,
                     digest,
                     secret: *secret,
                 }),
@@ -193,6 +185,22 @@ pub fn capture(
         }
     }
     read_pipe(&stdin, keyed(), spool_dir)
+}
+
+/// memorun's stdin as a `File`: a duplicate of fd 0, sharing its open file
+/// description (and so its offset) with fd 0, closed on drop.
+fn fd0() -> io::Result<File> {
+    Ok(File::from(rustix::stdio::stdin().try_clone_to_owned()?))
+}
+
+/// Where fd 0 is now, when it is a file that has an offset (not a pipe).
+pub fn offset() -> Option<u64> {
+    rustix::fs::tell(rustix::stdio::stdin()).ok()
+}
+
+/// Move fd 0 to `offset`; on failure it stays where it was.
+pub fn seek_to(offset: u64) {
+    let _ = rustix::fs::seek(rustix::stdio::stdin(), rustix::fs::SeekFrom::Start(offset));
 }
 
 /// Hash a file from `offset` to its end with `pread`, leaving the file
@@ -326,9 +334,6 @@ fn pump(w: &mut impl Write, taken: Vec<u8>, spooled: Option<File>) -> io::Result
         io::copy(&mut f, w)?;
     }
     w.write_all(&taken)?;
-    // SAFETY: borrowing fd 0 for reading; ManuallyDrop keeps it open.
-    let mut stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    debug_assert_eq!(stdin.as_raw_fd(), 0);
-    io::copy(&mut *stdin, w)?;
+    io::copy(&mut fd0()?, w)?;
     Ok(())
 }

@@ -7,11 +7,18 @@
 //! content-addressed blob `blobs/<2 hex>/<64 hex>`, renamed into place whole,
 //! so a blob path never names a partial file. Every blob is verified against
 //! its digest before any byte of it is replayed.
+//!
+//! Blobs are the only files memorun memory-maps (see "Memory mapping" in
+//! the crate doc): being its own and never modified in place, they cannot
+//! shrink while mapped, so verifying one cannot end in a SIGBUS.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::OFlags;
+use rustix::io::Errno;
 
 use crate::key::Digest;
 use crate::key::hashing;
@@ -162,12 +169,12 @@ impl Blobs {
         let path = self.path(digest);
         let mut f = match OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
             .open(&path)
         {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let meta = f.metadata()?;
@@ -183,9 +190,10 @@ impl Blobs {
             let mut offset = 0u64;
             while offset < len {
                 let window = (len - offset).min(VERIFY_WINDOW);
-                // SAFETY: blobs are never modified in place (a new blob is
-                // renamed over the path, leaving this inode intact), so the
-                // mapping cannot shrink under us.
+                // SAFETY: a blob lives in memorun's private cache directory
+                // and is never modified in place (a new blob is renamed over
+                // the path, leaving this inode intact), so the mapping
+                // cannot shrink under us: the crate's mmap policy.
                 let map = unsafe {
                     memmap2::MmapOptions::new()
                         .offset(offset)

@@ -23,8 +23,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use rustix::fs::OFlags;
+
 use crate::key::Digest;
-use crate::store::private::{self, flock};
+use crate::store::private;
 
 /// Bytes per record: magic, key, manifest (see `store::manifest`), time
 /// (ms), time saved (ms), and an XXH3 of all that.
@@ -67,7 +69,7 @@ fn open(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .mode(private::FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
 }
 
@@ -81,7 +83,7 @@ pub fn append(
     saved_ms: i64,
 ) -> io::Result<u64> {
     let mut f = open(path)?;
-    flock(&f, libc::LOCK_SH)?;
+    private::lock_shared(&f)?;
     let mut rec = [0u8; RECORD];
     rec[..4].copy_from_slice(&MAGIC);
     rec[4..36].copy_from_slice(&key.0);
@@ -116,14 +118,14 @@ pub fn take(path: &Path) -> io::Result<Option<Folding>> {
     let mut file = match OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    flock(&file, libc::LOCK_EX)?;
+    private::lock(&file)?;
     let mut bytes = Vec::new();
     (&mut file).take(MAX_FOLD).read_to_end(&mut bytes)?;
     if bytes.is_empty() {

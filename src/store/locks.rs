@@ -1,5 +1,5 @@
-//! Per-key locks: OS file locks (`flock`) on files in the cache's `locks/`
-//! directory.
+//! Per-key locks: OS file locks (std's `File::lock`, which is `flock(2)` on
+//! Linux) on files in the cache's `locks/` directory.
 //!
 //! A lock dies with its holder, so a process killed with `kill -9` never
 //! leaves a key locked: the kernel releases the lock at once and a waiter
@@ -13,12 +13,14 @@
 //! run was not recorded writes that into the file, for its waiters to read
 //! through the descriptor they still hold.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::private::{self, flock};
+use rustix::fs::OFlags;
+
+use crate::store::private;
 
 /// What a holder whose run was not recorded leaves in its lock file.
 const UNRECORDED: &[u8] = b"unrecorded\n";
@@ -68,7 +70,7 @@ fn open(path: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(private::FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
 }
 
@@ -87,12 +89,12 @@ fn acquire(locks_dir: &Path, name: &str, blocking: bool) -> io::Result<Option<Lo
     let path = lock_path(locks_dir, name);
     loop {
         let file = open(&path)?;
-        let op = if blocking {
-            libc::LOCK_EX
+        let locked = if blocking {
+            private::lock(&file)
         } else {
-            libc::LOCK_EX | libc::LOCK_NB
+            file.try_lock().map_err(io::Error::from)
         };
-        match flock(&file, op) {
+        match locked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) => return Err(e),
@@ -115,7 +117,7 @@ pub fn wait(locks_dir: &Path, name: &str) -> io::Result<Waited> {
     private::ensure_subdir(locks_dir).map_err(io::Error::other)?;
     let path = lock_path(locks_dir, name);
     let file = open(&path)?;
-    flock(&file, libc::LOCK_EX)?;
+    private::lock(&file)?;
     if still_linked(&file, &path)? {
         return Ok(Waited::Locked(Lock { file, path }));
     }
@@ -130,10 +132,7 @@ pub fn wait(locks_dir: &Path, name: &str) -> io::Result<Waited> {
 pub fn is_held(locks_dir: &Path, name: &str) -> bool {
     let path = lock_path(locks_dir, name);
     let Ok(file) = open(&path) else { return false };
-    match flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
-        Ok(()) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-    }
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
 }
 
 #[cfg(test)]

@@ -148,17 +148,25 @@ fn check_ancestor(cache: &Path, ancestor: &Path, euid: u32) -> Result<()> {
     Ok(())
 }
 
-/// `flock(2)` on `file` with `op` (`LOCK_SH`, `LOCK_EX`, `| LOCK_NB`),
-/// retried on EINTR; released when the file is closed.
-pub fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
+/// Wait for an exclusive lock on `file`: std's `File::lock`, which on Linux
+/// is `flock(2)`, so the lock belongs to the open file description and is
+/// released when its last descriptor is closed.
+pub fn lock(file: &File) -> io::Result<()> {
+    retry_on_intr(|| file.lock())
+}
+
+/// Wait for a shared lock on `file` (`File::lock_shared`; see [`lock`]).
+pub fn lock_shared(file: &File) -> io::Result<()> {
+    retry_on_intr(|| file.lock_shared())
+}
+
+/// std does not retry a lock interrupted by a signal. memorun's own
+/// handlers restart `flock` (`SA_RESTART`); this covers any other.
+fn retry_on_intr(mut lock: impl FnMut() -> io::Result<()>) -> io::Result<()> {
     loop {
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(file), op) } == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match lock() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            done => return done,
         }
     }
 }
@@ -180,7 +188,7 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)
 }
 

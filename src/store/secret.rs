@@ -8,6 +8,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rustix::fs::OFlags;
 
 use super::temp::Temp;
 
@@ -43,7 +44,7 @@ pub fn load_or_create(dir: &Path, tmp_dir: &Path) -> Result<[u8; 32]> {
 fn read_secret(path: &Path) -> io::Result<[u8; 32]> {
     let mut f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(OFlags::NOFOLLOW.bits() as i32)
         .open(path)?;
     let mut buf = Vec::with_capacity(33);
     Read::by_ref(&mut f).take(33).read_to_end(&mut buf)?;

@@ -10,15 +10,23 @@
 //!   given a name only when it is published, by `linkat` through
 //!   `/proc/self/fd`.
 //! - Elsewhere it is a named file `PREFIX-<random hex>`, created exclusively,
-//!   on which its process holds an exclusive `flock` for as long as it has it
-//!   open. A named temp file nobody holds a lock on is an orphan of a
-//!   process that died: [`sweep`] removes it (at the next recorded run, and
-//!   in `memorun clear`).
+//!   on which its process holds an exclusive lock for as long as it has it
+//!   open (std's `File::try_lock`, which is `flock(2)` on Linux: the lock
+//!   belongs to the open file and dies with its process). A named temp file
+//!   nobody holds a lock on is an orphan of a process that died: [`sweep`]
+//!   removes it (at the next recorded run, and in `memorun clear`).
 //!
 //! Invariant: a temp file in use is never removed by a sweep: the sweep
 //! removes a file only while it holds that file's lock itself, and only a
 //! file that has not been written to for [`ORPHAN_AFTER`] (which covers the
 //! instant between creating a named file and locking it).
+//!
+//! Why not the tempfile crate's `Builder`: it names, creates exclusively and
+//! removes on drop, but does neither of the two things above. Its unnamed
+//! files (`tempfile_in`) have no way to be published by `linkat`, and its
+//! named files carry no lock, so a sweep could not tell a live process's
+//! file from an orphan. The tests use the tempfile crate for their scratch
+//! directories.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -26,7 +34,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{self as rfs, AtFlags, FlockOperation, Mode, OFlags};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use super::private::FILE_MODE;
 
@@ -90,7 +98,7 @@ impl Temp {
         let name = Name(Some(path));
         // Without its lock a named temp file could be swept while in use:
         // on failure `name` is dropped, which removes the file.
-        rfs::flock(&file, FlockOperation::NonBlockingLockExclusive)?;
+        file.try_lock()?;
         Ok(Temp {
             file,
             name: Some(name),
@@ -134,7 +142,7 @@ impl Temp {
         // Something is in the way: a second name in the temp directory,
         // renamed over it. That name is locked through our descriptor (the
         // lock belongs to the open file), so no sweep takes it meanwhile.
-        rfs::flock(&self.file, FlockOperation::NonBlockingLockExclusive)?;
+        self.file.try_lock()?;
         let second = loop {
             let path = self.dir.join(format!("spool-{}", random_hex()));
             match link_unnamed(&self.file, &path) {
@@ -217,7 +225,7 @@ pub fn create_exclusive(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)>
             .write(true)
             .create_new(true)
             .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
         {
             Ok(f) => return Ok((f, path)),
@@ -268,7 +276,7 @@ pub fn sweep(tmp_dir: &Path, dry_run: bool) -> TempUsage {
         let path = f.path();
         let Ok(file) = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
             .open(&path)
         else {
             continue;
@@ -283,7 +291,7 @@ pub fn sweep(tmp_dir: &Path, dry_run: bool) -> TempUsage {
             continue;
         }
         // Held: its process is alive and still has it.
-        if rfs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        if file.try_lock().is_err() {
             continue;
         }
         // Remove only the file whose lock we hold, not one put in its place.

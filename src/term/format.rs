@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn io_reasons_are_short() {
-        let e = io::Error::from_raw_os_error(libc::EACCES);
+        let e = io::Error::from(rustix::io::Errno::ACCESS);
         assert_eq!(io_reason(&e), "permission denied");
     }
 }

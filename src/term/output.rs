@@ -7,87 +7,76 @@
 //! `write` with a large buffer.
 
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, IsTerminal};
+use std::os::fd::BorrowedFd;
+use std::os::unix::fs::FileExt;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
 
 /// One of memorun's own output descriptors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fd(pub RawFd);
+#[derive(Debug, Clone, Copy)]
+pub struct Fd(BorrowedFd<'static>);
 
 /// memorun's standard output.
-pub const STDOUT: Fd = Fd(1);
+pub const STDOUT: Fd = Fd(rustix::stdio::stdout());
 /// memorun's standard error.
-pub const STDERR: Fd = Fd(2);
+pub const STDERR: Fd = Fd(rustix::stdio::stderr());
 
 /// Buffer size for the read/write fallback.
 const COPY_BUF: usize = 256 * 1024;
 
 impl Fd {
+    /// Whether this descriptor is a terminal.
+    pub fn is_terminal(self) -> bool {
+        self.0.is_terminal()
+    }
+
     /// Write all of `data`, retrying on `EINTR` and waiting on `EAGAIN`.
     pub fn write_all(self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            // SAFETY: `data` is a valid slice for the duration of the call.
-            let n = unsafe { libc::write(self.0, data.as_ptr().cast(), data.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock => {
-                        wait_writable(self.0)?;
-                        continue;
-                    }
-                    _ => return Err(e),
-                }
+            match rustix::io::write(self.0, data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => wait_writable(self.0)?,
+                Err(e) => return Err(e.into()),
             }
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            data = &data[n as usize..];
         }
         Ok(())
     }
 
     /// Copy `len` bytes of `file` starting at `offset` to this descriptor.
     pub fn copy_from_file(self, file: &File, mut offset: u64, mut len: u64) -> io::Result<()> {
-        let src = file.as_raw_fd();
         let mut use_sendfile = true;
         let mut buf: Vec<u8> = Vec::new();
         while len > 0 {
             if use_sendfile {
-                let mut off = offset as libc::off_t;
                 let want = len.min(1 << 30) as usize;
-                // SAFETY: both descriptors are open; `off` is a valid pointer.
-                let n = unsafe { libc::sendfile(self.0, src, &mut off, want) };
-                if n > 0 {
-                    offset += n as u64;
-                    len -= n as u64;
-                    continue;
-                }
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "stored output is shorter than recorded",
-                    ));
-                }
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => {
-                        wait_writable(self.0)?;
-                        continue;
+                let mut off = offset;
+                match rustix::fs::sendfile(self.0, file, Some(&mut off), want) {
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "stored output is shorter than recorded",
+                        ));
                     }
-                    Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-                        use_sendfile = false;
-                        continue;
+                    Ok(n) => {
+                        offset += n as u64;
+                        len -= n as u64;
                     }
-                    _ => return Err(e),
+                    Err(Errno::INTR) => {}
+                    Err(Errno::AGAIN) => wait_writable(self.0)?,
+                    Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => use_sendfile = false,
+                    Err(e) => return Err(e.into()),
                 }
+                continue;
             }
             if buf.is_empty() {
                 buf = vec![0u8; COPY_BUF.min(len as usize).max(1)];
             }
             let want = buf.len().min(len as usize);
-            let n = pread(src, &mut buf[..want], offset)?;
+            let n = pread(file, &mut buf[..want], offset)?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -102,43 +91,23 @@ impl Fd {
     }
 }
 
-fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn pread(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is a valid, writable slice.
-        let n = unsafe {
-            libc::pread(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                offset as libc::off_t,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
         }
     }
 }
 
 /// Block until `fd` can take more output.
-fn wait_writable(fd: RawFd) -> io::Result<()> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
+fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut p = [PollFd::from_borrowed_fd(fd, PollFlags::OUT)];
     loop {
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut p, 1, -1) };
-        if r >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::event::poll(&mut p, None) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::term::format::{human_duration, human_size};
+use crate::term::output;
 
 /// How long a miss runs before the spinner appears.
 pub const SPINNER_DELAY: Duration = Duration::from_millis(300);
@@ -36,19 +37,12 @@ pub fn allowed(
 
 /// [`allowed`] for this process.
 pub fn allowed_here(quiet: bool) -> bool {
-    // SAFETY: isatty has no preconditions.
-    let tty = unsafe { libc::isatty(2) } == 1;
     allowed(
-        tty,
+        output::STDERR.is_terminal(),
         std::env::var_os("CI").as_deref(),
         std::env::var_os("TERM").as_deref(),
         quiet,
     )
-}
-
-fn is_tty(fd: i32) -> bool {
-    // SAFETY: isatty has no preconditions.
-    unsafe { libc::isatty(fd) == 1 }
 }
 
 fn terminal_width() -> usize {
@@ -88,7 +82,7 @@ impl Spinner {
             expected,
             label: shorten(&crate::term::quote::printable(display), terminal_width()),
             bar: None,
-            tty: [is_tty(1), is_tty(2)],
+            tty: [output::STDOUT.is_terminal(), output::STDERR.is_terminal()],
             at_line_start: true,
         }
     }

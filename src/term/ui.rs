@@ -110,8 +110,7 @@ fn label(kind: &str, style: Style) -> String {
 /// set to something (see no-color.org).
 pub fn colour_enabled() -> bool {
     colour_decision(
-        // SAFETY: isatty has no preconditions.
-        unsafe { libc::isatty(2) } == 1,
+        output::STDERR.is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     )
 }
