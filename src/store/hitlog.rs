@@ -3,13 +3,19 @@
 //! A database write on every hit would cost a transaction, WAL frames and a
 //! checkpoint when the connection closes: more than the replay of a small
 //! output. Instead a hit appends one fixed-size record (key, the command's
-//! manifest, time, time saved) to `hits.log` under a shared `flock`. Whoever next writes to the
-//! database (a miss, `stats`, `list`, `clear`, or a hit that finds the log
-//! long) folds the log into the entries' hit counts and last-used times and
-//! into the counters and the time saved per command, then empties it, all
-//! under an exclusive `flock`, so no record is lost or counted twice. The
-//! record names its command itself: the entry it replayed may be gone (a
-//! concurrent `clear`, eviction or re-record) by the time it is folded.
+//! manifest, time, time saved) to `hits.log` under a shared `flock`.
+//! Whoever next writes to the database (a miss, `stats`, `list`, `clear`,
+//! or a hit that finds the log long) folds the log into the entries' hit
+//! counts and last-used times and into the counters and the time saved per
+//! command, then empties it, all under an exclusive `flock`, so no record
+//! is lost or counted twice. The record names its command itself: the
+//! entry it replayed may be gone (a concurrent `clear`, eviction or
+//! re-record) by the time it is folded.
+//!
+//! Neither side ever waits for the lock: a process stopped while holding
+//! it (Ctrl-Z, a debugger) must not hang the next run. A hit that finds the
+//! log being folded counts itself in the database instead; a fold that
+//! finds the log in use is left to the next writer.
 //!
 //! The log is a file anyone with access to the cache directory can append
 //! to or grow: each record carries a magic and a checksum, a record that
@@ -83,7 +89,9 @@ pub fn append(
     saved_ms: i64,
 ) -> io::Result<u64> {
     let mut f = open(path)?;
-    private::lock_shared(&f)?;
+    // Never wait: a folder stopped (Ctrl-Z, a debugger) while holding the
+    // log must not hang a replay. The caller counts the hit another way.
+    try_lock(f.try_lock_shared())?;
     let mut rec = [0u8; RECORD];
     rec[..4].copy_from_slice(&MAGIC);
     rec[4..36].copy_from_slice(&key.0);
@@ -125,7 +133,14 @@ pub fn take(path: &Path) -> io::Result<Option<Folding>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    private::lock(&file)?;
+    // Folding is bookkeeping: when another process holds the log (an
+    // appender stopped mid-append, another fold), leave it to a later one
+    // rather than wait, possibly for ever, on the miss path.
+    match try_lock(file.try_lock()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    }
     let mut bytes = Vec::new();
     (&mut file).take(MAX_FOLD).read_to_end(&mut bytes)?;
     if bytes.is_empty() {
@@ -135,6 +150,15 @@ pub fn take(path: &Path) -> io::Result<Option<Folding>> {
         file,
         hits: parse(&bytes, super::now_ms()),
     }))
+}
+
+/// A non-blocking lock's result as an I/O result (`WouldBlock` when held).
+fn try_lock(r: Result<(), std::fs::TryLockError>) -> io::Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// One valid record: key, manifest (if it says), time, time saved.
@@ -307,5 +331,25 @@ mod tests {
         assert_eq!(f.hits[&(Digest([1; 32]), Some(M))].count, 1);
         f.done().unwrap();
         assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_held_log_is_never_waited_for() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("hits.log");
+        let (a, m) = (Digest([1; 32]), Digest([2; 32]));
+        append(&log, &a, &m, 10, 100).unwrap();
+        // Another process mid-append (shared) or mid-fold (exclusive): a
+        // separate open file description holds the lock.
+        let other = std::fs::File::open(&log).unwrap();
+        other.lock_shared().unwrap();
+        assert!(take(&log).unwrap().is_none(), "a fold waited or went ahead");
+        other.unlock().unwrap();
+        other.lock().unwrap();
+        let err = append(&log, &a, &m, 20, 100).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        other.unlock().unwrap();
+        let folding = take(&log).unwrap().unwrap();
+        assert_eq!(folding.hits.values().map(|h| h.count).sum::<i64>(), 1);
     }
 }

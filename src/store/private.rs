@@ -155,11 +155,6 @@ pub fn lock(file: &File) -> io::Result<()> {
     retry_on_intr(|| file.lock())
 }
 
-/// Wait for a shared lock on `file` (`File::lock_shared`; see [`lock`]).
-pub fn lock_shared(file: &File) -> io::Result<()> {
-    retry_on_intr(|| file.lock_shared())
-}
-
 /// std does not retry a lock interrupted by a signal. memorun's own
 /// handlers restart `flock` (`SA_RESTART`); this covers any other.
 fn retry_on_intr(mut lock: impl FnMut() -> io::Result<()>) -> io::Result<()> {
