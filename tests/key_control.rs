@@ -6,17 +6,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::util::{Dir, assert_contains, assert_starts_with, code, stderr, stdout};
-
-/// Set a file's mtime, so that only its content (and ctime) can tell.
-fn set_mtime(p: &std::path::Path, t: SystemTime) {
-    fs::File::options()
-        .write(true)
-        .open(p)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
-}
+use crate::util::{Dir, assert_contains, assert_starts_with, code, set_mtime, stderr, stdout};
 
 #[test]
 fn input_directory_add_rename_and_content_change() {

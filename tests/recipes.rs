@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use crate::util::{Dir, memorun_bin};
+use crate::util::{Dir, memorun_bin, set_mtime};
 
 /// The Makefile recipe from the README ("A Makefile rule"), with the
 /// compiler behind a wrapper that counts its runs.
@@ -61,15 +61,6 @@ fn make(d: &Dir, args: &[&str]) -> Output {
 fn prog(d: &Dir) -> String {
     let o = Command::new(d.join("prog")).output().unwrap();
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn set_mtime(p: &std::path::Path, t: SystemTime) {
-    fs::File::options()
-        .write(true)
-        .open(p)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
 }
 
 /// Issue 13: with the README's own recipe, editing a header replayed the

@@ -254,3 +254,13 @@ pub fn output_with_stdin(cmd: &mut StdCommand, input: Vec<u8>) -> Output {
     writer.join().unwrap();
     out
 }
+
+/// Set a file's modification time (its content, and ctime, stay as they are).
+pub fn set_mtime(p: &Path, t: std::time::SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
