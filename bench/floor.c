@@ -7,8 +7,8 @@
  *                 program costs on this machine;
  *   floor-sqlite  does, in C, exactly the SQLite work of a memorun hit and
  *                 nothing else: the same sqlite3_config calls, open flags,
- *                 persistent WAL, pragmas and the hit's three queries on a
- *                 real memorun.db (src/store/sqlite.rs), then prints
+ *                 persistent WAL, pragmas and the hit's queries on a
+ *                 real memorun.db (src/store/db.rs, schema.rs), then prints
  *                 "hello\n" as the replay would.
  *
  * Compiled against the SQLite amalgamation that libsqlite3-sys bundles, with
@@ -45,14 +45,17 @@ int main(int argc, char **argv) {
         _exit(1);
     sqlite3_busy_timeout(db, 5000);
     sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &on);
-    query(db, "PRAGMA journal_size_limit = 0", 0);
-    query(db, "PRAGMA synchronous = NORMAL", 0);
+    if (sqlite3_exec(db, "PRAGMA journal_size_limit = 0; PRAGMA synchronous = NORMAL;", 0, 0, 0)
+        != SQLITE_OK)
+        _exit(1);
     query(db, "PRAGMA user_version", 0);
-    query(db, "SELECT path FROM outputs WHERE command = ?1 ORDER BY path", 1);
+    query(db, "PRAGMA application_id", 0);
+    query(db, "SELECT path FROM outputs WHERE command_in_dir = ?1 ORDER BY path", 1);
     query(db,
-          "SELECT created, duration_ms, exit_code, out_len, out_digest, out_inline, "
-          "err_len, err_digest, err_inline, ord_len, ord_digest, ord_inline, outputs, "
-          "stdin_advance FROM entries WHERE key = ?1",
+          "SELECT key, created, duration_ms, exit_code, stdin_advance, "
+          "out_len, out_digest, out_inline, err_len, err_digest, err_inline, "
+          "order_len, order_digest, order_inline, outputs, checksum, argv_digest, cwd "
+          "FROM entries WHERE key = ?1",
           1);
     sqlite3_close(db);
 #else
