@@ -470,15 +470,36 @@ bench_p4() {
 # and (for --older-than) half of them last used 2 to 3 days ago. Their inline
 # stdout is the real row's ("hi\n"), with its digest and order stream.
 p5_populate() { # DB TOTAL_ENTRIES
+    # Each row carries a checksum (BLAKE3, see Entry::checksum in
+    # src/store/mod.rs): python3's blake3 module computes it.
+    python3 -c 'import blake3' 2>/dev/null || python3 -m pip install --quiet blake3
     python3 - "$1" "$2" <<'PY'
-import os, random, sqlite3, sys, time
+import os, random, sqlite3, struct, sys, time
+import blake3
 db, total = sys.argv[1], int(sys.argv[2])
+
+def checksum(r):
+    """Entry::checksum (src/store/mod.rs), for a row without outputs."""
+    assert r["outputs"] is None
+    h = blake3.blake3(derive_key_context="memorun 2026 entry checksum")
+    h.update(struct.pack("<I", 1))  # CHECKSUM_VERSION
+    h.update(r["key"])
+    h.update(struct.pack("<qQi", r["created"], r["duration_ms"], r["exit_code"]))
+    for s in ("out", "err", "order"):
+        h.update(struct.pack("<Q", r[f"{s}_len"]))
+        h.update(r[f"{s}_digest"])
+        h.update(bytes([r[f"{s}_inline"] is not None]))
+    h.update(struct.pack("<Q", 0))  # no outputs
+    h.update(struct.pack("<Q", r["stdin_advance"]))
+    return h.digest()
+
 rng = random.Random(5)
 conn = sqlite3.connect(db)
 conn.row_factory = sqlite3.Row
 real = conn.execute("SELECT * FROM entries").fetchall()
 assert len(real) == 1, f"expected 1 real entry, found {len(real)}"
 real = dict(real[0])
+assert checksum(real) == real["checksum"], "the checksum recipe differs from memorun's"
 cols = list(real)
 now = int(time.time() * 1000)
 hour, day = 3_600_000, 86_400_000
@@ -489,7 +510,7 @@ def rows():
         r = dict(real)
         g = i % len(commands)
         r["key"] = os.urandom(32)
-        r["command"] = commands[g]
+        r["argv_digest"] = commands[g]
         r["display"] = f"./report.sh --id {g} --part {i // len(commands)}"
         if i < n // 2 + (n % 2):  # the older half: n=99,999 gives 50,000
             last = now - 2 * day - rng.randrange(day)
@@ -499,6 +520,7 @@ def rows():
         r["created"] = last - rng.randrange(day)
         r["duration_ms"] = rng.randrange(10, 60_000)
         r["hits"] = rng.randrange(0, 20)
+        r["checksum"] = checksum(r)
         yield tuple(r[c] for c in cols)
 with conn:
     conn.executemany(
