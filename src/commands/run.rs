@@ -141,11 +141,11 @@ fn warn_missing_inputs(ui: &Ui, resolved: &Resolved) {
     let Some(first) = missing.first() else {
         return;
     };
-    let quoted: Vec<String> = missing
-        .iter()
-        .map(|m| format!("'{}'", m.to_string_lossy()))
-        .collect();
     if ui.is_verbose() {
+        let quoted: Vec<String> = missing
+            .iter()
+            .map(|m| format!("'{}'", m.to_string_lossy()))
+            .collect();
         ui.status(format_args!("absent inputs: {}", quoted.join(", ")));
         return;
     }

@@ -421,10 +421,7 @@ impl<'a> Collector<'a> {
         };
         // Match against paths as the walk forms them: without `./`, `//`
         // or `/./`, which would otherwise make the pattern match nothing.
-        let normalized: PathBuf = Path::new(pattern)
-            .components()
-            .filter(|c| !matches!(c, PathComponent::CurDir))
-            .collect();
+        let normalized = crate::key::exclude::normalize(Path::new(pattern));
         let normalized = normalized.to_string_lossy().into_owned();
         let pattern = normalized.as_str();
         let matcher = globset::GlobBuilder::new(pattern)
