@@ -321,6 +321,35 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Key")]
     pub no_cwd: bool,
 
+    /// A file, directory or quoted glob the command writes: restored on a hit
+    ///
+    /// Captured with the entry after a recorded run and put back on a hit
+    /// before the output is replayed: a directory ends up holding exactly
+    /// what the run left (stale files in it are removed), each file is
+    /// written whole and renamed into place with its mode and a fresh
+    /// mtime, and nothing is ever written through a symlink. Outputs are
+    /// not part of the key and never inputs. A declared output the command
+    /// does not create is removed by a hit. Repeatable. Example:
+    /// `memorun -o dist/ -- npm run build`.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "PATH",
+        help_heading = "Outputs"
+    )]
+    pub output: Vec<OsString>,
+
+    /// Do not capture the files the command creates that are named on its
+    /// command line
+    ///
+    /// By default an argument that named nothing before the run and a file
+    /// after it (`cc -c in.c -o out.o`) is captured and restored on a hit
+    /// like a `-o` file. With this flag such a file must still be in place
+    /// for a hit, as the run left it. Example:
+    /// `memorun --no-auto-outputs -- cc -c in.c -o out.o`.
+    #[arg(long, help_heading = "Outputs")]
+    pub no_auto_outputs: bool,
+
     /// Also record runs that exit with a non-zero code
     ///
     /// By default only exit 0 is recorded. A run killed by a signal is never

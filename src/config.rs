@@ -16,6 +16,7 @@ use crate::key::Digest;
 use crate::key::exclude::Exclusions;
 use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::stdin::StdinMode;
+use crate::outputs::OutputSpec;
 use crate::store::evict::Limits;
 use crate::term::ui::Verbosity;
 
@@ -126,6 +127,9 @@ pub struct Refresh {
 /// Everything memorun needs to know to run or replay one command.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The declared outputs (`-o`) and whether automatic outputs are
+    /// captured.
+    pub outputs: OutputSpec,
     /// The command, and what goes into its key.
     pub key: KeySpec,
     /// Record non-zero exits too.
@@ -209,7 +213,13 @@ impl Config {
         if let Some(empty) = patterns.iter().find(|p| p.is_empty()) {
             bail!("--exclude needs a pattern, got '{empty}'");
         }
+        let outputs = OutputSpec::new(&args.output, !args.no_auto_outputs)?;
+        // Declared outputs are never inputs: out of walks and globs, and
+        // out of the automatic inputs.
+        let output_patterns = outputs.exclusions();
+        patterns.extend(output_patterns.iter().cloned());
         let exclude = Exclusions::new(&patterns)?;
+        let not_inputs = Exclusions::new(&output_patterns)?;
         if args.key_cmd.iter().any(|c| c.trim().is_empty()) {
             bail!("--key-cmd needs a command, got an empty string");
         }
@@ -254,7 +264,9 @@ impl Config {
                 },
                 auto_inputs: !args.no_auto_inputs,
                 include_cwd: !args.no_cwd,
+                outputs: not_inputs,
             },
+            outputs,
             cache_failures: args.cache_failures,
             force: args.force || refresh.is_some(),
             ttl: args.ttl,

@@ -18,6 +18,8 @@
 //! - [`replay`]: a hit, written back byte for byte in the recorded
 //!   interleaving, and the policy that says what may be replayed or
 //!   recorded.
+//! - [`outputs`]: the files a command writes, captured with its entry and
+//!   restored on a hit (clean, atomic, never through a symlink).
 //! - [`exec`]: a miss: the command spawned, its output streamed live and
 //!   captured, signals forwarded; and the background refresh.
 //! - [`commands`]: one file per thing a user can ask for (`run`, `why`,
@@ -47,6 +49,7 @@ pub mod error;
 pub mod exec;
 pub mod exit_codes;
 pub mod key;
+pub mod outputs;
 pub mod replay;
 pub mod store;
 pub mod term;

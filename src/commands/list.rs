@@ -2,7 +2,8 @@
 //! a JSON array.
 //!
 //! JSON: an array of objects with `key` (hex), `created_ms`, `last_used_ms`,
-//! `duration_ms`, `exit_code`, `output_bytes`, `hits`, `command` (string).
+//! `duration_ms`, `exit_code`, `output_bytes`, `files` and `file_bytes`
+//! (its output files), `hits`, `command` (string).
 
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub fn list(location: &CacheLocation, json: bool) -> Result<i32> {
                     "duration_ms": e.duration_ms,
                     "exit_code": e.exit_code,
                     "output_bytes": e.output_bytes,
+                    "files": e.files.files,
+                    "file_bytes": e.files.bytes,
                     "hits": e.hits,
                     "command": e.display,
                 })
@@ -51,9 +54,9 @@ fn since(ms: i64) -> String {
 /// Entries as an aligned table with a header.
 pub fn table(entries: &[Listed]) -> String {
     let header = [
-        "KEY", "AGE", "USED", "TOOK", "EXIT", "SIZE", "HITS", "COMMAND",
+        "KEY", "AGE", "USED", "TOOK", "EXIT", "SIZE", "FILES", "HITS", "COMMAND",
     ];
-    let rows: Vec<[String; 8]> = entries
+    let rows: Vec<[String; 9]> = entries
         .iter()
         .map(|e| {
             [
@@ -63,6 +66,10 @@ pub fn table(entries: &[Listed]) -> String {
                 human_duration(Duration::from_millis(e.duration_ms.max(0) as u64)),
                 e.exit_code.to_string(),
                 human_size(e.output_bytes),
+                match e.files.files {
+                    0 => "-".to_string(),
+                    n => format!("{n} ({})", human_size(e.files.bytes)),
+                },
                 e.hits.to_string(),
                 crate::term::quote::printable(&e.display).into_owned(),
             ]

@@ -5,9 +5,7 @@
 //! record → exit code. Whenever the store fails, the command still runs,
 //! uncached, with one warning: the cache can cost a miss, never a build.
 
-use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use anyhow::Result;
 
@@ -22,12 +20,13 @@ use crate::key::inputs;
 use crate::key::resolve::Resolved;
 use crate::key::stdin::{self, Feed};
 use crate::key::{Kind, State};
+use crate::outputs::{capture, restore};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
 use crate::store::counters;
 use crate::store::locks::{self, Waited};
 use crate::store::{NewEntry, Store, age};
-use crate::term::format::human_duration;
+use crate::term::format::{human_duration, human_size};
 use crate::term::progress::Spinner;
 use crate::term::ui::{self, Ui};
 
@@ -189,12 +188,37 @@ fn look_up(
         }
     };
     let entry_age = age(entry.created_ms);
-    if let Some(why) = policy::refusal(&config.policy(), &entry, &resolved.base.cwd) {
+    if let Some(why) = policy::refusal(&config.policy(), &entry) {
         return Lookup::Miss(Some(why));
+    }
+    // The output files first: the caller finds them when the replay ends.
+    let roots = match restore::select(&entry.outputs, &config.outputs, &config.key.keyed_args()) {
+        Ok(roots) => roots,
+        Err(why) => return Lookup::Miss(Some(why)),
+    };
+    let restored = if roots.is_empty() {
+        restore::Report::default()
+    } else {
+        let cwd = &resolved.base.cwd;
+        match restore::restore(&roots, store, cwd, false, config.outputs.auto) {
+            Ok(report) => report,
+            Err(restore::Failure::Miss(why)) => return Lookup::Miss(Some(why)),
+            Err(restore::Failure::Corrupt(why)) => {
+                return match store.discard_corrupt(&entry) {
+                    Ok(true) => Lookup::Miss(Some(format!("{why}; the entry was removed"))),
+                    _ => Lookup::Miss(None),
+                };
+            }
+        }
+    };
+    if restored.restored > 0 {
+        let _ = store.count(&[
+            (counters::RESTORED_FILES, restored.restored as i64),
+            (counters::RESTORED_BYTES, restored.restored_bytes as i64),
+        ]);
     }
     match replay::replay(store, &entry) {
         Ok(Replayed::Done) => {
-            touch_outputs(&entry, &resolved.base.cwd);
             // Leave a regular file on stdin where the command left it.
             if let Some(f) = resolved.stdin_file {
                 stdin::seek_to(f.offset + entry.stdin_advance);
@@ -209,8 +233,22 @@ fn look_up(
                 }
                 false => "",
             };
+            let mut files = match restored.restored {
+                0 => String::new(),
+                1 => format!(
+                    ", restored 1 file ({})",
+                    human_size(restored.restored_bytes)
+                ),
+                n => format!(
+                    ", restored {n} files ({})",
+                    human_size(restored.restored_bytes)
+                ),
+            };
+            if restored.removed > 0 {
+                files.push_str(&format!(", removed {} stale", restored.removed));
+            }
             ui.status(format_args!(
-                "hit, recorded {} ago, saved {}{note}",
+                "hit{files}, recorded {} ago, saved {}{note}",
                 human_duration(entry_age),
                 human_duration(entry.duration),
             ));
@@ -241,32 +279,6 @@ fn look_up(
             ui::error(format_args!("{e:#}"));
             Lookup::Replayed(exit_codes::MEMORUN_ERROR)
         }
-    }
-}
-
-/// Give the output files of a replayed entry (which `refusal` found to be
-/// what the run left) the modification time a real run would have: now.
-/// make compares times, and a target older than a prerequisite that was
-/// touched would be rebuilt on every invocation. Best effort.
-fn touch_outputs(entry: &crate::store::Entry, cwd: &Path) {
-    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT, utimensat};
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_NOW,
-        },
-    };
-    for (path, _) in &entry.outputs {
-        let _ = utimensat(
-            CWD,
-            cwd.join(OsStr::from_bytes(path)),
-            &times,
-            AtFlags::empty(),
-        );
     }
 }
 
@@ -384,16 +396,7 @@ fn run_and_record(
         .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
         .map(|a| a.as_bytes().to_vec())
         .collect();
-    // What the run left in its output files is part of what it did: the
-    // entry replays only while they are still that (see `refusal`).
-    let mut outputs = Vec::new();
-    for path in resolved.known_outputs.iter().chain(&created) {
-        let abs = resolved.base.cwd.join(OsStr::from_bytes(path));
-        if let Ok((digest, _)) = inputs::hash_regular(&abs) {
-            outputs.push((path.clone(), digest));
-        }
-    }
-    let why_not = policy::unrecordable(
+    let mut why_not = policy::unrecordable(
         &config.policy(),
         &policy::RunEnd {
             status: match outcome.status {
@@ -406,6 +409,24 @@ fn run_and_record(
         },
         resolved,
     );
+    // The files it wrote are part of what it did: captured with the entry,
+    // the declared outputs and the arguments it created (see `outputs`).
+    let mut captured = capture::Captured::default();
+    if why_not.is_none() {
+        let auto: Vec<Vec<u8>> = resolved
+            .known_outputs
+            .iter()
+            .chain(&created)
+            .cloned()
+            .collect();
+        match capture::capture(store, &resolved.base.cwd, &config.outputs, &auto) {
+            Ok(c) => captured = c,
+            Err(e) => why_not = Some((counters::NOT_RECORDED_CACHE, format!("{e:#}"))),
+        }
+    }
+    if let Some(w) = captured.warnings.first() {
+        ui.warn(format_args!("{w}"));
+    }
     if let Some((counter, why)) = &why_not {
         let _ = store.note_unrecorded(
             &resolved.base.manifest,
@@ -425,7 +446,8 @@ fn run_and_record(
                 stdout: rec.stdout,
                 stderr: rec.stderr,
                 order: rec.order,
-                outputs,
+                outputs: captured.roots,
+                file_checks: captured.checks,
                 stdin_advance,
                 manifest: resolved.base.manifest,
                 // Learned only from runs that are recorded: a failed or

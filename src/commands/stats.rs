@@ -67,6 +67,8 @@ fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
         "misses": count(s, counters::MISSES),
         "hit_rate": hit_rate(s),
         "time_saved_ms": count(s, counters::SAVED_MS),
+        "restored_files": count(s, counters::RESTORED_FILES),
+        "restored_bytes": count(s, counters::RESTORED_BYTES),
         "not_recorded": {
             "nonzero_exit": count(s, counters::NOT_RECORDED_EXIT),
             "signal": count(s, counters::NOT_RECORDED_SIGNAL),
@@ -126,6 +128,14 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         ("Misses", count(s, counters::MISSES).to_string()),
         ("Hit rate", rate),
         ("Time saved", human_duration(saved)),
+        (
+            "Output files restored",
+            format!(
+                "{} ({})",
+                count(s, counters::RESTORED_FILES),
+                human_size(count(s, counters::RESTORED_BYTES))
+            ),
+        ),
         ("Not recorded", String::new()),
         (
             "  non-zero exit",

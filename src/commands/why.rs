@@ -12,8 +12,10 @@ use crate::config::Config;
 use crate::error::Failure;
 use crate::key::diff::{self, Change};
 use crate::key::{Component, Digest, Kind, State};
+use crate::outputs::restore::{self, RootReport};
 use crate::replay::policy;
 use crate::store::age;
+use crate::store::files::RootKind;
 use crate::store::{Entry, Store};
 use crate::term::format::human_duration;
 use crate::term::quote::printable;
@@ -38,6 +40,8 @@ struct Report {
     changes: Vec<Change>,
     not_recorded: Option<(String, i64)>,
     uncached: Option<String>,
+    /// What a hit would do to the output files.
+    outputs: Vec<RootReport>,
 }
 
 /// Run `memorun why`; returns the exit code.
@@ -113,6 +117,7 @@ fn uncached(why: &str) -> Report {
         changes: Vec::new(),
         not_recorded: None,
         uncached: Some(why.to_string()),
+        outputs: Vec::new(),
     }
 }
 
@@ -124,11 +129,32 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
     } = p;
     let key = &resolved.key;
     let entry = store.lookup(&key.digest)?;
-    let refused = match &entry {
+    let mut refused = match &entry {
         _ if config.force => Some("--force runs it whatever is recorded".to_string()),
-        Some(e) => policy::refusal(&config.policy(), e, &resolved.base.cwd),
+        Some(e) => policy::refusal(&config.policy(), e),
         None => None,
     };
+    // What a hit would restore and keep, changing nothing.
+    let mut outputs = Vec::new();
+    if let (Some(e), None) = (&entry, &refused) {
+        let planned = restore::select(&e.outputs, &config.outputs, &config.key.keyed_args())
+            .map_err(restore::Failure::Miss)
+            .and_then(|roots| {
+                restore::restore(
+                    &roots,
+                    &store,
+                    &resolved.base.cwd,
+                    true,
+                    config.outputs.auto,
+                )
+            });
+        match planned {
+            Ok(report) => outputs = report.roots,
+            Err(restore::Failure::Miss(why) | restore::Failure::Corrupt(why)) => {
+                refused = Some(why)
+            }
+        }
+    }
     // Only an explanation: a store that cannot give it still gives the rest.
     let closest = match entry {
         None => diff::closest_run(&store, key),
@@ -152,6 +178,7 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         changes,
         not_recorded: store.note(&resolved.base.manifest)?,
         uncached: None,
+        outputs,
     })
 }
 
@@ -221,6 +248,7 @@ fn to_text(r: &Report) -> String {
         ));
     }
     inputs_text(&mut s, &diff::inputs(&r.components));
+    outputs_text(&mut s, &r.outputs);
     if r.entry.is_none() {
         match r.previous {
             Some((key, created)) => {
@@ -247,6 +275,42 @@ fn to_text(r: &Report) -> String {
         ));
     }
     s
+}
+
+/// Say what a hit would do to each output: restore, keep or remove.
+fn outputs_text(s: &mut String, outputs: &[RootReport]) {
+    if outputs.is_empty() {
+        return;
+    }
+    s.push_str("outputs a hit would restore:\n");
+    for o in outputs {
+        s.push_str(&format!(
+            "  {}{}: {}\n",
+            printable(&String::from_utf8_lossy(&o.declared)),
+            match o.kind {
+                RootKind::Auto => " (automatic)",
+                _ => "",
+            },
+            output_action(o)
+        ));
+    }
+}
+
+fn output_action(o: &RootReport) -> String {
+    let mut parts = Vec::new();
+    if o.restored > 0 {
+        parts.push(format!("restore {}", o.restored));
+    }
+    if o.kept > 0 {
+        parts.push(format!("keep {} (unchanged)", o.kept));
+    }
+    if o.removed > 0 {
+        parts.push(format!("remove {} (stale)", o.removed));
+    }
+    if parts.is_empty() {
+        parts.push("nothing to do".into());
+    }
+    parts.join(", ")
 }
 
 /// Say which files the key holds, so that a user can see which are not in
@@ -325,6 +389,17 @@ fn to_json(r: &Report) -> Value {
             "age_ms": age(created).as_millis() as u64,
         })),
         "changes": r.changes,
+        "outputs": r.outputs.iter().map(|o| json!({
+            "path": String::from_utf8_lossy(&o.declared),
+            "kind": match o.kind {
+                RootKind::Path => "path",
+                RootKind::Glob => "glob",
+                RootKind::Auto => "automatic",
+            },
+            "restore": o.restored,
+            "keep": o.kept,
+            "remove": o.removed,
+        })).collect::<Vec<_>>(),
         "not_recorded": r.not_recorded.as_ref().map(|(note, at)| json!({ "reason": note, "at_ms": at })),
     })
 }

@@ -134,6 +134,10 @@ pub fn resolve(
             if spec.is_ignored_arg(i) || (i == 0 && !arg.as_bytes().contains(&b'/')) {
                 continue;
             }
+            // A declared output is not an input, whatever it holds now.
+            if i > 0 && spec.outputs.excludes(Path::new(arg)) {
+                continue;
+            }
             if ctx
                 .known_outputs
                 .iter()

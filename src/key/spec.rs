@@ -61,12 +61,27 @@ pub struct KeySpec {
     pub auto_inputs: bool,
     /// Put the working directory into the key.
     pub include_cwd: bool,
+    /// The declared outputs (`-o`): arguments they cover are not inputs.
+    pub outputs: Exclusions,
 }
 
 impl KeySpec {
     /// Whether argument `index` of the command is left out of the key by an
     /// `--ignore-arg` pattern. The program itself is never left out.
     pub fn is_ignored_arg(&self, index: usize) -> bool {
+        self.ignored(index)
+    }
+
+    /// The command's arguments that are in the key (after the program).
+    pub fn keyed_args(&self) -> Vec<&[u8]> {
+        use std::os::unix::ffi::OsStrExt;
+        (1..self.command.len())
+            .filter(|i| !self.ignored(*i))
+            .map(|i| self.command[i].as_bytes())
+            .collect()
+    }
+
+    fn ignored(&self, index: usize) -> bool {
         index > 0 && {
             let arg = std::path::Path::new(&self.command[index]);
             self.ignore_args.iter().any(|p| p.is_match(arg))

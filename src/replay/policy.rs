@@ -2,8 +2,10 @@
 //!
 //! - **Replay** ([`refusal`]): an entry past `--ttl` is not replayed; nor is
 //!   a recorded failure to a run without `--cache-failures` (that run would
-//!   not have recorded it); nor an entry whose output files are gone or no
-//!   longer what the run left.
+//!   not have recorded it). Whether its output files can be restored is
+//!   decided by `outputs::restore`: an entry without an output this run
+//!   declares, or whose automatic output was changed by someone else, is
+//!   not replayed either.
 //! - **Record** ([`unrecordable`]): a run killed by a signal, a non-zero exit
 //!   without `--cache-failures`, a run memorun was interrupted during, one
 //!   whose output could not be delivered or stored, and one whose inputs
@@ -12,10 +14,7 @@
 //! Invariant: the two agree: whatever a run would not record, a run with
 //! the same options does not replay.
 
-use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::key::exclude::Exclusions;
@@ -37,7 +36,7 @@ pub struct Policy<'a> {
 }
 
 /// Why `entry` may not be replayed to this run, if it may not.
-pub fn refusal(policy: &Policy<'_>, entry: &Entry, cwd: &Path) -> Option<String> {
+pub fn refusal(policy: &Policy<'_>, entry: &Entry) -> Option<String> {
     let entry_age = age(entry.created_ms);
     if let Some(ttl) = policy.ttl.filter(|ttl| entry_age > *ttl) {
         return Some(format!(
@@ -51,21 +50,6 @@ pub fn refusal(policy: &Policy<'_>, entry: &Entry, cwd: &Path) -> Option<String>
             "the entry is a failure (exit code {}) and --cache-failures is off",
             entry.exit_code
         ));
-    }
-    // An output file that is gone or no longer what the run left: run
-    // again (it recreates it, and an "output" that is really an input the
-    // user edited is never replayed stale).
-    for (path, digest) in &entry.outputs {
-        let shown = String::from_utf8_lossy(path);
-        match inputs::hash_regular(&cwd.join(OsStr::from_bytes(path))) {
-            Ok((now, _)) if now == *digest => {}
-            Ok(_) => {
-                return Some(format!(
-                    "output '{shown}' changed since the run that wrote it"
-                ));
-            }
-            Err(_) => return Some(format!("output '{shown}' is missing")),
-        }
     }
     None
 }

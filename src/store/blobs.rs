@@ -34,6 +34,7 @@ pub const INLINE_MAX: usize = 64 * 1024;
 /// Accepts one output stream's bytes while a command runs.
 pub struct Spool {
     tmp_dir: PathBuf,
+    inline_max: usize,
     hasher: blake3::Hasher,
     check: xxhash_rust::xxh3::Xxh3,
     len: u64,
@@ -44,8 +45,14 @@ pub struct Spool {
 impl Spool {
     /// A spool whose temp file, if it needs one, goes into `tmp_dir`.
     pub fn new(tmp_dir: PathBuf) -> Spool {
+        Spool::with_inline_max(tmp_dir, INLINE_MAX)
+    }
+
+    /// A spool that keeps up to `inline_max` bytes in memory (inline).
+    pub fn with_inline_max(tmp_dir: PathBuf, inline_max: usize) -> Spool {
         Spool {
             tmp_dir,
+            inline_max,
             hasher: blake3::Hasher::new(),
             check: xxhash_rust::xxh3::Xxh3::new(),
             len: 0,
@@ -62,7 +69,7 @@ impl Spool {
         if let Some(w) = &mut self.file {
             return w.write_all(data);
         }
-        if self.mem.len() + data.len() <= INLINE_MAX {
+        if self.mem.len() + data.len() <= self.inline_max {
             self.mem.extend_from_slice(data);
             return Ok(());
         }

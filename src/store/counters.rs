@@ -25,6 +25,10 @@ pub const NOT_RECORDED_CACHE: &str = "not_recorded.cache_error";
 pub const ERRORS: &str = "errors";
 /// Entries that failed verification.
 pub const CORRUPT: &str = "corrupt";
+/// Output files (and symlinks) a hit wrote back.
+pub const RESTORED_FILES: &str = "restored_files";
+/// The bytes of the output files a hit wrote back.
+pub const RESTORED_BYTES: &str = "restored_bytes";
 /// Entries evicted to stay under the size limit.
 pub const EVICTED: &str = "evicted";
 

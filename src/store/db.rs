@@ -711,6 +711,14 @@ impl Store for SqliteStore {
         Spool::new(self.tmp_dir.clone())
     }
 
+    fn spool_file(&self) -> Spool {
+        Spool::with_inline_max(self.tmp_dir.clone(), super::files::FILE_INLINE_MAX)
+    }
+
+    fn put_file(&self, content: Spooled) -> Result<(StoredStream, [u8; 16])> {
+        self.put_stream(content)
+    }
+
     fn insert(&mut self, e: NewEntry<'_>) -> Result<()> {
         // Bookkeeping only: a failure to fold must not lose this result.
         let _ = self.fold_hits();
@@ -729,6 +737,7 @@ impl Store for SqliteStore {
             outputs: e.outputs,
             stdin_advance: e.stdin_advance,
         };
+        let file_blobs = super::files::blob_digests(&entry.outputs);
         let components = serde_json::to_string(&e.key.components)?;
         let tx = self
             .conn
@@ -796,15 +805,24 @@ impl Store for SqliteStore {
             entry.order.len as i64,
             &entry.order.digest.0[..],
             entry.order.inline,
-            super::encode_outputs(&entry.outputs),
+            super::files::encode(&entry.outputs, true),
             entry.stdin_advance as i64,
             &entry.checksum().0[..],
         ])?;
+        for (digest, len) in &file_blobs {
+            let check = e
+                .file_checks
+                .binary_search_by(|(d, _)| d.cmp(digest))
+                .map(|i| e.file_checks[i].1)
+                .map_err(|_| anyhow::anyhow!("an output file's blob has no check"))?;
+            refs::reference_file_blob(&tx, &entry.key, digest, *len, &check)?;
+        }
         // Re-referenced in this same transaction: not freed after all.
         freed.retain(|d| {
             !streams
                 .iter()
                 .any(|(s, _)| s.inline.is_none() && s.digest == *d)
+                && file_blobs.binary_search_by(|(f, _)| f.cmp(d)).is_err()
         });
         bump(&tx, &[(MISSES, 1)])?;
         tx.commit()?;
@@ -913,6 +931,36 @@ mod tests {
         let key = Key::new(vec![Component::argv(&["echo", "hi"])]);
         assert!(store.lookup(&key.digest).unwrap().is_none());
         let big = vec![7u8; 100_000];
+        // Output files: one inline, and one in the same blob as stderr
+        // (content-addressed: stored once, referenced twice).
+        let file = |store: &SqliteStore, data: &[u8]| {
+            let mut s = store.spool_file();
+            s.write(data).unwrap();
+            store.put_file(s.finish().unwrap()).unwrap()
+        };
+        let (small, _) = file(&store, b"obj");
+        let (large, check) = file(&store, &big);
+        assert!(small.inline.is_some() && large.inline.is_none());
+        let item = |path: &[u8], content: StoredStream| super::super::files::Item {
+            path: path.to_vec(),
+            node: super::super::files::Node::File {
+                mode: 0o644,
+                content,
+            },
+        };
+        let outputs = vec![super::super::files::OutputRoot {
+            kind: super::super::files::RootKind::Path,
+            declared: b"out".to_vec(),
+            items: vec![
+                super::super::files::Item {
+                    path: Vec::new(),
+                    node: super::super::files::Node::Dir { mode: 0o755 },
+                },
+                item(b"a.o", small),
+                item(b"b\xff", large.clone()),
+                item(b"c", large.clone()),
+            ],
+        }];
         let entry = NewEntry {
             key: &key,
             display: "echo hi".into(),
@@ -922,10 +970,8 @@ mod tests {
             stdout: spooled(&store, b"hi\n"),
             stderr: spooled(&store, &big),
             order: spooled(&store, b""),
-            outputs: vec![
-                (b"out.o".to_vec(), Digest([5; 32])),
-                (b"\xff".to_vec(), Digest([6; 32])),
-            ],
+            outputs: outputs.clone(),
+            file_checks: vec![(large.digest, check)],
             stdin_advance: 7,
             manifest: Digest([8; 32]),
             created: vec![b"out.o".to_vec()],
@@ -941,8 +987,7 @@ mod tests {
         );
         let e = store.lookup(&key.digest).unwrap().unwrap();
         assert_eq!(e.exit_code, 3);
-        assert_eq!(e.outputs.len(), 2);
-        assert_eq!(e.outputs[1], (b"\xff".to_vec(), Digest([6; 32])));
+        assert_eq!(e.outputs, outputs);
         assert_eq!(e.duration, Duration::from_millis(1500));
         assert_eq!(e.stdout.inline.as_deref(), Some(&b"hi\n"[..]));
         assert!(e.stderr.inline.is_none());
@@ -961,11 +1006,12 @@ mod tests {
             .query_row("SELECT hits FROM entries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(hits, 1);
+        // One reference from the stream, one from the entry's files.
         let refs: i64 = store
             .conn
             .query_row("SELECT refs FROM blobs", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(refs, 1);
+        assert_eq!(refs, 2);
         let blob = store.blobs.path(&e.stderr.digest);
         assert!(blob.exists());
         store.remove(&key.digest).unwrap();
@@ -987,6 +1033,7 @@ mod tests {
             stderr: spooled(store, stderr),
             order: spooled(store, b""),
             outputs: Vec::new(),
+            file_checks: Vec::new(),
             stdin_advance: 0,
             manifest: Digest([8; 32]),
             created: Vec::new(),

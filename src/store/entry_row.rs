@@ -65,7 +65,7 @@ pub fn decode_entry(
     let c = |i: usize| first + i;
     let outputs = match row.get::<_, Option<Vec<u8>>>(c(14))? {
         None => Vec::new(),
-        Some(b) => super::decode_outputs(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
+        Some(b) => super::files::decode(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
     };
     let entry = Entry {
         key: digest_at(row, c(0))?,

@@ -65,6 +65,8 @@ pub struct Listed {
     pub exit_code: i32,
     /// stdout plus stderr bytes.
     pub output_bytes: u64,
+    /// Output files (captured or checked) and their bytes.
+    pub files: super::files::Totals,
     /// Replays so far.
     pub hits: u64,
     /// The command line.
@@ -193,6 +195,7 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
             duration_ms: e.duration.as_millis() as i64,
             exit_code: e.exit_code,
             output_bytes: e.stdout.len.saturating_add(e.stderr.len),
+            files: super::files::totals(&e.outputs),
             hits: r.get::<_, i64>(n + 1).unwrap_or(0).max(0) as u64,
             display: match r.get_ref(n + 2)? {
                 rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod db;
 pub mod entry_row;
 pub mod evict;
+pub mod files;
 pub mod gc;
 pub mod hitlog;
 pub mod inventory;
@@ -65,8 +66,8 @@ pub struct Entry {
     pub stderr: StoredStream,
     /// The interleaving of stdout and stderr (see `replay::interleaving`).
     pub order: StoredStream,
-    /// Files the run left as outputs: path (as given) and content digest.
-    pub outputs: Vec<(Vec<u8>, Digest)>,
+    /// The output files the run left (see [`files`]).
+    pub outputs: Vec<files::OutputRoot>,
     /// How many bytes the command read from a regular file on its stdin.
     pub stdin_advance: u64,
 }
@@ -75,7 +76,7 @@ pub struct Entry {
 /// [`Entry`], or change how [`Entry::checksum`] encodes one, change this
 /// (and add a schema upgrade step that re-seals the entries it keeps: see
 /// `schema`).
-pub const CHECKSUM_VERSION: u32 = 1;
+pub const CHECKSUM_VERSION: u32 = 2;
 
 impl Entry {
     /// A BLAKE3 digest of everything a replay uses, stored beside the row so
@@ -89,8 +90,15 @@ impl Entry {
     /// is not keyed: it detects damage, not forgery (whoever can write the
     /// database can read the cache's secret too).
     pub fn checksum(&self) -> Digest {
+        self.seal(CHECKSUM_VERSION)
+    }
+
+    /// The checksum as version `version` of the encoding computed it.
+    /// Versions 1 and 2 differ only in how they encode outputs, and agree
+    /// on an entry without any (see the schema's upgrade to version 2).
+    pub fn seal(&self, version: u32) -> Digest {
         let mut h = blake3::Hasher::new_derive_key("memorun 2026 entry checksum");
-        h.update(&CHECKSUM_VERSION.to_le_bytes());
+        h.update(&version.to_le_bytes());
         h.update(&self.key.0);
         h.update(&self.created_ms.to_le_bytes());
         h.update(&(self.duration.as_millis() as u64).to_le_bytes());
@@ -100,43 +108,18 @@ impl Entry {
             h.update(&s.digest.0);
             h.update(&[u8::from(s.inline.is_some())]);
         }
-        h.update(&(self.outputs.len() as u64).to_le_bytes());
-        for (path, digest) in &self.outputs {
-            h.update(&(path.len() as u64).to_le_bytes());
-            h.update(path);
-            h.update(&digest.0);
-        }
+        // Inline file bytes are covered through their digests, as a
+        // stream's are; none at all encodes as version 1 did.
+        match files::encode(&self.outputs, false) {
+            None => h.update(&0u64.to_le_bytes()),
+            Some(bytes) => {
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(&bytes)
+            }
+        };
         h.update(&self.stdin_advance.to_le_bytes());
         h.finalize().into()
     }
-}
-
-/// Encode an entry's outputs for the database: for each, the path's length
-/// (u32 LE), the path, the 32-byte digest.
-pub fn encode_outputs(outputs: &[(Vec<u8>, Digest)]) -> Option<Vec<u8>> {
-    if outputs.is_empty() {
-        return None;
-    }
-    let mut v = Vec::new();
-    for (path, digest) in outputs {
-        v.extend_from_slice(&(path.len() as u32).to_le_bytes());
-        v.extend_from_slice(path);
-        v.extend_from_slice(&digest.0);
-    }
-    Some(v)
-}
-
-/// Decode [`encode_outputs`]; `None` when the bytes are malformed.
-pub fn decode_outputs(mut bytes: &[u8]) -> Option<Vec<(Vec<u8>, Digest)>> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-        let path = bytes.get(4..4 + len)?.to_vec();
-        let digest = Digest::from_slice(bytes.get(4 + len..4 + len + 32)?)?;
-        out.push((path, digest));
-        bytes = &bytes[4 + len + 32..];
-    }
-    Some(out)
 }
 
 /// The bytes of a stream, ready to replay.
@@ -167,8 +150,12 @@ pub struct NewEntry<'a> {
     pub stderr: Spooled,
     /// The interleaving.
     pub order: Spooled,
-    /// Files the run left as outputs, with their digests.
-    pub outputs: Vec<(Vec<u8>, Digest)>,
+    /// The output files the run left, their content already in the store
+    /// (see [`Store::put_file`]).
+    pub outputs: Vec<files::OutputRoot>,
+    /// The fast check (XXH3-128) of each blob `outputs` names, sorted by
+    /// digest.
+    pub file_checks: Vec<(Digest, [u8; 16])>,
     /// How many bytes the command read from a regular file on its stdin.
     pub stdin_advance: u64,
     /// Names the command in its directory (see `resolve::Base::manifest`).
@@ -197,6 +184,15 @@ pub trait Store {
 
     /// A new spool for one output stream of a run being recorded.
     fn spool(&self) -> Spool;
+
+    /// A new spool for the content of one output file (inline up to
+    /// [`files::FILE_INLINE_MAX`] bytes).
+    fn spool_file(&self) -> Spool;
+
+    /// Store the content of one output file: inline when small, else as a
+    /// blob installed now (before the entry that will name it). Returns
+    /// where it is and the blob's fast check.
+    fn put_file(&self, content: Spooled) -> Result<(StoredStream, [u8; 16])>;
 
     /// Record a finished run, replacing any entry with the same key.
     fn insert(&mut self, entry: NewEntry<'_>) -> Result<()>;
@@ -294,7 +290,21 @@ mod tests {
             stdout: stream(2, Some(b"abc")),
             stderr: stream(3, None),
             order: stream(4, Some(b"xyz")),
-            outputs: vec![(b"out.o".to_vec(), Digest([5; 32]))],
+            outputs: vec![files::OutputRoot {
+                kind: files::RootKind::Auto,
+                declared: b"out.o".to_vec(),
+                items: vec![files::Item {
+                    path: Vec::new(),
+                    node: files::Node::File {
+                        mode: 0o644,
+                        content: StoredStream {
+                            len: 5,
+                            digest: Digest([5; 32]),
+                            inline: None,
+                        },
+                    },
+                }],
+            }],
             stdin_advance: 7,
         }
     }
@@ -311,8 +321,8 @@ mod tests {
             |e| e.stdout.len += 1,
             |e| e.stderr.digest.0[0] ^= 1,
             |e| e.order.inline = None,
-            |e| e.outputs[0].0.push(b'x'),
-            |e| e.outputs[0].1.0[0] ^= 1,
+            |e| e.outputs[0].declared.push(b'x'),
+            |e| e.outputs[0].items[0].node = files::Node::Absent,
             |e| e.outputs.clear(),
             |e| e.stdin_advance = 0,
         ];
@@ -329,12 +339,31 @@ mod tests {
     #[test]
     fn checksum_encoding_is_stable() {
         assert_eq!(
-            CHECKSUM_VERSION, 1,
+            CHECKSUM_VERSION, 2,
             "update the golden digest with the version"
         );
+        // Version 1 sealed an entry without outputs as version 2 does,
+        // but for the version number (the schema upgrade re-seals those).
+        // Version 1's encoding, written out as it was:
+        let mut plain = entry();
+        plain.outputs.clear();
+        let mut h = blake3::Hasher::new_derive_key("memorun 2026 entry checksum");
+        h.update(&1u32.to_le_bytes());
+        h.update(&plain.key.0);
+        h.update(&plain.created_ms.to_le_bytes());
+        h.update(&(plain.duration.as_millis() as u64).to_le_bytes());
+        h.update(&plain.exit_code.to_le_bytes());
+        for s in [&plain.stdout, &plain.stderr, &plain.order] {
+            h.update(&s.len.to_le_bytes());
+            h.update(&s.digest.0);
+            h.update(&[u8::from(s.inline.is_some())]);
+        }
+        h.update(&0u64.to_le_bytes());
+        h.update(&plain.stdin_advance.to_le_bytes());
+        assert_eq!(plain.seal(1), Digest::from(h.finalize()));
         assert_eq!(
             entry().checksum().to_hex(),
-            "64775e8f006fd47c2dbb7fb49d9cf493583ae4aa1c305e10909acb2ae793e236"
+            "0269d550596cb9f573270dcc7bc9dd6c2724a8e9bbe343ceb7ae0b45a0ddd6a1"
         );
     }
 }

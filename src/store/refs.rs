@@ -1,5 +1,6 @@
 //! Blob reference counts, kept in step with the entries that name them: a
-//! new entry counts one reference per blob it names, and deleting entries
+//! new entry counts one reference per stream blob it names and one per
+//! blob its output files are in (listed in `file_blobs`), and deleting entries
 //! (one, or in bulk through a temp table of doomed keys) drops theirs and
 //! says which blobs no entry names any more.
 //!
@@ -10,6 +11,24 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::key::Digest;
+
+/// Count a reference from the entry under `key` to a blob holding one of
+/// its output files (once per entry and blob), and record its fast check.
+pub fn reference_file_blob(
+    tx: &Transaction<'_>,
+    key: &Digest,
+    digest: &Digest,
+    len: u64,
+    check: &[u8; 16],
+) -> rusqlite::Result<()> {
+    let new = tx
+        .prepare_cached("INSERT OR IGNORE INTO file_blobs (key, digest) VALUES (?1, ?2)")?
+        .execute(params![&key.0[..], &digest.0[..]])?;
+    if new > 0 {
+        reference_blob(tx, &digest.0, len as i64, check)?;
+    }
+    Ok(())
+}
 
 /// Count one more reference to a blob, and record its fast check.
 pub fn reference_blob(
@@ -64,10 +83,13 @@ pub fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
              UNION ALL
              SELECT order_digest FROM entries
                WHERE key IN (SELECT key FROM temp.doomed) AND order_inline IS NULL AND order_len > 0
+             UNION ALL
+             SELECT digest FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed)
          ), counts (digest, n) AS (SELECT digest, COUNT(*) FROM gone GROUP BY digest)
          UPDATE blobs SET refs = refs - (SELECT n FROM counts WHERE counts.digest = blobs.digest)
            WHERE digest IN (SELECT digest FROM counts);
-         DELETE FROM entries WHERE key IN (SELECT key FROM temp.doomed);",
+         DELETE FROM entries WHERE key IN (SELECT key FROM temp.doomed);
+         DELETE FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed);",
     )?;
     let freed = {
         let mut stmt = tx.prepare_cached("SELECT digest FROM blobs WHERE refs <= 0")?;
@@ -108,10 +130,19 @@ pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<
             Ok(v)
         })
         .optional()?;
-    let Some(blobs) = blobs else {
+    let Some(mut blobs) = blobs else {
         return Ok(Vec::new());
     };
+    {
+        let mut stmt = tx.prepare_cached("SELECT digest FROM file_blobs WHERE key = ?1")?;
+        let files = stmt.query_map(params![&key.0[..]], |r| r.get::<_, Vec<u8>>(0))?;
+        for d in files {
+            blobs.push(d?);
+        }
+    }
     tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
+        .execute(params![&key.0[..]])?;
+    tx.prepare_cached("DELETE FROM file_blobs WHERE key = ?1")?
         .execute(params![&key.0[..]])?;
     let mut freed = Vec::new();
     for d in blobs {

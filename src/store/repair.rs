@@ -152,7 +152,12 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
         tx.execute_batch(&sql)?;
     }
     // The rows left behind held blob references that cannot be trusted to
-    // name anything: count every blob's references again.
+    // name anything: count every blob's references again, output files'
+    // included (those of the entries left behind first).
+    tx.execute(
+        "DELETE FROM file_blobs WHERE key NOT IN (SELECT key FROM entries)",
+        [],
+    )?;
     tx.execute_batch(
         "UPDATE blobs SET refs = (
              SELECT COUNT(*) FROM (
@@ -161,6 +166,8 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
                  SELECT err_digest FROM entries WHERE err_inline IS NULL AND err_len > 0
                  UNION ALL
                  SELECT order_digest FROM entries WHERE order_inline IS NULL AND order_len > 0
+                 UNION ALL
+                 SELECT digest FROM file_blobs
              ) WHERE d = blobs.digest);",
     )?;
     let freed: Vec<Digest> = tx

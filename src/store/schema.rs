@@ -66,8 +66,9 @@ CREATE TABLE entries (
     out_inline    BLOB,
     err_inline    BLOB,
     order_inline    BLOB,
-    -- The files the run left as outputs, with their digests (see
-    -- store::encode_outputs); NULL for none.
+    -- The output files the run left (see store::files): paths, types,
+    -- modes, symlink targets, and file content inline or by blob digest;
+    -- NULL for none.
     outputs       BLOB,
     -- The key's components, JSON, for why: megabytes for a command with
     -- thousands of inputs, hence last.
@@ -89,6 +90,14 @@ CREATE TABLE blobs (
     -- An XXH3-128 of the content: the fast check a replay verifies it with
     -- (BLAKE3 when it is NULL).
     xxh3   BLOB
+) WITHOUT ROWID;
+
+-- The blobs that an entry's output files are stored in (see store::files),
+-- each once per entry: counted in blobs.refs like the streams' blobs.
+CREATE TABLE file_blobs (
+    key    BLOB NOT NULL,
+    digest BLOB NOT NULL,
+    PRIMARY KEY (key, digest)
 ) WITHOUT ROWID;
 
 -- The stat cache (see store::statcache): a file's digest by absolute path,
@@ -161,8 +170,44 @@ const DEVELOPMENT_VERSIONS: std::ops::RangeInclusive<i64> = 1..=6;
 type Step = fn(&Transaction<'_>) -> Result<()>;
 
 /// The upgrades, in order: `STEPS[0]` takes a store at version 1 to version
-/// 2, and so on. None yet: version 1 is the first released.
-const STEPS: &[Step] = &[];
+/// 2, and so on.
+const STEPS: &[Step] = &[to_version_2];
+
+/// Version 2 captures output files (`store::files`): the `file_blobs`
+/// table, and a new encoding of `entries.outputs` with checksum version 2.
+/// Entries that had outputs (version 1 kept only their digests, so a hit
+/// could not restore them) are removed; the others are re-sealed, if their
+/// version-1 checksum holds (one that does not stays as it is, and is found
+/// corrupt when looked up).
+fn to_version_2(tx: &Transaction<'_>) -> Result<()> {
+    use super::entry_row::{ENTRY_COLUMNS, decode_entry};
+    use crate::key::Digest;
+    tx.execute_batch(
+        "CREATE TABLE file_blobs (
+             key BLOB NOT NULL, digest BLOB NOT NULL, PRIMARY KEY (key, digest)
+         ) WITHOUT ROWID;",
+    )?;
+    let with_outputs: Vec<Vec<u8>> = tx
+        .prepare("SELECT key FROM entries WHERE outputs IS NOT NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Their blob files are collected by the next `clear` (or eviction).
+    for key in with_outputs.iter().filter_map(|k| Digest::from_slice(k)) {
+        super::refs::delete_entry(tx, &key)?;
+    }
+    let resealed: Vec<(Vec<u8>, Vec<u8>)> = tx
+        .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries"))?
+        .query_map([], |row| Ok(decode_entry(row, 0).ok()))?
+        .filter_map(|r| r.ok().flatten())
+        .filter(|(e, sum)| sum.as_deref() == Some(&e.seal(1).0[..]))
+        .map(|(e, _)| (e.key.0.to_vec(), e.checksum().0.to_vec()))
+        .collect();
+    let mut update = tx.prepare("UPDATE entries SET checksum = ?2 WHERE key = ?1")?;
+    for (key, sum) in resealed {
+        update.execute(rusqlite::params![key, sum])?;
+    }
+    Ok(())
+}
 
 /// The version of [`SCHEMA`], kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1 + STEPS.len() as i64;
@@ -327,13 +372,13 @@ mod tests {
     }
 
     #[test]
-    fn a_new_store_is_created_at_version_one_from_the_schema() {
-        assert_eq!(SCHEMA_VERSION, 1);
+    fn a_new_store_is_created_at_the_current_version_from_the_schema() {
+        assert_eq!(SCHEMA_VERSION, 2);
         let conn = Connection::open_in_memory().unwrap();
         assert_eq!(found(&conn).unwrap(), Found::Empty);
         assert_eq!(prepared(&conn).unwrap(), Prepared::Created);
-        assert_eq!(header(&conn), (APPLICATION_ID, 1));
-        assert_eq!(found(&conn).unwrap(), Found::Store(1));
+        assert_eq!(header(&conn), (APPLICATION_ID, 2));
+        assert_eq!(found(&conn).unwrap(), Found::Store(2));
         // Exactly what the one constant declares, stored without comments.
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
@@ -399,6 +444,97 @@ mod tests {
             assert!(prepared(&conn).is_err());
             assert_eq!(tables(&conn), ["mine"]);
         }
+    }
+
+    /// Version 1 to 2: entries with (digest-only) outputs go, with their
+    /// blob references; the others are re-sealed and still replay; an
+    /// entry that failed its version-1 checksum is not laundered.
+    #[test]
+    fn version_1_stores_are_upgraded_keeping_entries_without_outputs() {
+        use crate::key::Digest;
+        use crate::store::{Entry, StoredStream};
+        let conn = Connection::open_in_memory().unwrap();
+        prepared(&conn).unwrap();
+        // Back to version 1: no file_blobs.
+        conn.execute_batch("DROP TABLE file_blobs; PRAGMA user_version = 1;")
+            .unwrap();
+        let entry = |k: u8| Entry {
+            key: Digest([k; 32]),
+            created_ms: 1_700_000_000_000,
+            duration: std::time::Duration::from_millis(5),
+            exit_code: 0,
+            stdout: StoredStream {
+                len: 0,
+                digest: Digest::from(blake3::hash(b"")),
+                inline: Some(Vec::new()),
+            },
+            stderr: StoredStream {
+                len: 0,
+                digest: Digest::from(blake3::hash(b"")),
+                inline: Some(Vec::new()),
+            },
+            order: StoredStream {
+                len: 10,
+                digest: Digest([9; 32]),
+                inline: None,
+            },
+            outputs: Vec::new(),
+            stdin_advance: 0,
+        };
+        let insert = |e: &Entry, outputs: Option<Vec<u8>>, sum: Digest| {
+            conn.execute(
+                "INSERT INTO entries (key, argv_digest, display, cwd, created, last_used,
+                   duration_ms, exit_code, out_len, out_digest, out_inline, err_len, err_digest,
+                   err_inline, order_len, order_digest, outputs, checksum, components)
+                 VALUES (?1, x'02', 'cmd', x'', ?2, ?2, 5, 0, 0, ?3, x'', 0, ?3, x'', 10, ?4,
+                   ?5, ?6, '[]')",
+                rusqlite::params![
+                    &e.key.0[..],
+                    e.created_ms,
+                    &e.stdout.digest.0[..],
+                    &e.order.digest.0[..],
+                    outputs,
+                    &sum.0[..]
+                ],
+            )
+            .unwrap();
+        };
+        let (kept, with_outputs, damaged) = (entry(1), entry(2), entry(3));
+        insert(&kept, None, kept.seal(1));
+        // Version 1's outputs: (u32 length, path, digest).
+        let mut old = 5u32.to_le_bytes().to_vec();
+        old.extend_from_slice(b"out.o");
+        old.extend_from_slice(&[5; 32]);
+        insert(&with_outputs, Some(old), with_outputs.seal(1));
+        insert(&damaged, None, Digest([0; 32]));
+        conn.execute(
+            "INSERT INTO blobs (digest, len, refs) VALUES (?1, 10, 3)",
+            [&[9u8; 32][..]],
+        )
+        .unwrap();
+        assert_eq!(prepared(&conn).unwrap(), Prepared::Upgraded(1));
+        assert_eq!(header(&conn), (APPLICATION_ID, 2));
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT key, checksum FROM entries ORDER BY key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (kept.key.0.to_vec(), kept.checksum().0.to_vec()),
+                (damaged.key.0.to_vec(), vec![0; 32]),
+            ]
+        );
+        let refs: i64 = conn
+            .query_row("SELECT refs FROM blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(refs, 2, "the removed entry's blob reference stayed");
+        let reference = Connection::open_in_memory().unwrap();
+        reference.execute_batch(SCHEMA).unwrap();
+        assert_eq!(tables(&conn), tables(&reference));
     }
 
     /// How the next schema change will upgrade stores in place: a step per

@@ -1,0 +1,807 @@
+//! Restoring an entry's outputs on a hit, before its stdout and stderr are
+//! replayed, so that the caller finds the files when the command
+//! "finishes".
+//!
+//! - Only the roots this invocation names are used: its `-o` paths, and
+//!   the automatic outputs among its arguments ([`select`]). A path in a
+//!   stored entry is never trusted on its own: an item's path under its
+//!   root must be relative, without `..`, and a glob's items must match the
+//!   glob, or the entry is treated as corrupt.
+//! - Every write goes through descriptors: each parent directory is opened
+//!   with `O_NOFOLLOW` from the working directory (or `/`), so a symlink
+//!   in a parent is never followed (the restore fails and the hit becomes a
+//!   miss); a symlink at a restored path is removed, never followed.
+//! - A file is written to a temp file in its directory (unnamed where the
+//!   file system allows, `O_TMPFILE`), given its mode, and renamed into
+//!   place: a reader sees the old file or the new one, never half of one.
+//!   Content is copied from its blob by reflink (`FICLONE`) where the file
+//!   system shares extents, else `copy_file_range`, never by hard link, and
+//!   only after the blob was verified against its check (inline bytes
+//!   against their digest); a verification failure is [`Failure::Corrupt`].
+//! - A file whose content and mode already match is kept, with its mtime
+//!   set to now; so is everything written (make compares timestamps).
+//! - A declared directory ends up holding exactly the recorded tree: what
+//!   else is in it is removed (a clean restore).
+//! - An automatic output that is present but not what the run left is not
+//!   overwritten (it may be a file the user edited): the hit is a miss.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component as PathComponent, Path};
+
+use rustix::fs::{
+    AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT,
+};
+use rustix::io::Errno;
+
+use super::OutputSpec;
+use crate::store::files::{Item, Node, OutputRoot, RootKind};
+use crate::store::{Source, Store, StoredStream};
+use crate::term::format::io_reason;
+
+/// Why outputs were not restored.
+#[derive(Debug)]
+pub enum Failure {
+    /// Stored content failed verification, or the manifest names a path it
+    /// may not: the entry must be discarded.
+    Corrupt(String),
+    /// The hit cannot be used, for this reason (an automatic output that
+    /// changed, a parent that is a symlink, a write that failed): run.
+    Miss(String),
+}
+
+/// What a restore did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Files and symlinks written.
+    pub restored: u64,
+    /// Bytes of the files written.
+    pub restored_bytes: u64,
+    /// Files and symlinks already as recorded.
+    pub kept: u64,
+    /// Paths removed (stale, or recorded absent).
+    pub removed: u64,
+    /// Per root, in order: how it was declared, and its own counts.
+    pub roots: Vec<RootReport>,
+}
+
+/// One root's part of a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootReport {
+    /// The path or pattern.
+    pub declared: Vec<u8>,
+    /// How it was declared.
+    pub kind: RootKind,
+    /// Files and symlinks written (or to write).
+    pub restored: u64,
+    /// Already as recorded.
+    pub kept: u64,
+    /// Removed (or to remove).
+    pub removed: u64,
+}
+
+/// The roots of `entry_outputs` this invocation restores: each declared
+/// output of `spec` (the entry must have it: else the miss's reason), and
+/// each automatic output among `args` (the command's arguments as keyed)
+/// that no declared output covers. The rest of a stored entry is ignored.
+pub fn select<'e>(
+    entry_outputs: &'e [OutputRoot],
+    spec: &OutputSpec,
+    args: &[&[u8]],
+) -> Result<Vec<&'e OutputRoot>, String> {
+    let mut out = Vec::new();
+    for d in &spec.declared {
+        match entry_outputs
+            .iter()
+            .find(|r| r.kind == d.kind && r.declared == d.declared)
+        {
+            Some(r) => out.push(r),
+            None => {
+                return Err(format!(
+                    "the entry has no output '{}' (declared with -o)",
+                    String::from_utf8_lossy(&d.declared)
+                ));
+            }
+        }
+    }
+    for r in entry_outputs.iter().filter(|r| r.kind == RootKind::Auto) {
+        if args.contains(&r.declared.as_slice()) && !spec.covers(&r.declared) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Restore `roots` (from [`select`]) in `cwd`, reading content from
+/// `store`; with `dry`, change nothing and report what would be done.
+/// `auto_restore` is whether missing automatic outputs may be written
+/// (not `--no-auto-outputs`).
+pub fn restore(
+    roots: &[&OutputRoot],
+    store: &dyn Store,
+    cwd: &Path,
+    dry: bool,
+    auto_restore: bool,
+) -> Result<Report, Failure> {
+    let mut r = Restorer {
+        store,
+        dry,
+        report: Report::default(),
+    };
+    // Automatic outputs are checked before anything is written: one that
+    // changed makes the whole hit a miss.
+    let mut to_write = Vec::new();
+    for root in roots.iter().filter(|x| x.kind == RootKind::Auto) {
+        let shown = String::from_utf8_lossy(&root.declared).into_owned();
+        let [item] = root.items.as_slice() else {
+            return Err(Failure::Corrupt(format!(
+                "automatic output '{shown}' is malformed"
+            )));
+        };
+        let path = cwd.join(OsStr::from_bytes(&root.declared));
+        let now = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => Some(crate::key::inputs::hash_regular(&path).map(|h| h.0)),
+            Ok(_) => Some(Err(io::Error::other("not a regular file"))),
+            Err(_) => None,
+        };
+        let recorded = match &item.node {
+            Node::File { content, .. } => Some(content.digest),
+            Node::Checked { digest, .. } => Some(*digest),
+            Node::Absent => None,
+            _ => {
+                return Err(Failure::Corrupt(format!(
+                    "automatic output '{shown}' is malformed"
+                )));
+            }
+        };
+        match (now, recorded) {
+            (None, None) => {}
+            (Some(Ok(d)), Some(rec)) if d == rec => to_write.push(*root),
+            (None, Some(_)) if auto_restore && matches!(item.node, Node::File { .. }) => {
+                to_write.push(*root)
+            }
+            (None, Some(_)) => return Err(Failure::Miss(format!("output '{shown}' is missing"))),
+            _ => {
+                return Err(Failure::Miss(format!(
+                    "output '{shown}' changed since the run that wrote it"
+                )));
+            }
+        }
+    }
+    for root in roots {
+        if root.kind == RootKind::Auto && !to_write.iter().any(|w| std::ptr::eq(*w, *root)) {
+            continue;
+        }
+        let before = r.report.clone();
+        r.root(root, cwd)?;
+        r.report.roots.push(RootReport {
+            declared: root.declared.clone(),
+            kind: root.kind,
+            restored: r.report.restored - before.restored,
+            kept: r.report.kept - before.kept,
+            removed: r.report.removed - before.removed,
+        });
+    }
+    Ok(r.report)
+}
+
+/// A path's components for `openat`: `..` allowed (only ever from this
+/// invocation's own `-o` or arguments), `.` dropped.
+fn components(path: &Path) -> Vec<&OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            PathComponent::Normal(n) => Some(n),
+            PathComponent::ParentDir => Some(OsStr::new("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a stored item path is one a restore may write: relative, its
+/// components plain names (no `.`, `..`, empty or NUL).
+fn valid_item_path(path: &[u8]) -> bool {
+    !path.is_empty()
+        && !path.contains(&0)
+        && path
+            .split(|b| *b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
+}
+
+/// The last component of an item path, and its parent path.
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+struct Restorer<'s> {
+    store: &'s dyn Store,
+    dry: bool,
+    report: Report,
+}
+
+/// The items of a root by parent path, and which parents are directories.
+type Children<'a> = HashMap<&'a [u8], Vec<&'a Item>>;
+
+impl Restorer<'_> {
+    fn root(&mut self, root: &OutputRoot, cwd: &Path) -> Result<(), Failure> {
+        let declared = Path::new(OsStr::from_bytes(&root.declared));
+        let shown = declared.to_string_lossy().into_owned();
+        let corrupt = || Failure::Corrupt(format!("output '{shown}': malformed manifest"));
+        // Group the items under their parents, checking every path.
+        let mut children: Children<'_> = HashMap::new();
+        let mut top: Vec<&Item> = Vec::new();
+        match root.kind {
+            RootKind::Path | RootKind::Auto => {
+                let mut dirs: HashSet<&[u8]> = HashSet::new();
+                for item in &root.items {
+                    if item.path.is_empty() {
+                        if !top.is_empty() {
+                            return Err(corrupt());
+                        }
+                        top.push(item);
+                        if matches!(item.node, Node::Dir { .. }) {
+                            dirs.insert(&[]);
+                        }
+                        continue;
+                    }
+                    if !valid_item_path(&item.path) {
+                        return Err(corrupt());
+                    }
+                    let (parent, _) = split_last(&item.path);
+                    if !dirs.contains(parent) {
+                        // Sorted: a directory comes before what is in it.
+                        return Err(corrupt());
+                    }
+                    if matches!(item.node, Node::Dir { .. }) {
+                        dirs.insert(&item.path);
+                    }
+                    children.entry(parent).or_default().push(item);
+                }
+                if top.is_empty() {
+                    return Err(corrupt());
+                }
+            }
+            RootKind::Glob => {
+                let matcher = globset::GlobBuilder::new(&shown)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|_| corrupt())?
+                    .compile_matcher();
+                let base = super::glob_base(declared);
+                let mut dirs: HashSet<&[u8]> = HashSet::new();
+                for item in &root.items {
+                    if !valid_item_path(&item.path) {
+                        return Err(corrupt());
+                    }
+                    let (parent, _) = split_last(&item.path);
+                    let under = dirs.contains(parent);
+                    if under {
+                        children.entry(parent).or_default().push(item);
+                    } else if matcher.is_match(base.join(OsStr::from_bytes(&item.path))) {
+                        top.push(item);
+                    } else {
+                        return Err(corrupt());
+                    }
+                    if matches!(item.node, Node::Dir { .. }) {
+                        dirs.insert(&item.path);
+                    }
+                }
+            }
+        }
+        // Where the root is: its parent directories, opened one by one.
+        let (start, rel): (&Path, &Path) = if declared.is_absolute() {
+            (
+                Path::new("/"),
+                declared.strip_prefix("/").unwrap_or(declared),
+            )
+        } else {
+            (cwd, declared)
+        };
+        let start_fd = rustix::fs::open(
+            start,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Failure::Miss(format!("cannot open '{}': {e}", start.display())))?;
+        let comps = components(rel);
+        match root.kind {
+            RootKind::Path | RootKind::Auto => {
+                let Some((name, parents)) = comps.split_last() else {
+                    return Err(corrupt());
+                };
+                let dir = self.open_chain(start_fd, parents, &shown)?;
+                let item = top[0];
+                self.node(
+                    dir.as_ref().map(|d| d.as_fd()),
+                    name,
+                    item,
+                    &children,
+                    &shown,
+                )
+            }
+            RootKind::Glob => {
+                let base = super::glob_base(declared);
+                let base_comps = components(base.strip_prefix("/").unwrap_or(&base));
+                let base_fd = self.open_chain(start_fd, &base_comps, &shown)?;
+                for item in top {
+                    // Directories between the base and a match are made
+                    // as needed, never cleaned: they are not outputs.
+                    let (parent, name) = split_last(&item.path);
+                    let parents: Vec<&OsStr> = if parent.is_empty() {
+                        Vec::new()
+                    } else {
+                        parent
+                            .split(|b| *b == b'/')
+                            .map(OsStr::from_bytes)
+                            .collect()
+                    };
+                    let dir = match &base_fd {
+                        Some(b) => {
+                            let b = rustix::io::dup(b).map_err(|e| self.io(&shown, e))?;
+                            self.open_chain(b, &parents, &shown)?
+                        }
+                        None => None,
+                    };
+                    self.node(
+                        dir.as_ref().map(|d| d.as_fd()),
+                        OsStr::from_bytes(name),
+                        item,
+                        &children,
+                        &shown,
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn io(&self, shown: &str, e: Errno) -> Failure {
+        Failure::Miss(format!(
+            "cannot restore output '{shown}': {}",
+            io_reason(&io::Error::from(e))
+        ))
+    }
+
+    /// Open (creating when not dry) each directory of `comps` below
+    /// `start`, never through a symlink. `None` (dry only): one is missing.
+    fn open_chain(
+        &self,
+        start: OwnedFd,
+        comps: &[&OsStr],
+        shown: &str,
+    ) -> Result<Option<OwnedFd>, Failure> {
+        let mut fd = start;
+        for (i, comp) in comps.iter().enumerate() {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            let next = match rustix::fs::openat(&fd, *comp, flags, Mode::empty()) {
+                Ok(f) => f,
+                Err(Errno::NOENT) if self.dry => return Ok(None),
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&fd, *comp, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(self.io(shown, e)),
+                    }
+                    rustix::fs::openat(&fd, *comp, flags, Mode::empty())
+                        .map_err(|e| self.parent_error(shown, comps, i, e))?
+                }
+                Err(e) => return Err(self.parent_error(shown, comps, i, e)),
+            };
+            fd = next;
+        }
+        Ok(Some(fd))
+    }
+
+    fn parent_error(&self, shown: &str, comps: &[&OsStr], i: usize, e: Errno) -> Failure {
+        let parent: std::path::PathBuf = comps[..=i].iter().collect();
+        match e {
+            Errno::LOOP | Errno::NOTDIR => Failure::Miss(format!(
+                "cannot restore output '{shown}': '{}' is a symlink or not a directory",
+                parent.display()
+            )),
+            e => self.io(shown, e),
+        }
+    }
+
+    /// Make `name` in `dir` what `item` records (`dir` is `None` when it
+    /// does not exist yet, dry only).
+    fn node(
+        &mut self,
+        dir: Option<BorrowedFd<'_>>,
+        name: &OsStr,
+        item: &Item,
+        children: &Children<'_>,
+        shown: &str,
+    ) -> Result<(), Failure> {
+        let existing = match dir {
+            None => None,
+            Some(d) => match rustix::fs::statat(d, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(Errno::NOENT) => None,
+                Err(e) => return Err(self.io(shown, e)),
+            },
+        };
+        let kind = existing.map(|st| FileType::from_raw_mode(st.st_mode));
+        match &item.node {
+            Node::Absent => {
+                if let (Some(d), Some(k)) = (dir, kind) {
+                    self.report.removed += 1;
+                    if !self.dry {
+                        remove_any(d, name, k).map_err(|e| self.io(shown, e))?;
+                    }
+                }
+                Ok(())
+            }
+            Node::File { mode, content } => {
+                if let (Some(d), Some(FileType::RegularFile), Some(st)) = (dir, kind, existing)
+                    && self.keep_file(d, name, &st, *mode, content)
+                {
+                    self.report.kept += 1;
+                    return Ok(());
+                }
+                self.report.restored += 1;
+                self.report.restored_bytes += content.len;
+                if self.dry {
+                    return Ok(());
+                }
+                let d = dir.expect("not dry: the directory exists");
+                if kind == Some(FileType::Directory) {
+                    remove_any(d, name, FileType::Directory).map_err(|e| self.io(shown, e))?;
+                }
+                self.write_file(d, name, *mode, content, shown)
+            }
+            Node::Symlink { target } => {
+                if let (Some(d), Some(FileType::Symlink)) = (dir, kind)
+                    && rustix::fs::readlinkat(d, name, Vec::new())
+                        .is_ok_and(|t| t.as_bytes() == target.as_slice())
+                {
+                    self.report.kept += 1;
+                    if !self.dry {
+                        let _ = rustix::fs::utimensat(d, name, &now(), AtFlags::SYMLINK_NOFOLLOW);
+                    }
+                    return Ok(());
+                }
+                self.report.restored += 1;
+                if self.dry {
+                    return Ok(());
+                }
+                let d = dir.expect("not dry: the directory exists");
+                if kind == Some(FileType::Directory) {
+                    remove_any(d, name, FileType::Directory).map_err(|e| self.io(shown, e))?;
+                }
+                if target.contains(&0) {
+                    return Err(Failure::Corrupt(format!(
+                        "output '{shown}': malformed symlink"
+                    )));
+                }
+                let tmp = temp_name();
+                rustix::fs::symlinkat(OsStr::from_bytes(target), d, &tmp)
+                    .map_err(|e| self.io(shown, e))?;
+                rustix::fs::renameat(d, &tmp, d, name).map_err(|e| {
+                    let _ = rustix::fs::unlinkat(d, &tmp, AtFlags::empty());
+                    self.io(shown, e)
+                })
+            }
+            Node::Dir { mode } => {
+                let sub = match (dir, kind) {
+                    (Some(d), Some(FileType::Directory)) => Some(
+                        rustix::fs::openat(
+                            d,
+                            name,
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                            Mode::empty(),
+                        )
+                        .map_err(|e| self.io(shown, e))?,
+                    ),
+                    (Some(d), k) if !self.dry => {
+                        if let Some(k) = k {
+                            self.report.removed += 1;
+                            remove_any(d, name, k).map_err(|e| self.io(shown, e))?;
+                        }
+                        rustix::fs::mkdirat(d, name, Mode::from_raw_mode(0o700))
+                            .map_err(|e| self.io(shown, e))?;
+                        Some(
+                            rustix::fs::openat(
+                                d,
+                                name,
+                                OFlags::RDONLY
+                                    | OFlags::DIRECTORY
+                                    | OFlags::CLOEXEC
+                                    | OFlags::NOFOLLOW,
+                                Mode::empty(),
+                            )
+                            .map_err(|e| self.io(shown, e))?,
+                        )
+                    }
+                    _ => None,
+                };
+                // Writable while it is filled, whatever its recorded mode.
+                if let Some(s) = &sub
+                    && !self.dry
+                {
+                    rustix::fs::fchmod(s, Mode::from_raw_mode(0o700 | mode))
+                        .map_err(|e| self.io(shown, e))?;
+                }
+                let kids: &[&Item] = children
+                    .get(item.path.as_slice())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for kid in kids {
+                    let (_, kid_name) = split_last(&kid.path);
+                    self.node(
+                        sub.as_ref().map(|s| s.as_fd()),
+                        OsStr::from_bytes(kid_name),
+                        kid,
+                        children,
+                        shown,
+                    )?;
+                }
+                if let Some(s) = &sub {
+                    self.clean(s, kids, shown)?;
+                    if !self.dry {
+                        rustix::fs::fchmod(s, Mode::from_raw_mode(*mode))
+                            .map_err(|e| self.io(shown, e))?;
+                        let _ = rustix::fs::futimens(s, &now());
+                    }
+                }
+                Ok(())
+            }
+            Node::Checked { .. } => Err(Failure::Corrupt(format!(
+                "output '{shown}': malformed manifest"
+            ))),
+        }
+    }
+
+    /// Remove what `dir` holds beyond `kids` (the recorded entries).
+    fn clean(&mut self, dir: &OwnedFd, kids: &[&Item], shown: &str) -> Result<(), Failure> {
+        let names: HashSet<&[u8]> = kids.iter().map(|k| split_last(&k.path).1).collect();
+        let listing = Dir::read_from(dir).map_err(|e| self.io(shown, e))?;
+        let mut stale = Vec::new();
+        for entry in listing {
+            let entry = entry.map_err(|e| self.io(shown, e))?;
+            let n = entry.file_name().to_bytes();
+            if n == b"." || n == b".." || names.contains(n) {
+                continue;
+            }
+            stale.push(entry.file_name().to_owned());
+        }
+        for n in stale {
+            self.report.removed += 1;
+            if self.dry {
+                continue;
+            }
+            let st = match rustix::fs::statat(dir, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(self.io(shown, e)),
+            };
+            remove_any(dir, n.as_c_str(), FileType::from_raw_mode(st.st_mode))
+                .map_err(|e| self.io(shown, e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the regular file `name` already holds `content` (then its
+    /// mode is set and its mtime made now, unless dry).
+    fn keep_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &Stat,
+        mode: u32,
+        content: &StoredStream,
+    ) -> bool {
+        if st.st_size as u64 != content.len {
+            return false;
+        }
+        let Ok(fd) = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        let mut f = File::from(fd);
+        match crate::key::hashing::hash_file(&mut f, content.len) {
+            Ok((d, n)) if n == content.len && d == content.digest => {}
+            _ => return false,
+        }
+        if !self.dry {
+            if st.st_mode & 0o7777 != mode
+                && rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).is_err()
+            {
+                return false;
+            }
+            let _ = rustix::fs::futimens(&f, &now());
+        }
+        true
+    }
+
+    /// Write `content` to `name` in `dir` through a temp file renamed into
+    /// place.
+    fn write_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        mode: u32,
+        content: &StoredStream,
+        shown: &str,
+    ) -> Result<(), Failure> {
+        let source = match self.store.open_stream(content) {
+            Ok(Some(s)) => s,
+            Ok(None) if content.len == 0 => Source::Bytes(Vec::new()),
+            Ok(None) => {
+                return Err(Failure::Corrupt(format!(
+                    "the stored content of output '{shown}' failed verification"
+                )));
+            }
+            Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
+        };
+        let (tmp_fd, named) = create_temp(dir).map_err(|e| self.io(shown, e))?;
+        let mut tmp = File::from(tmp_fd);
+        let written = copy_into(&source, &mut tmp, content.len)
+            .and_then(|()| rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode)).map_err(Into::into));
+        let placed = written.and_then(|()| {
+            let tmp_name = match &named {
+                Some(n) => n.clone(),
+                None => {
+                    let n = temp_name();
+                    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp));
+                    rustix::fs::linkat(CWD, proc.as_str(), dir, &n, AtFlags::SYMLINK_FOLLOW)?;
+                    n
+                }
+            };
+            rustix::fs::renameat(dir, &tmp_name, dir, name).map_err(|e| {
+                let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
+                io::Error::from(e)
+            })
+        });
+        if let Err(e) = placed {
+            if let Some(n) = &named {
+                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
+            }
+            return Err(Failure::Miss(format!(
+                "cannot restore output '{shown}': {}",
+                io_reason(&e)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A temp file in `dir`: unnamed (`O_TMPFILE`) where the file system
+/// allows, else a new random name (returned).
+fn create_temp(dir: BorrowedFd<'_>) -> Result<(OwnedFd, Option<String>), Errno> {
+    match rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => return Ok((fd, None)),
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {}
+        Err(e) => return Err(e),
+    }
+    loop {
+        let n = temp_name();
+        match rustix::fs::openat(
+            dir,
+            n.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => return Ok((fd, Some(n))),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A random temp file name, hidden.
+fn temp_name() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    format!(
+        ".memorun-{}.tmp",
+        u64::from_le_bytes(b) ^ u64::from(std::process::id())
+    )
+}
+
+/// Copy a verified source into `out`: by reflink where possible, else by
+/// `copy_file_range`, else by reading and writing. Exactly `len` bytes.
+fn copy_into(source: &Source, out: &mut File, len: u64) -> io::Result<()> {
+    use std::io::Write;
+    match source {
+        Source::Bytes(b) => out.write_all(b),
+        Source::File(f) => {
+            if rustix::fs::ioctl_ficlone(&*out, f).is_ok() {
+                return Ok(());
+            }
+            let mut left = len;
+            let mut first = true;
+            while left > 0 {
+                let chunk = left.min(1 << 30) as usize;
+                match rustix::fs::copy_file_range(f, None, &*out, None, chunk) {
+                    Ok(0) => return Err(io::Error::other("the stored content is short")),
+                    Ok(n) => left -= n as u64,
+                    Err(Errno::INTR) => {}
+                    Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if first => {
+                        let mut f = f;
+                        let n = io::copy(&mut f, out)?;
+                        return match n == len {
+                            true => Ok(()),
+                            false => Err(io::Error::other("the stored content is short")),
+                        };
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                first = false;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Timestamps setting the mtime to now, leaving the atime.
+fn now() -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+    }
+}
+
+/// Remove `name` from `dir`: a directory with everything in it (never
+/// following a symlink), anything else by unlinking it.
+fn remove_any<P: rustix::path::Arg + Copy>(
+    dir: impl AsFd,
+    name: P,
+    kind: FileType,
+) -> Result<(), Errno> {
+    let dir = dir.as_fd();
+    if kind != FileType::Directory {
+        return match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    let sub = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    // Its entries can only be removed while it is writable.
+    let _ = rustix::fs::fchmod(&sub, Mode::from_raw_mode(0o700));
+    let mut names = Vec::new();
+    for entry in Dir::read_from(&sub)? {
+        let entry = entry?;
+        let n = entry.file_name();
+        if n.to_bytes() != b"." && n.to_bytes() != b".." {
+            names.push(n.to_owned());
+        }
+    }
+    for n in names {
+        let st = match rustix::fs::statat(&sub, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        remove_any(&sub, n.as_c_str(), FileType::from_raw_mode(st.st_mode))?;
+    }
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
