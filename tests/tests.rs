@@ -15,6 +15,7 @@ mod key;
 mod key_control;
 mod layering;
 mod lifecycle;
+mod outputs;
 mod recipes;
 mod regressions;
 mod replay;
