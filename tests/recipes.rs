@@ -18,7 +18,7 @@ prog: $(OBJS)
 \tcc -o $@ $(OBJS)
 
 %.o: %.c $(wildcard include/*.h)
-\t$(MEMORUN) -i 'include/**' -- $(CC) -Iinclude -c $< -o $@
+\t$(MEMORUN) -i 'include/**' -o $@ -- $(CC) -Iinclude -c $< -o $@
 
 clean:
 \trm -f prog $(OBJS)
