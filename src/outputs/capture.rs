@@ -160,7 +160,8 @@ fn walk(
         if !under_picked && !pick(rel) {
             continue;
         }
-        let shown = entry.path().as_os_str();
+        let shown_path = Path::new(declared).join(rel);
+        let shown = shown_path.as_os_str();
         let ft = entry.file_type();
         let meta = entry.metadata().map_err(|e| {
             unreadable(

@@ -39,6 +39,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use super::OutputSpec;
+use crate::key::Digest;
 use crate::store::files::{Item, Node, OutputRoot, RootKind};
 use crate::store::{Source, Store, StoredStream};
 use crate::term::format::io_reason;
@@ -133,38 +134,46 @@ pub fn restore(
         report: Report::default(),
     };
     // Automatic outputs are checked before anything is written: one that
-    // changed makes the whole hit a miss.
-    let mut to_write = Vec::new();
-    for root in roots.iter().filter(|x| x.kind == RootKind::Auto) {
+    // changed makes the whole hit a miss. One that matches is kept here
+    // (read once); one that is missing is restored below.
+    let mut missing_auto = vec![false; roots.len()];
+    let mut kept_auto = vec![false; roots.len()];
+    for (i, root) in roots.iter().enumerate() {
+        if root.kind != RootKind::Auto {
+            continue;
+        }
         let shown = String::from_utf8_lossy(&root.declared).into_owned();
+        let malformed = || Failure::Corrupt(format!("automatic output '{shown}' is malformed"));
         let [item] = root.items.as_slice() else {
-            return Err(Failure::Corrupt(format!(
-                "automatic output '{shown}' is malformed"
-            )));
+            return Err(malformed());
+        };
+        let (recorded, mode) = match &item.node {
+            Node::File { content, mode } => (Some((content.digest, content.len)), Some(*mode)),
+            Node::Checked { digest, len } => (Some((*digest, *len)), None),
+            Node::Absent => (None, None),
+            _ => return Err(malformed()),
         };
         let path = cwd.join(OsStr::from_bytes(&root.declared));
-        let now = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_file() => Some(crate::key::inputs::hash_regular(&path).map(|h| h.0)),
-            Ok(_) => Some(Err(io::Error::other("not a regular file"))),
-            Err(_) => None,
-        };
-        let recorded = match &item.node {
-            Node::File { content, .. } => Some(content.digest),
-            Node::Checked { digest, .. } => Some(*digest),
-            Node::Absent => None,
-            _ => {
-                return Err(Failure::Corrupt(format!(
-                    "automatic output '{shown}' is malformed"
-                )));
+        match (present_file(&path), recorded) {
+            (Present::Absent, None) => {}
+            (Present::File(f), Some((digest, len))) if matches_content(&f, digest, len) => {
+                kept_auto[i] = true;
+                r.report.kept += 1;
+                if !dry {
+                    let st = rustix::fs::fstat(&f).map_err(|e| r.io(&shown, e))?;
+                    if let Some(mode) = mode
+                        && st.st_mode & 0o7777 != mode
+                    {
+                        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))
+                            .map_err(|e| r.io(&shown, e))?;
+                    }
+                    let _ = rustix::fs::futimens(&f, &now());
+                }
             }
-        };
-        match (now, recorded) {
-            (None, None) => {}
-            (Some(Ok(d)), Some(rec)) if d == rec => to_write.push(*root),
-            (None, Some(_)) if auto_restore && matches!(item.node, Node::File { .. }) => {
-                to_write.push(*root)
+            (Present::Absent, Some(_)) if auto_restore && mode.is_some() => missing_auto[i] = true,
+            (Present::Absent, Some(_)) => {
+                return Err(Failure::Miss(format!("output '{shown}' is missing")));
             }
-            (None, Some(_)) => return Err(Failure::Miss(format!("output '{shown}' is missing"))),
             _ => {
                 return Err(Failure::Miss(format!(
                     "output '{shown}' changed since the run that wrote it"
@@ -172,21 +181,58 @@ pub fn restore(
             }
         }
     }
-    for root in roots {
-        if root.kind == RootKind::Auto && !to_write.iter().any(|w| std::ptr::eq(*w, *root)) {
-            continue;
-        }
+    for (i, root) in roots.iter().enumerate() {
         let before = r.report.clone();
-        r.root(root, cwd)?;
+        if root.kind != RootKind::Auto || missing_auto[i] {
+            r.root(root, cwd)?;
+        }
         r.report.roots.push(RootReport {
             declared: root.declared.clone(),
             kind: root.kind,
             restored: r.report.restored - before.restored,
-            kept: r.report.kept - before.kept,
+            kept: r.report.kept - before.kept + u64::from(kept_auto[i]),
             removed: r.report.removed - before.removed,
         });
     }
     Ok(r.report)
+}
+
+/// What is at an automatic output's path.
+enum Present {
+    /// Nothing.
+    Absent,
+    /// A regular file, opened without following a symlink.
+    File(File),
+    /// Something else, or unreadable.
+    Other,
+}
+
+fn present_file(path: &Path) -> Present {
+    let fd = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Present::Absent,
+        Err(_) => return Present::Other,
+    };
+    match rustix::fs::fstat(&fd) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+            Present::File(File::from(fd))
+        }
+        _ => Present::Other,
+    }
+}
+
+/// Whether `f` holds exactly `len` bytes whose digest is `digest`.
+fn matches_content(f: &File, digest: Digest, len: u64) -> bool {
+    // Another handle on the same open file (hashing reads it to the end).
+    let Ok(mut f) = f.try_clone() else {
+        return false;
+    };
+    f.metadata().is_ok_and(|m| m.len() == len)
+        && matches!(crate::key::hashing::hash_file(&mut f, len), Ok((d, n)) if n == len && d == digest)
 }
 
 /// A path's components for `openat`: `..` allowed (only ever from this
@@ -607,10 +653,9 @@ impl Restorer<'_> {
         ) else {
             return false;
         };
-        let mut f = File::from(fd);
-        match crate::key::hashing::hash_file(&mut f, content.len) {
-            Ok((d, n)) if n == content.len && d == content.digest => {}
-            _ => return false,
+        let f = File::from(fd);
+        if !matches_content(&f, content.digest, content.len) {
+            return false;
         }
         if !self.dry {
             if st.st_mode & 0o7777 != mode
