@@ -407,3 +407,38 @@ fn kill_9_during_a_restore_leaves_the_old_or_the_new_file() {
     d.assert_hit(&["-o", "dist"], script);
     assert_eq!(fs::read_dir(d.join("dist")).unwrap().count(), 60);
 }
+
+/// Output blobs belong to their entries: `clear` and eviction remove them,
+/// and they count toward the size limit.
+#[test]
+fn output_files_count_toward_the_limit_and_go_with_their_entries() {
+    let d = Dir::new();
+    let blob_files = || {
+        walkdir::WalkDir::new(d.cache.join("blobs"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    let big = |name: &str| format!("head -c 600000 /dev/urandom > {name}");
+    d.assert_miss(&["-o", "a.bin"], &big("a.bin"));
+    assert_eq!(blob_files(), 1);
+    assert!(d.stats()["bytes_on_disk"].as_u64().unwrap() > 600_000);
+    // Two such entries do not fit in 1 MB: the older one goes, blob and all.
+    let limited = |args: &[&str], script: &str| {
+        let mut c = d.memorun();
+        c.env("MEMORUN_MAX_SIZE", "1MB")
+            .args(args)
+            .arg("--")
+            .args(d.counted(script));
+        c.output().unwrap()
+    };
+    let o = limited(&["-o", "b.bin"], &big("b.bin"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(d.entries().len(), 1);
+    assert_eq!(d.stats()["evicted"], 1);
+    assert_eq!(blob_files(), 1, "the evicted entry's output blob stayed");
+    let o = d.run(["clear"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(blob_files(), 0, "clear left an output blob");
+}

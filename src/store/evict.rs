@@ -77,12 +77,15 @@ pub fn evict(conn: &mut Connection, limits: Limits, tmp_dir: &Path) -> Result<Re
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     refs::reset_doomed(&tx)?;
     // Oldest first, until both excesses are covered (each entry counted
-    // by its output bytes, a fair estimate of what deleting it frees).
+    // by its output bytes and output files, a fair estimate of what
+    // deleting it frees: a blob shared with a surviving entry stays).
     let mut keys: Vec<(Vec<u8>, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT key, out_len + err_len + order_len + 256 FROM entries
-             ORDER BY last_used ASC LIMIT ?1",
+            "SELECT key, out_len + err_len + order_len + 256 + COALESCE(LENGTH(outputs), 0)
+               + COALESCE((SELECT SUM(b.len) FROM file_blobs f JOIN blobs b
+                           ON b.digest = f.digest WHERE f.key = entries.key), 0)
+             FROM entries ORDER BY last_used ASC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![MAX_EVICT], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let (mut bytes, mut n) = (0i64, 0i64);
