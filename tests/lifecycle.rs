@@ -340,7 +340,7 @@ fn a_newer_store_is_refused_and_left_alone() {
     d.run_counted(&[], "echo hi");
     let db = d.cache.join("memorun.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch("PRAGMA user_version = 3;").unwrap();
+    conn.execute_batch("PRAGMA user_version = 4;").unwrap();
     drop(conn);
     for _ in 0..2 {
         let o = d.run_counted(&[], "echo hi");
@@ -350,7 +350,7 @@ fn a_newer_store_is_refused_and_left_alone() {
         assert!(
             err.starts_with("memorun: warning: cannot use ")
                 && err.ends_with(
-                    ": the store has schema version 3, newer than this memorun (2); running uncached\n"
+                    ": the store has schema version 4, newer than this memorun (3); running uncached\n"
                 ),
             "{err}"
         );
@@ -364,7 +364,7 @@ fn a_newer_store_is_refused_and_left_alone() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version, entries), (3, 1));
+    assert_eq!((version, entries), (4, 1));
 }
 
 #[test]

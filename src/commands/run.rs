@@ -453,6 +453,7 @@ fn run_and_record(
                 // Learned only from runs that are recorded: a failed or
                 // interrupted run may have created a file it would not have.
                 created,
+                traced: None,
             };
             match store.insert(entry) {
                 Ok(()) => {

@@ -9,6 +9,8 @@
 //!   input files, which are left out, and their digests; the race guard.
 //! - [`stdin`]: stdin hashed, and spooled for the command.
 //! - [`diff`]: what changed between two keys (`memorun why`, `-v`).
+//! - [`traced`]: the inputs a traced run used (`--trace`), as manifests
+//!   checked before a lookup.
 
 pub mod diff;
 pub mod encoding;
@@ -18,5 +20,6 @@ pub mod inputs;
 pub mod resolve;
 pub mod spec;
 pub mod stdin;
+pub mod traced;
 
 pub use encoding::*;

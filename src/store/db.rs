@@ -28,7 +28,9 @@ use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::refs::{self, Removed};
 use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
-use super::{Entry, NewEntry, Previous, Source, Store, StoredStream, now_ms, private};
+use super::{
+    Entry, NewEntry, Previous, Source, Store, StoredManifest, StoredStream, now_ms, private,
+};
 use super::{gc, hitlog, repair, secret, temp};
 use crate::key::Digest;
 
@@ -711,6 +713,41 @@ impl Store for SqliteStore {
         Spool::new(self.tmp_dir.clone())
     }
 
+    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {
+        let mut cache = self.stat_cache();
+        f(&mut cache);
+        let _ = cache.flush();
+    }
+
+    fn manifests(&self, base: &Digest, limit: usize) -> Result<Vec<StoredManifest>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.digest, m.entry_key, m.paths FROM manifests m
+             LEFT JOIN entries e ON e.key = m.entry_key
+             WHERE m.base_key = ?1 ORDER BY e.last_used DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![&base.0[..], limit as i64], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (d, k, paths) = row?;
+            if let (Some(digest), Some(entry_key)) =
+                (Digest::from_slice(&d), Digest::from_slice(&k))
+            {
+                out.push(StoredManifest {
+                    digest,
+                    entry_key,
+                    paths,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn spool_file(&self) -> Spool {
         Spool::with_inline_max(self.tmp_dir.clone(), super::files::FILE_INLINE_MAX)
     }
@@ -824,6 +861,41 @@ impl Store for SqliteStore {
                 .any(|(s, _)| s.inline.is_none() && s.digest == *d)
                 && file_blobs.binary_search_by(|(f, _)| f.cmp(d)).is_err()
         });
+        if let Some(m) = &e.traced {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO manifests (base_key, digest, entry_key, inputs, paths)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                &m.base.0[..],
+                &m.digest.0[..],
+                &entry.key.0[..],
+                m.inputs as i64,
+                &m.paths
+            ])?;
+            // A bounded number per base key: the least recently used go,
+            // with their entries.
+            let old: Vec<Vec<u8>> = tx
+                .prepare_cached(
+                    "SELECT m.entry_key FROM manifests m LEFT JOIN entries e ON e.key = m.entry_key
+                     WHERE m.base_key = ?1 AND m.entry_key != ?2
+                     ORDER BY e.last_used DESC LIMIT -1 OFFSET ?3",
+                )?
+                .query_map(
+                    params![
+                        &m.base.0[..],
+                        &entry.key.0[..],
+                        super::MAX_MANIFESTS as i64 - 1
+                    ],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            for k in old.iter().filter_map(|k| Digest::from_slice(k)) {
+                freed.extend(refs::delete_entry(&tx, &k)?);
+                tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
+                    .execute(params![&k.0[..]])?;
+            }
+        }
         bump(&tx, &[(MISSES, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
@@ -975,6 +1047,7 @@ mod tests {
             stdin_advance: 7,
             manifest: Digest([8; 32]),
             created: vec![b"out.o".to_vec()],
+            traced: None,
         };
         store
             .note_unrecorded(&Digest([8; 32]), "exit code 1", &[])
@@ -1037,8 +1110,71 @@ mod tests {
             stdin_advance: 0,
             manifest: Digest([8; 32]),
             created: Vec::new(),
+            traced: None,
         };
         store.insert(entry).unwrap();
+    }
+
+    /// Traced entries are found through their manifests; a base key keeps
+    /// the most recently used MAX_MANIFESTS, and a manifest goes with its
+    /// entry.
+    #[test]
+    fn manifests_are_bounded_per_base_key_and_go_with_their_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let base = Digest([1; 32]);
+        let mut keys = Vec::new();
+        for i in 0..(super::super::MAX_MANIFESTS as u8 + 2) {
+            let mut key = Key::new(vec![Component::argv(&["cc", "-c", "a.c"])]);
+            key.digest = Digest([100 + i; 32]);
+            let entry = NewEntry {
+                key: &key,
+                display: "cc".into(),
+                cwd: b"/".to_vec(),
+                duration: Duration::from_millis(5),
+                exit_code: 0,
+                stdout: spooled(&store, b""),
+                stderr: spooled(&store, b""),
+                order: spooled(&store, b""),
+                outputs: Vec::new(),
+                file_checks: Vec::new(),
+                stdin_advance: 0,
+                manifest: Digest([8; 32]),
+                created: Vec::new(),
+                traced: Some(super::super::NewManifest {
+                    base,
+                    digest: Digest([i; 32]),
+                    inputs: 3,
+                    paths: vec![i],
+                }),
+            };
+            store.insert(entry).unwrap();
+            // Distinct last-used times, in order.
+            store
+                .conn
+                .execute(
+                    "UPDATE entries SET last_used = ?1 WHERE key = ?2",
+                    params![i64::from(i), &key.digest.0[..]],
+                )
+                .unwrap();
+            keys.push(key.digest);
+        }
+        let m = store.manifests(&base, 100).unwrap();
+        assert_eq!(m.len(), super::super::MAX_MANIFESTS);
+        // Most recently used first; the two oldest went, entries and all.
+        assert_eq!(m[0].entry_key, *keys.last().unwrap());
+        assert_eq!(m[0].paths, vec![super::super::MAX_MANIFESTS as u8 + 1]);
+        for gone in &keys[..2] {
+            assert!(store.lookup(gone).unwrap().is_none());
+        }
+        assert!(store.manifests(&Digest([2; 32]), 100).unwrap().is_empty());
+        store.remove(&keys[5]).unwrap();
+        assert_eq!(
+            store.manifests(&base, 100).unwrap().len(),
+            super::super::MAX_MANIFESTS - 1
+        );
+        store.clear(&ClearFilter::default()).unwrap();
+        assert!(store.manifests(&base, 100).unwrap().is_empty());
     }
 
     fn corrupt_count(store: &SqliteStore) -> i64 {

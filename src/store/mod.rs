@@ -163,6 +163,37 @@ pub struct NewEntry<'a> {
     /// Arguments that named nothing before the run and name a file now:
     /// outputs of the command from now on.
     pub created: Vec<Vec<u8>>,
+    /// For a traced run: the manifest its entry is found through.
+    pub traced: Option<NewManifest>,
+}
+
+/// Trace manifests kept per base key; the entries of the least recently
+/// used beyond this go (see `key::traced`).
+pub const MAX_MANIFESTS: usize = 16;
+
+/// The trace manifest of a traced run being recorded (see `key::traced`):
+/// its entry goes under `key::traced::entry_key(base, digest)`.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    /// The key computed before the run.
+    pub base: Digest,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// How many paths it holds.
+    pub inputs: u64,
+    /// Its encoding.
+    pub paths: Vec<u8>,
+}
+
+/// A trace manifest as looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// The key of its entry.
+    pub entry_key: Digest,
+    /// Its encoding (`key::traced::Manifest::encode`).
+    pub paths: Vec<u8>,
 }
 
 /// What the run and replay paths need from storage.
@@ -196,6 +227,14 @@ pub trait Store {
 
     /// Record a finished run, replacing any entry with the same key.
     fn insert(&mut self, entry: NewEntry<'_>) -> Result<()>;
+
+    /// The trace manifests recorded under `base` (the key computed before
+    /// a traced run), most recently used entry first, at most `limit`.
+    fn manifests(&self, base: &Digest, limit: usize) -> Result<Vec<StoredManifest>>;
+
+    /// Run `f` with the stat cache (digests of unchanged files), then save
+    /// what it learned. Only a cache: failing to save costs a re-hash.
+    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn statcache::StatCache));
 
     /// Count a replay of `entry` and update its last-used time.
     fn record_hit(&mut self, entry: &Entry) -> Result<()>;

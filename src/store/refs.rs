@@ -89,7 +89,8 @@ pub fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
          UPDATE blobs SET refs = refs - (SELECT n FROM counts WHERE counts.digest = blobs.digest)
            WHERE digest IN (SELECT digest FROM counts);
          DELETE FROM entries WHERE key IN (SELECT key FROM temp.doomed);
-         DELETE FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed);",
+         DELETE FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed);
+         DELETE FROM manifests WHERE entry_key IN (SELECT key FROM temp.doomed);",
     )?;
     let freed = {
         let mut stmt = tx.prepare_cached("SELECT digest FROM blobs WHERE refs <= 0")?;
@@ -143,6 +144,8 @@ pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<
     tx.prepare_cached("DELETE FROM entries WHERE key = ?1")?
         .execute(params![&key.0[..]])?;
     tx.prepare_cached("DELETE FROM file_blobs WHERE key = ?1")?
+        .execute(params![&key.0[..]])?;
+    tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
         .execute(params![&key.0[..]])?;
     let mut freed = Vec::new();
     for d in blobs {

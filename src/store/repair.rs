@@ -154,9 +154,9 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
     // The rows left behind held blob references that cannot be trusted to
     // name anything: count every blob's references again, output files'
     // included (those of the entries left behind first).
-    tx.execute(
-        "DELETE FROM file_blobs WHERE key NOT IN (SELECT key FROM entries)",
-        [],
+    tx.execute_batch(
+        "DELETE FROM file_blobs WHERE key NOT IN (SELECT key FROM entries);
+         DELETE FROM manifests WHERE entry_key NOT IN (SELECT key FROM entries);",
     )?;
     tx.execute_batch(
         "UPDATE blobs SET refs = (

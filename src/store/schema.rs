@@ -100,6 +100,21 @@ CREATE TABLE file_blobs (
     PRIMARY KEY (key, digest)
 ) WITHOUT ROWID;
 
+-- The trace manifests of traced commands (see key::traced): under the key
+-- computed before a traced run (base_key), the inputs that run used with
+-- their states (paths, Manifest::encode; inputs, how many); its entry is
+-- under entry_key.
+CREATE TABLE manifests (
+    base_key  BLOB NOT NULL,
+    digest    BLOB NOT NULL,
+    entry_key BLOB NOT NULL,
+    inputs    INTEGER NOT NULL,
+    paths     BLOB NOT NULL,
+    PRIMARY KEY (base_key, digest)
+) WITHOUT ROWID;
+-- A manifest goes with its entry.
+CREATE INDEX manifests_by_entry ON manifests (entry_key);
+
 -- The stat cache (see store::statcache): a file's digest by absolute path,
 -- trusted while its stat is unchanged.
 CREATE TABLE stat_cache (
@@ -171,7 +186,19 @@ type Step = fn(&Transaction<'_>) -> Result<()>;
 
 /// The upgrades, in order: `STEPS[0]` takes a store at version 1 to version
 /// 2, and so on.
-const STEPS: &[Step] = &[to_version_2];
+const STEPS: &[Step] = &[to_version_2, to_version_3];
+
+/// Version 3 traces commands (`--trace`): the `manifests` table.
+fn to_version_3(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE manifests (
+             base_key BLOB NOT NULL, digest BLOB NOT NULL, entry_key BLOB NOT NULL,
+             inputs INTEGER NOT NULL, paths BLOB NOT NULL, PRIMARY KEY (base_key, digest)
+         ) WITHOUT ROWID;
+         CREATE INDEX manifests_by_entry ON manifests (entry_key);",
+    )?;
+    Ok(())
+}
 
 /// Version 2 captures output files (`store::files`): the `file_blobs`
 /// table, and a new encoding of `entries.outputs` with checksum version 2.
@@ -181,20 +208,30 @@ const STEPS: &[Step] = &[to_version_2];
 /// corrupt when looked up).
 fn to_version_2(tx: &Transaction<'_>) -> Result<()> {
     use super::entry_row::{ENTRY_COLUMNS, decode_entry};
-    use crate::key::Digest;
     tx.execute_batch(
         "CREATE TABLE file_blobs (
              key BLOB NOT NULL, digest BLOB NOT NULL, PRIMARY KEY (key, digest)
          ) WITHOUT ROWID;",
     )?;
-    let with_outputs: Vec<Vec<u8>> = tx
-        .prepare("SELECT key FROM entries WHERE outputs IS NOT NULL")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    // Their blob files are collected by the next `clear` (or eviction).
-    for key in with_outputs.iter().filter_map(|k| Digest::from_slice(k)) {
-        super::refs::delete_entry(tx, &key)?;
-    }
+    // Written against the tables as they are at version 1 (a later step
+    // may change them): their blob references go, then they do. The blob
+    // files no entry names are collected by the next `clear`.
+    tx.execute_batch(
+        "WITH gone (digest) AS (
+             SELECT out_digest FROM entries
+               WHERE outputs IS NOT NULL AND out_inline IS NULL AND out_len > 0
+             UNION ALL
+             SELECT err_digest FROM entries
+               WHERE outputs IS NOT NULL AND err_inline IS NULL AND err_len > 0
+             UNION ALL
+             SELECT order_digest FROM entries
+               WHERE outputs IS NOT NULL AND order_inline IS NULL AND order_len > 0
+         ), counts (digest, n) AS (SELECT digest, COUNT(*) FROM gone GROUP BY digest)
+         UPDATE blobs SET refs = refs - (SELECT n FROM counts WHERE counts.digest = blobs.digest)
+           WHERE digest IN (SELECT digest FROM counts);
+         DELETE FROM entries WHERE outputs IS NOT NULL;
+         DELETE FROM blobs WHERE refs <= 0;",
+    )?;
     let resealed: Vec<(Vec<u8>, Vec<u8>)> = tx
         .prepare(&format!("SELECT {ENTRY_COLUMNS} FROM entries"))?
         .query_map([], |row| Ok(decode_entry(row, 0).ok()))?
@@ -373,12 +410,12 @@ mod tests {
 
     #[test]
     fn a_new_store_is_created_at_the_current_version_from_the_schema() {
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         let conn = Connection::open_in_memory().unwrap();
         assert_eq!(found(&conn).unwrap(), Found::Empty);
         assert_eq!(prepared(&conn).unwrap(), Prepared::Created);
-        assert_eq!(header(&conn), (APPLICATION_ID, 2));
-        assert_eq!(found(&conn).unwrap(), Found::Store(2));
+        assert_eq!(header(&conn), (APPLICATION_ID, 3));
+        assert_eq!(found(&conn).unwrap(), Found::Store(3));
         // Exactly what the one constant declares, stored without comments.
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
@@ -456,7 +493,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         prepared(&conn).unwrap();
         // Back to version 1: no file_blobs.
-        conn.execute_batch("DROP TABLE file_blobs; PRAGMA user_version = 1;")
+        conn.execute_batch("DROP TABLE file_blobs; DROP TABLE manifests; PRAGMA user_version = 1;")
             .unwrap();
         let entry = |k: u8| Entry {
             key: Digest([k; 32]),
@@ -513,7 +550,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(prepared(&conn).unwrap(), Prepared::Upgraded(1));
-        assert_eq!(header(&conn), (APPLICATION_ID, 2));
+        assert_eq!(header(&conn), (APPLICATION_ID, 3));
         let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
             .prepare("SELECT key, checksum FROM entries ORDER BY key")
             .unwrap()

@@ -1,0 +1,454 @@
+//! The inputs a traced run really used (`--trace`), and how a later run
+//! finds its entry without knowing them in advance.
+//!
+//! A traced run's inputs are known only after it ran, so its entry cannot
+//! be under the key computed before the run. Two levels, as ccache's
+//! manifests: the usual key (the *base* key: command line, working
+//! directory, `-e`, `-i`, stdin...) names up to [`MAX_MANIFESTS`] trace
+//! manifests, each the list of paths one traced run used with their state
+//! then ([`Manifest`]); the entry of that run is under
+//! [`entry_key`]`(base, manifest digest)`. A lookup checks the manifests
+//! against the files as they are now, most recently used first; the first
+//! whose every path still matches names the entry to replay.
+//!
+//! What each traced path's state is made of ([`Probe`]):
+//!
+//! - a file the command read or executed: its content (BLAKE3, through the
+//!   stat cache);
+//! - a directory it listed: its listing (the sorted names);
+//! - a path it only looked at (`stat`, `access`): its type, and for a
+//!   symlink its target;
+//! - a path it looked for and did not find: absent, so that creating it
+//!   later (a header that shadows another, a new program on `PATH`) is a
+//!   miss.
+//!
+//! The race guard covers traced inputs: one modified after the run started
+//! (its mtime or ctime within [`RACE_MARGIN_NS`] of the start, or later)
+//! makes the result unrecordable.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::key::Digest;
+use crate::key::inputs::{self, CachedStat, FileStat, StatCache};
+
+pub use crate::store::MAX_MANIFESTS;
+
+/// A traced input modified this close before the run started, or after,
+/// counts as changed while the command ran: file timestamps come from a
+/// coarse clock that can lag the real time by a few milliseconds.
+pub const RACE_MARGIN_NS: i64 = 20_000_000;
+
+/// The first byte of an encoded manifest: its format version.
+const FORMAT: u8 = 1;
+
+/// What a traced path's state is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Probe {
+    /// Read or executed: its content.
+    Content,
+    /// Listed: its entries' names.
+    Listing,
+    /// Looked at without reading: its type (and a symlink's target).
+    Exists,
+    /// Looked for and not found.
+    Absent,
+}
+
+/// A path's state, as a manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// A regular file with this content digest.
+    Content(Digest),
+    /// A directory listing with this digest.
+    Listing(Digest),
+    /// A path of this type (see [`kind_of`]); for a symlink, the digest of
+    /// its target.
+    Exists(u8, Option<Digest>),
+    /// Nothing there.
+    Absent,
+}
+
+impl State {
+    fn tag(&self) -> u8 {
+        match self {
+            State::Content(_) => 0,
+            State::Listing(_) => 1,
+            State::Exists(_, None) => 2,
+            State::Exists(_, Some(_)) => 3,
+            State::Absent => 4,
+        }
+    }
+
+    /// In words, for `why`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            State::Content(_) => "a file",
+            State::Listing(_) => "a directory",
+            State::Exists(KIND_DIR, _) => "a directory (not read)",
+            State::Exists(KIND_LINK, _) => "a symlink",
+            State::Exists(..) => "a file (not read)",
+            State::Absent => "absent",
+        }
+    }
+}
+
+const KIND_FILE: u8 = 1;
+const KIND_DIR: u8 = 2;
+const KIND_LINK: u8 = 3;
+const KIND_OTHER: u8 = 4;
+
+/// A file type as [`State::Exists`] records it.
+fn kind_of(ft: &fs::FileType) -> u8 {
+    if ft.is_symlink() {
+        KIND_LINK
+    } else if ft.is_dir() {
+        KIND_DIR
+    } else if ft.is_file() {
+        KIND_FILE
+    } else {
+        let _ = ft.is_fifo();
+        KIND_OTHER
+    }
+}
+
+/// The traced inputs of one run, each with its state when the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Absolute paths, sorted, each once.
+    pub items: Vec<(PathBuf, State)>,
+}
+
+/// Why a manifest does not match the files now, or why a run's traced
+/// inputs cannot be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The path.
+    pub path: PathBuf,
+    /// What it was (`None` when it changed during the run).
+    pub was: Option<State>,
+    /// What it is now (`None` when unreadable).
+    pub now: Option<State>,
+}
+
+impl Mismatch {
+    /// `traced input include/config.h: changed`, relative to `cwd` when
+    /// under it.
+    pub fn message(&self, cwd: &Path) -> String {
+        let shown = self.path.strip_prefix(cwd).unwrap_or(&self.path);
+        let how = match (&self.was, &self.now) {
+            (None, _) => "changed while the command ran",
+            (Some(State::Absent), Some(_)) => "created",
+            (Some(_), Some(State::Absent)) => "removed",
+            (Some(a), Some(b)) if a.tag() != b.tag() => "replaced",
+            (Some(_), None) => "unreadable",
+            _ => "changed",
+        };
+        format!("traced input {}: {how}", shown.display())
+    }
+}
+
+/// The state of `path` now, as `probe` sees it. Content goes through
+/// `cache` (and is put into it).
+pub fn state_now(path: &Path, probe: Probe, cache: &mut dyn StatCache) -> io::Result<State> {
+    let absent = |e: &io::Error| {
+        e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
+    };
+    match probe {
+        Probe::Absent => match fs::metadata(path) {
+            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            Err(e) if absent(&e) => Ok(State::Absent),
+            Err(e) => Err(e),
+        },
+        Probe::Exists => match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(path)?;
+                Ok(State::Exists(
+                    KIND_LINK,
+                    Some(Digest::from(blake3::hash(target.as_os_str().as_bytes()))),
+                ))
+            }
+            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            Err(e) if absent(&e) => Ok(State::Absent),
+            Err(e) => Err(e),
+        },
+        Probe::Listing => match fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                let mut names: Vec<Vec<u8>> = fs::read_dir(path)?
+                    .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+                    .collect::<io::Result<_>>()?;
+                names.sort();
+                let mut h = blake3::Hasher::new();
+                for n in &names {
+                    h.update(&(n.len() as u64).to_le_bytes());
+                    h.update(n);
+                }
+                Ok(State::Listing(h.finalize().into()))
+            }
+            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            Err(e) if absent(&e) => Ok(State::Absent),
+            Err(e) => Err(e),
+        },
+        Probe::Content => match fs::metadata(path) {
+            Ok(m) if m.is_file() => {
+                let stat = FileStat::of(&m);
+                if let Some(c) = cache.get(path)
+                    && c.stat == stat
+                    && !c.stat.is_racy(c.hashed_at_ns)
+                {
+                    return Ok(State::Content(c.digest));
+                }
+                let hashed_at_ns = inputs::now_ns();
+                let (digest, stat) = inputs::hash_regular(path)?;
+                cache.put(
+                    path,
+                    CachedStat {
+                        stat,
+                        digest,
+                        hashed_at_ns,
+                    },
+                );
+                Ok(State::Content(digest))
+            }
+            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            Err(e) if absent(&e) => Ok(State::Absent),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// The probe of a recorded state, to check it again.
+fn probe_of(state: &State) -> Probe {
+    match state {
+        State::Content(_) => Probe::Content,
+        State::Listing(_) => Probe::Listing,
+        State::Exists(..) => Probe::Exists,
+        State::Absent => Probe::Absent,
+    }
+}
+
+/// Record the traced inputs of a run that started at `started_ns`: each
+/// path's state now, unless one was modified since the run started (then
+/// the run must not be recorded: the [`Mismatch`] says which).
+pub fn record(
+    inputs: &[(PathBuf, Probe)],
+    started_ns: i64,
+    cache: &mut dyn StatCache,
+) -> Result<Manifest, Mismatch> {
+    let mut items: Vec<(PathBuf, State)> = Vec::with_capacity(inputs.len());
+    for (path, probe) in inputs {
+        let changed = || Mismatch {
+            path: path.clone(),
+            was: None,
+            now: None,
+        };
+        // Modified after the run started: what it holds now may not be what
+        // the command saw.
+        if let Ok(m) = fs::symlink_metadata(path) {
+            let limit = started_ns - RACE_MARGIN_NS;
+            let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+            let follows = matches!(probe, Probe::Content | Probe::Listing | Probe::Absent);
+            let m = if follows && m.file_type().is_symlink() {
+                fs::metadata(path).unwrap_or(m)
+            } else {
+                m
+            };
+            if t(m.mtime(), m.mtime_nsec()) >= limit || t(m.ctime(), m.ctime_nsec()) >= limit {
+                return Err(changed());
+            }
+        }
+        match state_now(path, *probe, cache) {
+            Ok(s) => items.push((path.clone(), s)),
+            Err(_) => return Err(changed()),
+        }
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items.dedup_by(|a, b| a.0 == b.0);
+    Ok(Manifest { items })
+}
+
+/// Check `m` against the files now: the first path that differs, if any.
+pub fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
+    for (path, was) in &m.items {
+        let now = state_now(path, probe_of(was), cache).ok();
+        if now.as_ref() != Some(was) {
+            return Some(Mismatch {
+                path: path.clone(),
+                was: Some(was.clone()),
+                now,
+            });
+        }
+    }
+    None
+}
+
+/// The key of the entry recorded with manifest `manifest` under `base`.
+pub fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
+    let mut h = blake3::Hasher::new_derive_key("memorun 2026 traced entry key");
+    h.update(&base.0);
+    h.update(&manifest.0);
+    h.finalize().into()
+}
+
+impl Manifest {
+    /// The encoding stored and hashed: versioned, length-prefixed.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = vec![FORMAT];
+        v.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
+        for (path, state) in &self.items {
+            let p = path.as_os_str().as_bytes();
+            v.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            v.extend_from_slice(p);
+            v.push(state.tag());
+            match state {
+                State::Content(d) | State::Listing(d) => v.extend_from_slice(&d.0),
+                State::Exists(k, link) => {
+                    v.push(*k);
+                    if let Some(d) = link {
+                        v.extend_from_slice(&d.0);
+                    }
+                }
+                State::Absent => {}
+            }
+        }
+        v
+    }
+
+    /// Its digest: names it under a base key.
+    pub fn digest(&self) -> Digest {
+        Digest::from(blake3::hash(&self.encode()))
+    }
+
+    /// Decode [`Manifest::encode`]; `None` when malformed.
+    pub fn decode(mut b: &[u8]) -> Option<Manifest> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (b.get(..n)?, b.get(n..)?);
+            *b = rest;
+            Some(head)
+        }
+        fn u32_at(b: &mut &[u8]) -> Option<usize> {
+            Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
+        }
+        if take(&mut b, 1)? != [FORMAT] {
+            return None;
+        }
+        let n = u32_at(&mut b)?;
+        let mut items = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            let len = u32_at(&mut b)?;
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(&mut b, len)?));
+            let state = match take(&mut b, 1)?[0] {
+                0 => State::Content(Digest::from_slice(take(&mut b, 32)?)?),
+                1 => State::Listing(Digest::from_slice(take(&mut b, 32)?)?),
+                2 => State::Exists(take(&mut b, 1)?[0], None),
+                3 => State::Exists(
+                    take(&mut b, 1)?[0],
+                    Some(Digest::from_slice(take(&mut b, 32)?)?),
+                ),
+                4 => State::Absent,
+                _ => return None,
+            };
+            items.push((path, state));
+        }
+        b.is_empty().then_some(Manifest { items })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct MemCache(HashMap<PathBuf, CachedStat>);
+
+    impl StatCache for MemCache {
+        fn get(&mut self, abs: &Path) -> Option<CachedStat> {
+            self.0.get(abs).copied()
+        }
+        fn put(&mut self, abs: &Path, entry: CachedStat) {
+            self.0.insert(abs.to_path_buf(), entry);
+        }
+    }
+
+    fn old(p: &Path) {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let f = fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_matches_until_a_traced_input_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let (h, dir, gone, link) = (
+            t.path().join("config.h"),
+            t.path().join("inc"),
+            t.path().join("shadow.h"),
+            t.path().join("link"),
+        );
+        fs::write(&h, "#define X 1\n").unwrap();
+        old(&h);
+        fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink("config.h", &link).unwrap();
+        let inputs = vec![
+            (h.clone(), Probe::Content),
+            (dir.clone(), Probe::Listing),
+            (gone.clone(), Probe::Absent),
+            (link.clone(), Probe::Exists),
+        ];
+        let mut cache = MemCache::default();
+        // Written a moment ago (its ctime says so, whatever its mtime):
+        // changed while a run that started a second ago ran.
+        let started = inputs::now_ns() - 1_000_000_000;
+        let e = record(&inputs, started, &mut cache).unwrap_err();
+        assert_eq!(e.path, h);
+        assert_eq!(
+            e.message(t.path()),
+            "traced input config.h: changed while the command ran"
+        );
+        let m = record(&inputs, inputs::now_ns() + RACE_MARGIN_NS + 1, &mut cache).unwrap();
+        assert_eq!(m.items.len(), 4);
+        assert_eq!(Manifest::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(check(&m, &mut cache), None);
+        let cwd = t.path();
+        // Each kind of change is a mismatch, named.
+        fs::write(&h, "#define X 2\n").unwrap();
+        assert_eq!(
+            check(&m, &mut cache).unwrap().message(cwd),
+            "traced input config.h: changed"
+        );
+        fs::write(&h, "#define X 1\n").unwrap();
+        assert_eq!(check(&m, &mut cache), None);
+        fs::write(&gone, "").unwrap();
+        assert_eq!(
+            check(&m, &mut cache).unwrap().message(cwd),
+            "traced input shadow.h: created"
+        );
+        fs::remove_file(&gone).unwrap();
+        fs::write(dir.join("new.h"), "").unwrap();
+        assert_eq!(
+            check(&m, &mut cache).unwrap().message(cwd),
+            "traced input inc: changed"
+        );
+        fs::remove_file(dir.join("new.h")).unwrap();
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink("other.h", &link).unwrap();
+        assert_eq!(
+            check(&m, &mut cache).unwrap().message(cwd),
+            "traced input link: changed"
+        );
+    }
+
+    #[test]
+    fn entry_keys_differ_by_base_and_manifest() {
+        let (a, b) = (Digest([1; 32]), Digest([2; 32]));
+        assert_ne!(entry_key(&a, &b), entry_key(&b, &a));
+        assert_ne!(entry_key(&a, &b), entry_key(&a, &a));
+        for bad in [&[][..], &[2, 0, 0, 0, 0], &[1, 1, 0, 0, 0]] {
+            assert_eq!(Manifest::decode(bad), None);
+        }
+    }
+}
