@@ -399,6 +399,14 @@ impl Events {
         }
     }
 
+    /// Whether `path` was read already and still holds its pre-run content
+    /// (reading it again adds nothing).
+    pub fn already_read(&self, path: &Path) -> bool {
+        self.paths
+            .get(path)
+            .is_some_and(|s| s.access.contains(Access::READ) && !s.touched())
+    }
+
     /// Opened for reading.
     pub fn read(&mut self, path: PathBuf) {
         self.input(path, Access::READ);

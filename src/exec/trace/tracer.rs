@@ -369,6 +369,7 @@ fn event_msg(tid: i32) -> Option<u64> {
 
 const AT_FDCWD: i32 = libc::AT_FDCWD;
 const AT_EMPTY_PATH: u64 = libc::AT_EMPTY_PATH as u64;
+const AT_SYMLINK_NOFOLLOW: u64 = libc::AT_SYMLINK_NOFOLLOW as u64;
 const ENOENT_LIKE: [i32; 2] = [libc::ENOENT, libc::ENOTDIR];
 /// `-ERESTARTSYS` .. `-ERESTART_RESTARTBLOCK`: the call will run again.
 const RESTART: std::ops::RangeInclusive<i32> = 512..=516;
@@ -574,8 +575,19 @@ impl Loop {
                         tracee::read_u64(tid, a[2]).unwrap_or(0)
                     }
                 };
+                let lookup_only = flags & libc::O_ACCMODE as u64 == libc::O_RDONLY as u64
+                    && flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 == 0;
                 match self.target(tid, dirfd, addr) {
                     None => None,
+                    Some(Ok(path)) if lookup_only => {
+                        let follow = flags & libc::O_NOFOLLOW as u64 == 0;
+                        if flags & (libc::O_PATH | libc::O_DIRECTORY) as u64 != 0 {
+                            self.probe(path, follow);
+                        } else {
+                            self.open_for_reading(path, follow);
+                        }
+                        None
+                    }
                     Some(path) => {
                         let existed = flags & libc::O_CREAT as u64 != 0
                             && path.as_ref().is_ok_and(|p| std::fs::metadata(p).is_ok());
@@ -614,11 +626,21 @@ impl Loop {
                 };
                 // An empty path with AT_EMPTY_PATH is fstat(dirfd): the
                 // file was opened before, nothing new.
+                let follow = match call {
+                    Call::ProbeLink | Call::ReadlinkAt => false,
+                    Call::StatAt | Call::Statx => flags & AT_SYMLINK_NOFOLLOW == 0,
+                    _ => true,
+                };
                 match self.resolve(tid, dirfd, addr, false) {
-                    Ok(None) if flags & AT_EMPTY_PATH != 0 => None,
-                    r => r.transpose().map(|path| Pending::Probe {
-                        path,
-                        einval_present: matches!(call, Call::ProbeLink | Call::ReadlinkAt),
+                    Ok(None) => None,
+                    Ok(Some(path)) => {
+                        self.probe(path, follow);
+                        None
+                    }
+                    // Unreadable: whether it mattered shows at the exit.
+                    Err(()) => Some(Pending::Probe {
+                        path: Err(()),
+                        einval_present: false,
                     }),
                 }
             }
@@ -883,6 +905,37 @@ impl Loop {
         }
     }
 
+    /// A lookup that does not change the file system (`stat`, `access`,
+    /// `readlink`, a read-only `open`), classified at the call's entry by
+    /// looking the path up ourselves rather than stopping again at its
+    /// exit: half the stops. The tracee is stopped, and memorun has its
+    /// credentials and mount namespace, so the answer is the one the call
+    /// will get, unless another process changes the path in between. If
+    /// that process is traced, its own event orders the facts (a path the
+    /// run creates is an output, whatever was probed); if it is not, the
+    /// path changed during the run, and the recorded state (absent, or the
+    /// content that memorun hashes) no longer matches the file: a miss
+    /// next time, never a stale hit.
+    fn probe(&mut self, path: PathBuf, follow: bool) {
+        match lookup(&path, follow) {
+            Ok(()) => self.events.present(path),
+            Err(e) if ENOENT_LIKE.contains(&e) => self.events.absent(path),
+            Err(_) => {}
+        }
+    }
+
+    /// A read-only open, classified at entry (see [`Loop::probe`]).
+    fn open_for_reading(&mut self, path: PathBuf, follow: bool) {
+        if self.events.already_read(&path) {
+            return;
+        }
+        match lookup(&path, follow) {
+            Ok(()) => self.events.read(path),
+            Err(e) if ENOENT_LIKE.contains(&e) => self.events.absent(path),
+            Err(_) => {}
+        }
+    }
+
     fn unreadable(&mut self, yes: bool) {
         if yes {
             self.events.untraceable(Untraceable::UnreadablePath);
@@ -946,6 +999,20 @@ impl Loop {
             self.events
                 .untraceable(Untraceable::Privileged(exe.to_path_buf()));
         }
+    }
+}
+
+/// Whether `path` exists (following a final symlink when `follow`), or
+/// the errno of the lookup.
+fn lookup(path: &Path, follow: bool) -> Result<(), i32> {
+    let flags = if follow {
+        rustix::fs::AtFlags::empty()
+    } else {
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW
+    };
+    match rustix::fs::statat(rustix::fs::CWD, path, flags) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.raw_os_error()),
     }
 }
 
