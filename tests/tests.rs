@@ -21,3 +21,4 @@ mod regressions;
 mod replay;
 mod signals;
 mod terminal;
+mod traced;
