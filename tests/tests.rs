@@ -20,3 +20,4 @@ mod regressions;
 mod replay;
 mod signals;
 mod terminal;
+mod trace_engine;
