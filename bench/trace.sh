@@ -14,14 +14,16 @@
 # The CLI does not trace yet: the tracer runs through examples/trace.rs
 # (cargo build --release --example trace), which traces the command with
 # stdio passed through and prints the counts on stderr (hyperfine discards
-# both).
+# both). The commands are measured in rounds that rotate which goes first,
+# merged (see `rounds`).
 #
 # Targets: traced compile <= 1.05x untraced; the loop faster traced than
 # under strace.
 #
 # Environment:
 #   BENCH_RESULTS_DIR=DIR  also copy the hyperfine JSON there
-#   RUNS_COMPILE=N (default 20), RUNS_LOOP=N (default 30)
+#   ROUNDS=N (default 3): rounds, each command first in turn
+#   RUNS_COMPILE=N (default 10), RUNS_LOOP=N (default 15): runs per round
 #
 # Needs: cargo, python3, cc; installs hyperfine and strace with apt-get when
 # they are missing.
@@ -101,6 +103,39 @@ for r in res:
 PY
 }
 
+# rounds JSON ROUNDS RUNS WARMUP NAME CMD NAME CMD NAME CMD: like one
+# `hyperfine -N` of the three commands, but in ROUNDS rounds that rotate
+# which goes first, merged into one JSON file in hyperfine's format. On a
+# shared VM the machine's speed drifts over tens of seconds (cc -O2 of the
+# same file: 430 to 800 ms); rotating keeps that drift out of the ratios.
+rounds() {
+    local json=$1 n=$2 runs=$3 warmup=$4
+    shift 4
+    local names=("$1" "$3" "$5") cmds=("$2" "$4" "$6")
+    local r k i args parts=()
+    for ((r = 0; r < n; r++)); do
+        args=()
+        for ((k = 0; k < 3; k++)); do
+            i=$(((r + k) % 3))
+            args+=(-n "${names[$i]}" "${cmds[$i]}")
+        done
+        hyperfine -N --warmup "$warmup" --runs "$runs" --export-json "$json.$r" "${args[@]}" >&2
+        parts+=("$json.$r")
+    done
+    python3 - "$json" "${names[@]}" "${parts[@]}" <<'PY'
+import json, statistics, sys
+out, names, parts = sys.argv[1], sys.argv[2:5], sys.argv[5:]
+times = {n: [] for n in names}
+for p in parts:
+    for r in json.load(open(p))["results"]:
+        times[r["command"]].extend(r["times"])
+res = [{"command": n, "times": t, "median": statistics.median(t), "mean": statistics.fmean(t),
+        "stddev": statistics.stdev(t), "min": min(t), "max": max(t)} for n, t in times.items()]
+json.dump({"results": res, "rounds": len(parts)}, open(out, "w"))
+PY
+    rm -f "${parts[@]}"
+}
+
 Q_TRACE=$(printf '%q' "$TRACE")
 STRACE="strace -f --seccomp-bpf -e trace=%file,execve -o /dev/null"
 COMPILE="cc -O2 -c blake3.c -o blake3.o"
@@ -110,18 +145,18 @@ LOOP="sh -c 'for i in \$(seq 10000); do : < /etc/hostname; done'"
 "$TRACE" true 2>"$WORK/check.txt" || { cat "$WORK/check.txt" >&2; exit 1; }
 
 log "compile: $COMPILE"
-hyperfine -N --warmup 2 --runs "${RUNS_COMPILE:-20}" --export-json "$WORK/compile.json" \
-    -n untraced "$COMPILE" \
-    -n memorun-trace "$Q_TRACE $COMPILE" \
-    -n strace "$STRACE $COMPILE" >&2
-table "$WORK/compile.json" untraced "cc -O2 -c blake3.c: untraced, traced, strace (hyperfine -N)"
+rounds "$WORK/compile.json" "${ROUNDS:-3}" "${RUNS_COMPILE:-10}" 2 \
+    untraced "$COMPILE" \
+    memorun-trace "$Q_TRACE $COMPILE" \
+    strace "$STRACE $COMPILE"
+table "$WORK/compile.json" untraced "cc -O2 -c blake3.c: untraced, traced, strace (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
 
 log "loop: $LOOP"
-hyperfine -N --warmup 3 --runs "${RUNS_LOOP:-30}" --export-json "$WORK/loop.json" \
-    -n untraced "$LOOP" \
-    -n memorun-trace "$Q_TRACE $LOOP" \
-    -n strace "$STRACE $LOOP" >&2
-table "$WORK/loop.json" untraced "10,000 opens in a shell loop: untraced, traced, strace (hyperfine -N)"
+rounds "$WORK/loop.json" "${ROUNDS:-3}" "${RUNS_LOOP:-15}" 3 \
+    untraced "$LOOP" \
+    memorun-trace "$Q_TRACE $LOOP" \
+    strace "$STRACE $LOOP"
+table "$WORK/loop.json" untraced "10,000 opens in a shell loop: untraced, traced, strace (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
 
 echo
 echo "Counts of one traced run of each:"

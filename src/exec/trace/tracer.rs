@@ -448,6 +448,9 @@ impl Loop {
         if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(tid) {
             e.insert(Proc::default());
             self.events.processes += 1;
+            // A new task: a working directory cached under a reused tid
+            // (whose exit went unseen) is not its own.
+            self.cwds.remove(&tid);
         }
         let sig = libc::WSTOPSIG(status);
         match status >> 16 {
@@ -460,6 +463,7 @@ impl Loop {
                 {
                     e.insert(Proc::default());
                     self.events.processes += 1;
+                    self.cwds.remove(&(new as i32));
                 }
                 resume(tid, false, 0);
             }
