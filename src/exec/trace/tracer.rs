@@ -512,7 +512,7 @@ impl Loop {
     /// The path argument at `addr`, relative to `dirfd`. `Ok(None)` when
     /// the call names no path (an empty path without `AT_EMPTY_PATH`:
     /// the kernel refuses it), and with `AT_EMPTY_PATH` the directory or
-    /// file `dirfd` itself when `empty_is_fd`.
+    /// file `dirfd` itself when `empty_ok`.
     fn resolve(
         &mut self,
         tid: i32,
