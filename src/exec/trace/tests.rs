@@ -574,3 +574,29 @@ fn renaming_a_temp_file_into_place_makes_an_output_and_moving_an_old_file_a_chan
     assert!(old.is_changed_input(), "{old}");
     assert!(r.access(d.join("moved")).contains(Access::RENAMED));
 }
+
+#[test]
+fn make_j4_over_traced_rules_sees_every_rule_s_input() {
+    let (_t, d) = dir();
+    let mut makefile = String::from("all: out1 out2 out3 out4\n");
+    for i in 1..=4 {
+        fs::write(d.join(format!("in{i}")), format!("{i}\n")).unwrap();
+        makefile.push_str(&format!("out{i}: in{i}\n\tcat in{i} > out{i}\n"));
+    }
+    fs::write(d.join("Makefile"), makefile).unwrap();
+    let r = sh(&format!("cd '{}' && make -s -j4", d.display()));
+    assert!(r.status.success(), "{}", r.stderr);
+    for i in 1..=4 {
+        assert!(
+            r.has(d.join(format!("in{i}")), Access::READ),
+            "in{i}: {}",
+            r.dump()
+        );
+        let out = r.access(d.join(format!("out{i}")));
+        assert!(
+            out.contains(Access::CREATED) && !out.is_input(),
+            "out{i}: {out}"
+        );
+    }
+    assert!(r.has(d.join("Makefile"), Access::READ), "{}", r.dump());
+}
