@@ -21,4 +21,5 @@ mod regressions;
 mod replay;
 mod signals;
 mod terminal;
+mod trace_engine;
 mod traced;

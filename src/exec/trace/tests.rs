@@ -228,7 +228,12 @@ fn a_path_lookup_probes_the_earlier_path_entries() {
 fn a_script_that_sources_another_reads_it() {
     let (_t, d) = dir();
     fs::write(d.join("lib.sh"), "greeting=hello\n").unwrap();
-    let r = sh(&format!(". '{}/lib.sh'; echo $greeting", d.display()));
+    // Relative, after a cd in the same process: the cached working
+    // directory must follow the chdir.
+    let r = sh(&format!(
+        "cd / && cd '{}' && . ./lib.sh; echo $greeting",
+        d.display()
+    ));
     assert_eq!(r.stdout, "hello\n");
     assert!(r.has(d.join("lib.sh"), Access::READ), "{}", r.dump());
 }
@@ -475,4 +480,123 @@ fn a_background_process_that_outlives_the_command_is_killed_at_finish() {
     let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = state.rsplit(')').next().unwrap_or("").trim_start();
     assert!(state.is_empty() || state.starts_with('Z'), "{state}");
+}
+
+/// Build a C program from `src` in `d`; its path.
+fn build(d: &Path, name: &str, src: &str) -> PathBuf {
+    let c = d.join(format!("{name}.c"));
+    fs::write(&c, src).unwrap();
+    let exe = d.join(name);
+    let built = std::process::Command::new("cc")
+        .args(["-O", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&c)
+        .status()
+        .unwrap();
+    assert!(built.success(), "cc {name}.c");
+    exe
+}
+
+/// Opens a file relative to a directory descriptor, then a thread other
+/// than the main one execs cat: its pending execve is under its own tid,
+/// and the process continues under the leader's pid.
+const DIRFD_THREAD_EXEC_C: &str = r#"
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+static const char *dir;
+
+static void *run_cat(void *arg) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/by-exec", dir);
+    execlp("cat", "cat", path, (char *)NULL);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    dir = argv[1];
+    int d = open(dir, O_RDONLY | O_DIRECTORY);
+    int f = openat(d, "by-dirfd", O_RDONLY);
+    if (d < 0 || f < 0) return 1;
+    pthread_t t;
+    pthread_create(&t, NULL, run_cat, NULL);
+    pthread_join(t, NULL);
+    return 2;
+}
+"#;
+
+#[test]
+fn a_dirfd_relative_open_and_an_exec_from_a_thread_are_resolved() {
+    let (_t, d) = dir();
+    let prog = build(&d, "prog", DIRFD_THREAD_EXEC_C);
+    fs::write(d.join("by-dirfd"), "").unwrap();
+    fs::write(d.join("by-exec"), "cat ran\n").unwrap();
+    let r = trace_argv(&[prog.to_str().unwrap(), d.to_str().unwrap()], None);
+    assert!(r.status.success(), "{:?} {}", r.status, r.stderr);
+    assert_eq!(r.stdout, "cat ran\n");
+    assert!(r.has(d.join("by-dirfd"), Access::READ), "{}", r.dump());
+    assert!(r.has(d.join("by-exec"), Access::READ), "{}", r.dump());
+    assert!(r.has(&prog, Access::EXECUTED), "{}", r.dump());
+    let cat = which("cat").unwrap().canonicalize().unwrap();
+    assert!(r.has(&cat, Access::EXECUTED), "{}", r.dump());
+}
+
+#[test]
+fn io_uring_makes_the_run_untraceable() {
+    let (_t, d) = dir();
+    // The call may fail (no params): the attempt is enough.
+    let prog = build(
+        &d,
+        "uring",
+        "#include <sys/syscall.h>\n#include <unistd.h>\n\
+         int main(void) { syscall(425, 0, 0); return 0; }\n",
+    );
+    let r = trace_argv(&[prog.to_str().unwrap()], None);
+    assert!(r.status.success());
+    assert_eq!(r.log.untraceable, Some(Untraceable::Opaque("io_uring")));
+}
+
+#[test]
+fn renaming_a_temp_file_into_place_makes_an_output_and_moving_an_old_file_a_changed_input() {
+    let (_t, d) = dir();
+    fs::write(d.join("old"), "old\n").unwrap();
+    let r = sh(&format!(
+        "cd '{}' && echo new > out.tmp && mv out.tmp out && mv old moved",
+        d.display()
+    ));
+    assert!(r.status.success(), "{}", r.stderr);
+    assert_eq!(r.log.get(&d.join("out.tmp")), None, "{}", r.dump());
+    let out = r.access(d.join("out"));
+    assert!(out.contains(Access::CREATED) && !out.is_input(), "{out}");
+    let old = r.access(d.join("old"));
+    assert!(old.is_changed_input(), "{old}");
+    assert!(r.access(d.join("moved")).contains(Access::RENAMED));
+}
+
+#[test]
+fn make_j4_over_traced_rules_sees_every_rule_s_input() {
+    let (_t, d) = dir();
+    let mut makefile = String::from("all: out1 out2 out3 out4\n");
+    for i in 1..=4 {
+        fs::write(d.join(format!("in{i}")), format!("{i}\n")).unwrap();
+        makefile.push_str(&format!("out{i}: in{i}\n\tcat in{i} > out{i}\n"));
+    }
+    fs::write(d.join("Makefile"), makefile).unwrap();
+    let r = sh(&format!("cd '{}' && make -s -j4", d.display()));
+    assert!(r.status.success(), "{}", r.stderr);
+    for i in 1..=4 {
+        assert!(
+            r.has(d.join(format!("in{i}")), Access::READ),
+            "in{i}: {}",
+            r.dump()
+        );
+        let out = r.access(d.join(format!("out{i}")));
+        assert!(
+            out.contains(Access::CREATED) && !out.is_input(),
+            "out{i}: {out}"
+        );
+    }
+    assert!(r.has(d.join("Makefile"), Access::READ), "{}", r.dump());
 }

@@ -448,6 +448,9 @@ impl Loop {
         if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(tid) {
             e.insert(Proc::default());
             self.events.processes += 1;
+            // A new task: a working directory cached under a reused tid
+            // (whose exit went unseen) is not its own.
+            self.cwds.remove(&tid);
         }
         let sig = libc::WSTOPSIG(status);
         match status >> 16 {
@@ -460,6 +463,7 @@ impl Loop {
                 {
                     e.insert(Proc::default());
                     self.events.processes += 1;
+                    self.cwds.remove(&(new as i32));
                 }
                 resume(tid, false, 0);
             }
@@ -508,7 +512,7 @@ impl Loop {
     /// The path argument at `addr`, relative to `dirfd`. `Ok(None)` when
     /// the call names no path (an empty path without `AT_EMPTY_PATH`:
     /// the kernel refuses it), and with `AT_EMPTY_PATH` the directory or
-    /// file `dirfd` itself when `empty_is_fd`.
+    /// file `dirfd` itself when `empty_ok`.
     fn resolve(
         &mut self,
         tid: i32,
