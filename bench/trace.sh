@@ -5,20 +5,24 @@
 #
 #   bench/trace.sh
 #
-# Two commands:
-#   compile  cc -O2 -c blake3.c (the C file of the blake3 crate that Cargo
-#            fetched for memorun, ~/.cargo/registry/src/*/blake3-*/c/blake3.c)
-#   loop     sh -c 'for i in $(seq 10000); do : < /etc/hostname; done'
-#            (10,000 small opens, each a traced call)
+# Three groups:
+#   compile  a miss of cc -O2 -c blake3.c (the C file of the blake3 crate
+#            that Cargo fetched, ~/.cargo/registry/src/*/blake3-*/c/blake3.c):
+#            `memorun --force` untraced, `memorun --force --trace`, and the
+#            bare command under strace
+#   loop     the same for sh -c 'for i in $(seq 10000); do : < /etc/hostname;
+#            done' (10,000 small opens, each a traced call)
+#   hit      a hit over 1,000 unchanged traced inputs (sh -c 'cat src/*.h'
+#            over 1,000 headers, 1,051 traced inputs with sh's own) against
+#            the same hit untraced, and the bare command
 #
-# The CLI does not trace yet: the tracer runs through examples/trace.rs
-# (cargo build --release --example trace), which traces the command with
-# stdio passed through and prints the counts on stderr (hyperfine discards
-# both). The commands are measured in rounds that rotate which goes first,
-# merged (see `rounds`).
+# `--force` makes every run a miss that runs and records the command. The
+# commands of a group are measured in rounds that rotate which goes first,
+# merged (see `rounds`). The counts of one traced run come from
+# examples/trace.rs.
 #
 # Targets: traced compile <= 1.05x untraced; the loop faster traced than
-# under strace.
+# under strace; a traced hit over 1,000 inputs < 20 ms over an untraced hit.
 #
 # Environment:
 #   BENCH_RESULTS_DIR=DIR  also copy the hyperfine JSON there
@@ -51,7 +55,14 @@ for tool in hyperfine strace; do
     fi
 done
 
-log "building the tracer example (cargo build --release --example trace)"
+log "building memorun and the tracer example (cargo build --release)"
+MEMORUN=$(cargo build --release --bin memorun --message-format=json-render-diagnostics |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "memorun":
+        print(m["executable"])')
+[[ -x $MEMORUN ]] || { echo "bench/trace.sh: $MEMORUN was not built" >&2; exit 1; }
 TRACE=$(cargo build --release --example trace --message-format=json-render-diagnostics |
     python3 -c 'import json, sys
 for line in sys.stdin:
@@ -137,6 +148,7 @@ PY
 }
 
 Q_TRACE=$(printf '%q' "$TRACE")
+Q_M="$(printf '%q' "$MEMORUN") --cache-dir $WORK/cache"
 STRACE="strace -f --seccomp-bpf -e trace=%file,execve -o /dev/null"
 COMPILE="cc -O2 -c blake3.c -o blake3.o"
 LOOP="sh -c 'for i in \$(seq 10000); do : < /etc/hostname; done'"
@@ -146,20 +158,39 @@ LOOP="sh -c 'for i in \$(seq 10000); do : < /etc/hostname; done'"
 
 log "compile: $COMPILE"
 rounds "$WORK/compile.json" "${ROUNDS:-3}" "${RUNS_COMPILE:-10}" 2 \
-    untraced "$COMPILE" \
-    memorun-trace "$Q_TRACE $COMPILE" \
+    "memorun miss" "$Q_M --force -- $COMPILE" \
+    "memorun --trace miss" "$Q_M --force --trace -- $COMPILE" \
     strace "$STRACE $COMPILE"
-table "$WORK/compile.json" untraced "cc -O2 -c blake3.c: untraced, traced, strace (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
+table "$WORK/compile.json" "memorun miss" "cc -O2 -c blake3.c: a miss untraced and traced, and strace (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
 
 log "loop: $LOOP"
 rounds "$WORK/loop.json" "${ROUNDS:-3}" "${RUNS_LOOP:-15}" 3 \
-    untraced "$LOOP" \
-    memorun-trace "$Q_TRACE $LOOP" \
+    "memorun miss" "$Q_M --force -- $LOOP" \
+    "memorun --trace miss" "$Q_M --force --trace -- $LOOP" \
     strace "$STRACE $LOOP"
-table "$WORK/loop.json" untraced "10,000 opens in a shell loop: untraced, traced, strace (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
+table "$WORK/loop.json" "memorun miss" "10,000 opens in a shell loop: a miss untraced and traced, and strace (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
+
+log "hit over 1,000 traced inputs"
+mkdir -p src
+for i in $(seq 1 1000); do echo "int v$i = $i;" >"src/f$i.h"; done
+# Edited well before the run, as a project's files are (a file modified
+# moments before a run counts as changed while it ran).
+touch -d '1 hour ago' src/*.h
+sleep 2.1
+CAT="sh -c 'cat src/*.h > /dev/null'"
+eval "$Q_M --trace -- $CAT" && eval "$Q_M -- $CAT"
+eval "$Q_M -v --trace -- $CAT" 2>"$WORK/hit.txt"
+grep -q 'traced inputs unchanged' "$WORK/hit.txt" || { cat "$WORK/hit.txt" >&2; exit 1; }
+rounds "$WORK/hit.json" "${ROUNDS:-3}" "${RUNS_HIT:-40}" 5 \
+    "memorun hit" "$Q_M -- $CAT" \
+    "memorun --trace hit" "$Q_M --trace -- $CAT" \
+    "the command" "$CAT"
+table "$WORK/hit.json" "memorun hit" "a hit over 1,000 unchanged traced inputs, and the same hit untraced (hyperfine -N, ${ROUNDS:-3} rotated rounds)"
+echo
+echo "- $(sed 's/^memorun: //' "$WORK/hit.txt")"
 
 echo
-echo "Counts of one traced run of each:"
+echo "Counts of one traced run of each (examples/trace.rs):"
 echo
 for cmd in "$COMPILE" "$LOOP"; do
     echo "- \`$cmd\`: $(eval "$Q_TRACE $cmd" 2>&1 >/dev/null | sed 's/^trace: //')"
@@ -167,5 +198,5 @@ done
 
 if [[ -n ${BENCH_RESULTS_DIR:-} ]]; then
     mkdir -p "$BENCH_RESULTS_DIR"
-    cp "$WORK"/compile.json "$WORK"/loop.json "$BENCH_RESULTS_DIR/"
+    cp "$WORK"/compile.json "$WORK"/loop.json "$WORK"/hit.json "$BENCH_RESULTS_DIR/"
 fi

@@ -93,7 +93,10 @@ fn a_header_the_compiler_includes_is_a_traced_input() {
     assert_contains(&text, "would miss");
     // Explained from the most recently used manifest.
     assert_contains(&text, "in the most recent traced run; traced input ");
-    assert!(!text.contains("changes since the closest earlier run"), "{text}");
+    assert!(
+        !text.contains("changes since the closest earlier run"),
+        "{text}"
+    );
     assert_contains(&text, "  foo.c  a file");
     // list says how many traced inputs each entry has.
     let entries = d.entries();

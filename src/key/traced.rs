@@ -121,6 +121,13 @@ fn kind_of(ft: &fs::FileType) -> u8 {
 pub struct Manifest {
     /// Absolute paths, sorted, each once.
     pub items: Vec<(PathBuf, State)>,
+    /// For each item whose state is its content, the file's stat when it
+    /// was recorded, if that stat can vouch for the content (the file was
+    /// not modified within `inputs::RACY_MARGIN_NS` of being recorded): a check
+    /// that finds the same stat need not read the file, nor the stat
+    /// cache. Not part of the manifest's digest (it differs between
+    /// machines and checkouts; the content does not).
+    pub stats: Vec<Option<FileStat>>,
 }
 
 /// Why a manifest does not match the files now, or why a run's traced
@@ -174,7 +181,9 @@ pub fn state_now(
         e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
     };
     match probe {
-        Probe::Absent => match fs::metadata(path) {
+        // Not following a symlink: a dangling one created later is a
+        // change too.
+        Probe::Absent => match fs::symlink_metadata(path) {
             Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
@@ -258,7 +267,7 @@ pub fn record(
     started_ns: i64,
     cache: &mut dyn StatCache,
 ) -> Result<Manifest, Box<Mismatch>> {
-    let mut items: Vec<(PathBuf, State)> = Vec::with_capacity(inputs.len());
+    let mut items: Vec<(PathBuf, State, Option<FileStat>)> = Vec::with_capacity(inputs.len());
     for (path, probe) in inputs {
         let ignore: Vec<Vec<u8>> = match probe {
             Probe::Listing => {
@@ -311,16 +320,34 @@ pub fn record(
         if !consistent {
             return Err(changed());
         }
-        items.push((path.clone(), state));
+        let stat = match state {
+            State::Content(_) => fs::metadata(path)
+                .ok()
+                .map(|m| FileStat::of(&m))
+                .filter(|st| !st.is_racy(inputs::now_ns())),
+            _ => None,
+        };
+        items.push((path.clone(), state, stat));
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     items.dedup_by(|a, b| a.0 == b.0);
-    Ok(Manifest { items })
+    let stats = items.iter().map(|i| i.2).collect();
+    Ok(Manifest {
+        items: items.into_iter().map(|(p, s, _)| (p, s)).collect(),
+        stats,
+    })
 }
 
 /// Check `m` against the files now: the first path that differs, if any.
 pub fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
-    for (path, was) in &m.items {
+    for (i, (path, was)) in m.items.iter().enumerate() {
+        // The same file, unmodified since it was recorded: its content is
+        // what was recorded.
+        if let Some(Some(recorded)) = m.stats.get(i)
+            && fs::metadata(path).is_ok_and(|now| FileStat::of(&now) == *recorded)
+        {
+            continue;
+        }
         let ignore = match was {
             State::Listing(_, ignore) => ignore.as_slice(),
             _ => &[],
@@ -346,17 +373,34 @@ pub fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
 }
 
 impl Manifest {
-    /// The encoding stored and hashed: versioned, length-prefixed.
+    /// The encoding stored: versioned, length-prefixed, with the stats.
     pub fn encode(&self) -> Vec<u8> {
+        self.encoding(true)
+    }
+
+    fn encoding(&self, with_stats: bool) -> Vec<u8> {
         let mut v = vec![FORMAT];
         v.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
-        for (path, state) in &self.items {
+        for (i, (path, state)) in self.items.iter().enumerate() {
             let p = path.as_os_str().as_bytes();
             v.extend_from_slice(&(p.len() as u32).to_le_bytes());
             v.extend_from_slice(p);
             v.push(state.tag());
             match state {
-                State::Content(d) => v.extend_from_slice(&d.0),
+                State::Content(d) => {
+                    v.extend_from_slice(&d.0);
+                    match self.stats.get(i).copied().flatten().filter(|_| with_stats) {
+                        Some(st) => {
+                            v.push(1);
+                            for n in [st.dev, st.ino, st.size] {
+                                v.extend_from_slice(&n.to_le_bytes());
+                            }
+                            v.extend_from_slice(&st.mtime_ns.to_le_bytes());
+                            v.extend_from_slice(&st.ctime_ns.to_le_bytes());
+                        }
+                        None => v.push(0),
+                    }
+                }
                 State::Listing(d, ignore) => {
                     v.extend_from_slice(&d.0);
                     v.extend_from_slice(&(ignore.len() as u32).to_le_bytes());
@@ -377,9 +421,10 @@ impl Manifest {
         v
     }
 
-    /// Its digest: names it under a base key.
+    /// Its digest, over the paths and states (not the stats): names it
+    /// under a base key.
     pub fn digest(&self) -> Digest {
-        Digest::from(blake3::hash(&self.encode()))
+        Digest::from(blake3::hash(&self.encoding(false)))
     }
 
     /// Decode [`Manifest::encode`]; `None` when malformed.
@@ -397,11 +442,33 @@ impl Manifest {
         }
         let n = u32_at(&mut b)?;
         let mut items = Vec::with_capacity(n.min(1 << 16));
+        let mut stats = Vec::with_capacity(n.min(1 << 16));
         for _ in 0..n {
             let len = u32_at(&mut b)?;
             let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(&mut b, len)?));
+            let mut stat = None;
             let state = match take(&mut b, 1)?[0] {
-                0 => State::Content(Digest::from_slice(take(&mut b, 32)?)?),
+                0 => {
+                    let d = Digest::from_slice(take(&mut b, 32)?)?;
+                    stat = match take(&mut b, 1)?[0] {
+                        0 => None,
+                        1 => {
+                            let mut n = [0u64; 5];
+                            for x in &mut n {
+                                *x = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+                            }
+                            Some(FileStat {
+                                dev: n[0],
+                                ino: n[1],
+                                size: n[2],
+                                mtime_ns: n[3] as i64,
+                                ctime_ns: n[4] as i64,
+                            })
+                        }
+                        _ => return None,
+                    };
+                    State::Content(d)
+                }
                 1 => {
                     let d = Digest::from_slice(take(&mut b, 32)?)?;
                     let n = u32_at(&mut b)?;
@@ -421,8 +488,9 @@ impl Manifest {
                 _ => return None,
             };
             items.push((path, state));
+            stats.push(stat);
         }
-        b.is_empty().then_some(Manifest { items })
+        b.is_empty().then_some(Manifest { items, stats })
     }
 }
 
