@@ -622,8 +622,10 @@ fn trace_manifest(
         return Err((
             counters::NOT_RECORDED_INPUT,
             format!(
-                "traced input {} was changed by the command itself",
-                key::traced::shown(&p.path, cwd)
+                "traced input {} was changed by the command itself (a lock file or a cache? \
+                 leave it out with --trace-exclude '{}')",
+                key::traced::shown(&p.path, cwd),
+                p.path.display()
             ),
         ));
     }

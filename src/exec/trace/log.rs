@@ -373,6 +373,11 @@ impl Events {
         self.untraceable.get_or_insert(why);
     }
 
+    /// Whether `path` is left out of the log.
+    pub fn excludes(&self, path: &Path) -> bool {
+        self.exclusions.excludes(path)
+    }
+
     fn state(&mut self, path: PathBuf) -> Option<&mut State> {
         if self.exclusions.excludes(&path) {
             return None;

@@ -845,7 +845,10 @@ impl Loop {
                     return;
                 }
                 let is_dir = std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
-                if is_dir && !self.events.was_created(&from) {
+                // Within the left-out paths (a build tree), it is none of
+                // the log's business.
+                let left_out = self.events.excludes(&from) && self.events.excludes(&to);
+                if is_dir && !left_out && !self.events.was_created(&from) {
                     self.events
                         .untraceable(Untraceable::DirectoryRenamed(from.clone()));
                 }
