@@ -59,7 +59,7 @@ _memorun() {
 
     case "${cmd}" in
         memorun)
-            opts="-e -i -x -k -o -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --output --no-auto-outputs --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help --version why stats list clear completions help"
+            opts="-e -i -x -k -o -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help --version why stats list clear completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,6 +114,10 @@ _memorun() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trace-exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -311,7 +315,7 @@ _memorun() {
             return 0
             ;;
         memorun__subcmd__why)
-            opts="-e -i -x -k -o -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --output --no-auto-outputs --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help"
+            opts="-e -i -x -k -o -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -366,6 +370,10 @@ _memorun() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trace-exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

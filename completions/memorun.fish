@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_memorun_global_optspecs
-    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd o/output= no-auto-outputs cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= h/help V/version
+    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd o/output= no-auto-outputs trace trace-exclude= cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= h/help V/version
 end
 
 function __fish_memorun_needs_command
@@ -34,12 +34,14 @@ complete -c memorun -n "__fish_memorun_needs_command" -l stdin -d 'How stdin goe
 hash\t'Always read stdin to EOF and hash it, even from a terminal'
 ignore\t'Never read or hash stdin; the command inherits it as is'"
 complete -c memorun -n "__fish_memorun_needs_command" -s o -l output -d 'A file, directory or quoted glob the command writes: restored on a hit' -r
+complete -c memorun -n "__fish_memorun_needs_command" -l trace-exclude -d 'Leave paths matching this glob out of what --trace records' -r
 complete -c memorun -n "__fish_memorun_needs_command" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l stale -d 'Past this age, replay at once and refresh in the background' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cwd -d 'Leave the working directory out of the key'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-outputs -d 'Do not capture the files the command creates that are named on its command line'
+complete -c memorun -n "__fish_memorun_needs_command" -l trace -d 'Trace the command\'s file-system calls and key on every file it read'
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-failures -d 'Also record runs that exit with a non-zero code'
 complete -c memorun -n "__fish_memorun_needs_command" -s f -l force -d 'Run even on a hit, and record the new result'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cache -d 'Run plainly: neither read nor write the cache'
@@ -63,6 +65,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand why" -l stdin -d 'How st
 hash\t'Always read stdin to EOF and hash it, even from a terminal'
 ignore\t'Never read or hash stdin; the command inherits it as is'"
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s o -l output -d 'A file, directory or quoted glob the command writes: restored on a hit' -r
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l trace-exclude -d 'Leave paths matching this glob out of what --trace records' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l stale -d 'Past this age, replay at once and refresh in the background' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
@@ -70,6 +73,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand why" -l json -d 'Print a
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cwd -d 'Leave the working directory out of the key'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-outputs -d 'Do not capture the files the command creates that are named on its command line'
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l trace -d 'Trace the command\'s file-system calls and key on every file it read'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-failures -d 'Also record runs that exit with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s f -l force -d 'Run even on a hit, and record the new result'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cache -d 'Run plainly: neither read nor write the cache'

@@ -54,6 +54,9 @@ pub struct Cli {
 /// on every run of a command (a measurable share of a hit's start-up).
 #[derive(Debug, Subcommand)]
 #[command(defer = true)]
+// Parsed once per process: boxing the run options would only add an
+// allocation to every `why`.
+#[allow(clippy::large_enum_variant)]
 pub enum Sub {
     /// Explain whether COMMAND would hit or miss, and why; runs nothing
     ///
@@ -349,6 +352,27 @@ pub struct RunArgs {
     /// `memorun --no-auto-outputs -- cc -c in.c -o out.o`.
     #[arg(long, help_heading = "Outputs")]
     pub no_auto_outputs: bool,
+
+    /// Trace the command's file-system calls and key on every file it read
+    ///
+    /// Linux (x86_64, aarch64): the command and every process it starts run
+    /// under ptrace with a seccomp filter, so only file-system calls stop
+    /// them. Every file it read or executed (by content), directory it
+    /// listed and path it looked for and did not find goes into the key,
+    /// so editing a header that `cc -c foo.c` includes, or adding one that
+    /// shadows it, is a miss. Also `MEMORUN_TRACE=1`. Where tracing is not
+    /// allowed the command runs uncached, with one warning. Example:
+    /// `memorun --trace -- cc -c foo.c -o foo.o`.
+    #[arg(long, help_heading = "Key")]
+    pub trace: bool,
+
+    /// Leave paths matching this glob out of what --trace records
+    ///
+    /// Matched against absolute paths. `/proc`, `/sys`, `/dev` and the cache
+    /// directory are always left out. Repeatable. Example:
+    /// `memorun --trace --trace-exclude '/var/cache/**' -- make`.
+    #[arg(long, value_name = "GLOB", help_heading = "Key")]
+    pub trace_exclude: Vec<String>,
 
     /// Also record runs that exit with a non-zero code
     ///

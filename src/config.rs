@@ -124,9 +124,19 @@ pub struct Refresh {
     pub key: Digest,
 }
 
+/// How to trace a command (`--trace`).
+#[derive(Debug, Clone, Default)]
+pub struct TraceConfig {
+    /// `--trace-exclude` globs, over absolute paths.
+    pub exclude: Option<globset::GlobSet>,
+}
+
 /// Everything memorun needs to know to run or replay one command.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `--trace` (or `MEMORUN_TRACE=1`): the command's traced inputs go
+    /// into the key; with the `--trace-exclude` globs.
+    pub trace: Option<TraceConfig>,
     /// The declared outputs (`-o`) and whether automatic outputs are
     /// captured.
     pub outputs: OutputSpec,
@@ -214,6 +224,28 @@ impl Config {
             bail!("--exclude needs a pattern, got '{empty}'");
         }
         let outputs = OutputSpec::new(&args.output, !args.no_auto_outputs)?;
+        let trace = if args.trace || flag_is_on(env("MEMORUN_TRACE").as_deref()) {
+            let mut set = globset::GlobSetBuilder::new();
+            for g in &args.trace_exclude {
+                let glob = globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| {
+                        anyhow::anyhow!("--trace-exclude '{g}' is not a valid glob: {}", e.kind())
+                    })?;
+                set.add(glob);
+            }
+            let exclude = match args.trace_exclude.is_empty() {
+                true => None,
+                false => Some(set.build().map_err(|e| anyhow::anyhow!("{e}"))?),
+            };
+            Some(TraceConfig { exclude })
+        } else {
+            if !args.trace_exclude.is_empty() {
+                bail!("--trace-exclude needs --trace");
+            }
+            None
+        };
         // Declared outputs are never inputs: out of walks and globs, and
         // out of the automatic inputs.
         let output_patterns = outputs.exclusions();
@@ -265,8 +297,10 @@ impl Config {
                 auto_inputs: !args.no_auto_inputs,
                 include_cwd: !args.no_cwd,
                 outputs: not_inputs,
+                traced: trace.is_some(),
             },
             outputs,
+            trace,
             cache_failures: args.cache_failures,
             force: args.force || refresh.is_some(),
             ttl: args.ttl,

@@ -21,3 +21,5 @@ mod regressions;
 mod replay;
 mod signals;
 mod terminal;
+mod trace_engine;
+mod traced;

@@ -3,7 +3,8 @@
 //!
 //! JSON: an array of objects with `key` (hex), `created_ms`, `last_used_ms`,
 //! `duration_ms`, `exit_code`, `output_bytes`, `files` and `file_bytes`
-//! (its output files), `hits`, `command` (string).
+//! (its output files), `traced_inputs` (null unless traced), `hits`,
+//! `command` (string).
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub fn list(location: &CacheLocation, json: bool) -> Result<i32> {
                     "exit_code": e.exit_code,
                     "output_bytes": e.output_bytes,
                     "files": e.files.files,
+                    "traced_inputs": e.traced_inputs,
                     "file_bytes": e.files.bytes,
                     "hits": e.hits,
                     "command": e.display,
@@ -54,9 +56,9 @@ fn since(ms: i64) -> String {
 /// Entries as an aligned table with a header.
 pub fn table(entries: &[Listed]) -> String {
     let header = [
-        "KEY", "AGE", "USED", "TOOK", "EXIT", "SIZE", "FILES", "HITS", "COMMAND",
+        "KEY", "AGE", "USED", "TOOK", "EXIT", "SIZE", "FILES", "TRACED", "HITS", "COMMAND",
     ];
-    let rows: Vec<[String; 9]> = entries
+    let rows: Vec<[String; 10]> = entries
         .iter()
         .map(|e| {
             [
@@ -70,6 +72,7 @@ pub fn table(entries: &[Listed]) -> String {
                     0 => "-".to_string(),
                     n => format!("{n} ({})", human_size(e.files.bytes)),
                 },
+                e.traced_inputs.map_or("-".into(), |n| n.to_string()),
                 e.hits.to_string(),
                 crate::term::quote::printable(&e.display).into_owned(),
             ]

@@ -5,9 +5,12 @@
 //! stdin, so the caller can run it uncached without losing a byte.
 
 use crate::config::{CacheLocation, Config};
+use crate::key::Digest;
 use crate::key::inputs::InputError;
 use crate::key::resolve::{self, Base, Context, Resolved};
 use crate::key::stdin::{self, Feed};
+use crate::key::traced;
+use crate::store::Store;
 use crate::store::db::SqliteStore;
 
 /// A store opened and a key resolved, ready to look up.
@@ -94,4 +97,52 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
         Err(InputError::Refused(why)) => Err(NotPrepared::Refused(anyhow::anyhow!(why))),
         Err(InputError::Unreadable(e)) => Err(uncached(e, captured.feed)),
     }
+}
+
+/// Where the entry to replay is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKey {
+    /// Under the key (an untraced run).
+    Plain(Digest),
+    /// A traced run: under the entry key of the most recently used trace
+    /// manifest whose every input still matches, with that manifest.
+    Traced(Digest, traced::Manifest),
+    /// A traced run with no manifest that matches: why, and the most
+    /// recently used manifest (`None`: there is none).
+    NoMatch(Option<(String, traced::Manifest)>),
+}
+
+/// Find the entry key for `resolved` (see `key::traced`): the key itself,
+/// or for a traced run the one its matching manifest names.
+pub fn entry_key(
+    config: &Config,
+    store: &dyn Store,
+    resolved: &Resolved,
+) -> anyhow::Result<EntryKey> {
+    if config.trace.is_none() {
+        return Ok(EntryKey::Plain(resolved.key.digest));
+    }
+    let manifests = store.manifests(&resolved.key.digest, traced::MAX_MANIFESTS)?;
+    let mut found = None;
+    let mut first_mismatch = None;
+    store.with_stat_cache(&mut |cache| {
+        for stored in &manifests {
+            // One that does not decode is passed over (its entry ages out).
+            let Some(m) = traced::Manifest::decode(&stored.paths) else {
+                continue;
+            };
+            match traced::check(&m, cache) {
+                None => {
+                    found = Some(EntryKey::Traced(stored.entry_key, m));
+                    return;
+                }
+                Some(mismatch) => {
+                    if first_mismatch.is_none() {
+                        first_mismatch = Some((mismatch.message(&resolved.base.cwd), m));
+                    }
+                }
+            }
+        }
+    });
+    Ok(found.unwrap_or(EntryKey::NoMatch(first_mismatch)))
 }

@@ -5,27 +5,31 @@
 //! record → exit code. Whenever the store fails, the command still runs,
 //! uncached, with one warning: the cache can cost a miss, never a build.
 
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use anyhow::Result;
 
-use crate::commands::prepare::{NotPrepared, Prepared, prepare};
+use crate::commands::prepare::{self, EntryKey, NotPrepared, Prepared, prepare};
 use crate::config::Config;
+use crate::config::TraceConfig;
 use crate::error::Failure;
 use crate::exec::refresh::{self, RefreshStdin};
-use crate::exec::spawn::{self, SpawnError, Status};
+use crate::exec::spawn::{self, SpawnError, Status, TracedError};
+use crate::exec::trace::{self, TraceOptions};
 use crate::exit_codes;
 use crate::key::diff;
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
 use crate::key::stdin::{self, Feed};
-use crate::key::{Kind, State};
+use crate::key::traced::Probe;
+use crate::key::{self, Key, Kind, State};
 use crate::outputs::{capture, restore};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
 use crate::store::counters;
 use crate::store::locks::{self, Waited};
-use crate::store::{NewEntry, Store, age};
+use crate::store::{NewEntry, NewManifest, Store, age};
 use crate::term::format::{human_duration, human_size};
 use crate::term::progress::Spinner;
 use crate::term::ui::{self, Ui};
@@ -176,7 +180,20 @@ fn look_up(
     resolved: &Resolved,
     feed: &Feed,
 ) -> Lookup {
-    let entry = match store.lookup(&resolved.key.digest) {
+    // A traced command's entry is under the manifest that still matches.
+    let (key, traced) = match prepare::entry_key(config, store, resolved) {
+        Ok(EntryKey::Plain(key)) => (key, None),
+        Ok(EntryKey::Traced(key, m)) => (key, Some(m.items.len())),
+        Ok(EntryKey::NoMatch(why)) => return Lookup::Miss(why.map(|(why, _)| why)),
+        Err(e) => {
+            let _ = store.count(&[(counters::ERRORS, 1)]);
+            ui.warn(format_args!(
+                "cannot read the cache: {e:#}; running uncached"
+            ));
+            return Lookup::Uncached;
+        }
+    };
+    let entry = match store.lookup(&key) {
         Ok(Some(entry)) => entry,
         Ok(None) => return Lookup::Miss(None),
         Err(e) => {
@@ -246,6 +263,9 @@ fn look_up(
             };
             if restored.removed > 0 {
                 files.push_str(&format!(", removed {} stale", restored.removed));
+            }
+            if let Some(n) = traced {
+                files.push_str(&format!(", {n} traced inputs unchanged"));
             }
             ui.status(format_args!(
                 "hit{files}, recorded {} ago, saved {}{note}",
@@ -370,7 +390,44 @@ fn run_and_record(
     } else {
         None
     };
-    let outcome = spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?;
+    let (outcome, trace_log) = match &config.trace {
+        None => (
+            spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?,
+            None,
+        ),
+        Some(t) => {
+            let options = trace_options(config, store, t);
+            match spawn::run_captured_traced(
+                &config.key.command,
+                feed,
+                Some(recorder),
+                spinner,
+                &options,
+            ) {
+                Ok((outcome, log)) => (outcome, Some(log)),
+                Err(TracedError::Spawn(e)) => return Err(e),
+                // Never run untraced under the name of a traced run: run
+                // it uncached.
+                Err(TracedError::NotTraced(not)) => {
+                    let why = format!("it cannot be traced here: {}", not.reason);
+                    ui.warn(format_args!(
+                        "cannot trace the command: {}; running it uncached",
+                        not.reason
+                    ));
+                    let _ = store.note_unrecorded(
+                        &resolved.base.manifest,
+                        &why,
+                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_UNTRACED, 1)],
+                    );
+                    let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
+                    return Ok(Ran {
+                        code,
+                        recorded: false,
+                    });
+                }
+            }
+        }
+    };
     let ran = match &miss_reason {
         Some(why) => format!("miss ({why})"),
         None => "miss".into(),
@@ -390,12 +447,28 @@ fn run_and_record(
     };
     // Arguments that named nothing before and name a file now are outputs
     // of this command: later runs leave them out of the automatic inputs.
-    let created: Vec<Vec<u8>> = resolved
+    let mut created: Vec<Vec<u8>> = resolved
         .maybe_outputs
         .iter()
         .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
         .map(|a| a.as_bytes().to_vec())
         .collect();
+    // Traced, an argument the command wrote is an output whether or not it
+    // existed before.
+    if let Some(log) = &trace_log {
+        for arg in config.key.keyed_args() {
+            let abs = resolved.base.cwd.join(OsStr::from_bytes(arg));
+            let written = log
+                .get(&crate::outputs::normalize(&abs))
+                .is_some_and(|a| a.intersects(trace::Access::WRITTEN | trace::Access::CREATED));
+            if written
+                && std::fs::metadata(&abs).is_ok_and(|m| m.is_file())
+                && !created.iter().any(|c| c == arg)
+            {
+                created.push(arg.to_vec());
+            }
+        }
+    }
     let mut why_not = policy::unrecordable(
         &config.policy(),
         &policy::RunEnd {
@@ -409,6 +482,17 @@ fn run_and_record(
         },
         resolved,
     );
+    // A traced run is recorded with the state of every input it used, so
+    // that a later run finds its entry only while they all still match.
+    let mut traced = None;
+    if why_not.is_none()
+        && let Some(log) = &trace_log
+    {
+        match trace_manifest(store, resolved, log) {
+            Ok(m) => traced = Some(m),
+            Err(refused) => why_not = Some(refused),
+        }
+    }
     // The files it wrote are part of what it did: captured with the entry,
     // the declared outputs and the arguments it created (see `outputs`).
     let mut captured = capture::Captured::default();
@@ -437,8 +521,14 @@ fn run_and_record(
     let mut recorded = false;
     match (why_not.map(|(_, why)| why), outcome.recording) {
         (None, Some(rec)) => {
+            // A traced entry is under its manifest's entry key.
+            let traced_key = traced.as_ref().map(|m: &NewManifest| Key {
+                digest: key::traced::entry_key(&m.base, &m.digest),
+                command: resolved.key.command,
+                components: resolved.key.components.clone(),
+            });
             let entry = NewEntry {
-                key: &resolved.key,
+                key: traced_key.as_ref().unwrap_or(&resolved.key),
                 display: resolved.base.display.clone(),
                 cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
                 duration: outcome.duration,
@@ -453,7 +543,7 @@ fn run_and_record(
                 // Learned only from runs that are recorded: a failed or
                 // interrupted run may have created a file it would not have.
                 created,
-                traced: None,
+                traced,
             };
             match store.insert(entry) {
                 Ok(()) => {
@@ -486,4 +576,98 @@ fn run_and_record(
         outcome.status.exit_code()
     };
     Ok(Ran { code, recorded })
+}
+
+/// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
+/// directory, and the `--trace-exclude` globs.
+fn trace_options(config: &Config, store: &dyn Store, t: &TraceConfig) -> TraceOptions {
+    let mut dirs = Vec::new();
+    if let Some(root) = store.locks_dir().parent() {
+        dirs.push(root.to_path_buf());
+    }
+    if let crate::config::CacheLocation::Dir(d) = &config.cache {
+        dirs.push(d.clone());
+    }
+    TraceOptions {
+        exclude: trace::Exclusions {
+            dirs,
+            globs: t.exclude.clone(),
+        },
+    }
+}
+
+/// The trace manifest of a traced run, or why the run must not be recorded
+/// (the counter and the reason): it ran something tracing cannot vouch
+/// for, it changed one of its own inputs, or an input changed while it ran.
+fn trace_manifest(
+    store: &dyn Store,
+    resolved: &Resolved,
+    log: &trace::TraceLog,
+) -> Result<NewManifest, (&'static str, String)> {
+    let cwd = &resolved.base.cwd;
+    if let Some(u) = &log.untraceable {
+        return Err((
+            counters::NOT_RECORDED_UNTRACED,
+            format!("tracing cannot vouch for it: {u}"),
+        ));
+    }
+    // A listing the run changed is keyed without the run's own names (see
+    // `key::traced::record`); any other input it changed is not an input
+    // any more.
+    if let Some(p) = log.changed_inputs().find(|p| {
+        !p.access.contains(trace::Access::LISTED)
+            || p.access
+                .intersects(trace::Access::READ | trace::Access::EXECUTED)
+    }) {
+        return Err((
+            counters::NOT_RECORDED_INPUT,
+            format!(
+                "traced input {} was changed by the command itself (a lock file or a cache? \
+                 leave it out with --trace-exclude '{}')",
+                key::traced::shown(&p.path, cwd),
+                p.path.display()
+            ),
+        ));
+    }
+    let inputs: Vec<(std::path::PathBuf, Probe)> = log
+        .inputs()
+        .map(|p| (p.path.clone(), probe_of(p.access)))
+        .collect();
+    let outputs: Vec<std::path::PathBuf> = log.outputs().map(|p| p.path.clone()).collect();
+    let mut recorded = None;
+    store.with_stat_cache(&mut |cache| {
+        recorded = Some(key::traced::record(
+            &inputs,
+            &outputs,
+            resolved.started_ns,
+            cache,
+        ));
+    });
+    match recorded {
+        Some(Ok(m)) => Ok(NewManifest {
+            base: resolved.key.digest,
+            digest: m.digest(),
+            inputs: m.items.len() as u64,
+            paths: m.encode(),
+        }),
+        Some(Err(mismatch)) => Err((counters::NOT_RECORDED_INPUT, mismatch.message(cwd))),
+        None => Err((
+            counters::NOT_RECORDED_CACHE,
+            "the stat cache was not available".into(),
+        )),
+    }
+}
+
+/// What a traced input's state is made of, from what the command did to it.
+fn probe_of(a: trace::Access) -> Probe {
+    use trace::Access;
+    if a.intersects(Access::READ | Access::EXECUTED) {
+        Probe::Content
+    } else if a.contains(Access::LISTED) {
+        Probe::Listing
+    } else if a.contains(Access::PROBED_PRESENT) {
+        Probe::Exists
+    } else {
+        Probe::Absent
+    }
 }

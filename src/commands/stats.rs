@@ -75,6 +75,7 @@ fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
             "input_changed": count(s, counters::NOT_RECORDED_INPUT),
             "output_undelivered": count(s, counters::NOT_RECORDED_UNDELIVERED),
             "cache_error": count(s, counters::NOT_RECORDED_CACHE),
+            "untraceable": count(s, counters::NOT_RECORDED_UNTRACED),
         },
         "errors": count(s, counters::ERRORS),
         "corrupt": count(s, counters::CORRUPT),
@@ -156,6 +157,10 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         (
             "  cache error",
             count(s, counters::NOT_RECORDED_CACHE).to_string(),
+        ),
+        (
+            "  not traceable",
+            count(s, counters::NOT_RECORDED_UNTRACED).to_string(),
         ),
         ("Errors", count(s, counters::ERRORS).to_string()),
         ("Corrupt entries", count(s, counters::CORRUPT).to_string()),

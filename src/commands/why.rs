@@ -7,10 +7,11 @@
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::commands::prepare::{NotPrepared, Prepared, prepare};
+use crate::commands::prepare::{self, EntryKey, NotPrepared, Prepared, prepare};
 use crate::config::Config;
 use crate::error::Failure;
 use crate::key::diff::{self, Change};
+use crate::key::traced;
 use crate::key::{Component, Digest, Kind, State};
 use crate::outputs::restore::{self, RootReport};
 use crate::replay::policy;
@@ -40,6 +41,10 @@ struct Report {
     changes: Vec<Change>,
     not_recorded: Option<(String, i64)>,
     uncached: Option<String>,
+    /// With `--trace`: the manifest that matches or the closest one.
+    traced: Option<Traced>,
+    /// The working directory, to show traced paths under it relatively.
+    cwd: std::path::PathBuf,
     /// What a hit would do to the output files.
     outputs: Vec<RootReport>,
 }
@@ -117,6 +122,8 @@ fn uncached(why: &str) -> Report {
         changes: Vec::new(),
         not_recorded: None,
         uncached: Some(why.to_string()),
+        traced: None,
+        cwd: std::path::PathBuf::new(),
         outputs: Vec::new(),
     }
 }
@@ -128,7 +135,31 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         ..
     } = p;
     let key = &resolved.key;
-    let entry = store.lookup(&key.digest)?;
+    // Traced: the entry of the manifest whose inputs all still match.
+    let (entry, traced) = match prepare::entry_key(config, &store, &resolved)? {
+        EntryKey::Plain(k) => (store.lookup(&k)?, None),
+        EntryKey::Traced(k, m) => (
+            store.lookup(&k)?,
+            Some(Traced {
+                manifest: Some(m),
+                mismatch: None,
+            }),
+        ),
+        EntryKey::NoMatch(Some((why, m))) => (
+            None,
+            Some(Traced {
+                manifest: Some(m),
+                mismatch: Some(why),
+            }),
+        ),
+        EntryKey::NoMatch(None) => (
+            None,
+            Some(Traced {
+                manifest: None,
+                mismatch: None,
+            }),
+        ),
+    };
     let mut refused = match &entry {
         _ if config.force => Some("--force runs it whatever is recorded".to_string()),
         Some(e) => policy::refusal(&config.policy(), e),
@@ -178,6 +209,8 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         changes,
         not_recorded: store.note(&resolved.base.manifest)?,
         uncached: None,
+        traced,
+        cwd: resolved.base.cwd.clone(),
         outputs,
     })
 }
@@ -247,9 +280,19 @@ fn to_text(r: &Report) -> String {
             inputs_shown - SHOWN_INPUTS
         ));
     }
-    inputs_text(&mut s, &diff::inputs(&r.components));
+    let declared = diff::inputs(&r.components);
+    // Traced, the key's inputs are the traced ones (below), plus any -i.
+    if r.traced.is_none() || declared.files > 0 {
+        inputs_text(&mut s, &declared);
+    }
+    if let Some(t) = &r.traced {
+        traced_text(&mut s, t, &r.cwd);
+    }
     outputs_text(&mut s, &r.outputs);
-    if r.entry.is_none() {
+    // Traced, a miss with the same components is the traced inputs' doing
+    // (said above).
+    let traced_only = r.traced.is_some() && r.changes.is_empty();
+    if r.entry.is_none() && !traced_only {
         match r.previous {
             Some((key, created)) => {
                 s.push_str(&format!(
@@ -275,6 +318,47 @@ fn to_text(r: &Report) -> String {
         ));
     }
     s
+}
+
+/// What `--trace` found: the manifest that matches, or the most recent one
+/// and the input that changed.
+struct Traced {
+    manifest: Option<traced::Manifest>,
+    mismatch: Option<String>,
+}
+
+/// The traced inputs (the first [`SHOWN_INPUTS`]) and the one that changed.
+fn traced_text(s: &mut String, t: &Traced, cwd: &std::path::Path) {
+    let Some(m) = &t.manifest else {
+        s.push_str("traced inputs: none yet (no traced run of this command was recorded)\n");
+        return;
+    };
+    match &t.mismatch {
+        None => s.push_str(&format!(
+            "traced inputs: {}, all unchanged since the run was recorded\n",
+            m.items.len()
+        )),
+        Some(why) => s.push_str(&format!(
+            "traced inputs: {} in the most recent traced run; {why}\n",
+            m.items.len()
+        )),
+    }
+    // The project's own files first: they are what a user edits.
+    let mut items: Vec<&(std::path::PathBuf, traced::State)> = m.items.iter().collect();
+    items.sort_by_key(|(p, _)| !p.starts_with(cwd));
+    for (path, state) in items.into_iter().take(SHOWN_INPUTS) {
+        s.push_str(&format!(
+            "  {}  {}\n",
+            printable(&traced::shown(path, cwd)),
+            state.describe()
+        ));
+    }
+    if m.items.len() > SHOWN_INPUTS {
+        s.push_str(&format!(
+            "  ... and {} more (--json lists them all)\n",
+            m.items.len() - SHOWN_INPUTS
+        ));
+    }
 }
 
 /// Say what a hit would do to each output: restore, keep or remove.
@@ -389,6 +473,14 @@ fn to_json(r: &Report) -> Value {
             "age_ms": age(created).as_millis() as u64,
         })),
         "changes": r.changes,
+        "traced": r.traced.as_ref().map(|t| json!({
+            "matches": t.manifest.is_some() && t.mismatch.is_none(),
+            "changed": t.mismatch,
+            "inputs": t.manifest.as_ref().map(|m| m.items.iter().map(|(p, st)| json!({
+                "path": p.to_string_lossy(),
+                "state": st.describe(),
+            })).collect::<Vec<_>>()),
+        })),
         "outputs": r.outputs.iter().map(|o| json!({
             "path": String::from_utf8_lossy(&o.declared),
             "kind": match o.kind {

@@ -25,6 +25,11 @@
 //! make memorun a job-control shell, stopping and resuming itself with the
 //! command. At a terminal, the shell signals the whole job anyway (Ctrl-C,
 //! `kill %1`).
+//!
+//! [`run_captured_traced`] is the same run under the tracer of
+//! [`crate::exec::trace`]: the tracer thread forks and reaps the command,
+//! this thread streams its output exactly as above and learns its status
+//! from the tracer.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -44,6 +49,7 @@ use rustix::fs::OFlags;
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
 
+use crate::exec::trace::{self, StartError, TraceLog, TraceOptions, TraceUnavailable};
 use crate::exit_codes;
 use crate::key::stdin::Feed;
 use crate::replay::interleaving::{Recorder, Recording, Stream};
@@ -342,8 +348,8 @@ struct Pipe {
 pub fn run_captured(
     argv: &[OsString],
     stdin: Feed,
-    mut recorder: Option<Recorder>,
-    mut spinner: Option<Spinner>,
+    recorder: Option<Recorder>,
+    spinner: Option<Spinner>,
 ) -> Result<Outcome, SpawnError> {
     let mut cmd = command(argv);
     let (stdin, _pump) = stdin_of(argv, stdin)?;
@@ -354,6 +360,171 @@ pub fn run_captured(
     let mut child = spawn(cmd, argv)?;
     let out: OwnedFd = child.stdout.take().expect("piped stdout").into();
     let err: OwnedFd = child.stderr.take().expect("piped stderr").into();
+    // Readable when the command has exited (Linux 5.3 and later).
+    let pidfd = rustix::process::pidfd_open(
+        Pid::from_child(&child),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
+    let streamed = stream(out, err, pidfd, recorder, spinner);
+    let status = wait(&mut child).map_err(|error| SpawnError {
+        program: argv[0].to_string_lossy().into_owned(),
+        error,
+    })?;
+    Ok(streamed.outcome(status, start.elapsed()))
+}
+
+/// A traced run that did not happen.
+pub enum TracedError {
+    /// Tracing is not possible here, and the command has not run:
+    /// everything the run needs is handed back, so that the caller can warn
+    /// once and run it untraced (and so uncached).
+    NotTraced(Box<NotTraced>),
+    /// The command could not be started (126, 127), as it would fail
+    /// untraced.
+    Spawn(SpawnError),
+}
+
+/// Why a command was not traced, and what it still needs to run.
+pub struct NotTraced {
+    /// Why.
+    pub reason: TraceUnavailable,
+    /// Its stdin, untouched.
+    pub stdin: Feed,
+    /// The recorder, unused.
+    pub recorder: Option<Recorder>,
+    /// The spinner, not started.
+    pub spinner: Option<Spinner>,
+}
+
+/// [`run_captured`] with the command traced ([`trace`]): the same output
+/// streaming and recording, signal forwarding, process group and exit
+/// status, plus the [`TraceLog`] of its file-system accesses.
+///
+/// The command is forked by the tracer thread, which also reaps it; this
+/// thread drains the pipes and learns its status from the tracer. When
+/// tracing cannot start, nothing has run and [`TracedError::NotTraced`]
+/// gives back what an untraced run needs. A stdin that could not be
+/// spooled ([`Feed::Pump`]) is not traced: such a run is not recorded
+/// anyway.
+pub fn run_captured_traced(
+    argv: &[OsString],
+    stdin: Feed,
+    recorder: Option<Recorder>,
+    spinner: Option<Spinner>,
+    options: &TraceOptions,
+) -> Result<(Outcome, TraceLog), TracedError> {
+    let not_traced = |reason, stdin, recorder, spinner| {
+        Err(TracedError::NotTraced(Box::new(NotTraced {
+            reason,
+            stdin,
+            recorder,
+            spinner,
+        })))
+    };
+    let spawn_error = |error| {
+        TracedError::Spawn(SpawnError {
+            program: argv[0].to_string_lossy().into_owned(),
+            error,
+        })
+    };
+    if let Err(reason) = trace::preflight() {
+        return not_traced(reason, stdin, recorder, spinner);
+    }
+    let stdin_fd = match &stdin {
+        Feed::Inherit => None,
+        // A copy for the child: the Feed itself goes back to the caller
+        // if tracing fails, still at offset 0.
+        Feed::File(f) => Some(
+            std::os::fd::AsFd::as_fd(f)
+                .try_clone_to_owned()
+                .map_err(spawn_error)?,
+        ),
+        Feed::Pump { .. } => {
+            return not_traced(TraceUnavailable::StdinNotSpooled, stdin, recorder, spinner);
+        }
+    };
+    let (out_r, out_w) = io::pipe().map_err(spawn_error)?;
+    let (err_r, err_w) = io::pipe().map_err(spawn_error)?;
+    let own_group = !has_terminal();
+    OWN_GROUP.store(own_group, Ordering::SeqCst);
+    CHILD.store(SPAWNING, Ordering::SeqCst);
+    install_signal_handlers();
+    let start = Instant::now();
+    let spawn = trace::Spawn {
+        argv,
+        stdio: [stdin_fd, Some(out_w.into()), Some(err_w.into())],
+        own_group,
+        env_remove: Some(crate::exec::refresh::REFRESH_KEY_VAR),
+    };
+    let mut tracer = match trace::start(spawn, options) {
+        Ok(t) => t,
+        Err(StartError::Unavailable(reason)) => {
+            // Nothing ran: back to "a signal ends memorun at once"; one
+            // that came meanwhile is forwarded to the untraced run.
+            CHILD.store(NOT_STARTED, Ordering::SeqCst);
+            return not_traced(reason, stdin, recorder, spinner);
+        }
+        Err(StartError::Spawn(error)) => {
+            CHILD.store(FINISHED, Ordering::SeqCst);
+            return Err(spawn_error(error));
+        }
+    };
+    drop(stdin);
+    let pid = tracer.pid();
+    CHILD.store(pid, Ordering::SeqCst);
+    forward_pending(pid);
+    let pidfd = tracer.take_pidfd();
+    let streamed = stream(out_r.into(), err_r.into(), pidfd, recorder, spinner);
+    let status = tracer.wait();
+    CHILD.store(FINISHED, Ordering::SeqCst);
+    let status = Status::from_exit(ExitStatus::from_raw(status.map_err(spawn_error)?));
+    let duration = start.elapsed();
+    let log = tracer.finish();
+    Ok((streamed.outcome(status, duration), log))
+}
+
+/// What [`stream`] saw, before the command's status is known.
+struct Streamed {
+    recorder: Option<Recorder>,
+    record_error: Option<io::Error>,
+    delivery_failed: bool,
+    reader_gone: bool,
+}
+
+impl Streamed {
+    fn outcome(self, status: Status, duration: Duration) -> Outcome {
+        let mut record_error = self.record_error;
+        let recording = match self.recorder.map(Recorder::finish).transpose() {
+            Ok(r) => r,
+            Err(e) => {
+                record_error = Some(e);
+                None
+            }
+        };
+        Outcome {
+            status,
+            duration,
+            recording,
+            record_error,
+            delivery_failed: self.delivery_failed,
+            reader_gone: self.reader_gone,
+            interrupted: INTERRUPTED.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Drain the command's stdout and stderr through one `poll` loop until
+/// both are closed (or, once the command was interrupted and has exited,
+/// until they are empty): each chunk to memorun's own stdout or stderr at
+/// once, and to the recorder. `pidfd` says when the command has exited.
+fn stream(
+    out: OwnedFd,
+    err: OwnedFd,
+    pidfd: Option<OwnedFd>,
+    mut recorder: Option<Recorder>,
+    mut spinner: Option<Spinner>,
+) -> Streamed {
     let mut pipes = [
         Pipe {
             fd: Some(out),
@@ -372,12 +543,6 @@ pub fn run_captured(
         // Failure is harmless: the pipe keeps its default size.
         let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
     }
-    // Readable when the command has exited (Linux 5.3 and later).
-    let pidfd = rustix::process::pidfd_open(
-        Pid::from_child(&child),
-        rustix::process::PidfdFlags::empty(),
-    )
-    .ok();
     let mut exited = false;
     let mut last_reads = 0;
     let mut buf = vec![0u8; READ_BUF];
@@ -484,26 +649,108 @@ pub fn run_captured(
     if let Some(s) = spinner {
         s.finish();
     }
-
-    let status = wait(&mut child).map_err(|error| SpawnError {
-        program: argv[0].to_string_lossy().into_owned(),
-        error,
-    })?;
-    let duration = start.elapsed();
-    let recording = match recorder.map(Recorder::finish).transpose() {
-        Ok(r) => r,
-        Err(e) => {
-            record_error = Some(e);
-            None
-        }
-    };
-    Ok(Outcome {
-        status,
-        duration,
-        recording,
+    Streamed {
+        recorder,
         record_error,
         delivery_failed,
         reader_gone,
-        interrupted: INTERRUPTED.load(Ordering::SeqCst),
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::store::blobs::{Spool, Spooled, SpooledData};
+
+    fn recorder(dir: &std::path::Path) -> Recorder {
+        let spool = || Spool::new(dir.to_path_buf());
+        Recorder::new(spool(), spool(), spool())
+    }
+
+    fn bytes(s: &Spooled) -> &[u8] {
+        match &s.data {
+            SpooledData::Inline(v) => v,
+            SpooledData::Temp(_) => panic!("a short output is inline"),
+        }
+    }
+
+    fn argv(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script].iter().map(OsString::from).collect()
+    }
+
+    fn traced(argv: &[OsString], stdin: Feed, dir: &std::path::Path) -> (Outcome, TraceLog) {
+        match run_captured_traced(
+            argv,
+            stdin,
+            Some(recorder(dir)),
+            None,
+            &TraceOptions::default(),
+        ) {
+            Ok(r) => r,
+            Err(TracedError::NotTraced(n)) => panic!("not traced: {}", n.reason),
+            Err(TracedError::Spawn(e)) => panic!("{e}"),
+        }
+    }
+
+    /// The spawn statics (the pid signals go to) are per process: one
+    /// test runs every case in turn.
+    #[test]
+    fn a_traced_run_streams_records_and_ends_as_an_untraced_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("input");
+        std::fs::write(&input, "trace-test input\n").unwrap();
+        let script = format!(
+            "cat '{}'; printf 'trace-test stderr\\n' >&2; printf 'trace-test again\\n'; exit 7",
+            input.display()
+        );
+        for (script, status) in [
+            (script.as_str(), Status::Exited(7)),
+            ("kill -TERM $$; sleep 5", Status::Signaled(libc::SIGTERM)),
+        ] {
+            let argv = argv(script);
+            let plain = run_captured(&argv, Feed::Inherit, Some(recorder(tmp.path())), None)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let (outcome, log) = traced(&argv, Feed::Inherit, tmp.path());
+            assert_eq!(plain.status, status);
+            assert_eq!(outcome.status, status);
+            let (a, b) = (plain.recording.unwrap(), outcome.recording.unwrap());
+            assert_eq!(bytes(&a.stdout), bytes(&b.stdout));
+            assert_eq!(bytes(&a.stderr), bytes(&b.stderr));
+            // The interleaving is as the poll loop saw it: two runs of the
+            // same command, traced or not, may see two writes to the two
+            // pipes at once and order them differently. That it is
+            // consistent is what counts.
+            assert!(
+                crate::replay::interleaving::validate(bytes(&b.order), b.stdout.len, b.stderr.len)
+                    .unwrap()
+            );
+            assert!(!outcome.delivery_failed && !outcome.interrupted);
+            assert_eq!(log.untraceable, None);
+            if status == Status::Exited(7) {
+                assert_eq!(bytes(&b.stdout), b"trace-test input\ntrace-test again\n");
+                assert!(log.get(&input.canonicalize().unwrap()).is_some());
+            }
+        }
+
+        // stdin from a spooled file reaches the command.
+        let mut spooled = tempfile::tempfile().unwrap();
+        spooled.write_all(b"from stdin\n").unwrap();
+        std::io::Seek::rewind(&mut spooled).unwrap();
+        let (outcome, _) = traced(&argv("cat"), Feed::File(spooled), tmp.path());
+        assert_eq!(bytes(&outcome.recording.unwrap().stdout), b"from stdin\n");
+
+        // A missing program is 127, as untraced.
+        match run_captured_traced(
+            &[OsString::from("memorun-no-such-program")],
+            Feed::Inherit,
+            None,
+            None,
+            &TraceOptions::default(),
+        ) {
+            Err(TracedError::Spawn(e)) => assert_eq!(e.exit_code(), exit_codes::NOT_FOUND),
+            _ => panic!("expected a spawn error"),
+        }
+    }
 }

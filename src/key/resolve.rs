@@ -145,6 +145,12 @@ pub fn resolve(
             {
                 continue;
             }
+            if spec.traced {
+                if is_missing(&base.cwd, arg) {
+                    maybe_outputs.push(arg.clone());
+                }
+                continue;
+            }
             if !collector.auto(arg) && is_missing(&base.cwd, arg) {
                 maybe_outputs.push(arg.clone());
             }

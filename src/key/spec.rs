@@ -63,6 +63,10 @@ pub struct KeySpec {
     pub include_cwd: bool,
     /// The declared outputs (`-o`): arguments they cover are not inputs.
     pub outputs: Exclusions,
+    /// `--trace`: what the command reads is found by tracing it, so
+    /// arguments that name files are not hashed up front (one it reads is a
+    /// traced input; one it writes, an output).
+    pub traced: bool,
 }
 
 impl KeySpec {

@@ -29,7 +29,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::key::Digest;
@@ -63,8 +63,10 @@ pub enum Probe {
 pub enum State {
     /// A regular file with this content digest.
     Content(Digest),
-    /// A directory listing with this digest.
-    Listing(Digest),
+    /// A directory listing with this digest, leaving out the names the
+    /// recorded run itself wrote, created or removed there (its outputs
+    /// come and go; what the command found is the rest).
+    Listing(Digest, Vec<Vec<u8>>),
     /// A path of this type (see [`kind_of`]); for a symlink, the digest of
     /// its target.
     Exists(u8, Option<Digest>),
@@ -76,7 +78,7 @@ impl State {
     fn tag(&self) -> u8 {
         match self {
             State::Content(_) => 0,
-            State::Listing(_) => 1,
+            State::Listing(..) => 1,
             State::Exists(_, None) => 2,
             State::Exists(_, Some(_)) => 3,
             State::Absent => 4,
@@ -87,7 +89,7 @@ impl State {
     pub fn describe(&self) -> &'static str {
         match self {
             State::Content(_) => "a file",
-            State::Listing(_) => "a directory",
+            State::Listing(..) => "a directory",
             State::Exists(KIND_DIR, _) => "a directory (not read)",
             State::Exists(KIND_LINK, _) => "a symlink",
             State::Exists(..) => "a file (not read)",
@@ -110,7 +112,6 @@ fn kind_of(ft: &fs::FileType) -> u8 {
     } else if ft.is_file() {
         KIND_FILE
     } else {
-        let _ = ft.is_fifo();
         KIND_OTHER
     }
 }
@@ -120,6 +121,13 @@ fn kind_of(ft: &fs::FileType) -> u8 {
 pub struct Manifest {
     /// Absolute paths, sorted, each once.
     pub items: Vec<(PathBuf, State)>,
+    /// For each item whose state is its content, the file's stat when it
+    /// was recorded, if that stat can vouch for the content (the file was
+    /// not modified within `inputs::RACY_MARGIN_NS` of being recorded): a check
+    /// that finds the same stat need not read the file, nor the stat
+    /// cache. Not part of the manifest's digest (it differs between
+    /// machines and checkouts; the content does not).
+    pub stats: Vec<Option<FileStat>>,
 }
 
 /// Why a manifest does not match the files now, or why a run's traced
@@ -138,7 +146,7 @@ impl Mismatch {
     /// `traced input include/config.h: changed`, relative to `cwd` when
     /// under it.
     pub fn message(&self, cwd: &Path) -> String {
-        let shown = self.path.strip_prefix(cwd).unwrap_or(&self.path);
+        let shown = shown(&self.path, cwd);
         let how = match (&self.was, &self.now) {
             (None, _) => "changed while the command ran",
             (Some(State::Absent), Some(_)) => "created",
@@ -147,18 +155,35 @@ impl Mismatch {
             (Some(_), None) => "unreadable",
             _ => "changed",
         };
-        format!("traced input {}: {how}", shown.display())
+        format!("traced input {shown}: {how}")
+    }
+}
+
+/// `path` as `why` and `-v` show it: relative to `cwd` when under it (`.`
+/// for `cwd` itself), else absolute.
+pub fn shown(path: &Path, cwd: &Path) -> String {
+    match path.strip_prefix(cwd) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => path.display().to_string(),
     }
 }
 
 /// The state of `path` now, as `probe` sees it. Content goes through
 /// `cache` (and is put into it).
-pub fn state_now(path: &Path, probe: Probe, cache: &mut dyn StatCache) -> io::Result<State> {
+pub fn state_now(
+    path: &Path,
+    probe: Probe,
+    ignore: &[Vec<u8>],
+    cache: &mut dyn StatCache,
+) -> io::Result<State> {
     let absent = |e: &io::Error| {
         e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
     };
     match probe {
-        Probe::Absent => match fs::metadata(path) {
+        // Not following a symlink: a dangling one created later is a
+        // change too.
+        Probe::Absent => match fs::symlink_metadata(path) {
             Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
@@ -180,13 +205,14 @@ pub fn state_now(path: &Path, probe: Probe, cache: &mut dyn StatCache) -> io::Re
                 let mut names: Vec<Vec<u8>> = fs::read_dir(path)?
                     .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
                     .collect::<io::Result<_>>()?;
+                names.retain(|n| !ignore.contains(n));
                 names.sort();
                 let mut h = blake3::Hasher::new();
                 for n in &names {
                     h.update(&(n.len() as u64).to_le_bytes());
                     h.update(n);
                 }
-                Ok(State::Listing(h.finalize().into()))
+                Ok(State::Listing(h.finalize().into(), ignore.to_vec()))
             }
             Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
             Err(e) if absent(&e) => Ok(State::Absent),
@@ -224,7 +250,7 @@ pub fn state_now(path: &Path, probe: Probe, cache: &mut dyn StatCache) -> io::Re
 fn probe_of(state: &State) -> Probe {
     match state {
         State::Content(_) => Probe::Content,
-        State::Listing(_) => Probe::Listing,
+        State::Listing(..) => Probe::Listing,
         State::Exists(..) => Probe::Exists,
         State::Absent => Probe::Absent,
     }
@@ -232,48 +258,101 @@ fn probe_of(state: &State) -> Probe {
 
 /// Record the traced inputs of a run that started at `started_ns`: each
 /// path's state now, unless one was modified since the run started (then
-/// the run must not be recorded: the [`Mismatch`] says which).
+/// the run must not be recorded: the [`Mismatch`] says which). `outputs`
+/// are the paths the run wrote, created or removed: left out of the
+/// listings of their directories.
 pub fn record(
     inputs: &[(PathBuf, Probe)],
+    outputs: &[PathBuf],
     started_ns: i64,
     cache: &mut dyn StatCache,
-) -> Result<Manifest, Mismatch> {
-    let mut items: Vec<(PathBuf, State)> = Vec::with_capacity(inputs.len());
+) -> Result<Manifest, Box<Mismatch>> {
+    let mut items: Vec<(PathBuf, State, Option<FileStat>)> = Vec::with_capacity(inputs.len());
     for (path, probe) in inputs {
-        let changed = || Mismatch {
-            path: path.clone(),
-            was: None,
-            now: None,
+        let ignore: Vec<Vec<u8>> = match probe {
+            Probe::Listing => {
+                let mut names: Vec<Vec<u8>> = outputs
+                    .iter()
+                    .filter(|o| o.parent() == Some(path.as_path()))
+                    .filter_map(|o| o.file_name().map(|n| n.as_bytes().to_vec()))
+                    .collect();
+                names.sort();
+                names.dedup();
+                names
+            }
+            _ => Vec::new(),
         };
-        // Modified after the run started: what it holds now may not be what
-        // the command saw.
-        if let Ok(m) = fs::symlink_metadata(path) {
+        let changed = || {
+            Box::new(Mismatch {
+                path: path.clone(),
+                was: None,
+                now: None,
+            })
+        };
+        // Content and listings: modified after the run started, what they
+        // hold now may not be what the command saw. (A directory's times
+        // also change when entries come and go, which a mere look at it
+        // does not depend on: only its existence and type are checked; and
+        // so does a listing's when the run itself writes there: its own
+        // names are left out of it instead.)
+        let own_listing = !ignore.is_empty();
+        if (*probe == Probe::Content || (*probe == Probe::Listing && !own_listing))
+            && let Ok(m) = fs::metadata(path)
+        {
             let limit = started_ns - RACE_MARGIN_NS;
             let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
-            let follows = matches!(probe, Probe::Content | Probe::Listing | Probe::Absent);
-            let m = if follows && m.file_type().is_symlink() {
-                fs::metadata(path).unwrap_or(m)
-            } else {
-                m
-            };
             if t(m.mtime(), m.mtime_nsec()) >= limit || t(m.ctime(), m.ctime_nsec()) >= limit {
                 return Err(changed());
             }
         }
-        match state_now(path, *probe, cache) {
-            Ok(s) => items.push((path.clone(), s)),
-            Err(_) => return Err(changed()),
+        let state = state_now(path, *probe, &ignore, cache).map_err(|_| changed())?;
+        // What the command saw must still be so: a path it found absent
+        // that exists now (or the other way) changed during the run.
+        let consistent = match (probe, &state) {
+            (Probe::Absent, State::Absent) => true,
+            (Probe::Absent, _) | (_, State::Absent) => false,
+            // A directory opened for reading (not listed) is keyed by
+            // its type, as a look at it would be.
+            (Probe::Content, s) => matches!(s, State::Content(_) | State::Exists(KIND_DIR, _)),
+            (Probe::Listing, s) => matches!(s, State::Listing(..)),
+            (Probe::Exists, _) => true,
+        };
+        if !consistent {
+            return Err(changed());
         }
+        let stat = match state {
+            State::Content(_) => fs::metadata(path)
+                .ok()
+                .map(|m| FileStat::of(&m))
+                .filter(|st| !st.is_racy(inputs::now_ns())),
+            _ => None,
+        };
+        items.push((path.clone(), state, stat));
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     items.dedup_by(|a, b| a.0 == b.0);
-    Ok(Manifest { items })
+    let stats = items.iter().map(|i| i.2).collect();
+    Ok(Manifest {
+        items: items.into_iter().map(|(p, s, _)| (p, s)).collect(),
+        stats,
+    })
 }
 
 /// Check `m` against the files now: the first path that differs, if any.
 pub fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
-    for (path, was) in &m.items {
-        let now = state_now(path, probe_of(was), cache).ok();
+    for (i, (path, was)) in m.items.iter().enumerate() {
+        // The same file, unmodified since it was recorded: its content is
+        // what was recorded.
+        if let Some(Some(recorded)) = m.stats.get(i)
+            && fs::metadata(path).is_ok_and(|now| FileStat::of(&now) == *recorded)
+        {
+            continue;
+        }
+        let ignore = match was {
+            State::Listing(_, ignore) => ignore.as_slice(),
+            _ => &[],
+        };
+        let now = state_now(path, probe_of(was), ignore, cache).ok();
         if now.as_ref() != Some(was) {
             return Some(Mismatch {
                 path: path.clone(),
@@ -294,17 +373,42 @@ pub fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
 }
 
 impl Manifest {
-    /// The encoding stored and hashed: versioned, length-prefixed.
+    /// The encoding stored: versioned, length-prefixed, with the stats.
     pub fn encode(&self) -> Vec<u8> {
+        self.encoding(true)
+    }
+
+    fn encoding(&self, with_stats: bool) -> Vec<u8> {
         let mut v = vec![FORMAT];
         v.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
-        for (path, state) in &self.items {
+        for (i, (path, state)) in self.items.iter().enumerate() {
             let p = path.as_os_str().as_bytes();
             v.extend_from_slice(&(p.len() as u32).to_le_bytes());
             v.extend_from_slice(p);
             v.push(state.tag());
             match state {
-                State::Content(d) | State::Listing(d) => v.extend_from_slice(&d.0),
+                State::Content(d) => {
+                    v.extend_from_slice(&d.0);
+                    match self.stats.get(i).copied().flatten().filter(|_| with_stats) {
+                        Some(st) => {
+                            v.push(1);
+                            for n in [st.dev, st.ino, st.size] {
+                                v.extend_from_slice(&n.to_le_bytes());
+                            }
+                            v.extend_from_slice(&st.mtime_ns.to_le_bytes());
+                            v.extend_from_slice(&st.ctime_ns.to_le_bytes());
+                        }
+                        None => v.push(0),
+                    }
+                }
+                State::Listing(d, ignore) => {
+                    v.extend_from_slice(&d.0);
+                    v.extend_from_slice(&(ignore.len() as u32).to_le_bytes());
+                    for n in ignore {
+                        v.extend_from_slice(&(n.len() as u32).to_le_bytes());
+                        v.extend_from_slice(n);
+                    }
+                }
                 State::Exists(k, link) => {
                     v.push(*k);
                     if let Some(d) = link {
@@ -317,9 +421,10 @@ impl Manifest {
         v
     }
 
-    /// Its digest: names it under a base key.
+    /// Its digest, over the paths and states (not the stats): names it
+    /// under a base key.
     pub fn digest(&self) -> Digest {
-        Digest::from(blake3::hash(&self.encode()))
+        Digest::from(blake3::hash(&self.encoding(false)))
     }
 
     /// Decode [`Manifest::encode`]; `None` when malformed.
@@ -337,12 +442,43 @@ impl Manifest {
         }
         let n = u32_at(&mut b)?;
         let mut items = Vec::with_capacity(n.min(1 << 16));
+        let mut stats = Vec::with_capacity(n.min(1 << 16));
         for _ in 0..n {
             let len = u32_at(&mut b)?;
             let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(&mut b, len)?));
+            let mut stat = None;
             let state = match take(&mut b, 1)?[0] {
-                0 => State::Content(Digest::from_slice(take(&mut b, 32)?)?),
-                1 => State::Listing(Digest::from_slice(take(&mut b, 32)?)?),
+                0 => {
+                    let d = Digest::from_slice(take(&mut b, 32)?)?;
+                    stat = match take(&mut b, 1)?[0] {
+                        0 => None,
+                        1 => {
+                            let mut n = [0u64; 5];
+                            for x in &mut n {
+                                *x = u64::from_le_bytes(take(&mut b, 8)?.try_into().ok()?);
+                            }
+                            Some(FileStat {
+                                dev: n[0],
+                                ino: n[1],
+                                size: n[2],
+                                mtime_ns: n[3] as i64,
+                                ctime_ns: n[4] as i64,
+                            })
+                        }
+                        _ => return None,
+                    };
+                    State::Content(d)
+                }
+                1 => {
+                    let d = Digest::from_slice(take(&mut b, 32)?)?;
+                    let n = u32_at(&mut b)?;
+                    let mut ignore = Vec::with_capacity(n.min(1024));
+                    for _ in 0..n {
+                        let len = u32_at(&mut b)?;
+                        ignore.push(take(&mut b, len)?.to_vec());
+                    }
+                    State::Listing(d, ignore)
+                }
                 2 => State::Exists(take(&mut b, 1)?[0], None),
                 3 => State::Exists(
                     take(&mut b, 1)?[0],
@@ -352,8 +488,9 @@ impl Manifest {
                 _ => return None,
             };
             items.push((path, state));
+            stats.push(stat);
         }
-        b.is_empty().then_some(Manifest { items })
+        b.is_empty().then_some(Manifest { items, stats })
     }
 }
 
@@ -403,13 +540,18 @@ mod tests {
         // Written a moment ago (its ctime says so, whatever its mtime):
         // changed while a run that started a second ago ran.
         let started = inputs::now_ns() - 1_000_000_000;
-        let e = record(&inputs, started, &mut cache).unwrap_err();
+        let e = record(&inputs, &[], started, &mut cache).unwrap_err();
         assert_eq!(e.path, h);
         assert_eq!(
             e.message(t.path()),
             "traced input config.h: changed while the command ran"
         );
-        let m = record(&inputs, inputs::now_ns() + RACE_MARGIN_NS + 1, &mut cache).unwrap();
+        // The run wrote inc/out.h: its name is not part of the listing.
+        let out = dir.join("out.h");
+        fs::write(&out, "").unwrap();
+        let later = inputs::now_ns() + RACE_MARGIN_NS + 1;
+        let m = record(&inputs, std::slice::from_ref(&out), later, &mut cache).unwrap();
+        fs::remove_file(&out).unwrap();
         assert_eq!(m.items.len(), 4);
         assert_eq!(Manifest::decode(&m.encode()), Some(m.clone()));
         assert_eq!(check(&m, &mut cache), None);

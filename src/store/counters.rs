@@ -19,6 +19,9 @@ pub const NOT_RECORDED_SIGNAL: &str = "not_recorded.signal";
 pub const NOT_RECORDED_INPUT: &str = "not_recorded.input_changed";
 /// Not recorded: the output could not be delivered.
 pub const NOT_RECORDED_UNDELIVERED: &str = "not_recorded.output_undelivered";
+/// Not recorded: `--trace` could not trace it (not allowed here, or a
+/// program tracing cannot vouch for).
+pub const NOT_RECORDED_UNTRACED: &str = "not_recorded.untraceable";
 /// Not recorded: the cache failed (disk full, lock timeout).
 pub const NOT_RECORDED_CACHE: &str = "not_recorded.cache_error";
 /// Cache errors that cost a miss.

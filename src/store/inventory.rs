@@ -67,6 +67,8 @@ pub struct Listed {
     pub output_bytes: u64,
     /// Output files (captured or checked) and their bytes.
     pub files: super::files::Totals,
+    /// For a traced entry, how many traced inputs its manifest holds.
+    pub traced_inputs: Option<u64>,
     /// Replays so far.
     pub hits: u64,
     /// The command line.
@@ -180,7 +182,8 @@ pub fn zero_counters(conn: &mut Connection) -> Result<()> {
 pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
     let (clause, values) = filter.sql();
     let mut stmt = conn.prepare(&format!(
-        "SELECT {ENTRY_COLUMNS}, last_used, hits, display
+        "SELECT {ENTRY_COLUMNS}, last_used, hits, display,
+           (SELECT inputs FROM manifests WHERE entry_key = entries.key)
          FROM entries WHERE {clause} ORDER BY created DESC"
     ))?;
     let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
@@ -196,6 +199,11 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
             exit_code: e.exit_code,
             output_bytes: e.stdout.len.saturating_add(e.stderr.len),
             files: super::files::totals(&e.outputs),
+            traced_inputs: r
+                .get::<_, Option<i64>>(n + 3)
+                .ok()
+                .flatten()
+                .map(|v| v.max(0) as u64),
             hits: r.get::<_, i64>(n + 1).unwrap_or(0).max(0) as u64,
             display: match r.get_ref(n + 2)? {
                 rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),

@@ -1,0 +1,1061 @@
+//! The tracer thread: it forks the command, attaches to it, and runs the
+//! `waitpid` loop that answers every stop of every traced process and
+//! thread until they are all gone.
+//!
+//! ptrace requests must come from the thread that attached, so one thread
+//! does it all: fork ([`child`]), `PTRACE_SEIZE`, the loop, and reaping the
+//! command (it is this thread's child). The thread that asked for the run
+//! keeps draining the output pipes and learns of the command through a
+//! channel: [`Tracer::start`] returns once the command has exec'd (or
+//! failed to), [`Tracer::wait`] once it has exited, [`Tracer::finish`]
+//! ends the trace and returns the [`TraceLog`].
+//!
+//! Invariants:
+//! - The loop waits with `__WNOTHREAD`: it sees only its own tracees, never
+//!   another thread's children.
+//! - Every stop is resumed: a signal stop re-injects its signal; a
+//!   group-stop (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) is left to job control
+//!   with `PTRACE_LISTEN`, so Ctrl-Z and `fg` keep working.
+//! - `PTRACE_O_EXITKILL`: if memorun dies, the kernel kills the tracees
+//!   rather than leave them stopped, or running with a filter that fails
+//!   their file-system calls.
+//! - Processes still traced when the caller is done (daemons that closed
+//!   the command's output) are killed and reaped: left running without
+//!   their tracer, every file-system call of theirs would fail with
+//!   `ENOSYS`.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::TraceUnavailable;
+use super::child::{self, Forked, Spec};
+use super::filter::Call;
+use super::log::{Events, Exclusions, TraceLog, Untraceable, absolute};
+use super::tracee::{self, OP_EXIT, OP_SECCOMP};
+
+/// Why the traced command did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// Tracing could not start; the command did not run.
+    Unavailable(TraceUnavailable),
+    /// The command could not be executed (not found, not executable), as
+    /// it would fail untraced.
+    Spawn(io::Error),
+}
+
+enum Report {
+    Started { pid: i32, pidfd: Option<OwnedFd> },
+    SpawnFailed(io::Error),
+    Unavailable(TraceUnavailable),
+    Exited(i32),
+}
+
+struct Shared {
+    /// Set by [`Tracer::finish`]: stop tracing what is left.
+    stop: AtomicBool,
+    /// The tracer thread's tid, for the wake-up signal.
+    tid: AtomicI32,
+}
+
+/// The signal that interrupts the tracer's `waitpid` when the caller is
+/// done: its default action is to ignore, and memorun uses it for nothing
+/// else. The handler does nothing; it is installed without `SA_RESTART`.
+const WAKE: i32 = libc::SIGURG;
+
+extern "C" fn on_wake(_: libc::c_int) {}
+
+fn install_wake_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a handler that does nothing
+        // (async-signal-safe by being empty), no SA_RESTART so that a
+        // blocked waitpid returns EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_wake as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(WAKE, &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// A traced command, started.
+pub struct Tracer {
+    rx: Receiver<Report>,
+    shared: Arc<Shared>,
+    handle: Option<JoinHandle<TraceLog>>,
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    status: Option<i32>,
+}
+
+impl Tracer {
+    /// Fork `spec` under a new tracer thread and wait until it has exec'd.
+    pub fn start(spec: Spec, exclusions: Exclusions) -> Result<Tracer, StartError> {
+        install_wake_handler();
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            tid: AtomicI32::new(0),
+        });
+        let handle = std::thread::Builder::new()
+            .name("memorun-tracer".into())
+            .spawn({
+                let shared = shared.clone();
+                move || trace(spec, exclusions, tx, &shared)
+            })
+            .map_err(|e| StartError::Unavailable(TraceUnavailable::Thread(e)))?;
+        let first = rx.recv();
+        let join = |h: JoinHandle<TraceLog>| {
+            let _ = h.join();
+        };
+        match first {
+            Ok(Report::Started { pid, pidfd }) => Ok(Tracer {
+                rx,
+                shared,
+                handle: Some(handle),
+                pid,
+                pidfd,
+                status: None,
+            }),
+            Ok(Report::SpawnFailed(e)) => {
+                join(handle);
+                Err(StartError::Spawn(e))
+            }
+            Ok(Report::Unavailable(r)) => {
+                join(handle);
+                Err(StartError::Unavailable(r))
+            }
+            Ok(Report::Exited(_)) | Err(_) => {
+                join(handle);
+                Err(StartError::Unavailable(TraceUnavailable::TracerFailed))
+            }
+        }
+    }
+
+    /// The command's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// A pidfd of the command (readable once it has exited), if the kernel
+    /// gave one.
+    pub fn take_pidfd(&mut self) -> Option<OwnedFd> {
+        self.pidfd.take()
+    }
+
+    /// Wait for the command to exit; its raw wait status. Processes it
+    /// started may still run, traced.
+    pub fn wait(&mut self) -> io::Result<i32> {
+        if let Some(s) = self.status {
+            return Ok(s);
+        }
+        loop {
+            match self.rx.recv() {
+                Ok(Report::Exited(s)) => {
+                    self.status = Some(s);
+                    return Ok(s);
+                }
+                Ok(_) => continue,
+                Err(_) => return Err(io::Error::other("the tracer thread ended early")),
+            }
+        }
+    }
+
+    /// End the trace: processes still traced are killed and reaped. The
+    /// log of the whole run.
+    pub fn finish(mut self) -> TraceLog {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> TraceLog {
+        let Some(handle) = self.handle.take() else {
+            return TraceLog::default();
+        };
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // The tracer may be blocked in waitpid: interrupt it until it has
+        // seen the flag (a signal that lands just before it blocks is lost,
+        // hence the loop).
+        while !handle.is_finished() {
+            let tid = self.shared.tid.load(Ordering::SeqCst);
+            if tid > 0 {
+                // SAFETY: tgkill to a thread of our own process; WAKE has a
+                // handler that does nothing.
+                unsafe {
+                    libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, WAKE);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        handle.join().unwrap_or_default()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const OPTIONS: libc::c_int = libc::PTRACE_O_EXITKILL
+    | libc::PTRACE_O_TRACESECCOMP
+    | libc::PTRACE_O_TRACEFORK
+    | libc::PTRACE_O_TRACEVFORK
+    | libc::PTRACE_O_TRACECLONE
+    | libc::PTRACE_O_TRACEEXEC
+    | libc::PTRACE_O_TRACESYSGOOD;
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// The tracer thread.
+fn trace(spec: Spec, exclusions: Exclusions, tx: Sender<Report>, shared: &Shared) -> TraceLog {
+    // SAFETY: gettid has no failure mode.
+    shared.tid.store(
+        unsafe { libc::syscall(libc::SYS_gettid) } as i32,
+        Ordering::SeqCst,
+    );
+    let events = Events::new(exclusions);
+    let forked = child::fork(&spec);
+    // The parent's copies of the command's stdio close here.
+    drop(spec);
+    let mut forked = match forked {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tx.send(Report::SpawnFailed(e));
+            return events.finish(0);
+        }
+    };
+    let pid = forked.pid;
+    // SAFETY: PTRACE_SEIZE of our own child, which is blocked reading the
+    // go pipe; the options are a plain bit set.
+    let seized = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            OPTIONS as usize as *mut libc::c_void,
+        )
+    };
+    if seized != 0 {
+        let e = io::Error::last_os_error();
+        child::abandon(&mut forked);
+        let _ = tx.send(Report::Unavailable(TraceUnavailable::PtraceRefused(e)));
+        return events.finish(0);
+    }
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).expect("a child's pid is positive"),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
+    forked.release(true);
+    let mut t = Loop {
+        events,
+        procs: HashMap::new(),
+        cwds: HashMap::new(),
+        main: pid,
+        main_done: false,
+        started: false,
+        tx,
+        pidfd,
+        forked,
+    };
+    t.procs.insert(pid, Proc::default());
+    t.events.processes = 1;
+    let outlived = t.run(shared);
+    t.events.finish(outlived)
+}
+
+/// A system call seen at its seccomp stop, waiting for its result.
+enum Pending {
+    /// `open` and friends: `existed` says whether the path existed before
+    /// an `O_CREAT` open.
+    Open {
+        path: Target,
+        flags: u64,
+        existed: bool,
+    },
+    Exec(Target),
+    /// `stat`, `access`, `readlink`: `einval_present` for readlink, where
+    /// `EINVAL` means "not a symlink" (so it exists).
+    Probe {
+        path: Target,
+        einval_present: bool,
+    },
+    Chdir(Option<Target>),
+    Rename {
+        from: Target,
+        to: Target,
+        exchange: bool,
+    },
+    Unlink(Target),
+    Create(Target),
+    Link {
+        old: Option<Target>,
+        new: Target,
+    },
+    Truncate(Target),
+}
+
+/// A path argument: resolved, or not readable (the call is then expected
+/// to fail; if it succeeds the run is not traceable).
+type Target = Result<PathBuf, ()>;
+
+#[derive(Default)]
+struct Proc {
+    pending: Option<Pending>,
+}
+
+struct Loop {
+    events: Events,
+    procs: HashMap<i32, Proc>,
+    /// Working directories read from `/proc`, dropped on any `chdir`
+    /// (threads and `CLONE_FS` children share theirs).
+    cwds: HashMap<i32, PathBuf>,
+    main: i32,
+    main_done: bool,
+    started: bool,
+    tx: Sender<Report>,
+    pidfd: Option<OwnedFd>,
+    forked: Forked,
+}
+
+/// Restart a stopped tracee; `syscall` to stop again at the exit of the
+/// current system call.
+fn resume(tid: i32, syscall: bool, sig: i32) {
+    let req = if syscall {
+        libc::PTRACE_SYSCALL
+    } else {
+        libc::PTRACE_CONT
+    };
+    // SAFETY: restarting a tracee of this thread; a tracee that died
+    // meanwhile makes it fail with ESRCH, which is fine.
+    unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as usize as *mut libc::c_void,
+        );
+    }
+}
+
+fn event_msg(tid: i32) -> Option<u64> {
+    let mut msg: libc::c_ulong = 0;
+    // SAFETY: PTRACE_GETEVENTMSG writes one unsigned long.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETEVENTMSG,
+            tid,
+            std::ptr::null_mut::<libc::c_void>(),
+            &mut msg as *mut libc::c_ulong,
+        )
+    };
+    (r == 0).then_some(msg as u64)
+}
+
+const AT_FDCWD: i32 = libc::AT_FDCWD;
+const AT_EMPTY_PATH: u64 = libc::AT_EMPTY_PATH as u64;
+const AT_SYMLINK_NOFOLLOW: u64 = libc::AT_SYMLINK_NOFOLLOW as u64;
+const ENOENT_LIKE: [i32; 2] = [libc::ENOENT, libc::ENOTDIR];
+/// `-ERESTARTSYS` .. `-ERESTART_RESTARTBLOCK`: the call will run again.
+const RESTART: std::ops::RangeInclusive<i32> = 512..=516;
+
+impl Loop {
+    /// The loop, until nothing is traced any more; how many processes and
+    /// threads were still traced when the caller stopped it.
+    fn run(&mut self, shared: &Shared) -> usize {
+        let mut stopping = false;
+        let mut outlived = 0;
+        loop {
+            if !stopping && shared.stop.load(Ordering::SeqCst) {
+                stopping = true;
+                outlived = self.procs.len();
+                // Whatever is still traced outlived the command: kill it,
+                // then reap until nothing is left.
+                for &tid in self.procs.keys() {
+                    // SAFETY: a tracee not yet reaped by us: its pid cannot
+                    // have been reused.
+                    unsafe {
+                        libc::kill(tid, libc::SIGKILL);
+                    }
+                }
+            }
+            let mut status = 0;
+            // SAFETY: waitpid into a local.
+            let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL | libc::__WNOTHREAD) };
+            if tid < 0 {
+                match errno() {
+                    libc::EINTR => continue,
+                    _ => break, // ECHILD: nothing left
+                }
+            }
+            if stopping {
+                if libc::WIFSTOPPED(status) {
+                    resume(tid, false, 0);
+                } else {
+                    self.exited(tid, status);
+                }
+                continue;
+            }
+            self.stopped(tid, status);
+        }
+        outlived
+    }
+
+    fn exited(&mut self, tid: i32, status: i32) {
+        self.procs.remove(&tid);
+        self.cwds.remove(&tid);
+        if tid != self.main || self.main_done {
+            return;
+        }
+        self.main_done = true;
+        if self.started {
+            let _ = self.tx.send(Report::Exited(status));
+            return;
+        }
+        let report = match self.forked.failure() {
+            Some((child::TAG_SECCOMP, e)) => Report::Unavailable(TraceUnavailable::SeccompRefused(
+                io::Error::from_raw_os_error(e),
+            )),
+            Some((_, e)) => Report::SpawnFailed(io::Error::from_raw_os_error(e)),
+            None => Report::SpawnFailed(io::Error::other("the command died before it started")),
+        };
+        let _ = self.tx.send(report);
+    }
+
+    fn stopped(&mut self, tid: i32, status: i32) {
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            self.exited(tid, status);
+            return;
+        }
+        if !libc::WIFSTOPPED(status) {
+            return;
+        }
+        if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(tid) {
+            e.insert(Proc::default());
+            self.events.processes += 1;
+            // A new task: a working directory cached under a reused tid
+            // (whose exit went unseen) is not its own.
+            self.cwds.remove(&tid);
+        }
+        let sig = libc::WSTOPSIG(status);
+        match status >> 16 {
+            libc::PTRACE_EVENT_SECCOMP => self.seccomp(tid),
+            libc::PTRACE_EVENT_EXEC => self.exec(tid),
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                if let Some(new) = event_msg(tid)
+                    && let std::collections::hash_map::Entry::Vacant(e) =
+                        self.procs.entry(new as i32)
+                {
+                    e.insert(Proc::default());
+                    self.events.processes += 1;
+                    self.cwds.remove(&(new as i32));
+                }
+                resume(tid, false, 0);
+            }
+            PTRACE_EVENT_STOP => {
+                if matches!(
+                    sig,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                ) {
+                    // A group-stop: stay stopped until SIGCONT, without
+                    // holding the tracee in a ptrace stop.
+                    // SAFETY: PTRACE_LISTEN on a SEIZEd tracee in group-stop.
+                    unsafe {
+                        libc::ptrace(
+                            libc::PTRACE_LISTEN,
+                            tid,
+                            std::ptr::null_mut::<libc::c_void>(),
+                            std::ptr::null_mut::<libc::c_void>(),
+                        );
+                    }
+                } else {
+                    // The first stop of a new tracee, or the end of a
+                    // group-stop.
+                    resume(tid, false, 0);
+                }
+            }
+            0 if sig == (libc::SIGTRAP | 0x80) => self.syscall_exit(tid),
+            0 => {
+                // A signal for the tracee: deliver it.
+                let waiting = self.procs.get(&tid).is_some_and(|p| p.pending.is_some());
+                resume(tid, waiting, sig);
+            }
+            _ => resume(tid, false, 0),
+        }
+    }
+
+    /// `tid`'s working directory.
+    fn cwd(&mut self, tid: i32) -> Option<PathBuf> {
+        if let Some(c) = self.cwds.get(&tid) {
+            return Some(c.clone());
+        }
+        let c = tracee::cwd(tid)?;
+        self.cwds.insert(tid, c.clone());
+        Some(c)
+    }
+
+    /// The path argument at `addr`, relative to `dirfd`. `Ok(None)` when
+    /// the call names no path (an empty path without `AT_EMPTY_PATH`:
+    /// the kernel refuses it), and with `AT_EMPTY_PATH` the directory or
+    /// file `dirfd` itself when `empty_ok`.
+    fn resolve(
+        &mut self,
+        tid: i32,
+        dirfd: i32,
+        addr: u64,
+        empty_ok: bool,
+    ) -> Result<Option<PathBuf>, ()> {
+        let raw: OsString = tracee::read_path(tid, addr).ok_or(())?;
+        if raw.is_empty() && !empty_ok {
+            return Ok(None);
+        }
+        if raw.as_bytes().first() == Some(&b'/') {
+            return Ok(Some(absolute(Path::new("/"), &raw)));
+        }
+        let base = if dirfd == AT_FDCWD {
+            self.cwd(tid)
+        } else {
+            tracee::fd_path(tid, dirfd)
+        };
+        let base = base.ok_or(())?;
+        Ok(Some(absolute(&base, &raw)))
+    }
+
+    /// Like [`Loop::resolve`], for calls where a missing path means there
+    /// is nothing to record.
+    fn target(&mut self, tid: i32, dirfd: i32, addr: u64) -> Option<Target> {
+        self.resolve(tid, dirfd, addr, false).transpose()
+    }
+
+    fn seccomp(&mut self, tid: i32) {
+        self.events.stops += 1;
+        let info = match tracee::syscall_info(tid) {
+            Ok(i) if i.op == OP_SECCOMP => i,
+            _ => {
+                self.events.untraceable(Untraceable::NoSyscallInfo);
+                resume(tid, false, 0);
+                return;
+            }
+        };
+        let Some(call) = Call::from_data(info.ret_data & 0xffff) else {
+            resume(tid, false, 0);
+            return;
+        };
+        let a = info.args;
+        let fd = |i: usize| a[i] as i32;
+        let pending = match call {
+            Call::Open | Call::Creat | Call::OpenAt | Call::OpenAt2 => {
+                let (dirfd, addr) = match call {
+                    Call::Open | Call::Creat => (AT_FDCWD, a[0]),
+                    _ => (fd(0), a[1]),
+                };
+                let flags = match call {
+                    Call::Open => a[1],
+                    Call::Creat => (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64,
+                    Call::OpenAt => a[2],
+                    _ => {
+                        // struct open_how { u64 flags; u64 mode; u64 resolve; }
+                        if let Some(resolve) = tracee::read_u64(tid, a[2].wrapping_add(16))
+                            && resolve & RESOLVE_IN_ROOT != 0
+                        {
+                            self.events
+                                .untraceable(Untraceable::Opaque("openat2 with RESOLVE_IN_ROOT"));
+                        }
+                        tracee::read_u64(tid, a[2]).unwrap_or(0)
+                    }
+                };
+                let lookup_only = flags & libc::O_ACCMODE as u64 == libc::O_RDONLY as u64
+                    && flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 == 0;
+                match self.target(tid, dirfd, addr) {
+                    None => None,
+                    Some(Ok(path)) if lookup_only => {
+                        let follow = flags & libc::O_NOFOLLOW as u64 == 0;
+                        if flags & (libc::O_PATH | libc::O_DIRECTORY) as u64 != 0 {
+                            self.probe(path, follow);
+                        } else {
+                            self.open_for_reading(path, follow);
+                        }
+                        None
+                    }
+                    Some(path) => {
+                        let existed = flags & libc::O_CREAT as u64 != 0
+                            && path.as_ref().is_ok_and(|p| std::fs::metadata(p).is_ok());
+                        Some(Pending::Open {
+                            path,
+                            flags,
+                            existed,
+                        })
+                    }
+                }
+            }
+            Call::Execve | Call::ExecveAt => {
+                let (dirfd, addr, flags) = match call {
+                    Call::Execve => (AT_FDCWD, a[0], 0),
+                    _ => (fd(0), a[1], a[4]),
+                };
+                self.resolve(tid, dirfd, addr, flags & AT_EMPTY_PATH != 0)
+                    .transpose()
+                    .map(Pending::Exec)
+            }
+            Call::Probe
+            | Call::ProbeLink
+            | Call::StatAt
+            | Call::Statx
+            | Call::AccessAt
+            | Call::ReadlinkAt => {
+                let (dirfd, addr, flags) = match call {
+                    Call::Probe | Call::ProbeLink => (AT_FDCWD, a[0], 0),
+                    Call::StatAt => (fd(0), a[1], a[3]),
+                    Call::Statx => (fd(0), a[1], a[2]),
+                    // faccessat has no flags argument; faccessat2 does. A
+                    // stray AT_EMPTY_PATH bit only makes an empty path
+                    // name the fd, which is then not recorded either way.
+                    Call::AccessAt => (fd(0), a[1], a[3]),
+                    _ => (fd(0), a[1], 0),
+                };
+                // An empty path with AT_EMPTY_PATH is fstat(dirfd): the
+                // file was opened before, nothing new.
+                let follow = match call {
+                    Call::ProbeLink | Call::ReadlinkAt => false,
+                    Call::StatAt | Call::Statx => flags & AT_SYMLINK_NOFOLLOW == 0,
+                    _ => true,
+                };
+                match self.resolve(tid, dirfd, addr, false) {
+                    Ok(None) => None,
+                    Ok(Some(path)) => {
+                        self.probe(path, follow);
+                        None
+                    }
+                    // Unreadable: whether it mattered shows at the exit.
+                    Err(()) => Some(Pending::Probe {
+                        path: Err(()),
+                        einval_present: false,
+                    }),
+                }
+            }
+            Call::Getdents => {
+                if let Some(dir) = tracee::fd_path(tid, fd(0)) {
+                    self.events.listed(dir);
+                }
+                None
+            }
+            Call::Chdir => self
+                .target(tid, AT_FDCWD, a[0])
+                .map(|p| Pending::Chdir(Some(p))),
+            Call::Fchdir => Some(Pending::Chdir(None)),
+            Call::Rename | Call::RenameAt | Call::RenameAt2 => {
+                let (from, to, flags) = match call {
+                    Call::Rename => (
+                        self.target(tid, AT_FDCWD, a[0]),
+                        self.target(tid, AT_FDCWD, a[1]),
+                        0,
+                    ),
+                    Call::RenameAt => (
+                        self.target(tid, fd(0), a[1]),
+                        self.target(tid, fd(2), a[3]),
+                        0,
+                    ),
+                    _ => (
+                        self.target(tid, fd(0), a[1]),
+                        self.target(tid, fd(2), a[3]),
+                        a[4],
+                    ),
+                };
+                match (from, to) {
+                    (Some(from), Some(to)) => Some(Pending::Rename {
+                        from,
+                        to,
+                        exchange: flags & RENAME_EXCHANGE != 0,
+                    }),
+                    _ => None,
+                }
+            }
+            Call::Unlink => self.target(tid, AT_FDCWD, a[0]).map(Pending::Unlink),
+            Call::UnlinkAt => self.target(tid, fd(0), a[1]).map(Pending::Unlink),
+            Call::Mkdir => self.target(tid, AT_FDCWD, a[0]).map(Pending::Create),
+            Call::MkdirAt => self.target(tid, fd(0), a[1]).map(Pending::Create),
+            Call::Symlink => self.target(tid, AT_FDCWD, a[1]).map(Pending::Create),
+            Call::SymlinkAt => self.target(tid, fd(1), a[2]).map(Pending::Create),
+            Call::Link => {
+                let old = self.target(tid, AT_FDCWD, a[0]);
+                self.target(tid, AT_FDCWD, a[1])
+                    .map(|new| Pending::Link { old, new })
+            }
+            Call::LinkAt => {
+                // AT_EMPTY_PATH: linking an open (O_TMPFILE) file, no old name.
+                let old = if a[4] & AT_EMPTY_PATH != 0 {
+                    None
+                } else {
+                    self.target(tid, fd(0), a[1])
+                };
+                self.target(tid, fd(2), a[3])
+                    .map(|new| Pending::Link { old, new })
+            }
+            Call::Truncate => self.target(tid, AT_FDCWD, a[0]).map(Pending::Truncate),
+            Call::Opaque => {
+                self.events
+                    .untraceable(Untraceable::Opaque(opaque_name(info.arch, info.nr_or_rval)));
+                None
+            }
+            Call::Foreign => {
+                self.events.untraceable(Untraceable::ForeignAbi);
+                None
+            }
+        };
+        let waiting = pending.is_some();
+        if let Some(p) = self.procs.get_mut(&tid) {
+            p.pending = pending;
+        }
+        resume(tid, waiting, 0);
+    }
+
+    fn syscall_exit(&mut self, tid: i32) {
+        let pending = self.procs.get_mut(&tid).and_then(|p| p.pending.take());
+        let Some(pending) = pending else {
+            resume(tid, false, 0);
+            return;
+        };
+        // Read while it is still stopped, then let it go.
+        let info = tracee::syscall_info(tid);
+        resume(tid, false, 0);
+        let result = match info {
+            Ok(i) if i.op == OP_EXIT => i.result(),
+            _ => {
+                self.events.untraceable(Untraceable::NoSyscallInfo);
+                return;
+            }
+        };
+        if matches!(result, Err(e) if RESTART.contains(&e)) {
+            // Interrupted; it stops again at seccomp when it restarts.
+            return;
+        }
+        self.apply(pending, result);
+    }
+
+    fn apply(&mut self, pending: Pending, result: Result<i64, i32>) {
+        let ok = result.is_ok();
+        let errno = result.err().unwrap_or(0);
+        let absent = ENOENT_LIKE.contains(&errno);
+        // A path we could not read, in a call that succeeded: something was
+        // touched that we cannot name.
+        let mut unreadable = false;
+        let mut take = |t: Target| -> Option<PathBuf> {
+            match t {
+                Ok(p) => Some(p),
+                Err(()) => {
+                    unreadable |= ok;
+                    None
+                }
+            }
+        };
+        match pending {
+            Pending::Open {
+                path,
+                flags,
+                existed,
+            } => {
+                let Some(path) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                let flags = flags as i32;
+                if absent {
+                    self.events.absent(path);
+                } else if errno == libc::EEXIST {
+                    self.events.present(path);
+                } else if ok {
+                    let created = flags & libc::O_CREAT != 0 && !existed;
+                    let truncated = flags & libc::O_TRUNC != 0;
+                    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
+                        // An unnamed file in the directory `path`.
+                        self.events.present(path);
+                    } else if flags & (libc::O_PATH | libc::O_DIRECTORY) != 0 {
+                        self.events.present(path);
+                    } else {
+                        match flags & libc::O_ACCMODE {
+                            libc::O_RDONLY if !created => self.events.read(path),
+                            libc::O_RDONLY => self.events.written(path, true, false),
+                            acc => {
+                                if acc == libc::O_RDWR && !created && !truncated {
+                                    self.events.read(path.clone());
+                                }
+                                self.events.written(path, created, truncated);
+                            }
+                        }
+                    }
+                }
+            }
+            Pending::Exec(path) => {
+                // Success is handled at PTRACE_EVENT_EXEC; here it failed.
+                let Some(path) = take(path) else { return };
+                if absent {
+                    self.events.absent(path);
+                } else if errno == libc::EACCES {
+                    self.events.present(path);
+                }
+            }
+            Pending::Probe {
+                path,
+                einval_present,
+            } => {
+                let Some(path) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                if ok || (einval_present && errno == libc::EINVAL) {
+                    self.events.present(path);
+                } else if absent {
+                    self.events.absent(path);
+                }
+            }
+            Pending::Chdir(path) => {
+                if ok {
+                    self.cwds.clear();
+                }
+                let Some(Some(path)) = path.map(&mut take) else {
+                    return self.unreadable(unreadable);
+                };
+                if ok {
+                    self.events.present(path);
+                } else if absent {
+                    self.events.absent(path);
+                }
+            }
+            Pending::Rename { from, to, exchange } => {
+                let (Some(from), Some(to)) = (take(from), take(to)) else {
+                    return self.unreadable(unreadable);
+                };
+                if !ok {
+                    if absent {
+                        self.events.absent(from);
+                    }
+                    return;
+                }
+                let is_dir = std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
+                // Within the left-out paths (a build tree), it is none of
+                // the log's business.
+                let left_out = self.events.excludes(&from) && self.events.excludes(&to);
+                if is_dir && !left_out && !self.events.was_created(&from) {
+                    self.events
+                        .untraceable(Untraceable::DirectoryRenamed(from.clone()));
+                }
+                if exchange {
+                    self.events.exchanged(from, to);
+                } else {
+                    self.events.renamed(from, to);
+                }
+            }
+            Pending::Unlink(path) => {
+                let Some(path) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                if ok {
+                    self.events.removed(path);
+                } else if absent {
+                    self.events.absent(path);
+                }
+            }
+            Pending::Create(path) => {
+                let Some(path) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                if ok {
+                    self.events.created(path);
+                } else if errno == libc::EEXIST {
+                    self.events.present(path);
+                } else if absent {
+                    self.events.absent(path);
+                }
+            }
+            Pending::Link { old, new } => {
+                let old = old.and_then(&mut take);
+                let Some(new) = take(new) else {
+                    return self.unreadable(unreadable);
+                };
+                if ok {
+                    // The new name shares the old file's content: reading
+                    // it later reads the old file.
+                    if let Some(old) = old {
+                        self.events.read(old);
+                    }
+                    self.events.created(new);
+                } else if errno == libc::EEXIST {
+                    self.events.present(new);
+                }
+            }
+            Pending::Truncate(path) => {
+                let Some(path) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                if ok {
+                    self.events.written(path, false, true);
+                } else if absent {
+                    self.events.absent(path);
+                }
+            }
+        }
+        if unreadable {
+            self.events.untraceable(Untraceable::UnreadablePath);
+        }
+    }
+
+    /// A lookup that does not change the file system (`stat`, `access`,
+    /// `readlink`, a read-only `open`), classified at the call's entry by
+    /// looking the path up ourselves rather than stopping again at its
+    /// exit: half the stops. The tracee is stopped, and memorun has its
+    /// credentials and mount namespace, so the answer is the one the call
+    /// will get, unless another process changes the path in between. If
+    /// that process is traced, its own event orders the facts (a path the
+    /// run creates is an output, whatever was probed); if it is not, the
+    /// path changed during the run, and the recorded state (absent, or the
+    /// content that memorun hashes) no longer matches the file: a miss
+    /// next time, never a stale hit.
+    fn probe(&mut self, path: PathBuf, follow: bool) {
+        match lookup(&path, follow) {
+            Ok(()) => self.events.present(path),
+            Err(e) if ENOENT_LIKE.contains(&e) => self.events.absent(path),
+            Err(_) => {}
+        }
+    }
+
+    /// A read-only open, classified at entry (see [`Loop::probe`]).
+    fn open_for_reading(&mut self, path: PathBuf, follow: bool) {
+        if self.events.already_read(&path) {
+            return;
+        }
+        match lookup(&path, follow) {
+            Ok(()) => self.events.read(path),
+            Err(e) if ENOENT_LIKE.contains(&e) => self.events.absent(path),
+            Err(_) => {}
+        }
+    }
+
+    fn unreadable(&mut self, yes: bool) {
+        if yes {
+            self.events.untraceable(Untraceable::UnreadablePath);
+        }
+    }
+
+    /// `tid` exec'd. With threads, the thread that called execve takes the
+    /// thread-group leader's pid: its pending call is under its old tid.
+    fn exec(&mut self, tid: i32) {
+        let former = event_msg(tid).map_or(tid, |m| m as i32);
+        let mut pending = self.procs.get_mut(&former).and_then(|p| p.pending.take());
+        if former != tid {
+            self.procs.remove(&former);
+            self.cwds.remove(&former);
+            if pending.is_none() {
+                pending = self.procs.get_mut(&tid).and_then(|p| p.pending.take());
+            }
+        }
+        if let Some(p) = self.procs.get_mut(&tid) {
+            p.pending = None;
+        }
+        if let Some(Pending::Exec(Ok(path))) = pending {
+            self.events.executed(path);
+        } else if let Some(Pending::Exec(Err(()))) = pending {
+            self.events.untraceable(Untraceable::UnreadablePath);
+        }
+        let exe = tracee::exe(tid);
+        for lib in tracee::mapped_files(tid, exe.as_deref()) {
+            // The dynamic loader, mapped by the kernel.
+            self.events.executed(lib);
+        }
+        if let Some(exe) = exe {
+            self.check_privileges(tid, &exe);
+            self.events.executed(exe);
+        }
+        if tid == self.main && !self.started {
+            self.started = true;
+            let _ = self.tx.send(Report::Started {
+                pid: tid,
+                pidfd: self.pidfd.take(),
+            });
+        }
+        resume(tid, false, 0);
+    }
+
+    /// A set-user-ID, set-group-ID or capable program runs without its
+    /// privileges under ptrace (or with no_new_privs): it would not behave
+    /// as untraced.
+    fn check_privileges(&mut self, tid: i32, exe: &Path) {
+        let Ok(meta) = std::fs::metadata(exe) else {
+            return;
+        };
+        let mode = meta.mode();
+        let Some((euid, egid, nnp)) = tracee::creds(tid) else {
+            return;
+        };
+        let setuid = mode & libc::S_ISUID != 0 && meta.uid() != euid;
+        let setgid = mode & libc::S_ISGID != 0 && mode & libc::S_IXGRP != 0 && meta.gid() != egid;
+        let caps = nnp && has_file_caps(exe);
+        if setuid || setgid || caps {
+            self.events
+                .untraceable(Untraceable::Privileged(exe.to_path_buf()));
+        }
+    }
+}
+
+/// Whether `path` exists (following a final symlink when `follow`), or
+/// the errno of the lookup.
+fn lookup(path: &Path, follow: bool) -> Result<(), i32> {
+    let flags = if follow {
+        rustix::fs::AtFlags::empty()
+    } else {
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW
+    };
+    match rustix::fs::statat(rustix::fs::CWD, path, flags) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.raw_os_error()),
+    }
+}
+
+fn has_file_caps(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a size query (NULL buffer, size 0) on a NUL-terminated path.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
+}
+
+fn opaque_name(arch: u32, nr: u64) -> &'static str {
+    use super::filter::{AARCH64, AUDIT_ARCH_AARCH64, X86_64};
+    let table = if arch == AUDIT_ARCH_AARCH64 {
+        AARCH64
+    } else {
+        X86_64
+    };
+    debug_assert!(table.iter().any(|e| e.0 as u64 == nr));
+    match (arch == AUDIT_ARCH_AARCH64, nr) {
+        (false, 161) | (true, 51) => "chroot",
+        (false, 304) | (true, 265) => "open_by_handle_at",
+        (_, 425) => "io_uring",
+        (false, 134) => "uselib",
+        _ => "an untraceable system call",
+    }
+}
+
+const PTRACE_EVENT_STOP: i32 = 128;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+const RENAME_EXCHANGE: u64 = 2;
