@@ -13,23 +13,27 @@
 #   p4  inputs: first run over 1 GiB in 10,000 files (-i DIR) vs b3sum; warm hit
 #   p5  scale: hit with 10 vs 100,000 entries; stats; clear --older-than (50,000)
 #   p6  16 concurrent identical misses: wall time and executions
+#   p7  output files: a hit restoring 1 GiB in 10,000 files (-o DIR) vs cp -r
+#   p8  output files already in place: hit with -o (verify, touch) vs without
 #
 # Environment:
 #   BENCH_RESULTS_DIR=DIR  also copy the hyperfine JSON and the RSS/P6 results there
 #   BENCH_DATA_DIR=DIR     where P4's 1 GiB of input files is made once and kept
 #                          (default ${XDG_CACHE_HOME:-$HOME/.cache}/memorun-bench-data)
+#                          (P7 makes its 1 GiB tree in the temp dir, next to
+#                          the cache and cp's destination, and needs 4 GiB free)
 #   XDG_CACHE_HOME         bkt and b3sum are installed under
 #                          ${XDG_CACHE_HOME:-$HOME/.cache}/memorun-bench-tools
 #
 # Needs: cargo, python3, cc (gcc) with glibc's static library; installs
 # hyperfine and time with apt-get, and bkt and b3sum with cargo install, when
-# they are missing.
+# they are missing (bkt only for p1 and p2, b3sum only for p4).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-ALL_GROUPS=(p1 p2 p3 p4 p5 p6)
+ALL_GROUPS=(p1 p2 p3 p4 p5 p6 p7 p8)
 if (($# == 0)); then
     GROUPS_TO_RUN=("${ALL_GROUPS[@]}")
 else
@@ -37,9 +41,9 @@ else
     for g in "$@"; do
         g=${g,,}
         case $g in
-            p1 | p2 | p3 | p4 | p5 | p6) GROUPS_TO_RUN+=("$g") ;;
+            p1 | p2 | p3 | p4 | p5 | p6 | p7 | p8) GROUPS_TO_RUN+=("$g") ;;
             -h | --help)
-                sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+                sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
             *)
@@ -76,8 +80,10 @@ fi
 TOOLS=${TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/memorun-bench-tools}
 export PATH="$TOOLS/bin:$PATH"
 missing=()
-command -v bkt >/dev/null || missing+=(bkt)
-command -v b3sum >/dev/null || missing+=(b3sum)
+# Only the tools the chosen groups compare against: bkt (p1, p2), b3sum (p4).
+wants() { [[ " ${GROUPS_TO_RUN[*]} " =~ \ ($1)\  ]]; }
+if wants 'p1|p2'; then command -v bkt >/dev/null || missing+=(bkt); fi
+if wants 'p4'; then command -v b3sum >/dev/null || missing+=(b3sum); fi
 if ((${#missing[@]})); then
     log "installing ${missing[*]} into $TOOLS (cargo install; takes a few minutes once)"
     cargo install --locked --root "$TOOLS" "${missing[@]}"
@@ -125,8 +131,9 @@ echo "- kernel: $(uname -srm)"
 echo "- temp dir: $WORK ($(df -T "$WORK" | awk 'NR==2 {print $2}'))"
 echo "- memorun: $("$MEMORUN" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$([[ -z $(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null) ]] || echo ', uncommitted changes in src'))"
 echo "- hyperfine: $(hyperfine --version)"
-echo "- bkt: $(bkt --version)"
-echo "- b3sum: $(b3sum --version)"
+if wants 'p1|p2'; then echo "- bkt: $(bkt --version)"; fi
+if wants 'p4'; then echo "- b3sum: $(b3sum --version)"; fi
+if wants 'p7'; then echo "- cp: $(cp --version | head -1)"; fi
 echo "- cat: $(cat --version | head -1)"
 echo "- groups: ${GROUPS_TO_RUN[*]}"
 
@@ -175,11 +182,15 @@ interleaved() {
 import json, statistics, sys
 out, na, nb, parts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 times = {na: [], nb: []}
+cpu = {na: [0.0, 0.0], nb: [0.0, 0.0]}  # user and system seconds, summed over runs
 for p in parts:
     for r in json.load(open(p))["results"]:
         times[r["command"]].extend(r["times"])
+        cpu[r["command"]][0] += r["user"] * len(r["times"])
+        cpu[r["command"]][1] += r["system"] * len(r["times"])
 res = [{"command": n, "times": t, "median": statistics.median(t), "mean": statistics.fmean(t),
-        "stddev": statistics.stdev(t), "min": min(t), "max": max(t)} for n, t in times.items()]
+        "stddev": statistics.stdev(t), "min": min(t), "max": max(t),
+        "user": cpu[n][0] / len(t), "system": cpu[n][1] / len(t)} for n, t in times.items()]
 json.dump({"results": res, "rounds": len(parts)}, open(out, "w"))
 PY
     rm -f "${parts[@]}"
@@ -634,6 +645,174 @@ bench_p6() {
     fi
 }
 
+# P7: a hit that restores 1 GiB of output files in 10,000 files, against
+# `cp -r` of the same tree.
+#
+# The tree (100 directories x 100 files, sizes 50-150 KiB scaled to 1 GiB
+# in all, random bytes from a fixed seed) is made in $WORK, so that it, the
+# cache directory and cp's destination are on one file system. It is
+# recorded once as `memorun -o dist -- ./gen.sh` (gen.sh: cp -r TREE dist);
+# every measured run then starts without dist/, so memorun's hit restores
+# the whole tree from verified blobs, and cp copies it from the tree.
+#
+# Before each run dist/ is moved into trash/ and its files truncated (their
+# blocks freed, their inodes kept), then `sync`: neither command pays for
+# the write-back of the run before. Not `rm -rf dist`: on an ext4 without a
+# journal (this VM's), the inode allocator skips inodes freed in the last
+# 60 s (ext4 ialloc.c, recently_deleted(), 360 s while their inode table
+# block is dirty) and re-reads their inode table block for every one it
+# skips, so each of 10,000 creations right after removing 10,000 files
+# scans all of them, and that scan then takes most of either command's
+# time (see BENCHMARKS.md, P7).
+bench_p7() {
+    log "P7: restore of 1 GiB in 10,000 output files vs cp -r"
+    local d=$WORK/p7
+    local avail_kb
+    mkdir -p "$d"
+    avail_kb=$(df -Pk "$d" | awk 'NR==2 {print $4}')
+    if ((avail_kb < 4 * 1024 * 1024)); then
+        echo
+        echo "P7 (restore 1 GiB vs cp -r): skipped: $((avail_kb / 1024)) MiB free in $d, 4 GiB needed"
+        return
+    fi
+    python3 - "$d/tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(15)
+total, files = 1 << 30, 10_000
+sizes = [rng.randint(50 * 1024, 150 * 1024) for _ in range(files)]
+s = sum(sizes)
+sizes = [x * total // s for x in sizes]
+sizes[-1] += total - sum(sizes)
+for i, n in enumerate(sizes):
+    d = os.path.join(root, f"d{i // 100:02d}")
+    if i % 100 == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i % 100:02d}"), "wb") as f:
+        f.write(rng.randbytes(n))
+PY
+    local nfiles bytes reflink
+    nfiles=$(find "$d/tree" -type f | wc -l)
+    bytes=$(find "$d/tree" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+    # Whether this file system shares extents (FICLONE), as memorun tries first.
+    reflink=$(python3 - "$d/tree/d00/f00" "$d/ficlone-test" <<'PY'
+import fcntl, os, sys
+src = os.open(sys.argv[1], os.O_RDONLY)
+dst = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+try:
+    fcntl.ioctl(dst, 0x40049409, src)  # FICLONE
+    print("yes")
+except OSError as e:
+    print(f"no ({os.strerror(e.errno)}), so memorun copies with copy_file_range")
+os.unlink(sys.argv[2])
+PY
+)
+    printf '#!/bin/sh\ncp -r %q dist\n' "$d/tree" >"$d/gen.sh"
+    chmod +x "$d/gen.sh"
+    cat >"$d/prepare.sh" <<'SH'
+#!/bin/sh
+# Run before each measured run, in $d: dist/ out of the way, its blocks freed.
+set -e
+if [ -e dist ]; then
+    t=trash/$(date +%s%N)
+    mkdir -p trash
+    mv dist "$t"
+    find "$t" -type f -exec truncate -s 0 {} +
+fi
+sync
+SH
+    chmod +x "$d/prepare.sh"
+    settle "$d/gen.sh" # an auto input
+    local P7_CACHE=$d/cache Q_CACHE Q_TREE
+    Q_CACHE=$(printf '%q' "$P7_CACHE")
+    Q_TREE=$(printf '%q' "$d/tree")
+    (
+        cd "$d"
+        "$MEMORUN" --cache-dir "$P7_CACHE" -o dist -- ./gen.sh </dev/null
+        ./prepare.sh
+        local err
+        err=$("$MEMORUN" --cache-dir "$P7_CACHE" -v -o dist -- ./gen.sh </dev/null 2>&1 || true)
+        grep -q "hit, restored $nfiles files" <<<"$err" ||
+            echo "WARNING: P7: the hit did not restore $nfiles files: $err" >&2
+        diff -r "$d/tree" dist >/dev/null || echo "WARNING: P7: the restored dist/ differs from the tree" >&2
+        find "$d/tree" -type f -print0 | xargs -0 cat >/dev/null # into the page cache
+        interleaved "$RESULTS/p7.json" 3 \
+            "memorun -o dist -- ./gen.sh (hit, restores 1 GiB)" "$Q_MEMORUN --cache-dir $Q_CACHE -o dist -- ./gen.sh" \
+            "cp -r TREE dist" "cp -r $Q_TREE dist" \
+            --warmup 1 --runs 3 --prepare ./prepare.sh
+    )
+    echo
+    echo "P7 tree: $nfiles files, $bytes bytes in 100 directories; cache $(du -sh "$P7_CACHE" | cut -f1); reflink (FICLONE) on $(df -T "$d" | awk 'NR==2 {print $2}'): $reflink"
+    table "$RESULTS/p7.json" "cp -r TREE dist" \
+        "P7 restore of $nfiles files ($bytes bytes) vs cp -r, each run without dist/ (--prepare: move dist/ aside, truncate, sync), hyperfine -N, 3 interleaved rounds of 3 runs"
+    # On a loaded VM a run waits for a CPU as well: the CPU time each took.
+    python3 - "$RESULTS/p7.json" <<'PY'
+import json, sys
+res = json.load(open(sys.argv[1]))["results"]
+print("\nCPU time per run (mean, hyperfine's user + system):\n")
+for r in res:
+    print(f"- {r['command']}: {(r['user'] + r['system']) * 1e3:.0f} ms "
+          f"(user {r['user'] * 1e3:.0f}, system {r['system'] * 1e3:.0f})")
+PY
+    rm -rf "$d"
+}
+
+# P8: a hit whose outputs are already in place and unchanged (memorun must
+# hash them and set their mtime), against the same command's hit without -o.
+#
+# Each command is a script that writes its output from a file of random
+# bytes (16 KiB, 1 MiB, and a directory of 100 files of 1-8 KiB: some
+# stored inline in the entry, most as blobs). Without -o the output is not
+# named on the command line, so it is no automatic output either: that hit
+# only checks the script and replays. Each variant has its own cache dir.
+bench_p8() {
+    log "P8: hit with outputs already in place (-o) vs the same hit without -o"
+    local d=$WORK/p8
+    mkdir -p "$d/data"
+    python3 - "$d/data" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+rng = random.Random(8)
+for name, n in (("obj-16k", 16 << 10), ("obj-1m", 1 << 20)):
+    with open(os.path.join(root, name), "wb") as f:
+        f.write(rng.randbytes(n))
+os.makedirs(os.path.join(root, "objs"), exist_ok=True)
+for i in range(100):
+    with open(os.path.join(root, "objs", f"m{i:02d}.o"), "wb") as f:
+        f.write(rng.randbytes(rng.randint(1024, 8192)))
+PY
+    local Q_DATA
+    Q_DATA=$(printf '%q' "$d/data")
+    printf '#!/bin/sh\ncat %s/obj-16k >out-16k.o\n' "$Q_DATA" >"$d/cc-16k.sh"
+    printf '#!/bin/sh\ncat %s/obj-1m >out-1m.o\n' "$Q_DATA" >"$d/cc-1m.sh"
+    printf '#!/bin/sh\nrm -rf objs && cp -r %s/objs objs\n' "$Q_DATA" >"$d/cc-dir.sh"
+    chmod +x "$d"/cc-*.sh
+    settle "$d"/cc-*.sh # auto inputs
+    local case script out label rows=()
+    for case in "16k out-16k.o 16 KiB file" "1m out-1m.o 1 MiB file" "dir objs directory of 100 files of 1-8 KiB"; do
+        read -r script out label <<<"$case"
+        (
+            cd "$d"
+            "$MEMORUN" --cache-dir "$d/cache-o-$script" -o "$out" -- "./cc-$script.sh" </dev/null
+            "$MEMORUN" --cache-dir "$d/cache-plain-$script" -- "./cc-$script.sh" </dev/null
+            settle "$out"
+            local err
+            err=$("$MEMORUN" --cache-dir "$d/cache-o-$script" -v -o "$out" -- "./cc-$script.sh" </dev/null 2>&1 || true)
+            if ! grep -q 'hit' <<<"$err" || grep -q 'restored' <<<"$err"; then
+                echo "WARNING: P8 $label: the -o run was not a hit that kept its outputs: $err" >&2
+            fi
+            err=$("$MEMORUN" --cache-dir "$d/cache-plain-$script" -v -- "./cc-$script.sh" </dev/null 2>&1 || true)
+            grep -q 'hit' <<<"$err" || echo "WARNING: P8 $label: the run without -o was not a hit: $err" >&2
+            interleaved "$RESULTS/p8-$script.json" 6 \
+                "hit, -o $out (in place: verify, touch)" "$Q_MEMORUN --cache-dir $d/cache-o-$script -o $out -- ./cc-$script.sh" \
+                "hit, no -o" "$Q_MEMORUN --cache-dir $d/cache-plain-$script -- ./cc-$script.sh" \
+                --warmup 20 --runs 100
+        )
+        table "$RESULTS/p8-$script.json" "hit, no -o" \
+            "P8 hit with outputs in place, $label (./cc-$script.sh), -o vs no -o, hyperfine -N, 6 interleaved rounds of 100 runs"
+    done
+}
+
 # ---------------------------------------------------------- targets -------
 verdicts() {
     python3 - "$RESULTS" <<'PY'
@@ -695,6 +874,14 @@ if os.path.exists(p):
     ok = all(e == 1 for e in execs) and walls[len(walls) // 2] <= 1.5
     lines.append(f"- P6 16 concurrent misses: 1 execution, ~1 s wall: {'met' if ok else 'NOT met'} "
                  f"(executions per trial: {', '.join(map(str, execs))}; median wall {walls[len(walls) // 2]:.2f} s)")
+ratio_line("P7 restore of 1 GiB in 10,000 files vs cp -r", "p7.json",
+           "memorun -o dist -- ./gen.sh (hit, restores 1 GiB)", "cp -r TREE dist", 1.2)
+for case, label in (("16k", "16 KiB file"), ("1m", "1 MiB file"), ("dir", "100 files of 1-8 KiB")):
+    p = os.path.join(d, f"p8-{case}.json")
+    if os.path.exists(p):
+        with_o = [r["command"] for r in json.load(open(p))["results"] if r["command"] != "hit, no -o"]
+        ratio_line(f"P8 hit with outputs in place ({label}), -o vs no -o,", f"p8-{case}.json",
+                   with_o[0], "hit, no -o", 1.1)
 if lines:
     print("\n### Targets (medians)\n")
     print("\n".join(lines))
