@@ -246,12 +246,14 @@ impl Config {
             }
             None
         };
-        // Declared outputs are never inputs: out of walks and globs, and
-        // out of the automatic inputs.
-        let output_patterns = outputs.exclusions();
-        patterns.extend(output_patterns.iter().cloned());
+        // Declared outputs are never inputs: out of walks and globs (only
+        // compiled when there is a walk or glob: a glob set costs more to
+        // build than a tiny hit), and out of the automatic inputs (see
+        // `OutputSpec::covers`).
+        if !inputs.is_empty() {
+            patterns.extend(outputs.exclusions());
+        }
         let exclude = Exclusions::new(&patterns)?;
-        let not_inputs = Exclusions::new(&output_patterns)?;
         if args.key_cmd.iter().any(|c| c.trim().is_empty()) {
             bail!("--key-cmd needs a command, got an empty string");
         }
@@ -296,7 +298,7 @@ impl Config {
                 },
                 auto_inputs: !args.no_auto_inputs,
                 include_cwd: !args.no_cwd,
-                outputs: not_inputs,
+                outputs: outputs.clone(),
                 traced: trace.is_some(),
             },
             outputs,

@@ -135,7 +135,7 @@ pub fn resolve(
                 continue;
             }
             // A declared output is not an input, whatever it holds now.
-            if i > 0 && spec.outputs.excludes(Path::new(arg)) {
+            if i > 0 && spec.outputs.covers(arg.as_bytes()) {
                 continue;
             }
             if ctx

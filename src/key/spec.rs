@@ -62,7 +62,7 @@ pub struct KeySpec {
     /// Put the working directory into the key.
     pub include_cwd: bool,
     /// The declared outputs (`-o`): arguments they cover are not inputs.
-    pub outputs: Exclusions,
+    pub outputs: crate::outputs::OutputSpec,
     /// `--trace`: what the command reads is found by tracing it, so
     /// arguments that name files are not hashed up front (one it reads is a
     /// traced input; one it writes, an output).

@@ -201,10 +201,13 @@ impl Blobs {
                 // and is never modified in place (a new blob is renamed over
                 // the path, leaving this inode intact), so the mapping
                 // cannot shrink under us: the crate's mmap policy.
+                // Populated at once: one call instead of a page fault per
+                // 4 KiB (a restore verifies thousands of blobs).
                 let map = unsafe {
                     memmap2::MmapOptions::new()
                         .offset(offset)
                         .len(window as usize)
+                        .populate()
                         .map(&f)?
                 };
                 h.update(&map);

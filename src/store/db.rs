@@ -54,6 +54,10 @@ pub struct SqliteStore {
     tmp_dir: PathBuf,
     secret: [u8; 32],
     notice: std::cell::RefCell<Option<String>>,
+    /// Fast checks of blobs read ahead of a batch of `open_stream`s (see
+    /// `prefetch_checks`): a restore of thousands of files then makes one
+    /// query, not one each.
+    checks: std::cell::RefCell<std::collections::HashMap<Digest, Option<[u8; 16]>>>,
     limits: Limits,
     /// The entry last looked up, with its command's manifest: a hit of it
     /// is logged under that command without another query.
@@ -96,6 +100,7 @@ impl SqliteStore {
             tmp_dir,
             secret,
             notice: Default::default(),
+            checks: Default::default(),
             limits: Limits::default(),
             looked_up: None,
         };
@@ -131,6 +136,7 @@ impl SqliteStore {
             tmp_dir: dir.to_path_buf(),
             secret: [9; 32],
             notice: Default::default(),
+            checks: Default::default(),
             limits: Limits::default(),
             looked_up: None,
         };
@@ -484,6 +490,17 @@ impl SqliteStore {
         }
     }
 
+    /// The fast check (XXH3-128) recorded for a blob, if any.
+    fn check_of(&self, digest: &Digest) -> Result<Option<[u8; 16]>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT xxh3 FROM blobs WHERE digest = ?1")?
+            .query_row(params![&digest.0[..]], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten()
+            .and_then(|c| c.try_into().ok()))
+    }
+
     /// After a write, evict least recently used entries until the store is
     /// back to about 90% of its limits (see `evict`). Best effort.
     pub fn enforce_limits(&mut self) {
@@ -688,15 +705,11 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         // A blob without a fast check is checked with BLAKE3.
-        let check: Option<[u8; 16]> = self
-            .conn
-            .prepare_cached("SELECT xxh3 FROM blobs WHERE digest = ?1")?
-            .query_row(params![&stream.digest.0[..]], |r| {
-                r.get::<_, Option<Vec<u8>>>(0)
-            })
-            .optional()?
-            .flatten()
-            .and_then(|c| c.try_into().ok());
+        let prefetched = self.checks.borrow().get(&stream.digest).copied();
+        let check: Option<[u8; 16]> = match prefetched {
+            Some(check) => check,
+            None => self.check_of(&stream.digest)?,
+        };
         let file = self
             .blobs
             .open_verified(&stream.digest, stream.len, check)
@@ -711,6 +724,28 @@ impl Store for SqliteStore {
 
     fn spool(&self) -> Spool {
         Spool::new(self.tmp_dir.clone())
+    }
+
+    fn blob_check(&self, digest: &Digest) -> Option<[u8; 16]> {
+        if let Some(c) = self.checks.borrow().get(digest) {
+            return *c;
+        }
+        self.check_of(digest).ok().flatten()
+    }
+
+    fn prefetch_checks(&self, digests: &[Digest]) {
+        // One read transaction for all of them; only a cache: a failure
+        // leaves open_stream to ask one by one.
+        let Ok(tx) = self.conn.unchecked_transaction() else {
+            return;
+        };
+        let mut checks = self.checks.borrow_mut();
+        for d in digests {
+            if let Ok(c) = self.check_of(d) {
+                checks.insert(*d, c);
+            }
+        }
+        drop(tx);
     }
 
     fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {

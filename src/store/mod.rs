@@ -213,6 +213,16 @@ pub trait Store {
     /// `Ok(None)` means the stream is missing or corrupt.
     fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>>;
 
+    /// Read ahead what verifying these blobs needs, before many
+    /// [`Store::open_stream`]s (a restore of thousands of files). Only a
+    /// hint.
+    fn prefetch_checks(&self, _digests: &[Digest]) {}
+
+    /// The fast check (XXH3-128 of the content) recorded for a blob.
+    fn blob_check(&self, _digest: &Digest) -> Option<[u8; 16]> {
+        None
+    }
+
     /// A new spool for one output stream of a run being recorded.
     fn spool(&self) -> Spool;
 
