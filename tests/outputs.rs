@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::util::{Dir, assert_contains, code, memorun_bin, set_mtime, stderr};
+use crate::util::{Dir, assert_contains, code, make, memorun_bin, set_mtime, stderr};
 
 /// What is at each path under `root`: type, mode, content or target.
 fn tree(root: &Path) -> BTreeMap<String, String> {
@@ -333,26 +333,14 @@ fn make_clean_then_make_replays_every_rule_with_its_objects() {
         "#!/bin/sh\necho run >> count\nexec cc \"$@\"\n",
     );
     fs::set_permissions(cc, fs::Permissions::from_mode(0o755)).unwrap();
-    let make = |args: &[&str]| {
-        let o = Command::new("make")
-            .args(args)
-            .arg(format!("MEMORUN={}", memorun_bin()))
-            .current_dir(d.path())
-            .env("MEMORUN_DIR", &d.cache)
-            .env_remove("MAKEFLAGS")
-            .env_remove("MFLAGS")
-            .output()
-            .expect("make is installed (CI installs it)");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
-    make(&["-j4"]);
+    make(&d, &["-j4"]);
     assert_eq!(d.count(), 3);
     let objects: Vec<Vec<u8>> = ["a.o", "b.o", "c.o"]
         .iter()
         .map(|o| fs::read(d.join(o)).unwrap())
         .collect();
-    make(&["clean"]);
-    make(&["-j4"]);
+    make(&d, &["clean"]);
+    make(&d, &["-j4"]);
     assert_eq!(d.count(), 3, "make clean && make compiled again");
     for (name, before) in ["a.o", "b.o", "c.o"].iter().zip(&objects) {
         assert_eq!(&fs::read(d.join(name)).unwrap(), before, "{name}");

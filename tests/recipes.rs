@@ -3,10 +3,10 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use crate::util::{Dir, memorun_bin, set_mtime};
+use crate::util::{Dir, make, set_mtime};
 
 /// The Makefile recipe from the README ("A Makefile rule"), with the
 /// compiler behind a wrapper that counts its runs.
@@ -38,24 +38,6 @@ fn setup() -> Dir {
     );
     fs::set_permissions(cc, fs::Permissions::from_mode(0o755)).unwrap();
     d
-}
-
-fn make(d: &Dir, args: &[&str]) -> Output {
-    let o = Command::new("make")
-        .args(args)
-        .arg(format!("MEMORUN={}", memorun_bin()))
-        .current_dir(d.path())
-        .env("MEMORUN_DIR", &d.cache)
-        .env_remove("MAKEFLAGS")
-        .env_remove("MFLAGS")
-        .output()
-        .expect("make is installed (CI installs it)");
-    assert!(
-        o.status.success(),
-        "make {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 fn prog(d: &Dir) -> String {

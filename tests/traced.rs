@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Dir, assert_contains, code, memorun_bin, stderr, stdout};
+use crate::util::{Dir, assert_contains, code, make, memorun_bin, stderr, stdout};
 
 /// Write `rel` and give it a modification time in the past, as a file
 /// edited a while before the run (a file written within a few milliseconds
@@ -218,27 +218,15 @@ fn make_j4_over_traced_rules_replays_after_make_clean() {
     );
     fs::set_permissions(cc, fs::Permissions::from_mode(0o755)).unwrap();
     std::thread::sleep(Duration::from_millis(30));
-    let make = |args: &[&str]| {
-        let o = Command::new("make")
-            .args(args)
-            .arg(format!("MEMORUN={}", memorun_bin()))
-            .current_dir(d.path())
-            .env("MEMORUN_DIR", &d.cache)
-            .env_remove("MAKEFLAGS")
-            .env_remove("MFLAGS")
-            .output()
-            .expect("make is installed (CI installs it)");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
-    make(&["-j4"]);
+    make(&d, &["-j4"]);
     assert_eq!(d.count(), 2);
-    make(&["clean"]);
-    make(&["-j4"]);
+    make(&d, &["clean"]);
+    make(&d, &["-j4"]);
     assert_eq!(d.count(), 2, "make clean && make compiled again");
     // The undeclared header changes: only the rule that includes it runs.
     write_old(&d, "include/v.h", "#define V 1\n");
-    make(&["clean"]);
-    make(&["-j4"]);
+    make(&d, &["clean"]);
+    make(&d, &["-j4"]);
     assert_eq!(d.count(), 3);
     let status = Command::new(d.join("prog")).status().unwrap();
     assert_eq!(status.code(), Some(1), "linked from a stale object");
@@ -274,22 +262,17 @@ fn a_traced_command_behaves_as_untraced() {
     // A command that ignores SIGTERM still ends on its own terms.
     let o = traced(&d, &[], "trap '' TERM; kill -TERM $$; echo survived");
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "survived\n"));
-    // MEMORUN_TRACE=1 turns it on.
-    let o = d
-        .memorun()
-        .env("MEMORUN_TRACE", "1")
-        .args(["-v", "--"])
-        .args(d.counted("cat data.txt 2>/dev/null; true"))
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let o = d
-        .memorun()
-        .env("MEMORUN_TRACE", "1")
-        .args(["-v", "--"])
-        .args(d.counted("cat data.txt 2>/dev/null; true"))
-        .output()
-        .unwrap();
+    // MEMORUN_TRACE=1 turns it on: the second run is a traced hit.
+    let run = || {
+        d.memorun()
+            .env("MEMORUN_TRACE", "1")
+            .args(["-v", "--"])
+            .args(d.counted("cat data.txt 2>/dev/null; true"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(code(&run()), 0);
+    let o = run();
     assert_contains(&stderr(&o), "traced inputs unchanged");
 }
 

@@ -264,3 +264,24 @@ pub fn set_mtime(p: &Path, t: std::time::SystemTime) {
         .set_modified(t)
         .unwrap();
 }
+
+/// `make ARGS MEMORUN=<memorun>` in `d`, against its cache, which must
+/// succeed (make is installed by .ci/run).
+#[track_caller]
+pub fn make(d: &Dir, args: &[&str]) -> Output {
+    let o = StdCommand::new("make")
+        .args(args)
+        .arg(format!("MEMORUN={}", memorun_bin()))
+        .current_dir(d.path())
+        .env("MEMORUN_DIR", &d.cache)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .output()
+        .expect("make is installed (CI installs it)");
+    assert!(
+        o.status.success(),
+        "make {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
