@@ -133,6 +133,7 @@ pub fn restore(
         dry,
         report: Report::default(),
         reflink: std::cell::Cell::new(true),
+        buf: Default::default(),
     };
     if !dry {
         let blobs: Vec<Digest> = roots
@@ -237,32 +238,55 @@ fn present_file(path: &Path) -> Present {
     }
 }
 
-/// XXH3-128 of exactly `len` bytes of `f` (an error if it holds more or
-/// fewer), read on this thread in small pieces.
-fn xxh3_of(f: &File, len: u64) -> io::Result<[u8; 16]> {
+/// Read `f` to its end through `buf` (grown to 128 KiB once, reused),
+/// handing each piece to `each`; at most `limit` bytes, else an error.
+fn read_pieces(
+    f: &File,
+    limit: u64,
+    buf: &mut Vec<u8>,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<u64> {
     use std::io::Read;
+    if buf.len() < 128 * 1024 {
+        buf.resize(128 * 1024, 0);
+    }
     let mut r = f;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; (len as usize).clamp(1, 128 * 1024) + 1];
     let mut total = 0u64;
     loop {
-        match r.read(&mut buf) {
-            Ok(0) => break,
+        match r.read(buf) {
+            Ok(0) => return Ok(total),
             Ok(n) => {
-                h.update(&buf[..n]);
                 total += n as u64;
-                if total > len {
+                if total > limit {
                     return Err(io::Error::other("longer than recorded"));
                 }
+                each(&buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+}
+
+/// XXH3-128 of `f`, which must hold exactly `len` bytes.
+fn xxh3_of(f: &File, len: u64, buf: &mut Vec<u8>) -> io::Result<[u8; 16]> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let total = read_pieces(f, len, buf, |piece| h.update(piece))?;
     if total != len {
         return Err(io::Error::other("shorter than recorded"));
     }
     Ok(h.digest128().to_le_bytes())
+}
+
+/// Whether `f` holds exactly `bytes`.
+fn same_bytes(f: &File, bytes: &[u8], buf: &mut Vec<u8>) -> bool {
+    let mut at = 0usize;
+    let mut same = true;
+    let total = read_pieces(f, bytes.len() as u64, buf, |piece| {
+        same &= bytes.get(at..at + piece.len()) == Some(piece);
+        at += piece.len();
+    });
+    same && total.is_ok_and(|t| t == bytes.len() as u64)
 }
 
 /// Whether `f` holds exactly `len` bytes whose digest is `digest`.
@@ -311,6 +335,8 @@ struct Restorer<'s> {
     report: Report,
     /// Whether reflinks may work here: tried until one fails.
     reflink: std::cell::Cell<bool>,
+    /// A read buffer for comparing files in place, reused.
+    buf: std::cell::RefCell<Vec<u8>>,
 }
 
 /// The items of a root by parent path, and which parents are directories.
@@ -697,12 +723,17 @@ impl Restorer<'_> {
             return false;
         };
         let f = File::from(fd);
-        // A file in a blob has a fast check, read at memory speed: enough
-        // to tell the recorded content from any other that is not crafted
-        // to collide (and whoever can write this file could write any).
-        let same = match (&content.inline, self.store.blob_check(&content.digest)) {
-            (None, Some(check)) => xxh3_of(&f, content.len).is_ok_and(|c| c == check),
-            _ => matches_content(&f, content.digest, content.len),
+        // Inline content is compared byte for byte. A file in a blob has a
+        // fast check, read at memory speed: enough to tell the recorded
+        // content from any other that is not crafted to collide (and
+        // whoever can write this file could write any).
+        let mut buf = self.buf.borrow_mut();
+        let same = match &content.inline {
+            Some(bytes) => same_bytes(&f, bytes, &mut buf),
+            None => match self.store.blob_check(&content.digest) {
+                Some(check) => xxh3_of(&f, content.len, &mut buf).is_ok_and(|c| c == check),
+                None => matches_content(&f, content.digest, content.len),
+            },
         };
         if !same {
             return false;
