@@ -439,6 +439,8 @@ impl Restorer<'_> {
                     &shown,
                 )
             }
+            // Nothing matched: nothing to make, not even the base directory.
+            RootKind::Glob if top.is_empty() => Ok(()),
             RootKind::Glob => {
                 let base = super::glob_base(declared);
                 let base_comps = components(base.strip_prefix("/").unwrap_or(&base));
