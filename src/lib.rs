@@ -50,6 +50,7 @@ pub mod exec;
 pub mod exit_codes;
 pub mod key;
 pub mod outputs;
+pub mod remote;
 pub mod replay;
 pub mod store;
 pub mod term;
@@ -60,7 +61,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Sub};
-use crate::config::{CacheLocation, Config, limits_from_env};
+use crate::config::{CacheLocation, Config, limits_from_env, remote_display};
 use crate::error::Failure;
 use crate::term::ui::Ui;
 use crate::term::{quote, ui};
@@ -82,8 +83,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
         Some(Sub::Stats { json, zero, store }) => {
             let (limits, _) = limits_from_env(&env);
-            commands::stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
-                .map_err(Failure::Memorun)
+            commands::stats::stats(
+                &CacheLocation::of(&store, &env),
+                limits,
+                remote_display(&env).as_deref(),
+                json,
+                zero,
+            )
+            .map_err(Failure::Memorun)
         }
         Some(Sub::List { json, store }) => {
             commands::list::list(&CacheLocation::of(&store, &env), json).map_err(Failure::Memorun)

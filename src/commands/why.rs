@@ -13,12 +13,14 @@ use crate::error::Failure;
 use crate::key::diff::{self, Change};
 use crate::key::{Component, Digest, Kind, State};
 use crate::outputs::restore::{self, RootReport};
+use crate::remote::Tier;
 use crate::replay::policy;
 use crate::store::age;
 use crate::store::files::RootKind;
 use crate::store::{Entry, Store};
 use crate::term::format::human_duration;
 use crate::term::quote::printable;
+use crate::term::ui::Ui;
 
 /// Input files the text form lists among the components: a walk can put
 /// thousands in a key (the summary counts them; `--json` lists them all).
@@ -42,6 +44,9 @@ struct Report {
     uncached: Option<String>,
     /// What a hit would do to the output files.
     outputs: Vec<RootReport>,
+    /// The remote (URL without credentials) and whether it holds the
+    /// entry (`None`: it could not be asked).
+    remote: Option<(String, Option<bool>)>,
 }
 
 /// Run `memorun why`; returns the exit code.
@@ -118,6 +123,7 @@ fn uncached(why: &str) -> Report {
         not_recorded: None,
         uncached: Some(why.to_string()),
         outputs: Vec::new(),
+        remote: None,
     }
 }
 
@@ -167,6 +173,13 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         ),
         _ => (None, Vec::new()),
     };
+    // Asked whatever the local store holds: a look, never a download.
+    let remote = config.remote.clone().map(|r| {
+        let mut tier = Tier::new(r);
+        let ui = Ui::new(config.verbosity);
+        let holds = tier.holds(&mut store, &ui, &key.digest);
+        (tier.display().to_string(), holds)
+    });
     Ok(Report {
         key: key.digest.to_hex(),
         command: resolved.base.display.clone(),
@@ -179,6 +192,7 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         not_recorded: store.note(&resolved.base.manifest)?,
         uncached: None,
         outputs,
+        remote,
     })
 }
 
@@ -217,7 +231,12 @@ fn to_text(r: &Report) -> String {
             e.exit_code,
             human_duration(e.duration)
         )),
-        (None, _) => s.push_str("would miss\n"),
+        (None, _) => match &r.remote {
+            Some((url, Some(true))) => s.push_str(&format!(
+                "would hit from the remote cache {url}: not in the local store, a run downloads it\n"
+            )),
+            _ => s.push_str("would miss\n"),
+        },
     }
     s.push_str(&format!("key {}\n", &r.key[..12]));
     let lines: Vec<(String, String)> = r
@@ -266,6 +285,18 @@ fn to_text(r: &Report) -> String {
             }
             None => s.push_str("no earlier entry of this command\n"),
         }
+    }
+    match &r.remote {
+        Some((url, Some(true))) if r.entry.is_some() => {
+            s.push_str(&format!("the remote cache {url} holds the entry too\n"))
+        }
+        Some((url, Some(false))) => {
+            s.push_str(&format!("the remote cache {url} does not hold the entry\n"))
+        }
+        Some((url, None)) => s.push_str(&format!(
+            "the remote cache {url} could not be asked (see the warning)\n"
+        )),
+        _ => {}
     }
     if let Some((note, at)) = &r.not_recorded {
         s.push_str(&format!(
@@ -389,6 +420,7 @@ fn to_json(r: &Report) -> Value {
             "age_ms": age(created).as_millis() as u64,
         })),
         "changes": r.changes,
+        "remote": r.remote.as_ref().map(|(url, holds)| json!({ "url": url, "holds": holds })),
         "outputs": r.outputs.iter().map(|o| json!({
             "path": String::from_utf8_lossy(&o.declared),
             "kind": match o.kind {

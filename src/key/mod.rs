@@ -9,7 +9,9 @@
 //!   input files, which are left out, and their digests; the race guard.
 //! - [`stdin`]: stdin hashed, and spooled for the command.
 //! - [`diff`]: what changed between two keys (`memorun why`, `-v`).
+//! - [`base_dir`]: paths under `--base-dir` keyed relative to it.
 
+pub mod base_dir;
 pub mod diff;
 pub mod encoding;
 pub mod exclude;

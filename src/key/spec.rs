@@ -63,6 +63,9 @@ pub struct KeySpec {
     pub include_cwd: bool,
     /// The declared outputs (`-o`): arguments they cover are not inputs.
     pub outputs: Exclusions,
+    /// `--base-dir`: paths under it are keyed relative to it (absolute,
+    /// canonical).
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl KeySpec {

@@ -728,7 +728,7 @@ impl Store for SqliteStore {
         // The entry exactly as a lookup will decode it, to seal it.
         let entry = Entry {
             key: e.key.digest,
-            created_ms: now_ms(),
+            created_ms: e.recorded_at.unwrap_or_else(now_ms),
             duration: Duration::from_millis(e.duration.as_millis() as u64),
             exit_code: e.exit_code,
             stdout,
@@ -824,7 +824,10 @@ impl Store for SqliteStore {
                 .any(|(s, _)| s.inline.is_none() && s.digest == *d)
                 && file_blobs.binary_search_by(|(f, _)| f.cmp(d)).is_err()
         });
-        bump(&tx, &[(MISSES, 1)])?;
+        // An entry recorded elsewhere (a remote tier) was no miss here.
+        if e.recorded_at.is_none() {
+            bump(&tx, &[(MISSES, 1)])?;
+        }
         tx.commit()?;
         self.remove_blob_files(&freed);
         // Spools of runs killed before they could clean up: gone now, so
@@ -975,6 +978,7 @@ mod tests {
             stdin_advance: 7,
             manifest: Digest([8; 32]),
             created: vec![b"out.o".to_vec()],
+            recorded_at: None,
         };
         store
             .note_unrecorded(&Digest([8; 32]), "exit code 1", &[])
@@ -1037,6 +1041,7 @@ mod tests {
             stdin_advance: 0,
             manifest: Digest([8; 32]),
             created: Vec::new(),
+            recorded_at: None,
         };
         store.insert(entry).unwrap();
     }

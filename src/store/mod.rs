@@ -163,6 +163,9 @@ pub struct NewEntry<'a> {
     /// Arguments that named nothing before the run and name a file now:
     /// outputs of the command from now on.
     pub created: Vec<Vec<u8>>,
+    /// For an entry recorded elsewhere and installed here (from a remote
+    /// tier): when it was recorded. `None`: by this run, now (a miss).
+    pub recorded_at: Option<i64>,
 }
 
 /// What the run and replay paths need from storage.
@@ -194,7 +197,8 @@ pub trait Store {
     /// where it is and the blob's fast check.
     fn put_file(&self, content: Spooled) -> Result<(StoredStream, [u8; 16])>;
 
-    /// Record a finished run, replacing any entry with the same key.
+    /// Record a finished run, or install one recorded elsewhere (see
+    /// [`NewEntry::recorded_at`]), replacing any entry with the same key.
     fn insert(&mut self, entry: NewEntry<'_>) -> Result<()>;
 
     /// Count a replay of `entry` and update its last-used time.
