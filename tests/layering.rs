@@ -204,7 +204,8 @@ fn imports_follow_the_flow_of_data() {
                 && !matches!(to.as_str(), "key" | "key::encoding" | "key::hashing")
             {
                 Some("the store imports key types and digests, never key logic")
-            } else if t == "remote" && matches!(f, "key" | "store" | "replay" | "exec" | "outputs") {
+            } else if t == "remote" && matches!(f, "key" | "store" | "replay" | "exec" | "outputs")
+            {
                 Some("the remote tier sits on the store; only config and the commands use it")
             } else if f == "term" && !matches!(t, "term" | "exit_codes") {
                 Some("term is a leaf: it writes and speaks, it imports no domain module")

@@ -18,6 +18,8 @@ mod lifecycle;
 mod outputs;
 mod recipes;
 mod regressions;
+mod remote;
 mod replay;
+mod servers;
 mod signals;
 mod terminal;

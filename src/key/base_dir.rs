@@ -32,6 +32,20 @@ pub fn key_form<'p>(base: Option<&Path>, path: &'p [u8]) -> Cow<'p, [u8]> {
     }
 }
 
+/// An argument as the key sees it, for display: rebased ones as
+/// `{base}/...`.
+pub fn shown(base: Option<&Path>, arg: &std::ffi::OsStr) -> std::ffi::OsString {
+    match base.and_then(|b| rebase(b, Path::new(arg))) {
+        Some(v) if v == [MARK, b'.'] => "{base}".into(),
+        Some(v) => {
+            let mut out = std::ffi::OsString::from("{base}/");
+            out.push(std::ffi::OsStr::from_bytes(&v[1..]));
+            out
+        }
+        None => arg.to_os_string(),
+    }
+}
+
 /// The keyed form of `path` under `base`, or `None` when it is not an
 /// absolute path under `base`.
 pub fn rebase(base: &Path, path: &Path) -> Option<Vec<u8>> {

@@ -63,7 +63,7 @@ impl Base {
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| !spec.is_ignored_arg(*i))
-                    .map(|(_, a)| a.clone())
+                    .map(|(_, a)| base_dir::shown(base, a))
                     .collect::<Vec<_>>(),
             ),
             cwd,

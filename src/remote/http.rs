@@ -136,9 +136,29 @@ impl Remote for Http {
         if self.exists(name)? {
             return Ok(Put::Present);
         }
-        let r = self
-            .with_auth(self.agent.put(self.url(name)))
-            .header("If-None-Match", "*")
+        self.put(name, body, len, true)
+    }
+
+    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
+        self.put(name, body, len, false)
+    }
+}
+
+impl Http {
+    /// PUT `len` bytes from `body`; with `if_absent`, asking the server not
+    /// to replace an object (412 when it is there).
+    fn put(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        if_absent: bool,
+    ) -> Result<Put, Error> {
+        let mut req = self.with_auth(self.agent.put(self.url(name)));
+        if if_absent {
+            req = req.header("If-None-Match", "*");
+        }
+        let r = req
             .header("Content-Length", len.to_string())
             .header("Content-Type", "application/octet-stream")
             .send(ureq::SendBody::from_reader(&mut body.take(len)))

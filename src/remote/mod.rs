@@ -27,7 +27,9 @@
 //!   remote off for the rest of the invocation with one warning.
 //! - Blobs go up before the entry that names them, and an entry already
 //!   there is never overwritten, so a reader never sees an entry whose
-//!   blobs were not uploaded (eviction can still take them: a miss).
+//!   blobs were not uploaded (eviction can still take them: a miss). The
+//!   one exception: an entry this invocation found broken (blobs gone,
+//!   failing verification) is replaced by the one its run recorded.
 //! - Nothing here runs, connects or allocates unless a remote is
 //!   configured: a local hit costs what it cost before.
 
@@ -252,6 +254,11 @@ pub trait Remote {
     /// Store `len` bytes from `body` as `name`, unless an object of that
     /// name is there already.
     fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error>;
+
+    /// Store `len` bytes from `body` as `name`, replacing what is there
+    /// (only ever an entry found broken). Readers see the old object or
+    /// the new one, never a mix.
+    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error>;
 }
 
 /// Connect to the remote `config` names. Cheap for HTTP (the connection
@@ -330,9 +337,9 @@ pub struct Tier {
     config: RemoteConfig,
     remote: Option<Box<dyn Remote>>,
     off: bool,
-    /// The key whose remote entry was found with blobs missing: an upload
-    /// puts them back even though the entry is there.
-    incomplete: Option<Digest>,
+    /// The key whose remote entry was found broken (blobs gone, or not
+    /// verifying): the upload after the run replaces it.
+    broken: Option<Digest>,
 }
 
 /// Copy buffer for blobs.
@@ -345,7 +352,7 @@ impl Tier {
             config,
             remote: None,
             off: false,
-            incomplete: None,
+            broken: None,
         }
     }
 
@@ -438,6 +445,7 @@ impl Tier {
                 return Fetched::Miss;
             }
             Found::Invalid(n) => {
+                self.broken = Some(key);
                 ui.status("the remote entry failed verification; running the command");
                 let _ = store.count(&[
                     (counters::MISSES, 1),
@@ -550,7 +558,7 @@ impl Tier {
                 counters::CORRUPT
             }
         };
-        self.incomplete = Some(*key);
+        self.broken = Some(*key);
         let _ = store.count(&[
             (counters::MISSES, 1),
             (counter, 1),
@@ -594,7 +602,7 @@ impl Tier {
         }
         let wire = wire::encode(entry, &self.config.shared.mac_key);
         let name = entry_name(&entry.key);
-        let repair = self.incomplete == Some(entry.key);
+        let repair = self.broken == Some(entry.key);
         let Some(remote) = self.remote(store, ui) else {
             return Uploaded::Skipped;
         };
@@ -619,8 +627,13 @@ impl Tier {
                 remote.put_if_absent(&blob, &mut source, b.len)?;
                 sent += b.len;
             }
-            let put =
-                remote.put_if_absent(&name, &mut io::Cursor::new(&wire), wire.len() as u64)?;
+            let mut body = io::Cursor::new(&wire);
+            let put = match repair {
+                // Writers hold the secret: a valid entry replaces a broken
+                // one (blobs evicted, bytes damaged), never a valid one.
+                true => remote.replace(&name, &mut body, wire.len() as u64)?,
+                false => remote.put_if_absent(&name, &mut body, wire.len() as u64)?,
+            };
             sent += wire.len() as u64;
             Ok(Some(put))
         })();

@@ -155,6 +155,18 @@ impl Remote for Redis {
     }
 
     fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
+        self.put(name, body, len, true)
+    }
+
+    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
+        self.put(name, body, len, false)
+    }
+}
+
+impl Redis {
+    /// Store an object, whole or as chunks then an index; with `nx`, not
+    /// over one that is there (`SET NX` on the value readers look up).
+    fn put(&mut self, name: &str, body: &mut dyn Read, len: u64, nx: bool) -> Result<Put, Error> {
         let read = |body: &mut dyn Read, n: usize, v: &mut Vec<u8>| {
             body.take(n as u64)
                 .read_to_end(v)
@@ -168,9 +180,9 @@ impl Remote for Redis {
             let mut v = Vec::with_capacity(1 + len as usize);
             v.push(WHOLE);
             read(body, len as usize, &mut v)?;
-            return self.set(name, &v, true);
+            return self.set(name, &v, nx);
         }
-        if self.exists(name)? {
+        if nx && self.exists(name)? {
             return Ok(Put::Present);
         }
         let count = len.div_ceil(CHUNK as u64) as u32;
@@ -186,7 +198,7 @@ impl Remote for Redis {
         let mut index = vec![INDEX];
         index.extend_from_slice(&len.to_le_bytes());
         index.extend_from_slice(&count.to_le_bytes());
-        self.set(name, &index, true)
+        self.set(name, &index, nx)
     }
 }
 
