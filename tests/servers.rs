@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,7 +114,10 @@ http {{
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).unwrap();
         let log = dir.path().join("logs/stderr.log");
+        // Its own process group, so that killing the group takes the
+        // workers too, even one the master is forking right then.
         let mut child = Command::new(nginx)
+            .process_group(0)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -167,13 +171,13 @@ http {{
         out
     }
 
-    /// SIGKILL the master and its worker.
+    /// SIGKILL the master and its worker (its process group).
     pub fn kill(&mut self) {
-        let pid = self.child.id();
-        // The worker first: killing only the master leaves it serving.
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-P", &pid.to_string()])
-            .status();
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on the process group of a child we started
+            // and have not reaped, so its id is still ours.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        }
         kill(&mut self.child);
     }
 }
