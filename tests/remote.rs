@@ -335,6 +335,37 @@ fn a_corrupt_entry_or_blob_on_the_server_is_a_miss() {
     }
 }
 
+/// A large blob (downloaded by two threads) that is longer, or shorter,
+/// than its entry says: a miss, and the download stops.
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn a_large_blob_of_the_wrong_length_is_a_miss() {
+    for extra in [1usize, 0] {
+        let server = Nginx::start();
+        let (a, b) = (Machine::new(), Machine::new());
+        let script = "head -c 6000000 /dev/urandom";
+        let o = a.run(&server.url(), &[], &[], script);
+        assert_eq!(o.stdout.len(), 6_000_000);
+        let blob = server
+            .objects()
+            .into_iter()
+            .find(|o| o.contains("blobs"))
+            .unwrap();
+        let path = server.root().join(blob);
+        let mut bytes = fs::read(&path).unwrap();
+        match extra {
+            0 => bytes.truncate(bytes.len() - 1),
+            n => bytes.extend(std::iter::repeat_n(b'x', n)),
+        }
+        fs::write(&path, bytes).unwrap();
+        let o2 = b.run(&server.url(), &[], &[], script);
+        assert_eq!(code(&o2), 0, "{}", stderr(&o2));
+        assert_eq!(b.count(), 1, "replayed a blob of the wrong length");
+        assert_ne!(o2.stdout, o.stdout);
+        assert_eq!(b.remote_stats()["corrupt"], 1);
+    }
+}
+
 #[test]
 #[ignore = "needs redis-server and nginx: .ci/run installs them"]
 fn garbage_in_redis_is_a_miss() {

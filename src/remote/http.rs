@@ -108,7 +108,7 @@ impl<R: Read> Read for Body<R> {
 }
 
 impl Remote for Http {
-    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + '_>>, Error> {
+    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
         let r = self
             .with_auth(self.agent.get(self.url(name)))
             .call()

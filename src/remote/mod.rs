@@ -246,7 +246,7 @@ pub trait Remote {
     /// The object named `name` as a stream, or `None` when there is none.
     /// The stream ends in an error, not early, when the object is cut
     /// short.
-    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + '_>>, Error>;
+    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error>;
 
     /// Whether an object named `name` is there, whole.
     fn exists(&mut self, name: &str) -> Result<bool, Error>;
@@ -742,27 +742,22 @@ fn fetch_stream(
         let Some(mut reader) = remote.get(&blob_name(&s.digest))? else {
             return Ok(Err(BlobMiss::Absent));
         };
-        let mut buf = vec![0u8; COPY_BUF];
-        let mut got = 0u64;
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Ok(Err(BlobMiss::Invalid));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Ok(Err(BlobMiss::Absent));
-                }
-                Err(e) => return Err(Error::io("cannot read a blob", &e)),
-            };
-            got += n as u64;
-            *bytes += n as u64;
-            if got > s.len {
+        let mut sink = |chunk: &[u8]| spool.write(chunk);
+        let copied = match s.len >= PIPELINE_FROM {
+            true => copy_pipelined(&mut *reader, &mut sink, s.len, bytes),
+            false => copy(&mut *reader, &mut sink, s.len, bytes),
+        };
+        match copied {
+            Copied::Done => {}
+            Copied::TooLong => return Ok(Err(BlobMiss::Invalid)),
+            Copied::Read(e) if e.kind() == io::ErrorKind::InvalidData => {
                 return Ok(Err(BlobMiss::Invalid));
             }
-            spool.write(&buf[..n]).map_err(spool_err)?;
+            Copied::Read(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Err(BlobMiss::Absent));
+            }
+            Copied::Read(e) => return Err(Error::io("cannot read a blob", &e)),
+            Copied::Write(e) => return Err(spool_err(e)),
         }
     }
     let spooled = spool.finish().map_err(spool_err)?;
@@ -770,6 +765,126 @@ fn fetch_stream(
         return Ok(Err(BlobMiss::Invalid));
     }
     Ok(Ok(spooled))
+}
+
+/// How a copy from the remote ended.
+enum Copied {
+    /// To the end, no longer than allowed.
+    Done,
+    /// The object is longer than its entry says.
+    TooLong,
+    /// Reading from the remote failed.
+    Read(io::Error),
+    /// Writing locally failed.
+    Write(io::Error),
+}
+
+/// Blobs from this size on are copied by two threads: one receives while
+/// the other hashes and writes, so the network never waits on the disk.
+const PIPELINE_FROM: u64 = 4 * 1024 * 1024;
+
+/// Buffers in flight between the two threads (memory stays bounded:
+/// `PIPELINE_DEPTH + 2` buffers of `COPY_BUF`).
+const PIPELINE_DEPTH: usize = 4;
+
+/// Copy at most `limit` bytes from `reader` into `sink`, counting them in
+/// `bytes`.
+fn copy(
+    reader: &mut dyn Read,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    limit: u64,
+    bytes: &mut u64,
+) -> Copied {
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut got = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Copied::Done,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Copied::Read(e),
+        };
+        got += n as u64;
+        *bytes += n as u64;
+        if got > limit {
+            return Copied::TooLong;
+        }
+        if let Err(e) = sink(&buf[..n]) {
+            return Copied::Write(e);
+        }
+    }
+}
+
+/// [`copy`], with the reading on a thread of its own.
+fn copy_pipelined(
+    reader: &mut (dyn Read + Send),
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    limit: u64,
+    bytes: &mut u64,
+) -> Copied {
+    use std::sync::mpsc::sync_channel;
+    let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(PIPELINE_DEPTH);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPELINE_DEPTH + 2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            loop {
+                let mut buf = empty_rx.try_recv().unwrap_or_default();
+                buf.resize(COPY_BUF, 0);
+                let mut n = 0;
+                // Fill the buffer (or reach the end): fewer, larger
+                // hand-overs.
+                let result = loop {
+                    match reader.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => {
+                            n += k;
+                            if n == buf.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(n);
+                let end = n == 0;
+                // Done at the end, after an error, or when the other side
+                // stopped (too long, a write failed: it dropped its end).
+                let stop = match result {
+                    Ok(()) => full_tx.send(Ok(buf)).is_err() || end,
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e));
+                        true
+                    }
+                };
+                if stop {
+                    return;
+                }
+            }
+        });
+        // Owned here, so that an early return drops it, which ends the
+        // reading thread's next send before the scope joins it.
+        let full_rx = full_rx;
+        let mut got = 0u64;
+        for msg in full_rx.iter() {
+            let buf = match msg {
+                Ok(buf) if buf.is_empty() => return Copied::Done,
+                Ok(buf) => buf,
+                Err(e) => return Copied::Read(e),
+            };
+            got += buf.len() as u64;
+            *bytes += buf.len() as u64;
+            if got > limit {
+                return Copied::TooLong;
+            }
+            if let Err(e) = sink(&buf) {
+                return Copied::Write(e);
+            }
+            let _ = empty_tx.try_send(buf);
+        }
+        // The reader ended without saying so: it panicked.
+        Copied::Read(io::Error::other("the download thread failed"))
+    })
 }
 
 #[cfg(test)]

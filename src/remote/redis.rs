@@ -112,7 +112,7 @@ fn parse_index(value: &[u8]) -> Option<(u64, u32)> {
 }
 
 impl Remote for Redis {
-    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + '_>>, Error> {
+    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
         let value = self.range(name, 1 + CHUNK + 1)?;
         match value.first() {
             None => Ok(None),
