@@ -332,7 +332,34 @@ fn a_corrupt_entry_or_blob_on_the_server_is_a_miss() {
         assert_contains(&stderr(&o), "failed verification");
         assert_eq!(b.remote_stats()["corrupt"], 1, "{what}");
         assert_eq!(b.remote_stats()["hits"], 0, "{what}");
+        // B's run replaced what was damaged: a third machine hits B's.
+        let c = Machine::new();
+        assert_built(&c.build(&server.url(), &[]));
+        assert_eq!(c.count(), 0, "{what}: the damage was not repaired");
+        assert_eq!(c.file("out/big.bin"), b.file("out/big.bin"));
     }
+}
+
+/// A damaged blob whose content the next run produces again (same name):
+/// the repair sends it again rather than trusting that it is there.
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn a_damaged_blob_is_sent_again_by_the_run_that_finds_it() {
+    let server = Nginx::start();
+    let (a, b, c) = (Machine::new(), Machine::new(), Machine::new());
+    let script = "seq 1 100000";
+    a.run(&server.url(), &[], &[], script);
+    for o in server.objects().iter().filter(|o| o.contains("blobs")) {
+        flip(&server.root().join(o), 1000);
+    }
+    let o = b.run(&server.url(), &[], &[], script);
+    assert_eq!(
+        (b.count(), b.remote_stats()["corrupt"].as_u64()),
+        (1, Some(1))
+    );
+    let o2 = c.run(&server.url(), &[], &[], script);
+    assert_eq!(c.count(), 0, "the damaged blob is still there");
+    assert!(o2.stdout == o.stdout);
 }
 
 /// A large blob (downloaded by two threads) that is longer, or shorter,

@@ -613,7 +613,9 @@ impl Tier {
             }
             for b in &blobs {
                 let blob = blob_name(&b.digest);
-                if remote.exists(&blob)? {
+                // Repairing, a blob that is there may be the damaged one:
+                // send them all (the same name is always the same bytes).
+                if !repair && remote.exists(&blob)? {
                     continue;
                 }
                 // The local copy, verified: never upload damaged bytes.
@@ -624,7 +626,10 @@ impl Tier {
                     // not upload an entry without its blobs.
                     _ => return Ok(None),
                 };
-                remote.put_if_absent(&blob, &mut source, b.len)?;
+                match repair {
+                    true => remote.replace(&blob, &mut source, b.len)?,
+                    false => remote.put_if_absent(&blob, &mut source, b.len)?,
+                };
                 sent += b.len;
             }
             let mut body = io::Cursor::new(&wire);
