@@ -307,6 +307,24 @@ fn refusing_servers_fail_open() {
     }
 }
 
+/// A full Redis that evicts nothing answers OOM to a write: counted, the
+/// run is right, recorded locally.
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn a_full_redis_fails_open() {
+    let server = Redis::start();
+    server.cmd(&[b"CONFIG", b"SET", b"maxmemory-policy", b"noeviction"]);
+    server.cmd(&[b"CONFIG", b"SET", b"maxmemory", b"1"]);
+    let m = Machine::new();
+    let o = m.run(&server.url(), &[], &[], "seq 1 2000; echo hi");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).ends_with("2000\nhi\n"));
+    assert_contains(&stderr(&o), "OOM");
+    assert_eq!(m.remote_stats()["errors"], 1);
+    assert_eq!(m.remote_stats()["uploads"], 0);
+    assert_eq!(m.dir.stats()["entries"], 1);
+}
+
 /// Flip one byte of a file.
 fn flip(path: &std::path::Path, at: usize) {
     let mut b = fs::read(path).unwrap();
@@ -677,7 +695,8 @@ fn why_says_whether_the_remote_holds_the_entry() {
             .unwrap();
         stdout(&o)
     };
-    // `why` never creates a store: give B one.
+    // `why` never creates a store, so it cannot compute the key yet.
+    assert_contains(&why(&b), "a run would ask the remote cache redis://");
     b.dir.run(["--", "true"]);
     assert_contains(&why(&b), "does not hold the entry");
     a.run(&server.url(), &[], &[], "echo hi");

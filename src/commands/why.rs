@@ -87,10 +87,18 @@ fn explain(config: &Config, json: bool) -> Result<i32, Why> {
                 &json!({ "would": "miss", "reason": "nothing recorded yet" }),
             )? + "\n"
         } else {
-            format!(
+            let mut text = format!(
                 "would miss: nothing recorded yet ('{}' does not exist)\n",
                 d.display()
-            )
+            );
+            // Asking it would need a key, and so a store: not created here.
+            if let Some(r) = &config.remote {
+                text.push_str(&format!(
+                    "a run would ask the remote cache {} first; `why` asks it once the local store exists\n",
+                    r.url
+                ));
+            }
+            text
         };
         return Ok(crate::term::output::print_stdout(text.as_bytes())?);
     }
