@@ -534,6 +534,116 @@ mod tests {
         );
     }
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_remote_needs_the_teams_secret() {
+        let c = config(
+            &["--remote", "redis://h", "--", "true"],
+            &[("MEMORUN_SECRET", SECRET)],
+        )
+        .unwrap();
+        let r = c.remote.unwrap();
+        assert_eq!(r.url.display(), "redis://h");
+        assert!(!r.read_only);
+        assert_eq!(r.timeouts, crate::remote::Timeouts::default());
+        for secret in [None, Some(""), Some("short")] {
+            let env: Vec<(&str, &str)> =
+                secret.map(|s| ("MEMORUN_SECRET", s)).into_iter().collect();
+            let c = config(&["--remote", "redis://h", "--", "true"], &env).unwrap();
+            assert!(c.remote.is_none(), "{secret:?}");
+            assert!(c.warnings[0].contains("MEMORUN_SECRET"), "{:?}", c.warnings);
+        }
+        // No cache, no remote (and no warning about it).
+        let c = config(&["--no-cache", "--remote", "redis://h", "--", "true"], &[]).unwrap();
+        assert!(c.remote.is_none() && c.warnings.is_empty());
+    }
+
+    #[test]
+    fn remote_settings_from_the_environment() {
+        let env = [
+            ("MEMORUN_REMOTE", "https://u:p@h/base"),
+            ("MEMORUN_SECRET", SECRET),
+            ("MEMORUN_REMOTE_READ_ONLY", "1"),
+            ("MEMORUN_REMOTE_TOKEN", "tok"),
+            ("MEMORUN_REMOTE_TIMEOUT", "200ms,30s"),
+            ("MEMORUN_REMOTE_MAX_SIZE", "10MB"),
+        ];
+        let r = config(&["--", "true"], &env).unwrap().remote.unwrap();
+        assert_eq!(r.url.display(), "https://h/base");
+        assert!(r.read_only);
+        assert_eq!(r.token.as_deref(), Some("tok"));
+        assert_eq!(r.timeouts.connect, std::time::Duration::from_millis(200));
+        assert_eq!(r.max_object, 10_000_000);
+        // --remote wins over the variable.
+        let r = config(&["--remote", "redis://other", "--", "true"], &env)
+            .unwrap()
+            .remote
+            .unwrap();
+        assert_eq!(r.url.display(), "redis://other");
+    }
+
+    #[test]
+    fn a_bad_remote_url_is_an_error_on_the_command_line_and_a_warning_in_the_environment() {
+        let e = config(
+            &["--remote", "ftp://h", "--", "true"],
+            &[("MEMORUN_SECRET", SECRET)],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ftp"), "{e}");
+        let c = config(
+            &["--", "true"],
+            &[("MEMORUN_REMOTE", "ftp://h"), ("MEMORUN_SECRET", SECRET)],
+        )
+        .unwrap();
+        assert!(c.remote.is_none());
+        assert!(
+            c.warnings[0].starts_with("MEMORUN_REMOTE:"),
+            "{:?}",
+            c.warnings
+        );
+        let c = config(
+            &["--", "true"],
+            &[
+                ("MEMORUN_REMOTE", "redis://h"),
+                ("MEMORUN_SECRET", SECRET),
+                ("MEMORUN_REMOTE_TIMEOUT", "soon"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.remote.unwrap().timeouts,
+            crate::remote::Timeouts::default()
+        );
+        assert!(c.warnings[0].contains("MEMORUN_REMOTE_TIMEOUT='soon'"));
+    }
+
+    #[test]
+    fn base_dir_is_canonical_and_must_exist() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, t.path().join("link")).unwrap();
+        let link = t.path().join("link");
+        let c = config(&["--base-dir", link.to_str().unwrap(), "--", "true"], &[]).unwrap();
+        assert_eq!(c.key.base_dir, Some(real.canonicalize().unwrap()));
+        let missing = t.path().join("missing");
+        assert!(
+            config(
+                &["--base-dir", missing.to_str().unwrap(), "--", "true"],
+                &[]
+            )
+            .is_err()
+        );
+        let c = config(
+            &["--", "true"],
+            &[("MEMORUN_BASE_DIR", missing.to_str().unwrap())],
+        )
+        .unwrap();
+        assert!(c.key.base_dir.is_none());
+        assert!(c.warnings[0].contains("MEMORUN_BASE_DIR"));
+    }
+
     #[test]
     fn env_patterns() {
         assert!(matches!(EnvPattern::parse("HOME").unwrap(), EnvPattern::Exact(n) if n == "HOME"));
