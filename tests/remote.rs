@@ -633,6 +633,56 @@ fn server_killed_during_an_upload() {
     assert_eq!(m.dir.stats()["entries"], 1);
 }
 
+/// Redis is SIGKILLed while memorun waits for it: during a lookup (every
+/// command paused with CLIENT PAUSE, so the kill lands while the request
+/// is in flight) and during an upload (writes paused, so the kill lands
+/// while a SET is in flight). The run is right either way, and counted.
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn redis_killed_during_a_download_and_an_upload() {
+    for pause in ["ALL", "WRITE"] {
+        let mut server = Redis::start();
+        let m = Machine::new();
+        if pause == "ALL" {
+            // Something to download, so that the lookup would find it.
+            Machine::new().run(&server.url(), &[], &[], "seq 1 100000; touch ran");
+        }
+        server.pause(20_000, pause);
+        let url = server.url();
+        let ran = m.dir.join("ran");
+        let runner = std::thread::spawn(move || {
+            let o = m.run(&url, &[], &[], "seq 1 100000; touch ran");
+            (m, o)
+        });
+        if pause == "WRITE" {
+            // The command ran (reads are not paused); the upload follows.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ran.exists() {
+                assert!(Instant::now() < deadline, "the command did not run");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        server.kill();
+        let (m, o) = runner.join().unwrap();
+        assert_eq!(code(&o), 0, "{pause}: {}", stderr(&o));
+        assert!(stdout(&o).ends_with("\n100000\n"), "{pause}");
+        assert_eq!(m.count(), 1, "{pause}");
+        let s = m.remote_stats();
+        assert_eq!(
+            s["errors"].as_u64().unwrap() + s["timeouts"].as_u64().unwrap(),
+            1,
+            "{pause}: {s}"
+        );
+        assert_eq!(
+            (s["hits"].as_u64(), s["uploads"].as_u64()),
+            (Some(0), Some(0)),
+            "{pause}"
+        );
+        assert_eq!(m.dir.stats()["entries"], 1, "{pause}");
+    }
+}
+
 /// Credentials in the URL and the token never appear in what memorun
 /// prints or stores.
 #[test]

@@ -258,6 +258,25 @@ impl Redis {
         reply
     }
 
+    /// `CLIENT PAUSE MS KIND` (`ALL` or `WRITE`): the server holds its
+    /// clients' commands for that long.
+    pub fn pause(&self, ms: u32, kind: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let ms = ms.to_string();
+        let args = [&b"CLIENT"[..], b"PAUSE", ms.as_bytes(), kind.as_bytes()];
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).unwrap();
+        // "+OK\r\n"; a QUIT would be paused too.
+        let mut reply = [0u8; 5];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+OK\r\n");
+    }
+
     /// The keys memorun stored, sorted.
     pub fn keys(&self) -> Vec<String> {
         let reply = String::from_utf8_lossy(&self.cmd(&[b"KEYS", b"memorun/*"])).into_owned();
