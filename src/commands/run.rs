@@ -184,7 +184,8 @@ fn from_remote(
     }
 }
 
-/// Upload the entry just recorded (blobs first, never overwriting).
+/// Upload the entry just recorded: blobs first, the entry last, never
+/// over a valid entry (see `remote::Tier::upload`).
 fn upload(ui: &Ui, store: &mut dyn Store, tier: &mut Tier, resolved: &Resolved) {
     if !tier.writable() {
         return;
