@@ -40,22 +40,43 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Wait until something accepts connections on `port`.
-fn wait_for(port: u16, child: &mut Child, what: &str, log: &Path) {
+/// Start a server on a free port: `spawn` starts it listening on the port
+/// it is given. A port is free when chosen but may be taken before the
+/// server binds it (tests run in parallel): then another port is tried.
+fn start(what: &str, log: &Path, mut spawn: impl FnMut(u16) -> Child) -> (Child, u16) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        match wait_for(port, &mut child) {
+            Ok(()) => return (child, port),
+            Err(why) => {
+                kill(&mut child);
+                last = format!("{why}: {}", fs::read_to_string(log).unwrap_or_default());
+            }
+        }
+    }
+    panic!("{what} did not start: {last}")
+}
+
+/// Wait until `child` accepts connections on `port`, and is still running
+/// then (not another server that took the port).
+fn wait_for(port: u16, child: &mut Child) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "{what} exited ({status}): {}",
-                fs::read_to_string(log).unwrap_or_default()
-            );
+            return Err(format!("exited ({status})"));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(30));
+            return match child.try_wait().unwrap() {
+                Some(status) => Err(format!("exited ({status})")),
+                None => Ok(()),
+            };
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("{what} did not start listening on port {port}");
+    Err(format!("not listening on port {port} after 10 s"))
 }
 
 /// Kill a child with SIGKILL and reap it.
@@ -92,13 +113,15 @@ impl Nginx {
         for sub in ["logs", "tmp", "dav/cache"] {
             fs::create_dir_all(d.join(sub)).unwrap();
         }
-        let port = free_port();
         let d = d.display();
         // Without `user root;`, root's workers drop to nobody and cannot
         // write the root: every PUT would fail.
         let user = if is_root() { "user root;" } else { "" };
-        let conf = format!(
-            "{user}
+        let conf_path = dir.path().join("nginx.conf");
+        let log = dir.path().join("logs/stderr.log");
+        let (child, port) = start("nginx", &log, |port| {
+            let conf = format!(
+                "{user}
 daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/logs/error.log warn;
 events {{ worker_connections 256; }}
 http {{
@@ -110,26 +133,24 @@ http {{
   }}
 }}
 "
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf).unwrap();
-        let log = dir.path().join("logs/stderr.log");
-        // Its own process group, so that killing the group takes the
-        // workers too, even one the master is forking right then.
-        let mut child = Command::new(nginx)
-            .process_group(0)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(port, &mut child, "nginx", &log);
+            );
+            fs::write(&conf_path, conf).unwrap();
+            // Its own process group, so that killing the group takes the
+            // workers too, even one the master is forking right then.
+            Command::new(&nginx)
+                .process_group(0)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf_path)
+                .arg("-e")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         Nginx { child, dir, port }
     }
 
@@ -204,27 +225,27 @@ impl Redis {
             .prefix("memorun-redis")
             .tempdir()
             .unwrap();
-        let port = free_port();
         let log = dir.path().join("redis.log");
-        let mut child = Command::new(bin)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args([
-                "--maxmemory",
-                maxmemory,
-                "--maxmemory-policy",
-                "allkeys-lru",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(port, &mut child, "redis-server", &log);
+        let (child, port) = start("redis-server", &log, |port| {
+            Command::new(&bin)
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args([
+                    "--maxmemory",
+                    maxmemory,
+                    "--maxmemory-policy",
+                    "allkeys-lru",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         Redis {
             child,
             _dir: dir,
