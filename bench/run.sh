@@ -15,6 +15,11 @@
 #   p6  16 concurrent identical misses: wall time and executions
 #   p7  output files: a hit restoring 1 GiB in 10,000 files (-o DIR) vs cp -r
 #   p8  output files already in place: hit with -o (verify, touch) vs without
+#   p9  remote cache: a hit with an empty local store (tiny and 100 MB) from
+#       nginx and from Redis vs curl / redis-cli fetching the same objects;
+#       a 100 MB miss that uploads vs the same miss without a remote
+#       (starts its own nginx and redis-server on loopback; installs
+#       nginx-light and redis-server with apt-get when missing)
 #
 # Environment:
 #   BENCH_RESULTS_DIR=DIR  also copy the hyperfine JSON and the RSS/P6 results there
@@ -33,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-ALL_GROUPS=(p1 p2 p3 p4 p5 p6 p7 p8)
+ALL_GROUPS=(p1 p2 p3 p4 p5 p6 p7 p8 p9)
 if (($# == 0)); then
     GROUPS_TO_RUN=("${ALL_GROUPS[@]}")
 else
@@ -41,9 +46,9 @@ else
     for g in "$@"; do
         g=${g,,}
         case $g in
-            p1 | p2 | p3 | p4 | p5 | p6 | p7 | p8) GROUPS_TO_RUN+=("$g") ;;
+            p1 | p2 | p3 | p4 | p5 | p6 | p7 | p8 | p9) GROUPS_TO_RUN+=("$g") ;;
             -h | --help)
-                sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+                sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
             *)
@@ -102,6 +107,8 @@ for line in sys.stdin:
 
 # Nothing from the caller's environment may change memorun's behaviour here.
 unset MEMORUN_DIR MEMORUN_DISABLE MEMORUN_MAX_SIZE BKT_TTL BKT_CACHE_DIR BKT_SCOPE
+unset MEMORUN_REMOTE MEMORUN_REMOTE_TOKEN MEMORUN_REMOTE_READ_ONLY MEMORUN_REMOTE_TIMEOUT \
+    MEMORUN_REMOTE_MAX_SIZE MEMORUN_BASE_DIR MEMORUN_SECRET
 
 # ---------------------------------------------------------- workspace -----
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/memorun-bench.XXXXXX")
@@ -813,6 +820,141 @@ PY
     done
 }
 
+# P9: the remote tier. nginx (WebDAV PUT) and redis-server run on loopback
+# ports in $WORK, as the tests run them (tests/servers.rs). A remote hit is
+# measured with an empty local store (hyperfine --prepare removes it), so
+# every run downloads, verifies, installs and replays. The references fetch
+# the very objects memorun fetches: curl (one process, one connection, each
+# object to /dev/null, and once more to files, as memorun must install
+# them) and redis-cli (one process, one GET per value, printed to
+# /dev/null).
+P9_SECRET=0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978
+P9_PIDS=()
+p9_stop() {
+    local p
+    for p in "${P9_PIDS[@]}"; do
+        # Each server leads its own process group (setsid): nginx's
+        # workers go with it.
+        kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+    done
+    P9_PIDS=()
+}
+p9_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+p9_wait_port() {
+    local i
+    for ((i = 0; i < 500; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.01
+    done
+    echo "bench/run.sh: nothing listens on port $1" >&2
+    return 1
+}
+p9_servers() {
+    [[ -x /usr/sbin/nginx ]] || apt_install nginx-light
+    [[ -x /usr/bin/redis-server ]] || apt_install redis-server
+    local d=$WORK/nginx user=""
+    mkdir -p "$d/logs" "$d/tmp" "$d/dav/cache"
+    [[ $(id -u) -ne 0 ]] || user="user root;"
+    P9_HTTP_PORT=$(p9_free_port)
+    cat >"$d/nginx.conf" <<NGINX
+$user
+daemon off; worker_processes 1; pid $d/nginx.pid; error_log $d/logs/error.log warn;
+events { worker_connections 256; }
+http {
+  access_log off; client_body_temp_path $d/tmp/body; proxy_temp_path $d/tmp/p;
+  fastcgi_temp_path $d/tmp/f; uwsgi_temp_path $d/tmp/u; scgi_temp_path $d/tmp/s;
+  server { listen 127.0.0.1:$P9_HTTP_PORT; root $d/dav;
+    location /cache/ { dav_methods PUT DELETE; create_full_put_path on; client_max_body_size 0; }
+  }
+}
+NGINX
+    setsid /usr/sbin/nginx -p "$d" -c "$d/nginx.conf" -e "$d/logs/stderr.log" &
+    P9_PIDS+=($!)
+    P9_DAV=$d/dav/cache
+    P9_REDIS_PORT=$(p9_free_port)
+    setsid /usr/bin/redis-server --bind 127.0.0.1 --port "$P9_REDIS_PORT" --save '' --appendonly no \
+        --daemonize no --dir "$WORK" --maxmemory 1gb --maxmemory-policy allkeys-lru \
+        --logfile "$WORK/redis.log" &
+    P9_PIDS+=($!)
+    trap 'p9_stop; cleanup' EXIT
+    p9_wait_port "$P9_HTTP_PORT"
+    p9_wait_port "$P9_REDIS_PORT"
+    P9_HTTP=http://127.0.0.1:$P9_HTTP_PORT/cache
+    P9_REDIS=redis://127.0.0.1:$P9_REDIS_PORT
+}
+
+# p9_hit NAME RUNS CMD...: a remote hit of CMD with an empty local store,
+# from nginx and from Redis, against curl and redis-cli fetching the same
+# objects.
+p9_hit() {
+    local name=$1 runs=$2
+    shift 2
+    local cmd="$*" url kind o ref
+    local objects=() keys=()
+    export MEMORUN_SECRET=$P9_SECRET
+    rm -rf "${P9_DAV:?}/memorun"
+    redis-cli -p "$P9_REDIS_PORT" FLUSHALL >/dev/null
+    # Record it once, uploading to both servers.
+    for url in "$P9_HTTP" "$P9_REDIS"; do
+        rm -rf "$WORK/p9-rec"
+        # shellcheck disable=SC2086 # CMD is words
+        "$MEMORUN" --cache-dir "$WORK/p9-rec" --remote "$url" -- $cmd </dev/null >/dev/null
+    done
+    mapfile -t objects < <(cd "$P9_DAV" && find memorun -type f | sort)
+    mapfile -t keys < <(redis-cli -p "$P9_REDIS_PORT" --scan --pattern 'memorun/*' | sort)
+    {
+        printf 'curl -s'
+        for o in "${objects[@]}"; do printf ' -o /dev/null %s/%s' "$P9_HTTP" "$o"; done
+        printf '\n'
+    } >"$WORK/p9-curl.sh"
+    # The same, written to files, as memorun must (it installs them locally).
+    {
+        printf 'curl -s --create-dirs'
+        for o in "${objects[@]}"; do printf ' -o %s/p9-out/%s %s/%s' "$WORK" "${o##*/}" "$P9_HTTP" "$o"; done
+        printf '\n'
+    } >"$WORK/p9-curl-files.sh"
+    printf 'GET %s\n' "${keys[@]}" >"$WORK/p9-get.txt"
+    printf 'redis-cli -p %s <%s >/dev/null\n' "$P9_REDIS_PORT" "$WORK/p9-get.txt" >"$WORK/p9-redis.sh"
+    echo
+    echo "P9 $name: ${#objects[@]} HTTP objects, ${#keys[@]} Redis values, $(find "$P9_DAV/memorun" -type f -printf '%s\n' | awk '{ n += $1 } END { print n }') bytes"
+    for kind in http redis; do
+        url=$P9_HTTP ref=curl
+        [[ $kind == http ]] || { url=$P9_REDIS ref=redis-cli; }
+        local more=()
+        [[ $kind == redis ]] || more=(-n "curl, to files" "sh $WORK/p9-curl-files.sh")
+        hyperfine -N --warmup 3 --runs "$runs" --prepare "rm -rf $WORK/p9-empty $WORK/p9-out" \
+            --export-json "$RESULTS/p9-$name-$kind.json" \
+            -n "memorun remote hit ($kind)" "$Q_MEMORUN --cache-dir $WORK/p9-empty --remote $url -- $cmd" \
+            -n "$ref" "sh $WORK/p9-$([[ $kind == http ]] && echo curl || echo redis).sh" "${more[@]}"
+        table "$RESULTS/p9-$name-$kind.json" "$ref" \
+            "P9 remote hit, $name, empty local store, from $kind, hyperfine -N"
+    done
+    unset MEMORUN_SECRET
+}
+
+bench_p9() {
+    log "P9: remote cache"
+    p9_servers
+    ensure_small_file
+    p9_hit tiny 100 cat small-file
+    printf '%s\n' "head -c 100000000 /dev/zero | tr '\\0' x" >gen100mb.sh
+    settle gen100mb.sh
+    p9_hit 100mb 15 sh gen100mb.sh
+    # A miss that uploads 100 MB (the remote emptied before each run, so
+    # that every run uploads) against the same miss without a remote.
+    sync
+    MEMORUN_SECRET=$P9_SECRET hyperfine -N --warmup 2 --runs 15 \
+        --prepare "rm -rf $P9_DAV/memorun" \
+        --export-json "$RESULTS/p9-upload.json" \
+        -n "memorun --force --remote (nginx) -- sh gen100mb.sh" "$MR --force --remote $P9_HTTP -- sh gen100mb.sh" \
+        -n "memorun --force -- sh gen100mb.sh" "$MR --force -- sh gen100mb.sh"
+    table "$RESULTS/p9-upload.json" "memorun --force -- sh gen100mb.sh" \
+        "P9 miss that uploads 100 MB to nginx, against the same miss without a remote, hyperfine -N"
+    p9_stop
+}
+
 # ---------------------------------------------------------- targets -------
 verdicts() {
     python3 - "$RESULTS" <<'PY'
@@ -859,6 +1001,9 @@ if first is not None:
 warm = med("p4-warm.json", "memorun -i DIR -- true (warm hit)")
 if warm is not None:
     lines.append(f"- P4 warm hit ≤ 50 ms: {'met' if warm <= 0.050 else 'NOT met'} ({warm*1e3:.1f} ms)")
+for size in ("tiny", "100mb"):
+    ratio_line(f"P9 remote hit ({size}, nginx) vs curl", f"p9-{size}-http.json", "memorun remote hit (http)", "curl", 1.3)
+    ratio_line(f"P9 remote hit ({size}, Redis) vs redis-cli", f"p9-{size}-redis.json", "memorun remote hit (redis)", "redis-cli", 1.3)
 ratio_line("P5 hit with 100,000 entries vs 10", "p5-hit.json", "hit, 100,000 entries", "hit, 10 entries", 1.1)
 x = med("p5-stats.json", "stats, 100,000 entries")
 if x is not None:

@@ -59,7 +59,7 @@ _memorun() {
 
     case "${cmd}" in
         memorun)
-            opts="-e -i -x -k -o -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help --version why stats list clear completions help"
+            opts="-e -i -x -k -o -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --base-dir --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --remote --remote-read-only --verbose --quiet --cache-dir --help --version why stats list clear completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -109,6 +109,10 @@ _memorun() {
                     COMPREPLY=($(compgen -W "auto hash ignore" -- "${cur}"))
                     return 0
                     ;;
+                --base-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -130,6 +134,10 @@ _memorun() {
                     return 0
                     ;;
                 --stale)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -315,7 +323,7 @@ _memorun() {
             return 0
             ;;
         memorun__subcmd__why)
-            opts="-e -i -x -k -o -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --verbose --quiet --cache-dir --help"
+            opts="-e -i -x -k -o -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --base-dir --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --remote --remote-read-only --verbose --quiet --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -365,6 +373,10 @@ _memorun() {
                     COMPREPLY=($(compgen -W "auto hash ignore" -- "${cur}"))
                     return 0
                     ;;
+                --base-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -386,6 +398,10 @@ _memorun() {
                     return 0
                     ;;
                 --stale)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remote)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_memorun_global_optspecs
-    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd o/output= no-auto-outputs trace trace-exclude= cache-failures t/ttl= stale= f/force no-cache v/verbose q/quiet cache-dir= h/help V/version
+    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd base-dir= o/output= no-auto-outputs trace trace-exclude= cache-failures t/ttl= stale= f/force no-cache remote= remote-read-only v/verbose q/quiet cache-dir= h/help V/version
 end
 
 function __fish_memorun_needs_command
@@ -33,10 +33,12 @@ complete -c memorun -n "__fish_memorun_needs_command" -l key-cmd -d 'Run CMD wit
 complete -c memorun -n "__fish_memorun_needs_command" -l stdin -d 'How stdin goes into the key: auto, hash or ignore' -r -f -a "auto\t'Hash stdin when it is a file or a pipe; not when it is a terminal'
 hash\t'Always read stdin to EOF and hash it, even from a terminal'
 ignore\t'Never read or hash stdin; the command inherits it as is'"
+complete -c memorun -n "__fish_memorun_needs_command" -l base-dir -d 'Key paths under DIR relative to it [env: MEMORUN_BASE_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_needs_command" -s o -l output -d 'A file, directory or quoted glob the command writes: restored on a hit' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l trace-exclude -d 'Leave paths matching this glob out of what --trace records' -r
 complete -c memorun -n "__fish_memorun_needs_command" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l stale -d 'Past this age, replay at once and refresh in the background' -r
+complete -c memorun -n "__fish_memorun_needs_command" -l remote -d 'A cache shared between machines [env: MEMORUN_REMOTE]' -r
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cwd -d 'Leave the working directory out of the key'
@@ -45,6 +47,7 @@ complete -c memorun -n "__fish_memorun_needs_command" -l trace -d 'Trace the com
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-failures -d 'Also record runs that exit with a non-zero code'
 complete -c memorun -n "__fish_memorun_needs_command" -s f -l force -d 'Run even on a hit, and record the new result'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cache -d 'Run plainly: neither read nor write the cache'
+complete -c memorun -n "__fish_memorun_needs_command" -l remote-read-only -d 'Look entries up on the remote, never write to it [env: MEMORUN_REMOTE_READ_ONLY]'
 complete -c memorun -n "__fish_memorun_needs_command" -s v -l verbose -d 'Print a one-line status on stderr (hit or miss, time saved)'
 complete -c memorun -n "__fish_memorun_needs_command" -s q -l quiet -d 'Print no warnings'
 complete -c memorun -n "__fish_memorun_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -64,10 +67,12 @@ complete -c memorun -n "__fish_memorun_using_subcommand why" -l key-cmd -d 'Run 
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l stdin -d 'How stdin goes into the key: auto, hash or ignore' -r -f -a "auto\t'Hash stdin when it is a file or a pipe; not when it is a terminal'
 hash\t'Always read stdin to EOF and hash it, even from a terminal'
 ignore\t'Never read or hash stdin; the command inherits it as is'"
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l base-dir -d 'Key paths under DIR relative to it [env: MEMORUN_BASE_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s o -l output -d 'A file, directory or quoted glob the command writes: restored on a hit' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l trace-exclude -d 'Leave paths matching this glob out of what --trace records' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s t -l ttl -d 'Do not replay an entry older than DURATION' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l stale -d 'Past this age, replay at once and refresh in the background' -r
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l remote -d 'A cache shared between machines [env: MEMORUN_REMOTE]' -r
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l json -d 'Print a JSON object instead of text'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-inputs -d 'Do not hash arguments that name existing files'
@@ -77,6 +82,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand why" -l trace -d 'Trace 
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-failures -d 'Also record runs that exit with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s f -l force -d 'Run even on a hit, and record the new result'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cache -d 'Run plainly: neither read nor write the cache'
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l remote-read-only -d 'Look entries up on the remote, never write to it [env: MEMORUN_REMOTE_READ_ONLY]'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s v -l verbose -d 'Print a one-line status on stderr (hit or miss, time saved)'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s q -l quiet -d 'Print no warnings'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -324,6 +324,17 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Key")]
     pub no_cwd: bool,
 
+    /// Key paths under DIR relative to it [env: MEMORUN_BASE_DIR]
+    ///
+    /// The working directory, arguments that are absolute paths under DIR
+    /// and input paths under DIR go into the key relative to DIR (shown as
+    /// `{base}/...` by `memorun why`), so checkouts of one repository at
+    /// different paths share entries, on one machine or through a remote
+    /// cache. Output the command prints is replayed as recorded, absolute
+    /// paths included. Example: `memorun --base-dir "$PWD" -- make`.
+    #[arg(long, value_name = "DIR", help_heading = "Key")]
+    pub base_dir: Option<PathBuf>,
+
     /// A file, directory or quoted glob the command writes: restored on a hit
     ///
     /// Captured with the entry after a recorded run and put back on a hit
@@ -410,6 +421,30 @@ pub struct RunArgs {
     /// Example: `memorun --no-cache -- make test`.
     #[arg(long, help_heading = "Cache policy")]
     pub no_cache: bool,
+
+    /// A cache shared between machines [env: MEMORUN_REMOTE]
+    ///
+    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path` or
+    /// the `http://` or `https://` base URL of a store that takes PUT and
+    /// answers GET and HEAD (nginx WebDAV, Apache mod_dav, Artifactory).
+    /// Local hits never touch it; on a local miss the remote is asked, and a
+    /// recorded run is uploaded. Needs the team's secret in MEMORUN_SECRET
+    /// (at least 32 characters); a bearer token goes in
+    /// MEMORUN_REMOTE_TOKEN. A remote that fails or times out (100 ms to
+    /// connect, 10 s per operation; MEMORUN_REMOTE_TIMEOUT) is not used for
+    /// the rest of the run. Example:
+    /// `MEMORUN_REMOTE=https://cache.example.com/memorun memorun -- make`.
+    #[arg(long, value_name = "URL", help_heading = "Remote")]
+    pub remote: Option<String>,
+
+    /// Look entries up on the remote, never write to it [env:
+    /// MEMORUN_REMOTE_READ_ONLY]
+    ///
+    /// For jobs that must not be trusted with the shared cache (pull
+    /// requests); enforce it on the server too. Example:
+    /// `memorun --remote-read-only -- make test`.
+    #[arg(long, help_heading = "Remote")]
+    pub remote_read_only: bool,
 
     /// Print a one-line status on stderr (hit or miss, time saved)
     ///

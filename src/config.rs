@@ -17,6 +17,7 @@ use crate::key::exclude::Exclusions;
 use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::stdin::StdinMode;
 use crate::outputs::OutputSpec;
+use crate::remote::{self, RemoteConfig, RemoteUrl, Shared, Timeouts};
 use crate::store::evict::Limits;
 use crate::term::ui::Verbosity;
 
@@ -163,6 +164,8 @@ pub struct Config {
     pub refresh: Option<Refresh>,
     /// How much to say.
     pub verbosity: Verbosity,
+    /// The remote tier, when one is configured and usable.
+    pub remote: Option<RemoteConfig>,
 }
 
 /// Whether an environment flag like `MEMORUN_DISABLE` is switched on.
@@ -274,7 +277,17 @@ impl Config {
                     .ok_or_else(|| anyhow::anyhow!("{REFRESH_KEY_VAR} is not a key"))?,
             }),
         };
-        let (limits, warnings) = limits_from_env(&env);
+        let (limits, mut warnings) = limits_from_env(&env);
+        let remote = match &cache {
+            CacheLocation::Dir(_) => remote_from(
+                args.remote.as_deref(),
+                args.remote_read_only,
+                &env,
+                &mut warnings,
+            )?,
+            _ => None,
+        };
+        let base_dir = base_dir_from(args.base_dir.as_deref(), &env, &mut warnings)?;
         let verbosity = if args.quiet || refresh.is_some() {
             Verbosity::Quiet
         } else if args.verbose {
@@ -300,6 +313,7 @@ impl Config {
                 include_cwd: !args.no_cwd,
                 outputs: outputs.clone(),
                 traced: trace.is_some(),
+                base_dir,
             },
             outputs,
             trace,
@@ -313,8 +327,120 @@ impl Config {
             notes,
             refresh,
             verbosity,
+            remote,
         })
     }
+}
+
+/// `--base-dir`, else `MEMORUN_BASE_DIR` (empty: unset), made absolute and
+/// canonical (the working directory, which is compared with it, is). A
+/// directory that does not exist is a usage error on the command line and
+/// a warning (no base directory) in the environment.
+fn base_dir_from(
+    arg: Option<&Path>,
+    env: &impl Fn(&str) -> Option<OsString>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<PathBuf>> {
+    let from_env = env("MEMORUN_BASE_DIR").filter(|v| !v.is_empty());
+    let (dir, source) = match (arg.filter(|a| !a.as_os_str().is_empty()), &from_env) {
+        (Some(a), _) => (a.to_path_buf(), "--base-dir"),
+        (None, Some(e)) => (PathBuf::from(e), "MEMORUN_BASE_DIR"),
+        (None, None) => return Ok(None),
+    };
+    match std::fs::canonicalize(&dir) {
+        Ok(d) if d.is_dir() => Ok(Some(d)),
+        _ if source == "--base-dir" => {
+            bail!("--base-dir '{}' is not a directory", dir.display())
+        }
+        _ => {
+            warnings.push(format!(
+                "MEMORUN_BASE_DIR='{}' is not a directory; paths are keyed as they are",
+                dir.display()
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The remote tier from `--remote`/`MEMORUN_REMOTE` and the other
+/// `MEMORUN_REMOTE_*` variables and `MEMORUN_SECRET`. A bad `--remote` is
+/// a usage error; a bad variable, or no usable secret, is a warning and
+/// no remote: a CI setting must not fail every command.
+fn remote_from(
+    arg: Option<&str>,
+    read_only: bool,
+    env: &impl Fn(&str) -> Option<OsString>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<RemoteConfig>> {
+    let from_env = env("MEMORUN_REMOTE").filter(|v| !v.is_empty());
+    let (text, source) = match (arg.filter(|r| !r.is_empty()), &from_env) {
+        (Some(r), _) => (r.to_string(), "--remote"),
+        (None, Some(e)) => (e.to_string_lossy().into_owned(), "MEMORUN_REMOTE"),
+        (None, None) => return Ok(None),
+    };
+    let url = match RemoteUrl::parse(&text) {
+        Ok(u) => u,
+        Err(e) if source == "--remote" => return Err(e),
+        Err(e) => {
+            warnings.push(format!(
+                "MEMORUN_REMOTE: {e:#}; the remote cache is not used"
+            ));
+            return Ok(None);
+        }
+    };
+    let secret = env("MEMORUN_SECRET").unwrap_or_default();
+    if secret.len() < remote::MIN_SECRET_LEN {
+        warnings.push(format!(
+            "the remote cache {url} is not used: {} (every machine keys env values and stdin, and seals entries, with the team's secret; `openssl rand -hex 32` makes one)",
+            match secret.is_empty() {
+                true => "MEMORUN_SECRET is not set".to_string(),
+                false => format!(
+                    "MEMORUN_SECRET is shorter than {} characters",
+                    remote::MIN_SECRET_LEN
+                ),
+            }
+        ));
+        return Ok(None);
+    }
+    let mut timeouts = Timeouts::default();
+    if let Some(t) = env("MEMORUN_REMOTE_TIMEOUT").filter(|v| !v.is_empty()) {
+        let t = t.to_string_lossy();
+        match Timeouts::parse(&t) {
+            Some(parsed) => timeouts = parsed,
+            None => warnings.push(format!(
+                "MEMORUN_REMOTE_TIMEOUT='{t}' is not a duration like 10s or 200ms,10s; using 100ms,10s"
+            )),
+        }
+    }
+    let mut max_object = remote::MAX_OBJECT;
+    if let Some(v) = env("MEMORUN_REMOTE_MAX_SIZE").filter(|v| !v.is_empty()) {
+        let v = v.to_string_lossy();
+        match v.trim().parse::<bytesize::ByteSize>() {
+            Ok(size) => max_object = size.as_u64(),
+            Err(_) => warnings.push(format!(
+                "MEMORUN_REMOTE_MAX_SIZE='{v}' is not a size like 500MB; using 1 GiB"
+            )),
+        }
+    }
+    Ok(Some(RemoteConfig {
+        url,
+        read_only: read_only || flag_is_on(env("MEMORUN_REMOTE_READ_ONLY").as_deref()),
+        token: env("MEMORUN_REMOTE_TOKEN")
+            .filter(|t| !t.is_empty())
+            .map(|t| t.to_string_lossy().into_owned()),
+        shared: Shared::derive(secret.as_bytes()),
+        timeouts,
+        max_object,
+    }))
+}
+
+/// The remote named by `MEMORUN_REMOTE`, without credentials, for
+/// `memorun stats`; `None` when unset or not a URL.
+pub fn remote_display(env: &impl Fn(&str) -> Option<OsString>) -> Option<String> {
+    let v = env("MEMORUN_REMOTE").filter(|v| !v.is_empty())?;
+    RemoteUrl::parse(&v.to_string_lossy())
+        .ok()
+        .map(|u| u.display().to_string())
 }
 
 impl Config {
@@ -442,6 +568,116 @@ mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_remote_needs_the_teams_secret() {
+        let c = config(
+            &["--remote", "redis://h", "--", "true"],
+            &[("MEMORUN_SECRET", SECRET)],
+        )
+        .unwrap();
+        let r = c.remote.unwrap();
+        assert_eq!(r.url.display(), "redis://h");
+        assert!(!r.read_only);
+        assert_eq!(r.timeouts, crate::remote::Timeouts::default());
+        for secret in [None, Some(""), Some("short")] {
+            let env: Vec<(&str, &str)> =
+                secret.map(|s| ("MEMORUN_SECRET", s)).into_iter().collect();
+            let c = config(&["--remote", "redis://h", "--", "true"], &env).unwrap();
+            assert!(c.remote.is_none(), "{secret:?}");
+            assert!(c.warnings[0].contains("MEMORUN_SECRET"), "{:?}", c.warnings);
+        }
+        // No cache, no remote (and no warning about it).
+        let c = config(&["--no-cache", "--remote", "redis://h", "--", "true"], &[]).unwrap();
+        assert!(c.remote.is_none() && c.warnings.is_empty());
+    }
+
+    #[test]
+    fn remote_settings_from_the_environment() {
+        let env = [
+            ("MEMORUN_REMOTE", "https://u:p@h/base"),
+            ("MEMORUN_SECRET", SECRET),
+            ("MEMORUN_REMOTE_READ_ONLY", "1"),
+            ("MEMORUN_REMOTE_TOKEN", "tok"),
+            ("MEMORUN_REMOTE_TIMEOUT", "200ms,30s"),
+            ("MEMORUN_REMOTE_MAX_SIZE", "10MB"),
+        ];
+        let r = config(&["--", "true"], &env).unwrap().remote.unwrap();
+        assert_eq!(r.url.display(), "https://h/base");
+        assert!(r.read_only);
+        assert_eq!(r.token.as_deref(), Some("tok"));
+        assert_eq!(r.timeouts.connect, std::time::Duration::from_millis(200));
+        assert_eq!(r.max_object, 10_000_000);
+        // --remote wins over the variable.
+        let r = config(&["--remote", "redis://other", "--", "true"], &env)
+            .unwrap()
+            .remote
+            .unwrap();
+        assert_eq!(r.url.display(), "redis://other");
+    }
+
+    #[test]
+    fn a_bad_remote_url_is_an_error_on_the_command_line_and_a_warning_in_the_environment() {
+        let e = config(
+            &["--remote", "ftp://h", "--", "true"],
+            &[("MEMORUN_SECRET", SECRET)],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("ftp"), "{e}");
+        let c = config(
+            &["--", "true"],
+            &[("MEMORUN_REMOTE", "ftp://h"), ("MEMORUN_SECRET", SECRET)],
+        )
+        .unwrap();
+        assert!(c.remote.is_none());
+        assert!(
+            c.warnings[0].starts_with("MEMORUN_REMOTE:"),
+            "{:?}",
+            c.warnings
+        );
+        let c = config(
+            &["--", "true"],
+            &[
+                ("MEMORUN_REMOTE", "redis://h"),
+                ("MEMORUN_SECRET", SECRET),
+                ("MEMORUN_REMOTE_TIMEOUT", "soon"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.remote.unwrap().timeouts,
+            crate::remote::Timeouts::default()
+        );
+        assert!(c.warnings[0].contains("MEMORUN_REMOTE_TIMEOUT='soon'"));
+    }
+
+    #[test]
+    fn base_dir_is_canonical_and_must_exist() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, t.path().join("link")).unwrap();
+        let link = t.path().join("link");
+        let c = config(&["--base-dir", link.to_str().unwrap(), "--", "true"], &[]).unwrap();
+        assert_eq!(c.key.base_dir, Some(real.canonicalize().unwrap()));
+        let missing = t.path().join("missing");
+        assert!(
+            config(
+                &["--base-dir", missing.to_str().unwrap(), "--", "true"],
+                &[]
+            )
+            .is_err()
+        );
+        let c = config(
+            &["--", "true"],
+            &[("MEMORUN_BASE_DIR", missing.to_str().unwrap())],
+        )
+        .unwrap();
+        assert!(c.key.base_dir.is_none());
+        assert!(c.warnings[0].contains("MEMORUN_BASE_DIR"));
     }
 
     #[test]

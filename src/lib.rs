@@ -20,6 +20,9 @@
 //!   recorded.
 //! - [`outputs`]: the files a command writes, captured with its entry and
 //!   restored on a hit (clean, atomic, never through a symlink).
+//! - [`remote`]: a cache shared between machines (Redis, HTTP): asked on a
+//!   local miss, written after a recorded run, verified before anything of
+//!   it is installed.
 //! - [`exec`]: a miss: the command spawned, its output streamed live and
 //!   captured, signals forwarded; and the background refresh.
 //! - [`commands`]: one file per thing a user can ask for (`run`, `why`,
@@ -50,6 +53,7 @@ pub mod exec;
 pub mod exit_codes;
 pub mod key;
 pub mod outputs;
+pub mod remote;
 pub mod replay;
 pub mod store;
 pub mod term;
@@ -60,7 +64,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Sub};
-use crate::config::{CacheLocation, Config, limits_from_env};
+use crate::config::{CacheLocation, Config, limits_from_env, remote_display};
 use crate::error::Failure;
 use crate::term::ui::Ui;
 use crate::term::{quote, ui};
@@ -82,8 +86,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
         Some(Sub::Stats { json, zero, store }) => {
             let (limits, _) = limits_from_env(&env);
-            commands::stats::stats(&CacheLocation::of(&store, &env), limits, json, zero)
-                .map_err(Failure::Memorun)
+            commands::stats::stats(
+                &CacheLocation::of(&store, &env),
+                limits,
+                remote_display(&env).as_deref(),
+                json,
+                zero,
+            )
+            .map_err(Failure::Memorun)
         }
         Some(Sub::List { json, store }) => {
             commands::list::list(&CacheLocation::of(&store, &env), json).map_err(Failure::Memorun)

@@ -195,13 +195,18 @@ fn imports_follow_the_flow_of_data() {
                 Some("nothing below the commands imports them")
             } else if t == "cli" && !matches!(f, "config" | "commands" | "crate") {
                 Some("only config (and the commands) read the clap types")
-            } else if t == "config" && matches!(f, "key" | "store" | "replay" | "exec" | "term") {
+            } else if t == "config"
+                && matches!(f, "key" | "store" | "replay" | "exec" | "term" | "remote")
+            {
                 Some("the layers below config are given what they need, not the Config")
             } else if f == "store"
                 && t == "key"
                 && !matches!(to.as_str(), "key" | "key::encoding" | "key::hashing")
             {
                 Some("the store imports key types and digests, never key logic")
+            } else if t == "remote" && matches!(f, "key" | "store" | "replay" | "exec" | "outputs")
+            {
+                Some("the remote tier sits on the store; only config and the commands use it")
             } else if f == "term" && !matches!(t, "term" | "exit_codes") {
                 Some("term is a leaf: it writes and speaks, it imports no domain module")
             } else {

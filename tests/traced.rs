@@ -328,3 +328,28 @@ fn a_traced_command_keeps_its_terminal() {
         .expect("cannot run script(1): install util-linux (bsdutils on Debian)");
     assert_contains(&String::from_utf8_lossy(&o.stdout), "on a tty");
 }
+
+/// The remote tier does not carry trace manifests yet: a traced command
+/// never asks it (an entry under the key computed before the run is never
+/// one to replay to a traced run) and never uploads to it.
+#[test]
+fn a_traced_command_does_not_use_the_remote() {
+    let d = Dir::new();
+    let o = d
+        .memorun()
+        .env("MEMORUN_SECRET", "0123456789abcdef0123456789abcdef0123")
+        .args([
+            "-v",
+            "--trace",
+            "--remote",
+            "http://127.0.0.1:9/cache",
+            "--",
+        ])
+        .args(d.counted("echo hi"))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert_contains(&err, "the remote is not used with --trace");
+    assert!(!err.contains("warning"), "the remote was asked: {err}");
+}

@@ -17,6 +17,17 @@ pub fn memorun_bin() -> &'static str {
     env!("CARGO_BIN_EXE_memorun")
 }
 
+/// The variables that configure a remote cache and shared keys.
+const REMOTE_VARS: [&str; 7] = [
+    "MEMORUN_REMOTE",
+    "MEMORUN_SECRET",
+    "MEMORUN_REMOTE_TOKEN",
+    "MEMORUN_REMOTE_READ_ONLY",
+    "MEMORUN_REMOTE_TIMEOUT",
+    "MEMORUN_REMOTE_MAX_SIZE",
+    "MEMORUN_BASE_DIR",
+];
+
 /// A temp work directory with its own cache directory.
 pub struct Dir {
     tmp: TempDir,
@@ -73,6 +84,9 @@ impl Dir {
             .env("MEMORUN_DIR", &self.cache)
             .env_remove("MEMORUN_DISABLE")
             .env_remove("CI");
+        for v in REMOTE_VARS {
+            c.env_remove(v);
+        }
         c
     }
 
@@ -80,6 +94,10 @@ impl Dir {
         c.env("MEMORUN_DIR", &self.cache)
             .env_remove("MEMORUN_DISABLE")
             .env_remove("CI");
+        // A developer's own remote cache must not take part in the tests.
+        for v in REMOTE_VARS {
+            c.env_remove(v);
+        }
     }
 
     /// Run memorun with `args`, returning its output whatever the status.

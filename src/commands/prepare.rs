@@ -50,7 +50,12 @@ pub fn prepare(config: &Config, spool_stdin: bool) -> Result<Prepared, NotPrepar
     let mut store = SqliteStore::open(dir).map_err(|e| uncached(e, Feed::Inherit))?;
     store.set_limits(config.limits);
     let base = Base::new(&config.key).map_err(|e| uncached(e, Feed::Inherit))?;
-    let secret = *store.secret();
+    // With a remote, the team's secret keys env values and stdin, so that
+    // every machine computes the same key.
+    let secret = match &config.remote {
+        Some(r) => r.shared.key_secret,
+        None => *store.secret(),
+    };
     let spool_dir = spool_stdin.then(|| store.tmp_dir().to_path_buf());
     let captured =
         stdin::capture(config.key.stdin, &secret, spool_dir.as_deref()).map_err(|f| {

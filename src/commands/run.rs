@@ -25,6 +25,7 @@ use crate::key::stdin::{self, Feed};
 use crate::key::traced::Probe;
 use crate::key::{self, Key, Kind, State};
 use crate::outputs::{capture, restore};
+use crate::remote::{Fetched, Local, Tier, Uploaded};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
 use crate::store::counters;
@@ -80,7 +81,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         let reason = if config.force {
             Some("forced".to_string())
         } else {
-            match look_up(config, ui, store, &resolved, &feed) {
+            match look_up(config, ui, store, &resolved, &feed, None) {
                 Lookup::Replayed(code) => return Ok(code),
                 Lookup::Uncached => return plain(config, feed),
                 Lookup::Miss(reason) => reason,
@@ -120,6 +121,34 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         }
         // Look again under the lock: a concurrent run may have recorded it.
     }
+    // A local miss: ask the remote, under the run lock, so that concurrent
+    // runs of the key download it once and then replay it locally.
+    // Not for a traced command yet: its entries are found through trace
+    // manifests, which the remote tier does not carry (an entry under the
+    // key computed before the run is never one to replay to a traced run).
+    let mut tier = match &config.trace {
+        None => config.remote.clone().map(Tier::new),
+        Some(_) => {
+            if config.remote.is_some() {
+                ui.status(
+                    "the remote is not used with --trace (it does not carry trace manifests yet)",
+                );
+            }
+            None
+        }
+    };
+    if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
+        match from_remote(config, ui, store, tier, &resolved, &feed) {
+            Lookup::Replayed(code) => {
+                for l in [held, refresh_lock].into_iter().flatten() {
+                    l.release_and_remove();
+                }
+                return Ok(code);
+            }
+            Lookup::Miss(reason) => miss_reason = reason.or(miss_reason),
+            Lookup::Uncached => {}
+        }
+    }
     if miss_reason.is_none() && ui.is_verbose() {
         miss_reason = Some(explain_miss(store, &resolved));
     }
@@ -134,7 +163,61 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     for l in [held, refresh_lock].into_iter().flatten() {
         l.release_and_remove();
     }
+    // Waiters replay the local entry meanwhile: the upload is ours alone.
+    if let Some(tier) = &mut tier
+        && ran.as_ref().is_ok_and(|r| r.recorded)
+    {
+        upload(ui, store, tier, &resolved);
+    }
     Ok(ran?.code)
+}
+
+/// Look the key up on the remote; on a hit, install the entry locally and
+/// replay it through the local path (which restores its output files).
+fn from_remote(
+    config: &Config,
+    ui: &Ui,
+    store: &mut dyn Store,
+    tier: &mut Tier,
+    resolved: &Resolved,
+    feed: &Feed,
+) -> Lookup {
+    let local = Local {
+        key: &resolved.key,
+        display: resolved.base.display.clone(),
+        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
+        manifest: resolved.base.manifest,
+    };
+    match tier.fetch(store, ui, local) {
+        Fetched::Installed { bytes, took } => {
+            let origin = format!(
+                "hit (remote), downloaded {} in {}",
+                human_size(bytes),
+                human_duration(took)
+            );
+            look_up(config, ui, store, resolved, feed, Some(&origin))
+        }
+        Fetched::Miss | Fetched::Off => Lookup::Miss(None),
+    }
+}
+
+/// Upload the entry just recorded: blobs first, the entry last, never
+/// over a valid entry (see `remote::Tier::upload`).
+fn upload(ui: &Ui, store: &mut dyn Store, tier: &mut Tier, resolved: &Resolved) {
+    if !tier.writable() {
+        return;
+    }
+    let Ok(Some(entry)) = store.lookup(&resolved.key.digest) else {
+        return;
+    };
+    if let Uploaded::Stored { bytes, took } = tier.upload(store, ui, &entry) {
+        ui.status(format_args!(
+            "uploaded {} to {} in {}",
+            human_size(bytes),
+            tier.display(),
+            human_duration(took)
+        ));
+    }
 }
 
 /// An input named with `-i` that does not exist is most often a typo: say
@@ -173,12 +256,14 @@ enum Lookup {
 }
 
 /// Look the key up and, when the policy allows, replay the entry.
+/// `origin` replaces "hit" in the status line (a hit from the remote).
 fn look_up(
     config: &Config,
     ui: &Ui,
     store: &mut dyn Store,
     resolved: &Resolved,
     feed: &Feed,
+    origin: Option<&str>,
 ) -> Lookup {
     // A traced command's entry is under the manifest that still matches.
     let (key, traced) = match prepare::entry_key(config, store, resolved) {
@@ -268,7 +353,8 @@ fn look_up(
                 files.push_str(&format!(", {n} traced inputs unchanged"));
             }
             ui.status(format_args!(
-                "hit{files}, recorded {} ago, saved {}{note}",
+                "{}{files}, recorded {} ago, saved {}{note}",
+                origin.unwrap_or("hit"),
                 human_duration(entry_age),
                 human_duration(entry.duration),
             ));
@@ -544,6 +630,7 @@ fn run_and_record(
                 // interrupted run may have created a file it would not have.
                 created,
                 traced,
+                recorded_at: None,
             };
             match store.insert(entry) {
                 Ok(()) => {

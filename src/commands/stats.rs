@@ -9,7 +9,10 @@
 //! `oldest_ms`, `newest_ms`, `since_ms` (when counters were last zeroed; or
 //! null), `top_commands` (array of `command` (string), `hits`,
 //! `time_saved_ms`: kept per command in its directory, so entries since
-//! removed still count).
+//! removed still count), `remote` (object: `url` (string without
+//! credentials, or null when no remote is configured), `hits`, `misses`,
+//! `uploads`, `bytes_down`, `bytes_up`, `errors`, `timeouts`, `corrupt`,
+//! `incomplete`, `too_large`).
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::config::CacheLocation;
+use crate::remote::counters as remote;
 use crate::store::age;
 use crate::store::counters;
 use crate::store::db::SqliteStore;
@@ -25,7 +29,13 @@ use crate::store::inventory::StoreStats;
 use crate::term::format::{human_duration, human_size};
 
 /// Run `memorun stats`; returns the exit code.
-pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -> Result<i32> {
+pub fn stats(
+    location: &CacheLocation,
+    limits: Limits,
+    remote: Option<&str>,
+    json: bool,
+    zero: bool,
+) -> Result<i32> {
     let s = match location.existing_dir()? {
         None => StoreStats::default(),
         Some(dir) => {
@@ -38,11 +48,11 @@ pub fn stats(location: &CacheLocation, limits: Limits, json: bool, zero: bool) -
         }
     };
     let text = if json {
-        serde_json::to_string_pretty(&to_json(&s, limits))? + "\n"
+        serde_json::to_string_pretty(&to_json(&s, limits, remote))? + "\n"
     } else if zero {
         "counters reset\n".to_string()
     } else {
-        to_text(&s, limits)
+        to_text(&s, limits) + &remote_text(&s, remote)
     };
     crate::term::output::print_stdout(text.as_bytes())
 }
@@ -56,7 +66,45 @@ fn hit_rate(s: &StoreStats) -> Option<f64> {
     (h + m > 0).then(|| h as f64 / (h + m) as f64)
 }
 
-fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
+/// The remote counters, in the order shown, with their JSON names.
+const REMOTE: [(&str, &str, &str); 10] = [
+    ("hits", remote::HITS, "Hits"),
+    ("misses", remote::MISSES, "Misses"),
+    ("uploads", remote::UPLOADS, "Uploads"),
+    ("bytes_down", remote::BYTES_DOWN, "Downloaded"),
+    ("bytes_up", remote::BYTES_UP, "Uploaded"),
+    ("errors", remote::ERRORS, "Errors"),
+    ("timeouts", remote::TIMEOUTS, "Timeouts"),
+    ("corrupt", remote::CORRUPT, "Failed verification"),
+    ("incomplete", remote::INCOMPLETE, "Blobs gone"),
+    ("too_large", remote::TOO_LARGE, "Too large to upload"),
+];
+
+/// The remote section of the text: shown when a remote is configured or
+/// one was used.
+fn remote_text(s: &StoreStats, url: Option<&str>) -> String {
+    if url.is_none() && REMOTE.iter().all(|(_, c, _)| count(s, c) == 0) {
+        return String::new();
+    }
+    let mut out = format!("Remote cache  {}\n", url.unwrap_or("(not configured now)"));
+    let width = REMOTE.iter().map(|(_, _, l)| l.len()).max().unwrap_or(0);
+    for (json, counter, label) in REMOTE {
+        let n = count(s, counter);
+        let value = match json.starts_with("bytes") {
+            true => human_size(n),
+            false => n.to_string(),
+        };
+        out.push_str(&format!("  {label:width$}  {value:>8}\n"));
+    }
+    out
+}
+
+fn to_json(s: &StoreStats, limits: Limits, url: Option<&str>) -> serde_json::Value {
+    let mut remote = serde_json::Map::new();
+    remote.insert("url".into(), json!(url));
+    for (name, counter, _) in REMOTE {
+        remote.insert(name.into(), json!(count(s, counter)));
+    }
     let top: Vec<_> = s
         .top
         .iter()
@@ -90,6 +138,7 @@ fn to_json(s: &StoreStats, limits: Limits) -> serde_json::Value {
         "newest_ms": s.newest_ms,
         "since_ms": s.since_ms,
         "top_commands": top,
+        "remote": remote,
     })
 }
 
@@ -206,7 +255,7 @@ mod tests {
         let mut s = StoreStats::default();
         s.counters.insert(counters::HITS.into(), 3);
         s.counters.insert(counters::MISSES.into(), 1);
-        let v = to_json(&s, Limits::default());
+        let v = to_json(&s, Limits::default(), None);
         assert_eq!(v["hits"], 3);
         assert_eq!(v["misses"], 1);
         assert_eq!(v["hit_rate"], 0.75);

@@ -14,12 +14,14 @@ use crate::key::diff::{self, Change};
 use crate::key::traced;
 use crate::key::{Component, Digest, Kind, State};
 use crate::outputs::restore::{self, RootReport};
+use crate::remote::Tier;
 use crate::replay::policy;
 use crate::store::age;
 use crate::store::files::RootKind;
 use crate::store::{Entry, Store};
 use crate::term::format::human_duration;
 use crate::term::quote::printable;
+use crate::term::ui::Ui;
 
 /// Input files the text form lists among the components: a walk can put
 /// thousands in a key (the summary counts them; `--json` lists them all).
@@ -47,6 +49,9 @@ struct Report {
     cwd: std::path::PathBuf,
     /// What a hit would do to the output files.
     outputs: Vec<RootReport>,
+    /// The remote (URL without credentials) and whether it holds the
+    /// entry (`None`: it could not be asked).
+    remote: Option<(String, Option<bool>)>,
 }
 
 /// Run `memorun why`; returns the exit code.
@@ -87,10 +92,18 @@ fn explain(config: &Config, json: bool) -> Result<i32, Why> {
                 &json!({ "would": "miss", "reason": "nothing recorded yet" }),
             )? + "\n"
         } else {
-            format!(
+            let mut text = format!(
                 "would miss: nothing recorded yet ('{}' does not exist)\n",
                 d.display()
-            )
+            );
+            // Asking it would need a key, and so a store: not created here.
+            if let Some(r) = &config.remote {
+                text.push_str(&format!(
+                    "a run would ask the remote cache {} first; `why` asks it once the local store exists\n",
+                    r.url
+                ));
+            }
+            text
         };
         return Ok(crate::term::output::print_stdout(text.as_bytes())?);
     }
@@ -125,6 +138,7 @@ fn uncached(why: &str) -> Report {
         traced: None,
         cwd: std::path::PathBuf::new(),
         outputs: Vec::new(),
+        remote: None,
     }
 }
 
@@ -198,6 +212,18 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         ),
         _ => (None, Vec::new()),
     };
+    // Asked whatever the local store holds: a look, never a download. Not
+    // for a traced command: the remote does not carry trace manifests.
+    let remote = config
+        .remote
+        .clone()
+        .filter(|_| config.trace.is_none())
+        .map(|r| {
+            let mut tier = Tier::new(r);
+            let ui = Ui::new(config.verbosity);
+            let holds = tier.holds(&mut store, &ui, &key.digest);
+            (tier.display().to_string(), holds)
+        });
     Ok(Report {
         key: key.digest.to_hex(),
         command: resolved.base.display.clone(),
@@ -212,6 +238,7 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         traced,
         cwd: resolved.base.cwd.clone(),
         outputs,
+        remote,
     })
 }
 
@@ -250,7 +277,12 @@ fn to_text(r: &Report) -> String {
             e.exit_code,
             human_duration(e.duration)
         )),
-        (None, _) => s.push_str("would miss\n"),
+        (None, _) => match &r.remote {
+            Some((url, Some(true))) => s.push_str(&format!(
+                "would hit from the remote cache {url}: not in the local store, a run downloads it\n"
+            )),
+            _ => s.push_str("would miss\n"),
+        },
     }
     s.push_str(&format!("key {}\n", &r.key[..12]));
     let lines: Vec<(String, String)> = r
@@ -309,6 +341,18 @@ fn to_text(r: &Report) -> String {
             }
             None => s.push_str("no earlier entry of this command\n"),
         }
+    }
+    match &r.remote {
+        Some((url, Some(true))) if r.entry.is_some() => {
+            s.push_str(&format!("the remote cache {url} holds the entry too\n"))
+        }
+        Some((url, Some(false))) => {
+            s.push_str(&format!("the remote cache {url} does not hold the entry\n"))
+        }
+        Some((url, None)) => s.push_str(&format!(
+            "the remote cache {url} could not be asked (see the warning)\n"
+        )),
+        _ => {}
     }
     if let Some((note, at)) = &r.not_recorded {
         s.push_str(&format!(
@@ -481,6 +525,7 @@ fn to_json(r: &Report) -> Value {
                 "state": st.describe(),
             })).collect::<Vec<_>>()),
         })),
+        "remote": r.remote.as_ref().map(|(url, holds)| json!({ "url": url, "holds": holds })),
         "outputs": r.outputs.iter().map(|o| json!({
             "path": String::from_utf8_lossy(&o.declared),
             "kind": match o.kind {

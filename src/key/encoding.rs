@@ -209,7 +209,7 @@ impl Component {
         e.bytes(path);
         Component {
             kind: Kind::Cwd,
-            name: String::from_utf8_lossy(path).into_owned(),
+            name: display_name(path),
             state: State::Present,
             digest: e.finish(),
         }
@@ -254,7 +254,7 @@ impl Component {
         }
         Component {
             kind: Kind::InputSet,
-            name: String::from_utf8_lossy(arg).into_owned(),
+            name: display_name(arg),
             state: State::Present,
             digest: e.finish(),
         }
@@ -315,10 +315,20 @@ impl Component {
         }
         Component {
             kind,
-            name: String::from_utf8_lossy(raw_name).into_owned(),
+            name: display_name(raw_name),
             state,
             digest: e.finish(),
         }
+    }
+}
+
+/// A component's raw name as shown: lossy UTF-8, with a path rebased
+/// under `--base-dir` (see `base_dir`) shown as `{base}/...`.
+fn display_name(raw: &[u8]) -> String {
+    match raw.strip_prefix(&[super::base_dir::MARK]) {
+        Some(b".") => "{base}".to_string(),
+        Some(rel) => format!("{{base}}/{}", String::from_utf8_lossy(rel)),
+        None => String::from_utf8_lossy(raw).into_owned(),
     }
 }
 

@@ -35,6 +35,7 @@ use anyhow::{Result, anyhow};
 use rayon::prelude::*;
 use rustix::fs::OFlags;
 
+use crate::key::base_dir;
 use crate::key::exclude::Exclusions;
 use crate::key::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
@@ -175,6 +176,8 @@ pub struct Collector<'a> {
     files: Vec<FileTask>,
     watch: Vec<WatchItem>,
     show_progress: bool,
+    /// `--base-dir`: names of inputs under it are keyed relative to it.
+    base: Option<&'a Path>,
 }
 
 fn unreadable(name: &Path, e: &io::Error) -> anyhow::Error {
@@ -214,7 +217,15 @@ impl<'a> Collector<'a> {
             files: Vec::new(),
             watch: Vec::new(),
             show_progress: false,
+            base: None,
         }
+    }
+
+    /// Key the names of inputs under `base` relative to it (see
+    /// `base_dir`).
+    pub fn base_dir(mut self, base: Option<&'a Path>) -> Self {
+        self.base = base;
+        self
     }
 
     /// Show a progress bar on the terminal if hashing takes long.
@@ -242,8 +253,10 @@ impl<'a> Collector<'a> {
     }
 
     fn push_absent(&mut self, name: &OsStr) {
-        self.slots
-            .push(Slot::Done(Component::input(name.as_bytes(), None)));
+        self.slots.push(Slot::Done(Component::input(
+            &base_dir::key_form(self.base, name.as_bytes()),
+            None,
+        )));
         self.watch.push(WatchItem {
             name: name.to_os_string(),
             abs: self.cwd.join(name),
@@ -369,8 +382,10 @@ impl<'a> Collector<'a> {
             origin: origin.clone(),
         });
         let set_slot = self.slots.len();
-        self.slots
-            .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
+        self.slots.push(Slot::Done(Component::input_set(
+            &base_dir::key_form(self.base, arg.as_bytes()),
+            &[],
+        )));
         // Walked unsorted, then sorted once by relative path bytes: the
         // walker's own sort re-parses both paths on every comparison. The
         // sort moves small (prefix, path, index) triples, not the entries,
@@ -408,7 +423,10 @@ impl<'a> Collector<'a> {
             let path = std::mem::take(path);
             listing.push(self.entry(name, path, *ft_stat, rel, &origin));
         }
-        self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
+        self.slots[set_slot] = Slot::Done(Component::input_set(
+            &base_dir::key_form(self.base, arg.as_bytes()),
+            &listing,
+        ));
         Ok(())
     }
 
@@ -451,8 +469,10 @@ impl<'a> Collector<'a> {
         let base_abs = self.cwd.join(&base);
         let origin = Origin::Glob(arg.to_os_string(), base.clone());
         let set_slot = self.slots.len();
-        self.slots
-            .push(Slot::Done(Component::input_set(arg.as_bytes(), &[])));
+        self.slots.push(Slot::Done(Component::input_set(
+            &base_dir::key_form(self.base, arg.as_bytes()),
+            &[],
+        )));
         let mut listing = Vec::new();
         // The base may be a symlink to a directory: followed, as a shell's
         // glob would.
@@ -474,7 +494,10 @@ impl<'a> Collector<'a> {
                     before: Watched::Absent,
                     origin: origin.clone(),
                 });
-                self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
+                self.slots[set_slot] = Slot::Done(Component::input_set(
+                    &base_dir::key_form(self.base, arg.as_bytes()),
+                    &listing,
+                ));
                 return Ok(());
             }
         }
@@ -514,7 +537,10 @@ impl<'a> Collector<'a> {
             let entry = self.entry(shown, item.into_path(), ft_stat, bytes, &origin);
             listing.push(entry);
         }
-        self.slots[set_slot] = Slot::Done(Component::input_set(arg.as_bytes(), &listing));
+        self.slots[set_slot] = Slot::Done(Component::input_set(
+            &base_dir::key_form(self.base, arg.as_bytes()),
+            &listing,
+        ));
         Ok(())
     }
 
@@ -571,6 +597,7 @@ impl<'a> Collector<'a> {
                 },
             );
         }
+        let base = self.base;
         let mut out = Collected {
             components: Vec::with_capacity(self.slots.len()),
             watch: self.watch,
@@ -581,8 +608,8 @@ impl<'a> Collector<'a> {
                 Slot::File(i) => {
                     let t = &self.files[i];
                     let digest = t.digest.expect("every file task was hashed");
-                    out.components
-                        .push(Component::input(t.name.as_bytes(), Some(digest)));
+                    let name = base_dir::key_form(base, t.name.as_bytes());
+                    out.components.push(Component::input(&name, Some(digest)));
                     out.watch.push(WatchItem {
                         name: t.name.clone(),
                         abs: t.abs.clone(),

@@ -11,7 +11,9 @@
 //! - [`diff`]: what changed between two keys (`memorun why`, `-v`).
 //! - [`traced`]: the inputs a traced run used (`--trace`), as manifests
 //!   checked before a lookup.
+//! - [`base_dir`]: paths under `--base-dir` keyed relative to it.
 
+pub mod base_dir;
 pub mod diff;
 pub mod encoding;
 pub mod exclude;

@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, anyhow};
 
+use crate::key::base_dir;
 use crate::key::inputs::{self, Collector, InputError, StatCache, WatchItem};
 use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::{Component, Digest, Key};
@@ -43,12 +44,13 @@ impl Base {
     /// The identity of the spec's command, run from the current directory.
     pub fn new(spec: &KeySpec) -> Result<Base> {
         let cwd = std::env::current_dir().context("cannot determine the working directory")?;
-        let argv: Vec<&[u8]> = spec
+        let base = spec.base_dir.as_deref();
+        let argv: Vec<_> = spec
             .command
             .iter()
             .enumerate()
             .filter(|(i, _)| !spec.is_ignored_arg(*i))
-            .map(|(_, a)| a.as_bytes())
+            .map(|(_, a)| base_dir::key_form(base, a.as_bytes()))
             .collect();
         let argv = Component::argv(&argv);
         Ok(Base {
@@ -61,7 +63,7 @@ impl Base {
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| !spec.is_ignored_arg(*i))
-                    .map(|(_, a)| a.clone())
+                    .map(|(_, a)| base_dir::shown(base, a))
                     .collect::<Vec<_>>(),
             ),
             cwd,
@@ -115,7 +117,11 @@ pub fn resolve(
     let started_ns = inputs::now_ns();
     let mut components = vec![base.argv.clone()];
     if spec.include_cwd {
-        components.push(Component::cwd(base.cwd.as_os_str().as_bytes()));
+        let cwd = base.cwd.as_os_str().as_bytes();
+        components.push(Component::cwd(&base_dir::key_form(
+            spec.base_dir.as_deref(),
+            cwd,
+        )));
     }
     components.extend(env_components(&spec.env, ctx.secret, env));
     components.extend(spec.keys.iter().map(|k| Component::literal(k)));
@@ -123,8 +129,9 @@ pub fn resolve(
         components.push(key_cmd(cmd, &base.cwd)?);
     }
 
-    let mut collector =
-        Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude).show_progress(ctx.show_progress);
+    let mut collector = Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude)
+        .show_progress(ctx.show_progress)
+        .base_dir(spec.base_dir.as_deref());
     for input in &spec.inputs {
         collector.explicit(input)?;
     }

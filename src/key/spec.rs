@@ -67,6 +67,9 @@ pub struct KeySpec {
     /// arguments that name files are not hashed up front (one it reads is a
     /// traced input; one it writes, an output).
     pub traced: bool,
+    /// `--base-dir`: paths under it are keyed relative to it (absolute,
+    /// canonical).
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 impl KeySpec {

@@ -800,7 +800,7 @@ impl Store for SqliteStore {
         // The entry exactly as a lookup will decode it, to seal it.
         let entry = Entry {
             key: e.key.digest,
-            created_ms: now_ms(),
+            created_ms: e.recorded_at.unwrap_or_else(now_ms),
             duration: Duration::from_millis(e.duration.as_millis() as u64),
             exit_code: e.exit_code,
             stdout,
@@ -931,7 +931,10 @@ impl Store for SqliteStore {
                     .execute(params![&k.0[..]])?;
             }
         }
-        bump(&tx, &[(MISSES, 1)])?;
+        // An entry recorded elsewhere (a remote tier) was no miss here.
+        if e.recorded_at.is_none() {
+            bump(&tx, &[(MISSES, 1)])?;
+        }
         tx.commit()?;
         self.remove_blob_files(&freed);
         // Spools of runs killed before they could clean up: gone now, so
@@ -1083,6 +1086,7 @@ mod tests {
             manifest: Digest([8; 32]),
             created: vec![b"out.o".to_vec()],
             traced: None,
+            recorded_at: None,
         };
         store
             .note_unrecorded(&Digest([8; 32]), "exit code 1", &[])
@@ -1146,6 +1150,7 @@ mod tests {
             manifest: Digest([8; 32]),
             created: Vec::new(),
             traced: None,
+            recorded_at: None,
         };
         store.insert(entry).unwrap();
     }
@@ -1182,6 +1187,7 @@ mod tests {
                     inputs: 3,
                     paths: vec![i],
                 }),
+                recorded_at: None,
             };
             store.insert(entry).unwrap();
             // Distinct last-used times, in order.

@@ -165,6 +165,9 @@ pub struct NewEntry<'a> {
     pub created: Vec<Vec<u8>>,
     /// For a traced run: the manifest its entry is found through.
     pub traced: Option<NewManifest>,
+    /// For an entry recorded elsewhere and installed here (from a remote
+    /// tier): when it was recorded. `None`: by this run, now (a miss).
+    pub recorded_at: Option<i64>,
 }
 
 /// Trace manifests kept per base key; the entries of the least recently
@@ -235,7 +238,8 @@ pub trait Store {
     /// where it is and the blob's fast check.
     fn put_file(&self, content: Spooled) -> Result<(StoredStream, [u8; 16])>;
 
-    /// Record a finished run, replacing any entry with the same key.
+    /// Record a finished run, or install one recorded elsewhere (see
+    /// [`NewEntry::recorded_at`]), replacing any entry with the same key.
     fn insert(&mut self, entry: NewEntry<'_>) -> Result<()>;
 
     /// The trace manifests recorded under `base` (the key computed before

@@ -1,0 +1,214 @@
+//! The remote on an HTTP store that takes a plain `PUT` and answers `GET`
+//! and `HEAD` with 200 or 404: nginx with WebDAV `dav_methods PUT`, Apache
+//! `mod_dav`, Artifactory's generic repositories, an S3-compatible gateway
+//! that accepts them.
+//!
+//! `ureq` (synchronous, rustls for https with the Mozilla roots it ships):
+//! bodies are streamed both ways, never read whole. An object is
+//! `BASE/NAME`. Authentication is a bearer token (`MEMORUN_REMOTE_TOKEN`)
+//! when one is set, else basic auth from the URL's user info; redirects are
+//! not followed (they could carry the credentials to another host).
+//!
+//! Answers: 200 is there, 404 and 410 are not; a `PUT` is done on any 2xx
+//! and "already there" on 412 (it is sent with `If-None-Match: *`, which
+//! servers that know it honour; for those that ignore it a `HEAD` comes
+//! first). Anything else (401, 403, 413, 5xx, a redirect) is a failure that
+//! turns the remote off for the invocation.
+
+use std::io::{self, Read};
+
+use ureq::Agent;
+use ureq::http::Response;
+
+use super::url::RemoteUrl;
+use super::{Error, Put, Remote, Timeouts};
+
+/// An HTTP store.
+pub struct Http {
+    agent: Agent,
+    base: String,
+    /// The `Authorization` header's value, if any.
+    auth: Option<String>,
+}
+
+impl Http {
+    /// A client for the store at `url`; nothing is connected until the
+    /// first request.
+    pub fn new(url: &RemoteUrl, token: Option<&str>, timeouts: Timeouts) -> Http {
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(timeouts.connect))
+            .timeout_resolve(Some(timeouts.operation))
+            .timeout_send_request(Some(timeouts.operation))
+            .timeout_recv_response(Some(timeouts.operation))
+            .timeout_per_read(Some(timeouts.operation))
+            .timeout_per_write(Some(timeouts.operation))
+            .user_agent(concat!("memorun/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        let auth = match (token.filter(|t| !t.is_empty()), url.user()) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, Some((u, p))) => {
+                Some(format!("Basic {}", base64(format!("{u}:{p}").as_bytes())))
+            }
+            (None, None) => None,
+        };
+        Http {
+            agent,
+            base: url.base().to_string(),
+            auth,
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}{name}", self.base)
+    }
+
+    fn with_auth<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.auth {
+            Some(a) => req.header("Authorization", a),
+            None => req,
+        }
+    }
+}
+
+/// A failed request, a timeout when ureq says so. The message names the
+/// object, never the base URL's credentials (they are not in `base`).
+fn failed(what: &str, name: &str, e: ureq::Error) -> Error {
+    let timeout = matches!(e, ureq::Error::Timeout(_))
+        || matches!(&e, ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut);
+    Error {
+        timeout,
+        reason: format!("{what} {name}: {e}"),
+    }
+}
+
+fn refused<T>(what: &str, name: &str, r: &Response<T>) -> Error {
+    Error::failed(format!("{what} {name}: the server answered {}", r.status()))
+}
+
+/// A body reader whose timeouts are I/O timeouts (ureq reports them as
+/// "other" errors wrapping its own).
+struct Body<R>(R);
+
+impl<R: Read> Read for Body<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            let timeout = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<ureq::Error>())
+                .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            match timeout {
+                true => io::Error::new(io::ErrorKind::TimedOut, e.to_string()),
+                false => e,
+            }
+        })
+    }
+}
+
+impl Remote for Http {
+    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
+        let r = self
+            .with_auth(self.agent.get(self.url(name)))
+            .call()
+            .map_err(|e| failed("GET", name, e))?;
+        match r.status().as_u16() {
+            200 => Ok(Some(Box::new(Body(r.into_body().into_reader())))),
+            404 | 410 => Ok(None),
+            _ => Err(refused("GET", name, &r)),
+        }
+    }
+
+    fn exists(&mut self, name: &str) -> Result<bool, Error> {
+        let r = self
+            .with_auth(self.agent.head(self.url(name)))
+            .call()
+            .map_err(|e| failed("HEAD", name, e))?;
+        match r.status().as_u16() {
+            200 | 204 => Ok(true),
+            404 | 410 => Ok(false),
+            _ => Err(refused("HEAD", name, &r)),
+        }
+    }
+
+    fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
+        if self.exists(name)? {
+            return Ok(Put::Present);
+        }
+        self.put(name, body, len, true)
+    }
+
+    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
+        self.put(name, body, len, false)
+    }
+}
+
+impl Http {
+    /// PUT `len` bytes from `body`; with `if_absent`, asking the server not
+    /// to replace an object (412 when it is there).
+    fn put(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        if_absent: bool,
+    ) -> Result<Put, Error> {
+        let mut req = self.with_auth(self.agent.put(self.url(name)));
+        if if_absent {
+            req = req.header("If-None-Match", "*");
+        }
+        let r = req
+            .header("Content-Length", len.to_string())
+            .header("Content-Type", "application/octet-stream")
+            .send(ureq::SendBody::from_reader(&mut body.take(len)))
+            .map_err(|e| failed("PUT", name, e))?;
+        match r.status().as_u16() {
+            200..=299 => Ok(Put::Stored),
+            412 => Ok(Put::Present),
+            _ => Err(refused("PUT", name, &r)),
+        }
+    }
+}
+
+/// Standard base64 with padding, for basic auth.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+}

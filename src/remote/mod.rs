@@ -1,0 +1,936 @@
+//! The remote tier: a cache shared between machines, on servers people
+//! already run (Redis, an HTTP store that takes `PUT`).
+//!
+//! - [`Remote`] is the seam: get an object by name as a bounded stream,
+//!   store one unless it is there, ask whether one is there. One file per
+//!   kind of server implements it ([`redis`], [`http`]); a third kind is a
+//!   new file and a line in [`connect`].
+//! - [`Tier`] is the logic on top, the same for every kind: look a key up
+//!   and install what it finds into the local store ([`Tier::fetch`]),
+//!   upload a recorded entry ([`Tier::upload`]), say whether the remote
+//!   holds an entry ([`Tier::holds`]).
+//! - [`wire`] is the entry's transfer format and its MAC; [`url`] parses
+//!   the URL and keeps its credentials out of sight.
+//!
+//! Objects are named `memorun/v1/entries/<key hex>` and
+//! `memorun/v1/blobs/<2 hex>/<BLAKE3 hex>` (a path under an HTTP base URL,
+//! a key in Redis).
+//!
+//! Invariants, in the order of the product's promises:
+//!
+//! - Nothing unverified is installed: an entry must carry a valid MAC under
+//!   the team's secret for its own key, and every blob must hash to its
+//!   name; anything else is a miss, counted, and never replayed. The local
+//!   store then replays it through the usual path, verifying it again.
+//! - The remote never fails or hangs a run: every operation has a connect
+//!   timeout and an operation timeout, and the first failure turns the
+//!   remote off for the rest of the invocation with one warning.
+//! - Blobs go up before the entry that names them, and an entry already
+//!   there is never overwritten, so a reader never sees an entry whose
+//!   blobs were not uploaded (eviction can still take them: a miss). The
+//!   one exception: an entry this invocation found broken (blobs gone,
+//!   failing verification) is replaced by the one its run recorded.
+//! - Nothing here runs, connects or allocates unless a remote is
+//!   configured: a local hit costs what it cost before.
+
+pub mod http;
+pub mod redis;
+pub mod url;
+pub mod wire;
+
+use std::fmt;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use crate::key::{Digest, Key};
+use crate::store::files::{Node, OutputRoot};
+use crate::store::{Entry, NewEntry, Source, Spool, Store, StoredStream};
+use crate::term::format::human_size;
+use crate::term::ui::Ui;
+
+pub use url::RemoteUrl;
+
+/// Counter names (see `store::counters`) for the remote section of
+/// `memorun stats`.
+pub mod counters {
+    /// Entries found on the remote, verified and installed.
+    pub const HITS: &str = "remote.hits";
+    /// Lookups the remote answered with "not there".
+    pub const MISSES: &str = "remote.misses";
+    /// Entries uploaded.
+    pub const UPLOADS: &str = "remote.uploads";
+    /// Bytes downloaded (entries and blobs).
+    pub const BYTES_DOWN: &str = "remote.bytes_down";
+    /// Bytes uploaded (entries and blobs).
+    pub const BYTES_UP: &str = "remote.bytes_up";
+    /// Failures that turned the remote off (refused, reset, full, …).
+    pub const ERRORS: &str = "remote.errors";
+    /// Failures that were timeouts.
+    pub const TIMEOUTS: &str = "remote.timeouts";
+    /// Entries or blobs that failed verification (a miss, never replayed).
+    pub const CORRUPT: &str = "remote.corrupt";
+    /// Entries whose blobs were gone (evicted): a miss.
+    pub const INCOMPLETE: &str = "remote.incomplete";
+    /// Entries not uploaded because an object was over the size cap.
+    pub const TOO_LARGE: &str = "remote.too_large";
+}
+
+/// Default connect timeout (ccache's): a remote that is down costs this
+/// once per invocation.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Default timeout of one operation (ccache's): a server that accepts and
+/// never answers costs this once per invocation.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on one object sent to the remote: larger entries stay
+/// local, counted as too large.
+pub const MAX_OBJECT: u64 = 1024 * 1024 * 1024;
+
+/// How long a remote may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To connect.
+    pub connect: Duration,
+    /// For one request and answer, or between two reads or writes of a
+    /// body.
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            operation: OPERATION_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Parse `MEMORUN_REMOTE_TIMEOUT`: `OPERATION` (`10s`) or
+    /// `CONNECT,OPERATION` (`500ms,30s`). With one value the connect
+    /// timeout is the default or that value, whichever is shorter.
+    pub fn parse(s: &str) -> Option<Timeouts> {
+        let d = |t: &str| {
+            humantime::parse_duration(t.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+        };
+        match s.split_once(',') {
+            Some((c, o)) => Some(Timeouts {
+                connect: d(c)?,
+                operation: d(o)?,
+            }),
+            None => {
+                let operation = d(s)?;
+                Some(Timeouts {
+                    connect: CONNECT_TIMEOUT.min(operation),
+                    operation,
+                })
+            }
+        }
+    }
+}
+
+/// Keys derived from the team's secret (`MEMORUN_SECRET`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// Keys the digests of env values and stdin, in place of the store's
+    /// own secret, so that every machine computes the same key.
+    pub key_secret: [u8; 32],
+    /// Keys the MAC of every entry on the remote.
+    pub mac_key: [u8; 32],
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Shared(..)")
+    }
+}
+
+/// The shortest `MEMORUN_SECRET` accepted: env values are keyed with it,
+/// and a short one would make them cheaper to brute-force than the store's
+/// own 32 random bytes do.
+pub const MIN_SECRET_LEN: usize = 32;
+
+impl Shared {
+    /// Derive the keys from the secret's bytes (BLAKE3 key derivation,
+    /// one context per use, so that one key never serves two purposes).
+    pub fn derive(secret: &[u8]) -> Shared {
+        Shared {
+            key_secret: blake3::derive_key(
+                "memorun 2026 shared secret: env and stdin digests",
+                secret,
+            ),
+            mac_key: blake3::derive_key("memorun 2026 shared secret: remote entry MAC", secret),
+        }
+    }
+}
+
+/// A configured remote.
+#[derive(Clone)]
+pub struct RemoteConfig {
+    /// Where.
+    pub url: RemoteUrl,
+    /// Look up, never write.
+    pub read_only: bool,
+    /// A bearer token (`MEMORUN_REMOTE_TOKEN`), for HTTP.
+    pub token: Option<String>,
+    /// Keys derived from the team's secret.
+    pub shared: Shared,
+    /// How long the remote may take.
+    pub timeouts: Timeouts,
+    /// The largest object sent.
+    pub max_object: u64,
+}
+
+impl fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("url", &self.url)
+            .field("read_only", &self.read_only)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a remote operation failed.
+#[derive(Debug)]
+pub struct Error {
+    /// It was a timeout (counted apart).
+    pub timeout: bool,
+    /// What happened, without credentials.
+    pub reason: String,
+}
+
+impl Error {
+    /// A failure that is not a timeout.
+    pub fn failed(reason: impl Into<String>) -> Error {
+        Error {
+            timeout: false,
+            reason: reason.into(),
+        }
+    }
+
+    /// An I/O failure, a timeout if it says so.
+    pub fn io(what: &str, e: &io::Error) -> Error {
+        let timeout = matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        );
+        Error {
+            timeout,
+            reason: format!("{what}: {e}"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// What storing an object did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// It was stored.
+    Stored,
+    /// One of that name was already there; it was left as it was.
+    Present,
+}
+
+/// A server that holds memorun's objects. Implementations stream: no
+/// object is held in memory whole beyond a bounded chunk.
+pub trait Remote {
+    /// The object named `name` as a stream, or `None` when there is none.
+    /// The stream ends in an error, not early, when the object is cut
+    /// short.
+    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error>;
+
+    /// Whether an object named `name` is there, whole.
+    fn exists(&mut self, name: &str) -> Result<bool, Error>;
+
+    /// Store `len` bytes from `body` as `name`, unless an object of that
+    /// name is there already.
+    fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error>;
+
+    /// Store `len` bytes from `body` as `name`, replacing what is there
+    /// (only ever an entry found broken). Readers see the old object or
+    /// the new one, never a mix.
+    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error>;
+}
+
+/// Connect to the remote `config` names. Cheap for HTTP (the connection
+/// is made by the first request); Redis connects here.
+pub fn connect(config: &RemoteConfig) -> Result<Box<dyn Remote>, Error> {
+    match config.url.scheme() {
+        url::Scheme::Redis | url::Scheme::RedisUnix => Ok(Box::new(redis::Redis::connect(
+            &config.url,
+            config.timeouts,
+        )?)),
+        url::Scheme::Http | url::Scheme::Https => Ok(Box::new(http::Http::new(
+            &config.url,
+            config.token.as_deref(),
+            config.timeouts,
+        ))),
+    }
+}
+
+/// The name of the entry under `key`.
+pub fn entry_name(key: &Digest) -> String {
+    format!("memorun/v1/entries/{}", key.to_hex())
+}
+
+/// The name of the blob with this digest.
+pub fn blob_name(digest: &Digest) -> String {
+    let hex = digest.to_hex();
+    format!("memorun/v1/blobs/{}/{hex}", &hex[..2])
+}
+
+/// What the local store needs to install an entry for this invocation:
+/// the remote gives the outcome, the invocation its own names for it.
+pub struct Local<'a> {
+    /// The key (the same on every machine).
+    pub key: &'a Key,
+    /// The command line for display.
+    pub display: String,
+    /// The working directory, raw bytes.
+    pub cwd: Vec<u8>,
+    /// Names the command in its directory.
+    pub manifest: Digest,
+}
+
+/// What a remote lookup did.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The entry was downloaded, verified and installed in the local store.
+    Installed {
+        /// Bytes downloaded.
+        bytes: u64,
+        /// How long it took.
+        took: Duration,
+    },
+    /// Not there, incomplete or not valid (counted): run the command.
+    Miss,
+    /// The remote is off for this invocation.
+    Off,
+}
+
+/// What an upload did.
+#[derive(Debug)]
+pub enum Uploaded {
+    /// The entry (and the blobs the remote lacked) went up.
+    Stored {
+        /// Bytes sent.
+        bytes: u64,
+        /// How long it took.
+        took: Duration,
+    },
+    /// Nothing to do: read-only, off, too large, or already there.
+    Skipped,
+}
+
+/// The remote tier of one invocation: connected on first use, off after
+/// its first failure.
+pub struct Tier {
+    config: RemoteConfig,
+    remote: Option<Box<dyn Remote>>,
+    off: bool,
+    /// The key whose remote entry was found broken (blobs gone, or not
+    /// verifying): the upload after the run replaces it.
+    broken: Option<Digest>,
+}
+
+/// Copy buffer for blobs.
+const COPY_BUF: usize = 256 * 1024;
+
+impl Tier {
+    /// A tier for `config`; nothing is connected yet.
+    pub fn new(config: RemoteConfig) -> Tier {
+        Tier {
+            config,
+            remote: None,
+            off: false,
+            broken: None,
+        }
+    }
+
+    /// The URL without credentials.
+    pub fn display(&self) -> &str {
+        self.config.url.display()
+    }
+
+    /// Whether this invocation may write.
+    pub fn writable(&self) -> bool {
+        !self.config.read_only
+    }
+
+    /// The remote, connected, or `None` when it is off.
+    fn remote(&mut self, store: &mut dyn Store, ui: &Ui) -> Option<&mut (dyn Remote + 'static)> {
+        if self.off {
+            return None;
+        }
+        if self.remote.is_none() {
+            match connect(&self.config) {
+                Ok(r) => self.remote = Some(r),
+                Err(e) => {
+                    self.fail(store, ui, &e);
+                    return None;
+                }
+            }
+        }
+        self.remote.as_deref_mut()
+    }
+
+    /// The first failure: turn the remote off for this invocation, warn
+    /// once, count it.
+    fn fail(&mut self, store: &mut dyn Store, ui: &Ui, e: &Error) {
+        self.off = true;
+        self.remote = None;
+        let counter = if e.timeout {
+            counters::TIMEOUTS
+        } else {
+            counters::ERRORS
+        };
+        let _ = store.count(&[(counter, 1)]);
+        if ui.is_verbose() {
+            ui.warn(format_args!(
+                "remote cache {}: {}; not used for the rest of this run",
+                self.display(),
+                e.reason
+            ));
+        } else {
+            ui.warn(format_args!(
+                "remote cache {} {}; not used for the rest of this run (-v says why)",
+                self.display(),
+                if e.timeout { "timed out" } else { "failed" }
+            ));
+        }
+    }
+
+    /// Whether the remote holds an entry under `key` (for `why`); `None`
+    /// when it cannot be asked.
+    pub fn holds(&mut self, store: &mut dyn Store, ui: &Ui, key: &Digest) -> Option<bool> {
+        let remote = self.remote(store, ui)?;
+        match remote.exists(&entry_name(key)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.fail(store, ui, &e);
+                None
+            }
+        }
+    }
+
+    /// Look `local.key` up on the remote; if it is there and verifies,
+    /// install it in `store` (as recorded then) for the caller to replay.
+    pub fn fetch(&mut self, store: &mut dyn Store, ui: &Ui, local: Local<'_>) -> Fetched {
+        let started = Instant::now();
+        let key = local.key.digest;
+        let mac_key = self.config.shared.mac_key;
+        let Some(remote) = self.remote(store, ui) else {
+            return Fetched::Off;
+        };
+        let found = match download_entry(remote, &key, &mac_key) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(store, ui, &e);
+                return Fetched::Off;
+            }
+        };
+        let (mut entry, mut bytes) = match found {
+            Found::Entry(entry, n) => (*entry, n),
+            Found::Absent => {
+                let _ = store.count(&[(counters::MISSES, 1)]);
+                return Fetched::Miss;
+            }
+            Found::Invalid(n) => {
+                self.broken = Some(key);
+                ui.status("the remote entry failed verification; running the command");
+                let _ = store.count(&[
+                    (counters::MISSES, 1),
+                    (counters::CORRUPT, 1),
+                    (counters::BYTES_DOWN, n as i64),
+                ]);
+                return Fetched::Miss;
+            }
+        };
+        // The blobs, each verified against its name, spooled locally.
+        let mut streams = Vec::with_capacity(3);
+        for s in [&entry.stdout, &entry.stderr, &entry.order] {
+            match fetch_stream(remote, s, store.spool(), &mut bytes) {
+                Ok(Ok(spooled)) => streams.push(spooled),
+                Ok(Err(miss)) => return self.blob_miss(store, ui, &key, miss, bytes),
+                Err(e) => {
+                    let _ = store.count(&[(counters::BYTES_DOWN, bytes as i64)]);
+                    self.fail(store, ui, &e);
+                    return Fetched::Off;
+                }
+            }
+        }
+        let mut file_checks = Vec::new();
+        let mut installed_files = Vec::new();
+        for content in file_blobs(&mut entry.outputs) {
+            // Each distinct blob once.
+            if let Some((_, s)) = installed_files
+                .iter()
+                .find(|(d, _): &&(Digest, StoredStream)| *d == content.digest)
+            {
+                *content = s.clone();
+                continue;
+            }
+            let spooled = match fetch_stream(remote, content, store.spool_file(), &mut bytes) {
+                Ok(Ok(s)) => s,
+                Ok(Err(miss)) => return self.blob_miss(store, ui, &key, miss, bytes),
+                Err(e) => {
+                    let _ = store.count(&[(counters::BYTES_DOWN, bytes as i64)]);
+                    self.fail(store, ui, &e);
+                    return Fetched::Off;
+                }
+            };
+            match store.put_file(spooled) {
+                Ok((stored, check)) => {
+                    if stored.inline.is_none() {
+                        file_checks.push((stored.digest, check));
+                    }
+                    installed_files.push((content.digest, stored.clone()));
+                    *content = stored;
+                }
+                Err(e) => return local_failure(store, ui, e, bytes),
+            }
+        }
+        file_checks.sort();
+        file_checks.dedup_by(|a, b| a.0 == b.0);
+        let order = streams.pop().expect("three streams");
+        let stderr = streams.pop().expect("three streams");
+        let stdout = streams.pop().expect("three streams");
+        // The arguments the command created: outputs from now on, here as
+        // on the machine that recorded it.
+        let created = entry
+            .outputs
+            .iter()
+            .filter(|r| r.kind == crate::store::files::RootKind::Auto)
+            .map(|r| r.declared.clone())
+            .collect();
+        let new = NewEntry {
+            key: local.key,
+            display: local.display,
+            cwd: local.cwd,
+            duration: entry.duration,
+            exit_code: entry.exit_code,
+            stdout,
+            stderr,
+            order,
+            outputs: entry.outputs,
+            file_checks,
+            stdin_advance: entry.stdin_advance,
+            manifest: local.manifest,
+            created,
+            traced: None,
+            recorded_at: Some(entry.created_ms.min(crate::store::now_ms())),
+        };
+        if let Err(e) = store.insert(new) {
+            return local_failure(store, ui, e, bytes);
+        }
+        let _ = store.count(&[(counters::HITS, 1), (counters::BYTES_DOWN, bytes as i64)]);
+        Fetched::Installed {
+            bytes,
+            took: started.elapsed(),
+        }
+    }
+
+    /// A blob was missing or did not verify: a miss, counted; an upload
+    /// after the run will put the blobs back.
+    fn blob_miss(
+        &mut self,
+        store: &mut dyn Store,
+        ui: &Ui,
+        key: &Digest,
+        miss: BlobMiss,
+        bytes: u64,
+    ) -> Fetched {
+        let counter = match miss {
+            BlobMiss::Absent => {
+                ui.status("the remote entry's blobs are gone (evicted); running the command");
+                counters::INCOMPLETE
+            }
+            BlobMiss::Invalid => {
+                ui.status("a blob of the remote entry failed verification; running the command");
+                counters::CORRUPT
+            }
+        };
+        self.broken = Some(*key);
+        let _ = store.count(&[
+            (counters::MISSES, 1),
+            (counter, 1),
+            (counters::BYTES_DOWN, bytes as i64),
+        ]);
+        Fetched::Miss
+    }
+
+    /// Upload `entry` (just recorded locally): the blobs the remote lacks,
+    /// then the entry, unless the remote has it already.
+    pub fn upload(&mut self, store: &mut dyn Store, ui: &Ui, entry: &Entry) -> Uploaded {
+        if self.config.read_only || self.off {
+            return Uploaded::Skipped;
+        }
+        let started = Instant::now();
+        let mut blobs: Vec<StoredStream> = [&entry.stdout, &entry.stderr, &entry.order]
+            .into_iter()
+            .filter(|s| s.inline.is_none() && s.len > 0)
+            .cloned()
+            .collect();
+        for root in &entry.outputs {
+            for item in &root.items {
+                if let Node::File { content, .. } = &item.node
+                    && content.inline.is_none()
+                    && content.len > 0
+                {
+                    blobs.push(content.clone());
+                }
+            }
+        }
+        blobs.sort_by_key(|b| b.digest);
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        if let Some(big) = blobs.iter().find(|b| b.len > self.config.max_object) {
+            ui.status(format_args!(
+                "not uploaded: an output of {} is over the remote's limit of {}",
+                human_size(big.len),
+                human_size(self.config.max_object)
+            ));
+            let _ = store.count(&[(counters::TOO_LARGE, 1)]);
+            return Uploaded::Skipped;
+        }
+        let wire = wire::encode(entry, &self.config.shared.mac_key);
+        let name = entry_name(&entry.key);
+        let repair = self.broken == Some(entry.key);
+        let Some(remote) = self.remote(store, ui) else {
+            return Uploaded::Skipped;
+        };
+        let mut sent = 0u64;
+        let result = (|| -> Result<Option<Put>, Error> {
+            if !repair && remote.exists(&name)? {
+                return Ok(None);
+            }
+            for b in &blobs {
+                let blob = blob_name(&b.digest);
+                // Repairing, a blob that is there may be the damaged one:
+                // send them all (the same name is always the same bytes).
+                if !repair && remote.exists(&blob)? {
+                    continue;
+                }
+                // The local copy, verified: never upload damaged bytes.
+                let mut source = match store.open_stream(b) {
+                    Ok(Some(Source::File(f))) => Box::new(f) as Box<dyn Read>,
+                    Ok(Some(Source::Bytes(v))) => Box::new(io::Cursor::new(v)),
+                    // Gone since it was recorded (evicted, cleared): do
+                    // not upload an entry without its blobs.
+                    _ => return Ok(None),
+                };
+                match repair {
+                    true => remote.replace(&blob, &mut source, b.len)?,
+                    false => remote.put_if_absent(&blob, &mut source, b.len)?,
+                };
+                sent += b.len;
+            }
+            let mut body = io::Cursor::new(&wire);
+            let put = match repair {
+                // Writers hold the secret: a valid entry replaces a broken
+                // one (blobs evicted, bytes damaged), never a valid one.
+                true => remote.replace(&name, &mut body, wire.len() as u64)?,
+                false => remote.put_if_absent(&name, &mut body, wire.len() as u64)?,
+            };
+            sent += wire.len() as u64;
+            Ok(Some(put))
+        })();
+        match result {
+            Ok(Some(Put::Stored)) => {
+                let _ = store.count(&[(counters::UPLOADS, 1), (counters::BYTES_UP, sent as i64)]);
+                Uploaded::Stored {
+                    bytes: sent,
+                    took: started.elapsed(),
+                }
+            }
+            Ok(_) => {
+                if sent > 0 {
+                    let _ = store.count(&[(counters::BYTES_UP, sent as i64)]);
+                }
+                Uploaded::Skipped
+            }
+            Err(e) => {
+                let _ = store.count(&[(counters::BYTES_UP, sent as i64)]);
+                self.fail(store, ui, &e);
+                Uploaded::Skipped
+            }
+        }
+    }
+}
+
+/// The local store failed while installing: a miss (the run records it).
+fn local_failure(store: &mut dyn Store, ui: &Ui, e: anyhow::Error, bytes: u64) -> Fetched {
+    let _ = store.count(&[
+        (crate::store::counters::ERRORS, 1),
+        (counters::BYTES_DOWN, bytes as i64),
+    ]);
+    ui.warn(format_args!("cannot install the remote entry: {e:#}"));
+    Fetched::Miss
+}
+
+/// The file contents of `roots` that live in blobs.
+fn file_blobs(roots: &mut [OutputRoot]) -> impl Iterator<Item = &mut StoredStream> {
+    roots
+        .iter_mut()
+        .flat_map(|r| &mut r.items)
+        .filter_map(|i| match &mut i.node {
+            Node::File { content, .. } if content.inline.is_none() && content.len > 0 => {
+                Some(content)
+            }
+            _ => None,
+        })
+}
+
+enum Found {
+    Entry(Box<Entry>, u64),
+    Absent,
+    /// There, but not a valid entry for this key (bytes read).
+    Invalid(u64),
+}
+
+fn download_entry(
+    remote: &mut dyn Remote,
+    key: &Digest,
+    mac_key: &[u8; 32],
+) -> Result<Found, Error> {
+    let Some(reader) = remote.get(&entry_name(key))? else {
+        return Ok(Found::Absent);
+    };
+    let mut bytes = Vec::new();
+    match reader.take(wire::MAX_ENTRY + 1).read_to_end(&mut bytes) {
+        Ok(_) => {}
+        // Not an object memorun wrote, or cut short by eviction.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::NotFound
+            ) =>
+        {
+            return Ok(Found::Invalid(bytes.len() as u64));
+        }
+        Err(e) => return Err(Error::io("cannot read the entry", &e)),
+    }
+    let n = bytes.len() as u64;
+    Ok(match wire::decode(&bytes, key, mac_key) {
+        Some(entry) => Found::Entry(Box::new(entry), n),
+        None => Found::Invalid(n),
+    })
+}
+
+/// Why a blob did not come.
+enum BlobMiss {
+    Absent,
+    Invalid,
+}
+
+/// The bytes of `s`: inline ones from the entry (already checked), else
+/// its blob downloaded into `spool` and checked against its name.
+fn fetch_stream(
+    remote: &mut dyn Remote,
+    s: &StoredStream,
+    mut spool: Spool,
+    bytes: &mut u64,
+) -> Result<Result<crate::store::Spooled, BlobMiss>, Error> {
+    let spool_err = |e: io::Error| Error::failed(format!("cannot spool a download: {e}"));
+    if let Some(inline) = &s.inline {
+        spool.write(inline).map_err(spool_err)?;
+        return Ok(Ok(spool.finish().map_err(spool_err)?));
+    }
+    if s.len > 0 {
+        let Some(mut reader) = remote.get(&blob_name(&s.digest))? else {
+            return Ok(Err(BlobMiss::Absent));
+        };
+        let mut sink = |chunk: &[u8]| spool.write(chunk);
+        let copied = match s.len >= PIPELINE_FROM {
+            true => copy_pipelined(&mut *reader, &mut sink, s.len, bytes),
+            false => copy(&mut *reader, &mut sink, s.len, bytes),
+        };
+        match copied {
+            Copied::Done => {}
+            Copied::TooLong => return Ok(Err(BlobMiss::Invalid)),
+            Copied::Read(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Ok(Err(BlobMiss::Invalid));
+            }
+            Copied::Read(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Err(BlobMiss::Absent));
+            }
+            Copied::Read(e) => return Err(Error::io("cannot read a blob", &e)),
+            Copied::Write(e) => return Err(spool_err(e)),
+        }
+    }
+    let spooled = spool.finish().map_err(spool_err)?;
+    if spooled.len != s.len || spooled.digest != s.digest {
+        return Ok(Err(BlobMiss::Invalid));
+    }
+    Ok(Ok(spooled))
+}
+
+/// How a copy from the remote ended.
+enum Copied {
+    /// To the end, no longer than allowed.
+    Done,
+    /// The object is longer than its entry says.
+    TooLong,
+    /// Reading from the remote failed.
+    Read(io::Error),
+    /// Writing locally failed.
+    Write(io::Error),
+}
+
+/// Blobs from this size on are copied by two threads: one receives while
+/// the other hashes and writes, so the network never waits on the disk.
+const PIPELINE_FROM: u64 = 4 * 1024 * 1024;
+
+/// Buffers in flight between the two threads (memory stays bounded:
+/// `PIPELINE_DEPTH + 2` buffers of `COPY_BUF`).
+const PIPELINE_DEPTH: usize = 4;
+
+/// Copy at most `limit` bytes from `reader` into `sink`, counting them in
+/// `bytes`.
+fn copy(
+    reader: &mut dyn Read,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    limit: u64,
+    bytes: &mut u64,
+) -> Copied {
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut got = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Copied::Done,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Copied::Read(e),
+        };
+        got += n as u64;
+        *bytes += n as u64;
+        if got > limit {
+            return Copied::TooLong;
+        }
+        if let Err(e) = sink(&buf[..n]) {
+            return Copied::Write(e);
+        }
+    }
+}
+
+/// [`copy`], with the reading on a thread of its own.
+fn copy_pipelined(
+    reader: &mut (dyn Read + Send),
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    limit: u64,
+    bytes: &mut u64,
+) -> Copied {
+    use std::sync::mpsc::sync_channel;
+    let (full_tx, full_rx) = sync_channel::<io::Result<Vec<u8>>>(PIPELINE_DEPTH);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPELINE_DEPTH + 2);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            loop {
+                let mut buf = empty_rx.try_recv().unwrap_or_default();
+                buf.resize(COPY_BUF, 0);
+                let mut n = 0;
+                // Fill the buffer (or reach the end): fewer, larger
+                // hand-overs.
+                let result = loop {
+                    match reader.read(&mut buf[n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => {
+                            n += k;
+                            if n == buf.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                buf.truncate(n);
+                let end = n == 0;
+                // Done at the end, after an error, or when the other side
+                // stopped (too long, a write failed: it dropped its end).
+                let stop = match result {
+                    Ok(()) => full_tx.send(Ok(buf)).is_err() || end,
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e));
+                        true
+                    }
+                };
+                if stop {
+                    return;
+                }
+            }
+        });
+        // Owned here, so that an early return drops it, which ends the
+        // reading thread's next send before the scope joins it.
+        let full_rx = full_rx;
+        let mut got = 0u64;
+        for msg in full_rx.iter() {
+            let buf = match msg {
+                Ok(buf) if buf.is_empty() => return Copied::Done,
+                Ok(buf) => buf,
+                Err(e) => return Copied::Read(e),
+            };
+            got += buf.len() as u64;
+            *bytes += buf.len() as u64;
+            if got > limit {
+                return Copied::TooLong;
+            }
+            if let Err(e) = sink(&buf) {
+                return Copied::Write(e);
+            }
+            let _ = empty_tx.try_send(buf);
+        }
+        // The reader ended without saying so: it panicked.
+        Copied::Read(io::Error::other("the download thread failed"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse() {
+        let t = Timeouts::parse("30s").unwrap();
+        assert_eq!(t.operation, Duration::from_secs(30));
+        assert_eq!(t.connect, CONNECT_TIMEOUT);
+        let t = Timeouts::parse("50ms").unwrap();
+        assert_eq!(t.connect, Duration::from_millis(50));
+        let t = Timeouts::parse("500ms, 1m").unwrap();
+        assert_eq!(t.connect, Duration::from_millis(500));
+        assert_eq!(t.operation, Duration::from_secs(60));
+        assert!(Timeouts::parse("soon").is_none());
+        assert!(Timeouts::parse("0s").is_none());
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_secret() {
+        let a = Shared::derive(b"0123456789abcdef0123456789abcdef");
+        let b = Shared::derive(b"0123456789abcdef0123456789abcdeF");
+        assert_ne!(a.key_secret, a.mac_key);
+        assert_ne!(a.key_secret, b.key_secret);
+        assert_ne!(a.mac_key, b.mac_key);
+        assert_eq!(format!("{a:?}"), "Shared(..)");
+    }
+
+    #[test]
+    fn object_names() {
+        let d = Digest([0xab; 32]);
+        assert_eq!(
+            entry_name(&d),
+            format!("memorun/v1/entries/{}", "ab".repeat(32))
+        );
+        assert_eq!(
+            blob_name(&d),
+            format!("memorun/v1/blobs/ab/{}", "ab".repeat(32))
+        );
+    }
+}

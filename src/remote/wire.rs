@@ -1,0 +1,268 @@
+//! An entry as it travels to and from a remote: versioned, length-prefixed,
+//! sealed with a MAC.
+//!
+//! ```text
+//! "memorun entry\0"  magic (14 bytes)
+//! u32                format version (FORMAT)
+//! [32]               key digest
+//! i64 u64 i32        created (ms since the epoch), duration (ms), exit code
+//! 3 × stream         stdout, stderr, interleaving: u64 length, [32] BLAKE3,
+//!                    u8 inline flag, then (if inline) u32 length + bytes
+//! u32 + bytes        the output files (`store::files` encoding, inline
+//!                    bytes included; length 0: none)
+//! u64                bytes the command read from a regular file on stdin
+//! [32]               MAC: keyed BLAKE3 of everything above
+//! ```
+//!
+//! All integers are little-endian. The MAC is keyed with a key derived from
+//! the team's secret (`MEMORUN_SECRET`), so an entry written by anyone who
+//! does not hold it does not verify, and it covers the key, so a sealed
+//! entry cannot be moved under another key's name. Inline bytes must match
+//! their digest. Anything that does not decode exactly is `None`: a miss,
+//! never a default. Streams and files too large to be inline travel as
+//! blobs named by their BLAKE3 digest, checked after download.
+//!
+//! The key's components are not sent: whoever looks an entry up has just
+//! computed the same key from the same components (their names and values
+//! are in the digests), and `why` explains against the local ones.
+
+use std::time::Duration;
+
+use crate::key::Digest;
+use crate::store::{Entry, StoredStream, files};
+
+const MAGIC: &[u8; 14] = b"memorun entry\0";
+
+/// The format version. If you change the layout above, change this: an
+/// older memorun then misses on the newer entries instead of misreading
+/// them.
+pub const FORMAT: u32 = 1;
+
+/// An entry larger than this is not read (a remote cannot make memorun
+/// allocate without bound). Entries hold only inline bytes (at most 64 KiB
+/// per stream, 4 KiB per file) and the files' metadata.
+pub const MAX_ENTRY: u64 = 64 * 1024 * 1024;
+
+/// Encode `entry` and seal it with `mac_key`.
+pub fn encode(entry: &Entry, mac_key: &[u8; 32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(256);
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&FORMAT.to_le_bytes());
+    v.extend_from_slice(&entry.key.0);
+    v.extend_from_slice(&entry.created_ms.to_le_bytes());
+    v.extend_from_slice(&(entry.duration.as_millis() as u64).to_le_bytes());
+    v.extend_from_slice(&entry.exit_code.to_le_bytes());
+    for s in [&entry.stdout, &entry.stderr, &entry.order] {
+        v.extend_from_slice(&s.len.to_le_bytes());
+        v.extend_from_slice(&s.digest.0);
+        match &s.inline {
+            Some(bytes) => {
+                v.push(1);
+                v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                v.extend_from_slice(bytes);
+            }
+            None => v.push(0),
+        }
+    }
+    let outputs = files::encode(&entry.outputs, true).unwrap_or_default();
+    v.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
+    v.extend_from_slice(&outputs);
+    v.extend_from_slice(&entry.stdin_advance.to_le_bytes());
+    let mac = blake3::keyed_hash(mac_key, &v);
+    v.extend_from_slice(mac.as_bytes());
+    v
+}
+
+/// Decode an entry fetched under `key`'s name: `None` unless its MAC
+/// verifies under `mac_key`, it is for `key`, and every part decodes
+/// exactly (inline bytes matching their digests).
+pub fn decode(bytes: &[u8], key: &Digest, mac_key: &[u8; 32]) -> Option<Entry> {
+    let body_len = bytes.len().checked_sub(32)?;
+    let (body, mac) = bytes.split_at(body_len);
+    // blake3::Hash compares in constant time.
+    if blake3::keyed_hash(mac_key, body) != blake3::Hash::from_bytes(mac.try_into().ok()?) {
+        return None;
+    }
+    let mut r = Reader(body);
+    if r.take(MAGIC.len())? != MAGIC || r.u32()? != FORMAT {
+        return None;
+    }
+    if Digest::from_slice(r.take(32)?)? != *key {
+        return None;
+    }
+    let created_ms = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let duration = Duration::from_millis(r.u64()?);
+    let exit_code = i32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let mut streams = Vec::with_capacity(3);
+    for _ in 0..3 {
+        streams.push(r.stream()?);
+    }
+    let n = r.u32()? as usize;
+    let outputs = match n {
+        0 => Vec::new(),
+        n => files::decode(r.take(n)?)?,
+    };
+    if !inline_files_match(&outputs) {
+        return None;
+    }
+    let stdin_advance = r.u64()?;
+    if !r.0.is_empty() {
+        return None;
+    }
+    let order = streams.pop()?;
+    let stderr = streams.pop()?;
+    let stdout = streams.pop()?;
+    Some(Entry {
+        key: *key,
+        created_ms,
+        duration,
+        exit_code,
+        stdout,
+        stderr,
+        order,
+        outputs,
+        stdin_advance,
+    })
+}
+
+fn inline_matches(s: &StoredStream) -> bool {
+    match &s.inline {
+        Some(b) => b.len() as u64 == s.len && Digest::from(blake3::hash(b)) == s.digest,
+        None => true,
+    }
+}
+
+fn inline_files_match(roots: &[files::OutputRoot]) -> bool {
+    roots.iter().flat_map(|r| &r.items).all(|i| match &i.node {
+        files::Node::File { content, .. } => inline_matches(content),
+        _ => true,
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn stream(&mut self) -> Option<StoredStream> {
+        let len = self.u64()?;
+        let digest = Digest::from_slice(self.take(32)?)?;
+        let inline = match self.take(1)?[0] {
+            0 => None,
+            1 => {
+                let n = self.u32()? as usize;
+                Some(self.take(n)?.to_vec())
+            }
+            _ => return None,
+        };
+        let s = StoredStream {
+            len,
+            digest,
+            inline,
+        };
+        inline_matches(&s).then_some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(bytes: &[u8], inline: bool) -> StoredStream {
+        StoredStream {
+            len: bytes.len() as u64,
+            digest: blake3::hash(bytes).into(),
+            inline: inline.then(|| bytes.to_vec()),
+        }
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            key: Digest([7; 32]),
+            created_ms: 1_700_000_000_000,
+            duration: Duration::from_millis(1234),
+            exit_code: 3,
+            stdout: stream(b"out", true),
+            stderr: stream(b"a large stream kept in a blob", false),
+            order: stream(b"", true),
+            outputs: vec![files::OutputRoot {
+                kind: files::RootKind::Path,
+                declared: b"dist".to_vec(),
+                items: vec![files::Item {
+                    path: b"a.js".to_vec(),
+                    node: files::Node::File {
+                        mode: 0o644,
+                        content: stream(b"console.log(1)", true),
+                    },
+                }],
+            }],
+            stdin_advance: 9,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = entry();
+        let bytes = encode(&e, &[1; 32]);
+        let d = decode(&bytes, &e.key, &[1; 32]).unwrap();
+        assert_eq!(d.checksum(), e.checksum());
+        assert_eq!(d.stdout.inline.as_deref(), Some(&b"out"[..]));
+        assert_eq!(d.outputs, e.outputs);
+    }
+
+    /// A forged, moved, truncated or altered entry never decodes.
+    #[test]
+    fn anything_but_the_sealed_entry_is_refused() {
+        let e = entry();
+        let bytes = encode(&e, &[1; 32]);
+        assert!(decode(&bytes, &e.key, &[2; 32]).is_none(), "another secret");
+        assert!(
+            decode(&bytes, &Digest([8; 32]), &[1; 32]).is_none(),
+            "another key"
+        );
+        for cut in [0, 1, 31, 32, bytes.len() - 1] {
+            assert!(
+                decode(&bytes[..cut], &e.key, &[1; 32]).is_none(),
+                "cut {cut}"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x20;
+            assert!(decode(&b, &e.key, &[1; 32]).is_none(), "flip at {i}");
+        }
+        // Sealed with the right key, but the inline bytes do not match
+        // their digest: still refused.
+        let mut bad = entry();
+        bad.stdout.inline = Some(b"OUT".to_vec());
+        assert!(decode(&encode(&bad, &[1; 32]), &bad.key, &[1; 32]).is_none());
+    }
+
+    /// If this fails, the layout changed: bump `FORMAT`, then update the
+    /// expected digest.
+    #[test]
+    fn format_is_stable() {
+        assert_eq!(FORMAT, 1, "update the golden digest with the version");
+        let bytes = encode(&entry(), &[1; 32]);
+        assert_eq!(&bytes[..14], MAGIC);
+        assert_eq!(
+            blake3::hash(&bytes).to_hex().as_str(),
+            "3b51c6fe5b462f894302b445bda86490a5305dabfe2ef08890271ae43cfcbced"
+        );
+    }
+}
