@@ -134,6 +134,7 @@ pub fn restore(
         report: Report::default(),
         reflink: std::cell::Cell::new(true),
         buf: Default::default(),
+        empty_path: std::cell::Cell::new(true),
     };
     if !dry {
         let blobs: Vec<Digest> = roots
@@ -337,6 +338,10 @@ struct Restorer<'s> {
     reflink: std::cell::Cell<bool>,
     /// A read buffer for comparing files in place, reused.
     buf: std::cell::RefCell<Vec<u8>>,
+    /// Whether an unnamed temp file can be linked by its descriptor
+    /// (`AT_EMPTY_PATH`, which needs `CAP_DAC_READ_SEARCH`): tried until
+    /// refused, then through `/proc/self/fd`, a costlier path lookup.
+    empty_path: std::cell::Cell<bool>,
 }
 
 /// The items of a root by parent path, and which parents are directories.
@@ -751,6 +756,20 @@ impl Restorer<'_> {
         true
     }
 
+    /// Give the unnamed temp file `tmp` the name `name` in `dir`.
+    fn link_tmp(&self, tmp: &File, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+        if self.empty_path.get() {
+            match rustix::fs::linkat(tmp, "", dir, name, AtFlags::EMPTY_PATH) {
+                Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
+                    self.empty_path.set(false)
+                }
+                other => return other,
+            }
+        }
+        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(tmp));
+        rustix::fs::linkat(CWD, proc.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+    }
+
     /// Write `content` to `name` in `dir` through a temp file renamed into
     /// place.
     fn write_file(
@@ -780,24 +799,17 @@ impl Restorer<'_> {
             let tmp_name = match &named {
                 Some(n) => n.clone(),
                 None => {
-                    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&tmp));
                     // Nothing there: the complete file is linked in under
                     // its name at once (as atomic as a rename).
                     if absent {
-                        match rustix::fs::linkat(
-                            CWD,
-                            proc.as_str(),
-                            dir,
-                            name,
-                            AtFlags::SYMLINK_FOLLOW,
-                        ) {
+                        match self.link_tmp(&tmp, dir, name) {
                             Ok(()) => return Ok(()),
                             Err(Errno::EXIST) => {}
                             Err(e) => return Err(e.into()),
                         }
                     }
                     let n = temp_name();
-                    rustix::fs::linkat(CWD, proc.as_str(), dir, &n, AtFlags::SYMLINK_FOLLOW)?;
+                    self.link_tmp(&tmp, dir, OsStr::new(&n))?;
                     n
                 }
             };
