@@ -819,3 +819,69 @@ fn base_dir_shares_entries_between_checkouts() {
     assert_eq!(stdout(&run(&b, true)), "changed\n");
     assert_eq!(b.count(), 2);
 }
+
+/// A traced command's entry travels with its trace manifest: a machine
+/// whose files match it (paths under --base-dir relative) hits; one whose
+/// traced input differs runs the command, and never replays the other's.
+fn traced_across_machines(url: &str) {
+    let (a, b) = (Machine::new(), Machine::new());
+    for m in [&a, &b] {
+        m.dir.write("lib.sh", "greeting=hello\n");
+        let f = fs::File::options()
+            .write(true)
+            .open(m.dir.join("lib.sh"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    let script = ". ./lib.sh; echo $greeting > out.txt; echo $greeting";
+    let traced = ["--trace", "-o", "out.txt"];
+    let o = a.run(url, &[], &traced, script);
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "hello\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_contains(&stderr(&o), "uploaded");
+    // Another checkout, another path: the manifest matches, a remote hit.
+    let o = b.run(url, &[], &traced, script);
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "hello\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_contains(&stderr(&o), "hit (remote)");
+    assert_contains(&stderr(&o), "traced inputs unchanged");
+    assert_eq!(b.count(), 0, "the command ran on a remote hit");
+    assert_eq!(b.file("out.txt"), b"hello\n");
+    // A third machine whose sourced file differs: its own run, never the
+    // others' replay.
+    let c = Machine::new();
+    c.dir.write("lib.sh", "greeting=howdy\n");
+    std::thread::sleep(Duration::from_millis(30));
+    let o = c.run(url, &[], &traced, script);
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "howdy\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(c.count(), 1);
+}
+
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn a_traced_entry_travels_with_its_manifest_through_nginx() {
+    let server = Nginx::start();
+    traced_across_machines(&server.url());
+}
+
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn a_traced_entry_travels_with_its_manifest_through_redis() {
+    let server = Redis::start();
+    traced_across_machines(&server.url());
+}

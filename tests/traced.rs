@@ -115,6 +115,8 @@ fn a_sourced_script_and_a_program_found_on_path_are_traced_inputs() {
     fs::create_dir_all(d.join("bin1")).unwrap();
     let tool = d.write("bin2/tool", "#!/bin/sh\necho tool v1\n");
     fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    // Its ctime is now: let it fall behind the race guard's margin.
+    std::thread::sleep(Duration::from_millis(30));
     let path = format!(
         "{}:{}:{}",
         d.join("bin1").display(),
@@ -327,29 +329,4 @@ fn a_traced_command_keeps_its_terminal() {
         .output()
         .expect("cannot run script(1): install util-linux (bsdutils on Debian)");
     assert_contains(&String::from_utf8_lossy(&o.stdout), "on a tty");
-}
-
-/// The remote tier does not carry trace manifests yet: a traced command
-/// never asks it (an entry under the key computed before the run is never
-/// one to replay to a traced run) and never uploads to it.
-#[test]
-fn a_traced_command_does_not_use_the_remote() {
-    let d = Dir::new();
-    let o = d
-        .memorun()
-        .env("MEMORUN_SECRET", "0123456789abcdef0123456789abcdef0123")
-        .args([
-            "-v",
-            "--trace",
-            "--remote",
-            "http://127.0.0.1:9/cache",
-            "--",
-        ])
-        .args(d.counted("echo hi"))
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 0, "{err}");
-    assert_contains(&err, "the remote is not used with --trace");
-    assert!(!err.contains("warning"), "the remote was asked: {err}");
 }

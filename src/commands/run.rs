@@ -123,20 +123,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     }
     // A local miss: ask the remote, under the run lock, so that concurrent
     // runs of the key download it once and then replay it locally.
-    // Not for a traced command yet: its entries are found through trace
-    // manifests, which the remote tier does not carry (an entry under the
-    // key computed before the run is never one to replay to a traced run).
-    let mut tier = match &config.trace {
-        None => config.remote.clone().map(Tier::new),
-        Some(_) => {
-            if config.remote.is_some() {
-                ui.status(
-                    "the remote is not used with --trace (it does not carry trace manifests yet)",
-                );
-            }
-            None
-        }
-    };
+    let mut tier = config.remote.clone().map(Tier::new);
     if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
         match from_remote(config, ui, store, tier, &resolved, &feed) {
             Lookup::Replayed(code) => {
@@ -165,15 +152,19 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     }
     // Waiters replay the local entry meanwhile: the upload is ours alone.
     if let Some(tier) = &mut tier
-        && ran.as_ref().is_ok_and(|r| r.recorded)
+        && let Ok(r) = &ran
+        && r.recorded
     {
-        upload(ui, store, tier, &resolved);
+        upload(config, ui, store, tier, &resolved, r.traced.as_ref());
     }
     Ok(ran?.code)
 }
 
 /// Look the key up on the remote; on a hit, install the entry locally and
-/// replay it through the local path (which restores its output files).
+/// replay it through the local path (which restores its output files). A
+/// traced command's entry is found through the remote's trace manifests:
+/// the first that matches the files here names it, and is installed with
+/// it.
 fn from_remote(
     config: &Config,
     ui: &Ui,
@@ -182,13 +173,48 @@ fn from_remote(
     resolved: &Resolved,
     feed: &Feed,
 ) -> Lookup {
-    let local = Local {
-        key: &resolved.key,
-        display: resolved.base.display.clone(),
-        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
-        manifest: resolved.base.manifest,
+    let fetched = match &config.trace {
+        None => tier.fetch(store, ui, local_of(resolved, &resolved.key, None)),
+        Some(_) => {
+            let base = resolved.key.digest;
+            let base_dir = config.key.base_dir.as_deref();
+            // Those checked already (they did not match).
+            let known: Vec<key::Digest> = store
+                .manifests(&base, key::traced::MAX_MANIFESTS)
+                .map(|v| v.into_iter().map(|m| m.digest).collect())
+                .unwrap_or_default();
+            let candidates = tier.fetch_manifests(store, ui, &base, &known);
+            let mut found = None;
+            store.with_stat_cache(&mut |cache| {
+                for (digest, bytes) in &candidates {
+                    let Some(m) = key::traced::Manifest::decode_portable(bytes, base_dir) else {
+                        continue;
+                    };
+                    // Named by its digest here too, or not what it claims.
+                    if m.digest(base_dir) == *digest && key::traced::check(&m, cache).is_none() {
+                        found = Some((*digest, m));
+                        return;
+                    }
+                }
+            });
+            let Some((digest, m)) = found else {
+                return Lookup::Miss(None);
+            };
+            let key = Key {
+                digest: key::traced::entry_key(&base, &digest),
+                command: resolved.key.command,
+                components: resolved.key.components.clone(),
+            };
+            let manifest = NewManifest {
+                base,
+                digest,
+                inputs: m.items.len() as u64,
+                paths: m.encode(),
+            };
+            tier.fetch(store, ui, local_of(resolved, &key, Some(manifest)))
+        }
     };
-    match tier.fetch(store, ui, local) {
+    match fetched {
         Fetched::Installed { bytes, took } => {
             let origin = format!(
                 "hit (remote), downloaded {} in {}",
@@ -201,16 +227,46 @@ fn from_remote(
     }
 }
 
+/// What the remote tier needs to install an entry for this invocation.
+fn local_of<'a>(resolved: &Resolved, key: &'a Key, traced: Option<NewManifest>) -> Local<'a> {
+    Local {
+        key,
+        display: resolved.base.display.clone(),
+        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
+        manifest: resolved.base.manifest,
+        traced,
+    }
+}
+
 /// Upload the entry just recorded: blobs first, the entry last, never
-/// over a valid entry (see `remote::Tier::upload`).
-fn upload(ui: &Ui, store: &mut dyn Store, tier: &mut Tier, resolved: &Resolved) {
+/// over a valid entry (see `remote::Tier::upload`); for a traced run, then
+/// its trace manifest.
+fn upload(
+    config: &Config,
+    ui: &Ui,
+    store: &mut dyn Store,
+    tier: &mut Tier,
+    resolved: &Resolved,
+    traced: Option<&NewManifest>,
+) {
     if !tier.writable() {
         return;
     }
-    let Ok(Some(entry)) = store.lookup(&resolved.key.digest) else {
+    let key = match traced {
+        Some(m) => key::traced::entry_key(&m.base, &m.digest),
+        None => resolved.key.digest,
+    };
+    let Ok(Some(entry)) = store.lookup(&key) else {
         return;
     };
-    if let Uploaded::Stored { bytes, took } = tier.upload(store, ui, &entry) {
+    let uploaded = tier.upload(store, ui, &entry);
+    if let Some(m) = traced
+        && let Some(local) = key::traced::Manifest::decode(&m.paths)
+    {
+        let base_dir = config.key.base_dir.as_deref();
+        tier.upload_manifest(store, ui, &m.base, &m.digest, &local.portable(base_dir));
+    }
+    if let Uploaded::Stored { bytes, took } = uploaded {
         ui.status(format_args!(
             "uploaded {} to {} in {}",
             human_size(bytes),
@@ -455,6 +511,8 @@ struct Ran {
     code: i32,
     /// Whether the result went into the store.
     recorded: bool,
+    /// For a recorded traced run: its trace manifest.
+    traced: Option<NewManifest>,
 }
 
 fn run_and_record(
@@ -509,6 +567,7 @@ fn run_and_record(
                     return Ok(Ran {
                         code,
                         recorded: false,
+                        traced: None,
                     });
                 }
             }
@@ -574,7 +633,7 @@ fn run_and_record(
     if why_not.is_none()
         && let Some(log) = &trace_log
     {
-        match trace_manifest(store, resolved, log) {
+        match trace_manifest(store, resolved, log, config.key.base_dir.as_deref()) {
             Ok(m) => traced = Some(m),
             Err(refused) => why_not = Some(refused),
         }
@@ -605,6 +664,7 @@ fn run_and_record(
         );
     }
     let mut recorded = false;
+    let mut kept_manifest = None;
     match (why_not.map(|(_, why)| why), outcome.recording) {
         (None, Some(rec)) => {
             // A traced entry is under its manifest's entry key.
@@ -613,6 +673,7 @@ fn run_and_record(
                 command: resolved.key.command,
                 components: resolved.key.components.clone(),
             });
+            kept_manifest = traced.clone();
             let entry = NewEntry {
                 key: traced_key.as_ref().unwrap_or(&resolved.key),
                 display: resolved.base.display.clone(),
@@ -662,7 +723,11 @@ fn run_and_record(
     } else {
         outcome.status.exit_code()
     };
-    Ok(Ran { code, recorded })
+    Ok(Ran {
+        code,
+        recorded,
+        traced: kept_manifest.filter(|_| recorded),
+    })
 }
 
 /// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
@@ -690,6 +755,7 @@ fn trace_manifest(
     store: &dyn Store,
     resolved: &Resolved,
     log: &trace::TraceLog,
+    base_dir: Option<&std::path::Path>,
 ) -> Result<NewManifest, (&'static str, String)> {
     let cwd = &resolved.base.cwd;
     if let Some(u) = &log.untraceable {
@@ -733,7 +799,7 @@ fn trace_manifest(
     match recorded {
         Some(Ok(m)) => Ok(NewManifest {
             base: resolved.key.digest,
-            digest: m.digest(),
+            digest: m.digest(base_dir),
             inputs: m.items.len() as u64,
             paths: m.encode(),
         }),

@@ -213,7 +213,8 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         _ => (None, Vec::new()),
     };
     // Asked whatever the local store holds: a look, never a download. Not
-    // for a traced command: the remote does not carry trace manifests.
+    // for a traced command: its entry is found through the remote's trace
+    // manifests, which `why` does not download.
     let remote = config
         .remote
         .clone()

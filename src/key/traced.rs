@@ -375,14 +375,22 @@ pub fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
 impl Manifest {
     /// The encoding stored: versioned, length-prefixed, with the stats.
     pub fn encode(&self) -> Vec<u8> {
-        self.encoding(true)
+        self.encoding(true, None)
     }
 
-    fn encoding(&self, with_stats: bool) -> Vec<u8> {
+    /// The encoding another machine can use: without the stats, and with
+    /// the paths under `base` (`--base-dir`) relative to it (see
+    /// `key::base_dir`).
+    pub fn portable(&self, base: Option<&Path>) -> Vec<u8> {
+        self.encoding(false, base)
+    }
+
+    fn encoding(&self, with_stats: bool, base: Option<&Path>) -> Vec<u8> {
         let mut v = vec![FORMAT];
         v.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
         for (i, (path, state)) in self.items.iter().enumerate() {
-            let p = path.as_os_str().as_bytes();
+            let p = crate::key::base_dir::key_form(base, path.as_os_str().as_bytes());
+            let p = p.as_ref();
             v.extend_from_slice(&(p.len() as u32).to_le_bytes());
             v.extend_from_slice(p);
             v.push(state.tag());
@@ -421,10 +429,35 @@ impl Manifest {
         v
     }
 
-    /// Its digest, over the paths and states (not the stats): names it
-    /// under a base key.
-    pub fn digest(&self) -> Digest {
-        Digest::from(blake3::hash(&self.encoding(false)))
+    /// Its digest, over its portable form (paths under `base` relative,
+    /// no stats): names it under a base key, the same on every machine.
+    pub fn digest(&self, base: Option<&Path>) -> Digest {
+        Digest::from(blake3::hash(&self.portable(base)))
+    }
+
+    /// Decode [`Manifest::portable`] on this machine: rebased paths under
+    /// `base`. `None` when malformed, or when it has rebased paths and
+    /// there is no `base` here.
+    pub fn decode_portable(b: &[u8], base: Option<&Path>) -> Option<Manifest> {
+        let mut m = Manifest::decode(b)?;
+        for (path, _) in &mut m.items {
+            let bytes = path.as_os_str().as_bytes();
+            if bytes.first() == Some(&crate::key::base_dir::MARK) {
+                let rel = &bytes[1..];
+                let base = base?;
+                *path = if rel == b"." {
+                    base.to_path_buf()
+                } else {
+                    base.join(std::ffi::OsStr::from_bytes(rel))
+                };
+            } else if !path.is_absolute() {
+                return None;
+            }
+        }
+        m.items.sort_by(|a, b| a.0.cmp(&b.0));
+        // The portable form has no stats (they are this machine's own).
+        m.stats = vec![None; m.items.len()];
+        Some(m)
     }
 
     /// Decode [`Manifest::encode`]; `None` when malformed.
@@ -582,6 +615,45 @@ mod tests {
             check(&m, &mut cache).unwrap().message(cwd),
             "traced input link: changed"
         );
+    }
+
+    /// Two checkouts at different paths under --base-dir give a manifest
+    /// the same portable form and digest; one machine's decodes to its own
+    /// paths; a rebased path without a base here does not decode.
+    #[test]
+    fn a_manifest_travels_between_checkouts() {
+        let m = |root: &str| Manifest {
+            items: vec![
+                (
+                    PathBuf::from(format!("{root}/lib.sh")),
+                    State::Content(Digest([1; 32])),
+                ),
+                (
+                    PathBuf::from("/usr/bin/sh"),
+                    State::Content(Digest([2; 32])),
+                ),
+                (PathBuf::from(root), State::Exists(KIND_DIR, None)),
+            ],
+            stats: vec![None, None, None],
+        };
+        let (a, b) = (m("/work/a"), m("/home/b/src"));
+        let (pa, pb) = (
+            a.portable(Some(Path::new("/work/a"))),
+            b.portable(Some(Path::new("/home/b/src"))),
+        );
+        assert_eq!(pa, pb);
+        assert_eq!(
+            a.digest(Some(Path::new("/work/a"))),
+            Digest::from(blake3::hash(&pb))
+        );
+        let mut on_b = Manifest::decode_portable(&pa, Some(Path::new("/home/b/src"))).unwrap();
+        on_b.items.sort_by(|x, y| x.0.cmp(&y.0));
+        let mut want = b.items.clone();
+        want.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(on_b.items, want);
+        assert_eq!(Manifest::decode_portable(&pa, None), None);
+        // Without --base-dir, paths stay absolute and must be.
+        assert!(Manifest::decode_portable(&a.portable(None), None).is_some());
     }
 
     #[test]

@@ -288,6 +288,21 @@ pub fn blob_name(digest: &Digest) -> String {
     format!("memorun/v1/blobs/{}/{hex}", &hex[..2])
 }
 
+/// The list of trace manifests recorded under the base key `base` (see
+/// `key::traced`): up to `MAX_MANIFESTS` digests, most recent first.
+pub fn manifest_index_name(base: &Digest) -> String {
+    format!("memorun/v1/manifest-index/{}", base.to_hex())
+}
+
+/// A trace manifest, in its portable form, named by its digest.
+pub fn manifest_name(base: &Digest, digest: &Digest) -> String {
+    format!("memorun/v1/manifests/{}/{}", base.to_hex(), digest.to_hex())
+}
+
+/// Trace manifests bigger than this are not exchanged (a run that read
+/// this much is better rerun than matched over the network).
+const MAX_MANIFEST: u64 = 64 * 1024 * 1024;
+
 /// What the local store needs to install an entry for this invocation:
 /// the remote gives the outcome, the invocation its own names for it.
 pub struct Local<'a> {
@@ -299,6 +314,9 @@ pub struct Local<'a> {
     pub cwd: Vec<u8>,
     /// Names the command in its directory.
     pub manifest: Digest,
+    /// For a traced command: the trace manifest the entry is found
+    /// through, installed with it.
+    pub traced: Option<crate::store::NewManifest>,
 }
 
 /// What a remote lookup did.
@@ -526,7 +544,7 @@ impl Tier {
             stdin_advance: entry.stdin_advance,
             manifest: local.manifest,
             created,
-            traced: None,
+            traced: local.traced,
             recorded_at: Some(entry.created_ms.min(crate::store::now_ms())),
         };
         if let Err(e) = store.insert(new) {
@@ -566,6 +584,94 @@ impl Tier {
             (counters::BYTES_DOWN, bytes as i64),
         ]);
         Fetched::Miss
+    }
+
+    /// The trace manifests the remote lists under `base`, most recent
+    /// first, leaving out `known` ones; each checked against its name (its
+    /// digest): (digest, portable form). A damaged index or manifest is
+    /// passed over (a miss, never a replay: an entry is only found under
+    /// the key its manifest's digest gives, and only a writer holding the
+    /// secret can put a valid entry there).
+    pub fn fetch_manifests(
+        &mut self,
+        store: &mut dyn Store,
+        ui: &Ui,
+        base: &Digest,
+        known: &[Digest],
+    ) -> Vec<(Digest, Vec<u8>)> {
+        let Some(remote) = self.remote(store, ui) else {
+            return Vec::new();
+        };
+        let result = (|| -> Result<Vec<(Digest, Vec<u8>)>, Error> {
+            let Some(index) = read_small(remote, &manifest_index_name(base), 32 * 64)? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for d in index.chunks_exact(32).filter_map(Digest::from_slice) {
+                if known.contains(&d) || out.iter().any(|(k, _)| *k == d) {
+                    continue;
+                }
+                let Some(bytes) = read_small(remote, &manifest_name(base, &d), MAX_MANIFEST)?
+                else {
+                    continue;
+                };
+                if Digest::from(blake3::hash(&bytes)) == d {
+                    out.push((d, bytes));
+                }
+            }
+            Ok(out)
+        })();
+        match result {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(store, ui, &e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Publish the trace manifest `digest` (portable form `bytes`) of an
+    /// entry just uploaded: the manifest, then the index of `base` with it
+    /// first. Two writers at once may lose one's index line: a miss later,
+    /// never a wrong replay.
+    pub fn upload_manifest(
+        &mut self,
+        store: &mut dyn Store,
+        ui: &Ui,
+        base: &Digest,
+        digest: &Digest,
+        bytes: &[u8],
+    ) {
+        if self.config.read_only || self.off || bytes.len() as u64 > MAX_MANIFEST {
+            return;
+        }
+        let Some(remote) = self.remote(store, ui) else {
+            return;
+        };
+        let result = (|| -> Result<(), Error> {
+            remote.put_if_absent(
+                &manifest_name(base, digest),
+                &mut io::Cursor::new(bytes),
+                bytes.len() as u64,
+            )?;
+            let old = read_small(remote, &manifest_index_name(base), 32 * 64)?.unwrap_or_default();
+            let mut index = digest.0.to_vec();
+            for d in old.chunks_exact(32).filter(|d| *d != digest.0) {
+                if index.len() >= 32 * crate::store::MAX_MANIFESTS {
+                    break;
+                }
+                index.extend_from_slice(d);
+            }
+            remote.replace(
+                &manifest_index_name(base),
+                &mut io::Cursor::new(&index),
+                index.len() as u64,
+            )?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.fail(store, ui, &e);
+        }
     }
 
     /// Upload `entry` (just recorded locally): the blobs the remote lacks,
@@ -694,6 +800,28 @@ enum Found {
     Absent,
     /// There, but not a valid entry for this key (bytes read).
     Invalid(u64),
+}
+
+/// A small object whole, at most `limit` bytes (`None`: not there, or
+/// not a whole object of at most that size).
+fn read_small(remote: &mut dyn Remote, name: &str, limit: u64) -> Result<Option<Vec<u8>>, Error> {
+    let Some(reader) = remote.get(name)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    match reader.take(limit + 1).read_to_end(&mut bytes) {
+        Ok(_) if bytes.len() as u64 <= limit => Ok(Some(bytes)),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("cannot read from the remote", &e)),
+    }
 }
 
 fn download_entry(
