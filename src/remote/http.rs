@@ -39,7 +39,10 @@ impl Http {
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(timeouts.connect))
-            .timeout_resolve(Some(timeouts.operation))
+            // A name that does not resolve costs a second at most, not the
+            // operation's ten: ten times the connect timeout (a cold DNS
+            // answer can take longer than a connection on a LAN).
+            .timeout_resolve(Some((timeouts.connect * 10).min(timeouts.operation)))
             .timeout_send_request(Some(timeouts.operation))
             .timeout_recv_response(Some(timeouts.operation))
             .timeout_per_read(Some(timeouts.operation))
