@@ -56,20 +56,22 @@ for tool in hyperfine strace; do
 done
 
 log "building memorun and the tracer example (cargo build --release)"
-MEMORUN=$(cargo build --release --bin memorun --message-format=json-render-diagnostics |
-    python3 -c 'import json, sys
+# built NAME CARGO-ARGS...: build one target in release and print the path
+# of its executable (the static target's, see .cargo/config.toml).
+built() {
+    local name=$1 path
+    shift
+    path=$(cargo build --release "$@" --message-format=json-render-diagnostics |
+        python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "memorun":
-        print(m["executable"])')
-[[ -x $MEMORUN ]] || { echo "bench/trace.sh: $MEMORUN was not built" >&2; exit 1; }
-TRACE=$(cargo build --release --example trace --message-format=json-render-diagnostics |
-    python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "trace":
-        print(m["executable"])')
-[[ -x $TRACE ]] || { echo "bench/trace.sh: $TRACE was not built" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$name")
+    [[ -x $path ]] || { echo "bench/trace.sh: $name was not built" >&2; exit 1; }
+    echo "$path"
+}
+MEMORUN=$(built memorun --bin memorun)
+TRACE=$(built trace --example trace)
 
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 C_FILE=$(ls -d "$CARGO_HOME"/registry/src/*/blake3-*/c/blake3.c 2>/dev/null | sort -V | tail -1)
