@@ -430,3 +430,36 @@ fn output_files_count_toward_the_limit_and_go_with_their_entries() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(blob_files(), 0, "clear left an output blob");
 }
+
+/// A restore gives every file its recorded mode whatever the umask (a
+/// file is created with its mode less the umask, then set when bits were
+/// taken away).
+#[test]
+fn restored_modes_do_not_depend_on_the_umask() {
+    let d = Dir::new();
+    let script = "mkdir -p out; head -c 10000 /dev/urandom > out/f; chmod 664 out/f; \
+                  head -c 10000 /dev/urandom > out/g; chmod 751 out/g; echo x > out/small; \
+                  chmod 604 out/small";
+    d.assert_miss(&["-o", "out"], script);
+    let recorded = tree(&d.join("out"));
+    fs::remove_dir_all(d.join("out")).unwrap();
+    // The same command line as recorded, under a umask that takes bits.
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "umask 077; exec \"$@\"",
+            "sh",
+            memorun_bin(),
+            "-o",
+            "out",
+            "--",
+        ])
+        .args(d.counted(script))
+        .current_dir(d.path())
+        .env("MEMORUN_DIR", &d.cache)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(d.count(), 1, "the hit ran the command");
+    assert_eq!(tree(&d.join("out")), recorded);
+}

@@ -135,6 +135,7 @@ pub fn restore(
         reflink: std::cell::Cell::new(true),
         buf: Default::default(),
         empty_path: std::cell::Cell::new(true),
+        umask: std::cell::Cell::new(None),
     };
     if !dry {
         let blobs: Vec<Digest> = roots
@@ -342,6 +343,8 @@ struct Restorer<'s> {
     /// (`AT_EMPTY_PATH`, which needs `CAP_DAC_READ_SEARCH`): tried until
     /// refused, then through `/proc/self/fd`, a costlier path lookup.
     empty_path: std::cell::Cell<bool>,
+    /// The umask, once read.
+    umask: std::cell::Cell<Option<u32>>,
 }
 
 /// The items of a root by parent path, and which parents are directories.
@@ -756,6 +759,19 @@ impl Restorer<'_> {
         true
     }
 
+    /// The process's umask, read once (setting it and back: memorun has no
+    /// other thread while it restores).
+    fn umask(&self) -> u32 {
+        if let Some(m) = self.umask.get() {
+            return m;
+        }
+        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        let m = old.as_raw_mode() & 0o777;
+        self.umask.set(Some(m));
+        m
+    }
+
     /// Give the unnamed temp file `tmp` the name `name` in `dir`.
     fn link_tmp(&self, tmp: &File, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
         if self.empty_path.get() {
@@ -791,10 +807,17 @@ impl Restorer<'_> {
             }
             Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
         };
-        let (tmp_fd, named) = create_temp(dir).map_err(|e| self.io(shown, e))?;
+        let (tmp_fd, named) = create_temp(dir, mode).map_err(|e| self.io(shown, e))?;
         let mut tmp = File::from(tmp_fd);
-        let written = copy_into(&source, &mut tmp, content.len, &self.reflink)
-            .and_then(|()| rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode)).map_err(Into::into));
+        // An unnamed temp file was created with the mode, less the umask:
+        // set it only when the umask took bits away (or it has a name).
+        let chmod = named.is_some() || mode & !self.umask() != mode;
+        let written = copy_into(&source, &mut tmp, content.len, &self.reflink).and_then(|()| {
+            if chmod {
+                rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode))?;
+            }
+            Ok(())
+        });
         let placed = written.and_then(|()| {
             let tmp_name = match &named {
                 Some(n) => n.clone(),
@@ -833,12 +856,13 @@ impl Restorer<'_> {
 
 /// A temp file in `dir`: unnamed (`O_TMPFILE`) where the file system
 /// allows, else a new random name (returned).
-fn create_temp(dir: BorrowedFd<'_>) -> Result<(OwnedFd, Option<String>), Errno> {
+fn create_temp(dir: BorrowedFd<'_>, mode: u32) -> Result<(OwnedFd, Option<String>), Errno> {
+    // Unnamed, nobody else can open it: it may have its final mode at once.
     match rustix::fs::openat(
         dir,
         ".",
         OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        Mode::from_raw_mode(mode & 0o777),
     ) {
         Ok(fd) => return Ok((fd, None)),
         Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {}
