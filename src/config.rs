@@ -313,6 +313,7 @@ impl Config {
                 include_cwd: !args.no_cwd,
                 outputs: outputs.clone(),
                 traced: trace.is_some(),
+                trace_exclude: args.trace_exclude.clone(),
                 base_dir,
             },
             outputs,

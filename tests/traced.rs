@@ -145,6 +145,13 @@ fn a_python_module_imported_is_a_traced_input() {
         return;
     }
     let d = Dir::new();
+    // Python lists its own directory: a run that created a file there (the
+    // counter, on a first run) would not be recorded, nor one that ran
+    // right after the directory changed (memorun creating its cache in it).
+    std::fs::create_dir_all(&d.cache).unwrap();
+    fs::set_permissions(d.join(".cache"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(&d.cache, fs::Permissions::from_mode(0o700)).unwrap();
+    write_old(&d, "count", "");
     write_old(&d, "helper.py", "VALUE = 1\n");
     write_old(&d, "main.py", "import helper\nprint(helper.VALUE)\n");
     let script = "python3 -B main.py";
@@ -244,6 +251,9 @@ fn trace_exclude_leaves_paths_out() {
     miss(&d, &["--trace-exclude", &excl], script);
     write_old(&d, "volatile/stamp", "2\n");
     hit(&d, &["--trace-exclude", &excl], script);
+    // Without the exclusion the run must key the stamp: never a replay of
+    // the run that left it out.
+    miss(&d, &[], script);
     write_old(&d, "data.txt", "changed\n");
     miss(&d, &["--trace-exclude", &excl], script);
 }
@@ -329,4 +339,73 @@ fn a_traced_command_keeps_its_terminal() {
         .output()
         .expect("cannot run script(1): install util-linux (bsdutils on Debian)");
     assert_contains(&String::from_utf8_lossy(&o.stdout), "on a tty");
+}
+
+/// What a command found by looking at a file, not reading it (a size, a
+/// modification time: a make-style check), is in the key too.
+#[test]
+fn a_file_the_command_only_looks_at_is_keyed_by_what_a_look_tells() {
+    let d = Dir::new();
+    write_old(&d, "in.c", "int x;\n");
+    write_old(&d, "out.o", "object\n");
+    let script = "if [ in.c -nt out.o ]; then echo rebuild; else echo up-to-date; fi";
+    miss(&d, &[], script);
+    hit(&d, &[], script);
+    // Touched: newer than the object now.
+    let f = fs::File::options()
+        .write(true)
+        .open(d.join("in.c"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let o = traced(&d, &[], script);
+    assert_eq!(stdout(&o), "rebuild\n", "{}", stderr(&o));
+}
+
+/// A directory the command listed and then wrote into is not what it
+/// listed any more: such a run is not recorded (never replayed without the
+/// name it added).
+#[test]
+fn a_listing_the_command_changed_is_not_recorded() {
+    let d = Dir::new();
+    write_old(&d, "count", "");
+    write_old(&d, "dir/a", "");
+    let script = "ls dir; touch dir/new";
+    let o = traced(&d, &[], script);
+    assert_eq!(stdout(&o), "a\n");
+    assert_contains(
+        &stderr(&o),
+        "a directory it listed, was changed by the command itself",
+    );
+    let o = traced(&d, &[], script);
+    assert_eq!(stdout(&o), "a\nnew\n", "{}", stderr(&o));
+}
+
+/// The same command in two checkouts sharing one cache, with --base-dir:
+/// each checks its own files, never the other's.
+#[test]
+fn a_traced_hit_checks_the_files_of_the_checkout_it_runs_in() {
+    let (a, b) = (Dir::new(), Dir::new());
+    write_old(&a, "data", "A content\n");
+    write_old(&b, "data", "B content\n");
+    let cache = a.cache.clone();
+    let run = |d: &Dir| {
+        d.memorun()
+            .env("MEMORUN_DIR", &cache)
+            .arg("--base-dir")
+            .arg(d.path())
+            .args(["-v", "--trace", "--", "cat", "data"])
+            .output()
+            .unwrap()
+    };
+    let o = run(&a);
+    assert_eq!(stdout(&o), "A content\n", "{}", stderr(&o));
+    assert_contains(&stderr(&o), "recorded");
+    let o = run(&b);
+    assert_eq!(stdout(&o), "B content\n", "{}", stderr(&o));
+    let o = run(&b);
+    assert_eq!(stdout(&o), "B content\n", "{}", stderr(&o));
+    let o = run(&a);
+    assert_eq!(stdout(&o), "A content\n", "{}", stderr(&o));
+    assert_contains(&stderr(&o), "hit");
 }

@@ -128,12 +128,13 @@ pub fn entry_key(
         return Ok(EntryKey::Plain(resolved.key.digest));
     }
     let manifests = store.manifests(&resolved.key.digest, traced::MAX_MANIFESTS)?;
+    let base = manifest_base(config, resolved);
     let mut found = None;
     let mut first_mismatch = None;
     store.with_stat_cache(&mut |cache| {
         for stored in &manifests {
             // One that does not decode is passed over (its entry ages out).
-            let Some(m) = traced::Manifest::decode(&stored.paths) else {
+            let Some(m) = traced::Manifest::decode(&stored.paths, base.as_deref()) else {
                 continue;
             };
             match traced::check(&m, cache) {
@@ -150,4 +151,16 @@ pub fn entry_key(
         }
     });
     Ok(found.unwrap_or(EntryKey::NoMatch(first_mismatch)))
+}
+
+/// What a trace manifest's paths are relative to (`key::traced`): the
+/// `--base-dir`, or the working directory when it is not in the key
+/// (`--no-cwd`); else none, and they are absolute. The same base key in
+/// two places then checks the files of the place it runs in.
+pub fn manifest_base(config: &Config, resolved: &Resolved) -> Option<std::path::PathBuf> {
+    config
+        .key
+        .base_dir
+        .clone()
+        .or_else(|| (!config.key.include_cwd).then(|| resolved.base.cwd.clone()))
 }

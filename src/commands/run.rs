@@ -177,27 +177,36 @@ fn from_remote(
         None => tier.fetch(store, ui, local_of(resolved, &resolved.key, None)),
         Some(_) => {
             let base = resolved.key.digest;
-            let base_dir = config.key.base_dir.as_deref();
+            let mbase = prepare::manifest_base(config, resolved);
+            let base_dir = mbase.as_deref();
             // Those checked already (they did not match).
             let known: Vec<key::Digest> = store
                 .manifests(&base, key::traced::MAX_MANIFESTS)
                 .map(|v| v.into_iter().map(|m| m.digest).collect())
                 .unwrap_or_default();
-            let candidates = tier.fetch_manifests(store, ui, &base, &known);
+            // Each checked against the files here as it arrives; the first
+            // that matches names the entry.
             let mut found = None;
-            store.with_stat_cache(&mut |cache| {
-                for (digest, bytes) in &candidates {
-                    let Some(m) = key::traced::Manifest::decode_portable(bytes, base_dir) else {
-                        continue;
-                    };
-                    // Named by its digest here too, or not what it claims.
-                    if m.digest(base_dir) == *digest && key::traced::check(&m, cache).is_none() {
-                        found = Some((*digest, m));
-                        return;
-                    }
+            let mut checked = |digest: &key::Digest, bytes: &[u8]| -> bool {
+                let Some(m) = key::traced::Manifest::decode(bytes, base_dir) else {
+                    return false;
+                };
+                // Named by its digest here too, or not what it claims.
+                if m.digest(base_dir) != *digest {
+                    return false;
                 }
-            });
-            let Some((digest, m)) = found else {
+                // Hashed here, not through the stat cache (the store is
+                // busy with the remote): a remote lookup is rare.
+                let matched = key::traced::check(&m, &mut key::traced::NoCache).is_none();
+                if matched {
+                    found = Some(m);
+                }
+                matched
+            };
+            let Some(digest) = tier.find_manifest(store, ui, &base, &known, &mut checked) else {
+                return Lookup::Miss(None);
+            };
+            let Some(m) = found else {
                 return Lookup::Miss(None);
             };
             let key = Key {
@@ -209,7 +218,7 @@ fn from_remote(
                 base,
                 digest,
                 inputs: m.items.len() as u64,
-                paths: m.encode(),
+                paths: m.encode(base_dir),
             };
             tier.fetch(store, ui, local_of(resolved, &key, Some(manifest)))
         }
@@ -261,10 +270,19 @@ fn upload(
     };
     let uploaded = tier.upload(store, ui, &entry);
     if let Some(m) = traced
-        && let Some(local) = key::traced::Manifest::decode(&m.paths)
+        && let Some(local) = key::traced::Manifest::decode(
+            &m.paths,
+            prepare::manifest_base(config, resolved).as_deref(),
+        )
     {
-        let base_dir = config.key.base_dir.as_deref();
-        tier.upload_manifest(store, ui, &m.base, &m.digest, &local.portable(base_dir));
+        let base = prepare::manifest_base(config, resolved);
+        tier.upload_manifest(
+            store,
+            ui,
+            &m.base,
+            &m.digest,
+            &local.portable(base.as_deref()),
+        );
     }
     if let Uploaded::Stored { bytes, took } = uploaded {
         ui.status(format_args!(
@@ -633,7 +651,12 @@ fn run_and_record(
     if why_not.is_none()
         && let Some(log) = &trace_log
     {
-        match trace_manifest(store, resolved, log, config.key.base_dir.as_deref()) {
+        match trace_manifest(
+            store,
+            resolved,
+            log,
+            prepare::manifest_base(config, resolved).as_deref(),
+        ) {
             Ok(m) => traced = Some(m),
             Err(refused) => why_not = Some(refused),
         }
@@ -764,34 +787,34 @@ fn trace_manifest(
             format!("tracing cannot vouch for it: {u}"),
         ));
     }
-    // A listing the run changed is keyed without the run's own names (see
-    // `key::traced::record`); any other input it changed is not an input
-    // any more.
-    if let Some(p) = log.changed_inputs().find(|p| {
-        !p.access.contains(trace::Access::LISTED)
-            || p.access
-                .intersects(trace::Access::READ | trace::Access::EXECUTED)
-    }) {
-        return Err((
-            counters::NOT_RECORDED_INPUT,
-            format!(
-                "traced input {} was changed by the command itself (a lock file or a cache? \
-                 leave it out with --trace-exclude '{}')",
-                key::traced::shown(&p.path, cwd),
+    // An input the run changed itself (a file it read then wrote, a
+    // directory it listed and then wrote into): what it holds now is not
+    // what the command saw.
+    if let Some(p) = log.changed_inputs().next() {
+        let shown = key::traced::shown(&p.path, cwd);
+        let why = match p.access.contains(trace::Access::LISTED) {
+            true => format!(
+                "traced input {shown}, a directory it listed, was changed by the command \
+                 itself (it wrote into it); leave its listing out with --trace-exclude '{}'",
                 p.path.display()
             ),
-        ));
+            false => format!(
+                "traced input {shown} was changed by the command itself (a lock file or a \
+                 cache?); leave it out with --trace-exclude '{}'",
+                p.path.display()
+            ),
+        };
+        return Err((counters::NOT_RECORDED_INPUT, why));
     }
     let inputs: Vec<(std::path::PathBuf, Probe)> = log
         .inputs()
         .map(|p| (p.path.clone(), probe_of(p.access)))
         .collect();
-    let outputs: Vec<std::path::PathBuf> = log.outputs().map(|p| p.path.clone()).collect();
     let mut recorded = None;
     store.with_stat_cache(&mut |cache| {
         recorded = Some(key::traced::record(
             &inputs,
-            &outputs,
+            &[],
             resolved.started_ns,
             cache,
         ));
@@ -800,8 +823,8 @@ fn trace_manifest(
         Some(Ok(m)) => Ok(NewManifest {
             base: resolved.key.digest,
             digest: m.digest(base_dir),
+            paths: m.encode(base_dir),
             inputs: m.items.len() as u64,
-            paths: m.encode(),
         }),
         Some(Err(mismatch)) => Err((counters::NOT_RECORDED_INPUT, mismatch.message(cwd))),
         None => Err((

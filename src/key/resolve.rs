@@ -125,6 +125,15 @@ pub fn resolve(
     }
     components.extend(env_components(&spec.env, ctx.secret, env));
     components.extend(spec.keys.iter().map(|k| Component::literal(k)));
+    // What a traced run leaves out is part of what its manifests mean: a
+    // run that traces more must not match one that traced less. (NUL
+    // bytes: no `-k` text can look like it.)
+    if spec.traced && !spec.trace_exclude.is_empty() {
+        components.push(Component::literal(&format!(
+            "\0trace-exclude\0{}",
+            spec.trace_exclude.join("\0")
+        )));
+    }
     for cmd in &spec.key_cmds {
         components.push(key_cmd(cmd, &base.cwd)?);
     }

@@ -67,6 +67,8 @@ pub struct KeySpec {
     /// arguments that name files are not hashed up front (one it reads is a
     /// traced input; one it writes, an output).
     pub traced: bool,
+    /// `--trace-exclude` globs, as given: in the key of a traced run.
+    pub trace_exclude: Vec<String>,
     /// `--base-dir`: paths under it are keyed relative to it (absolute,
     /// canonical).
     pub base_dir: Option<std::path::PathBuf>,

@@ -196,7 +196,22 @@ pub fn state_now(
                     Some(Digest::from(blake3::hash(target.as_os_str().as_bytes()))),
                 ))
             }
-            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            // A directory's times change as entries come and go; a mere
+            // look at it depends on its type. Anything else is keyed by
+            // what a look at it tells: size, modification time, mode (a
+            // make-style `-nt` check, `ls -l`).
+            Ok(m) if m.is_dir() => Ok(State::Exists(KIND_DIR, None)),
+            Ok(m) => {
+                let mut h = blake3::Hasher::new();
+                h.update(&m.size().to_le_bytes());
+                h.update(&m.mtime().to_le_bytes());
+                h.update(&m.mtime_nsec().to_le_bytes());
+                h.update(&m.mode().to_le_bytes());
+                Ok(State::Exists(
+                    kind_of(&m.file_type()),
+                    Some(h.finalize().into()),
+                ))
+            }
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
         },
@@ -246,6 +261,16 @@ pub fn state_now(
     }
 }
 
+/// A stat cache that remembers nothing: every file is hashed.
+pub struct NoCache;
+
+impl StatCache for NoCache {
+    fn get(&mut self, _abs: &Path) -> Option<CachedStat> {
+        None
+    }
+    fn put(&mut self, _abs: &Path, _entry: CachedStat) {}
+}
+
 /// The probe of a recorded state, to check it again.
 fn probe_of(state: &State) -> Probe {
     match state {
@@ -289,21 +314,24 @@ pub fn record(
                 now: None,
             })
         };
-        // Content and listings: modified after the run started, what they
-        // hold now may not be what the command saw. (A directory's times
-        // also change when entries come and go, which a mere look at it
-        // does not depend on: only its existence and type are checked; and
-        // so does a listing's when the run itself writes there: its own
-        // names are left out of it instead.)
-        let own_listing = !ignore.is_empty();
-        if (*probe == Probe::Content || (*probe == Probe::Listing && !own_listing))
-            && let Ok(m) = fs::metadata(path)
-        {
-            let limit = started_ns - RACE_MARGIN_NS;
-            let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
-            if t(m.mtime(), m.mtime_nsec()) >= limit || t(m.ctime(), m.ctime_nsec()) >= limit {
-                return Err(changed());
-            }
+        // Modified after the run started, what a path holds now may not be
+        // what the command saw.
+        let limit = started_ns - RACE_MARGIN_NS;
+        let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+        let recent = |m: &fs::Metadata| {
+            t(m.mtime(), m.mtime_nsec()) >= limit || t(m.ctime(), m.ctime_nsec()) >= limit
+        };
+        // The path itself (a symlink swapped for another is a change) and
+        // what it leads to; for a look, unless it is a directory.
+        let looked = fs::symlink_metadata(path).ok();
+        let led_to = fs::metadata(path).ok();
+        let timed = match probe {
+            Probe::Content | Probe::Listing => true,
+            Probe::Exists => looked.as_ref().is_some_and(|m| !m.is_dir()),
+            Probe::Absent => false,
+        };
+        if timed && (looked.as_ref().is_some_and(&recent) || led_to.as_ref().is_some_and(&recent)) {
+            return Err(changed());
         }
         let state = state_now(path, *probe, &ignore, cache).map_err(|_| changed())?;
         // What the command saw must still be so: a path it found absent
@@ -318,6 +346,13 @@ pub fn record(
             (Probe::Exists, _) => true,
         };
         if !consistent {
+            return Err(changed());
+        }
+        // Hashed, the file must still be the one whose times were checked.
+        if matches!(state, State::Content(_))
+            && fs::metadata(path).ok().map(|m| FileStat::of(&m))
+                != led_to.as_ref().map(FileStat::of)
+        {
             return Err(changed());
         }
         let stat = match state {
@@ -373,23 +408,40 @@ pub fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
 }
 
 impl Manifest {
-    /// The encoding stored: versioned, length-prefixed, with the stats.
-    pub fn encode(&self) -> Vec<u8> {
-        self.encoding(true, None)
+    /// The encoding stored: versioned, length-prefixed, with the stats;
+    /// paths under `base` (`--base-dir`, or the working directory when it
+    /// is not in the key) relative to it, so that the same base key in
+    /// another checkout checks its own files (see `key::base_dir`).
+    pub fn encode(&self, base: Option<&Path>) -> Vec<u8> {
+        self.encoding(true, base)
     }
 
-    /// The encoding another machine can use: without the stats, and with
-    /// the paths under `base` (`--base-dir`) relative to it (see
-    /// `key::base_dir`).
+    /// The encoding another machine can use: the same, without the stats
+    /// (they are this machine's own).
     pub fn portable(&self, base: Option<&Path>) -> Vec<u8> {
         self.encoding(false, base)
     }
 
     fn encoding(&self, with_stats: bool, base: Option<&Path>) -> Vec<u8> {
+        // Sorted by the paths as encoded: the same order, and so the same
+        // digest, in every checkout.
+        let mut order: Vec<(std::borrow::Cow<'_, [u8]>, usize)> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| {
+                (
+                    crate::key::base_dir::key_form(base, p.as_os_str().as_bytes()),
+                    i,
+                )
+            })
+            .collect();
+        order.sort();
         let mut v = vec![FORMAT];
         v.extend_from_slice(&(self.items.len() as u32).to_le_bytes());
-        for (i, (path, state)) in self.items.iter().enumerate() {
-            let p = crate::key::base_dir::key_form(base, path.as_os_str().as_bytes());
+        for (p, i) in &order {
+            let i = *i;
+            let state = &self.items[i].1;
             let p = p.as_ref();
             v.extend_from_slice(&(p.len() as u32).to_le_bytes());
             v.extend_from_slice(p);
@@ -429,18 +481,20 @@ impl Manifest {
         v
     }
 
-    /// Its digest, over its portable form (paths under `base` relative,
-    /// no stats): names it under a base key, the same on every machine.
+    /// Its digest, over its portable form: names it under a base key, the
+    /// same in every checkout and on every machine.
     pub fn digest(&self, base: Option<&Path>) -> Digest {
         Digest::from(blake3::hash(&self.portable(base)))
     }
 
-    /// Decode [`Manifest::portable`] on this machine: rebased paths under
-    /// `base`. `None` when malformed, or when it has rebased paths and
-    /// there is no `base` here.
-    pub fn decode_portable(b: &[u8], base: Option<&Path>) -> Option<Manifest> {
-        let mut m = Manifest::decode(b)?;
-        for (path, _) in &mut m.items {
+    /// Decode [`Manifest::encode`] or [`Manifest::portable`] here: paths
+    /// encoded relative to a base are taken under `base`. `None` when
+    /// malformed, or when it has such paths and there is no `base` here.
+    pub fn decode(b: &[u8], base: Option<&Path>) -> Option<Manifest> {
+        let m = Manifest::decode_raw(b)?;
+        let mut items: Vec<((PathBuf, State), Option<FileStat>)> =
+            m.items.into_iter().zip(m.stats).collect();
+        for ((path, _), _) in &mut items {
             let bytes = path.as_os_str().as_bytes();
             if bytes.first() == Some(&crate::key::base_dir::MARK) {
                 let rel = &bytes[1..];
@@ -454,14 +508,12 @@ impl Manifest {
                 return None;
             }
         }
-        m.items.sort_by(|a, b| a.0.cmp(&b.0));
-        // The portable form has no stats (they are this machine's own).
-        m.stats = vec![None; m.items.len()];
-        Some(m)
+        items.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        let (items, stats) = items.into_iter().unzip();
+        Some(Manifest { items, stats })
     }
 
-    /// Decode [`Manifest::encode`]; `None` when malformed.
-    pub fn decode(mut b: &[u8]) -> Option<Manifest> {
+    fn decode_raw(mut b: &[u8]) -> Option<Manifest> {
         fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
             let (head, rest) = (b.get(..n)?, b.get(n..)?);
             *b = rest;
@@ -586,7 +638,7 @@ mod tests {
         let m = record(&inputs, std::slice::from_ref(&out), later, &mut cache).unwrap();
         fs::remove_file(&out).unwrap();
         assert_eq!(m.items.len(), 4);
-        assert_eq!(Manifest::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(Manifest::decode(&m.encode(None), None), Some(m.clone()));
         assert_eq!(check(&m, &mut cache), None);
         let cwd = t.path();
         // Each kind of change is a mismatch, named.
@@ -636,24 +688,24 @@ mod tests {
             ],
             stats: vec![None, None, None],
         };
-        let (a, b) = (m("/work/a"), m("/home/b/src"));
+        let (a, b) = (m("/aaa/a"), m("/zzz/b/src"));
         let (pa, pb) = (
-            a.portable(Some(Path::new("/work/a"))),
-            b.portable(Some(Path::new("/home/b/src"))),
+            a.portable(Some(Path::new("/aaa/a"))),
+            b.portable(Some(Path::new("/zzz/b/src"))),
         );
         assert_eq!(pa, pb);
         assert_eq!(
-            a.digest(Some(Path::new("/work/a"))),
+            a.digest(Some(Path::new("/aaa/a"))),
             Digest::from(blake3::hash(&pb))
         );
-        let mut on_b = Manifest::decode_portable(&pa, Some(Path::new("/home/b/src"))).unwrap();
+        let mut on_b = Manifest::decode(&pa, Some(Path::new("/zzz/b/src"))).unwrap();
         on_b.items.sort_by(|x, y| x.0.cmp(&y.0));
         let mut want = b.items.clone();
         want.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(on_b.items, want);
-        assert_eq!(Manifest::decode_portable(&pa, None), None);
+        assert_eq!(Manifest::decode(&pa, None), None);
         // Without --base-dir, paths stay absolute and must be.
-        assert!(Manifest::decode_portable(&a.portable(None), None).is_some());
+        assert!(Manifest::decode(&a.portable(None), None).is_some());
     }
 
     #[test]
@@ -662,7 +714,7 @@ mod tests {
         assert_ne!(entry_key(&a, &b), entry_key(&b, &a));
         assert_ne!(entry_key(&a, &b), entry_key(&a, &a));
         for bad in [&[][..], &[2, 0, 0, 0, 0], &[1, 1, 0, 0, 0]] {
-            assert_eq!(Manifest::decode(bad), None);
+            assert_eq!(Manifest::decode(bad, None), None);
         }
     }
 }

@@ -301,7 +301,7 @@ pub fn manifest_name(base: &Digest, digest: &Digest) -> String {
 
 /// Trace manifests bigger than this are not exchanged (a run that read
 /// this much is better rerun than matched over the network).
-const MAX_MANIFEST: u64 = 64 * 1024 * 1024;
+const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
 
 /// What the local store needs to install an entry for this invocation:
 /// the remote gives the outcome, the invocation its own names for it.
@@ -587,45 +587,48 @@ impl Tier {
     }
 
     /// The trace manifests the remote lists under `base`, most recent
-    /// first, leaving out `known` ones; each checked against its name (its
-    /// digest): (digest, portable form). A damaged index or manifest is
-    /// passed over (a miss, never a replay: an entry is only found under
-    /// the key its manifest's digest gives, and only a writer holding the
-    /// secret can put a valid entry there).
-    pub fn fetch_manifests(
+    /// first, leaving out `known` ones, each checked against its name (its
+    /// digest) and handed to `matches` as it arrives, until one does: its
+    /// digest. A damaged index or manifest is passed over (a miss, never a
+    /// replay: an entry is only found under the key its manifest's digest
+    /// gives, and only a writer holding the secret can put a valid entry
+    /// there). At most `MAX_MANIFESTS` are read, each at most
+    /// `MAX_MANIFEST` bytes, one at a time.
+    pub fn find_manifest(
         &mut self,
         store: &mut dyn Store,
         ui: &Ui,
         base: &Digest,
         known: &[Digest],
-    ) -> Vec<(Digest, Vec<u8>)> {
-        let Some(remote) = self.remote(store, ui) else {
-            return Vec::new();
-        };
-        let result = (|| -> Result<Vec<(Digest, Vec<u8>)>, Error> {
-            let Some(index) = read_small(remote, &manifest_index_name(base), 32 * 64)? else {
-                return Ok(Vec::new());
+        matches: &mut dyn FnMut(&Digest, &[u8]) -> bool,
+    ) -> Option<Digest> {
+        let remote = self.remote(store, ui)?;
+        let result = (|| -> Result<Option<Digest>, Error> {
+            let limit = 32 * crate::store::MAX_MANIFESTS as u64;
+            let Some(index) = read_small(remote, &manifest_index_name(base), limit)? else {
+                return Ok(None);
             };
-            let mut out = Vec::new();
+            let mut seen: Vec<Digest> = Vec::new();
             for d in index.chunks_exact(32).filter_map(Digest::from_slice) {
-                if known.contains(&d) || out.iter().any(|(k, _)| *k == d) {
+                if known.contains(&d) || seen.contains(&d) {
                     continue;
                 }
+                seen.push(d);
                 let Some(bytes) = read_small(remote, &manifest_name(base, &d), MAX_MANIFEST)?
                 else {
                     continue;
                 };
-                if Digest::from(blake3::hash(&bytes)) == d {
-                    out.push((d, bytes));
+                if Digest::from(blake3::hash(&bytes)) == d && matches(&d, &bytes) {
+                    return Ok(Some(d));
                 }
             }
-            Ok(out)
+            Ok(None)
         })();
         match result {
-            Ok(v) => v,
+            Ok(found) => found,
             Err(e) => {
                 self.fail(store, ui, &e);
-                Vec::new()
+                None
             }
         }
     }

@@ -532,10 +532,15 @@ impl Events {
 
     /// The log, sorted; `outlived` processes were still running at the end.
     pub fn finish(self, outlived: usize) -> TraceLog {
+        // Directories whose names the run changed: a file written in place
+        // changes no listing.
         let changed_dirs: HashSet<&Path> = self
             .paths
             .iter()
-            .filter(|(_, s)| s.access.is_output())
+            .filter(|(_, s)| {
+                s.access
+                    .intersects(Access::CREATED | Access::REMOVED | Access::RENAMED)
+            })
             .filter_map(|(p, _)| p.parent())
             .collect();
         let mut sorted: BTreeMap<&Path, Access> = BTreeMap::new();
