@@ -463,3 +463,35 @@ fn restored_modes_do_not_depend_on_the_umask() {
     assert_eq!(d.count(), 1, "the hit ran the command");
     assert_eq!(tree(&d.join("out")), recorded);
 }
+
+/// Under --base-dir, an automatic output named by an absolute path is
+/// restored at this checkout's own path (never a hit without its file).
+#[test]
+fn an_absolute_automatic_output_is_restored_in_another_checkout() {
+    let (a, b) = (Dir::new(), Dir::new());
+    let cache = a.cache.clone();
+    let run = |d: &Dir| {
+        let o = d
+            .memorun()
+            .env("MEMORUN_DIR", &cache)
+            .arg("--base-dir")
+            .arg(d.path())
+            .args(["-v", "--", "cp"])
+            .arg(d.join("in.txt"))
+            .arg(d.join("out.txt"))
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        stderr(&o)
+    };
+    for d in [&a, &b] {
+        d.write("in.txt", "same input\n");
+    }
+    assert_contains(&run(&a), "recorded");
+    let err = run(&b);
+    assert_contains(&err, "hit, restored 1 file");
+    assert_eq!(
+        fs::read_to_string(b.join("out.txt")).unwrap(),
+        "same input\n"
+    );
+}

@@ -368,10 +368,16 @@ fn look_up(
         return Lookup::Miss(Some(why));
     }
     // The output files first: the caller finds them when the replay ends.
-    let roots = match restore::select(&entry.outputs, &config.outputs, &config.key.keyed_args()) {
+    let selected = match restore::select(
+        &entry.outputs,
+        &config.outputs,
+        &config.key.keyed_args(),
+        config.key.base_dir.as_deref(),
+    ) {
         Ok(roots) => roots,
         Err(why) => return Lookup::Miss(Some(why)),
     };
+    let roots: Vec<&crate::store::files::OutputRoot> = selected.iter().map(AsRef::as_ref).collect();
     let restored = if roots.is_empty() {
         restore::Report::default()
     } else {
@@ -671,7 +677,13 @@ fn run_and_record(
             .chain(&created)
             .cloned()
             .collect();
-        match capture::capture(store, &resolved.base.cwd, &config.outputs, &auto) {
+        match capture::capture(
+            store,
+            &resolved.base.cwd,
+            &config.outputs,
+            &auto,
+            config.key.base_dir.as_deref(),
+        ) {
             Ok(c) => captured = c,
             Err(e) => why_not = Some((counters::NOT_RECORDED_CACHE, format!("{e:#}"))),
         }

@@ -32,13 +32,14 @@ pub struct Captured {
 
 /// Capture the outputs of a run in `cwd`: the declared ones of `spec`, and
 /// the automatic ones in `auto` (arguments as given; those a declared
-/// output covers are left to it). An error means the run must not be
+/// output covers are left to it; recorded as keyed under `base`). An error means the run must not be
 /// recorded: an output that cannot be read cannot be restored.
 pub fn capture(
     store: &dyn Store,
     cwd: &Path,
     spec: &OutputSpec,
     auto: &[Vec<u8>],
+    base: Option<&Path>,
 ) -> anyhow::Result<Captured> {
     let mut c = Captured::default();
     for d in &spec.declared {
@@ -108,7 +109,9 @@ pub fn capture(
         };
         c.roots.push(OutputRoot {
             kind: RootKind::Auto,
-            declared: arg.clone(),
+            // As the argument is keyed: under --base-dir, relative to it,
+            // so that another checkout restores it at its own path.
+            declared: crate::key::base_dir::key_form(base, arg).into_owned(),
             items: vec![Item {
                 path: Vec::new(),
                 node,

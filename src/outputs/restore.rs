@@ -93,14 +93,16 @@ pub fn select<'e>(
     entry_outputs: &'e [OutputRoot],
     spec: &OutputSpec,
     args: &[&[u8]],
-) -> Result<Vec<&'e OutputRoot>, String> {
+    base: Option<&std::path::Path>,
+) -> Result<Vec<std::borrow::Cow<'e, OutputRoot>>, String> {
+    use std::borrow::Cow;
     let mut out = Vec::new();
     for d in &spec.declared {
         match entry_outputs
             .iter()
             .find(|r| r.kind == d.kind && r.declared == d.declared)
         {
-            Some(r) => out.push(r),
+            Some(r) => out.push(Cow::Borrowed(r)),
             None => {
                 return Err(format!(
                     "the entry has no output '{}' (declared with -o)",
@@ -109,9 +111,21 @@ pub fn select<'e>(
             }
         }
     }
+    // An automatic output is recorded as its argument is keyed (under
+    // --base-dir, relative to it): restored at this invocation's argument.
     for r in entry_outputs.iter().filter(|r| r.kind == RootKind::Auto) {
-        if args.contains(&r.declared.as_slice()) && !spec.covers(&r.declared) {
-            out.push(r);
+        let here = args
+            .iter()
+            .find(|a| crate::key::base_dir::key_form(base, a).as_ref() == r.declared.as_slice());
+        match here {
+            Some(a) if spec.covers(a) => {}
+            Some(a) if *a == r.declared.as_slice() => out.push(Cow::Borrowed(r)),
+            Some(a) => out.push(Cow::Owned(OutputRoot {
+                kind: r.kind,
+                declared: a.to_vec(),
+                items: r.items.clone(),
+            })),
+            None => {}
         }
     }
     Ok(out)
