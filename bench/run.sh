@@ -146,26 +146,9 @@ echo "- groups: ${GROUPS_TO_RUN[*]}"
 
 # ---------------------------------------------------------- helpers -------
 
-# table JSON REFERENCE TITLE: markdown table of medians, ratio and delta vs REFERENCE.
-table() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import json, sys
-path, ref, title = sys.argv[1:4]
-res = json.load(open(path))["results"]
-by = {r["command"]: r for r in res}
-base = by[ref]["median"]
-def ms(s):
-    v = s * 1000
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-print(f"\n### {title}\n")
-print("| command | median (ms) | mean ± σ (ms) | min (ms) | runs | × " + ref + " | Δ vs " + ref + " (ms) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for r in res:
-    m = r["median"]
-    print(f"| {r['command']} | {ms(m)} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} "
-          f"| {len(r['times'])} | {m / base:.2f} | {(m - base) * 1000:+.3f} |")
-PY
-}
+# table: see bench/lib.sh.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # interleaved JSON ROUNDS NAME_A CMD_A NAME_B CMD_B HYPERFINE_OPTION...: like one
 # `hyperfine -N` of the two commands, but in ROUNDS rounds that alternate

@@ -95,26 +95,9 @@ echo "- memorun: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'
 echo "- hyperfine: $(hyperfine --version); $(strace --version | head -1); $(cc --version | head -1)"
 echo "- C file: $C_FILE ($(wc -c <"$C_FILE") bytes)"
 
-# table JSON REFERENCE TITLE: markdown table of medians and ratios vs REFERENCE.
-table() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import json, sys
-path, ref, title = sys.argv[1:4]
-res = json.load(open(path))["results"]
-by = {r["command"]: r for r in res}
-base = by[ref]["median"]
-def ms(s):
-    v = s * 1000
-    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
-print(f"\n### {title}\n")
-print("| command | median (ms) | mean ± σ (ms) | min (ms) | runs | × " + ref + " |")
-print("|---|---:|---:|---:|---:|---:|")
-for r in res:
-    m = r["median"]
-    print(f"| {r['command']} | {ms(m)} | {ms(r['mean'])} ± {ms(r['stddev'] or 0)} | {ms(r['min'])} "
-          f"| {len(r['times'])} | {m / base:.2f} |")
-PY
-}
+# table: see bench/lib.sh.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # rounds JSON ROUNDS RUNS WARMUP NAME CMD NAME CMD NAME CMD: like one
 # `hyperfine -N` of the three commands, but in ROUNDS rounds that rotate
