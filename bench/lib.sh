@@ -1,6 +1,20 @@
 # Shell functions the benchmark scripts share (sourced by bench/run.sh and
 # bench/trace.sh).
 
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# apt_install PACKAGE...: with sudo when not root, `apt-get update` once.
+SUDO=()
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO=(sudo); fi
+APT_UPDATED=0
+apt_install() {
+    if ((APT_UPDATED == 0)); then
+        "${SUDO[@]}" apt-get update
+        APT_UPDATED=1
+    fi
+    "${SUDO[@]}" apt-get install -y "$@"
+}
+
 # table JSON REFERENCE TITLE: markdown table of medians, ratio and delta vs REFERENCE.
 table() {
     python3 - "$1" "$2" "$3" <<'PY'

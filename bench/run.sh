@@ -59,19 +59,11 @@ else
     done
 fi
 
-log() { printf '\n==> %s\n' "$*" >&2; }
+# log, apt_install and table: see bench/lib.sh.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools ----
-SUDO=()
-if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO=(sudo); fi
-APT_UPDATED=0
-apt_install() {
-    if ((APT_UPDATED == 0)); then
-        "${SUDO[@]}" apt-get update
-        APT_UPDATED=1
-    fi
-    "${SUDO[@]}" apt-get install -y "$@"
-}
 
 if ! command -v hyperfine >/dev/null; then
     log "installing hyperfine (apt-get)"
@@ -146,9 +138,6 @@ echo "- groups: ${GROUPS_TO_RUN[*]}"
 
 # ---------------------------------------------------------- helpers -------
 
-# table: see bench/lib.sh.
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 # interleaved JSON ROUNDS NAME_A CMD_A NAME_B CMD_B HYPERFINE_OPTION...: like one
 # `hyperfine -N` of the two commands, but in ROUNDS rounds that alternate

@@ -36,18 +36,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-log() { printf '\n==> %s\n' "$*" >&2; }
+# log, apt_install and table: see bench/lib.sh.
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-SUDO=()
-if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO=(sudo); fi
-APT_UPDATED=0
-apt_install() {
-    if ((APT_UPDATED == 0)); then
-        "${SUDO[@]}" apt-get update
-        APT_UPDATED=1
-    fi
-    "${SUDO[@]}" apt-get install -y "$@"
-}
 for tool in hyperfine strace; do
     if ! command -v "$tool" >/dev/null; then
         log "installing $tool (apt-get)"
@@ -95,9 +87,6 @@ echo "- memorun: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'
 echo "- hyperfine: $(hyperfine --version); $(strace --version | head -1); $(cc --version | head -1)"
 echo "- C file: $C_FILE ($(wc -c <"$C_FILE") bytes)"
 
-# table: see bench/lib.sh.
-# shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"
 
 # rounds JSON ROUNDS RUNS WARMUP NAME CMD NAME CMD NAME CMD: like one
 # `hyperfine -N` of the three commands, but in ROUNDS rounds that rotate

@@ -138,9 +138,6 @@ pub struct Config {
     /// `--trace` (or `MEMORUN_TRACE=1`): the command's traced inputs go
     /// into the key; with the `--trace-exclude` globs.
     pub trace: Option<TraceConfig>,
-    /// The declared outputs (`-o`) and whether automatic outputs are
-    /// captured.
-    pub outputs: OutputSpec,
     /// The command, and what goes into its key.
     pub key: KeySpec,
     /// Record non-zero exits too.
@@ -311,12 +308,11 @@ impl Config {
                 },
                 auto_inputs: !args.no_auto_inputs,
                 include_cwd: !args.no_cwd,
-                outputs: outputs.clone(),
+                outputs,
                 traced: trace.is_some(),
                 trace_exclude: args.trace_exclude.clone(),
                 base_dir,
             },
-            outputs,
             trace,
             cache_failures: args.cache_failures,
             force: args.force || refresh.is_some(),

@@ -329,6 +329,15 @@ enum Lookup {
     Uncached,
 }
 
+/// The store could not be read: count it, warn, run uncached.
+fn unreadable(store: &mut dyn Store, ui: &Ui, e: &anyhow::Error) -> Lookup {
+    let _ = store.count(&[(counters::ERRORS, 1)]);
+    ui.warn(format_args!(
+        "cannot read the cache: {e:#}; running uncached"
+    ));
+    Lookup::Uncached
+}
+
 /// Look the key up and, when the policy allows, replay the entry.
 /// `origin` replaces "hit" in the status line (a hit from the remote).
 fn look_up(
@@ -344,53 +353,27 @@ fn look_up(
         Ok(EntryKey::Plain(key)) => (key, None),
         Ok(EntryKey::Traced(key, m)) => (key, Some(m.items.len())),
         Ok(EntryKey::NoMatch(why)) => return Lookup::Miss(why.map(|(why, _)| why)),
-        Err(e) => {
-            let _ = store.count(&[(counters::ERRORS, 1)]);
-            ui.warn(format_args!(
-                "cannot read the cache: {e:#}; running uncached"
-            ));
-            return Lookup::Uncached;
-        }
+        Err(e) => return unreadable(store, ui, &e),
     };
     let entry = match store.lookup(&key) {
         Ok(Some(entry)) => entry,
         Ok(None) => return Lookup::Miss(None),
-        Err(e) => {
-            let _ = store.count(&[(counters::ERRORS, 1)]);
-            ui.warn(format_args!(
-                "cannot read the cache: {e:#}; running uncached"
-            ));
-            return Lookup::Uncached;
-        }
+        Err(e) => return unreadable(store, ui, &e),
     };
     let entry_age = age(entry.created_ms);
     if let Some(why) = policy::refusal(&config.policy(), &entry) {
         return Lookup::Miss(Some(why));
     }
     // The output files first: the caller finds them when the replay ends.
-    let selected = match restore::select(
-        &entry.outputs,
-        &config.outputs,
-        &config.key.keyed_args(),
-        config.key.base_dir.as_deref(),
-    ) {
-        Ok(roots) => roots,
-        Err(why) => return Lookup::Miss(Some(why)),
-    };
-    let roots: Vec<&crate::store::files::OutputRoot> = selected.iter().map(AsRef::as_ref).collect();
-    let restored = if roots.is_empty() {
-        restore::Report::default()
-    } else {
-        let cwd = &resolved.base.cwd;
-        match restore::restore(&roots, store, cwd, false, config.outputs.auto) {
-            Ok(report) => report,
-            Err(restore::Failure::Miss(why)) => return Lookup::Miss(Some(why)),
-            Err(restore::Failure::Corrupt(why)) => {
-                return match store.discard_corrupt(&entry) {
-                    Ok(true) => Lookup::Miss(Some(format!("{why}; the entry was removed"))),
-                    _ => Lookup::Miss(None),
-                };
-            }
+    let cwd = &resolved.base.cwd;
+    let restored = match restore::restore_entry(&entry.outputs, &config.key, store, cwd, false) {
+        Ok(report) => report,
+        Err(restore::Failure::Miss(why)) => return Lookup::Miss(Some(why)),
+        Err(restore::Failure::Corrupt(why)) => {
+            return match store.discard_corrupt(&entry) {
+                Ok(true) => Lookup::Miss(Some(format!("{why}; the entry was removed"))),
+                _ => Lookup::Miss(None),
+            };
         }
     };
     if restored.restored > 0 {
@@ -417,12 +400,9 @@ fn look_up(
             };
             let mut files = match restored.restored {
                 0 => String::new(),
-                1 => format!(
-                    ", restored 1 file ({})",
-                    human_size(restored.restored_bytes)
-                ),
                 n => format!(
-                    ", restored {n} files ({})",
+                    ", restored {n} {} ({})",
+                    if n == 1 { "file" } else { "files" },
                     human_size(restored.restored_bytes)
                 ),
             };
@@ -680,7 +660,7 @@ fn run_and_record(
         match capture::capture(
             store,
             &resolved.base.cwd,
-            &config.outputs,
+            &config.key.outputs,
             &auto,
             config.key.base_dir.as_deref(),
         ) {

@@ -182,24 +182,8 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
     // What a hit would restore and keep, changing nothing.
     let mut outputs = Vec::new();
     if let (Some(e), None) = (&entry, &refused) {
-        let planned = restore::select(
-            &e.outputs,
-            &config.outputs,
-            &config.key.keyed_args(),
-            config.key.base_dir.as_deref(),
-        )
-        .map_err(restore::Failure::Miss)
-        .and_then(|selected| {
-            let roots: Vec<&crate::store::files::OutputRoot> =
-                selected.iter().map(AsRef::as_ref).collect();
-            restore::restore(
-                &roots,
-                &store,
-                &resolved.base.cwd,
-                true,
-                config.outputs.auto,
-            )
-        });
+        let planned =
+            restore::restore_entry(&e.outputs, &config.key, &store, &resolved.base.cwd, true);
         match planned {
             Ok(report) => outputs = report.roots,
             Err(restore::Failure::Miss(why) | restore::Failure::Corrupt(why)) => {

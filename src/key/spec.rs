@@ -61,7 +61,8 @@ pub struct KeySpec {
     pub auto_inputs: bool,
     /// Put the working directory into the key.
     pub include_cwd: bool,
-    /// The declared outputs (`-o`): arguments they cover are not inputs.
+    /// The declared outputs (`-o`) and whether automatic ones are captured:
+    /// arguments they cover are not inputs; not in the key (see `outputs`).
     pub outputs: crate::outputs::OutputSpec,
     /// `--trace`: what the command reads is found by tracing it, so
     /// arguments that name files are not hashed up front (one it reads is a

@@ -89,7 +89,7 @@ pub struct RootReport {
 /// output of `spec` (the entry must have it: else the miss's reason), and
 /// each automatic output among `args` (the command's arguments as keyed)
 /// that no declared output covers. The rest of a stored entry is ignored.
-pub fn select<'e>(
+fn select<'e>(
     entry_outputs: &'e [OutputRoot],
     spec: &OutputSpec,
     args: &[&[u8]],
@@ -131,11 +131,36 @@ pub fn select<'e>(
     Ok(out)
 }
 
+/// Restore the outputs of an entry that this invocation (`key`: its
+/// command line, `-o` and `--base-dir`) names: [`select`], then
+/// [`restore`]. Nothing to do, nothing done: a hit without outputs pays
+/// for none of this.
+pub fn restore_entry(
+    entry_outputs: &[OutputRoot],
+    key: &crate::key::spec::KeySpec,
+    store: &dyn Store,
+    cwd: &Path,
+    dry: bool,
+) -> Result<Report, Failure> {
+    if entry_outputs.is_empty() && key.outputs.declared.is_empty() {
+        return Ok(Report::default());
+    }
+    let selected = select(
+        entry_outputs,
+        &key.outputs,
+        &key.keyed_args(),
+        key.base_dir.as_deref(),
+    )
+    .map_err(Failure::Miss)?;
+    let roots: Vec<&OutputRoot> = selected.iter().map(AsRef::as_ref).collect();
+    restore(&roots, store, cwd, dry, key.outputs.auto)
+}
+
 /// Restore `roots` (from [`select`]) in `cwd`, reading content from
 /// `store`; with `dry`, change nothing and report what would be done.
 /// `auto_restore` is whether missing automatic outputs may be written
 /// (not `--no-auto-outputs`).
-pub fn restore(
+fn restore(
     roots: &[&OutputRoot],
     store: &dyn Store,
     cwd: &Path,
