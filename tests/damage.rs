@@ -133,6 +133,8 @@ fn restore(d: &Dir, pristine: &[u8]) {
     for f in ["memorun.db-wal", "memorun.db-shm", "hits.log"] {
         let _ = fs::remove_file(d.cache.join(f));
     }
+    // The records of the database replaced (see `Dir::drop_records`).
+    d.drop_records();
     fs::write(d.cache.join("memorun.db"), pristine).unwrap();
 }
 

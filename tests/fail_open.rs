@@ -53,6 +53,7 @@ fn truncated_database_header() {
     assert!(bytes.len() >= 16, "no database header to damage");
     bytes[..16].copy_from_slice(b"definitely not!!");
     fs::write(&db, &bytes).unwrap();
+    d.drop_records();
     let o = d.run_counted(&["--cache-failures"], SCRIPT);
     assert_ran_uncached(&d, &o, 2);
 }

@@ -26,10 +26,18 @@ fn backdate(d: &Dir, by: Duration) {
         .collect::<Result<_, _>>()
         .unwrap();
     let mut store = memorun::store::db::SqliteStore::open(&d.cache).unwrap();
+    let records = memorun::store::records::Records::new(store.root());
     for key in keys {
         let digest = memorun::key::Digest::from_slice(&key).unwrap();
         let mut entry = store.lookup(&digest).unwrap().expect("an entry");
         entry.created_ms -= by;
+        // Its hit record ages with it: a hit from it must see the same age.
+        if let Some(mut record) = records.read(&digest) {
+            record.entry.created_ms -= by;
+            assert_eq!(record.entry, entry);
+            let pending = records.prepare(store.tmp_dir(), &record).unwrap();
+            pending.publish().unwrap();
+        }
         conn.execute(
             "UPDATE entries SET created = ?1, last_used = last_used - ?2, checksum = ?3
              WHERE key = ?4",
@@ -312,6 +320,8 @@ fn a_development_store_is_rebuilt_with_one_notice() {
         ))
         .unwrap();
         drop(conn);
+        // Such a store had no hit records.
+        d.drop_records();
         let o = d.run_counted(&[], "echo kept");
         assert_eq!((code(&o), stdout(&o).as_str()), (0, "kept\n"));
         assert_eq!(
@@ -340,8 +350,11 @@ fn a_newer_store_is_refused_and_left_alone() {
     d.run_counted(&[], "echo hi");
     let db = d.cache.join("memorun.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch("PRAGMA user_version = 4;").unwrap();
+    conn.pragma_update(None, "user_version", memorun::store::db::SCHEMA_VERSION + 1)
+        .unwrap();
     drop(conn);
+    // The newer memorun took the records with the upgrade, as this one does.
+    d.drop_records();
     for _ in 0..2 {
         let o = d.run_counted(&[], "echo hi");
         assert_eq!((code(&o), stdout(&o).as_str()), (0, "hi\n"));
@@ -350,7 +363,9 @@ fn a_newer_store_is_refused_and_left_alone() {
         assert!(
             err.starts_with("memorun: warning: cannot use ")
                 && err.ends_with(
-                    ": the store has schema version 4, newer than this memorun (3); running uncached\n"
+                    &format!(": the store has schema version {}, newer than this memorun ({}); running uncached\n",
+                    memorun::store::db::SCHEMA_VERSION + 1,
+                    memorun::store::db::SCHEMA_VERSION)
                 ),
             "{err}"
         );
@@ -364,7 +379,10 @@ fn a_newer_store_is_refused_and_left_alone() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version, entries), (4, 1));
+    assert_eq!(
+        (version, entries),
+        (memorun::store::db::SCHEMA_VERSION + 1, 1)
+    );
 }
 
 #[test]

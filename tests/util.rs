@@ -114,6 +114,16 @@ impl Dir {
         self.join("count")
     }
 
+    /// Remove the hit records (`store::records`), as a memorun that
+    /// rewrites or replaces the database does: the next hit goes through
+    /// the database. For tests that put another database in place.
+    pub fn drop_records(&self) {
+        match fs::remove_dir_all(self.cache.join("records")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+            _ => {}
+        }
+    }
+
     /// How many times a counted command has actually run.
     pub fn count(&self) -> usize {
         fs::read_to_string(self.counter_path())

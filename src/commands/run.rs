@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use anyhow::Result;
 
-use crate::commands::prepare::{self, EntryKey, NotPrepared, Prepared, prepare};
+use crate::commands::prepare::{self, EntryKey, NotPrepared, Prepared};
 use crate::config::Config;
 use crate::config::TraceConfig;
 use crate::error::Failure;
@@ -30,6 +30,7 @@ use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
 use crate::store::counters;
 use crate::store::locks::{self, Waited};
+use crate::store::recorded::RecordStore;
 use crate::store::{NewEntry, NewManifest, Store, age};
 use crate::term::format::{human_duration, human_size};
 use crate::term::progress::Spinner;
@@ -37,18 +38,44 @@ use crate::term::ui::{self, Ui};
 
 /// Run or replay the configured command; returns memorun's exit code.
 pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
+    let not_prepared = |e: NotPrepared| match e {
+        NotPrepared::Disabled => plain(config, Feed::Inherit),
+        NotPrepared::Uncached(e, feed) => {
+            ui.warn(format_args!("{e:#}; running uncached"));
+            plain(config, feed)
+        }
+        NotPrepared::Refused(e) => Err(Failure::Usage(e)),
+    };
+    // A plain lookup first looks for the key's hit record, without opening
+    // the database (see `store::records`): most hits end there.
+    let records_first = !config.force && config.trace.is_none() && config.refresh.is_none();
+    let early = match prepare::begin(config, true, records_first) {
+        Ok(early) => early,
+        Err(e) => return not_prepared(e),
+    };
+    let mut db = None;
+    let mut miss_reason: Option<String> = None;
+    if let Some(resolved) = &early.resolved {
+        warn_missing_inputs(ui, resolved);
+        let mut records = RecordStore::new(early.dir.clone(), config.limits);
+        match look_up(config, ui, &mut records, resolved, &early.feed, None) {
+            Lookup::Replayed(code) => return Ok(code),
+            // It warned already.
+            Lookup::Uncached => return plain(config, early.feed),
+            // The database has the truth. A reason given here (a record
+            // found corrupt and removed) would be lost on a second look.
+            Lookup::Miss(reason) => miss_reason = reason,
+        }
+        db = records.into_db();
+    }
+    let warned = early.resolved.is_some();
     let Prepared {
         store: mut local,
         resolved,
         feed,
-    } = match prepare(config, true) {
+    } = match early.finish(config, db) {
         Ok(p) => p,
-        Err(NotPrepared::Disabled) => return plain(config, Feed::Inherit),
-        Err(NotPrepared::Uncached(e, feed)) => {
-            ui.warn(format_args!("{e:#}; running uncached"));
-            return plain(config, feed);
-        }
-        Err(NotPrepared::Refused(e)) => return Err(Failure::Usage(e)),
+        Err(e) => return not_prepared(e),
     };
     // From here on the run path sees the storage seam only: another tier
     // can stand in front of or behind the local store without a change here.
@@ -56,7 +83,9 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     if let Some(notice) = store.take_notice() {
         ui.note(notice);
     }
-    warn_missing_inputs(ui, &resolved);
+    if !warned {
+        warn_missing_inputs(ui, &resolved);
+    }
     // A background refresh runs only while it holds its key's refresh lock.
     let refresh_lock = match &config.refresh {
         None => None,
@@ -76,7 +105,6 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     let mut held = None;
     // Set when the run waited for ended unrecorded: then run without the lock.
     let mut unlocked = false;
-    let mut miss_reason: Option<String> = None;
     loop {
         let reason = if config.force {
             Some("forced".to_string())

@@ -72,6 +72,9 @@ pub enum InputError {
     /// An input that cannot be read, or another problem computing the key:
     /// the cache cannot be used, and the command runs uncached.
     Unreadable(anyhow::Error),
+    /// Over the budget of a resolution without a stat cache (see
+    /// `StatCache::budget`): resolve again with one.
+    NeedsStatCache,
 }
 
 impl From<anyhow::Error> for InputError {
@@ -85,6 +88,7 @@ impl std::fmt::Display for InputError {
         match self {
             InputError::Refused(why) => f.write_str(why),
             InputError::Unreadable(e) => write!(f, "{e:#}"),
+            InputError::NeedsStatCache => f.write_str("the inputs need the stat cache"),
         }
     }
 }
@@ -547,6 +551,12 @@ impl<'a> Collector<'a> {
     /// Hash what needs hashing (in parallel), update the stat cache, and
     /// return the components in order with what to watch.
     pub fn finish(mut self) -> Result<Collected, InputError> {
+        if let Some((files, bytes)) = self.cache.budget() {
+            let cached = self.files.iter().filter(|t| t.use_cache);
+            if cached.clone().count() > files || cached.map(|t| t.stat.size).sum::<u64>() > bytes {
+                return Err(InputError::NeedsStatCache);
+            }
+        }
         for task in self.files.iter_mut().filter(|t| t.use_cache) {
             if let Some(c) = self.cache.get(&task.abs)
                 && c.stat == task.stat

@@ -261,15 +261,7 @@ pub fn state_now(
     }
 }
 
-/// A stat cache that remembers nothing: every file is hashed.
-pub struct NoCache;
-
-impl StatCache for NoCache {
-    fn get(&mut self, _abs: &Path) -> Option<CachedStat> {
-        None
-    }
-    fn put(&mut self, _abs: &Path, _entry: CachedStat) {}
-}
+pub use crate::store::statcache::NoCache;
 
 /// The probe of a recorded state, to check it again.
 fn probe_of(state: &State) -> Probe {

@@ -25,13 +25,15 @@ use super::counters::{CORRUPT, HITS, MISSES, SAVED_MS, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
+use super::records::{Record, Records};
 use super::refs::{self, Removed};
 use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
 use super::{
-    Entry, NewEntry, Previous, Source, Store, StoredManifest, StoredStream, now_ms, private,
+    CacheDir, Entry, NewEntry, Previous, Source, Store, StoredManifest, StoredStream, now_ms,
+    private,
 };
-use super::{gc, hitlog, repair, secret, temp};
+use super::{gc, hitlog, repair, temp};
 use crate::key::Digest;
 
 pub use super::schema::SCHEMA_VERSION;
@@ -62,6 +64,8 @@ pub struct SqliteStore {
     /// The entry last looked up, with its command's manifest: a hit of it
     /// is logged under that command without another query.
     looked_up: Option<(Digest, Digest)>,
+    /// The hit records of its entries (see `records`).
+    records: Records,
 }
 
 impl SqliteStore {
@@ -69,11 +73,18 @@ impl SqliteStore {
     /// foreign-owned directory to a file that is not a database, is an error
     /// the caller turns into "run uncached".
     pub fn open(cache_dir: &Path) -> Result<SqliteStore> {
-        // From here on the directory is named by the path that was checked.
-        let cache_dir = &private::prepare(cache_dir)?;
-        let tmp_dir = cache_dir.join("tmp");
-        private::ensure_subdir(&tmp_dir)?;
-        let secret = secret::load_or_create(cache_dir, &tmp_dir)?;
+        SqliteStore::open_in(CacheDir::open(cache_dir)?)
+    }
+
+    /// Open (creating if needed) the store in a cache directory already
+    /// checked and prepared.
+    pub fn open_in(dir: CacheDir) -> Result<SqliteStore> {
+        let CacheDir {
+            root,
+            tmp_dir,
+            secret,
+        } = dir;
+        let cache_dir = &root;
         let db_path = cache_dir.join("memorun.db");
         // From here on, a failure other than a lock held too long is the
         // database itself: say how to start over.
@@ -103,6 +114,7 @@ impl SqliteStore {
             checks: Default::default(),
             limits: Limits::default(),
             looked_up: None,
+            records: Records::new(cache_dir),
         };
         // Creating a store (switching to WAL, creating the schema) takes
         // locks that SQLite will not wait for when waiting could deadlock:
@@ -139,6 +151,7 @@ impl SqliteStore {
             checks: Default::default(),
             limits: Limits::default(),
             looked_up: None,
+            records: Records::new(dir),
         };
         store.init()?;
         Ok(store)
@@ -170,7 +183,7 @@ impl SqliteStore {
     }
 
     fn hit_log(&self) -> PathBuf {
-        self.root.join("hits.log")
+        hitlog::path(&self.root)
     }
 
     /// Fold the hit log into the entries, the time saved per command and
@@ -331,7 +344,7 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let freed = refs::delete_entry(&tx, key)?;
+        let freed = refs::delete_entry(&tx, &self.records, key)?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(())
@@ -378,6 +391,12 @@ impl SqliteStore {
         // under: another process may have won.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
         let prepared = schema::prepare(&tx)?;
+        // A database made anew, rebuilt or upgraded has no entry an older
+        // record could describe (left by a store deleted by hand, or by
+        // a crash mid-way): they go before anyone can read the new store.
+        if prepared != Prepared::Current {
+            self.records.remove_all(&self.tmp_dir)?;
+        }
         tx.commit()?;
         let notice = match prepared {
             Prepared::Current | Prepared::Created => return Ok(()),
@@ -442,7 +461,7 @@ impl SqliteStore {
                 return Ok(false);
             }
         }
-        let freed = refs::delete_entry(&tx, key)?;
+        let freed = refs::delete_entry(&tx, &self.records, key)?;
         bump(&tx, &[(CORRUPT, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
@@ -455,6 +474,8 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Which rows survive is SQLite's to say: every record goes first.
+        self.records.remove_all(&self.tmp_dir)?;
         let freed = repair::salvage(&tx, drop)?;
         tx.commit()?;
         self.remove_blob_files(&freed);
@@ -490,6 +511,55 @@ impl SqliteStore {
         }
     }
 
+    /// Give the entry in `record` its hit record (see `records`): written
+    /// aside, then named under the write lock if the row is still the
+    /// entry it describes, so that no deletion can come between the check
+    /// and the name. Best effort: without a record, hits take the database
+    /// path.
+    fn publish_record(&self, record: Record) {
+        let Some(pending) = self.records.prepare(&self.tmp_dir, &record) else {
+            return;
+        };
+        let Ok(tx) =
+            rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+        else {
+            return;
+        };
+        let current: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT checksum FROM entries WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![&record.entry.key.0[..]], |r| r.get(0))
+                    .optional()
+            })
+            .ok()
+            .flatten();
+        if current.as_deref() == Some(&record.entry.checksum().0[..]) {
+            let _ = pending.publish();
+        }
+        // Nothing was written: this only releases the lock.
+        let _ = tx.commit();
+    }
+
+    /// The hit record of an entry replayed through the database, when it
+    /// has none (recorded before records existed, or it was lost).
+    fn publish_missing_record(&self, entry: &Entry, manifest: Digest) {
+        if std::fs::symlink_metadata(self.records.path(&entry.key)).is_ok() {
+            return;
+        }
+        let checks: Vec<_> = [&entry.stdout, &entry.stderr, &entry.order]
+            .into_iter()
+            .filter(|s| s.inline.is_none() && s.len > 0)
+            .map(|s| s.digest)
+            .chain(
+                super::files::blob_digests(&entry.outputs)
+                    .into_iter()
+                    .map(|(d, _)| d),
+            )
+            .map(|d| (d, self.check_of(&d).ok().flatten()))
+            .collect();
+        self.publish_record(Record::new(entry.clone(), manifest, checks));
+    }
+
     /// The fast check (XXH3-128) recorded for a blob, if any.
     fn check_of(&self, digest: &Digest) -> Result<Option<[u8; 16]>> {
         Ok(self
@@ -504,7 +574,8 @@ impl SqliteStore {
     /// After a write, evict least recently used entries until the store is
     /// back to about 90% of its limits (see `evict`). Best effort.
     pub fn enforce_limits(&mut self) {
-        if let Ok(removed) = evict::evict(&mut self.conn, self.limits, &self.tmp_dir) {
+        if let Ok(removed) = evict::evict(&mut self.conn, self.limits, &self.tmp_dir, &self.records)
+        {
             self.remove_blob_files(&removed.freed);
         }
     }
@@ -539,7 +610,7 @@ impl SqliteStore {
     pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
         self.or_salvage(|store| {
             store.fold_hits()?;
-            let removed = inventory::clear(&mut store.conn, filter)?;
+            let removed = inventory::clear(&mut store.conn, &store.records, filter)?;
             store.remove_blob_files(&removed.freed);
             Ok(removed)
         })
@@ -696,30 +767,13 @@ impl Store for SqliteStore {
     }
 
     fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>> {
-        if let Some(bytes) = &stream.inline {
-            let ok = bytes.len() as u64 == stream.len
-                && Digest::from(blake3::hash(bytes)) == stream.digest;
-            return Ok(ok.then(|| Source::Bytes(bytes.clone())));
-        }
-        if stream.len == 0 {
-            return Ok(None);
-        }
-        // A blob without a fast check is checked with BLAKE3.
-        let prefetched = self.checks.borrow().get(&stream.digest).copied();
-        let check: Option<[u8; 16]> = match prefetched {
-            Some(check) => check,
-            None => self.check_of(&stream.digest)?,
-        };
-        let file = self
-            .blobs
-            .open_verified(&stream.digest, stream.len, check)
-            .with_context(|| {
-                format!(
-                    "cannot read blob '{}'",
-                    self.blobs.path(&stream.digest).display()
-                )
-            })?;
-        Ok(file.map(Source::File))
+        super::open_verified(&self.blobs, stream, || {
+            let prefetched = self.checks.borrow().get(&stream.digest).copied();
+            match prefetched {
+                Some(check) => Ok(check),
+                None => self.check_of(&stream.digest),
+            }
+        })
     }
 
     fn spool(&self) -> Spool {
@@ -815,7 +869,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
-        let mut freed = refs::delete_entry(&tx, &entry.key)?;
+        let mut freed = refs::delete_entry(&tx, &self.records, &entry.key)?;
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
         tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
@@ -926,7 +980,7 @@ impl Store for SqliteStore {
                 )?
                 .collect::<rusqlite::Result<_>>()?;
             for k in old.iter().filter_map(|k| Digest::from_slice(k)) {
-                freed.extend(refs::delete_entry(&tx, &k)?);
+                freed.extend(refs::delete_entry(&tx, &self.records, &k)?);
                 tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
                     .execute(params![&k.0[..]])?;
             }
@@ -937,6 +991,17 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         self.remove_blob_files(&freed);
+        // Found through its trace manifest, never by a record.
+        if e.traced.is_none() {
+            let checks = streams
+                .iter()
+                .filter(|(s, _)| s.inline.is_none() && s.len > 0)
+                .map(|(s, check)| (s.digest, Some(*check)))
+                .chain(e.file_checks.iter().map(|(d, c)| (*d, Some(*c))))
+                .collect::<Vec<_>>();
+            let manifest = super::manifest(&e.key.command, &e.cwd);
+            self.publish_record(Record::new(entry, manifest, checks));
+        }
         // Spools of runs killed before they could clean up: gone now, so
         // that they do not count against the limit.
         temp::sweep(&self.tmp_dir, false);
@@ -951,6 +1016,9 @@ impl Store for SqliteStore {
             Some((key, m)) if key == entry.key => Some(m),
             _ => manifest_of(&self.conn, &entry.key)?,
         };
+        if let Some(m) = manifest {
+            self.publish_missing_record(entry, m);
+        }
         let logged = hitlog::append(
             &self.hit_log(),
             &entry.key,

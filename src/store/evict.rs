@@ -15,6 +15,7 @@ use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::counters::{self, EVICTED};
+use super::records::Records;
 use super::refs::{self, Removed};
 use super::temp;
 
@@ -55,7 +56,12 @@ fn usage(conn: &Connection, tmp_dir: &Path) -> rusqlite::Result<u64> {
 /// If the store is over `limits`, evict least recently used entries until
 /// it is back to about 90% of them, and count them. Returns what went: the
 /// caller removes the freed blob files once this has committed.
-pub fn evict(conn: &mut Connection, limits: Limits, tmp_dir: &Path) -> Result<Removed> {
+pub fn evict(
+    conn: &mut Connection,
+    limits: Limits,
+    tmp_dir: &Path,
+    records: &Records,
+) -> Result<Removed> {
     let used = usage(conn, tmp_dir)?;
     let entries: i64 = match limits.max_entries {
         Some(_) => conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))?,
@@ -105,7 +111,7 @@ pub fn evict(conn: &mut Connection, limits: Limits, tmp_dir: &Path) -> Result<Re
             stmt.execute(params![k])?;
         }
     }
-    let removed = refs::delete_doomed(&tx)?;
+    let removed = refs::delete_doomed(&tx, records)?;
     counters::bump(&tx, &[(EVICTED, removed.entries as i64)])?;
     tx.commit()?;
     Ok(removed)

@@ -69,6 +69,11 @@ pub struct Hits {
     pub saved_ms: i64,
 }
 
+/// The hit log of the cache directory `cache_dir`.
+pub fn path(cache_dir: &Path) -> std::path::PathBuf {
+    cache_dir.join("hits.log")
+}
+
 fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)

@@ -15,6 +15,7 @@ use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_verified};
+use super::records::Records;
 use super::refs::{self, Removed};
 use super::{now_ms, temp};
 use crate::key::Digest;
@@ -220,7 +221,7 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
 
 /// Remove the entries matching `filter`. Returns what went: the caller
 /// removes the freed blob files once this has committed.
-pub fn clear(conn: &mut Connection, filter: &ClearFilter) -> Result<Removed> {
+pub fn clear(conn: &mut Connection, records: &Records, filter: &ClearFilter) -> Result<Removed> {
     let (clause, values) = filter.sql();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     refs::reset_doomed(&tx)?;
@@ -228,7 +229,7 @@ pub fn clear(conn: &mut Connection, filter: &ClearFilter) -> Result<Removed> {
         &format!("INSERT INTO temp.doomed (key) SELECT key FROM entries WHERE {clause}"),
         rusqlite::params_from_iter(values),
     )?;
-    let removed = refs::delete_doomed(&tx)?;
+    let removed = refs::delete_doomed(&tx, records)?;
     tx.commit()?;
     Ok(removed)
 }

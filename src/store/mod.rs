@@ -21,6 +21,8 @@ pub mod hitlog;
 pub mod inventory;
 pub mod locks;
 pub mod private;
+pub mod recorded;
+pub mod records;
 pub mod refs;
 pub mod repair;
 pub mod schema;
@@ -32,11 +34,42 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-pub use blobs::{Spool, Spooled};
+pub use blobs::{Blobs, Spool, Spooled};
 
 use crate::key::{Digest, Key};
+
+/// A cache directory checked to be ours alone (see `private`), with its
+/// temp directory and its secret: what any use of the cache needs, with
+/// the database ([`db::SqliteStore::open_in`]) or without it (a hit from
+/// a record, see [`records`]).
+#[derive(Debug, Clone)]
+pub struct CacheDir {
+    /// Its canonical path: the one that was checked.
+    pub root: PathBuf,
+    /// `root/tmp`, for spools and other temp files.
+    pub tmp_dir: PathBuf,
+    /// The per-cache secret for keyed digests.
+    pub secret: [u8; 32],
+}
+
+impl CacheDir {
+    /// Create (if needed) and check the cache directory `dir`, its temp
+    /// directory and its secret.
+    pub fn open(dir: &std::path::Path) -> Result<CacheDir> {
+        // From here on the directory is named by the path that was checked.
+        let root = private::prepare(dir)?;
+        let tmp_dir = root.join("tmp");
+        private::ensure_subdir(&tmp_dir)?;
+        let secret = secret::load_or_create(&root, &tmp_dir)?;
+        Ok(CacheDir {
+            root,
+            tmp_dir,
+            secret,
+        })
+    }
+}
 
 /// One recorded stream of an entry: stdout, stderr or the interleaving.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +83,7 @@ pub struct StoredStream {
 }
 
 /// A recorded run, as looked up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The key digest.
     pub key: Digest,
@@ -129,6 +162,33 @@ pub enum Source {
     Bytes(Vec<u8>),
     /// A verified blob file, positioned at 0.
     File(File),
+}
+
+/// The bytes of `stream`, verified: inline bytes against its digest, a
+/// blob against the fast check `check` gives (BLAKE3 without one).
+/// `Ok(None)`: missing or corrupt.
+pub fn open_verified(
+    blobs: &Blobs,
+    stream: &StoredStream,
+    check: impl FnOnce() -> Result<Option<[u8; 16]>>,
+) -> Result<Option<Source>> {
+    if let Some(bytes) = &stream.inline {
+        let ok =
+            bytes.len() as u64 == stream.len && Digest::from(blake3::hash(bytes)) == stream.digest;
+        return Ok(ok.then(|| Source::Bytes(bytes.clone())));
+    }
+    if stream.len == 0 {
+        return Ok(None);
+    }
+    let file = blobs
+        .open_verified(&stream.digest, stream.len, check()?)
+        .with_context(|| {
+            format!(
+                "cannot read blob '{}'",
+                blobs.path(&stream.digest).display()
+            )
+        })?;
+    Ok(file.map(Source::File))
 }
 
 /// A finished run to record.

@@ -10,6 +10,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::records::Records;
 use crate::key::Digest;
 
 /// Count a reference from the entry under `key` to a blob holding one of
@@ -65,8 +66,18 @@ pub struct Removed {
     pub freed: Vec<Digest>,
 }
 
-/// Delete the entries in `temp.doomed`, dropping their blob references.
-pub fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
+/// Delete the entries in `temp.doomed`, dropping their blob references;
+/// their hit records go first (see `records`).
+pub fn delete_doomed(tx: &Transaction<'_>, records: &Records) -> rusqlite::Result<Removed> {
+    {
+        let mut stmt = tx.prepare_cached("SELECT key FROM temp.doomed")?;
+        let keys = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        for k in keys {
+            if let Some(k) = Digest::from_slice(&k?) {
+                records.remove(&k).map_err(record_error)?;
+            }
+        }
+    }
     let (entries, bytes): (i64, i64) = tx.query_row(
         "SELECT COUNT(*), CAST(TOTAL(out_len + err_len) AS INTEGER)
          FROM entries WHERE key IN (SELECT key FROM temp.doomed)",
@@ -108,10 +119,16 @@ pub fn delete_doomed(tx: &Transaction<'_>) -> rusqlite::Result<Removed> {
 }
 
 /// Delete the entry under `key` if there is one, in the caller's
-/// transaction; returns the blobs it was the last user of. (A point query
+/// transaction, and its hit record before it; returns the blobs it was the last user of. (A point query
 /// per step: this runs on every miss, where the bulk path's temp table and
 /// batch statements would cost more than the rest of the write.)
-pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<Digest>> {
+pub fn delete_entry(
+    tx: &Transaction<'_>,
+    records: &Records,
+    key: &Digest,
+) -> rusqlite::Result<Vec<Digest>> {
+    // Its hit record first: a hit must never find a record without a row.
+    records.remove(key).map_err(record_error)?;
     // Read as loosely typed values: a damaged row must still be deletable
     // (what it names that is not a blob's digest frees nothing).
     let blobs: Option<Vec<Vec<u8>>> = tx
@@ -159,4 +176,14 @@ pub fn delete_entry(tx: &Transaction<'_>, key: &Digest) -> rusqlite::Result<Vec<
         }
     }
     Ok(freed)
+}
+
+/// A hit record that cannot be deleted: the row must stay (and the caller's
+/// transaction is rolled back), or a hit could replay what the database no
+/// longer holds.
+fn record_error(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::new(
+        e.kind(),
+        format!("cannot delete a hit record: {e}"),
+    )))
 }

@@ -58,31 +58,40 @@ pub fn reset(cache_dir: &Path, dry_run: bool) -> (u64, u64) {
             bytes += meta.len();
         }
     };
+    // The hit records first (one must never outlive its row), then the
+    // database, then the blobs.
+    remove_sharded(&cache_dir.join(super::records::DIR), dry_run, &mut remove);
     for name in STORE_FILES {
         remove(&cache_dir.join(name));
     }
+    remove_sharded(&cache_dir.join("blobs"), dry_run, &mut remove);
+    (files, bytes)
+}
+
+/// Remove the files of a directory sharded like `blobs/ab/abcdef...` with
+/// `remove`, and the shards once empty; nothing else, no symlink followed.
+fn remove_sharded(dir: &Path, dry_run: bool, remove: &mut impl FnMut(&Path)) {
     let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let blobs = cache_dir.join("blobs");
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
-    if real_dir(&blobs) {
-        for shard in fs::read_dir(&blobs).into_iter().flatten().flatten() {
-            let name = shard.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let path = shard.path();
-            if !is_hex(name, 2) || !real_dir(&path) {
-                continue;
-            }
-            for f in fs::read_dir(&path).into_iter().flatten().flatten() {
-                if f.file_name().to_str().is_some_and(|n| is_hex(n, 64)) {
-                    remove(&f.path());
-                }
-            }
-            if !dry_run {
-                let _ = fs::remove_dir(&path);
+    if !real_dir(dir) {
+        return;
+    }
+    for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = shard.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = shard.path();
+        if !is_hex(name, 2) || !real_dir(&path) {
+            continue;
+        }
+        for f in fs::read_dir(&path).into_iter().flatten().flatten() {
+            if f.file_name().to_str().is_some_and(|n| is_hex(n, 64)) {
+                remove(&f.path());
             }
         }
+        if !dry_run {
+            let _ = fs::remove_dir(&path);
+        }
     }
-    (files, bytes)
 }
 
 /// Whether an error is SQLite finding the database damaged.

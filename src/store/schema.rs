@@ -186,7 +186,16 @@ type Step = fn(&Transaction<'_>) -> Result<()>;
 
 /// The upgrades, in order: `STEPS[0]` takes a store at version 1 to version
 /// 2, and so on.
-const STEPS: &[Step] = &[to_version_2, to_version_3];
+const STEPS: &[Step] = &[to_version_2, to_version_3, to_version_4];
+
+/// Version 4 changes no table: it marks a store whose entries may have hit
+/// records (`store::records`), files beside the database that a memorun
+/// without them would not delete with their rows. Such a memorun refuses
+/// the store as too new (and runs uncached) instead of leaving a record
+/// that outlives its entry. Its caller deletes every record on any upgrade.
+fn to_version_4(_tx: &Transaction<'_>) -> Result<()> {
+    Ok(())
+}
 
 /// Version 3 traces commands (`--trace`): the `manifests` table.
 fn to_version_3(tx: &Transaction<'_>) -> Result<()> {
@@ -410,12 +419,12 @@ mod tests {
 
     #[test]
     fn a_new_store_is_created_at_the_current_version_from_the_schema() {
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         let conn = Connection::open_in_memory().unwrap();
         assert_eq!(found(&conn).unwrap(), Found::Empty);
         assert_eq!(prepared(&conn).unwrap(), Prepared::Created);
-        assert_eq!(header(&conn), (APPLICATION_ID, 3));
-        assert_eq!(found(&conn).unwrap(), Found::Store(3));
+        assert_eq!(header(&conn), (APPLICATION_ID, 4));
+        assert_eq!(found(&conn).unwrap(), Found::Store(4));
         // Exactly what the one constant declares, stored without comments.
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
@@ -550,7 +559,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(prepared(&conn).unwrap(), Prepared::Upgraded(1));
-        assert_eq!(header(&conn), (APPLICATION_ID, 3));
+        assert_eq!(header(&conn), (APPLICATION_ID, SCHEMA_VERSION));
         let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
             .prepare("SELECT key, checksum FROM entries ORDER BY key")
             .unwrap()

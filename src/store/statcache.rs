@@ -78,12 +78,30 @@ pub struct CachedStat {
 
 /// Remembers digests of files by absolute path and stat.
 pub trait StatCache {
+    /// `None` for a real cache. `Some((files, bytes))` for none at all (a
+    /// hit that does not open the database, see `store::records`): a key
+    /// whose files would go through a cache, more than `files` of them or
+    /// more than `bytes` in all, is then not resolved
+    /// (`InputError::NeedsStatCache`) rather than hashed in full.
+    fn budget(&self) -> Option<(usize, u64)> {
+        None
+    }
     /// The cached entry for `abs`, if any.
     fn get(&mut self, abs: &Path) -> Option<CachedStat>;
     /// Hint: many files under `abs_dir` are about to be looked up.
     fn preload(&mut self, _abs_dir: &Path) {}
     /// Remember a freshly hashed file.
     fn put(&mut self, abs: &Path, entry: CachedStat);
+}
+
+/// A stat cache that remembers nothing: every file is hashed.
+pub struct NoCache;
+
+impl StatCache for NoCache {
+    fn get(&mut self, _abs: &Path) -> Option<CachedStat> {
+        None
+    }
+    fn put(&mut self, _abs: &Path, _entry: CachedStat) {}
 }
 
 /// A view of the stat cache table for one invocation.

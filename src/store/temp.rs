@@ -39,7 +39,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use super::private::FILE_MODE;
 
 /// The name prefixes of memorun's own temp files.
-pub const PREFIXES: [&str; 3] = ["spool-", "stdin-", "secret-"];
+pub const PREFIXES: [&str; 4] = ["spool-", "stdin-", "secret-", "record-"];
 
 /// A named temp file untouched for this long whose lock is free is an
 /// orphan.

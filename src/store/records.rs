@@ -1,0 +1,513 @@
+//! Hit records: a small file per entry holding everything its replay
+//! needs, so that a hit never opens the database.
+//!
+//! Opening SQLite (WAL mode, the schema parse, the statements) costs about
+//! as much as the rest of a tiny hit together. After an entry is committed,
+//! its record is written to `records/ab/<key hex>`; a hit that finds the
+//! record replays from it, counts itself in the hit log (`hitlog`) and
+//! exits, and only a miss opens the database.
+//!
+//! Invariants:
+//!
+//! - **SQLite is the one store of record.** A record exists only for an
+//!   entry the database holds, and says exactly what that entry says
+//!   ([`Record::entry`] seals to the row's checksum). It is published only
+//!   after the entry committed, under the database's write lock, after
+//!   checking that the row is still the one it describes
+//!   (`SqliteStore::publish_record`). Every removal or replacement of an
+//!   entry deletes its record first, in the transaction that removes the
+//!   row (`refs::delete_entry`, `refs::delete_doomed`), and a database that
+//!   is created, rebuilt, upgraded, salvaged or reset takes every record
+//!   with it ([`Records::remove_all`]). A record missing is only a slower
+//!   hit.
+//! - **A record is believed only whole.** It carries a format version, its
+//!   own key, and a BLAKE3 checksum over all of it; one that fails any of
+//!   them, or names another key, is deleted and the hit takes the database
+//!   path. Inline streams are checked against their digests again before
+//!   replay, and blobs against their fast checks, as for a row.
+//! - Records live in the private cache directory (see `private`), written
+//!   by temp file and rename: a reader sees a whole record or none.
+//!
+//! What does not get a record (and is found through the database): traced
+//! entries (found through their trace manifests), and entries whose record
+//! would exceed [`MAX_RECORD`] (thousands of output files).
+//!
+//! A power loss can lose the last transactions of a WAL database in
+//! `synchronous = NORMAL` mode; a record published just before it may then
+//! outlive its row. It still holds a run recorded under exactly its key
+//! (never another command's or another input's result), so it is replayed;
+//! the next `clear` or re-record of the key removes it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustix::fs::OFlags;
+
+use super::files::{self, OutputRoot};
+use super::temp::Temp;
+use super::{Entry, StoredStream, private};
+use crate::key::Digest;
+
+/// The start of every record; the last byte is the format's version.
+const MAGIC: [u8; 4] = *b"mrr\x01";
+
+/// The largest record written or read. Streams up to `blobs::INLINE_MAX`
+/// (64 KiB) are inline in a row and so in its record; three of them and a
+/// list of output files fit. Larger entries are found through the database.
+pub const MAX_RECORD: usize = 256 * 1024;
+
+/// The directory of the records in a cache directory.
+pub const DIR: &str = "records";
+
+/// An entry as its record holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The entry, as the database would return it.
+    pub entry: Entry,
+    /// The command in its directory (`store::manifest`), which its hits
+    /// are counted under.
+    pub manifest: Digest,
+    /// Fast checks (XXH3-128) of the blobs it names, streams and output
+    /// files, sorted by digest; `None` for a blob recorded without one.
+    pub checks: Vec<(Digest, Option<[u8; 16]>)>,
+}
+
+impl Record {
+    /// The record of `entry`, a run of the command `manifest` names, with
+    /// the fast checks of its blobs (in any order).
+    pub fn new(
+        entry: Entry,
+        manifest: Digest,
+        checks: impl IntoIterator<Item = (Digest, Option<[u8; 16]>)>,
+    ) -> Record {
+        let mut checks: Vec<_> = checks.into_iter().collect();
+        checks.sort_by_key(|c| c.0);
+        checks.dedup_by_key(|c| c.0);
+        Record {
+            entry,
+            manifest,
+            checks,
+        }
+    }
+
+    /// The fast check recorded for the blob `digest`, if any.
+    pub fn check(&self, digest: &Digest) -> Option<[u8; 16]> {
+        self.checks
+            .binary_search_by(|(d, _)| d.cmp(digest))
+            .ok()
+            .and_then(|i| self.checks[i].1)
+    }
+}
+
+/// The records of one cache directory.
+#[derive(Debug, Clone)]
+pub struct Records {
+    root: PathBuf,
+}
+
+impl Records {
+    /// The records under `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Records {
+        Records {
+            root: cache_dir.join(DIR),
+        }
+    }
+
+    /// The directory holding them.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of the record for `key`.
+    pub fn path(&self, key: &Digest) -> PathBuf {
+        let hex = key.to_hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// The record for `key`, if there is a sound one. One that is damaged,
+    /// of another version or for another key is deleted: the caller then
+    /// takes the database path, which knows the truth.
+    pub fn read(&self, key: &Digest) -> Option<Record> {
+        let path = self.path(key);
+        let mut f = match OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(_) => return None,
+        };
+        let mut buf = Vec::with_capacity(4096);
+        let read = Read::by_ref(&mut f)
+            .take(MAX_RECORD as u64 + 1)
+            .read_to_end(&mut buf);
+        match read.ok().and_then(|_| decode(&buf)) {
+            Some(r) if r.entry.key == *key => Some(r),
+            _ => {
+                // Only the file that was read: a sound one may have been
+                // published since.
+                remove_if_same(&path, &f);
+                None
+            }
+        }
+    }
+
+    /// Write the record for an entry just committed, to a temp file in
+    /// `tmp_dir`; [`Pending::publish`] then gives it its name. `None`
+    /// when the entry gets no record (too large).
+    pub fn prepare(&self, tmp_dir: &Path, record: &Record) -> Option<Pending> {
+        let bytes = encode(record)?;
+        let mut temp = Temp::create(tmp_dir, "record").ok()?;
+        temp.write_all(&bytes).ok()?;
+        Some(Pending {
+            temp,
+            path: self.path(&record.entry.key),
+        })
+    }
+
+    /// Delete the record for `key`, if any. Errors other than "not there"
+    /// are returned: the caller must not remove the row then.
+    pub fn remove(&self, key: &Digest) -> io::Result<()> {
+        match fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Delete every record: the database they describe was created anew,
+    /// rebuilt, upgraded, salvaged or reset. The directory is renamed away
+    /// first, so no reader finds a record of it from then on, then removed.
+    pub fn remove_all(&self, tmp_dir: &Path) -> io::Result<()> {
+        match fs::symlink_metadata(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::fill(&mut nonce);
+        let gone = tmp_dir.join(format!("records-gone-{}", u64::from_le_bytes(nonce)));
+        fs::rename(&self.root, &gone)?;
+        let _ = fs::remove_dir_all(&gone);
+        Ok(())
+    }
+}
+
+/// A record written to a temp file, waiting to be named.
+pub struct Pending {
+    temp: Temp,
+    path: PathBuf,
+}
+
+impl Pending {
+    /// Give the record its name, replacing any older one. Call only while
+    /// holding the database's write lock, after checking that the row it
+    /// describes is there (see the module's invariants).
+    pub fn publish(self) -> io::Result<()> {
+        let parent = self.path.parent().expect("a record path has a parent");
+        let root = parent.parent().expect("a record shard has a parent");
+        private::ensure_subdir(root).map_err(io::Error::other)?;
+        private::ensure_subdir(parent).map_err(io::Error::other)?;
+        self.temp.replace(&self.path)
+    }
+}
+
+/// Remove `path` if it is still the file `read` (not a record published
+/// since).
+fn remove_if_same(path: &Path, read: &File) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(now), Ok(was)) = (fs::symlink_metadata(path), read.metadata()) else {
+        return;
+    };
+    if now.dev() == was.dev() && now.ino() == was.ino() {
+        let _ = fs::remove_file(path);
+    }
+}
+
+fn checksum(bytes: &[u8]) -> [u8; 32] {
+    *blake3::Hasher::new_derive_key("memorun 2026 hit record")
+        .update(bytes)
+        .finalize()
+        .as_bytes()
+}
+
+/// Encode a record, or `None` when it would exceed [`MAX_RECORD`].
+///
+/// Layout (integers little-endian): magic; key; manifest; created (i64);
+/// duration in ms (u64); exit code (i32); stdin advance (u64); three
+/// streams, each length (u64), digest, then 0 and the inline bytes (u32
+/// length first) or 1 for a blob; the output files (`files::encode` with
+/// inline bytes, u32 length first, 0 for none); the blob checks (u32 count,
+/// then digest, a flag and 16 bytes each); a BLAKE3 checksum of all that.
+pub fn encode(r: &Record) -> Option<Vec<u8>> {
+    let e = &r.entry;
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&e.key.0);
+    out.extend_from_slice(&r.manifest.0);
+    out.extend_from_slice(&e.created_ms.to_le_bytes());
+    out.extend_from_slice(&(e.duration.as_millis() as u64).to_le_bytes());
+    out.extend_from_slice(&e.exit_code.to_le_bytes());
+    out.extend_from_slice(&e.stdin_advance.to_le_bytes());
+    for s in [&e.stdout, &e.stderr, &e.order] {
+        out.extend_from_slice(&s.len.to_le_bytes());
+        out.extend_from_slice(&s.digest.0);
+        match &s.inline {
+            Some(bytes) => {
+                out.push(0);
+                out.extend_from_slice(&u32::try_from(bytes.len()).ok()?.to_le_bytes());
+                out.extend_from_slice(bytes);
+            }
+            None => out.push(1),
+        }
+        if out.len() > MAX_RECORD {
+            return None;
+        }
+    }
+    match files::encode(&e.outputs, true) {
+        None => out.extend_from_slice(&0u32.to_le_bytes()),
+        Some(bytes) => {
+            if bytes.len() > MAX_RECORD {
+                return None;
+            }
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+    }
+    out.extend_from_slice(&u32::try_from(r.checks.len()).ok()?.to_le_bytes());
+    for (d, c) in &r.checks {
+        out.extend_from_slice(&d.0);
+        out.push(u8::from(c.is_some()));
+        out.extend_from_slice(&c.unwrap_or_default());
+    }
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum);
+    (out.len() <= MAX_RECORD).then_some(out)
+}
+
+/// A cursor over a record's bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.array::<1>()?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
+    }
+    fn digest(&mut self) -> Option<Digest> {
+        Some(Digest(self.array()?))
+    }
+}
+
+/// Decode a record; `None` unless it is whole, of this version, sound by
+/// its checksum and strictly well formed.
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    if bytes.len() > MAX_RECORD || bytes.len() < MAGIC.len() + 32 {
+        return None;
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    if checksum(body) != sum {
+        return None;
+    }
+    let mut r = Reader(body);
+    if r.array::<4>()? != MAGIC {
+        return None;
+    }
+    let key = r.digest()?;
+    let manifest = r.digest()?;
+    let created_ms = i64::from_le_bytes(r.array()?);
+    let duration = Duration::from_millis(r.u64()?);
+    let exit_code = i32::from_le_bytes(r.array()?);
+    let stdin_advance = r.u64()?;
+    let mut stream = || -> Option<StoredStream> {
+        let len = r.u64()?;
+        let digest = r.digest()?;
+        let inline = match r.u8()? {
+            0 => {
+                let n = r.u32()? as usize;
+                let bytes = r.take(n)?.to_vec();
+                if bytes.len() as u64 != len {
+                    return None;
+                }
+                Some(bytes)
+            }
+            1 => None,
+            _ => return None,
+        };
+        Some(StoredStream {
+            len,
+            digest,
+            inline,
+        })
+    };
+    let stdout = stream()?;
+    let stderr = stream()?;
+    let order = stream()?;
+    let outputs: Vec<OutputRoot> = match r.u32()? as usize {
+        0 => Vec::new(),
+        n => files::decode(r.take(n)?)?,
+    };
+    let count = r.u32()? as usize;
+    if count > r.0.len() / (32 + 1 + 16) {
+        return None;
+    }
+    let mut checks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let d = r.digest()?;
+        let has = r.u8()?;
+        let c: [u8; 16] = r.array()?;
+        checks.push((
+            d,
+            match has {
+                0 => None,
+                1 => Some(c),
+                _ => return None,
+            },
+        ));
+    }
+    if !r.0.is_empty() || !checks.is_sorted_by(|a, b| a.0 < b.0) {
+        return None;
+    }
+    Some(Record {
+        entry: Entry {
+            key,
+            created_ms,
+            duration,
+            exit_code,
+            stdout,
+            stderr,
+            order,
+            outputs,
+            stdin_advance,
+        },
+        manifest,
+        checks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(bytes: Option<&[u8]>, len: u64, d: u8) -> StoredStream {
+        StoredStream {
+            len,
+            digest: Digest([d; 32]),
+            inline: bytes.map(<[u8]>::to_vec),
+        }
+    }
+
+    fn record() -> Record {
+        Record {
+            entry: Entry {
+                key: Digest([1; 32]),
+                created_ms: 1_700_000_000_000,
+                duration: Duration::from_millis(1234),
+                exit_code: 3,
+                stdout: stream(Some(b"hello\n"), 6, 2),
+                stderr: stream(None, 100_000, 3),
+                order: stream(Some(b""), 0, 4),
+                outputs: Vec::new(),
+                stdin_advance: 7,
+            },
+            manifest: Digest([5; 32]),
+            checks: vec![(Digest([3; 32]), Some([6; 16])), (Digest([8; 32]), None)],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = record();
+        let bytes = encode(&r).unwrap();
+        assert_eq!(decode(&bytes), Some(r.clone()));
+        assert_eq!(
+            decode(&bytes).unwrap().check(&Digest([3; 32])),
+            Some([6; 16])
+        );
+        assert_eq!(decode(&bytes).unwrap().check(&Digest([8; 32])), None);
+        assert_eq!(decode(&bytes).unwrap().check(&Digest([9; 32])), None);
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_refused() {
+        let bytes = encode(&record()).unwrap();
+        for n in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..n]), None, "truncated to {n}");
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert_eq!(decode(&b), None, "byte {i} flipped");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode(&longer), None);
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let mut bytes = encode(&record()).unwrap();
+        bytes[3] = 2;
+        let body = bytes.len() - 32;
+        let sum = checksum(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum);
+        assert_eq!(decode(&bytes), None);
+    }
+
+    #[test]
+    fn too_large_is_not_encoded() {
+        let mut r = record();
+        let big = vec![b'x'; MAX_RECORD];
+        r.entry.stdout = StoredStream {
+            len: big.len() as u64,
+            digest: Digest([2; 32]),
+            inline: Some(big),
+        };
+        assert_eq!(encode(&r), None);
+    }
+
+    #[test]
+    fn read_deletes_a_damaged_record_and_one_for_another_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::new(dir.path());
+        let r = record();
+        records.prepare(dir.path(), &r).unwrap().publish().unwrap();
+        assert_eq!(records.read(&r.entry.key), Some(r.clone()));
+        // Another key's record under this name.
+        let other = Digest([0x77; 32]);
+        fs::copy(records.path(&r.entry.key), {
+            fs::create_dir_all(records.path(&other).parent().unwrap()).unwrap();
+            records.path(&other)
+        })
+        .unwrap();
+        assert_eq!(records.read(&other), None);
+        assert!(!records.path(&other).exists());
+        // A flipped byte.
+        let path = records.path(&r.entry.key);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(records.read(&r.entry.key), None);
+        assert!(!path.exists());
+        records.remove(&r.entry.key).unwrap();
+        records.remove_all(dir.path()).unwrap();
+        assert!(!records.root().exists());
+    }
+}
