@@ -17,6 +17,7 @@ mod layering;
 mod lifecycle;
 mod outputs;
 mod recipes;
+mod records;
 mod regressions;
 mod remote;
 mod replay;

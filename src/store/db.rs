@@ -546,6 +546,15 @@ impl SqliteStore {
         if std::fs::symlink_metadata(self.records.path(&entry.key)).is_ok() {
             return;
         }
+        // A traced entry is found through its trace manifest, never by key.
+        let traced = self
+            .conn
+            .prepare_cached("SELECT 1 FROM manifests WHERE entry_key = ?1")
+            .and_then(|mut s| s.exists(params![&entry.key.0[..]]))
+            .unwrap_or(true);
+        if traced {
+            return;
+        }
         let checks: Vec<_> = [&entry.stdout, &entry.stderr, &entry.order]
             .into_iter()
             .filter(|s| s.inline.is_none() && s.len > 0)

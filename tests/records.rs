@@ -1,0 +1,504 @@
+//! Hit records (`store::records`): a hit that never opens the database,
+//! kept consistent with it. The model test at the end drives random
+//! interleavings of runs, `--force`, every `clear`, eviction, damaged
+//! records and `kill -9`, and checks after each step that every record on
+//! disk describes exactly the row SQLite holds under its key, and that no
+//! replay ever returned what the last recording of its key did not.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use memorun::key::Digest;
+use memorun::store::records;
+
+use crate::util::{Dir, code, stderr, stdout};
+
+/// The record files under the cache, by the key their name gives.
+fn record_files(d: &Dir) -> Vec<(Digest, PathBuf)> {
+    let mut out = Vec::new();
+    let root = d.cache.join(records::DIR);
+    for shard in fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let key = (0..32)
+                .map(|i| u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()
+                .and_then(|v| Digest::from_slice(&v))
+                .unwrap_or_else(|| panic!("a record named {name}"));
+            out.push((key, f.path()));
+        }
+    }
+    out
+}
+
+/// Every sound record describes the row under its key exactly (its
+/// entry seals to the row's checksum). Records in `planted` (damaged by
+/// the test) may be unsound; any other must be sound.
+#[track_caller]
+fn assert_records_match_rows(d: &Dir, planted: &HashSet<PathBuf>) -> usize {
+    let conn = rusqlite::Connection::open_with_flags(
+        d.cache.join("memorun.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut sound = 0;
+    for (key, path) in record_files(d) {
+        let Ok(bytes) = fs::read(&path) else { continue };
+        let record = records::decode(&bytes).filter(|r| r.entry.key == key);
+        let Some(record) = record else {
+            assert!(
+                planted.contains(&path),
+                "a record that does not decode, not damaged by the test: {}",
+                path.display()
+            );
+            continue;
+        };
+        let row: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT checksum FROM entries WHERE key = ?1",
+                [&key.0[..]],
+                |r| r.get(0),
+            )
+            .ok();
+        assert_eq!(
+            row.as_deref(),
+            Some(&record.entry.checksum().0[..]),
+            "the record {} does not describe the row under its key",
+            path.display()
+        );
+        sound += 1;
+    }
+    sound
+}
+
+/// Make the database unusable (garbage where it was), leaving the records.
+fn ruin_database(d: &Dir) {
+    for f in ["memorun.db-wal", "memorun.db-shm"] {
+        let _ = fs::remove_file(d.cache.join(f));
+    }
+    let junk: Vec<u8> = (0..50_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    fs::write(d.cache.join("memorun.db"), junk).unwrap();
+}
+
+#[test]
+fn a_hit_from_its_record_never_opens_the_database() {
+    let d = Dir::new();
+    d.write("in.txt", "one\n");
+    d.assert_miss(&["-i", "in.txt"], "cat in.txt");
+    assert_eq!(record_files(&d).len(), 1);
+    // With the database ruined, only a hit that never opens it replays
+    // without a word.
+    ruin_database(&d);
+    let o = d.assert_hit(&["-i", "in.txt"], "cat in.txt");
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("one\n", ""));
+    // A miss needs the database: it runs uncached, with the hint.
+    d.write("in.txt", "two\n");
+    let o = d.assert_miss(&["-i", "in.txt"], "cat in.txt");
+    assert_eq!(stdout(&o), "two\n");
+    assert!(stderr(&o).contains("memorun clear --all"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_database_made_anew_takes_every_record() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo kept");
+    // The database deleted by hand: the next run that opens it creates a
+    // new, empty one, and the records of the old go with it.
+    for f in ["memorun.db", "memorun.db-wal", "memorun.db-shm"] {
+        let _ = fs::remove_file(d.cache.join(f));
+    }
+    d.assert_miss(&[], "echo other");
+    assert_eq!(record_files(&d).len(), 1);
+    d.assert_miss(&[], "echo kept");
+    assert_records_match_rows(&d, &HashSet::new());
+}
+
+#[test]
+fn hits_from_records_are_counted_and_keep_their_entry_in_use() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo a");
+    d.assert_miss(&[], "echo b");
+    for _ in 0..3 {
+        d.assert_hit(&[], "echo a");
+    }
+    let s = d.stats();
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(3), Some(2)),
+        "{s}"
+    );
+    let entries = d.entries();
+    let a = entries
+        .iter()
+        .find(|e| e["command"].as_str().unwrap().contains("echo a"))
+        .unwrap();
+    assert_eq!(a["hits"].as_u64(), Some(3), "{a}");
+    // Least recently used goes first: `b`, not `a`, which its record hits
+    // kept in use.
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_ENTRIES", "2")
+        .arg("--")
+        .args(d.counted("echo c"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0);
+    d.assert_hit(&[], "echo a");
+    d.assert_miss(&[], "echo b");
+    assert_records_match_rows(&d, &HashSet::new());
+}
+
+#[test]
+fn a_damaged_record_is_never_replayed_and_is_published_again() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo first");
+    let [(_, path)] = record_files(&d).try_into().unwrap();
+    let pristine = fs::read(&path).unwrap();
+    // Every byte flipped in turn (one bit, varying), and every truncation
+    // of a sample: each replays through the database, exactly, and the
+    // hit publishes a sound record again.
+    let flips = (0..pristine.len())
+        .step_by(3)
+        .map(|i| (i, Some(1u8 << (i % 8))));
+    let cuts = (0..pristine.len()).step_by(17).map(|n| (n, None));
+    for (at, flip) in flips.chain(cuts) {
+        let mut bytes = pristine.clone();
+        match flip {
+            Some(bit) => bytes[at] ^= bit,
+            None => bytes.truncate(at),
+        }
+        fs::write(&path, &bytes).unwrap();
+        let o = d.assert_hit(&[], "echo first");
+        assert_eq!(
+            (stdout(&o).as_str(), stderr(&o).as_str()),
+            ("first\n", ""),
+            "byte {at}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), pristine, "byte {at}");
+    }
+    // Another key's record under this key's name.
+    d.assert_miss(&[], "echo second");
+    let files = record_files(&d);
+    let other = files.iter().find(|(_, p)| *p != path).unwrap();
+    fs::copy(&other.1, &path).unwrap();
+    let o = d.assert_hit(&[], "echo first");
+    assert_eq!(stdout(&o), "first\n");
+    assert_records_match_rows(&d, &HashSet::new());
+}
+
+#[test]
+fn every_removal_takes_the_record_first() {
+    let d = Dir::new();
+    let run = |args: &[&str], script: &str| {
+        let o = d.run_counted(args, script);
+        assert!(code(&o) == 0 || code(&o) == 1, "{}", stderr(&o));
+    };
+    run(&[], "echo ok");
+    run(&["--cache-failures"], "echo bad; exit 1");
+    run(&[], "echo other");
+    assert_eq!(record_files(&d).len(), 3);
+    // clear --failed takes only the failure's record.
+    assert_eq!(code(&d.run(["clear", "--failed"])), 0);
+    assert_eq!(record_files(&d).len(), 2);
+    d.assert_miss(&["--cache-failures"], "echo bad; exit 1");
+    // clear -- COMMAND takes that command's.
+    let mut args = vec!["clear".to_string(), "--".into()];
+    args.extend(d.counted("echo ok"));
+    assert_eq!(code(&d.run(&args)), 0, "clear -- COMMAND");
+    assert_eq!(record_files(&d).len(), 2);
+    d.assert_miss(&[], "echo ok");
+    // --force replaces the entry: the hit after it replays the new run.
+    d.write("n", "1");
+    let script = "echo run $(wc -l < count)";
+    let o = d.assert_miss(&[], script);
+    let o2 = d.assert_miss(&["--force"], script);
+    assert_ne!(stdout(&o), stdout(&o2));
+    assert_eq!(stdout(&d.assert_hit(&[], script)), stdout(&o2));
+    assert_records_match_rows(&d, &HashSet::new());
+    // clear --older-than, then clear --all.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(code(&d.run(["clear", "--older-than", "10ms"])), 0);
+    assert_eq!(record_files(&d).len(), 0);
+    d.assert_miss(&[], "echo ok");
+    assert_eq!(code(&d.run(["clear", "--all"])), 0);
+    assert_eq!(record_files(&d).len(), 0);
+    d.assert_miss(&[], "echo ok");
+    assert_eq!(record_files(&d).len(), 1);
+}
+
+#[test]
+fn an_entry_replaced_by_one_too_large_for_a_record_takes_the_old_record() {
+    let d = Dir::new();
+    // One output file, then (forced) 3,000: too many for a record.
+    let script = "mkdir -p out && n=$(cat n) && i=0 && while [ $i -lt $n ]; do \
+                  : > out/a-file-name-long-enough-that-three-thousand-of-them-make-a-record-too-large-for-its-limit-$i; i=$((i+1)); done; echo $n";
+    d.write("n", "1");
+    d.assert_miss(&["-o", "out"], script);
+    assert_eq!(record_files(&d).len(), 1);
+    d.write("n", "3000");
+    d.assert_miss(&["-o", "out", "--force"], script);
+    assert_eq!(record_files(&d).len(), 0, "the old record outlived its row");
+    fs::remove_dir_all(d.join("out")).unwrap();
+    let o = d.assert_hit(&["-o", "out"], script);
+    assert_eq!(stdout(&o), "3000\n");
+    assert_eq!(fs::read_dir(d.join("out")).unwrap().count(), 3000);
+    // Found through the database, and still too large: no record.
+    assert_eq!(record_files(&d).len(), 0);
+}
+
+#[test]
+fn a_record_restores_output_files_and_honours_the_policy() {
+    let d = Dir::new();
+    let script = "mkdir -p out && echo built > out/a.txt && echo done";
+    d.assert_miss(&["-o", "out"], script);
+    fs::remove_dir_all(d.join("out")).unwrap();
+    // From the record alone (the database ruined): the output comes back.
+    let kept = d.join("kept.db");
+    fs::copy(d.cache.join("memorun.db"), &kept).unwrap();
+    ruin_database(&d);
+    let o = d.assert_hit(&["-o", "out"], script);
+    assert_eq!(stdout(&o), "done\n");
+    assert_eq!(fs::read_to_string(d.join("out/a.txt")).unwrap(), "built\n");
+    fs::copy(&kept, d.cache.join("memorun.db")).unwrap();
+    // A failure recorded with --cache-failures is not replayed without it,
+    // record or not.
+    let failing = "echo no; exit 1";
+    assert_eq!(code(&d.run_counted(&["--cache-failures"], failing)), 1);
+    let ran = d.count();
+    assert_eq!(code(&d.run_counted(&[], failing)), 1);
+    assert_eq!(
+        d.count(),
+        ran + 1,
+        "a failure replayed without --cache-failures"
+    );
+    assert_eq!(code(&d.run_counted(&["--cache-failures"], failing)), 1);
+    assert_eq!(d.count(), ran + 1);
+}
+
+/// A small deterministic generator (xorshift64*): the model test's moves.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Commands of the model: `i` reads `v<i>` (declared with `-i`), prints
+/// it with the number of the run, and fails when the value is odd; the
+/// third also prints 70 KB first, so that its stdout is a blob.
+fn model_script(i: usize) -> String {
+    let big = if i == 2 {
+        "head -c 70000 /dev/zero | tr '\\0' x; "
+    } else {
+        ""
+    };
+    format!(
+        "echo ran >> count; n=$(wc -l < count); {big}v=$(cat v{i}); echo \"$v run $n\"; \
+         [ $((v % 2)) -eq 0 ]"
+    )
+}
+
+/// What cmd `i` prints on run `n` with value `v`.
+fn model_output(i: usize, v: u64, n: usize) -> String {
+    let big = if i == 2 {
+        "x".repeat(70_000)
+    } else {
+        String::new()
+    };
+    format!("{big}{v} run {n}\n")
+}
+
+fn runs(d: &Dir) -> usize {
+    fs::read_to_string(d.join("count"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Flags of one run in the model, at random.
+fn model_flags(rng: &mut Rng) -> Vec<&'static str> {
+    let mut flags = vec![];
+    if rng.below(4) == 0 {
+        flags.push("--cache-failures");
+    }
+    if rng.below(8) == 0 {
+        flags.push("--force");
+    }
+    flags
+}
+
+#[test]
+fn model_records_always_match_the_database() {
+    let seeds: Vec<u64> = match std::env::var("MEMORUN_MODEL_SEED") {
+        Ok(s) => vec![s.parse().unwrap()],
+        Err(_) => vec![0x9e37_79b9, 0x1234_5678_9abc, 0xdead_beef],
+    };
+    for seed in seeds {
+        model_run(seed, 150);
+    }
+}
+
+fn model_run(seed: u64, steps: usize) {
+    let d = Dir::new();
+    let mut rng = Rng(seed | 1);
+    // Per (command, value): every output its entry may hold now. Only the
+    // last recording can be replayed; after a kill, whichever it was.
+    let mut may_replay: HashMap<(usize, u64), HashSet<String>> = HashMap::new();
+    let mut planted: HashSet<PathBuf> = HashSet::new();
+    let (mut hits, mut kills, mut damaged, mut cleared) = (0, 0, 0, 0);
+    for i in 0..3 {
+        d.write(format!("v{i}"), "0");
+    }
+    for step in 0..steps {
+        let at = format!("seed {seed:#x} step {step}");
+        match rng.below(20) {
+            // Run a command, maybe under a tiny size limit (eviction).
+            0..=14 => {
+                let i = rng.below(3) as usize;
+                let v = rng.below(3);
+                d.write(format!("v{i}"), v.to_string());
+                let flags = model_flags(&mut rng);
+                let mut cmd = d.memorun_std();
+                if rng.below(5) == 0 {
+                    cmd.env("MEMORUN_MAX_SIZE", "150KB");
+                }
+                cmd.args(["-i", &format!("v{i}")]).args(&flags).args([
+                    "--",
+                    "sh",
+                    "-c",
+                    &model_script(i),
+                ]);
+                let before = runs(&d);
+                let o = cmd.output().unwrap();
+                let out = String::from_utf8(o.stdout.clone()).unwrap();
+                let failed = v % 2 == 1;
+                assert_eq!(code(&o), i32::from(failed), "{at}: {}", stderr(&o));
+                let key = (i, v);
+                if runs(&d) == before {
+                    hits += 1;
+                    let allowed = may_replay.get(&key).cloned().unwrap_or_default();
+                    assert!(
+                        allowed.contains(&out),
+                        "{at}: replayed {:?}, not the last recording of its key ({:?})",
+                        out.get(out.len().saturating_sub(12)..),
+                        allowed
+                            .iter()
+                            .map(|s| &s[s.len().saturating_sub(12)..])
+                            .collect::<Vec<_>>()
+                    );
+                    assert!(!flags.contains(&"--force"), "{at}: --force replayed");
+                    assert!(
+                        !failed || flags.contains(&"--cache-failures"),
+                        "{at}: a failure replayed without --cache-failures"
+                    );
+                } else {
+                    assert_eq!(runs(&d), before + 1, "{at}");
+                    assert_eq!(out, model_output(i, v, before + 1), "{at}");
+                    if !failed || flags.contains(&"--cache-failures") {
+                        may_replay.insert(key, HashSet::from([out]));
+                    }
+                }
+            }
+            // Kill -9 a run at a random moment.
+            15..=16 => {
+                let i = rng.below(3) as usize;
+                let v = rng.below(3);
+                d.write(format!("v{i}"), v.to_string());
+                let flags = model_flags(&mut rng);
+                let before = runs(&d);
+                let mut child = d
+                    .memorun_std()
+                    .args(["-i", &format!("v{i}")])
+                    .args(&flags)
+                    .args(["--", "sh", "-c", &model_script(i)])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::thread::sleep(Duration::from_micros(rng.below(12_000)));
+                let _ = child.kill();
+                let _ = child.wait();
+                kills += 1;
+                // The command itself may still be finishing.
+                std::thread::sleep(Duration::from_millis(30));
+                let after = runs(&d);
+                let set = may_replay.entry((i, v)).or_default();
+                for n in before + 1..=after {
+                    set.insert(model_output(i, v, n));
+                }
+            }
+            // Damage a record: flip a byte, cut it, or put another key's
+            // record under its name.
+            17..=18 => {
+                let files = record_files(&d);
+                if files.is_empty() {
+                    continue;
+                }
+                let (_, path) = &files[rng.below(files.len() as u64) as usize];
+                let Ok(mut bytes) = fs::read(path) else {
+                    continue;
+                };
+                match rng.below(3) {
+                    0 => {
+                        let at = rng.below(bytes.len() as u64) as usize;
+                        bytes[at] ^= 1 << rng.below(8);
+                    }
+                    1 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                    _ => {
+                        let (_, other) = &files[rng.below(files.len() as u64) as usize];
+                        bytes = fs::read(other).unwrap_or_default();
+                    }
+                }
+                fs::write(path, &bytes).unwrap();
+                planted.insert(path.clone());
+                damaged += 1;
+            }
+            // Clear, in each of its forms; sometimes killed mid-way.
+            _ => {
+                let i = rng.below(3) as usize;
+                let args: Vec<String> = match rng.below(5) {
+                    0 => vec!["clear".into(), "--all".into()],
+                    1 => vec!["clear".into(), "--failed".into()],
+                    2 => vec!["clear".into(), "--older-than".into(), "1ms".into()],
+                    3 => ["clear", "--", "sh", "-c"]
+                        .into_iter()
+                        .map(String::from)
+                        .chain([model_script(i)])
+                        .collect(),
+                    _ => vec!["clear".into()],
+                };
+                let mut child = d
+                    .memorun_std()
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                if rng.below(4) == 0 {
+                    std::thread::sleep(Duration::from_micros(rng.below(8_000)));
+                    let _ = child.kill();
+                    kills += 1;
+                }
+                let _ = child.wait();
+                cleared += 1;
+            }
+        }
+        assert_records_match_rows(&d, &planted);
+        // A planted record read since is gone, or published anew (sound).
+        planted.retain(|p| p.exists());
+    }
+    // The run did what it says.
+    eprintln!("seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears");
+    assert!(
+        hits > 20 && kills > 3 && damaged > 3 && cleared > 2,
+        "seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears"
+    );
+}
