@@ -34,6 +34,28 @@ fn record_files(d: &Dir) -> Vec<(Digest, PathBuf)> {
     out
 }
 
+/// The records' total size as the database counts it (toward the size
+/// limit), and as it is on disk.
+fn record_bytes(d: &Dir) -> (i64, i64) {
+    let conn = rusqlite::Connection::open_with_flags(
+        d.cache.join("memorun.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let counted: i64 = conn
+        .query_row(
+            "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = 'record_bytes'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let on_disk = record_files(d)
+        .iter()
+        .map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len() as i64))
+        .sum();
+    (counted, on_disk)
+}
+
 /// Every sound record describes the row under its key exactly (its
 /// entry seals to the row's checksum). Records in `planted` (damaged by
 /// the test) may be unsound; any other must be sound.
@@ -218,6 +240,10 @@ fn every_removal_takes_the_record_first() {
     assert_ne!(stdout(&o), stdout(&o2));
     assert_eq!(stdout(&d.assert_hit(&[], script)), stdout(&o2));
     assert_records_match_rows(&d, &HashSet::new());
+    // Their size counts toward the limit, exactly.
+    let (counted, on_disk) = record_bytes(&d);
+    assert!(on_disk > 0);
+    assert_eq!(counted, on_disk);
     // clear --older-than, then clear --all.
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(code(&d.run(["clear", "--older-than", "10ms"])), 0);
@@ -227,6 +253,8 @@ fn every_removal_takes_the_record_first() {
     assert_eq!(record_files(&d).len(), 0);
     d.assert_miss(&[], "echo ok");
     assert_eq!(record_files(&d).len(), 1);
+    let (counted, on_disk) = record_bytes(&d);
+    assert_eq!(counted, on_disk);
 }
 
 #[test]
@@ -354,6 +382,11 @@ fn model_run(seed: u64, steps: usize) {
     // last recording can be replayed; after a kill, whichever it was.
     let mut may_replay: HashMap<(usize, u64), HashSet<String>> = HashMap::new();
     let mut planted: HashSet<PathBuf> = HashSet::new();
+    // How far the records' counted size is off what is on disk by the
+    // test's own doing (damaged records change size behind memorun's
+    // back), or `None` after a kill, which can land between a record's
+    // name and its count.
+    let mut drift: Option<i64> = Some(0);
     let (mut hits, mut kills, mut damaged, mut cleared) = (0, 0, 0, 0);
     for i in 0..3 {
         d.write(format!("v{i}"), "0");
@@ -428,6 +461,7 @@ fn model_run(seed: u64, steps: usize) {
                 let _ = child.kill();
                 let _ = child.wait();
                 kills += 1;
+                drift = None;
                 // The command itself may still be finishing.
                 std::thread::sleep(Duration::from_millis(30));
                 let after = runs(&d);
@@ -458,7 +492,9 @@ fn model_run(seed: u64, steps: usize) {
                         bytes = fs::read(other).unwrap_or_default();
                     }
                 }
+                let before = fs::metadata(path).map_or(0, |m| m.len() as i64);
                 fs::write(path, &bytes).unwrap();
+                drift = drift.map(|d| d + before - bytes.len() as i64);
                 planted.insert(path.clone());
                 damaged += 1;
             }
@@ -486,13 +522,24 @@ fn model_run(seed: u64, steps: usize) {
                     std::thread::sleep(Duration::from_micros(rng.below(8_000)));
                     let _ = child.kill();
                     kills += 1;
+                    drift = None;
                 }
-                let _ = child.wait();
+                let status = child.wait().unwrap();
                 cleared += 1;
+                // A reset starts the count again.
+                if args.get(1).is_some_and(|a| a == "--all") && status.success() {
+                    drift = Some(0);
+                }
             }
         }
         assert_records_match_rows(&d, &planted);
-        // A planted record read since is gone, or published anew (sound).
+        if let Some(drift) = drift
+            && d.cache.join("memorun.db").exists()
+        {
+            let (counted, on_disk) = record_bytes(&d);
+            assert_eq!(counted, on_disk + drift, "{at}: the records' size, counted");
+        }
+        // A planted record replaced since is sound again, or gone.
         planted.retain(|p| p.exists());
     }
     // The run did what it says.

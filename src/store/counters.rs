@@ -34,6 +34,10 @@ pub const RESTORED_FILES: &str = "restored_files";
 pub const RESTORED_BYTES: &str = "restored_bytes";
 /// Entries evicted to stay under the size limit.
 pub const EVICTED: &str = "evicted";
+/// The bytes of the hit records on disk (see `records`), which count
+/// toward the size limit: kept in step by whoever publishes or deletes
+/// one, in the same transaction. Not a statistic: `stats --zero` keeps it.
+pub const RECORD_BYTES: &str = "record_bytes";
 
 /// Add to counters, in the caller's transaction.
 pub fn bump(tx: &Transaction<'_>, counters: &[(&str, i64)]) -> rusqlite::Result<()> {

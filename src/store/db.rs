@@ -21,7 +21,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
-use super::counters::{CORRUPT, HITS, MISSES, SAVED_MS, bump};
+use super::counters::{self, CORRUPT, HITS, MISSES, SAVED_MS, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
@@ -395,7 +395,7 @@ impl SqliteStore {
         // record could describe (left by a store deleted by hand, or by
         // a crash mid-way): they go before anyone can read the new store.
         if prepared != Prepared::Current {
-            self.records.remove_all(&self.tmp_dir)?;
+            remove_all_records(&self.records, &self.tmp_dir, &tx)?;
         }
         tx.commit()?;
         let notice = match prepared {
@@ -475,7 +475,7 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Which rows survive is SQLite's to say: every record goes first.
-        self.records.remove_all(&self.tmp_dir)?;
+        remove_all_records(&self.records, &self.tmp_dir, &tx)?;
         let freed = repair::salvage(&tx, drop)?;
         tx.commit()?;
         self.remove_blob_files(&freed);
@@ -533,17 +533,26 @@ impl SqliteStore {
             })
             .ok()
             .flatten();
-        if current.as_deref() == Some(&record.entry.checksum().0[..]) {
-            let _ = pending.publish();
+        if current.as_deref() != Some(&record.entry.checksum().0[..]) {
+            return;
         }
-        // Nothing was written: this only releases the lock.
-        let _ = tx.commit();
+        let Ok(grew) = pending.publish() else {
+            return;
+        };
+        // Counted toward the size limit; a record that cannot be counted
+        // goes (an old one it replaced stays counted: over, never under).
+        let counted = bump(&tx, &[(counters::RECORD_BYTES, grew)]).and_then(|()| tx.commit());
+        if counted.is_err() {
+            let _ = self.records.remove(&record.entry.key);
+        }
     }
 
     /// The hit record of an entry replayed through the database, when it
     /// has none (recorded before records existed, or it was lost).
     fn publish_missing_record(&self, entry: &Entry, manifest: Digest) {
-        if std::fs::symlink_metadata(self.records.path(&entry.key)).is_ok() {
+        // One that is there and sound is the one (a record is only ever
+        // published for its row); an unsound one is replaced.
+        if self.records.read(&entry.key).is_some() {
             return;
         }
         // A traced entry is found through its trace manifest, never by key.
@@ -680,6 +689,21 @@ fn persist_wal(conn: &Connection) {
             (&raw mut on).cast(),
         );
     }
+}
+
+/// Delete every hit record, and their total, in the caller's transaction:
+/// the database they describe was made anew, rebuilt or salvaged.
+fn remove_all_records(
+    records: &Records,
+    tmp_dir: &Path,
+    tx: &rusqlite::Transaction<'_>,
+) -> Result<()> {
+    records.remove_all(tmp_dir)?;
+    tx.execute(
+        "DELETE FROM counters WHERE name = ?1",
+        params![counters::RECORD_BYTES],
+    )?;
+    Ok(())
 }
 
 /// Whether an error is SQLite saying another connection holds a lock.

@@ -40,17 +40,23 @@ impl Default for Limits {
     }
 }
 
-/// Bytes of blobs plus database pages in use plus the temp files in
-/// `tmp_dir`: what [`Limits::max_bytes`] bounds.
+/// Bytes of blobs plus database pages in use plus hit records plus the
+/// temp files in `tmp_dir`: what [`Limits::max_bytes`] bounds.
 fn usage(conn: &Connection, tmp_dir: &Path) -> rusqlite::Result<u64> {
     let blobs: i64 = conn.query_row("SELECT COALESCE(SUM(len), 0) FROM blobs", [], |r| r.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    // The hit records, which repeat what a row holds inline.
+    let records: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = ?1",
+        params![counters::RECORD_BYTES],
+        |r| r.get(0),
+    )?;
     // Temp files count too: output being recorded, and any orphan a
     // sweep could not take yet, are disk the cache uses.
     let temp = temp::usage(tmp_dir).bytes;
-    Ok((blobs + (pages - free).max(0) * size).max(0) as u64 + temp)
+    Ok((blobs + (pages - free).max(0) * size + records.max(0)).max(0) as u64 + temp)
 }
 
 /// If the store is over `limits`, evict least recently used entries until

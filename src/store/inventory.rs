@@ -167,7 +167,10 @@ pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<Stor
 /// Reset the counters and the time saved per command, keeping the entries.
 pub fn zero_counters(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute("DELETE FROM counters", [])?;
+    tx.execute(
+        "DELETE FROM counters WHERE name != ?1",
+        params![super::counters::RECORD_BYTES],
+    )?;
     // The rows stay: they name the commands recorded so far.
     tx.execute("UPDATE saved SET hits = 0, saved_ms = 0", [])?;
     tx.execute(

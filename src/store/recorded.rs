@@ -142,10 +142,9 @@ impl Store for RecordStore {
         }
     }
 
-    /// The record goes, then the database removes the row if it is still
+    /// The database removes the row, and its record first, if it is still
     /// this entry (it shares the blob that failed).
     fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool> {
-        self.records.remove(&entry.key)?;
         self.current = None;
         self.with_db(|db| db.discard_corrupt(entry))
     }

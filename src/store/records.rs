@@ -38,7 +38,7 @@
 //! (never another command's or another input's result), so it is replayed;
 //! the next `clear` or re-record of the key removes it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -128,31 +128,25 @@ impl Records {
     }
 
     /// The record for `key`, if there is a sound one. One that is damaged,
-    /// of another version or for another key is deleted: the caller then
-    /// takes the database path, which knows the truth.
+    /// of another version or for another key is passed over: the caller
+    /// takes the database path, which knows the truth and, on a hit,
+    /// publishes a sound record in its place (it is never deleted outside
+    /// the database's write lock, which keeps [`counters::RECORD_BYTES`]
+    /// right).
+    ///
+    /// [`counters::RECORD_BYTES`]: super::counters::RECORD_BYTES
     pub fn read(&self, key: &Digest) -> Option<Record> {
-        let path = self.path(key);
-        let mut f = match OpenOptions::new()
+        let mut f = OpenOptions::new()
             .read(true)
             .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(_) => return None,
-        };
+            .open(self.path(key))
+            .ok()?;
         let mut buf = Vec::with_capacity(4096);
-        let read = Read::by_ref(&mut f)
+        Read::by_ref(&mut f)
             .take(MAX_RECORD as u64 + 1)
-            .read_to_end(&mut buf);
-        match read.ok().and_then(|_| decode(&buf)) {
-            Some(r) if r.entry.key == *key => Some(r),
-            _ => {
-                // Only the file that was read: a sound one may have been
-                // published since.
-                remove_if_same(&path, &f);
-                None
-            }
-        }
+            .read_to_end(&mut buf)
+            .ok()?;
+        decode(&buf).filter(|r| r.entry.key == *key)
     }
 
     /// Write the record for an entry just committed, to a temp file in
@@ -165,15 +159,24 @@ impl Records {
         Some(Pending {
             temp,
             path: self.path(&record.entry.key),
+            len: bytes.len() as u64,
         })
     }
 
-    /// Delete the record for `key`, if any. Errors other than "not there"
-    /// are returned: the caller must not remove the row then.
-    pub fn remove(&self, key: &Digest) -> io::Result<()> {
-        match fs::remove_file(self.path(key)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    /// Delete the record for `key`, if any, sound or not; returns its
+    /// size (0 when there was none). Errors other than "not there" are
+    /// returned: the caller must not remove the row then.
+    pub fn remove(&self, key: &Digest) -> io::Result<u64> {
+        let path = self.path(key);
+        let len = match fs::symlink_metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(len),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
         }
     }
 
@@ -199,30 +202,23 @@ impl Records {
 pub struct Pending {
     temp: Temp,
     path: PathBuf,
+    len: u64,
 }
 
 impl Pending {
-    /// Give the record its name, replacing any older one. Call only while
-    /// holding the database's write lock, after checking that the row it
-    /// describes is there (see the module's invariants).
-    pub fn publish(self) -> io::Result<()> {
+    /// Give the record its name, replacing any older one (an unsound one a
+    /// hit passed over). Call only while holding the database's write
+    /// lock, after checking that the row it describes is there (see the
+    /// module's invariants). Returns by how much the records' total size
+    /// grew.
+    pub fn publish(self) -> io::Result<i64> {
         let parent = self.path.parent().expect("a record path has a parent");
         let root = parent.parent().expect("a record shard has a parent");
         private::ensure_subdir(root).map_err(io::Error::other)?;
         private::ensure_subdir(parent).map_err(io::Error::other)?;
-        self.temp.replace(&self.path)
-    }
-}
-
-/// Remove `path` if it is still the file `read` (not a record published
-/// since).
-fn remove_if_same(path: &Path, read: &File) {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(now), Ok(was)) = (fs::symlink_metadata(path), read.metadata()) else {
-        return;
-    };
-    if now.dev() == was.dev() && now.ino() == was.ino() {
-        let _ = fs::remove_file(path);
+        let old = fs::symlink_metadata(&self.path).map_or(0, |m| m.len());
+        self.temp.replace(&self.path)?;
+        Ok(self.len as i64 - old as i64)
     }
 }
 
@@ -484,7 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn read_deletes_a_damaged_record_and_one_for_another_key() {
+    fn read_passes_over_a_damaged_record_and_one_for_another_key() {
         let dir = tempfile::tempdir().unwrap();
         let records = Records::new(dir.path());
         let r = record();
@@ -498,15 +494,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!(records.read(&other), None);
-        assert!(!records.path(&other).exists());
         // A flipped byte.
         let path = records.path(&r.entry.key);
         let mut bytes = fs::read(&path).unwrap();
         bytes[40] ^= 1;
         fs::write(&path, &bytes).unwrap();
         assert_eq!(records.read(&r.entry.key), None);
-        assert!(!path.exists());
-        records.remove(&r.entry.key).unwrap();
+        // Sound or not, removed with its size.
+        assert_eq!(records.remove(&r.entry.key).unwrap(), bytes.len() as u64);
+        assert_eq!(records.remove(&r.entry.key).unwrap(), 0);
         records.remove_all(dir.path()).unwrap();
         assert!(!records.root().exists());
     }

@@ -72,11 +72,13 @@ pub fn delete_doomed(tx: &Transaction<'_>, records: &Records) -> rusqlite::Resul
     {
         let mut stmt = tx.prepare_cached("SELECT key FROM temp.doomed")?;
         let keys = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut freed = 0;
         for k in keys {
             if let Some(k) = Digest::from_slice(&k?) {
-                records.remove(&k).map_err(record_error)?;
+                freed += records.remove(&k).map_err(record_error)?;
             }
         }
+        forget_record_bytes(tx, freed)?;
     }
     let (entries, bytes): (i64, i64) = tx.query_row(
         "SELECT COUNT(*), CAST(TOTAL(out_len + err_len) AS INTEGER)
@@ -128,7 +130,8 @@ pub fn delete_entry(
     key: &Digest,
 ) -> rusqlite::Result<Vec<Digest>> {
     // Its hit record first: a hit must never find a record without a row.
-    records.remove(key).map_err(record_error)?;
+    let freed = records.remove(key).map_err(record_error)?;
+    forget_record_bytes(tx, freed)?;
     // Read as loosely typed values: a damaged row must still be deletable
     // (what it names that is not a blob's digest frees nothing).
     let blobs: Option<Vec<Vec<u8>>> = tx
@@ -176,6 +179,14 @@ pub fn delete_entry(
         }
     }
     Ok(freed)
+}
+
+/// Take the bytes of deleted hit records off their total.
+fn forget_record_bytes(tx: &Transaction<'_>, freed: u64) -> rusqlite::Result<()> {
+    if freed == 0 {
+        return Ok(());
+    }
+    super::counters::bump(tx, &[(super::counters::RECORD_BYTES, -(freed as i64))])
 }
 
 /// A hit record that cannot be deleted: the row must stay (and the caller's
