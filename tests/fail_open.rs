@@ -263,3 +263,41 @@ fn a_result_that_cannot_be_stored_is_passed_through_and_explained() {
         "{text}"
     );
 }
+
+/// Closed standard descriptors: memorun opens `/dev/null` on them before
+/// anything else, so that none of its own files (the hit log, a spool, a
+/// record) becomes stdout and takes the command's output.
+#[test]
+fn closed_standard_descriptors_take_nothing_of_the_cache() {
+    let d = Dir::new();
+    let closed = |script: &str| {
+        let mut c = d.memorun_std();
+        c.args(["--", "sh", "-c", script]);
+        // SAFETY: between fork and exec, closing descriptors only.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                libc::close(1);
+                libc::close(2);
+                Ok(())
+            });
+        }
+        c.status().unwrap()
+    };
+    let script = "echo ran >> count; echo out; echo err >&2";
+    assert!(closed(script).success(), "the miss");
+    assert!(closed(script).success(), "the hit");
+    assert_eq!(d.count(), 1, "the second run was not a hit");
+    let o = d
+        .memorun_std()
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_eq!((stdout(&o).as_str(), d.count()), ("out\n", 1));
+    assert_eq!(stderr(&o), "err\n");
+    let s = d.stats();
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(2), Some(1)),
+        "{s}"
+    );
+}
