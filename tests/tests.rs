@@ -20,6 +20,7 @@ mod recipes;
 mod regressions;
 mod remote;
 mod replay;
+mod s3;
 mod servers;
 mod signals;
 mod terminal;

@@ -241,11 +241,19 @@ impl S3 {
         query: &[(&str, &str)],
         payload: &str,
     ) -> (String, Vec<(&'static str, String)>) {
-        let path = format!(
-            "{}{}",
-            self.path_base,
-            uri_encode(&format!("{}{name}", self.prefix), false)
-        );
+        self.prepare_key(method, &format!("{}{name}", self.prefix), query, payload)
+    }
+
+    /// [`S3::prepare`] for the object key `key` (the bucket itself when
+    /// empty).
+    fn prepare_key(
+        &self,
+        method: Method,
+        key: &str,
+        query: &[(&str, &str)],
+        payload: &str,
+    ) -> (String, Vec<(&'static str, String)>) {
+        let path = format!("{}{}", self.path_base, uri_encode(key, false));
         let mut pairs: Vec<(String, String)> = query
             .iter()
             .map(|(k, v)| (uri_encode(k, true), uri_encode(v, true)))
@@ -492,6 +500,48 @@ impl S3 {
     }
 }
 
+impl S3 {
+    /// The objects under the prefix whose names start with `start`
+    /// (`memorun/v1/`), as (name, ETag), sorted: for the tests, and for
+    /// looking at a cache by hand. Never called by a run.
+    pub fn list(&mut self, start: &str) -> Result<Vec<(String, String)>, Error> {
+        let prefix = format!("{}{start}", self.prefix);
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("list-type", "2"), ("prefix", prefix.as_str())];
+            if let Some(t) = &token {
+                query.push(("continuation-token", t));
+            }
+            let (url, headers) = self.prepare_key(Method::Get, "", &query, UNSIGNED_PAYLOAD);
+            let mut req = self.agent.get(&url);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let r = req.call().map_err(|e| failed("GET (list)", &prefix, e))?;
+            if r.status().as_u16() != 200 {
+                return Err(refused("GET (list)", &prefix, r));
+            }
+            let mut xml = read_answer(r, "GET (list)", &prefix)?;
+            token = xml_element(&xml, "NextContinuationToken");
+            while let Some(key) = xml_element(&xml, "Key") {
+                let end = xml.find("</Contents>").unwrap_or(xml.len());
+                let etag = xml_element(&xml[..end], "ETag").unwrap_or_default();
+                names.push((key[self.prefix.len().min(key.len())..].to_string(), etag));
+                xml.drain(..end);
+                if xml.starts_with("</Contents>") {
+                    xml.drain(.."</Contents>".len());
+                }
+            }
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
 impl Remote for S3 {
     fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
         let r = self
@@ -548,12 +598,17 @@ fn refused(what: &str, name: &str, r: Response<ureq::Body>) -> Error {
         .into_reader()
         .take(4096)
         .read_to_string(&mut text);
-    let hint = match status.as_u16() {
-        403 => "; a read-only key needs s3:ListBucket too, or a miss is a 403",
-        301 | 307 => "; is AWS_REGION the bucket's region?",
+    let code = xml_element(&text, "Code");
+    let hint = match (status.as_u16(), code.as_deref()) {
+        // AWS answers a missing object with 403 to a key without
+        // s3:ListBucket.
+        (403, None | Some("AccessDenied")) if what == "GET" || what == "HEAD" => {
+            "; a key that reads needs s3:GetObject and s3:ListBucket"
+        }
+        (301 | 307, _) => "; is AWS_REGION the bucket's region?",
         _ => "",
     };
-    match xml_element(&text, "Code") {
+    match code {
         Some(code) => Error::failed(format!(
             "{what} {name}: the server answered {status} ({code}){hint}"
         )),
