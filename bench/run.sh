@@ -979,8 +979,8 @@ TOML
     out=$("${g[@]}" key create bench)
     "${g[@]}" bucket allow --read --write --owner memorun --key bench >/dev/null
     export AWS_ENDPOINT_URL=http://127.0.0.1:$s3 AWS_REGION=garage
-    AWS_ACCESS_KEY_ID=$(awk -F'\t' '/^Key ID:/ { print $2 }' <<<"$out")
-    AWS_SECRET_ACCESS_KEY=$(awk -F'\t' '/^Secret key:/ { print $2 }' <<<"$out")
+    AWS_ACCESS_KEY_ID=$(awk '/^Key ID:/ { print $3 }' <<<"$out")
+    AWS_SECRET_ACCESS_KEY=$(awk '/^Secret key:/ { print $3 }' <<<"$out")
     export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
 }
 

@@ -372,8 +372,9 @@ pub struct S3Key {
     pub secret: String,
 }
 
-/// A single-node Garage cluster (replication factor 1, SQLite metadata)
-/// with one bucket, `memorun`, a read-write key and a read-only key; its
+/// A single-node Garage cluster (replication factor 1, SQLite metadata,
+/// blocks stored uncompressed so that what it writes tracks what it
+/// receives) with one bucket, `memorun`, a read-write key and a read-only key; its
 /// S3 API and its website endpoint on loopback ports.
 pub struct Garage {
     child: Child,
@@ -425,6 +426,7 @@ impl Garage {
 data_dir = "{d}/data"
 db_engine = "sqlite"
 replication_factor = 1
+compression_level = "none"
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{secret}"

@@ -588,8 +588,8 @@ impl fmt::Debug for S3 {
     }
 }
 
-/// A refusal, with S3's error code when the answer has one (`GET` and
-/// `PUT` answers do; `HEAD` ones have no body).
+/// A refusal, with S3's error code and message when the answer has them
+/// (`GET` and `PUT` answers do; `HEAD` ones have no body).
 fn refused(what: &str, name: &str, r: Response<ureq::Body>) -> Error {
     let status = r.status();
     let mut text = String::new();
@@ -599,21 +599,28 @@ fn refused(what: &str, name: &str, r: Response<ureq::Body>) -> Error {
         .take(4096)
         .read_to_string(&mut text);
     let code = xml_element(&text, "Code");
-    let hint = match (status.as_u16(), code.as_deref()) {
-        // AWS answers a missing object with 403 to a key without
+    // One line, and short: it goes into a warning.
+    let message = xml_element(&text, "Message").map(|m| {
+        let m = m.split_whitespace().collect::<Vec<_>>().join(" ");
+        m.chars().take(160).collect::<String>()
+    });
+    let hint = match (status.as_u16(), message.as_deref()) {
+        // AWS answers a missing object with a bare 403 to a key without
         // s3:ListBucket.
-        (403, None | Some("AccessDenied")) if what == "GET" || what == "HEAD" => {
+        (403, None | Some("Access Denied")) if what == "GET" || what == "HEAD" => {
             "; a key that reads needs s3:GetObject and s3:ListBucket"
         }
         (301 | 307, _) => "; is AWS_REGION the bucket's region?",
         _ => "",
     };
-    match code {
-        Some(code) => Error::failed(format!(
-            "{what} {name}: the server answered {status} ({code}){hint}"
-        )),
-        None => Error::failed(format!("{what} {name}: the server answered {status}{hint}")),
-    }
+    let detail = match (code, message) {
+        (Some(c), Some(m)) => format!(" ({c}: {m})"),
+        (Some(c), None) => format!(" ({c})"),
+        (None, _) => String::new(),
+    };
+    Error::failed(format!(
+        "{what} {name}: the server answered {status}{detail}{hint}"
+    ))
 }
 
 /// A small answer's body (the XML of a multipart upload), at most 1 MiB.
