@@ -170,6 +170,7 @@ fn anonymous_reads_and_never_writes() {
     // A miss: nothing uploaded.
     let o = reader.run("s3://localhost", &public, &[], "echo new");
     assert_eq!((code(&o), stdout(&o).as_str()), (0, "new\n"));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
     assert_eq!(reader.remote_stats()["misses"], 1);
     assert_eq!(reader.remote_stats()["uploads"], 0);
     assert_eq!(server.objects(), before);
