@@ -177,7 +177,7 @@ fn anonymous_reads_and_never_writes() {
 }
 
 /// A wrong secret key: one clear warning naming S3's error, the run goes
-/// on, nothing is lost; the secret never shows.
+/// on, nothing is lost; no secret key shows or is stored.
 #[test]
 #[ignore = "needs garage: .ci/run installs it"]
 fn a_wrong_secret_key_warns_once_and_the_run_goes_on() {
@@ -192,6 +192,25 @@ fn a_wrong_secret_key_warns_once_and_the_run_goes_on() {
     assert_contains(&stderr(&o), "403");
     assert!(!stderr(&o).contains(&wrong.secret));
     assert_eq!(m.dir.stats()["entries"], 1);
+    // With the right one, it uploads; neither secret is in the store.
+    let o = m.run(
+        &url(),
+        &vars(&server.env(Some(&server.rw))),
+        &[],
+        "echo there",
+    );
+    assert_contains(&stderr(&o), "memorun: uploaded");
+    for f in walkdir::WalkDir::new(&m.dir.cache)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|f| f.file_type().is_file())
+    {
+        let bytes = fs::read(f.path()).unwrap();
+        for secret in [&wrong.secret, &server.rw.secret] {
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "a secret key in {}", f.path().display());
+        }
+    }
 }
 
 /// Garage stopped (nothing listens), and a listener that never answers:
