@@ -20,6 +20,10 @@
 #       a 100 MB miss that uploads vs the same miss without a remote
 #       (starts its own nginx and redis-server on loopback; installs
 #       nginx-light and redis-server with apt-get when missing)
+#   p10 remote cache on S3: a 100 MB hit with an empty local store from
+#       Garage vs curl fetching the same objects with presigned URLs
+#       (starts its own single-node Garage on loopback; installs it with
+#       cargo install --locked garage when missing)
 #
 # Environment:
 #   BENCH_RESULTS_DIR=DIR  also copy the hyperfine JSON and the RSS/P6 results there
@@ -38,7 +42,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-ALL_GROUPS=(p1 p2 p3 p4 p5 p6 p7 p8 p9)
+ALL_GROUPS=(p1 p2 p3 p4 p5 p6 p7 p8 p9 p10)
 if (($# == 0)); then
     GROUPS_TO_RUN=("${ALL_GROUPS[@]}")
 else
@@ -46,9 +50,9 @@ else
     for g in "$@"; do
         g=${g,,}
         case $g in
-            p1 | p2 | p3 | p4 | p5 | p6 | p7 | p8 | p9) GROUPS_TO_RUN+=("$g") ;;
+            p1 | p2 | p3 | p4 | p5 | p6 | p7 | p8 | p9 | p10) GROUPS_TO_RUN+=("$g") ;;
             -h | --help)
-                sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+                sed -n '2,40p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
                 exit 0
                 ;;
             *)
@@ -100,7 +104,9 @@ for line in sys.stdin:
 # Nothing from the caller's environment may change memorun's behaviour here.
 unset MEMORUN_DIR MEMORUN_DISABLE MEMORUN_MAX_SIZE BKT_TTL BKT_CACHE_DIR BKT_SCOPE
 unset MEMORUN_REMOTE MEMORUN_REMOTE_TOKEN MEMORUN_REMOTE_READ_ONLY MEMORUN_REMOTE_TIMEOUT \
-    MEMORUN_REMOTE_MAX_SIZE MEMORUN_BASE_DIR MEMORUN_SECRET
+    MEMORUN_REMOTE_MAX_SIZE MEMORUN_BASE_DIR MEMORUN_SECRET MEMORUN_S3_ADDRESSING \
+    AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_REGION AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID \
+    AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
 
 # ---------------------------------------------------------- workspace -----
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/memorun-bench.XXXXXX")
@@ -927,6 +933,129 @@ bench_p9() {
     p9_stop
 }
 
+# ------------------------------------------------------------------ P10 ----
+# A single-node Garage (an S3-compatible store) on loopback, as the tests
+# start it (tests/servers.rs): bucket "memorun", one read-write key.
+P10_PID=""
+p10_stop() {
+    [[ -z $P10_PID ]] || kill -KILL -- "-$P10_PID" 2>/dev/null || kill -KILL "$P10_PID" 2>/dev/null || true
+    P10_PID=""
+}
+p10_garage() {
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    if ! command -v garage >/dev/null; then
+        log "installing garage (cargo install; about 13 minutes on 2 cores, once)"
+        cargo install --locked garage
+    fi
+    local d=$WORK/garage rpc s3
+    mkdir -p "$d"
+    rpc=$(p9_free_port)
+    s3=$(p9_free_port)
+    cat >"$d/garage.toml" <<TOML
+metadata_dir = "$d/meta"
+data_dir = "$d/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".s3.garage.localhost"
+TOML
+    RUST_LOG=warn setsid garage -c "$d/garage.toml" server >"$d/garage.log" 2>&1 &
+    P10_PID=$!
+    trap 'p9_stop; p10_stop; cleanup' EXIT
+    p9_wait_port "$s3"
+    local g=(garage -c "$d/garage.toml") id i out
+    for ((i = 0; i < 100; i++)); do
+        id=$("${g[@]}" node id -q 2>/dev/null) && break
+        sleep 0.1
+    done
+    "${g[@]}" layout assign -z dc1 -c 1G "${id%%@*}" >/dev/null
+    "${g[@]}" layout apply --version 1 >/dev/null
+    "${g[@]}" bucket create memorun >/dev/null
+    out=$("${g[@]}" key create bench)
+    "${g[@]}" bucket allow --read --write --owner memorun --key bench >/dev/null
+    export AWS_ENDPOINT_URL=http://127.0.0.1:$s3 AWS_REGION=garage
+    AWS_ACCESS_KEY_ID=$(awk '/^Key ID:/ { print $3 }' <<<"$out")
+    AWS_SECRET_ACCESS_KEY=$(awk '/^Secret key:/ { print $3 }' <<<"$out")
+    export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+}
+
+# p10_presign KEY...: a presigned GET URL (SigV4, query string, an hour)
+# for each object KEY of the bucket, or for the bucket's listing of
+# memorun/ when KEY is "?list". Python's standard library only.
+p10_presign() {
+    python3 - "$@" <<'PY'
+import datetime, hashlib, hmac, os, sys, urllib.parse
+endpoint, region = os.environ["AWS_ENDPOINT_URL"], os.environ["AWS_REGION"]
+ak, sk = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+host = endpoint.split("://", 1)[1]
+now = datetime.datetime.now(datetime.timezone.utc)
+amz_date, date = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+scope = f"{date}/{region}/s3/aws4_request"
+q = lambda s: urllib.parse.quote(s, safe="-_.~")
+def mac(key, msg):
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+k = mac(mac(mac(mac(("AWS4" + sk).encode(), date), region), "s3"), "aws4_request")
+for key in sys.argv[1:]:
+    params = {"X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Credential": f"{ak}/{scope}",
+              "X-Amz-Date": amz_date, "X-Amz-Expires": "3600", "X-Amz-SignedHeaders": "host"}
+    if key == "?list":
+        path = "/memorun/"
+        params.update({"list-type": "2", "prefix": "memorun/"})
+    else:
+        path = "/memorun/" + urllib.parse.quote(key, safe="/-_.~")
+    query = "&".join(f"{q(a)}={q(b)}" for a, b in sorted(params.items()))
+    creq = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
+    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    print(f"{endpoint}{path}?{query}&X-Amz-Signature={sig}")
+PY
+}
+
+bench_p10() {
+    log "P10: remote cache on S3 (Garage)"
+    p10_garage
+    printf '%s\n' "head -c 100000000 /dev/zero | tr '\\0' x" >gen100mb.sh
+    settle gen100mb.sh
+    local url=s3://memorun objects=() o
+    export MEMORUN_SECRET=$P9_SECRET
+    rm -rf "$WORK/p10-rec"
+    "$MEMORUN" --cache-dir "$WORK/p10-rec" --remote "$url" -- sh gen100mb.sh </dev/null >/dev/null
+    mapfile -t objects < <(curl -s "$(p10_presign '?list')" | grep -o '<Key>[^<]*</Key>' | sed 's/<[^>]*>//g')
+    # The same objects memorun fetches, with presigned URLs: to /dev/null,
+    # and to files (memorun installs them in its local store).
+    {
+        printf 'curl -s'
+        p10_presign "${objects[@]}" | while read -r o; do printf " -o /dev/null '%s'" "$o"; done
+        printf '\n'
+    } >"$WORK/p10-curl.sh"
+    {
+        printf 'curl -s'
+        local i=0
+        p10_presign "${objects[@]}" | while read -r o; do
+            i=$((i + 1))
+            printf " -o %s/p10-out/%d '%s'" "$WORK" "$i" "$o"
+        done
+        printf '\n'
+    } >"$WORK/p10-curl-files.sh"
+    mkdir -p "$WORK/p10-out"
+    echo
+    echo "P10: ${#objects[@]} objects in the bucket"
+    hyperfine -N --warmup 3 --runs 15 --prepare "rm -rf $WORK/p10-empty $WORK/p10-out/*" \
+        --export-json "$RESULTS/p10.json" \
+        -n "memorun remote hit (s3)" "$Q_MEMORUN --cache-dir $WORK/p10-empty --remote $url -- sh gen100mb.sh" \
+        -n "curl, presigned" "sh $WORK/p10-curl.sh" \
+        -n "curl, presigned, to files" "sh $WORK/p10-curl-files.sh"
+    table "$RESULTS/p10.json" "curl, presigned" \
+        "P10 remote hit, 100 MB, empty local store, from Garage (S3), hyperfine -N"
+    unset MEMORUN_SECRET AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+    p10_stop
+}
+
 # ---------------------------------------------------------- targets -------
 verdicts() {
     python3 - "$RESULTS" <<'PY'
@@ -976,6 +1105,7 @@ if warm is not None:
 for size in ("tiny", "100mb"):
     ratio_line(f"P9 remote hit ({size}, nginx) vs curl", f"p9-{size}-http.json", "memorun remote hit (http)", "curl", 1.3)
     ratio_line(f"P9 remote hit ({size}, Redis) vs redis-cli", f"p9-{size}-redis.json", "memorun remote hit (redis)", "redis-cli", 1.3)
+ratio_line("P10 remote hit (100 MB, Garage) vs curl of presigned URLs", "p10.json", "memorun remote hit (s3)", "curl, presigned", 1.3)
 ratio_line("P5 hit with 100,000 entries vs 10", "p5-hit.json", "hit, 100,000 entries", "hit, 10 entries", 1.1)
 x = med("p5-stats.json", "stats, 100,000 entries")
 if x is not None:

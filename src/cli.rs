@@ -424,10 +424,11 @@ pub struct RunArgs {
 
     /// A cache shared between machines [env: MEMORUN_REMOTE]
     ///
-    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path` or
+    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`,
     /// the `http://` or `https://` base URL of a store that takes PUT and
-    /// answers GET and HEAD (nginx WebDAV, Apache mod_dav, Artifactory).
-    /// Local hits never touch it; on a local miss the remote is asked, and a
+    /// answers GET and HEAD (nginx WebDAV, Apache mod_dav, Artifactory), or
+    /// `s3://bucket[/prefix]` (endpoint, region and keys from AWS_*
+    /// variables; no keys: anonymous, read-only). Local hits never touch it; on a local miss the remote is asked, and a
     /// recorded run is uploaded. Needs the team's secret in MEMORUN_SECRET
     /// (at least 32 characters); a bearer token goes in
     /// MEMORUN_REMOTE_TOKEN. A remote that fails or times out (100 ms to

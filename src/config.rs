@@ -281,6 +281,7 @@ impl Config {
                 args.remote_read_only,
                 &env,
                 &mut warnings,
+                &mut notes,
             )?,
             _ => None,
         };
@@ -368,6 +369,7 @@ fn remote_from(
     read_only: bool,
     env: &impl Fn(&str) -> Option<OsString>,
     warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Result<Option<RemoteConfig>> {
     let from_env = env("MEMORUN_REMOTE").filter(|v| !v.is_empty());
     let (text, source) = match (arg.filter(|r| !r.is_empty()), &from_env) {
@@ -419,15 +421,35 @@ fn remote_from(
             )),
         }
     }
+    let mut read_only = read_only || flag_is_on(env("MEMORUN_REMOTE_READ_ONLY").as_deref());
+    let s3 = match url.scheme() {
+        remote::url::Scheme::S3 => match remote::s3::Settings::from_env(env, url.bucket()) {
+            Ok(s) => {
+                if s.anonymous() && !read_only {
+                    read_only = true;
+                    notes.push(format!(
+                        "no AWS_ACCESS_KEY_ID: the remote cache {url} is read anonymously, and nothing is uploaded"
+                    ));
+                }
+                Some(s)
+            }
+            Err(e) => {
+                warnings.push(format!("the remote cache {url} is not used: {e}"));
+                return Ok(None);
+            }
+        },
+        _ => None,
+    };
     Ok(Some(RemoteConfig {
         url,
-        read_only: read_only || flag_is_on(env("MEMORUN_REMOTE_READ_ONLY").as_deref()),
+        read_only,
         token: env("MEMORUN_REMOTE_TOKEN")
             .filter(|t| !t.is_empty())
             .map(|t| t.to_string_lossy().into_owned()),
         shared: Shared::derive(secret.as_bytes()),
         timeouts,
         max_object,
+        s3,
     }))
 }
 

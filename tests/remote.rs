@@ -14,21 +14,21 @@ use crate::servers::{Nginx, Redis, Silent, free_port};
 use crate::util::{Dir, assert_contains, code, stderr, stdout};
 
 /// The team's secret, as CI would set it.
-const SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
+pub(crate) const SECRET: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a6978";
 
 /// What the command does: stdout large enough for a blob, stderr, an
 /// output file of random bytes (so a re-run could never reproduce it) and
 /// a small one, then exit 0.
-const BUILD: &str = "seq 1 20000; echo warn >&2; mkdir -p out; \
+pub(crate) const BUILD: &str = "seq 1 20000; echo warn >&2; mkdir -p out; \
     head -c 300000 /dev/urandom > out/big.bin; echo small > out/small.txt";
 
 /// One machine: a checkout at its own path, with its own cache.
-struct Machine {
-    dir: Dir,
+pub(crate) struct Machine {
+    pub(crate) dir: Dir,
 }
 
 impl Machine {
-    fn new() -> Machine {
+    pub(crate) fn new() -> Machine {
         let dir = Dir::new();
         dir.write("in.txt", "the same input on every machine\n");
         Machine { dir }
@@ -36,7 +36,13 @@ impl Machine {
 
     /// `memorun -v --remote URL --base-dir HERE ARGS -- sh -c 'count; SCRIPT' in.txt`,
     /// with the team's secret and `env` set.
-    fn run(&self, url: &str, env: &[(&str, &str)], args: &[&str], script: &str) -> Output {
+    pub(crate) fn run(
+        &self,
+        url: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        script: &str,
+    ) -> Output {
         let mut c = self.dir.memorun();
         c.env("MEMORUN_SECRET", SECRET)
             .args(["-v", "--remote", url, "--base-dir"])
@@ -52,31 +58,31 @@ impl Machine {
         c.output().unwrap()
     }
 
-    fn build(&self, url: &str, env: &[(&str, &str)]) -> Output {
+    pub(crate) fn build(&self, url: &str, env: &[(&str, &str)]) -> Output {
         self.run(url, env, &["-o", "out/"], BUILD)
     }
 
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.dir.count()
     }
 
-    fn remote_stats(&self) -> serde_json::Value {
+    pub(crate) fn remote_stats(&self) -> serde_json::Value {
         self.dir.stats()["remote"].clone()
     }
 
-    fn file(&self, rel: &str) -> Vec<u8> {
+    pub(crate) fn file(&self, rel: &str) -> Vec<u8> {
         fs::read(self.dir.join(rel)).unwrap()
     }
 }
 
 /// The expected stdout of `BUILD`.
-fn build_stdout() -> String {
+pub(crate) fn build_stdout() -> String {
     (1..=20000).map(|i| format!("{i}\n")).collect()
 }
 
 /// The output is the command's own (or its replay), byte for byte.
 #[track_caller]
-fn assert_built(o: &Output) {
+pub(crate) fn assert_built(o: &Output) {
     assert_eq!(code(o), 0, "{}", stderr(o));
     assert!(stdout(o) == build_stdout(), "stdout differs");
     // The command's own stderr, around memorun's -v lines.
@@ -91,14 +97,14 @@ fn assert_built(o: &Output) {
 /// A run on one machine is a hit on another, byte for byte, output files
 /// included; the second machine's next run is a local hit that does not
 /// touch the network (the server is gone by then).
-fn two_machines(url: &str, kill: &mut dyn FnMut()) {
+pub(crate) fn two_machines(url: &str, env: &[(&str, &str)], kill: &mut dyn FnMut()) {
     let (a, b) = (Machine::new(), Machine::new());
-    let o = a.build(url, &[]);
+    let o = a.build(url, env);
     assert_built(&o);
     assert_contains(&stderr(&o), "memorun: uploaded");
     assert_eq!(a.remote_stats()["uploads"], 1);
 
-    let o = b.build(url, &[]);
+    let o = b.build(url, env);
     assert_built(&o);
     assert_eq!(b.count(), 0, "the command ran on the second machine");
     assert_contains(&stderr(&o), "hit (remote), downloaded");
@@ -114,7 +120,7 @@ fn two_machines(url: &str, kill: &mut dyn FnMut()) {
 
     kill();
     fs::remove_dir_all(b.dir.join("out")).unwrap();
-    let o = b.build(url, &[]);
+    let o = b.build(url, env);
     assert_built(&o);
     assert_eq!(b.count(), 0);
     assert_contains(&stderr(&o), "memorun: hit, restored 2 files");
@@ -127,7 +133,7 @@ fn two_machines(url: &str, kill: &mut dyn FnMut()) {
 fn two_machines_share_through_nginx() {
     let mut server = Nginx::start();
     let url = server.url();
-    two_machines(&url, &mut || server.kill());
+    two_machines(&url, &[], &mut || server.kill());
 }
 
 #[test]
@@ -135,7 +141,7 @@ fn two_machines_share_through_nginx() {
 fn two_machines_share_through_redis() {
     let mut server = Redis::start();
     let url = server.url();
-    two_machines(&url, &mut || server.kill());
+    two_machines(&url, &[], &mut || server.kill());
 }
 
 /// Objects larger than a Redis chunk (8 MiB) travel as chunks.
@@ -232,7 +238,13 @@ fn a_bad_remote_url() {
 /// Fail open: the run is right, one warning, counted, and it costs at most
 /// `limit`.
 #[track_caller]
-fn assert_failed_open(m: &Machine, o: &Output, took: Duration, limit: Duration, counter: &str) {
+pub(crate) fn assert_failed_open(
+    m: &Machine,
+    o: &Output,
+    took: Duration,
+    limit: Duration,
+    counter: &str,
+) {
     assert_eq!(code(o), 0, "{}", stderr(o));
     assert_eq!(stdout(o), "hi\n");
     assert_eq!(m.count(), 1);
@@ -823,7 +835,7 @@ fn base_dir_shares_entries_between_checkouts() {
 /// A traced command's entry travels with its trace manifest: a machine
 /// whose files match it (paths under --base-dir relative) hits; one whose
 /// traced input differs runs the command, and never replays the other's.
-fn traced_across_machines(url: &str) {
+pub(crate) fn traced_across_machines(url: &str, env: &[(&str, &str)]) {
     let (a, b) = (Machine::new(), Machine::new());
     for m in [&a, &b] {
         m.dir.write("lib.sh", "greeting=hello\n");
@@ -837,7 +849,7 @@ fn traced_across_machines(url: &str) {
     std::thread::sleep(Duration::from_millis(30));
     let script = ". ./lib.sh; echo $greeting > out.txt; echo $greeting";
     let traced = ["--trace", "-o", "out.txt"];
-    let o = a.run(url, &[], &traced, script);
+    let o = a.run(url, env, &traced, script);
     assert_eq!(
         (code(&o), stdout(&o).as_str()),
         (0, "hello\n"),
@@ -846,7 +858,7 @@ fn traced_across_machines(url: &str) {
     );
     assert_contains(&stderr(&o), "uploaded");
     // Another checkout, another path: the manifest matches, a remote hit.
-    let o = b.run(url, &[], &traced, script);
+    let o = b.run(url, env, &traced, script);
     assert_eq!(
         (code(&o), stdout(&o).as_str()),
         (0, "hello\n"),
@@ -862,7 +874,7 @@ fn traced_across_machines(url: &str) {
     let c = Machine::new();
     c.dir.write("lib.sh", "greeting=howdy\n");
     std::thread::sleep(Duration::from_millis(30));
-    let o = c.run(url, &[], &traced, script);
+    let o = c.run(url, env, &traced, script);
     assert_eq!(
         (code(&o), stdout(&o).as_str()),
         (0, "howdy\n"),
@@ -876,12 +888,12 @@ fn traced_across_machines(url: &str) {
 #[ignore = "needs redis-server and nginx: .ci/run installs them"]
 fn a_traced_entry_travels_with_its_manifest_through_nginx() {
     let server = Nginx::start();
-    traced_across_machines(&server.url());
+    traced_across_machines(&server.url(), &[]);
 }
 
 #[test]
 #[ignore = "needs redis-server and nginx: .ci/run installs them"]
 fn a_traced_entry_travels_with_its_manifest_through_redis() {
     let server = Redis::start();
-    traced_across_machines(&server.url());
+    traced_across_machines(&server.url(), &[]);
 }

@@ -341,3 +341,285 @@ impl Silent {
         }
     }
 }
+
+/// The `garage` binary: on PATH, or where `cargo install` puts it. Fails,
+/// never skips, when it is missing.
+#[track_caller]
+pub fn require_garage() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(Path::new(&home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join("garage"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("this test needs garage: `cargo install --locked garage` (.ci/run does)")
+        })
+}
+
+/// An S3 access key.
+#[derive(Clone)]
+pub struct S3Key {
+    /// The key id (`GK…`).
+    pub id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+/// A single-node Garage cluster (replication factor 1, SQLite metadata,
+/// blocks stored uncompressed so that what it writes tracks what it
+/// receives) with one bucket, `memorun`, a read-write key and a read-only key; its
+/// S3 API and its website endpoint on loopback ports.
+pub struct Garage {
+    child: Child,
+    dir: TempDir,
+    garage: PathBuf,
+    /// The S3 API's port on 127.0.0.1.
+    pub port: u16,
+    /// The website endpoint's port on 127.0.0.1 (public, unauthenticated
+    /// GET and HEAD of a bucket with website access).
+    pub web_port: u16,
+    /// Reads and writes `memorun`.
+    pub rw: S3Key,
+    /// Only reads it.
+    pub ro: S3Key,
+}
+
+/// The bucket every test uses.
+pub const BUCKET: &str = "memorun";
+
+impl Garage {
+    /// Start the node, lay the cluster out, create the bucket and the
+    /// keys: about a second.
+    pub fn start() -> Garage {
+        let garage = require_garage();
+        let dir = tempfile::Builder::new()
+            .prefix("memorun-garage")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_path_buf();
+        let conf = d.join("garage.toml");
+        let log = d.join("garage.log");
+        let mut web_port = 0;
+        let (child, port) = start("garage", &log, |port| {
+            let (rpc, web) = (free_port(), free_port());
+            web_port = web;
+            // A fresh secret per cluster; any 32 bytes in hex.
+            let secret: String = (0..4)
+                .map(|i| {
+                    format!(
+                        "{:016x}",
+                        0x9e37_79b9_7f4a_7c15u64.wrapping_mul(port as u64 + i)
+                    )
+                })
+                .collect();
+            fs::write(
+                &conf,
+                format!(
+                    r#"metadata_dir = "{d}/meta"
+data_dir = "{d}/data"
+db_engine = "sqlite"
+replication_factor = 1
+compression_level = "none"
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{port}"
+root_domain = ".s3.garage.localhost"
+[s3_web]
+bind_addr = "127.0.0.1:{web}"
+root_domain = ".web.garage.localhost"
+"#,
+                    d = d.display()
+                ),
+            )
+            .unwrap();
+            Command::new(&garage)
+                .process_group(0)
+                .arg("-c")
+                .arg(&conf)
+                .arg("server")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(fs::File::create(&log).unwrap()))
+                .stderr(Stdio::from(fs::File::create(d.join("garage.err")).unwrap()))
+                .spawn()
+                .unwrap()
+        });
+        let mut g = Garage {
+            child,
+            dir,
+            garage,
+            port,
+            web_port,
+            rw: S3Key {
+                id: String::new(),
+                secret: String::new(),
+            },
+            ro: S3Key {
+                id: String::new(),
+                secret: String::new(),
+            },
+        };
+        let id = g.cli(&["node", "id", "-q"]);
+        let id = id.trim().split('@').next().unwrap().to_string();
+        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
+        g.cli(&["layout", "apply", "--version", "1"]);
+        g.cli(&["bucket", "create", BUCKET]);
+        g.rw = g.key("memorun-rw");
+        g.ro = g.key("memorun-ro");
+        g.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            BUCKET,
+            "--key",
+            "memorun-rw",
+        ]);
+        g.cli(&["bucket", "allow", "--read", BUCKET, "--key", "memorun-ro"]);
+        g
+    }
+
+    /// Run `garage ARGS` against this node (retried while the node is
+    /// still coming up); its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = Command::new(&self.garage)
+                .arg("-c")
+                .arg(self.dir.path().join("garage.toml"))
+                .args(args)
+                .env("RUST_LOG", "error")
+                .output()
+                .unwrap();
+            if o.status.success() {
+                return String::from_utf8_lossy(&o.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "garage {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn key(&self, name: &str) -> S3Key {
+        let out = self.cli(&["key", "create", name]);
+        let field = |label: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(label))
+                .unwrap_or_else(|| panic!("no {label} in {out}"))
+                .trim()
+                .to_string()
+        };
+        S3Key {
+            id: field("Key ID:"),
+            secret: field("Secret key:"),
+        }
+    }
+
+    /// The endpoint (`AWS_ENDPOINT_URL`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment of a machine using `key` (no key: anonymous).
+    pub fn env(&self, key: Option<&S3Key>) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("AWS_ENDPOINT_URL".to_string(), self.endpoint()),
+            ("AWS_REGION".to_string(), "garage".to_string()),
+        ];
+        if let Some(k) = key {
+            env.push(("AWS_ACCESS_KEY_ID".to_string(), k.id.clone()));
+            env.push(("AWS_SECRET_ACCESS_KEY".to_string(), k.secret.clone()));
+        }
+        env
+    }
+
+    /// memorun's own S3 client on the bucket, with the read-write key: the
+    /// tests list, read and overwrite objects with it (its signatures are
+    /// checked against AWS's examples in `remote::s3`'s unit tests, and by
+    /// Garage here).
+    pub fn client(&self) -> memorun::remote::s3::S3 {
+        let env = self.env(Some(&self.rw));
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let settings = memorun::remote::s3::Settings::from_env(&lookup, BUCKET).unwrap();
+        let url = memorun::remote::RemoteUrl::parse(&format!("s3://{BUCKET}")).unwrap();
+        memorun::remote::s3::S3::new(&url, &settings, memorun::remote::Timeouts::default())
+    }
+
+    /// Every object's key in the bucket, sorted.
+    pub fn objects(&self) -> Vec<String> {
+        self.client()
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// An object's ETag (a multipart upload's ends in `-PARTS"`).
+    pub fn etag(&self, name: &str) -> String {
+        self.client()
+            .list(name)
+            .unwrap()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .expect("no such object")
+            .1
+    }
+
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An object's bytes.
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        use memorun::remote::Remote;
+        let mut c = self.client();
+        let mut r = c.get(name).unwrap().expect("no such object");
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    /// Overwrite an object with `bytes` (a signed PUT).
+    pub fn write(&self, name: &str, bytes: &[u8]) {
+        use memorun::remote::Remote;
+        self.client()
+            .replace(name, &mut &bytes[..], bytes.len() as u64)
+            .unwrap();
+    }
+
+    /// SIGKILL the node.
+    pub fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on the process group of a child we started
+            // and have not reaped, so its id is still ours.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        }
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

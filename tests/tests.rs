@@ -21,6 +21,7 @@ mod records;
 mod regressions;
 mod remote;
 mod replay;
+mod s3;
 mod servers;
 mod signals;
 mod terminal;

@@ -18,7 +18,7 @@ pub fn memorun_bin() -> &'static str {
 }
 
 /// The variables that configure a remote cache and shared keys.
-const REMOTE_VARS: [&str; 7] = [
+const REMOTE_VARS: [&str; 15] = [
     "MEMORUN_REMOTE",
     "MEMORUN_SECRET",
     "MEMORUN_REMOTE_TOKEN",
@@ -26,6 +26,14 @@ const REMOTE_VARS: [&str; 7] = [
     "MEMORUN_REMOTE_TIMEOUT",
     "MEMORUN_REMOTE_MAX_SIZE",
     "MEMORUN_BASE_DIR",
+    "MEMORUN_S3_ADDRESSING",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 ];
 
 /// A temp work directory with its own cache directory.

@@ -35,21 +35,7 @@ impl Http {
     /// A client for the store at `url`; nothing is connected until the
     /// first request.
     pub fn new(url: &RemoteUrl, token: Option<&str>, timeouts: Timeouts) -> Http {
-        let agent: Agent = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(timeouts.connect))
-            // A name that does not resolve costs a second at most, not the
-            // operation's ten: ten times the connect timeout (a cold DNS
-            // answer can take longer than a connection on a LAN).
-            .timeout_resolve(Some((timeouts.connect * 10).min(timeouts.operation)))
-            .timeout_send_request(Some(timeouts.operation))
-            .timeout_recv_response(Some(timeouts.operation))
-            .timeout_per_read(Some(timeouts.operation))
-            .timeout_per_write(Some(timeouts.operation))
-            .user_agent(concat!("memorun/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let agent = agent(timeouts);
         let auth = match (token.filter(|t| !t.is_empty()), url.user()) {
             (Some(t), _) => Some(format!("Bearer {t}")),
             (None, Some((u, p))) => {
@@ -76,9 +62,30 @@ impl Http {
     }
 }
 
+/// An HTTP client with memorun's timeouts that follows no redirect (one
+/// could carry the credentials to another host) and reports every status
+/// as an answer, not an error. Shared by the HTTP and S3 kinds.
+pub(super) fn agent(timeouts: Timeouts) -> Agent {
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(timeouts.connect))
+        // A name that does not resolve costs a second at most, not the
+        // operation's ten: ten times the connect timeout (a cold DNS
+        // answer can take longer than a connection on a LAN).
+        .timeout_resolve(Some((timeouts.connect * 10).min(timeouts.operation)))
+        .timeout_send_request(Some(timeouts.operation))
+        .timeout_recv_response(Some(timeouts.operation))
+        .timeout_per_read(Some(timeouts.operation))
+        .timeout_per_write(Some(timeouts.operation))
+        .user_agent(concat!("memorun/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 /// A failed request, a timeout when ureq says so. The message names the
 /// object, never the base URL's credentials (they are not in `base`).
-fn failed(what: &str, name: &str, e: ureq::Error) -> Error {
+pub(super) fn failed(what: &str, name: &str, e: ureq::Error) -> Error {
     let timeout = matches!(e, ureq::Error::Timeout(_))
         || matches!(&e, ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut);
     Error {
@@ -93,7 +100,7 @@ fn refused<T>(what: &str, name: &str, r: &Response<T>) -> Error {
 
 /// A body reader whose timeouts are I/O timeouts (ureq reports them as
 /// "other" errors wrapping its own).
-struct Body<R>(R);
+pub(super) struct Body<R>(pub(super) R);
 
 impl<R: Read> Read for Body<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -1,10 +1,10 @@
 //! The remote tier: a cache shared between machines, on servers people
-//! already run (Redis, an HTTP store that takes `PUT`).
+//! already run (Redis, an HTTP store that takes `PUT`, an S3 bucket).
 //!
 //! - [`Remote`] is the seam: get an object by name as a bounded stream,
 //!   store one unless it is there, ask whether one is there. One file per
-//!   kind of server implements it ([`redis`], [`http`]); a third kind is a
-//!   new file and a line in [`connect`].
+//!   kind of server implements it ([`redis`], [`http`], [`s3`]); another
+//!   kind is a new file and a line in [`connect`].
 //! - [`Tier`] is the logic on top, the same for every kind: look a key up
 //!   and install what it finds into the local store ([`Tier::fetch`]),
 //!   upload a recorded entry ([`Tier::upload`]), say whether the remote
@@ -14,7 +14,7 @@
 //!
 //! Objects are named `memorun/v1/entries/<key hex>` and
 //! `memorun/v1/blobs/<2 hex>/<BLAKE3 hex>` (a path under an HTTP base URL,
-//! a key in Redis).
+//! a key in Redis, an object key under the bucket's prefix).
 //!
 //! Invariants, in the order of the product's promises:
 //!
@@ -35,6 +35,7 @@
 
 pub mod http;
 pub mod redis;
+pub mod s3;
 pub mod url;
 pub mod wire;
 
@@ -182,6 +183,8 @@ pub struct RemoteConfig {
     pub timeouts: Timeouts,
     /// The largest object sent.
     pub max_object: u64,
+    /// For an `s3://` URL: the endpoint, region and credentials.
+    pub s3: Option<s3::Settings>,
 }
 
 impl fmt::Debug for RemoteConfig {
@@ -261,8 +264,8 @@ pub trait Remote {
     fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error>;
 }
 
-/// Connect to the remote `config` names. Cheap for HTTP (the connection
-/// is made by the first request); Redis connects here.
+/// Connect to the remote `config` names. Cheap for HTTP and S3 (the
+/// connection is made by the first request); Redis connects here.
 pub fn connect(config: &RemoteConfig) -> Result<Box<dyn Remote>, Error> {
     match config.url.scheme() {
         url::Scheme::Redis | url::Scheme::RedisUnix => Ok(Box::new(redis::Redis::connect(
@@ -274,6 +277,14 @@ pub fn connect(config: &RemoteConfig) -> Result<Box<dyn Remote>, Error> {
             config.token.as_deref(),
             config.timeouts,
         ))),
+        url::Scheme::S3 => match &config.s3 {
+            Some(settings) => Ok(Box::new(s3::S3::new(
+                &config.url,
+                settings,
+                config.timeouts,
+            ))),
+            None => Err(Error::failed("no S3 settings")),
+        },
     }
 }
 

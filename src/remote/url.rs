@@ -7,7 +7,10 @@
 //! - `redis+unix:///path/to/socket[?db=N]`;
 //! - `http://[user:password@]host[:port][/base/path]` and `https://…`: any
 //!   store that takes a plain `PUT` and answers `GET` and `HEAD` with
-//!   200 or 404 (nginx WebDAV, Apache `mod_dav`, Artifactory, …).
+//!   200 or 404 (nginx WebDAV, Apache `mod_dav`, Artifactory, …);
+//! - `s3://bucket[/prefix]`: an S3-compatible bucket (AWS S3, R2, MinIO,
+//!   Garage, Ceph); the endpoint and the credentials come from the usual
+//!   `AWS_*` variables (see [`super::s3`]), never from the URL.
 //!
 //! Invariant: credentials live only in [`RemoteUrl`]'s private fields and
 //! reach nothing but the client that sends them. Everything memorun shows
@@ -29,6 +32,8 @@ pub enum Scheme {
     Http,
     /// HTTP over TLS.
     Https,
+    /// An S3-compatible bucket.
+    S3,
 }
 
 /// A parsed remote cache URL.
@@ -39,10 +44,13 @@ pub struct RemoteUrl {
     full: String,
     /// Without credentials or query: what memorun shows.
     display: String,
-    /// For HTTP: the base URL without user info, ending in `/`.
+    /// For HTTP: the base URL without user info, ending in `/`; for S3,
+    /// the key prefix.
     base: String,
     /// User name and password from the user info (percent-decoded).
     user: Option<(String, String)>,
+    /// For S3: the bucket.
+    bucket: String,
 }
 
 impl fmt::Debug for RemoteUrl {
@@ -74,12 +82,13 @@ impl RemoteUrl {
             "redis+unix" | "unix" | "valkey+unix" => Scheme::RedisUnix,
             "http" => Scheme::Http,
             "https" => Scheme::Https,
+            "s3" => Scheme::S3,
             "rediss" | "valkeys" => bail!(
                 "remote '{}': Redis over TLS is not supported; use a TLS tunnel, or an https:// store",
                 strip_userinfo(s)
             ),
             other => bail!(
-                "remote '{}': unknown scheme '{other}' (use redis://, redis+unix:// or http(s)://)",
+                "remote '{}': unknown scheme '{other}' (use redis://, redis+unix://, http(s):// or s3://)",
                 strip_userinfo(s)
             ),
         };
@@ -101,7 +110,11 @@ impl RemoteUrl {
                 display: format!("redis+unix://{path}{db}"),
                 base: String::new(),
                 user: None,
+                bucket: String::new(),
             });
+        }
+        if scheme == Scheme::S3 {
+            return parse_s3(rest);
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
@@ -115,7 +128,7 @@ impl RemoteUrl {
             Scheme::Redis => "redis",
             Scheme::Http => "http",
             Scheme::Https => "https",
-            Scheme::RedisUnix => unreachable!("handled above"),
+            Scheme::RedisUnix | Scheme::S3 => unreachable!("handled above"),
         };
         if host.is_empty() || host.contains(['?', '#', ' ']) {
             bail!("remote '{scheme_text}://{host}{path}' has no host");
@@ -141,6 +154,7 @@ impl RemoteUrl {
             base: format!("{display}/"),
             display,
             user,
+            bucket: String::new(),
         })
     }
 
@@ -159,15 +173,64 @@ impl RemoteUrl {
         &self.full
     }
 
-    /// For HTTP: the base URL without user info, ending in `/`.
+    /// For HTTP: the base URL without user info, ending in `/`. For S3:
+    /// the key prefix, ending in `/` (empty without one).
     pub(crate) fn base(&self) -> &str {
         &self.base
+    }
+
+    /// For S3: the bucket.
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
     }
 
     /// User name and password from the URL's user info, if any.
     pub(crate) fn user(&self) -> Option<(&str, &str)> {
         self.user.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
     }
+}
+
+/// `s3://bucket[/prefix]` (`rest` is what follows `s3://`). The prefix
+/// keeps its inner slashes; [`RemoteUrl::base`] is it with a trailing `/`
+/// (empty without one).
+fn parse_s3(rest: &str) -> Result<RemoteUrl> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.contains('@') {
+        bail!(
+            "remote 's3://{}': an s3:// URL holds no credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            strip_userinfo(&format!("s3://{rest}")).trim_start_matches("s3://")
+        );
+    }
+    // S3's rule for bucket names (Garage and MinIO follow it): 3 to 63
+    // lowercase letters, digits, dots and hyphens.
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !valid {
+        bail!(
+            "remote 's3://{bucket}': a bucket name is 3 to 63 lowercase letters, digits, dots and hyphens"
+        );
+    }
+    if prefix.contains(['?', '#']) {
+        bail!("remote 's3://{rest}': a query or fragment is not supported");
+    }
+    let prefix = prefix.trim_matches('/');
+    let display = match prefix.is_empty() {
+        true => format!("s3://{bucket}"),
+        false => format!("s3://{bucket}/{prefix}"),
+    };
+    Ok(RemoteUrl {
+        scheme: Scheme::S3,
+        full: display.clone(),
+        display,
+        base: match prefix.is_empty() {
+            true => String::new(),
+            false => format!("{prefix}/"),
+        },
+        user: None,
+        bucket: bucket.to_string(),
+    })
 }
 
 /// `s` with any `user:password@` after the scheme removed, for messages.
@@ -245,6 +308,28 @@ mod tests {
     }
 
     #[test]
+    fn s3_urls() {
+        let u = RemoteUrl::parse("s3://team-cache").unwrap();
+        assert_eq!(u.scheme(), Scheme::S3);
+        assert_eq!(
+            (u.display(), u.bucket(), u.base()),
+            ("s3://team-cache", "team-cache", "")
+        );
+        let u = RemoteUrl::parse("S3://team.cache/ci/memorun/").unwrap();
+        assert_eq!(u.display(), "s3://team.cache/ci/memorun");
+        assert_eq!((u.bucket(), u.base()), ("team.cache", "ci/memorun/"));
+        for bad in [
+            "s3://",
+            "s3://ab",
+            "s3://Team",
+            "s3://a_b/x",
+            "s3://bucket/x?y",
+        ] {
+            assert!(RemoteUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn errors_and_debug_never_show_credentials() {
         for bad in [
             "ftp://bob:hunter2@host/x",
@@ -252,6 +337,7 @@ mod tests {
             "rediss://bob:hunter2@host",
             "redis://bob:hunter2@host/x",
             "http://bob:hunter2@host/a?b",
+            "s3://AKIA:hunter2@bucket/x",
         ] {
             let e = RemoteUrl::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("hunter2"), "{e}");
