@@ -557,8 +557,8 @@ def rows():
         data = record(r)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, data)
+        record_bytes[0] += os.fstat(fd).st_blocks * 512  # records::disk_usage
         os.close(fd)
-        record_bytes[0] += len(data)
         yield tuple(r[c] for c in cols)
 record_bytes = [0]
 with conn:

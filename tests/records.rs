@@ -51,7 +51,7 @@ fn record_bytes(d: &Dir) -> (i64, i64) {
         .unwrap();
     let on_disk = record_files(d)
         .iter()
-        .map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len() as i64))
+        .map(|(_, p)| fs::metadata(p).map_or(0, |m| records::disk_usage(&m) as i64))
         .sum();
     (counted, on_disk)
 }
@@ -492,9 +492,11 @@ fn model_run(seed: u64, steps: usize) {
                         bytes = fs::read(other).unwrap_or_default();
                     }
                 }
-                let before = fs::metadata(path).map_or(0, |m| m.len() as i64);
+                let space =
+                    |p: &PathBuf| fs::metadata(p).map_or(0, |m| records::disk_usage(&m) as i64);
+                let before = space(path);
                 fs::write(path, &bytes).unwrap();
-                drift = drift.map(|d| d + before - bytes.len() as i64);
+                drift = drift.map(|d| d + before - space(path));
                 planted.insert(path.clone());
                 damaged += 1;
             }

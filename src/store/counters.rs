@@ -34,7 +34,7 @@ pub const RESTORED_FILES: &str = "restored_files";
 pub const RESTORED_BYTES: &str = "restored_bytes";
 /// Entries evicted to stay under the size limit.
 pub const EVICTED: &str = "evicted";
-/// The bytes of the hit records on disk (see `records`), which count
+/// The disk space of the hit records (see `records::disk_usage`), which count
 /// toward the size limit: kept in step by whoever publishes or deletes
 /// one, in the same transaction. Not a statistic: `stats --zero` keeps it.
 pub const RECORD_BYTES: &str = "record_bytes";

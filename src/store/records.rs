@@ -156,20 +156,22 @@ impl Records {
         let bytes = encode(record)?;
         let mut temp = Temp::create(tmp_dir, "record").ok()?;
         temp.write_all(&bytes).ok()?;
+        let len = disk_usage(&temp.file().metadata().ok()?);
         Some(Pending {
             temp,
             path: self.path(&record.entry.key),
-            len: bytes.len() as u64,
+            len,
         })
     }
 
-    /// Delete the record for `key`, if any, sound or not; returns its
-    /// size (0 when there was none). Errors other than "not there" are
-    /// returned: the caller must not remove the row then.
+    /// Delete the record for `key`, if any, sound or not; returns the disk
+    /// space it took ([`disk_usage`]; 0 when there was none). Errors other
+    /// than "not there" are returned: the caller must not remove the row
+    /// then.
     pub fn remove(&self, key: &Digest) -> io::Result<u64> {
         let path = self.path(key);
         let len = match fs::symlink_metadata(&path) {
-            Ok(m) => m.len(),
+            Ok(m) => disk_usage(&m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
@@ -198,6 +200,14 @@ impl Records {
     }
 }
 
+/// The disk space a record takes: its allocated blocks, not its length. A
+/// record of a few hundred bytes takes a whole block (4 KiB on ext4), and
+/// that is what counts toward the size limit.
+pub fn disk_usage(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
+}
+
 /// A record written to a temp file, waiting to be named.
 pub struct Pending {
     temp: Temp,
@@ -216,7 +226,7 @@ impl Pending {
         let root = parent.parent().expect("a record shard has a parent");
         private::ensure_subdir(root).map_err(io::Error::other)?;
         private::ensure_subdir(parent).map_err(io::Error::other)?;
-        let old = fs::symlink_metadata(&self.path).map_or(0, |m| m.len());
+        let old = fs::symlink_metadata(&self.path).map_or(0, |m| disk_usage(&m));
         self.temp.replace(&self.path)?;
         Ok(self.len as i64 - old as i64)
     }
@@ -500,8 +510,10 @@ mod tests {
         bytes[40] ^= 1;
         fs::write(&path, &bytes).unwrap();
         assert_eq!(records.read(&r.entry.key), None);
-        // Sound or not, removed with its size.
-        assert_eq!(records.remove(&r.entry.key).unwrap(), bytes.len() as u64);
+        // Sound or not, removed with the space it took.
+        let space = disk_usage(&fs::metadata(&path).unwrap());
+        assert!(space >= bytes.len() as u64);
+        assert_eq!(records.remove(&r.entry.key).unwrap(), space);
         assert_eq!(records.remove(&r.entry.key).unwrap(), 0);
         records.remove_all(dir.path()).unwrap();
         assert!(!records.root().exists());
