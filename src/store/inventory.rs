@@ -142,7 +142,14 @@ pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<Stor
         conn.query_row("SELECT COALESCE(SUM(len), 0) FROM blobs", [], |r| r.get(0))?;
     let db = cache_dir.join("memorun.db");
     s.temp = temp::usage(tmp_dir);
+    // The hit records, by the space they take (see `records`).
+    let record_bytes = s
+        .counters
+        .get(super::counters::RECORD_BYTES)
+        .copied()
+        .unwrap_or(0);
     s.disk_bytes = blob_bytes.max(0) as u64
+        + record_bytes.max(0) as u64
         + s.temp.bytes
         + file_len(&db)
         + file_len(&cache_dir.join("memorun.db-wal"))
