@@ -138,6 +138,41 @@ fn a_database_made_anew_takes_every_record() {
     assert_records_match_rows(&d, &HashSet::new());
 }
 
+/// Wait (bounded) until `path` exists.
+fn wait_for(path: &std::path::Path) {
+    for _ in 0..1000 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[test]
+fn a_run_that_records_across_clear_all_leaves_no_record_behind() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo first");
+    // A miss that opened the database before `clear --all` reset it, and
+    // records after: its entry goes into the database the reset deleted,
+    // so its record must not reach the new store's records.
+    let script = "echo > started; while [ ! -e go ]; do sleep 0.01; done; echo late";
+    let mut child = d
+        .memorun_std()
+        .arg("--")
+        .args(d.counted(script))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&d.join("started"));
+    assert_eq!(code(&d.run(["clear", "--all"])), 0);
+    fs::write(d.join("go"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_records_match_rows(&d, &HashSet::new());
+    assert!(d.entries().is_empty());
+    d.assert_miss(&[], script);
+}
+
 #[test]
 fn hits_from_records_are_counted_and_keep_their_entry_in_use() {
     let d = Dir::new();

@@ -97,6 +97,9 @@ impl SqliteStore {
         private::create_private_file(&db_path)
             .with_context(|| format!("cannot open '{}'", db_path.display()))
             .map_err(unusable)?;
+        // Pinned before the database is opened: see `records`.
+        let records = Records::new(cache_dir);
+        records.pin();
         configure_sqlite();
         let conn = Connection::open_with_flags(
             &db_path,
@@ -114,7 +117,7 @@ impl SqliteStore {
             checks: Default::default(),
             limits: Limits::default(),
             looked_up: None,
-            records: Records::new(cache_dir),
+            records,
         };
         // Creating a store (switching to WAL, creating the schema) takes
         // locks that SQLite will not wait for when waiting could deadlock:
