@@ -174,6 +174,35 @@ fn a_run_that_records_across_clear_all_leaves_no_record_behind() {
 }
 
 #[test]
+fn a_key_cmd_runs_once_per_run_when_the_key_needs_the_database() {
+    let d = Dir::new();
+    // More inputs than a key resolved without the database hashes, and
+    // an argument the command creates (a known output): both resolve the
+    // key again with the database, which must not run --key-cmd again.
+    for i in 0..40 {
+        d.write(format!("in/f{i}"), format!("{i}\n"));
+    }
+    let kc = format!("echo >> '{}'; echo v1", d.join("kc").display());
+    let kc_runs = || fs::read_to_string(d.join("kc")).map_or(0, |s| s.lines().count());
+    let script = "echo built > \"$0\"; echo done";
+    let mut cmd = d.counted(script);
+    cmd.push("out.txt".into());
+    let run = || {
+        let o = d
+            .memorun()
+            .args(["-i", "in", "--key-cmd", &kc, "--"])
+            .args(&cmd)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    };
+    run();
+    assert_eq!((d.count(), kc_runs()), (1, 1), "the miss");
+    run();
+    assert_eq!((d.count(), kc_runs()), (1, 2), "the hit");
+}
+
+#[test]
 fn hits_from_records_are_counted_and_keep_their_entry_in_use() {
     let d = Dir::new();
     d.assert_miss(&[], "echo a");
