@@ -203,6 +203,19 @@ fn a_key_cmd_runs_once_per_run_when_the_key_needs_the_database() {
 }
 
 #[test]
+fn a_records_path_that_is_not_a_directory_does_not_stop_recording() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo a");
+    // Damage by hand: no record can be under it, so none is in the way.
+    fs::remove_dir_all(d.cache.join(records::DIR)).unwrap();
+    fs::write(d.cache.join(records::DIR), "").unwrap();
+    let o = d.assert_miss(&[], "echo b");
+    assert_eq!(stderr(&o), "");
+    d.assert_hit(&[], "echo b");
+    assert_eq!(code(&d.run(["clear"])), 0);
+}
+
+#[test]
 fn hits_from_records_are_counted_and_keep_their_entry_in_use() {
     let d = Dir::new();
     d.assert_miss(&[], "echo a");

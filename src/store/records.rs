@@ -209,12 +209,20 @@ impl Records {
 
     /// Delete the record for `key`, if any, sound or not; returns its
     /// size (0 when there was none). Errors other than "not there" are
-    /// returned: the caller must not remove the row then.
+    /// returned: the caller must not remove the row then. (Under a path
+    /// that is not a directory, damaged by hand, there is none.)
     pub fn remove(&self, key: &Digest) -> io::Result<u64> {
         let path = self.path(key);
         let len = match fs::symlink_metadata(&path) {
             Ok(m) => m.len(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(0);
+            }
             Err(e) => return Err(e),
         };
         match fs::remove_file(&path) {
