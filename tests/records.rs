@@ -138,6 +138,83 @@ fn a_database_made_anew_takes_every_record() {
     assert_records_match_rows(&d, &HashSet::new());
 }
 
+/// Wait (bounded) until `path` exists.
+fn wait_for(path: &std::path::Path) {
+    for _ in 0..1000 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[test]
+fn a_run_that_records_across_clear_all_leaves_no_record_behind() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo first");
+    // A miss that opened the database before `clear --all` reset it, and
+    // records after: its entry goes into the database the reset deleted,
+    // so its record must not reach the new store's records.
+    let script = "echo > started; while [ ! -e go ]; do sleep 0.01; done; echo late";
+    let mut child = d
+        .memorun_std()
+        .arg("--")
+        .args(d.counted(script))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&d.join("started"));
+    assert_eq!(code(&d.run(["clear", "--all"])), 0);
+    fs::write(d.join("go"), "").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_records_match_rows(&d, &HashSet::new());
+    assert!(d.entries().is_empty());
+    d.assert_miss(&[], script);
+}
+
+#[test]
+fn a_key_cmd_runs_once_per_run_when_the_key_needs_the_database() {
+    let d = Dir::new();
+    // More inputs than a key resolved without the database hashes, and
+    // an argument the command creates (a known output): both resolve the
+    // key again with the database, which must not run --key-cmd again.
+    for i in 0..40 {
+        d.write(format!("in/f{i}"), format!("{i}\n"));
+    }
+    let kc = format!("echo >> '{}'; echo v1", d.join("kc").display());
+    let kc_runs = || fs::read_to_string(d.join("kc")).map_or(0, |s| s.lines().count());
+    let script = "echo built > \"$0\"; echo done";
+    let mut cmd = d.counted(script);
+    cmd.push("out.txt".into());
+    let run = || {
+        let o = d
+            .memorun()
+            .args(["-i", "in", "--key-cmd", &kc, "--"])
+            .args(&cmd)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    };
+    run();
+    assert_eq!((d.count(), kc_runs()), (1, 1), "the miss");
+    run();
+    assert_eq!((d.count(), kc_runs()), (1, 2), "the hit");
+}
+
+#[test]
+fn a_records_path_that_is_not_a_directory_does_not_stop_recording() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo a");
+    // Damage by hand: no record can be under it, so none is in the way.
+    fs::remove_dir_all(d.cache.join(records::DIR)).unwrap();
+    fs::write(d.cache.join(records::DIR), "").unwrap();
+    let o = d.assert_miss(&[], "echo b");
+    assert_eq!(stderr(&o), "");
+    d.assert_hit(&[], "echo b");
+    assert_eq!(code(&d.run(["clear"])), 0);
+}
+
 #[test]
 fn hits_from_records_are_counted_and_keep_their_entry_in_use() {
     let d = Dir::new();

@@ -67,6 +67,9 @@ pub struct Early {
     pub feed: Feed,
     base: Base,
     secret: [u8; 32],
+    /// The `--key-cmd` components, run once whether or not the key is
+    /// resolved twice.
+    key_cmds: Vec<Component>,
     stdin: Option<Component>,
     stdin_file: Option<StdinFile>,
 }
@@ -110,12 +113,17 @@ pub fn begin(config: &Config, spool_stdin: bool, early_key: bool) -> Result<Earl
                 f.feed,
             )
         })?;
+    let key_cmds = match resolve::key_cmds(&config.key, &base.cwd) {
+        Ok(k) => k,
+        Err(e) => return Err(uncached(e, captured.feed)),
+    };
     let mut early = Early {
         dir,
         resolved: None,
         feed: captured.feed,
         base,
         secret,
+        key_cmds,
         stdin: captured.component,
         stdin_file: captured.file,
     };
@@ -144,6 +152,7 @@ impl Early {
             &config.key,
             self.base.clone(),
             ctx,
+            &self.key_cmds,
             std::env::vars_os(),
             self.stdin.clone(),
             self.stdin_file,

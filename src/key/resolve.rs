@@ -105,11 +105,14 @@ pub struct Context<'a> {
 }
 
 /// Build the key for `spec`. `env` lists the environment (normally
-/// `std::env::vars_os()`); `stdin` is the stdin component, if any.
+/// `std::env::vars_os()`); `stdin` is the stdin component, if any;
+/// `key_cmds` the `--key-cmd` components from [`key_cmds`], run once per
+/// invocation however often the key is resolved.
 pub fn resolve(
     spec: &KeySpec,
     base: Base,
     ctx: Context<'_>,
+    key_cmds: &[Component],
     env: impl Iterator<Item = (OsString, OsString)>,
     stdin: Option<Component>,
     stdin_file: Option<crate::key::stdin::StdinFile>,
@@ -134,9 +137,7 @@ pub fn resolve(
             spec.trace_exclude.join("\0")
         )));
     }
-    for cmd in &spec.key_cmds {
-        components.push(key_cmd(cmd, &base.cwd)?);
-    }
+    components.extend(key_cmds.iter().cloned());
 
     let mut collector = Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude)
         .show_progress(ctx.show_progress)
@@ -201,6 +202,11 @@ fn is_missing(cwd: &Path, arg: &OsStr) -> bool {
             std::fs::symlink_metadata(cwd.join(arg)),
             Err(e) if e.kind() == io::ErrorKind::NotFound
         )
+}
+
+/// Run every `--key-cmd` of `spec` in `cwd`, in order: their components.
+pub fn key_cmds(spec: &KeySpec, cwd: &Path) -> Result<Vec<Component>> {
+    spec.key_cmds.iter().map(|cmd| key_cmd(cmd, cwd)).collect()
 }
 
 /// Run a `--key-cmd` with `sh -c` and digest its stdout and exit status.

@@ -97,6 +97,9 @@ impl SqliteStore {
         private::create_private_file(&db_path)
             .with_context(|| format!("cannot open '{}'", db_path.display()))
             .map_err(unusable)?;
+        // Pinned before the database is opened: see `records`.
+        let records = Records::new(cache_dir);
+        records.pin();
         configure_sqlite();
         let conn = Connection::open_with_flags(
             &db_path,
@@ -114,7 +117,7 @@ impl SqliteStore {
             checks: Default::default(),
             limits: Limits::default(),
             looked_up: None,
-            records: Records::new(cache_dir),
+            records,
         };
         // Creating a store (switching to WAL, creating the schema) takes
         // locks that SQLite will not wait for when waiting could deadlock:
@@ -540,7 +543,9 @@ impl SqliteStore {
             return;
         };
         // Counted toward the size limit; a record that cannot be counted
-        // goes (an old one it replaced stays counted: over, never under).
+        // goes (an old one it replaced stays counted). A kill between the
+        // name and the commit leaves one uncounted: at most one record's
+        // space, until a reset.
         let counted = bump(&tx, &[(counters::RECORD_BYTES, grew)]).and_then(|()| tx.commit());
         if counted.is_err() {
             let _ = self.records.remove(&record.entry.key);

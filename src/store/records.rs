@@ -27,6 +27,12 @@
 //!   replay, and blobs against their fast checks, as for a row.
 //! - Records live in the private cache directory (see `private`), written
 //!   by temp file and rename: a reader sees a whole record or none.
+//! - **A writer publishes only into the records directory of its own
+//!   database.** It pins the directory ([`Records::pin`]) before it opens
+//!   the database, and publishes through that descriptor; whatever makes a
+//!   new database (a reset, a store created anew) first renames the
+//!   directory away whole. A process still holding the old database then
+//!   publishes into the directory renamed away, never into the new one.
 //!
 //! What does not get a record (and is found through the database): traced
 //! entries (found through their trace manifests), and entries whose record
@@ -38,13 +44,15 @@
 //! (never another command's or another input's result), so it is replayed;
 //! the next `clear` or re-record of the key removes it.
 
+use std::cell::RefCell;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::fs::OFlags;
+use rustix::fs::{self as rfs, Mode, OFlags};
 
 use super::files::{self, OutputRoot};
 use super::temp::Temp;
@@ -103,9 +111,12 @@ impl Record {
 }
 
 /// The records of one cache directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Records {
     root: PathBuf,
+    /// A writer's records directory, as it was when it opened its
+    /// database (see [`Records::pin`]).
+    pinned: RefCell<Option<OwnedFd>>,
 }
 
 impl Records {
@@ -113,6 +124,39 @@ impl Records {
     pub fn new(cache_dir: &Path) -> Records {
         Records {
             root: cache_dir.join(DIR),
+            pinned: RefCell::new(None),
+        }
+    }
+
+    /// Pin the records directory (creating it) as the one this writer
+    /// publishes into, whatever is named `records` later. Call it before
+    /// opening the database, and again after [`Records::remove_all`]: a
+    /// database at least as new as the directory is then the one its
+    /// records describe (see the module's invariants). Unpinned (no
+    /// `/proc`, say), records are published by their path.
+    pub fn pin(&self) {
+        let fd = private::ensure_subdir(&self.root).ok().and_then(|()| {
+            rfs::open(
+                &self.root,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()
+        });
+        *self.pinned.borrow_mut() = fd;
+    }
+
+    /// Where a writer publishes the record for `key`: in its pinned
+    /// directory, by the descriptor, when it has one.
+    fn publish_path(&self, key: &Digest) -> PathBuf {
+        let hex = key.to_hex();
+        match &*self.pinned.borrow() {
+            Some(fd) if Path::new("/proc/self/fd").is_dir() => {
+                PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                    .join(&hex[..2])
+                    .join(hex)
+            }
+            _ => self.path(key),
         }
     }
 
@@ -159,7 +203,7 @@ impl Records {
         let len = disk_usage(&temp.file().metadata().ok()?);
         Some(Pending {
             temp,
-            path: self.path(&record.entry.key),
+            path: self.publish_path(&record.entry.key),
             len,
         })
     }
@@ -167,12 +211,20 @@ impl Records {
     /// Delete the record for `key`, if any, sound or not; returns the disk
     /// space it took ([`disk_usage`]; 0 when there was none). Errors other
     /// than "not there" are returned: the caller must not remove the row
-    /// then.
+    /// then. (Under a path that is not a directory, damaged by hand, there
+    /// is none.)
     pub fn remove(&self, key: &Digest) -> io::Result<u64> {
         let path = self.path(key);
         let len = match fs::symlink_metadata(&path) {
             Ok(m) => disk_usage(&m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(0);
+            }
             Err(e) => return Err(e),
         };
         match fs::remove_file(&path) {
@@ -184,18 +236,15 @@ impl Records {
 
     /// Delete every record: the database they describe was created anew,
     /// rebuilt, upgraded, salvaged or reset. The directory is renamed away
-    /// first, so no reader finds a record of it from then on, then removed.
+    /// first, so no reader finds a record of it from then on, then removed;
+    /// a new one is pinned.
     pub fn remove_all(&self, tmp_dir: &Path) -> io::Result<()> {
-        match fs::symlink_metadata(&self.root) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-            Ok(_) => {}
+        if let Some(gone) = rename_away(&self.root, tmp_dir)? {
+            let _ = fs::remove_dir_all(&gone);
         }
-        let mut nonce = [0u8; 8];
-        let _ = getrandom::fill(&mut nonce);
-        let gone = tmp_dir.join(format!("records-gone-{}", u64::from_le_bytes(nonce)));
-        fs::rename(&self.root, &gone)?;
-        let _ = fs::remove_dir_all(&gone);
+        if self.pinned.borrow().is_some() {
+            self.pin();
+        }
         Ok(())
     }
 }
@@ -206,6 +255,22 @@ impl Records {
 pub fn disk_usage(meta: &fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt;
     meta.blocks() * 512
+}
+
+/// Rename the records directory `root` to a new name in `tmp_dir`, whole
+/// (see the module's invariants); returns that name, or `None` when there
+/// was no directory.
+pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
+    match fs::symlink_metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let mut nonce = [0u8; 8];
+    let _ = getrandom::fill(&mut nonce);
+    let gone = tmp_dir.join(format!("records-gone-{}", u64::from_le_bytes(nonce)));
+    fs::rename(root, &gone)?;
+    Ok(Some(gone))
 }
 
 /// A record written to a temp file, waiting to be named.

@@ -193,8 +193,10 @@ fn forget_record_bytes(tx: &Transaction<'_>, freed: u64) -> rusqlite::Result<()>
 /// transaction is rolled back), or a hit could replay what the database no
 /// longer holds.
 fn record_error(e: std::io::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::new(
-        e.kind(),
-        format!("cannot delete a hit record: {e}"),
-    )))
+    // Said once: the message is the error (a conversion failure would show
+    // its source a second time in an error chain).
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!("cannot delete a hit record: {e}")),
+    )
 }

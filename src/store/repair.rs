@@ -59,8 +59,26 @@ pub fn reset(cache_dir: &Path, dry_run: bool) -> (u64, u64) {
         }
     };
     // The hit records first (one must never outlive its row), then the
-    // database, then the blobs.
-    remove_sharded(&cache_dir.join(super::records::DIR), dry_run, &mut remove);
+    // database, then the blobs. The records directory is renamed away
+    // whole before it is emptied: a process still holding the old database
+    // publishes into the directory it pinned, which is then this one (see
+    // `records`), never into the new store's.
+    let records = cache_dir.join(super::records::DIR);
+    let tmp_dir = cache_dir.join("tmp");
+    let gone = match dry_run {
+        true => None,
+        false => super::private::ensure_subdir(&tmp_dir)
+            .ok()
+            .and_then(|()| super::records::rename_away(&records, &tmp_dir).ok())
+            .flatten(),
+    };
+    match &gone {
+        Some(gone) => {
+            remove_sharded(gone, dry_run, &mut remove);
+            let _ = fs::remove_dir(gone);
+        }
+        None => remove_sharded(&records, dry_run, &mut remove),
+    }
     for name in STORE_FILES {
         remove(&cache_dir.join(name));
     }
