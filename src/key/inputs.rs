@@ -238,6 +238,16 @@ impl<'a> Collector<'a> {
         self
     }
 
+    /// Without a stat cache (see `StatCache::budget`), a walk that has
+    /// come upon more entries than the budget's files gives up at once,
+    /// rather than list a tree that will be listed again with the cache.
+    fn within_budget(&self, entries: usize) -> Result<(), InputError> {
+        match self.cache.budget() {
+            Some((files, _)) if entries > files => Err(InputError::NeedsStatCache),
+            _ => Ok(()),
+        }
+    }
+
     /// Queue a file for hashing. Files found in a walk or by a glob have
     /// their stat-cache entries preloaded in one query.
     fn push_file(&mut self, name: OsString, abs: PathBuf, stat: FileStat, origin: Origin) {
@@ -410,6 +420,7 @@ impl<'a> Collector<'a> {
         for item in walker {
             let item = item.map_err(|e| walk_error(arg, abs, e))?;
             let lmeta = item.metadata().map_err(|e| walk_error(arg, abs, e))?;
+            self.within_budget(found.len() + 1)?;
             let path = item.into_path();
             let rel = relative_bytes(&path, abs).to_vec();
             order.push((sort_prefix(&rel), rel, found.len()));
@@ -516,7 +527,8 @@ impl<'a> Collector<'a> {
                 exclude.is_empty()
                     || !exclude.excludes(&base.join(relative_path(e.path(), &base_abs)))
             });
-        for item in walker {
+        for (n, item) in walker.enumerate() {
+            self.within_budget(n + 1)?;
             let item = item.map_err(|e| walk_error(base.as_os_str(), &base_abs, e))?;
             let rel = item.path().strip_prefix(&base_abs).unwrap_or(item.path());
             let shown = base.join(rel);
@@ -1077,6 +1089,35 @@ mod tests {
         assert_eq!(digest(&c), fresh);
         // A walked file, however small, is cached.
         assert_eq!(lying.1, 1, "d/x was put in the cache");
+    }
+
+    /// No stat cache, with a budget: a walk past it gives up as soon as it
+    /// has seen too many entries; within it, every file is hashed.
+    #[test]
+    fn a_budget_without_a_stat_cache_stops_a_walk_early() {
+        struct Budget(usize, usize);
+        impl StatCache for Budget {
+            fn budget(&self) -> Option<(usize, u64)> {
+                Some((self.0, u64::MAX))
+            }
+            fn get(&mut self, _: &Path) -> Option<CachedStat> {
+                self.1 += 1;
+                None
+            }
+            fn put(&mut self, _: &Path, _: CachedStat) {}
+        }
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        for i in 0..40 {
+            fs::write(t.path().join(format!("d/{i}")), "x").unwrap();
+        }
+        let over = collect(t.path(), &mut Budget(32, 0), &["d"], &[]);
+        assert!(matches!(over, Err(InputError::NeedsStatCache)));
+        let over = collect(t.path(), &mut Budget(32, 0), &["d/*"], &[]);
+        assert!(matches!(over, Err(InputError::NeedsStatCache)));
+        let within = collect(t.path(), &mut Budget(64, 0), &["d"], &[]).unwrap();
+        let with_cache = collect(t.path(), &mut NoStatCache, &["d"], &[]).unwrap();
+        assert_eq!(within.components, with_cache.components);
     }
 
     #[test]
