@@ -25,7 +25,7 @@ use super::counters::{self, CORRUPT, HITS, MISSES, SAVED_MS, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
-use super::records::{Record, Records};
+use super::records::{Pending, Record, Records};
 use super::refs::{self, Removed};
 use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
@@ -523,22 +523,9 @@ impl SqliteStore {
         let Some(pending) = self.records.prepare(&self.tmp_dir, &record) else {
             return;
         };
-        let Ok(tx) =
-            rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-        else {
+        let Some(tx) = self.lock_row(&record.entry) else {
             return;
         };
-        let current: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT checksum FROM entries WHERE key = ?1")
-            .and_then(|mut s| {
-                s.query_row(params![&record.entry.key.0[..]], |r| r.get(0))
-                    .optional()
-            })
-            .ok()
-            .flatten();
-        if current.as_deref() != Some(&record.entry.checksum().0[..]) {
-            return;
-        }
         let Ok(grew) = pending.publish() else {
             return;
         };
@@ -550,6 +537,37 @@ impl SqliteStore {
         if counted.is_err() {
             let _ = self.records.remove(&record.entry.key);
         }
+    }
+
+    /// Take the write lock if the row under `entry`'s key is still `entry`:
+    /// while it is held, no deletion can come between the check and a
+    /// record's name.
+    fn lock_row(&self, entry: &Entry) -> Option<rusqlite::Transaction<'_>> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .ok()?;
+        let current: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT checksum FROM entries WHERE key = ?1")
+            .and_then(|mut s| {
+                s.query_row(params![&entry.key.0[..]], |r| r.get(0))
+                    .optional()
+            })
+            .ok()
+            .flatten();
+        (current.as_deref() == Some(&entry.checksum().0[..])).then_some(tx)
+    }
+
+    /// Name the record of an entry just inserted, its space already
+    /// counted by the insert (see `insert`): under the write lock, if the
+    /// row is still the entry. Nothing is written to the database. When it
+    /// is not named (the row was replaced meanwhile, a failure), its space
+    /// stays counted: over, never under.
+    fn name_record(&self, pending: Pending, entry: &Entry) {
+        let Some(tx) = self.lock_row(entry) else {
+            return;
+        };
+        let _ = pending.publish();
+        // Nothing was written: this only releases the lock.
+        let _ = tx.commit();
     }
 
     /// The hit record of an entry replayed through the database, when it
@@ -903,11 +921,35 @@ impl Store for SqliteStore {
         };
         let file_blobs = super::files::blob_digests(&entry.outputs);
         let components = serde_json::to_string(&e.key.components)?;
+        // Its hit record, written aside now and counted in the transaction,
+        // so that a miss writes the database once; named after the commit.
+        // A traced entry is found through its trace manifest, never by one.
+        let record = match e.traced {
+            Some(_) => None,
+            None => {
+                let checks = [
+                    (&entry.stdout, out_check),
+                    (&entry.stderr, err_check),
+                    (&entry.order, order_check),
+                ]
+                .into_iter()
+                .filter(|(s, _)| s.inline.is_none() && s.len > 0)
+                .map(|(s, check)| (s.digest, Some(check)))
+                .chain(e.file_checks.iter().map(|(d, c)| (*d, Some(*c))))
+                .collect::<Vec<_>>();
+                let manifest = super::manifest(&e.key.command, &e.cwd);
+                let record = Record::new(entry.clone(), manifest, checks);
+                self.records.prepare(&self.tmp_dir, &record)
+            }
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // The entry this one replaces, if any, gives up its blobs.
         let mut freed = refs::delete_entry(&tx, &self.records, &entry.key)?;
+        if let Some(pending) = &record {
+            bump(&tx, &[(counters::RECORD_BYTES, pending.space() as i64)])?;
+        }
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
         tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
@@ -1029,16 +1071,8 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         self.remove_blob_files(&freed);
-        // Found through its trace manifest, never by a record.
-        if e.traced.is_none() {
-            let checks = streams
-                .iter()
-                .filter(|(s, _)| s.inline.is_none() && s.len > 0)
-                .map(|(s, check)| (s.digest, Some(*check)))
-                .chain(e.file_checks.iter().map(|(d, c)| (*d, Some(*c))))
-                .collect::<Vec<_>>();
-            let manifest = super::manifest(&e.key.command, &e.cwd);
-            self.publish_record(Record::new(entry, manifest, checks));
+        if let Some(pending) = record {
+            self.name_record(pending, &entry);
         }
         // Spools of runs killed before they could clean up: gone now, so
         // that they do not count against the limit.

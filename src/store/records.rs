@@ -281,6 +281,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The disk space the record takes ([`disk_usage`]).
+    pub fn space(&self) -> u64 {
+        self.len
+    }
+
     /// Give the record its name, replacing any older one (an unsound one a
     /// hit passed over). Call only while holding the database's write
     /// lock, after checking that the row it describes is there (see the
