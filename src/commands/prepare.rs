@@ -153,7 +153,11 @@ impl Early {
             self.base.clone(),
             ctx,
             &self.key_cmds,
-            std::env::vars_os(),
+            // Read (and copied) only when some variable is in the key.
+            (!config.key.env.is_empty())
+                .then(std::env::vars_os)
+                .into_iter()
+                .flatten(),
             self.stdin.clone(),
             self.stdin_file,
         )
