@@ -490,16 +490,18 @@ import blake3
 db, total = sys.argv[1], int(sys.argv[2])
 
 def record(r):
-    """The hit record of a row without outputs or blobs (src/store/records.rs)."""
+    """The hit record of a row without outputs or blobs (src/store/records.rs,
+    the entry as src/store/entry_bytes.rs lays it out)."""
     manifest = blake3.blake3(b"memorun manifest" + r["argv_digest"] + r["cwd"]).digest()
-    body = b"mrr\x01" + r["key"] + manifest
-    body += struct.pack("<qQiQ", r["created"], r["duration_ms"], r["exit_code"], r["stdin_advance"])
+    body = b"mrr\x02" + r["key"]
+    body += struct.pack("<qQi", r["created"], r["duration_ms"], r["exit_code"])
     for s in ("out", "err", "order"):
         inline = r[f"{s}_inline"]
         assert inline is not None, "the real entry has a blob"
         body += struct.pack("<Q", r[f"{s}_len"]) + r[f"{s}_digest"]
-        body += b"\x00" + struct.pack("<I", len(inline)) + inline
-    body += struct.pack("<II", 0, 0)  # no output files, no blob checks
+        body += b"\x01" + struct.pack("<I", len(inline)) + inline
+    body += struct.pack("<IQ", 0, r["stdin_advance"])  # no output files
+    body += manifest + struct.pack("<I", 0)  # no blob checks
     return body + blake3.blake3(body, derive_key_context="memorun 2026 hit record").digest()
 
 def record_path(key):

@@ -4,13 +4,8 @@
 //! ```text
 //! "memorun entry\0"  magic (14 bytes)
 //! u32                format version (FORMAT)
-//! [32]               key digest
-//! i64 u64 i32        created (ms since the epoch), duration (ms), exit code
-//! 3 × stream         stdout, stderr, interleaving: u64 length, [32] BLAKE3,
-//!                    u8 inline flag, then (if inline) u32 length + bytes
-//! u32 + bytes        the output files (`store::files` encoding, inline
-//!                    bytes included; length 0: none)
-//! u64                bytes the command read from a regular file on stdin
+//! ...                the entry (`store::entry_bytes`: key, times, exit
+//!                    code, streams, output files, stdin advance)
 //! [32]               MAC: keyed BLAKE3 of everything above
 //! ```
 //!
@@ -26,9 +21,8 @@
 //! computed the same key from the same components (their names and values
 //! are in the digests), and `why` explains against the local ones.
 
-use std::time::Duration;
-
 use crate::key::Digest;
+use crate::store::entry_bytes::{self, Reader};
 use crate::store::{Entry, StoredStream, files};
 
 const MAGIC: &[u8; 14] = b"memorun entry\0";
@@ -48,26 +42,7 @@ pub fn encode(entry: &Entry, mac_key: &[u8; 32]) -> Vec<u8> {
     let mut v = Vec::with_capacity(256);
     v.extend_from_slice(MAGIC);
     v.extend_from_slice(&FORMAT.to_le_bytes());
-    v.extend_from_slice(&entry.key.0);
-    v.extend_from_slice(&entry.created_ms.to_le_bytes());
-    v.extend_from_slice(&(entry.duration.as_millis() as u64).to_le_bytes());
-    v.extend_from_slice(&entry.exit_code.to_le_bytes());
-    for s in [&entry.stdout, &entry.stderr, &entry.order] {
-        v.extend_from_slice(&s.len.to_le_bytes());
-        v.extend_from_slice(&s.digest.0);
-        match &s.inline {
-            Some(bytes) => {
-                v.push(1);
-                v.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                v.extend_from_slice(bytes);
-            }
-            None => v.push(0),
-        }
-    }
-    let outputs = files::encode(&entry.outputs, true).unwrap_or_default();
-    v.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
-    v.extend_from_slice(&outputs);
-    v.extend_from_slice(&entry.stdin_advance.to_le_bytes());
+    entry_bytes::put(&mut v, entry);
     let mac = blake3::keyed_hash(mac_key, &v);
     v.extend_from_slice(mac.as_bytes());
     v
@@ -87,42 +62,14 @@ pub fn decode(bytes: &[u8], key: &Digest, mac_key: &[u8; 32]) -> Option<Entry> {
     if r.take(MAGIC.len())? != MAGIC || r.u32()? != FORMAT {
         return None;
     }
-    if Digest::from_slice(r.take(32)?)? != *key {
-        return None;
-    }
-    let created_ms = i64::from_le_bytes(r.take(8)?.try_into().ok()?);
-    let duration = Duration::from_millis(r.u64()?);
-    let exit_code = i32::from_le_bytes(r.take(4)?.try_into().ok()?);
-    let mut streams = Vec::with_capacity(3);
-    for _ in 0..3 {
-        streams.push(r.stream()?);
-    }
-    let n = r.u32()? as usize;
-    let outputs = match n {
-        0 => Vec::new(),
-        n => files::decode(r.take(n)?)?,
-    };
-    if !inline_files_match(&outputs) {
-        return None;
-    }
-    let stdin_advance = r.u64()?;
-    if !r.0.is_empty() {
-        return None;
-    }
-    let order = streams.pop()?;
-    let stderr = streams.pop()?;
-    let stdout = streams.pop()?;
-    Some(Entry {
-        key: *key,
-        created_ms,
-        duration,
-        exit_code,
-        stdout,
-        stderr,
-        order,
-        outputs,
-        stdin_advance,
-    })
+    let entry = entry_bytes::take(&mut r)?;
+    let sound = entry.key == *key
+        && r.is_empty()
+        && [&entry.stdout, &entry.stderr, &entry.order]
+            .into_iter()
+            .all(inline_matches)
+        && inline_files_match(&entry.outputs);
+    sound.then_some(entry)
 }
 
 fn inline_matches(s: &StoredStream) -> bool {
@@ -139,49 +86,10 @@ fn inline_files_match(roots: &[files::OutputRoot]) -> bool {
     })
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn stream(&mut self) -> Option<StoredStream> {
-        let len = self.u64()?;
-        let digest = Digest::from_slice(self.take(32)?)?;
-        let inline = match self.take(1)?[0] {
-            0 => None,
-            1 => {
-                let n = self.u32()? as usize;
-                Some(self.take(n)?.to_vec())
-            }
-            _ => return None,
-        };
-        let s = StoredStream {
-            len,
-            digest,
-            inline,
-        };
-        inline_matches(&s).then_some(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn stream(bytes: &[u8], inline: bool) -> StoredStream {
         StoredStream {

@@ -13,6 +13,7 @@
 pub mod blobs;
 pub mod counters;
 pub mod db;
+pub mod entry_bytes;
 pub mod entry_row;
 pub mod evict;
 pub mod files;

@@ -44,23 +44,21 @@
 //! (never another command's or another input's result), so it is replayed;
 //! the next `clear` or re-record of the key removes it.
 
+use rustix::fs::{self as rfs, Mode, OFlags};
 use std::cell::RefCell;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rustix::fs::{self as rfs, Mode, OFlags};
-
-use super::files::{self, OutputRoot};
+use super::entry_bytes::{self, Reader};
 use super::temp::Temp;
-use super::{Entry, StoredStream, private};
+use super::{Entry, private};
 use crate::key::Digest;
 
 /// The start of every record; the last byte is the format's version.
-const MAGIC: [u8; 4] = *b"mrr\x01";
+const MAGIC: [u8; 4] = *b"mrr\x02";
 
 /// The largest record written or read. Streams up to `blobs::INLINE_MAX`
 /// (64 KiB) are inline in a row and so in its record; three of them and a
@@ -311,47 +309,14 @@ fn checksum(bytes: &[u8]) -> [u8; 32] {
 
 /// Encode a record, or `None` when it would exceed [`MAX_RECORD`].
 ///
-/// Layout (integers little-endian): magic; key; manifest; created (i64);
-/// duration in ms (u64); exit code (i32); stdin advance (u64); three
-/// streams, each length (u64), digest, then 0 and the inline bytes (u32
-/// length first) or 1 for a blob; the output files (`files::encode` with
-/// inline bytes, u32 length first, 0 for none); the blob checks (u32 count,
-/// then digest, a flag and 16 bytes each); a BLAKE3 checksum of all that.
+/// Layout (integers little-endian): magic; the entry
+/// (`entry_bytes`); the manifest; the blob checks (u32 count, then digest,
+/// a flag and 16 bytes each); a BLAKE3 checksum of all that.
 pub fn encode(r: &Record) -> Option<Vec<u8>> {
-    let e = &r.entry;
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&e.key.0);
+    entry_bytes::put(&mut out, &r.entry);
     out.extend_from_slice(&r.manifest.0);
-    out.extend_from_slice(&e.created_ms.to_le_bytes());
-    out.extend_from_slice(&(e.duration.as_millis() as u64).to_le_bytes());
-    out.extend_from_slice(&e.exit_code.to_le_bytes());
-    out.extend_from_slice(&e.stdin_advance.to_le_bytes());
-    for s in [&e.stdout, &e.stderr, &e.order] {
-        out.extend_from_slice(&s.len.to_le_bytes());
-        out.extend_from_slice(&s.digest.0);
-        match &s.inline {
-            Some(bytes) => {
-                out.push(0);
-                out.extend_from_slice(&u32::try_from(bytes.len()).ok()?.to_le_bytes());
-                out.extend_from_slice(bytes);
-            }
-            None => out.push(1),
-        }
-        if out.len() > MAX_RECORD {
-            return None;
-        }
-    }
-    match files::encode(&e.outputs, true) {
-        None => out.extend_from_slice(&0u32.to_le_bytes()),
-        Some(bytes) => {
-            if bytes.len() > MAX_RECORD {
-                return None;
-            }
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(&bytes);
-        }
-    }
     out.extend_from_slice(&u32::try_from(r.checks.len()).ok()?.to_le_bytes());
     for (d, c) in &r.checks {
         out.extend_from_slice(&d.0);
@@ -363,37 +328,9 @@ pub fn encode(r: &Record) -> Option<Vec<u8>> {
     (out.len() <= MAX_RECORD).then_some(out)
 }
 
-/// A cursor over a record's bytes.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.array::<1>()?[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.array()?))
-    }
-    fn digest(&mut self) -> Option<Digest> {
-        Some(Digest(self.array()?))
-    }
-}
-
 /// Decode a record; `None` unless it is whole, of this version, sound by
-/// its checksum and strictly well formed.
+/// its checksum and strictly well formed. (Inline bytes are checked
+/// against their digests before a replay writes them.)
 pub fn decode(bytes: &[u8]) -> Option<Record> {
     if bytes.len() > MAX_RECORD || bytes.len() < MAGIC.len() + 32 {
         return None;
@@ -406,40 +343,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
     if r.array::<4>()? != MAGIC {
         return None;
     }
-    let key = r.digest()?;
+    let entry = entry_bytes::take(&mut r)?;
     let manifest = r.digest()?;
-    let created_ms = i64::from_le_bytes(r.array()?);
-    let duration = Duration::from_millis(r.u64()?);
-    let exit_code = i32::from_le_bytes(r.array()?);
-    let stdin_advance = r.u64()?;
-    let mut stream = || -> Option<StoredStream> {
-        let len = r.u64()?;
-        let digest = r.digest()?;
-        let inline = match r.u8()? {
-            0 => {
-                let n = r.u32()? as usize;
-                let bytes = r.take(n)?.to_vec();
-                if bytes.len() as u64 != len {
-                    return None;
-                }
-                Some(bytes)
-            }
-            1 => None,
-            _ => return None,
-        };
-        Some(StoredStream {
-            len,
-            digest,
-            inline,
-        })
-    };
-    let stdout = stream()?;
-    let stderr = stream()?;
-    let order = stream()?;
-    let outputs: Vec<OutputRoot> = match r.u32()? as usize {
-        0 => Vec::new(),
-        n => files::decode(r.take(n)?)?,
-    };
     let count = r.u32()? as usize;
     if count > r.0.len() / (32 + 1 + 16) {
         return None;
@@ -458,21 +363,11 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
             },
         ));
     }
-    if !r.0.is_empty() || !checks.is_sorted_by(|a, b| a.0 < b.0) {
+    if !r.is_empty() || !checks.is_sorted_by(|a, b| a.0 < b.0) {
         return None;
     }
     Some(Record {
-        entry: Entry {
-            key,
-            created_ms,
-            duration,
-            exit_code,
-            stdout,
-            stderr,
-            order,
-            outputs,
-            stdin_advance,
-        },
+        entry,
         manifest,
         checks,
     })
@@ -481,6 +376,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoredStream;
+    use std::time::Duration;
 
     fn stream(bytes: Option<&[u8]>, len: u64, d: u8) -> StoredStream {
         StoredStream {
@@ -540,7 +437,7 @@ mod tests {
     #[test]
     fn another_version_is_refused() {
         let mut bytes = encode(&record()).unwrap();
-        bytes[3] = 2;
+        bytes[3] = 3;
         let body = bytes.len() - 32;
         let sum = checksum(&bytes[..body]);
         bytes[body..].copy_from_slice(&sum);
