@@ -5,13 +5,16 @@
 #   bench/run.sh p1 p3        # only the named groups
 #
 # Groups:
-#   p1  tiny hit: memorun -- cat small-file  vs  cat, bkt, /bin/true; and the
-#       floor under it: a static program that starts, and one that also does
-#       the hit's SQLite work (bench/floor.c, built with cc)
+#   p1  tiny hit: memorun -- cat small-file  vs  cat, bkt, /bin/true, and
+#       memorun -- echo hello  vs  echo, bkt; and the floor under it: a
+#       static program that starts, and one that also does the SQLite work
+#       a hit did before hit records (bench/floor.c, built with cc)
 #   p2  100 MB hit, to /dev/null and to a pipe, plus peak RSS
-#   p3  miss overhead: memorun --force -- CMD  vs  CMD (tiny and 100 MB output)
+#   p3  miss overhead: memorun --force -- CMD  vs  CMD and bkt --force (tiny),
+#       and with 100 MB of output vs CMD | tee spool | b3sum
 #   p4  inputs: first run over 1 GiB in 10,000 files (-i DIR) vs b3sum; warm hit
-#   p5  scale: hit with 10 vs 100,000 entries; stats; clear --older-than (50,000)
+#   p5  scale: hit with 10 vs 100,000 entries (and their hit records);
+#       stats; clear --older-than (50,000)
 #   p6  16 concurrent identical misses: wall time and executions
 #   p7  output files: a hit restoring 1 GiB in 10,000 files (-o DIR) vs cp -r
 #   p8  output files already in place: hit with -o (verify, touch) vs without
