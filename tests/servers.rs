@@ -85,6 +85,17 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// SIGKILL a server that leads its own process group (its workers too),
+/// then reap it.
+fn kill_group(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        // SAFETY: kill(2) on the process group of a child we started and
+        // have not reaped, so its id is still ours.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    }
+    kill(child);
+}
+
 /// An nginx serving a WebDAV root at `/cache/` (PUT enabled).
 pub struct Nginx {
     child: Child,
@@ -194,12 +205,7 @@ http {{
 
     /// SIGKILL the master and its worker (its process group).
     pub fn kill(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) on the process group of a child we started
-            // and have not reaped, so its id is still ours.
-            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        }
-        kill(&mut self.child);
+        kill_group(&mut self.child);
     }
 }
 
@@ -609,12 +615,7 @@ root_domain = ".web.garage.localhost"
 
     /// SIGKILL the node.
     pub fn kill(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) on the process group of a child we started
-            // and have not reaped, so its id is still ours.
-            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        }
-        kill(&mut self.child);
+        kill_group(&mut self.child);
     }
 }
 

@@ -1095,13 +1095,15 @@ mod tests {
     /// has seen too many entries; within it, every file is hashed.
     #[test]
     fn a_budget_without_a_stat_cache_stops_a_walk_early() {
-        struct Budget(usize, usize);
+        // Counts the entries the walk looked at before giving up (each is
+        // checked against the budget as it is found).
+        struct Budget(usize, std::cell::Cell<usize>);
         impl StatCache for Budget {
             fn budget(&self) -> Option<(usize, u64)> {
+                self.1.set(self.1.get() + 1);
                 Some((self.0, u64::MAX))
             }
             fn get(&mut self, _: &Path) -> Option<CachedStat> {
-                self.1 += 1;
                 None
             }
             fn put(&mut self, _: &Path, _: CachedStat) {}
@@ -1111,11 +1113,17 @@ mod tests {
         for i in 0..40 {
             fs::write(t.path().join(format!("d/{i}")), "x").unwrap();
         }
-        let over = collect(t.path(), &mut Budget(32, 0), &["d"], &[]);
-        assert!(matches!(over, Err(InputError::NeedsStatCache)));
-        let over = collect(t.path(), &mut Budget(32, 0), &["d/*"], &[]);
-        assert!(matches!(over, Err(InputError::NeedsStatCache)));
-        let within = collect(t.path(), &mut Budget(64, 0), &["d"], &[]).unwrap();
+        for input in ["d", "d/*"] {
+            let mut over = Budget(32, Default::default());
+            let r = collect(t.path(), &mut over, &[input], &[]);
+            assert!(matches!(r, Err(InputError::NeedsStatCache)), "{input}");
+            assert_eq!(
+                over.1.get(),
+                33,
+                "{input}: the walk went on past the budget"
+            );
+        }
+        let within = collect(t.path(), &mut Budget(64, Default::default()), &["d"], &[]).unwrap();
         let with_cache = collect(t.path(), &mut NoStatCache, &["d"], &[]).unwrap();
         assert_eq!(within.components, with_cache.components);
     }

@@ -17,13 +17,28 @@ use anyhow::Result;
 
 use super::db::SqliteStore;
 use super::evict::Limits;
-use super::records::{Record, Records};
+use super::records::{self, Records};
 use super::statcache::StatCache;
 use super::{
     Blobs, CacheDir, Entry, NewEntry, Previous, Source, Spool, Spooled, Store, StoredManifest,
     StoredStream, files, hitlog, now_ms,
 };
 use crate::key::Digest;
+
+/// What a hit still needs of the record it found, once its entry is the
+/// caller's.
+struct Found {
+    key: Digest,
+    manifest: Digest,
+    /// Fast checks of its blobs, sorted by digest (see `Record::checks`).
+    checks: Vec<(Digest, Option<[u8; 16]>)>,
+}
+
+impl Found {
+    fn check(&self, digest: &Digest) -> Option<[u8; 16]> {
+        records::check_in(&self.checks, digest)
+    }
+}
 
 /// Entries from hit records; the database only when asked what they
 /// cannot say.
@@ -33,7 +48,7 @@ pub struct RecordStore {
     blobs: Blobs,
     limits: Limits,
     /// The record last looked up: its blob checks and its command.
-    current: Option<Record>,
+    current: Option<Found>,
     /// The database, once something needed it.
     db: RefCell<Option<SqliteStore>>,
 }
@@ -81,8 +96,18 @@ impl Store for RecordStore {
     /// A record that is not there, unsound or for another key is a miss
     /// here, never an error: the database path then looks.
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
-        self.current = self.records.read(key);
-        Ok(self.current.as_ref().map(|r| r.entry.clone()))
+        // The entry goes to the caller (no copy of its inline output); what
+        // the rest of the hit asks of the record stays here.
+        let Some(record) = self.records.read(key) else {
+            self.current = None;
+            return Ok(None);
+        };
+        self.current = Some(Found {
+            key: *key,
+            manifest: record.manifest,
+            checks: record.checks,
+        });
+        Ok(Some(record.entry))
     }
 
     fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>> {
@@ -130,7 +155,7 @@ impl Store for RecordStore {
     /// when the log is being folded.
     fn record_hit(&mut self, entry: &Entry) -> Result<()> {
         let manifest = match &self.current {
-            Some(r) if r.entry.key == entry.key => r.manifest,
+            Some(r) if r.key == entry.key => r.manifest,
             _ => return self.with_db(|db| db.record_hit(entry)),
         };
         let saved = entry.duration.as_millis() as i64;

@@ -101,11 +101,17 @@ impl Record {
 
     /// The fast check recorded for the blob `digest`, if any.
     pub fn check(&self, digest: &Digest) -> Option<[u8; 16]> {
-        self.checks
-            .binary_search_by(|(d, _)| d.cmp(digest))
-            .ok()
-            .and_then(|i| self.checks[i].1)
+        check_in(&self.checks, digest)
     }
+}
+
+/// The fast check of the blob `digest` in `checks` (sorted by digest), if
+/// any.
+pub fn check_in(checks: &[(Digest, Option<[u8; 16]>)], digest: &Digest) -> Option<[u8; 16]> {
+    checks
+        .binary_search_by(|(d, _)| d.cmp(digest))
+        .ok()
+        .and_then(|i| checks[i].1)
 }
 
 /// The records of one cache directory.
