@@ -88,7 +88,12 @@ fn inheritable() -> Vec<(i32, Info)> {
     };
     let mut fds: Vec<(i32, Info)> = dir
         .filter_map(|e| e.ok())
-        .filter_map(|e| std::str::from_utf8(e.file_name().as_bytes()).ok()?.parse().ok())
+        .filter_map(|e| {
+            std::str::from_utf8(e.file_name().as_bytes())
+                .ok()?
+                .parse()
+                .ok()
+        })
         .filter(|fd: &i32| *fd > 2)
         // Gone since the listing (the listing's own descriptor) or
         // close-on-exec: not the command's.

@@ -631,7 +631,10 @@ mod tests {
                     .prop_map(|(c, o, s)| Desc::KeyCmd(c, o, s)),
                 (bytes(), proptest::option::of((bytes(), 0u32..2)))
                     .prop_map(|(a, f)| Desc::Program(a, f)),
-                (3i32..5, prop_oneof![(0u8..2).prop_map(Ok), "[ab]{0,2}".prop_map(Err)])
+                (
+                    3i32..5,
+                    prop_oneof![(0u8..2).prop_map(Ok), "[ab]{0,2}".prop_map(Err)]
+                )
                     .prop_map(|(fd, c)| Desc::Descriptor(fd, c)),
             ]
         }

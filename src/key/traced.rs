@@ -252,7 +252,9 @@ pub fn state_now(
                     _ => State::Content(digest),
                 })
             }
-            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            // Not a file (a directory opened, not listed): keyed as a look
+            // at it, so that a check, which looks, finds the same.
+            Ok(_) => state_now(path, Probe::Exists, ignore, cache),
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
         },
@@ -441,7 +443,12 @@ pub fn record(
             (Probe::Absent, _) | (_, State::Absent) => false,
             // A directory opened for reading (not listed) is keyed by
             // its type, as a look at it would be.
-            (Probe::Content, s) => matches!(s, State::Content(_) | State::Exists(KIND_DIR, _)),
+            (Probe::Content, s) => {
+                matches!(
+                    s,
+                    State::Content(_) | State::Exists(KIND_DIR | KIND_LINK, _)
+                )
+            }
             (Probe::Program, s) => matches!(s, State::Program(..)),
             (Probe::Listing, s) => matches!(s, State::Listing(..)),
             (Probe::Exists | Probe::Xattrs, _) => true,
@@ -878,8 +885,13 @@ mod tests {
         // An extended attribute added, then changed.
         rustix::fs::lsetxattr(&f, "user.memorun", b"1", rustix::fs::XattrFlags::empty()).unwrap();
         assert_eq!(changed(&m, &mut cache).unwrap(), "traced input f: changed");
-        let with_attr = record(&inputs, &[], inputs::now_ns() + RACE_MARGIN_NS + 1, &mut cache)
-            .unwrap();
+        let with_attr = record(
+            &inputs,
+            &[],
+            inputs::now_ns() + RACE_MARGIN_NS + 1,
+            &mut cache,
+        )
+        .unwrap();
         assert_eq!(changed(&with_attr, &mut cache), None);
         rustix::fs::lsetxattr(&f, "user.memorun", b"2", rustix::fs::XattrFlags::empty()).unwrap();
         assert!(changed(&with_attr, &mut cache).is_some());
@@ -889,7 +901,10 @@ mod tests {
         fs::set_permissions(&prog, fs::Permissions::from_mode(0o775)).unwrap();
         assert_eq!(changed(&m, &mut cache), None);
         fs::set_permissions(&prog, fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(changed(&m, &mut cache).unwrap(), "traced input s.sh: changed");
+        assert_eq!(
+            changed(&m, &mut cache).unwrap(),
+            "traced input s.sh: changed"
+        );
     }
 
     #[test]

@@ -158,9 +158,9 @@ impl OutputSpec {
     /// to it is not an input (memorun restores it on a hit).
     pub fn covers_path(&self, cwd: &Path, abs: &Path) -> bool {
         self.covers(abs.as_os_str().as_bytes())
-            || abs
-                .strip_prefix(cwd)
-                .is_ok_and(|rel| !rel.as_os_str().is_empty() && self.covers(rel.as_os_str().as_bytes()))
+            || abs.strip_prefix(cwd).is_ok_and(|rel| {
+                !rel.as_os_str().is_empty() && self.covers(rel.as_os_str().as_bytes())
+            })
     }
 }
 
