@@ -22,14 +22,14 @@
 //! is read from `/proc/self/fdinfo` and `/proc/self/fd`, so no descriptor
 //! is borrowed by number.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use crate::key::inputs::{Origin, WatchItem, Watched};
-use crate::key::stdin::{StdinFile, hash_file_from};
+use crate::key::stdin::{StdinFile, hash_file_from, reopen};
 use crate::key::{Component, Digest};
 use crate::store::statcache::FileStat;
 
@@ -72,12 +72,6 @@ fn info(fd: i32) -> io::Result<Info> {
             .and_then(|f| u32::from_str_radix(f, 8).ok())
             .ok_or_else(bad)?,
     })
-}
-
-/// The file `fd` names, opened anew for reading (its own offset: the
-/// command's is left alone).
-pub fn reopen(fd: i32) -> io::Result<File> {
-    File::open(format!("/proc/self/fd/{fd}"))
 }
 
 /// The descriptors above 2 this process would hand to a command it runs,
@@ -173,7 +167,7 @@ mod tests {
 
     #[test]
     fn fdinfo_is_read() {
-        let f = File::open("/proc/self/status").unwrap();
+        let f = fs::File::open("/proc/self/status").unwrap();
         use std::os::fd::AsRawFd;
         let i = info(f.as_raw_fd()).unwrap();
         assert_eq!(i.pos, 0);

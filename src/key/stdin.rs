@@ -77,7 +77,7 @@ impl StdinFile {
     pub fn unchanged(&self, started_ns: i64) -> bool {
         let file = match self.fd {
             0 => fd0(),
-            fd => crate::key::descriptors::reopen(fd),
+            fd => reopen(fd),
         };
         let Ok(file) = file else { return false };
         match file.metadata() {
@@ -200,6 +200,12 @@ pub fn capture(
 /// description (and so its offset) with fd 0, closed on drop.
 fn fd0() -> io::Result<File> {
     Ok(File::from(rustix::stdio::stdin().try_clone_to_owned()?))
+}
+
+/// The file descriptor `fd` names, opened anew for reading (its own
+/// offset: the command's is left alone).
+pub(crate) fn reopen(fd: i32) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{fd}"))
 }
 
 /// Where fd 0 is now, when it is a file that has an offset (not a pipe).
