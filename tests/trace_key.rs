@@ -322,6 +322,12 @@ const MATRIX: &[Cell] = &[
         change: "echo NEW >a/f",
     },
     Cell {
+        name: "via its own symlink, re-pointed at the old content",
+        setup: "mkdir a b; echo old >a/f; echo old >b/f",
+        script: "ln -sfn a dir; cat dir/f",
+        change: "ln -sfn b dir; echo NEW >a/f",
+    },
+    Cell {
         name: "a #! script through a symlink it made",
         setup: "printf '#!/bin/sh\\necho old\\n' >s; chmod +x s",
         script: "ln -sfn s run; ./run",
