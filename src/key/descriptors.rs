@@ -103,12 +103,13 @@ fn inheritable() -> Vec<(i32, Info)> {
 pub fn inherited(secret: &[u8; 32]) -> Inherited {
     let mut out = Inherited::default();
     for (fd, info) in inheritable() {
-        let link = fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        // What it names, for a message only.
+        let link = || fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
         let Ok(meta) = fs::metadata(format!("/proc/self/fd/{fd}")) else {
             continue;
         };
         let ft = meta.file_type();
-        let unkeyable = |what: &str| format!("{what} {}", link.display());
+        let unkeyable = |what: &str| format!("{what} {}", link().display());
         let refused = if ft.is_dir() {
             Some(unkeyable("the directory"))
         } else if ft.is_block_device() {
@@ -128,7 +129,7 @@ pub fn inherited(secret: &[u8; 32]) -> Inherited {
                 }
                 Err(e) => Some(format!(
                     "the file {} (unreadable: {})",
-                    link.display(),
+                    link().display(),
                     crate::term::format::io_reason(&e)
                 )),
             }
