@@ -7,6 +7,7 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -659,16 +660,29 @@ fn run_and_record(
         },
         resolved,
     );
+    // The automatic outputs: the arguments earlier runs created and those
+    // this one did.
+    let auto: Vec<Vec<u8>> = resolved
+        .known_outputs
+        .iter()
+        .chain(&created)
+        .cloned()
+        .collect();
     // A traced run is recorded with the state of every input it used, so
     // that a later run finds its entry only while they all still match.
     let mut traced = None;
     if why_not.is_none()
         && let Some(log) = &trace_log
     {
+        let outputs = Outputs {
+            declared: &config.key.outputs,
+            auto: &auto,
+        };
         match trace_manifest(
             store,
             resolved,
             log,
+            &outputs,
             prepare::manifest_base(config, resolved).as_deref(),
         ) {
             Ok(m) => traced = Some(m),
@@ -679,12 +693,6 @@ fn run_and_record(
     // the declared outputs and the arguments it created (see `outputs`).
     let mut captured = capture::Captured::default();
     if why_not.is_none() {
-        let auto: Vec<Vec<u8>> = resolved
-            .known_outputs
-            .iter()
-            .chain(&created)
-            .cloned()
-            .collect();
         match capture::capture(
             store,
             &resolved.base.cwd,
@@ -791,13 +799,44 @@ fn trace_options(config: &Config, store: &dyn Store, t: &TraceConfig) -> TraceOp
     }
 }
 
+/// A run's outputs, declared (`-o`) and automatic (arguments, relative to
+/// the working directory): never its traced inputs.
+struct Outputs<'a> {
+    declared: &'a crate::outputs::OutputSpec,
+    auto: &'a [Vec<u8>],
+}
+
+impl Outputs<'_> {
+    /// Whether `abs` is an output or under a declared one.
+    fn covers(&self, cwd: &Path, abs: &Path) -> bool {
+        self.declared.covers_path(cwd, abs)
+            || self
+                .auto
+                .iter()
+                .any(|a| crate::outputs::normalize(&cwd.join(OsStr::from_bytes(a))) == abs)
+    }
+
+    /// The outputs named by path (not by glob), absolute: their names are
+    /// left out of the listings of their directories.
+    fn named(&self, cwd: &Path) -> Vec<PathBuf> {
+        let declared = self.declared.declared.iter().filter(|d| d.glob.is_none());
+        declared
+            .map(|d| d.declared.as_slice())
+            .chain(self.auto.iter().map(Vec::as_slice))
+            .map(|p| crate::outputs::normalize(&cwd.join(OsStr::from_bytes(p))))
+            .collect()
+    }
+}
+
 /// The trace manifest of a traced run, or why the run must not be recorded
 /// (the counter and the reason): it ran something tracing cannot vouch
 /// for, it changed one of its own inputs, or an input changed while it ran.
+/// What it did to its outputs is not an input: a hit restores them.
 fn trace_manifest(
     store: &dyn Store,
     resolved: &Resolved,
     log: &trace::TraceLog,
+    outputs: &Outputs<'_>,
     base_dir: Option<&std::path::Path>,
 ) -> Result<NewManifest, (&'static str, String)> {
     let cwd = &resolved.base.cwd;
@@ -810,7 +849,8 @@ fn trace_manifest(
     // An input the run changed itself (a file it read then wrote, a
     // directory it listed and then wrote into): what it holds now is not
     // what the command saw.
-    if let Some(p) = log.changed_inputs().next() {
+    let not_output = |p: &&trace::TracedPath| !outputs.covers(cwd, &p.path);
+    if let Some(p) = log.changed_inputs().find(not_output) {
         let shown = key::traced::shown(&p.path, cwd);
         let why = match p.access.contains(trace::Access::LISTED) {
             true => format!(
@@ -826,15 +866,17 @@ fn trace_manifest(
         };
         return Err((counters::NOT_RECORDED_INPUT, why));
     }
-    let inputs: Vec<(std::path::PathBuf, Probe)> = log
+    let inputs: Vec<(PathBuf, Probe)> = log
         .inputs()
-        .map(|p| (p.path.clone(), probe_of(p.access)))
+        .filter(not_output)
+        .flat_map(|p| probes_of(p.access).map(|probe| (p.path.clone(), probe)))
         .collect();
+    let named = outputs.named(cwd);
     let mut recorded = None;
     store.with_stat_cache(&mut |cache| {
         recorded = Some(key::traced::record(
             &inputs,
-            &[],
+            &named,
             resolved.started_ns,
             cache,
         ));
@@ -854,16 +896,26 @@ fn trace_manifest(
     }
 }
 
-/// What a traced input's state is made of, from what the command did to it.
-fn probe_of(a: trace::Access) -> Probe {
+/// What a traced input's state is made of, from what the command did to
+/// it: its content, mode, listing or look (see `key::traced`), and its
+/// extended attributes when it read them.
+fn probes_of(a: trace::Access) -> impl Iterator<Item = Probe> {
     use trace::Access;
-    if a.intersects(Access::READ | Access::EXECUTED) {
-        Probe::Content
+    let probed = a.intersects(Access::PROBED_ABSENT | Access::PROBED_PRESENT)
+        && !a.intersects(Access::WRITTEN | Access::CREATED);
+    let main = if a.contains(Access::EXECUTED) {
+        Some(Probe::Program)
+    } else if a.contains(Access::READ) {
+        Some(Probe::Content)
     } else if a.contains(Access::LISTED) {
-        Probe::Listing
-    } else if a.contains(Access::PROBED_PRESENT) {
-        Probe::Exists
+        Some(Probe::Listing)
+    } else if probed && a.contains(Access::PROBED_PRESENT) {
+        Some(Probe::Exists)
+    } else if probed {
+        Some(Probe::Absent)
     } else {
-        Probe::Absent
-    }
+        None
+    };
+    let xattrs = a.contains(Access::XATTRS).then_some(Probe::Xattrs);
+    main.into_iter().chain(xattrs)
 }

@@ -42,6 +42,8 @@ struct Report {
     previous: Option<(Digest, i64)>,
     changes: Vec<Change>,
     not_recorded: Option<(String, i64)>,
+    /// Why a run would not be recorded whatever it does, if so.
+    unrecordable: Option<String>,
     uncached: Option<String>,
     /// With `--trace`: the manifest that matches or the closest one.
     traced: Option<Traced>,
@@ -134,6 +136,7 @@ fn uncached(why: &str) -> Report {
         previous: None,
         changes: Vec::new(),
         not_recorded: None,
+        unrecordable: None,
         uncached: Some(why.to_string()),
         traced: None,
         cwd: std::path::PathBuf::new(),
@@ -226,6 +229,7 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         previous,
         changes,
         not_recorded: store.note(&resolved.base.manifest)?,
+        unrecordable: resolved.unrecordable.clone(),
         uncached: None,
         traced,
         cwd: resolved.base.cwd.clone(),
@@ -275,6 +279,12 @@ fn to_text(r: &Report) -> String {
             )),
             _ => s.push_str("would miss\n"),
         },
+    }
+    if let Some(why) = &r.unrecordable {
+        s.push_str(&format!(
+            "a run would not be recorded: {}\n",
+            printable(why)
+        ));
     }
     s.push_str(&format!("key {}\n", &r.key[..12]));
     let lines: Vec<(String, String)> = r
@@ -529,6 +539,7 @@ fn to_json(r: &Report) -> Value {
             "keep": o.kept,
             "remove": o.removed,
         })).collect::<Vec<_>>(),
+        "unrecordable": r.unrecordable,
         "not_recorded": r.not_recorded.as_ref().map(|(note, at)| json!({ "reason": note, "at_ms": at })),
     })
 }

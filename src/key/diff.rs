@@ -54,6 +54,8 @@ pub fn label(kind: Kind) -> &'static str {
         Kind::Stdin => "stdin",
         Kind::Literal => "key",
         Kind::KeyCmd => "key-cmd",
+        Kind::Descriptor => "descriptor",
+        Kind::Program => "program",
     }
 }
 
@@ -63,6 +65,7 @@ pub fn describe(c: &Component) -> String {
         (Kind::Env, State::Present) => format!("set ({})", c.digest.short()),
         (Kind::Env, State::Absent) => "unset".into(),
         (Kind::Input, State::Absent) => "absent".into(),
+        (Kind::Program, State::Absent) => "not found".into(),
         (Kind::Stdin, State::Absent) => format!("not read ({})", c.name),
         (Kind::Stdin, State::Present) => format!("hashed ({})", c.digest.short()),
         _ => c.digest.short(),

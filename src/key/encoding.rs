@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the key encoding. If you change any of the inputs to the hash,
 /// or how they are encoded, change this.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// Domain separation for the final key digest.
 const KEY_CONTEXT: &[u8] = b"memorun key";
@@ -107,6 +107,12 @@ pub enum Kind {
     Literal,
     /// The stdout and exit status of a `--key-cmd`.
     KeyCmd,
+    /// A descriptor above 2 the command inherits: a regular file's content
+    /// from its offset, or why it cannot be keyed.
+    Descriptor,
+    /// The program the command line runs, as `execvp` finds it: its path
+    /// and mode (a program made non-executable fails with 126).
+    Program,
 }
 
 impl Kind {
@@ -121,6 +127,8 @@ impl Kind {
             Kind::Stdin => 7,
             Kind::Literal => 8,
             Kind::KeyCmd => 9,
+            Kind::Descriptor => 10,
+            Kind::Program => 11,
         }
     }
 }
@@ -299,6 +307,53 @@ impl Component {
             kind: Kind::KeyCmd,
             name: cmd.to_string(),
             state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// An inherited descriptor `fd`: a keyed digest of a regular file's
+    /// content from its offset, or `Err` with what it names when that
+    /// cannot be keyed (a directory, a block device: such a run is never
+    /// recorded).
+    pub fn descriptor(fd: i32, content: Result<Digest, &str>) -> Component {
+        let name = fd.to_string();
+        let mut e = Encoder::new(Kind::Descriptor, name.as_bytes(), State::Present);
+        match content {
+            Ok(d) => {
+                e.0.update(&[1]);
+                e.bytes(&d.0);
+            }
+            Err(what) => {
+                e.0.update(&[0]);
+                e.bytes(what.as_bytes());
+            }
+        }
+        Component {
+            kind: Kind::Descriptor,
+            name,
+            state: State::Present,
+            digest: e.finish(),
+        }
+    }
+
+    /// The program `argv0` names, as found: its path (as keyed, see
+    /// `base_dir`) and the bits of its mode that decide whether and how
+    /// it runs, or `None` when nothing is found.
+    pub fn program(argv0: &[u8], found: Option<(&[u8], u32)>) -> Component {
+        let state = if found.is_some() {
+            State::Present
+        } else {
+            State::Absent
+        };
+        let mut e = Encoder::new(Kind::Program, argv0, state);
+        if let Some((path, mode)) = found {
+            e.bytes(path);
+            e.0.update(&mode.to_le_bytes());
+        }
+        Component {
+            kind: Kind::Program,
+            name: display_name(argv0),
+            state,
             digest: e.finish(),
         }
     }
@@ -529,6 +584,8 @@ mod tests {
             Literal(String),
             Stdin(Result<u8, String>),
             KeyCmd(String, u8, Option<i32>),
+            Program(Vec<u8>, Option<(Vec<u8>, u32)>),
+            Descriptor(i32, Result<u8, String>),
         }
 
         fn build(d: &Desc) -> Component {
@@ -543,6 +600,13 @@ mod tests {
                     Component::stdin(s.as_ref().map(|b| digest(*b)).map_err(|e| e.as_str()))
                 }
                 Desc::KeyCmd(c, out, status) => Component::key_cmd(c, digest(*out), *status),
+                Desc::Program(a, found) => {
+                    Component::program(a, found.as_ref().map(|(p, m)| (p.as_slice(), *m)))
+                }
+                Desc::Descriptor(fd, c) => Component::descriptor(
+                    *fd,
+                    c.as_ref().map(|b| digest(*b)).map_err(|e| e.as_str()),
+                ),
             }
         }
 
@@ -565,6 +629,13 @@ mod tests {
                 prop_oneof![(0u8..2).prop_map(Ok), "[ab]{0,2}".prop_map(Err)].prop_map(Desc::Stdin),
                 ("[ab]{0,2}", 0u8..2, proptest::option::of(0i32..2))
                     .prop_map(|(c, o, s)| Desc::KeyCmd(c, o, s)),
+                (bytes(), proptest::option::of((bytes(), 0u32..2)))
+                    .prop_map(|(a, f)| Desc::Program(a, f)),
+                (
+                    3i32..5,
+                    prop_oneof![(0u8..2).prop_map(Ok), "[ab]{0,2}".prop_map(Err)]
+                )
+                    .prop_map(|(fd, c)| Desc::Descriptor(fd, c)),
             ]
         }
 
@@ -588,7 +659,7 @@ mod tests {
     /// `KEY_VERSION` and update the expected digest.
     #[test]
     fn golden_key_digest() {
-        assert_eq!(KEY_VERSION, 1, "update the golden digest with the version");
+        assert_eq!(KEY_VERSION, 2, "update the golden digest with the version");
         let k = Key::new(vec![
             Component::argv(&["cc", "-o", "out.o", "in.c"]),
             Component::cwd(b"/src/project"),
@@ -596,10 +667,12 @@ mod tests {
             Component::env(b"CFLAGS", None),
             Component::env_pattern("AWS_*", &[b"AWS_REGION".to_vec()]),
             Component::input(b"in.c", Some(Digest([2; 32]))),
+            Component::program(b"cc", Some((b"/usr/bin/cc", 0o555))),
+            Component::descriptor(3, Ok(Digest([3; 32]))),
         ]);
         assert_eq!(
             k.digest.to_hex(),
-            "8a4012e857c8bd03557157f38cd08c071d11774a03aff51b45ed59647c93f975",
+            "a77ff98746ccdb933c799acaa6953854211bebe8d60ff9612595c290f0f1edb8",
             "key encoding changed: bump KEY_VERSION and update this digest"
         );
     }

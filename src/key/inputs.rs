@@ -144,6 +144,8 @@ pub enum Origin {
     Glob(OsString, PathBuf),
     /// memorun's stdin.
     Stdin,
+    /// A descriptor above 2 the command inherits (see `key::descriptors`).
+    Descriptor(i32),
 }
 
 /// The inputs, resolved: key components in order, and what to watch.
@@ -796,9 +798,11 @@ pub fn changed_message(w: &WatchItem) -> String {
         Origin::Walk(root) => exclusion_hint(Path::new(root), w),
         Origin::Glob(_, base) => exclusion_hint(base, w),
         Origin::Stdin => "leave stdin out of the key with --stdin ignore".to_string(),
+        Origin::Descriptor(fd) => format!("do not hand it descriptor {fd}"),
     };
     let what = match w.origin {
         Origin::Stdin => "stdin".to_string(),
+        Origin::Descriptor(fd) => format!("the file on descriptor {fd}"),
         _ => format!(
             "input '{}'",
             crate::term::quote::printable(&w.name.to_string_lossy())

@@ -8,12 +8,14 @@
 //! - [`inputs`], [`exclude`], [`hashing`]: which arguments and paths are
 //!   input files, which are left out, and their digests; the race guard.
 //! - [`stdin`]: stdin hashed, and spooled for the command.
+//! - [`descriptors`]: the descriptors above 2 the command inherits.
 //! - [`diff`]: what changed between two keys (`memorun why`, `-v`).
 //! - [`traced`]: the inputs a traced run used (`--trace`), as manifests
 //!   checked before a lookup.
 //! - [`base_dir`]: paths under `--base-dir` keyed relative to it.
 
 pub mod base_dir;
+pub mod descriptors;
 pub mod diff;
 pub mod encoding;
 pub mod exclude;

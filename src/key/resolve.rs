@@ -90,6 +90,9 @@ pub struct Resolved {
     pub known_outputs: Vec<Vec<u8>>,
     /// A regular file on stdin, read in place.
     pub stdin_file: Option<crate::key::stdin::StdinFile>,
+    /// Why a run of this key must not be recorded whatever it does (an
+    /// inherited descriptor whose reads cannot be keyed), if so.
+    pub unrecordable: Option<String>,
 }
 
 /// What resolution needs from the store.
@@ -138,6 +141,9 @@ pub fn resolve(
         )));
     }
     components.extend(key_cmds.iter().cloned());
+    if let Some(argv0) = spec.command.first() {
+        components.push(program(argv0, &base.cwd, spec.base_dir.as_deref()));
+    }
 
     let mut collector = Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude)
         .show_progress(ctx.show_progress)
@@ -176,6 +182,9 @@ pub fn resolve(
     let mut collected = collector.finish()?;
     components.extend(collected.components);
     components.extend(stdin);
+    let inherited = crate::key::descriptors::inherited(ctx.secret);
+    components.extend(inherited.components);
+    collected.watch.extend(inherited.watch);
     if let Some(f) = stdin_file {
         collected.watch.push(WatchItem {
             name: "stdin".into(),
@@ -193,7 +202,55 @@ pub fn resolve(
         maybe_outputs,
         known_outputs: ctx.known_outputs.to_vec(),
         stdin_file,
+        unrecordable: inherited.unrecordable,
     })
+}
+
+/// The program component: what `execvp` would run for `argv0` from `cwd`
+/// (a path with a `/` as it is; a name, the first regular file with an
+/// execute bit in a `$PATH` directory, else the first one found without),
+/// with its mode but the write bits (they do not decide whether or how it
+/// runs, and differ with the umask between checkouts). Its content is an
+/// input only when named by path (an automatic input) or traced.
+fn program(argv0: &OsStr, cwd: &Path, base: Option<&Path>) -> Component {
+    use std::os::unix::fs::PermissionsExt;
+    let bytes = argv0.as_bytes();
+    let mode_of = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| !m.is_dir())
+            .map(|m| m.permissions().mode() & 0o7555)
+    };
+    let found: Option<(PathBuf, u32)> = if bytes.contains(&b'/') {
+        let p = cwd.join(argv0);
+        mode_of(&p).map(|m| (p, m))
+    } else if bytes.is_empty() {
+        None
+    } else {
+        // glibc's default when PATH is unset.
+        let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+        let mut first = None;
+        let mut runnable = None;
+        for dir in path.as_bytes().split(|&b| b == b':') {
+            let dir = if dir.is_empty() { b"." } else { dir };
+            let p = cwd.join(OsStr::from_bytes(dir)).join(argv0);
+            if let Some(m) = mode_of(&p) {
+                if m & 0o111 != 0 {
+                    runnable = Some((p, m));
+                    break;
+                }
+                first.get_or_insert((p, m));
+            }
+        }
+        runnable.or(first)
+    };
+    match found {
+        Some((p, mode)) => {
+            let keyed = base_dir::key_form(base, p.as_os_str().as_bytes());
+            Component::program(bytes, Some((&keyed, mode)))
+        }
+        None => Component::program(bytes, None),
+    }
 }
 
 fn is_missing(cwd: &Path, arg: &OsStr) -> bool {

@@ -43,9 +43,12 @@ pub enum Feed {
     },
 }
 
-/// A regular file on stdin: what it was when hashed.
+/// A regular file on stdin (or on another descriptor the command
+/// inherits, see `key::descriptors`): what it was when hashed.
 #[derive(Clone, Copy)]
 pub struct StdinFile {
+    /// The descriptor: 0 for stdin.
+    pub fd: i32,
     /// Its identity when hashed (a change during the run makes the result
     /// unrecordable, as for any input).
     pub stat: FileStat,
@@ -61,6 +64,7 @@ impl std::fmt::Debug for StdinFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secret.
         f.debug_struct("StdinFile")
+            .field("fd", &self.fd)
             .field("stat", &self.stat)
             .field("offset", &self.offset)
             .finish_non_exhaustive()
@@ -68,14 +72,18 @@ impl std::fmt::Debug for StdinFile {
 }
 
 impl StdinFile {
-    /// Whether fd 0 still holds what was hashed: same stat, and, when the
-    /// stat is too recent to vouch for it, the same content.
+    /// Whether the descriptor still holds what was hashed: same stat, and,
+    /// when the stat is too recent to vouch for it, the same content.
     pub fn unchanged(&self, started_ns: i64) -> bool {
-        let Ok(fd0) = fd0() else { return false };
-        match fd0.metadata() {
+        let file = match self.fd {
+            0 => fd0(),
+            fd => reopen(fd),
+        };
+        let Ok(file) = file else { return false };
+        match file.metadata() {
             Ok(m) if FileStat::of(&m) != self.stat => false,
             Ok(_) if self.stat.is_racy(started_ns) => {
-                hash_file_from(&fd0, self.offset, blake3::Hasher::new_keyed(&self.secret))
+                hash_file_from(&file, self.offset, blake3::Hasher::new_keyed(&self.secret))
                     .is_ok_and(|d| d == self.digest)
             }
             Ok(_) => true,
@@ -176,6 +184,7 @@ pub fn capture(
                 component: Some(Component::stdin(Ok(digest))),
                 feed: Feed::Inherit,
                 file: Some(StdinFile {
+                    fd: 0,
                     stat: FileStat::of(&meta),
                     offset,
                     digest,
@@ -193,6 +202,12 @@ fn fd0() -> io::Result<File> {
     Ok(File::from(rustix::stdio::stdin().try_clone_to_owned()?))
 }
 
+/// The file descriptor `fd` names, opened anew for reading (its own
+/// offset: the command's is left alone).
+pub(crate) fn reopen(fd: i32) -> io::Result<File> {
+    File::open(format!("/proc/self/fd/{fd}"))
+}
+
 /// Where fd 0 is now, when it is a file that has an offset (not a pipe).
 pub fn offset() -> Option<u64> {
     rustix::fs::tell(rustix::stdio::stdin()).ok()
@@ -205,7 +220,7 @@ pub fn seek_to(offset: u64) {
 
 /// Hash a file from `offset` to its end with `pread`, leaving the file
 /// offset (shared with the command) where it is.
-fn hash_file_from(f: &File, offset: u64, h: blake3::Hasher) -> io::Result<Digest> {
+pub(crate) fn hash_file_from(f: &File, offset: u64, h: blake3::Hasher) -> io::Result<Digest> {
     struct ReadAt<'a>(&'a File, u64);
     impl Read for ReadAt<'_> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

@@ -13,11 +13,19 @@
 //!
 //! What each traced path's state is made of ([`Probe`]):
 //!
-//! - a file the command read or executed: its content (BLAKE3, through the
-//!   stat cache);
+//! - a file the command read: its content (BLAKE3, through the stat
+//!   cache);
+//! - a file it executed: its content and its mode but the write bits
+//!   (`chmod -x` makes it fail with 126);
 //! - a directory it listed: its listing (the sorted names);
-//! - a path it only looked at (`stat`, `access`): its type, and for a
-//!   symlink its target;
+//! - a path it only looked at (`stat`, `access`): what a look tells and
+//!   stays the same across checkouts: its type; for a symlink its target;
+//!   for a directory its mode, owner and group; for anything else also its
+//!   size, link count and modification time (not its device, inode,
+//!   ctime or blocks, which differ between checkouts and machines);
+//! - a path whose extended attributes it read or listed: every attribute's
+//!   name and value (not following a symlink), beside whatever else it
+//!   did to the path (a second item for the same path);
 //! - a path it looked for and did not find: absent, so that creating it
 //!   later (a header that shadows another, a new program on `PATH`) is a
 //!   miss.
@@ -43,19 +51,23 @@ pub use crate::store::MAX_MANIFESTS;
 pub const RACE_MARGIN_NS: i64 = 20_000_000;
 
 /// The first byte of an encoded manifest: its format version.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// What a traced path's state is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Probe {
-    /// Read or executed: its content.
+    /// Read: its content.
     Content,
+    /// Executed: its content and mode.
+    Program,
     /// Listed: its entries' names.
     Listing,
     /// Looked at without reading: its type (and a symlink's target).
     Exists,
     /// Looked for and not found.
     Absent,
+    /// Its extended attributes read or listed: their names and values.
+    Xattrs,
 }
 
 /// A path's state, as a manifest records it.
@@ -72,6 +84,11 @@ pub enum State {
     Exists(u8, Option<Digest>),
     /// Nothing there.
     Absent,
+    /// An executed file: its content digest and its mode but the write
+    /// bits.
+    Program(Digest, u32),
+    /// The digest of a path's extended attributes, names and values.
+    Xattrs(Digest),
 }
 
 impl State {
@@ -82,6 +99,8 @@ impl State {
             State::Exists(_, None) => 2,
             State::Exists(_, Some(_)) => 3,
             State::Absent => 4,
+            State::Program(..) => 5,
+            State::Xattrs(_) => 6,
         }
     }
 
@@ -94,6 +113,8 @@ impl State {
             State::Exists(KIND_LINK, _) => "a symlink",
             State::Exists(..) => "a file (not read)",
             State::Absent => "absent",
+            State::Program(..) => "a program",
+            State::Xattrs(_) => "extended attributes",
         }
     }
 }
@@ -196,22 +217,12 @@ pub fn state_now(
                     Some(Digest::from(blake3::hash(target.as_os_str().as_bytes()))),
                 ))
             }
-            // A directory's times change as entries come and go; a mere
-            // look at it depends on its type. Anything else is keyed by
-            // what a look at it tells: size, modification time, mode (a
-            // make-style `-nt` check, `ls -l`).
-            Ok(m) if m.is_dir() => Ok(State::Exists(KIND_DIR, None)),
-            Ok(m) => {
-                let mut h = blake3::Hasher::new();
-                h.update(&m.size().to_le_bytes());
-                h.update(&m.mtime().to_le_bytes());
-                h.update(&m.mtime_nsec().to_le_bytes());
-                h.update(&m.mode().to_le_bytes());
-                Ok(State::Exists(
-                    kind_of(&m.file_type()),
-                    Some(h.finalize().into()),
-                ))
-            }
+            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), Some(looks(&m)))),
+            Err(e) if absent(&e) => Ok(State::Absent),
+            Err(e) => Err(e),
+        },
+        Probe::Xattrs => match fs::symlink_metadata(path) {
+            Ok(_) => Ok(State::Xattrs(xattrs(path)?)),
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
         },
@@ -233,32 +244,129 @@ pub fn state_now(
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
         },
-        Probe::Content => match fs::metadata(path) {
+        Probe::Content | Probe::Program => match fs::metadata(path) {
             Ok(m) if m.is_file() => {
-                let stat = FileStat::of(&m);
-                if let Some(c) = cache.get(path)
-                    && c.stat == stat
-                    && !c.stat.is_racy(c.hashed_at_ns)
-                {
-                    return Ok(State::Content(c.digest));
-                }
-                let hashed_at_ns = inputs::now_ns();
-                let (digest, stat) = inputs::hash_regular(path)?;
-                cache.put(
-                    path,
-                    CachedStat {
-                        stat,
-                        digest,
-                        hashed_at_ns,
-                    },
-                );
-                Ok(State::Content(digest))
+                let digest = content(path, &m, cache)?;
+                Ok(match probe {
+                    Probe::Program => State::Program(digest, program_mode(&m)),
+                    _ => State::Content(digest),
+                })
             }
-            Ok(m) => Ok(State::Exists(kind_of(&m.file_type()), None)),
+            // Not a file (a directory opened, not listed): keyed as a look
+            // at it, so that a check, which looks, finds the same.
+            Ok(_) => state_now(path, Probe::Exists, ignore, cache),
             Err(e) if absent(&e) => Ok(State::Absent),
             Err(e) => Err(e),
         },
     }
+}
+
+/// The mode bits of an executed file that decide whether and how it runs:
+/// all but the write bits (which differ with the umask between checkouts).
+pub fn program_mode(m: &fs::Metadata) -> u32 {
+    m.mode() & 0o7555
+}
+
+/// The content digest of the regular file `path` (stat `m`), through
+/// `cache`.
+fn content(path: &Path, m: &fs::Metadata, cache: &mut dyn StatCache) -> io::Result<Digest> {
+    let stat = FileStat::of(m);
+    if let Some(c) = cache.get(path)
+        && c.stat == stat
+        && !c.stat.is_racy(c.hashed_at_ns)
+    {
+        return Ok(c.digest);
+    }
+    let hashed_at_ns = inputs::now_ns();
+    let (digest, stat) = inputs::hash_regular(path)?;
+    cache.put(
+        path,
+        CachedStat {
+            stat,
+            digest,
+            hashed_at_ns,
+        },
+    );
+    Ok(digest)
+}
+
+/// What a look at a path (`lstat` of something that is not a symlink)
+/// tells that stays the same across checkouts and machines. A directory's
+/// size, times and link count change as entries come and go, so a look at
+/// one is keyed by its mode, owner and group; anything else also by its
+/// size, link count and modification time (a make-style `-nt` check,
+/// `ls -ln`, `stat -c %h`).
+fn looks(m: &fs::Metadata) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for n in [m.mode(), m.uid(), m.gid()] {
+        h.update(&n.to_le_bytes());
+    }
+    if !m.is_dir() {
+        h.update(&m.size().to_le_bytes());
+        h.update(&m.nlink().to_le_bytes());
+        h.update(&m.mtime().to_le_bytes());
+        h.update(&m.mtime_nsec().to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The digest of `path`'s extended attributes (not following a symlink):
+/// every name, sorted, with its value. A file system without them has
+/// none.
+fn xattrs(path: &Path) -> io::Result<Digest> {
+    use rustix::io::Errno;
+    /// A list or value read whole: asked its size, then read, again if it
+    /// grew in between.
+    fn whole(
+        query: impl Fn() -> rustix::io::Result<usize>,
+        read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    ) -> rustix::io::Result<Vec<u8>> {
+        loop {
+            let mut buf = vec![0u8; query()?];
+            match read(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(Errno::RANGE) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let list = match whole(
+        || rustix::fs::llistxattr_query(path),
+        |b| rustix::fs::llistxattr(path, b),
+    ) {
+        Ok(list) => list,
+        Err(Errno::NOTSUP) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names: Vec<&[u8]> = list.split(|&b| b == 0).filter(|n| !n.is_empty()).collect();
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    h.update(&(names.len() as u64).to_le_bytes());
+    for name in names {
+        let name_os = std::ffi::OsStr::from_bytes(name);
+        let value = whole(
+            || rustix::fs::lgetxattr_query(path, name_os),
+            |b| rustix::fs::lgetxattr(path, name_os, b),
+        );
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name);
+        match value {
+            Ok(v) => {
+                h.update(&[1]);
+                h.update(&(v.len() as u64).to_le_bytes());
+                h.update(&v);
+            }
+            // Removed since it was listed.
+            Err(Errno::NODATA) => {
+                h.update(&[0]);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(h.finalize().into())
 }
 
 pub use crate::store::statcache::NoCache;
@@ -267,6 +375,8 @@ pub use crate::store::statcache::NoCache;
 fn probe_of(state: &State) -> Probe {
     match state {
         State::Content(_) => Probe::Content,
+        State::Program(..) => Probe::Program,
+        State::Xattrs(_) => Probe::Xattrs,
         State::Listing(..) => Probe::Listing,
         State::Exists(..) => Probe::Exists,
         State::Absent => Probe::Absent,
@@ -318,8 +428,8 @@ pub fn record(
         let looked = fs::symlink_metadata(path).ok();
         let led_to = fs::metadata(path).ok();
         let timed = match probe {
-            Probe::Content | Probe::Listing => true,
-            Probe::Exists => looked.as_ref().is_some_and(|m| !m.is_dir()),
+            Probe::Content | Probe::Program | Probe::Listing => true,
+            Probe::Exists | Probe::Xattrs => looked.as_ref().is_some_and(|m| !m.is_dir()),
             Probe::Absent => false,
         };
         if timed && (looked.as_ref().is_some_and(&recent) || led_to.as_ref().is_some_and(&recent)) {
@@ -333,22 +443,28 @@ pub fn record(
             (Probe::Absent, _) | (_, State::Absent) => false,
             // A directory opened for reading (not listed) is keyed by
             // its type, as a look at it would be.
-            (Probe::Content, s) => matches!(s, State::Content(_) | State::Exists(KIND_DIR, _)),
+            (Probe::Content, s) => {
+                matches!(
+                    s,
+                    State::Content(_) | State::Exists(KIND_DIR | KIND_LINK, _)
+                )
+            }
+            (Probe::Program, s) => matches!(s, State::Program(..)),
             (Probe::Listing, s) => matches!(s, State::Listing(..)),
-            (Probe::Exists, _) => true,
+            (Probe::Exists | Probe::Xattrs, _) => true,
         };
         if !consistent {
             return Err(changed());
         }
         // Hashed, the file must still be the one whose times were checked.
-        if matches!(state, State::Content(_))
+        if matches!(state, State::Content(_) | State::Program(..))
             && fs::metadata(path).ok().map(|m| FileStat::of(&m))
                 != led_to.as_ref().map(FileStat::of)
         {
             return Err(changed());
         }
         let stat = match state {
-            State::Content(_) => fs::metadata(path)
+            State::Content(_) | State::Program(..) => fs::metadata(path)
                 .ok()
                 .map(|m| FileStat::of(&m))
                 .filter(|st| !st.is_racy(inputs::now_ns())),
@@ -356,8 +472,10 @@ pub fn record(
         };
         items.push((path.clone(), state, stat));
     }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    items.dedup_by(|a, b| a.0 == b.0);
+    // A path once per kind of state (its extended attributes are a second
+    // item beside its content or look).
+    items.sort_by(|a, b| (&a.0, a.1.tag()).cmp(&(&b.0, b.1.tag())));
+    items.dedup_by(|a, b| a.0 == b.0 && a.1.tag() == b.1.tag());
     let stats = items.iter().map(|i| i.2).collect();
     Ok(Manifest {
         items: items.into_iter().map(|(p, s, _)| (p, s)).collect(),
@@ -439,8 +557,11 @@ impl Manifest {
             v.extend_from_slice(p);
             v.push(state.tag());
             match state {
-                State::Content(d) => {
+                State::Content(d) | State::Program(d, _) => {
                     v.extend_from_slice(&d.0);
+                    if let State::Program(_, mode) = state {
+                        v.extend_from_slice(&mode.to_le_bytes());
+                    }
                     match self.stats.get(i).copied().flatten().filter(|_| with_stats) {
                         Some(st) => {
                             v.push(1);
@@ -467,6 +588,7 @@ impl Manifest {
                         v.extend_from_slice(&d.0);
                     }
                 }
+                State::Xattrs(d) => v.extend_from_slice(&d.0),
                 State::Absent => {}
             }
         }
@@ -524,9 +646,14 @@ impl Manifest {
             let len = u32_at(&mut b)?;
             let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(&mut b, len)?));
             let mut stat = None;
-            let state = match take(&mut b, 1)?[0] {
-                0 => {
+            let tag = take(&mut b, 1)?[0];
+            let state = match tag {
+                0 | 5 => {
                     let d = Digest::from_slice(take(&mut b, 32)?)?;
+                    let mode = match tag {
+                        5 => Some(u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?)),
+                        _ => None,
+                    };
                     stat = match take(&mut b, 1)?[0] {
                         0 => None,
                         1 => {
@@ -544,7 +671,10 @@ impl Manifest {
                         }
                         _ => return None,
                     };
-                    State::Content(d)
+                    match mode {
+                        Some(mode) => State::Program(d, mode),
+                        None => State::Content(d),
+                    }
                 }
                 1 => {
                     let d = Digest::from_slice(take(&mut b, 32)?)?;
@@ -562,6 +692,7 @@ impl Manifest {
                     Some(Digest::from_slice(take(&mut b, 32)?)?),
                 ),
                 4 => State::Absent,
+                6 => State::Xattrs(Digest::from_slice(take(&mut b, 32)?)?),
                 _ => return None,
             };
             items.push((path, state));
@@ -700,12 +831,89 @@ mod tests {
         assert!(Manifest::decode(&a.portable(None), None).is_some());
     }
 
+    /// A look keys owner, group, link count, size, mtime and mode (not the
+    /// inode or ctime); an executed file its mode; extended attributes
+    /// their names and values, as a second item beside the look.
+    #[test]
+    fn a_look_a_program_and_extended_attributes_are_keyed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let (f, prog) = (t.path().join("f"), t.path().join("s.sh"));
+        fs::write(&f, "12345").unwrap();
+        fs::write(&prog, "#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o755)).unwrap();
+        old(&f);
+        old(&prog);
+        let inputs = vec![
+            (f.clone(), Probe::Exists),
+            (f.clone(), Probe::Xattrs),
+            (prog.clone(), Probe::Program),
+        ];
+        let mut cache = MemCache::default();
+        let later = inputs::now_ns() + RACE_MARGIN_NS + 1;
+        let m = record(&inputs, &[], later, &mut cache).unwrap();
+        assert_eq!(m.items.len(), 3);
+        assert!(matches!(m.items[2].1, State::Program(_, 0o555)));
+        assert_eq!(Manifest::decode(&m.encode(None), None), Some(m.clone()));
+        assert_eq!(check(&m, &mut cache), None);
+        let cwd = t.path();
+        let changed = |m: &Manifest, cache: &mut MemCache| check(m, cache).map(|x| x.message(cwd));
+        // The owner and group (chown), the link count (ln).
+        std::os::unix::fs::lchown(&f, Some(4242), None).unwrap();
+        assert_eq!(changed(&m, &mut cache).unwrap(), "traced input f: changed");
+        std::os::unix::fs::lchown(&f, Some(0), Some(4242)).unwrap();
+        assert!(changed(&m, &mut cache).is_some());
+        std::os::unix::fs::lchown(&f, Some(0), Some(0)).unwrap();
+        assert_eq!(changed(&m, &mut cache), None);
+        fs::hard_link(&f, t.path().join("f2")).unwrap();
+        assert!(changed(&m, &mut cache).is_some());
+        fs::remove_file(t.path().join("f2")).unwrap();
+        assert_eq!(changed(&m, &mut cache), None);
+        // A copy moved over it (another inode, ctime) with the same look
+        // is the same.
+        let copy = t.path().join("copy");
+        fs::copy(&f, &copy).unwrap();
+        let mtime = fs::metadata(&f).unwrap().modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        fs::rename(&copy, &f).unwrap();
+        assert_eq!(changed(&m, &mut cache), None);
+        // An extended attribute added, then changed.
+        rustix::fs::lsetxattr(&f, "user.memorun", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+        assert_eq!(changed(&m, &mut cache).unwrap(), "traced input f: changed");
+        let with_attr = record(
+            &inputs,
+            &[],
+            inputs::now_ns() + RACE_MARGIN_NS + 1,
+            &mut cache,
+        )
+        .unwrap();
+        assert_eq!(changed(&with_attr, &mut cache), None);
+        rustix::fs::lsetxattr(&f, "user.memorun", b"2", rustix::fs::XattrFlags::empty()).unwrap();
+        assert!(changed(&with_attr, &mut cache).is_some());
+        rustix::fs::lremovexattr(&f, "user.memorun").unwrap();
+        assert_eq!(changed(&m, &mut cache), None);
+        // The program's execute bits; its write bits do not matter.
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o775)).unwrap();
+        assert_eq!(changed(&m, &mut cache), None);
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            changed(&m, &mut cache).unwrap(),
+            "traced input s.sh: changed"
+        );
+    }
+
     #[test]
     fn entry_keys_differ_by_base_and_manifest() {
         let (a, b) = (Digest([1; 32]), Digest([2; 32]));
         assert_ne!(entry_key(&a, &b), entry_key(&b, &a));
         assert_ne!(entry_key(&a, &b), entry_key(&a, &a));
-        for bad in [&[][..], &[2, 0, 0, 0, 0], &[1, 1, 0, 0, 0]] {
+        // Empty, the format before (1), truncated.
+        for bad in [&[][..], &[1, 0, 0, 0, 0], &[2, 1, 0, 0, 0]] {
             assert_eq!(Manifest::decode(bad, None), None);
         }
     }

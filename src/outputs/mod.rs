@@ -152,6 +152,18 @@ impl OutputSpec {
     }
 }
 
+impl OutputSpec {
+    /// Whether the absolute path `abs` is, or is under, a declared output,
+    /// declared relative to `cwd` or absolute: then a traced run's access
+    /// to it is not an input (memorun restores it on a hit).
+    pub fn covers_path(&self, cwd: &Path, abs: &Path) -> bool {
+        self.covers(abs.as_os_str().as_bytes())
+            || abs.strip_prefix(cwd).is_ok_and(|rel| {
+                !rel.as_os_str().is_empty() && self.covers(rel.as_os_str().as_bytes())
+            })
+    }
+}
+
 /// The longest leading part of a glob without metacharacters: the
 /// directory its matches are under.
 pub fn glob_base(pattern: &Path) -> PathBuf {
@@ -192,6 +204,13 @@ mod tests {
         assert!(s.covers(b"dist/a.js") && s.covers(b"./dist") && s.covers(b"build/x.o"));
         assert!(s.covers(b"out.o") && !s.covers(b"out.o.d") && !s.covers(b"distx"));
         assert_eq!(s.exclusions(), ["dist/**", "build/*.o", "out.o/**"]);
+        let cwd = Path::new("/w");
+        assert!(s.covers_path(cwd, Path::new("/w/dist")));
+        assert!(s.covers_path(cwd, Path::new("/w/dist/a/b.js")));
+        assert!(s.covers_path(cwd, Path::new("/w/build/x.o")));
+        assert!(!s.covers_path(cwd, Path::new("/w/build")));
+        assert!(!s.covers_path(cwd, Path::new("/w")));
+        assert!(!s.covers_path(cwd, Path::new("/elsewhere/dist")));
     }
 
     #[test]

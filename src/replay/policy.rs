@@ -107,6 +107,9 @@ pub fn unrecordable(
             format!("cannot record its output: {}", io_reason(e)),
         ));
     }
+    if let Some(why) = &resolved.unrecordable {
+        return Some((counters::NOT_RECORDED_INPUT, why.clone()));
+    }
     if let Some(w) =
         inputs::changed_during_run(&resolved.watch, resolved.started_ns, policy.exclude)
     {

@@ -60,13 +60,15 @@ impl Access {
     /// removed or renamed a name in it): its listing after the run is not
     /// the one the command read.
     pub const LISTING_CHANGED: Access = Access(1 << 9);
+    /// Its extended attributes were read or listed.
+    pub const XATTRS: Access = Access(1 << 10);
 
     const CONTENT: Access = Access(0b111);
     const PROBES: Access = Access(0b1_1000);
     const OUTPUT: Access = Access(0b1_1110_0000);
     /// At the end of the run the path holds what the run put there.
     const PRODUCED: Access = Access(0b110_0000);
-    const NAMES: [(Access, &'static str); 10] = [
+    const NAMES: [(Access, &'static str); 11] = [
         (Access::READ, "read"),
         (Access::EXECUTED, "executed"),
         (Access::LISTED, "listed"),
@@ -77,6 +79,7 @@ impl Access {
         (Access::REMOVED, "removed"),
         (Access::RENAMED, "renamed"),
         (Access::LISTING_CHANGED, "listing-changed"),
+        (Access::XATTRS, "xattrs"),
     ];
 
     /// Whether every flag of `other` is set.
@@ -96,7 +99,7 @@ impl Access {
     /// an input, as a created file named in argv is not: otherwise the
     /// output left by one run would make the next one miss.
     pub fn is_input(self) -> bool {
-        self.intersects(Access::CONTENT)
+        self.intersects(Access::CONTENT | Access::XATTRS)
             || (self.intersects(Access::PROBES) && !self.intersects(Access::PRODUCED))
     }
 
