@@ -47,6 +47,8 @@
 pub mod child;
 pub mod filter;
 pub mod log;
+pub mod resolve;
+pub mod syscalls;
 pub mod tracee;
 pub mod tracer;
 
@@ -57,7 +59,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-pub use log::{Access, Counts, Exclusions, TraceLog, TracedPath, Untraceable};
+pub use log::{Access, Counts, Exclusions, Seen, TraceLog, TracedPath, Untraceable};
 pub use tracer::{StartError, Tracer};
 
 /// How to trace.

@@ -555,7 +555,10 @@ fn io_uring_makes_the_run_untraceable() {
     );
     let r = trace_argv(&[prog.to_str().unwrap()], None);
     assert!(r.status.success());
-    assert_eq!(r.log.untraceable, Some(Untraceable::Opaque("io_uring")));
+    assert_eq!(
+        r.log.untraceable,
+        Some(Untraceable::Opaque("io_uring_setup"))
+    );
 }
 
 #[test]
