@@ -826,9 +826,9 @@ fn trace_manifest(
         };
         return Err((counters::NOT_RECORDED_INPUT, why));
     }
-    let inputs: Vec<(std::path::PathBuf, Probe)> = log
+    let inputs: Vec<(std::path::PathBuf, Probe, Option<trace::Seen>)> = log
         .inputs()
-        .map(|p| (p.path.clone(), probe_of(p.access)))
+        .map(|p| (p.path.clone(), probe_of(p.access), p.seen))
         .collect();
     let mut recorded = None;
     store.with_stat_cache(&mut |cache| {

@@ -1172,8 +1172,11 @@ impl Loop {
     fn probe(&mut self, n: Named, follow: bool) {
         match lookup(&n.real, follow) {
             Ok(meta) => {
+                // The note is of what the path leads to, as the race guard
+                // stats it: not of a link looked at itself.
+                let followed = (!meta.file_type().is_symlink()).then_some(&meta);
                 for p in n.all() {
-                    self.snapshot(p, false, Some(&meta));
+                    self.snapshot(p, false, followed);
                     self.events.present(p.clone());
                 }
             }
