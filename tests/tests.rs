@@ -26,4 +26,5 @@ mod servers;
 mod signals;
 mod terminal;
 mod trace_engine;
+mod trace_holes;
 mod traced;

@@ -750,17 +750,32 @@ mod tests {
         };
         let mut cache = MemCache::default();
         let seen = at_open();
-        let m = record(&[(h.clone(), Probe::Content, Some(seen))], &[], started, &mut cache);
+        let m = record(
+            &[(h.clone(), Probe::Content, Some(seen))],
+            &[],
+            started,
+            &mut cache,
+        );
         assert_eq!(m.unwrap().items.len(), 1);
         // Without the open-time note, the times alone cannot tell.
-        let e = record(&[(h.clone(), Probe::Content, None)], &[], started, &mut cache);
+        let e = record(
+            &[(h.clone(), Probe::Content, None)],
+            &[],
+            started,
+            &mut cache,
+        );
         assert_eq!(
             e.unwrap_err().message(t.path()),
             "traced input config.h: changed while the command ran"
         );
         // Modified after the open: another size.
         fs::write(&h, "#define X 22\n").unwrap();
-        let e = record(&[(h.clone(), Probe::Content, Some(seen))], &[], started, &mut cache);
+        let e = record(
+            &[(h.clone(), Probe::Content, Some(seen))],
+            &[],
+            started,
+            &mut cache,
+        );
         assert_eq!(
             e.unwrap_err().message(t.path()),
             "traced input config.h: modified while the command ran (after the command read it)"
@@ -769,12 +784,25 @@ mod tests {
         // tick): the open-time digest tells.
         let mut same_stat = at_open();
         same_stat.digest = Some([0; 32]);
-        let e = record(&[(h.clone(), Probe::Content, Some(same_stat))], &[], started, &mut cache);
+        let e = record(
+            &[(h.clone(), Probe::Content, Some(same_stat))],
+            &[],
+            started,
+            &mut cache,
+        );
         assert!(e.unwrap_err().how.is_some());
         // Seen twice with different stats during the run.
         let mut twice = at_open();
         twice.changed = true;
-        assert!(record(&[(h.clone(), Probe::Content, Some(twice))], &[], started, &mut cache).is_err());
+        assert!(
+            record(
+                &[(h.clone(), Probe::Content, Some(twice))],
+                &[],
+                started,
+                &mut cache
+            )
+            .is_err()
+        );
     }
 
     /// Two checkouts at different paths under --base-dir give a manifest
