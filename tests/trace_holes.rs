@@ -156,10 +156,12 @@ fn a_file_reopened_through_its_descriptor_is_keyed_by_content() {
             "python3 -I -c \"import ctypes, os; fd = {open}; assert fd >= 0; \
              print(open('{through}/%d' % fd).read(), end='')\""
         );
-        write_old(&d, "in.txt", "aaa\n");
+        // One modification time for both contents, long ago.
+        let fixed = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        set_mtime(&d.write("in.txt", "aaa\n"), fixed);
         assert_eq!(recorded(&d, &script), "aaa\n", "{how}");
         assert_eq!(replayed(&d, &script), "aaa\n", "{how}");
-        write_old(&d, "in.txt", "bbb\n");
+        set_mtime(&d.write("in.txt", "bbb\n"), fixed);
         assert_eq!(recorded(&d, &script), "bbb\n", "{how}");
     }
 }
@@ -257,11 +259,17 @@ fn a_clone_untraced_child_is_unrecordable_and_killed() {
         "escape.py",
         "import ctypes, os, time\n\
          pid = ctypes.CDLL(None).syscall(56, 0x00800000 | 17, 0, 0, 0, 0)\n\
-         if pid == 0:\n    time.sleep(30)\n    os._exit(0)\n\
+         if pid == 0:\n    time.sleep(60)\n    os._exit(0)\n\
          print(pid)\n",
     );
     let before = d.count();
+    let t = Instant::now();
     let (out, err) = traced(&d, "python3 -I escape.py");
+    // Left alive, the child would hold the output open for its minute.
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "memorun waited for it"
+    );
     assert_eq!(d.count(), before + 1);
     assert_contains(&err, "CLONE_UNTRACED");
     let pid: i32 = out.trim().parse().expect("the child's pid");
