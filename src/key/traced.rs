@@ -53,8 +53,10 @@ pub use crate::store::MAX_MANIFESTS;
 /// coarse clock that can lag the real time by a few milliseconds.
 pub const RACE_MARGIN_NS: i64 = 20_000_000;
 
-/// The first byte of an encoded manifest: its format version.
-const FORMAT: u8 = 1;
+/// The first byte of an encoded manifest: its format version. 2: the
+/// tracer keys the file a path reaches through links and `/proc` magic
+/// links, so a manifest of 1 may lack inputs; it is not used.
+const FORMAT: u8 = 2;
 
 /// What a traced path's state is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -849,7 +851,12 @@ mod tests {
         let (a, b) = (Digest([1; 32]), Digest([2; 32]));
         assert_ne!(entry_key(&a, &b), entry_key(&b, &a));
         assert_ne!(entry_key(&a, &b), entry_key(&a, &a));
-        for bad in [&[][..], &[2, 0, 0, 0, 0], &[1, 1, 0, 0, 0]] {
+        for bad in [
+            &[][..],
+            &[1, 0, 0, 0, 0],
+            &[3, 0, 0, 0, 0],
+            &[2, 1, 0, 0, 0],
+        ] {
             assert_eq!(Manifest::decode(bad, None), None);
         }
     }
