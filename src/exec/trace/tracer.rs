@@ -320,6 +320,14 @@ enum Pending {
     Escape,
 }
 
+/// What a call that succeeded did to a name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    Removed,
+    Created,
+    Written,
+}
+
 /// A path argument: what the command wrote (absolute) and what the kernel
 /// reaches through it (symlinks and `/proc` magic links followed).
 struct Named {
@@ -979,13 +987,7 @@ impl Loop {
             Pending::Exec(path) => {
                 // Success is handled at PTRACE_EVENT_EXEC; here it failed.
                 let Some(n) = take(path) else { return };
-                for p in n.all() {
-                    if absent {
-                        self.events.absent(p.clone());
-                    } else if errno == libc::EACCES {
-                        self.events.present(p.clone());
-                    }
-                }
+                self.looked(&n, errno == libc::EACCES, absent);
             }
             Pending::Probe {
                 path,
@@ -994,13 +996,7 @@ impl Loop {
                 let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                for p in n.all() {
-                    if ok || (einval_present && errno == libc::EINVAL) {
-                        self.events.present(p.clone());
-                    } else if absent {
-                        self.events.absent(p.clone());
-                    }
-                }
+                self.looked(&n, ok || (einval_present && errno == libc::EINVAL), absent);
             }
             Pending::Chdir(path) => {
                 if ok {
@@ -1021,23 +1017,19 @@ impl Loop {
                 let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                if ok {
-                    self.resolver.forget();
-                    n.all().for_each(|p| self.events.removed(p.clone()));
-                } else if absent {
-                    n.all().for_each(|p| self.events.absent(p.clone()));
-                }
+                self.changed(&n, Changed::Removed, result);
             }
             Pending::Create(path) => {
                 let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                if ok {
-                    self.resolver.forget();
-                    n.all().for_each(|p| self.events.created(p.clone()));
-                } else {
-                    self.looked(&n, errno == libc::EEXIST, absent);
-                }
+                self.changed(&n, Changed::Created, result);
+            }
+            Pending::Truncate(path) | Pending::Meta(path) => {
+                let Some(n) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                self.changed(&n, Changed::Written, result);
             }
             Pending::Link { old, new } => {
                 let old = old.and_then(&mut take);
@@ -1045,32 +1037,42 @@ impl Loop {
                     return self.unreadable(unreadable);
                 };
                 if ok {
-                    self.resolver.forget();
                     // The new name shares the old file's content: reading
                     // it later reads the old file.
                     if let Some(old) = old {
                         old.all().for_each(|p| self.events.read(p.clone()));
                     }
-                    new.all().for_each(|p| self.events.created(p.clone()));
+                    self.changed(&new, Changed::Created, result);
                 } else if errno == libc::EEXIST {
-                    new.all().for_each(|p| self.events.present(p.clone()));
-                }
-            }
-            Pending::Truncate(path) | Pending::Meta(path) => {
-                let Some(n) = take(path) else {
-                    return self.unreadable(unreadable);
-                };
-                if ok {
-                    n.all()
-                        .for_each(|p| self.events.written(p.clone(), false, false));
-                } else if absent {
-                    n.all().for_each(|p| self.events.absent(p.clone()));
+                    // (ENOENT may be the old name's: nothing about the new.)
+                    self.looked(&new, true, false);
                 }
             }
             Pending::Escape => {}
         }
         if unreadable {
             self.events.untraceable(Untraceable::UnreadablePath);
+        }
+    }
+
+    /// A name removed, created or written (a truncation, new metadata), at
+    /// the call's exit.
+    fn changed(&mut self, n: &Named, how: Changed, result: Result<i64, i32>) {
+        let errno = result.err().unwrap_or(0);
+        if result.is_err() {
+            let exists = errno == libc::EEXIST && how == Changed::Created;
+            return self.looked(n, exists, ENOENT_LIKE.contains(&errno));
+        }
+        if how != Changed::Written {
+            self.resolver.forget();
+        }
+        for p in n.all() {
+            let p = p.clone();
+            match how {
+                Changed::Removed => self.events.removed(p),
+                Changed::Created => self.events.created(p),
+                Changed::Written => self.events.written(p, false, false),
+            }
         }
     }
 
