@@ -337,3 +337,43 @@ fn an_input_modified_while_the_command_runs_is_not_recorded() {
         "traced input in.txt: modified while the command ran (after the command read it)",
     );
 }
+
+/// Issue 26, item 1: under `--trace`, a command that reads its terminal
+/// (an answer typed at a prompt) is not recorded; one on the same
+/// terminal that does not read it, and one reading a pipe as stdin, are.
+#[test]
+#[ignore = "needs script(1)"]
+fn a_traced_command_that_reads_its_terminal_is_not_recorded() {
+    let d = Dir::new();
+    let on_terminal = |script: &str| {
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!(
+                "'{}' -v --trace -- sh -c '{script}'",
+                memorun_bin()
+            ))
+            .arg("/dev/null")
+            .current_dir(d.path())
+            .env("MEMORUN_DIR", &d.cache)
+            .env_remove("CI")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cannot run script(1): install util-linux (bsdutils on Debian)");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+        let o = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for _ in 0..2 {
+        let out = on_terminal("read x; echo got $x");
+        assert_contains(&out, "got typed");
+        assert_contains(
+            &out,
+            "not recorded: tracing cannot vouch for it: the command read from the terminal",
+        );
+    }
+    assert_contains(&on_terminal("echo plain"), ", recorded");
+    assert_contains(&on_terminal("echo plain"), "hit");
+    assert_contains(&on_terminal("echo piped | cat"), ", recorded");
+}

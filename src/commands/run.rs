@@ -788,6 +788,9 @@ fn trace_options(config: &Config, store: &dyn Store, t: &TraceConfig) -> TraceOp
             dirs,
             globs: t.exclude.clone(),
         },
+        // A traced command reads memorun's own stdin when it is a
+        // terminal (it is not spooled): reading it leaves the run unrecorded.
+        stdin_terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),
     }
 }
 

@@ -121,6 +121,10 @@ pub enum Call {
     /// `open_tree(dirfd, path, flags)`, `open_tree_attr(...)`: a look,
     /// or with `OPEN_TREE_CLONE` a detached mount (unrecordable).
     OpenTree,
+    /// `read`, `readv`, `pread64`, `preadv`, `preadv2` of descriptor 0,
+    /// stopped only when stdin is a terminal: the tracer checks whether
+    /// it reads the terminal.
+    ReadStdin,
     /// A call classified unrecordable: the run is not recorded.
     Unrecordable,
     /// A number the tables do not know: the run is not recorded.
@@ -130,7 +134,7 @@ pub enum Call {
 }
 
 impl Call {
-    const ALL: [Call; 49] = [
+    const ALL: [Call; 50] = [
         Call::Open,
         Call::OpenAt,
         Call::OpenAt2,
@@ -177,6 +181,7 @@ impl Call {
         Call::Prctl,
         Call::Seccomp,
         Call::OpenTree,
+        Call::ReadStdin,
         Call::Unrecordable,
         Call::Unknown,
         Call::Foreign,
@@ -209,6 +214,12 @@ const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 /// Offsets in `struct seccomp_data`.
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
+/// `args[0]`, low and high 32 bits (both architectures are little-endian).
+const OFF_ARG0_LO: u32 = 16;
+const OFF_ARG0_HI: u32 = 20;
+
+/// The calls that read from a descriptor given in their first argument.
+const READS: [&str; 5] = ["read", "readv", "pread64", "preadv", "preadv2"];
 
 /// The kernel's limit on a classic-BPF program (`BPF_MAXINSNS`).
 pub const MAX_INSNS: usize = 4096;
@@ -290,23 +301,56 @@ fn search(runs: &[(u32, u32)]) -> Vec<Insn> {
 }
 
 /// The filter for the architecture `arch` (an `AUDIT_ARCH_*`) whose system
-/// calls are `table`.
+/// calls are `table`; with `stdin_terminal`, reads of descriptor 0 stop
+/// too (as [`Call::ReadStdin`]).
 ///
 /// ```text
 ///   ld  [arch]
 ///   jeq #arch, 1, 0
 ///   ret TRACE|Foreign          ; another ABI
 ///   ld  [nr]
+///   (stdin_terminal: jeq #read... to `fd0`; ja search
+///    fd0: ld [args[0]]; jeq #0 ...; ret TRACE|ReadStdin
+///    reload: ld [nr])
+/// search:
 ///   <binary search over the runs of `runs`>
 /// ```
-pub fn program(arch: u32, table: &[(u32, &str)]) -> Vec<Insn> {
+pub fn program(arch: u32, table: &[(u32, &str)], stdin_terminal: bool) -> Vec<Insn> {
     let mut p = vec![
         stmt(LD_W_ABS, OFF_ARCH),
         jump(JEQ_K, arch, 1, 0),
         stmt(RET_K, trace(Call::Foreign)),
         stmt(LD_W_ABS, OFF_NR),
     ];
+    if stdin_terminal {
+        p.extend(stdin_reads(table));
+    }
     p.extend(search(&runs(arch, table)));
+    p
+}
+
+/// The prelude that stops reads of descriptor 0; the accumulator holds
+/// the number on the way in and on the way out.
+fn stdin_reads(table: &[(u32, &str)]) -> Vec<Insn> {
+    let reads: Vec<u32> = table
+        .iter()
+        .filter(|e| READS.contains(&e.1))
+        .map(|e| e.0)
+        .collect();
+    let mut p = Vec::new();
+    let n = reads.len();
+    for (i, nr) in reads.iter().enumerate() {
+        // Matched: jump over the remaining tests and the `ja` to `fd0`.
+        p.push(jump(JEQ_K, *nr, u8::try_from(n - i).expect("few reads"), 0));
+    }
+    // fd0 is 1 ahead, then 5 instructions to the reload.
+    p.push(stmt(JA, 6));
+    p.push(stmt(LD_W_ABS, OFF_ARG0_LO)); // fd0
+    p.push(jump(JEQ_K, 0, 0, 3));
+    p.push(stmt(LD_W_ABS, OFF_ARG0_HI));
+    p.push(jump(JEQ_K, 0, 0, 1));
+    p.push(stmt(RET_K, trace(Call::ReadStdin)));
+    p.push(stmt(LD_W_ABS, OFF_NR)); // reload
     p
 }
 
@@ -321,7 +365,7 @@ pub fn table(arch: u32) -> &'static [(u32, &'static str)] {
 
 /// The filter for the architecture memorun was built for, or `None` where
 /// tracing is not supported.
-pub fn native() -> Option<(u32, Vec<Insn>)> {
+pub fn native(stdin_terminal: bool) -> Option<(u32, Vec<Insn>)> {
     let arch = if cfg!(target_arch = "x86_64") {
         AUDIT_ARCH_X86_64
     } else if cfg!(target_arch = "aarch64") {
@@ -329,7 +373,7 @@ pub fn native() -> Option<(u32, Vec<Insn>)> {
     } else {
         return None;
     };
-    Some((arch, program(arch, table(arch))))
+    Some((arch, program(arch, table(arch), stdin_terminal)))
 }
 
 #[cfg(test)]
@@ -338,6 +382,10 @@ mod tests {
 
     /// A classic-BPF interpreter for the instructions `program` emits.
     fn run(p: &[Insn], arch: u32, nr: u32) -> u32 {
+        run_with(p, arch, nr, 0x1234_5678_9abc)
+    }
+
+    fn run_with(p: &[Insn], arch: u32, nr: u32, arg0: u64) -> u32 {
         let mut acc = 0u32;
         let mut pc = 0usize;
         loop {
@@ -348,6 +396,8 @@ mod tests {
                     acc = match i.k {
                         OFF_NR => nr,
                         OFF_ARCH => arch,
+                        OFF_ARG0_LO => arg0 as u32,
+                        OFF_ARG0_HI => (arg0 >> 32) as u32,
                         k => panic!("unexpected load at {k}"),
                     }
                 }
@@ -361,7 +411,28 @@ mod tests {
     }
 
     fn check(arch: u32, table: &[(u32, &str)]) {
-        let p = program(arch, table);
+        check_with(arch, table, false);
+        check_with(arch, table, true);
+    }
+
+    fn check_with(arch: u32, table: &[(u32, &str)], stdin_terminal: bool) {
+        let p = program(arch, table, stdin_terminal);
+        let reads: Vec<u32> = table
+            .iter()
+            .filter(|e| READS.contains(&e.1))
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(reads.len(), 5);
+        for &nr in &reads {
+            let fd0 = run_with(&p, arch, nr, 0);
+            match stdin_terminal {
+                true => assert_eq!(fd0, trace(Call::ReadStdin), "syscall {nr}"),
+                false => assert_eq!(fd0, libc::SECCOMP_RET_ALLOW, "syscall {nr}"),
+            }
+            for fd in [1, 3, 1 << 32] {
+                assert_eq!(run_with(&p, arch, nr, fd), libc::SECCOMP_RET_ALLOW);
+            }
+        }
         assert!(p.len() < MAX_INSNS, "{} instructions", p.len());
         // Every number below 1024: its class, or unknown.
         for nr in 0..1024 {
@@ -389,7 +460,7 @@ mod tests {
     #[test]
     fn x86_64_filter_answers_every_number_by_its_class() {
         check(AUDIT_ARCH_X86_64, tables::X86_64);
-        let p = program(AUDIT_ARCH_X86_64, tables::X86_64);
+        let p = program(AUDIT_ARCH_X86_64, tables::X86_64, false);
         // x32 system calls (bit 30) have their own numbers.
         for nr in [0, 1, 257, 0x3fff_ffff] {
             assert_eq!(
@@ -411,7 +482,7 @@ mod tests {
     #[test]
     fn aarch64_filter_answers_every_number_by_its_class() {
         check(AUDIT_ARCH_AARCH64, tables::AARCH64);
-        let p = program(AUDIT_ARCH_AARCH64, tables::AARCH64);
+        let p = program(AUDIT_ARCH_AARCH64, tables::AARCH64, false);
         assert_eq!(run(&p, AUDIT_ARCH_AARCH64, 56), trace(Call::OpenAt));
         assert_eq!(run(&p, AUDIT_ARCH_AARCH64, 250), trace(Call::Unknown));
     }

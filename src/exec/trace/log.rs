@@ -203,6 +203,9 @@ pub enum Untraceable {
     UnknownStop(u32),
     /// Traced processes vanished without the tracer seeing them exit.
     LostTracee(usize),
+    /// The command read its terminal (an answer typed at a prompt, which
+    /// a replay would not ask for).
+    ReadTerminal,
 }
 
 impl fmt::Display for Untraceable {
@@ -249,6 +252,9 @@ impl fmt::Display for Untraceable {
                     f,
                     "the tracer met a stop it does not understand ({what:#x})"
                 )
+            }
+            Untraceable::ReadTerminal => {
+                f.write_str("the command read from the terminal (input typed at a prompt)")
             }
             Untraceable::LostTracee(n) => {
                 write!(

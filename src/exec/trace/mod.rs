@@ -73,6 +73,10 @@ pub struct TraceOptions {
     /// Paths never recorded, besides `/proc`, `/sys` and `/dev`: the cache
     /// directory, `--trace-exclude` globs.
     pub exclude: Exclusions,
+    /// The command's stdin is a terminal: a read of the terminal (an
+    /// answer typed at a prompt) makes the run unrecordable. Reads of
+    /// descriptor 0 stop only then.
+    pub stdin_terminal: bool,
 }
 
 /// Why a command cannot be traced here. The command has not run.
@@ -125,7 +129,7 @@ impl std::error::Error for TraceUnavailable {}
 /// whether memorun is itself traced (a debugger attached to memorun, or
 /// `strace -f`, which would also claim the command).
 pub fn preflight() -> Result<(), TraceUnavailable> {
-    if filter::native().is_none() {
+    if filter::native(false).is_none() {
         return Err(TraceUnavailable::Unsupported);
     }
     if let Some(pid) = tracee::own_tracer() {
@@ -150,8 +154,8 @@ pub struct Spawn<'a> {
 /// Start `spawn` traced; it has exec'd when this returns.
 pub fn start(spawn: Spawn<'_>, options: &TraceOptions) -> Result<Tracer, StartError> {
     preflight().map_err(StartError::Unavailable)?;
-    let (_, program) =
-        filter::native().ok_or(StartError::Unavailable(TraceUnavailable::Unsupported))?;
+    let (_, program) = filter::native(options.stdin_terminal)
+        .ok_or(StartError::Unavailable(TraceUnavailable::Unsupported))?;
     let mut spec = child::Spec::new(spawn.argv, spawn.env_remove.unwrap_or(""), program)
         .map_err(StartError::Spawn)?;
     spec.stdio = spawn.stdio;

@@ -426,6 +426,7 @@ fn exclusions_leave_paths_out() {
             dirs: vec![d.join("cache")],
             globs: Some(glob),
         },
+        stdin_terminal: false,
     };
     let script = format!("cd '{}' && cat cache/x y.log z", d.display());
     let argv: Vec<OsString> = ["sh", "-c", &script].iter().map(OsString::from).collect();

@@ -664,6 +664,12 @@ impl Loop {
                 self.events.untraceable(Untraceable::ForeignAbi);
                 None
             }
+            Call::ReadStdin => {
+                if tracee::fd_path(tid, 0).is_some_and(|p| is_terminal(&p)) {
+                    self.events.untraceable(Untraceable::ReadTerminal);
+                }
+                None
+            }
             Call::Clone | Call::Clone3 | Call::Prctl | Call::Seccomp | Call::OpenTree => {
                 self.guarded(tid, call, &info)
             }
@@ -1329,6 +1335,13 @@ fn lookup(path: &Path, follow: bool) -> Result<std::fs::Metadata, i32> {
         std::fs::symlink_metadata(path)
     };
     r.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Whether `path` (a descriptor's target) is a terminal: a pseudo-terminal,
+/// a virtual console, a serial line, the console.
+fn is_terminal(path: &Path) -> bool {
+    let b = path.as_os_str().as_bytes();
+    b.starts_with(b"/dev/pts/") || b.starts_with(b"/dev/tty") || b == b"/dev/console"
 }
 
 fn has_file_caps(path: &Path) -> bool {
