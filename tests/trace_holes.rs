@@ -377,3 +377,51 @@ fn a_traced_command_that_reads_its_terminal_is_not_recorded() {
     assert_contains(&on_terminal("echo plain"), "hit");
     assert_contains(&on_terminal("echo piped | cat"), ", recorded");
 }
+
+/// Section 3 in a build: `config.h` is generated right before the compiles
+/// that include it; the first `make` records every compile, and the second
+/// `make clean && make` replays every one.
+#[test]
+fn make_with_a_generated_header_replays_every_compile_after_make_clean() {
+    let d = Dir::new();
+    d.write(
+        "Makefile",
+        "OBJS = a.o b.o\nprog: $(OBJS)\n\tcc -o $@ $(OBJS)\n\
+         config.h: gen.sh\n\t./gen.sh > config.h\n\
+         %.o: %.c config.h\n\t$(MEMORUN) -v --trace -- ./cc-counted -c $< -o $@\n\
+         clean:\n\trm -f prog config.h $(OBJS)\n",
+    );
+    let exec = |rel: &str, body: &str| {
+        let p = d.write(rel, body);
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        set_mtime(&p, SystemTime::now() - Duration::from_secs(3600));
+    };
+    exec("gen.sh", "#!/bin/sh\necho '#define V 0'\n");
+    exec(
+        "cc-counted",
+        "#!/bin/sh\necho run >> count\nexec cc \"$@\"\n",
+    );
+    write_old(
+        &d,
+        "a.c",
+        "#include \"config.h\"\nint b(void); int main(void) { return b() + V; }\n",
+    );
+    write_old(
+        &d,
+        "b.c",
+        "#include \"config.h\"\nint b(void) { return V; }\n",
+    );
+    let first = crate::util::make(&d, &[]);
+    assert_eq!(d.count(), 2);
+    let err = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert_eq!(err.matches(", recorded").count(), 2, "{err}");
+    for _ in 0..2 {
+        crate::util::make(&d, &["clean"]);
+        let again = crate::util::make(&d, &[]);
+        let err = String::from_utf8_lossy(&again.stderr).into_owned();
+        assert_eq!(d.count(), 2, "make clean && make compiled again: {err}");
+        assert_eq!(err.matches("hit").count(), 2, "{err}");
+    }
+    let status = Command::new(d.join("prog")).status().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
