@@ -21,7 +21,178 @@
 
 pub mod tables;
 
-use super::filter::Call;
+/// What a stopped system call is, as the filter tells the tracer in the
+/// `SECCOMP_RET_DATA` bits. The argument layout is the call's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Call {
+    /// `open(path, flags)`.
+    Open = 1,
+    /// `openat(dirfd, path, flags)`.
+    OpenAt,
+    /// `openat2(dirfd, path, how)`: the flags are in `*how`.
+    OpenAt2,
+    /// `creat(path)`: `open(path, O_CREAT|O_WRONLY|O_TRUNC)`.
+    Creat,
+    /// `execve(path, ...)`.
+    Execve,
+    /// `execveat(dirfd, path, argv, envp, flags)`.
+    ExecveAt,
+    /// `stat(path)` or `access(path)`: a probe that follows symlinks.
+    Probe,
+    /// `lstat(path)` or `readlink(path)`: a probe of the link itself.
+    ProbeLink,
+    /// `newfstatat(dirfd, path, buf, flags)`.
+    StatAt,
+    /// `statx(dirfd, path, flags, ...)`.
+    Statx,
+    /// `faccessat(dirfd, path, mode)` and `faccessat2(..., flags)`.
+    AccessAt,
+    /// `readlinkat(dirfd, path, ...)`.
+    ReadlinkAt,
+    /// `getdents(fd)` or `getdents64(fd)`: a directory listed.
+    Getdents,
+    /// `chdir(path)`.
+    Chdir,
+    /// `fchdir(fd)`.
+    Fchdir,
+    /// `rename(old, new)`.
+    Rename,
+    /// `renameat(olddirfd, old, newdirfd, new)`.
+    RenameAt,
+    /// `renameat2(olddirfd, old, newdirfd, new, flags)`.
+    RenameAt2,
+    /// `unlink(path)` or `rmdir(path)`.
+    Unlink,
+    /// `unlinkat(dirfd, path, flags)`.
+    UnlinkAt,
+    /// `mkdir(path)` or `mknod(path)`: a new name.
+    Mkdir,
+    /// `mkdirat(dirfd, path)` or `mknodat(dirfd, path)`.
+    MkdirAt,
+    /// `link(old, new)`.
+    Link,
+    /// `linkat(olddirfd, old, newdirfd, new, flags)`.
+    LinkAt,
+    /// `symlink(target, new)`.
+    Symlink,
+    /// `symlinkat(target, newdirfd, new)`.
+    SymlinkAt,
+    /// `truncate(path, len)`.
+    Truncate,
+    /// `file_getattr(dirfd, path, attr, size, at_flags)`: a look.
+    ProbeAt4,
+    /// `name_to_handle_at(dirfd, path, handle, mount_id, flags)`: a look
+    /// (following a final symlink only with `AT_SYMLINK_FOLLOW`).
+    NameToHandle,
+    /// `inotify_add_watch(fd, path, mask)`: a look.
+    Inotify,
+    /// `getxattr(path, ...)`, `listxattr(path, ...)`.
+    XattrPath,
+    /// `lgetxattr(path, ...)`, `llistxattr(path, ...)`: of a link itself.
+    XattrLink,
+    /// `fgetxattr(fd, ...)`, `flistxattr(fd, ...)`.
+    XattrFd,
+    /// `getxattrat(dirfd, path, at_flags, ...)`, `listxattrat(...)`.
+    XattrAt,
+    /// Metadata written at `path` (`chmod`, `chown`, `utime(s)`,
+    /// `setxattr`, `removexattr`).
+    MetaPath,
+    /// Metadata of a link itself (`lchown`, `lsetxattr`, `lremovexattr`).
+    MetaLink,
+    /// Metadata written through a descriptor (`fchmod`, `fchown`,
+    /// `fsetxattr`, `fremovexattr`).
+    MetaFd,
+    /// `fchmodat(dirfd, path, mode)`, `futimesat(dirfd, path, times)`.
+    MetaAt,
+    /// `setxattrat`, `removexattrat(dirfd, path, at_flags, ...)`.
+    MetaAt2,
+    /// `utimensat(dirfd, path, times, flags)`, `fchmodat2(..., flags)`.
+    MetaAt3,
+    /// `fchownat(dirfd, path, uid, gid, flags)`, `file_setattr(...)`.
+    MetaAt4,
+    /// `clone(flags, ...)`: `CLONE_UNTRACED` would escape the tracer.
+    Clone,
+    /// `clone3(args, size)`: the flags are in `*args`.
+    Clone3,
+    /// `prctl(option, ...)`: `PR_SET_SECCOMP` installs a filter.
+    Prctl,
+    /// `seccomp(op, ...)`: a filter of the command's own.
+    Seccomp,
+    /// `open_tree(dirfd, path, flags)`, `open_tree_attr(...)`: a look,
+    /// or with `OPEN_TREE_CLONE` a detached mount (unrecordable).
+    OpenTree,
+    /// `read`, `readv`, `pread64`, `preadv`, `preadv2` of descriptor 0,
+    /// stopped only when stdin is a terminal: the tracer checks whether
+    /// it reads the terminal.
+    ReadStdin,
+    /// A call classified unrecordable: the run is not recorded.
+    Unrecordable,
+    /// A number the tables do not know: the run is not recorded.
+    Unknown,
+    /// A system call of another ABI: the run is not traceable.
+    Foreign,
+}
+
+impl Call {
+    pub(super) const ALL: [Call; 50] = [
+        Call::Open,
+        Call::OpenAt,
+        Call::OpenAt2,
+        Call::Creat,
+        Call::Execve,
+        Call::ExecveAt,
+        Call::Probe,
+        Call::ProbeLink,
+        Call::StatAt,
+        Call::Statx,
+        Call::AccessAt,
+        Call::ReadlinkAt,
+        Call::Getdents,
+        Call::Chdir,
+        Call::Fchdir,
+        Call::Rename,
+        Call::RenameAt,
+        Call::RenameAt2,
+        Call::Unlink,
+        Call::UnlinkAt,
+        Call::Mkdir,
+        Call::MkdirAt,
+        Call::Link,
+        Call::LinkAt,
+        Call::Symlink,
+        Call::SymlinkAt,
+        Call::Truncate,
+        Call::ProbeAt4,
+        Call::NameToHandle,
+        Call::Inotify,
+        Call::XattrPath,
+        Call::XattrLink,
+        Call::XattrFd,
+        Call::XattrAt,
+        Call::MetaPath,
+        Call::MetaLink,
+        Call::MetaFd,
+        Call::MetaAt,
+        Call::MetaAt2,
+        Call::MetaAt3,
+        Call::MetaAt4,
+        Call::Clone,
+        Call::Clone3,
+        Call::Prctl,
+        Call::Seccomp,
+        Call::OpenTree,
+        Call::ReadStdin,
+        Call::Unrecordable,
+        Call::Unknown,
+        Call::Foreign,
+    ];
+
+    /// The call the filter encoded in `ret_data`, if any.
+    pub fn from_data(data: u32) -> Option<Call> {
+        Call::ALL.into_iter().find(|c| *c as u32 == data)
+    }
+}
 
 /// What a system call is to the tracer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
