@@ -431,3 +431,97 @@ fn make_with_a_generated_header_replays_every_compile_after_make_clean() {
     let status = Command::new(d.join("prog")).status().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The matrix of section 4 (the engine's part): for each way a command can
+/// learn about a file, record, change the file in the way that matters to
+/// that access, and run again: the command runs and prints the new
+/// result, never the old one.
+#[test]
+fn every_way_to_learn_about_a_file_is_keyed() {
+    type Step = fn(&Dir);
+    let fixed = || SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    // Content changed, size and modification time kept: only the content
+    // (or what the kernel reaches) can tell.
+    let same_size: Step = |d| {
+        set_mtime(
+            &d.write("f", "BBB\n"),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+        )
+    };
+    let bigger: Step = |d| write_old(d, "f", "echo longer\n");
+    let cases: Vec<(&str, &str, Step)> = vec![
+        ("open and read", "cat f", same_size),
+        ("through a link it made", "ln -sfn f l2; cat l2", same_size),
+        ("/proc/self/cwd", "cat /proc/self/cwd/f", same_size),
+        (
+            "O_PATH, /proc/self/fd",
+            "python3 -I -c \"import os; fd = os.open('f', os.O_PATH); print(open('/proc/self/fd/%d' % fd).read(), end='')\"",
+            same_size,
+        ),
+        (
+            "O_PATH, /dev/fd",
+            "python3 -I -c \"import os; fd = os.open('f', os.O_PATH); print(open('/dev/fd/%d' % fd).read(), end='')\"",
+            same_size,
+        ),
+        (
+            "open_tree",
+            "python3 -I -c \"import ctypes; fd = ctypes.CDLL(None).syscall(428, -100, b'f', 0); print(open('/proc/self/fd/%d' % fd).read(), end='')\"",
+            same_size,
+        ),
+        (
+            "mmap",
+            "python3 -I -c \"import mmap; f = open('f', 'rb'); print(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)[:].decode(), end='')\"",
+            same_size,
+        ),
+        ("exec", "./f", |d| {
+            set_mtime(
+                &d.write("f", "echo B\n"),
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+            )
+        }),
+        ("stat", "stat -c %s f", bigger),
+        ("stat -L through a link", "stat -L -c %s l", bigger),
+        (
+            "[ -s ] through a link",
+            "[ -s l ] && echo nonempty || echo empty",
+            |d| {
+                set_mtime(
+                    &d.write("f", ""),
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000),
+                )
+            },
+        ),
+        ("lstat", "stat -c %N l", |d| {
+            fs::remove_file(d.join("l")).unwrap();
+            std::os::unix::fs::symlink("g", d.join("l")).unwrap();
+        }),
+        ("ls -ln (mode)", "ls -ln f | cut -c1-10", |d| {
+            fs::set_permissions(
+                d.join("f"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap()
+        }),
+        ("a listing", "ls dir", |d| write_old(d, "dir/new", "")),
+    ];
+    for (how, script, change) in cases {
+        let d = Dir::new();
+        let f = d.write("f", "echo A\n");
+        fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        set_mtime(&f, fixed());
+        write_old(&d, "g", "other\n");
+        write_old(&d, "dir/old", "");
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        let before = recorded(&d, script);
+        assert_eq!(replayed(&d, script), before, "{how}");
+        change(&d);
+        let count = d.count();
+        let (after, err) = traced(&d, script);
+        assert_eq!(
+            d.count(),
+            count + 1,
+            "{how}: replayed after the change: {err}"
+        );
+        assert_ne!(after, before, "{how}: the same output after the change");
+    }
+}
