@@ -14,9 +14,10 @@
 //!   between (the race guard's business).
 //! - A magic link that names no path (a pipe, a socket, a deleted file)
 //!   stays a `/proc` path, which the log leaves out.
-//! - Resolved directories are cached until the run itself changes a name
-//!   ([`Resolver::forget`]); paths under `/proc` and `/dev` are never
-//!   cached (`/proc/self` differs between tracees).
+//! - Resolved directories (by the path as written, `..` included) are
+//!   cached until the run itself changes a name ([`Resolver::forget`]);
+//!   paths under `/proc` and `/dev` are never cached (`/proc/self` differs
+//!   between tracees).
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -44,13 +45,8 @@ impl Resolver {
     /// when `follow`. Where a component does not exist, the rest is kept
     /// as written.
     pub fn real(&mut self, tid: i32, path: &Path, follow: bool) -> PathBuf {
-        let uncached = path.starts_with("/proc")
-            || path.starts_with("/dev")
-            || path
-                .as_os_str()
-                .as_bytes()
-                .split(|&b| b == b'/')
-                .any(|c| c == b"..");
+        // /proc/self differs between tracees, and /dev/fd leads there.
+        let uncached = path.starts_with("/proc") || path.starts_with("/dev");
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return walk(tid, path, follow);
         };
