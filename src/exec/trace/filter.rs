@@ -38,6 +38,10 @@ const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+
+/// `clone`'s flag that would start a process the tracer does not follow.
+pub const CLONE_UNTRACED: u32 = 0x0080_0000;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// Offsets in `struct seccomp_data`.
@@ -141,6 +145,8 @@ fn search(runs: &[(u32, u32)]) -> Vec<Insn> {
 ///   (stdin_terminal: jeq #read... to `fd0`; ja search
 ///    fd0: ld [args[0]]; jeq #0 ...; ret TRACE|ReadStdin
 ///    reload: ld [nr])
+///   jeq #clone, 0, search; ld [args[0]]; jset #CLONE_UNTRACED
+///   ret TRACE|Clone, or ret ALLOW
 /// search:
 ///   <binary search over the runs of `runs`>
 /// ```
@@ -154,8 +160,25 @@ pub fn program(arch: u32, table: &[(u32, &str)], stdin_terminal: bool) -> Vec<In
     if stdin_terminal {
         p.extend(stdin_reads(table));
     }
+    p.extend(clone_flags(table));
     p.extend(search(&runs(arch, table)));
     p
+}
+
+/// `clone` stops only with `CLONE_UNTRACED` (its flags are its first
+/// argument; `clone3`'s are in memory, so it always stops): a fork runs
+/// at full speed. The accumulator holds the number on the way past.
+fn clone_flags(table: &[(u32, &str)]) -> Vec<Insn> {
+    let Some(&(nr, _)) = table.iter().find(|e| e.1 == "clone") else {
+        return Vec::new();
+    };
+    vec![
+        jump(JEQ_K, nr, 0, 4),
+        stmt(LD_W_ABS, OFF_ARG0_LO),
+        jump(JSET_K, CLONE_UNTRACED, 0, 1),
+        stmt(RET_K, trace(Call::Clone)),
+        stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+    ]
 }
 
 /// The prelude that stops reads of descriptor 0; the accumulator holds
@@ -233,6 +256,7 @@ mod tests {
                 JEQ_K => pc += usize::from(if acc == i.k { i.jt } else { i.jf }),
                 JGE_K => pc += usize::from(if acc >= i.k { i.jt } else { i.jf }),
                 JA => pc += i.k as usize,
+                JSET_K => pc += usize::from(if acc & i.k != 0 { i.jt } else { i.jf }),
                 RET_K => return i.k,
                 c => panic!("unexpected opcode {c:#x}"),
             }
@@ -252,6 +276,10 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(reads.len(), 5);
+        let clone = table.iter().find(|e| e.1 == "clone").unwrap().0;
+        let untraced = u64::from(CLONE_UNTRACED) | 17;
+        assert_eq!(run_with(&p, arch, clone, untraced), trace(Call::Clone));
+        assert_eq!(run_with(&p, arch, clone, 17), libc::SECCOMP_RET_ALLOW);
         for &nr in &reads {
             let fd0 = run_with(&p, arch, nr, 0);
             match stdin_terminal {
@@ -263,9 +291,11 @@ mod tests {
             }
         }
         assert!(p.len() < MAX_INSNS, "{} instructions", p.len());
-        // Every number below 1024: its class, or unknown.
+        // Every number below 1024: its class, or unknown; a clone stops
+        // only when it would escape the tracer.
         for nr in 0..1024 {
             let want = match table.iter().find(|e| e.0 == nr) {
+                Some((_, "clone")) => libc::SECCOMP_RET_ALLOW,
                 Some((_, name)) => answer(classify(name).expect("classified")),
                 None => trace(Call::Unknown),
             };

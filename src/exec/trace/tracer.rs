@@ -740,7 +740,6 @@ impl Loop {
     /// Calls checked by their arguments: a clone that would escape the
     /// tracer, a seccomp filter of the command's own, a detached mount.
     fn guarded(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) -> Option<Pending> {
-        const CLONE_UNTRACED: u64 = 0x0080_0000;
         const PR_SET_SECCOMP: u64 = 22;
         const OPEN_TREE_CLONE: u64 = 1;
         let a = info.args;
@@ -752,7 +751,7 @@ impl Loop {
                     _ => tracee::read_u64(tid, a[0]),
                 };
                 // Unreadable clone3 arguments: the call fails with EFAULT.
-                if flags.is_some_and(|f| f & CLONE_UNTRACED != 0) {
+                if flags.is_some_and(|f| f & u64::from(super::filter::CLONE_UNTRACED) != 0) {
                     self.events.untraceable(Untraceable::UntracedClone);
                     return Some(Pending::Escape);
                 }
