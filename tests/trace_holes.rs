@@ -525,3 +525,45 @@ fn every_way_to_learn_about_a_file_is_keyed() {
         assert_ne!(after, before, "{how}: the same output after the change");
     }
 }
+
+/// Section 3 for a listing: a directory whose names changed just before
+/// the run (its time within the clock's tick of the start) is recorded
+/// when the names the command listed are still its names; a name added
+/// while the command ran is refused.
+#[test]
+fn a_directory_changed_just_before_the_run_is_recorded() {
+    let d = Dir::new();
+    d.write("sub/a", "");
+    let ahead = |d: &Dir| {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 2;
+        let o = Command::new("touch")
+            .arg("-d")
+            .arg(format!("@{t}"))
+            .arg(d.join("sub"))
+            .status();
+        assert!(o.unwrap().success());
+    };
+    ahead(&d);
+    assert_eq!(recorded(&d, "ls sub"), "a\n");
+    assert_eq!(replayed(&d, "ls sub"), "a\n");
+    // Another name, added after the listing, while the command runs.
+    let script = "ls sub; : > started; while [ ! -e sub/late ]; do sleep 0.01; done";
+    let adder = {
+        let (started, late) = (d.join("started"), d.join("sub/late"));
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while !started.exists() && t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            fs::write(late, "").unwrap();
+        })
+    };
+    ahead(&d);
+    let err = not_recorded(&d, script);
+    adder.join().unwrap();
+    assert_contains(&err, "traced input sub: modified while the command ran");
+}

@@ -42,7 +42,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::exec::trace::Seen;
-use crate::exec::trace::log::content_digest;
+use crate::exec::trace::log::{content_digest, listing_digest};
 use crate::key::Digest;
 use crate::key::inputs::{self, CachedStat, FileStat, StatCache};
 
@@ -324,8 +324,12 @@ fn race(
             (_, false, _) => return Ok(()),
             // A look keys the stat itself, which has not moved.
             (Probe::Exists, true, _) => return Ok(()),
-            (Probe::Content, true, Some(d)) => {
-                return match content_digest(path) == Some(d) {
+            (Probe::Content | Probe::Listing, true, Some(d)) => {
+                let now = match probe {
+                    Probe::Content => content_digest(path),
+                    _ => listing_digest(path),
+                };
+                return match now == Some(d) {
                     true => Ok(()),
                     false => Err(Some(MODIFIED_WHILE_RUNNING)),
                 };

@@ -356,7 +356,8 @@ pub struct Seen {
     pub ctime_ns: i64,
     /// When it was looked at, ns since the epoch.
     pub at_ns: i64,
-    /// BLAKE3 of the content then, when [`Seen::racy`] and it was read.
+    /// When [`Seen::racy`]: BLAKE3 of the content then (a file read) or of
+    /// its sorted names (a directory listed, see [`listing_digest`]).
     pub digest: Option<[u8; 32]>,
     /// It was seen twice during the run with different stats: it changed
     /// while the command ran.
@@ -412,6 +413,22 @@ pub fn content_digest(path: &Path) -> Option<[u8; 32]> {
     let f = std::fs::File::open(path).ok()?;
     let mut h = blake3::Hasher::new();
     h.update_reader(f).ok()?;
+    Some(*h.finalize().as_bytes())
+}
+
+/// BLAKE3 of the names in the directory `path`, sorted.
+pub fn listing_digest(path: &Path) -> Option<[u8; 32]> {
+    let mut names: Vec<Vec<u8>> = std::fs::read_dir(path)
+        .ok()?
+        .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+        .collect::<std::io::Result<_>>()
+        .ok()?;
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    for n in &names {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n);
+    }
     Some(*h.finalize().as_bytes())
 }
 

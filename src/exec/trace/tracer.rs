@@ -41,7 +41,8 @@ use super::TraceUnavailable;
 use super::child::{self, Forked, Spec};
 use super::filter::Call;
 use super::log::{
-    Events, Exclusions, Seen, TraceLog, Untraceable, absolute, content_digest, now_ns,
+    Events, Exclusions, Seen, TraceLog, Untraceable, absolute, content_digest, listing_digest,
+    now_ns,
 };
 use super::resolve::Resolver;
 use super::syscalls;
@@ -318,6 +319,17 @@ enum Pending {
     Meta(Target),
     /// A `CLONE_UNTRACED` clone: its pid, at the exit, to kill at the end.
     Escape,
+}
+
+/// What the command reads of a path, for its [`Seen`] note.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Its stat only.
+    Stat,
+    /// Its content.
+    Content,
+    /// Its entries' names.
+    Listing,
 }
 
 /// What a call that succeeded did to a name.
@@ -644,7 +656,7 @@ impl Loop {
             }
             Call::Getdents => {
                 if let Some(dir) = tracee::fd_path(tid, info.args[0] as i32) {
-                    self.snapshot(&dir, false, None);
+                    self.snapshot(&dir, Look::Listing, None);
                     self.events.listed(dir);
                 }
                 None
@@ -1183,7 +1195,7 @@ impl Loop {
                 // stats it: not of a link looked at itself.
                 let followed = (!meta.file_type().is_symlink()).then_some(&meta);
                 for p in n.all() {
-                    self.snapshot(p, false, followed);
+                    self.snapshot(p, Look::Stat, followed);
                     self.events.present(p.clone());
                 }
             }
@@ -1203,7 +1215,7 @@ impl Loop {
         match lookup(&n.real, follow) {
             Ok(meta) => {
                 for p in n.all() {
-                    self.snapshot(p, true, Some(&meta));
+                    self.snapshot(p, Look::Content, Some(&meta));
                     self.events.read(p.clone());
                 }
             }
@@ -1214,14 +1226,14 @@ impl Loop {
         }
     }
 
-    /// Note what `path` is as the command reaches it (its stat, and its
-    /// content's digest when `content` and the stat is too recent to vouch
-    /// for it): the race guard tells by it a file written before the
-    /// command opened it from one modified while it ran. `meta` is its
-    /// stat when already taken (following links).
-    fn snapshot(&mut self, path: &Path, content: bool, meta: Option<&std::fs::Metadata>) {
+    /// Note what `path` is as the command reaches it (its stat, and, when
+    /// the stat is too recent to vouch for what `look` reads, a digest of
+    /// the content or of the listing): the race guard tells by it a file
+    /// written before the command opened it from one modified while it
+    /// ran. `meta` is its stat when already taken (following links).
+    fn snapshot(&mut self, path: &Path, look: Look, meta: Option<&std::fs::Metadata>) {
         if let Some(s) = self.events.seen(path)
-            && (s.changed || !content || !s.racy() || s.digest.is_some())
+            && (s.changed || look == Look::Stat || !s.racy() || s.digest.is_some())
         {
             return;
         }
@@ -1240,8 +1252,12 @@ impl Loop {
             },
         };
         let mut seen = Seen::of(meta, now_ns());
-        if content && meta.is_file() && seen.racy() {
-            seen.digest = content_digest(path);
+        if seen.racy() {
+            seen.digest = match look {
+                Look::Content if meta.is_file() => content_digest(path),
+                Look::Listing if meta.is_dir() => listing_digest(path),
+                _ => None,
+            };
         }
         self.events.see(path, seen);
     }
@@ -1269,7 +1285,7 @@ impl Loop {
         }
         if let Some(Pending::Exec(Ok(n))) = pending {
             for p in n.all() {
-                self.snapshot(p, true, None);
+                self.snapshot(p, Look::Content, None);
                 self.events.executed(p.clone());
             }
         } else if let Some(Pending::Exec(Err(()))) = pending {
@@ -1278,12 +1294,12 @@ impl Loop {
         let exe = tracee::exe(tid);
         for lib in tracee::mapped_files(tid, exe.as_deref()) {
             // The dynamic loader, mapped by the kernel.
-            self.snapshot(&lib, true, None);
+            self.snapshot(&lib, Look::Content, None);
             self.events.executed(lib);
         }
         if let Some(exe) = exe {
             self.check_privileges(tid, &exe);
-            self.snapshot(&exe, true, None);
+            self.snapshot(&exe, Look::Content, None);
             self.events.executed(exe);
         }
         if tid == self.main && !self.started {
