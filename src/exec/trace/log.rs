@@ -839,6 +839,62 @@ mod tests {
         Events::new(Exclusions::default())
     }
 
+    fn seen(size: u64, mtime_ns: i64, at_ns: i64) -> Seen {
+        Seen {
+            dev: 1,
+            ino: 2,
+            size,
+            mode: 0o100644,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            at_ns,
+            digest: None,
+            changed: false,
+        }
+    }
+
+    #[test]
+    fn the_first_look_is_kept_and_a_later_different_one_marks_a_change() {
+        let mut e = events();
+        let old = seen(3, 1_000_000_000, 9_000_000_000);
+        assert!(!old.racy());
+        e.see(Path::new("/w/a"), old);
+        e.see(Path::new("/w/a"), old);
+        assert_eq!(e.seen(Path::new("/w/a")), Some(&old));
+        e.see(Path::new("/w/a"), seen(4, 1_000_000_000, 9_000_000_000));
+        assert!(e.seen(Path::new("/w/a")).unwrap().changed);
+        // Racy: a digest taken later, with the same stat, is added.
+        let racy = seen(3, 8_990_000_000, 9_000_000_000);
+        assert!(racy.racy());
+        e.see(Path::new("/w/b"), racy);
+        e.see(
+            Path::new("/w/b"),
+            Seen {
+                digest: Some([7; 32]),
+                ..racy
+            },
+        );
+        assert_eq!(e.seen(Path::new("/w/b")).unwrap().digest, Some([7; 32]));
+        // What the run wrote first is not seen; nor what it leaves out.
+        e.written(p("/w/c"), true, true);
+        e.see(Path::new("/w/c"), old);
+        e.see(Path::new("/proc/1/stat"), old);
+        assert_eq!(e.seen(Path::new("/w/c")), None);
+        assert_eq!(e.seen(Path::new("/proc/1/stat")), None);
+        e.read(p("/w/a"));
+        let log = e.finish(0);
+        assert!(log.paths[0].seen.is_some_and(|s| s.changed));
+    }
+
+    #[test]
+    fn a_regular_file_under_dev_is_kept_and_devices_left_out() {
+        let x = Exclusions::default();
+        assert!(x.excludes(Path::new("/dev/null")));
+        assert!(x.excludes(Path::new("/dev/pts/0")));
+        assert!(x.excludes(Path::new("/proc/self/fd/3")));
+        assert!(!x.excludes(Path::new("/dev/shm/anything")));
+    }
+
     #[test]
     fn absolute_joins_and_normalizes() {
         assert_eq!(absolute(&p("/a/b"), OsStr::new("c")), p("/a/b/c"));
