@@ -662,8 +662,10 @@ fn a_look_through_a_link_looks_at_the_target_and_proc_paths_name_files() {
     fs::write(d.join("target"), "12345").unwrap();
     std::os::unix::fs::symlink("target", d.join("link")).unwrap();
     fs::write(d.join("in.txt"), "in").unwrap();
+    fs::write(d.join("other"), "other").unwrap();
     let r = sh(&format!(
-        "cd '{}' && [ -s link ] && cat /proc/self/cwd/in.txt >/dev/null",
+        "cd '{}' && [ -s link ] && cat /proc/self/cwd/in.txt >/dev/null && \
+         cat /proc/$$/cwd/other >/dev/null",
         d.display()
     ));
     assert!(r.status.success(), "{}", r.stderr);
@@ -678,6 +680,8 @@ fn a_look_through_a_link_looks_at_the_target_and_proc_paths_name_files() {
         r.dump()
     );
     assert!(r.has(d.join("in.txt"), Access::READ), "{}", r.dump());
+    // Another process's working directory, by its pid (the shell's).
+    assert!(r.has(d.join("other"), Access::READ), "{}", r.dump());
     // What it was when read: the stat then.
     let seen = r.log.paths.iter().find(|p| p.path == d.join("in.txt"));
     assert_eq!(seen.and_then(|p| p.seen).map(|s| s.size), Some(2));
