@@ -355,7 +355,7 @@ fn race(
 /// path's state now, unless one was modified while the command ran (then
 /// the run must not be recorded: the [`Mismatch`] says which and how).
 /// Each input comes with what the tracer saw of it when the command
-/// reached it (see [`race`]). `outputs` are the paths the run wrote,
+/// reached it (see `race`). `outputs` are the paths the run wrote,
 /// created or removed: left out of the listings of their directories.
 pub fn record(
     inputs: &[(PathBuf, Probe, Option<Seen>)],
