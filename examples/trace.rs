@@ -31,7 +31,11 @@ fn main() {
         own_group: false,
         env_remove: None,
     };
-    let traced = match trace::run(spawn, &TraceOptions::default()) {
+    let options = TraceOptions {
+        stdin_terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        ..TraceOptions::default()
+    };
+    let traced = match trace::run(spawn, &options) {
         Ok(t) => t,
         Err(StartError::Unavailable(why)) => {
             eprintln!("trace: cannot trace: {why}");

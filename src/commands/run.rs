@@ -796,6 +796,9 @@ fn trace_options(config: &Config, store: &dyn Store, t: &TraceConfig) -> TraceOp
             dirs,
             globs: t.exclude.clone(),
         },
+        // A traced command reads memorun's own stdin when it is a
+        // terminal (it is not spooled): reading it leaves the run unrecorded.
+        stdin_terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),
     }
 }
 
@@ -866,10 +869,10 @@ fn trace_manifest(
         };
         return Err((counters::NOT_RECORDED_INPUT, why));
     }
-    let inputs: Vec<(PathBuf, Probe)> = log
+    let inputs: Vec<(PathBuf, Probe, Option<trace::Seen>)> = log
         .inputs()
         .filter(not_output)
-        .flat_map(|p| probes_of(p.access).map(|probe| (p.path.clone(), probe)))
+        .flat_map(|p| probes_of(p.access).map(|probe| (p.path.clone(), probe, p.seen)))
         .collect();
     let named = outputs.named(cwd);
     let mut recorded = None;

@@ -30,9 +30,18 @@
 //!   later (a header that shadows another, a new program on `PATH`) is a
 //!   miss.
 //!
-//! The race guard covers traced inputs: one modified after the run started
-//! (its mtime or ctime within [`RACE_MARGIN_NS`] of the start, or later)
-//! makes the result unrecordable.
+//! The race guard covers traced inputs. The tracer notes what each input
+//! was when the command first reached it, the tracee stopped at the call
+//! ([`Seen`]: its stat, and its digest when the stat was too recent to
+//! vouch for the content, as git does for racily clean index entries). An
+//! input still as it was then is recorded, however recently it was
+//! written before the command opened it (a header generated just before
+//! the compile); one whose stat or content moved since was modified while
+//! the command ran, and the result is not recorded. An input without such
+//! a note (a listing too recent to trust) falls back to the times: one
+//! modified after the run started (its mtime or ctime within
+//! [`RACE_MARGIN_NS`] of the start, or later) makes the result
+//! unrecordable.
 
 use std::fs;
 use std::io;
@@ -40,6 +49,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::exec::trace::Seen;
+use crate::exec::trace::log::{content_digest, listing_digest};
 use crate::key::Digest;
 use crate::key::inputs::{self, CachedStat, FileStat, StatCache};
 
@@ -50,7 +61,11 @@ pub use crate::store::MAX_MANIFESTS;
 /// coarse clock that can lag the real time by a few milliseconds.
 pub const RACE_MARGIN_NS: i64 = 20_000_000;
 
-/// The first byte of an encoded manifest: its format version.
+/// The first byte of an encoded manifest: its format version. 2: the
+/// tracer keys the file a path reaches through links and `/proc` magic
+/// links, a look keys owner, group and link count, executed files their
+/// mode, and extended attributes their values; a manifest of 1 may lack
+/// inputs, so it is not used.
 const FORMAT: u8 = 2;
 
 /// What a traced path's state is made of.
@@ -161,7 +176,12 @@ pub struct Mismatch {
     pub was: Option<State>,
     /// What it is now (`None` when unreadable).
     pub now: Option<State>,
+    /// What happened, when `was` and `now` do not say it.
+    pub how: Option<&'static str>,
 }
+
+/// The race guard's finding: modified after the command reached it.
+const MODIFIED_WHILE_RUNNING: &str = "modified while the command ran (after the command read it)";
 
 impl Mismatch {
     /// `traced input include/config.h: changed`, relative to `cwd` when
@@ -169,6 +189,7 @@ impl Mismatch {
     pub fn message(&self, cwd: &Path) -> String {
         let shown = shown(&self.path, cwd);
         let how = match (&self.was, &self.now) {
+            _ if self.how.is_some() => self.how.unwrap_or_default(),
             (None, _) => "changed while the command ran",
             (Some(State::Absent), Some(_)) => "created",
             (Some(_), Some(State::Absent)) => "removed",
@@ -383,19 +404,81 @@ fn probe_of(state: &State) -> Probe {
     }
 }
 
+/// Whether what `path` holds now is what the command saw: `Err` with what
+/// happened when not. `seen` is what the tracer noted when the command
+/// first reached it; without it, the times of the path (`looked`, not
+/// following a final symlink) and of what it leads to (`led_to`) must be
+/// older than the run's start.
+fn race(
+    path: &Path,
+    probe: Probe,
+    seen: Option<&Seen>,
+    started_ns: i64,
+    looked: Option<&fs::Metadata>,
+    led_to: Option<&fs::Metadata>,
+) -> Result<(), Option<&'static str>> {
+    let timed = match probe {
+        Probe::Content | Probe::Program | Probe::Listing => true,
+        Probe::Exists | Probe::Xattrs => looked.is_some_and(|m| !m.is_dir()),
+        Probe::Absent => false,
+    };
+    if !timed {
+        return Ok(());
+    }
+    if let Some(s) = seen {
+        // Seen twice during the run with different stats, or not the same
+        // file (or the same stat) now: modified after the command read it.
+        let now = led_to.map(|m| Seen::of(m, s.at_ns));
+        if s.changed || !now.is_some_and(|n| n.same_stat(s)) {
+            return Err(Some(MODIFIED_WHILE_RUNNING));
+        }
+        match (probe, s.racy(), s.digest) {
+            (_, false, _) => return Ok(()),
+            // A look keys the stat itself, which has not moved. (Not
+            // extended attributes: a change to them within the clock's
+            // tick of the open leaves the stat as it was; the times decide.)
+            (Probe::Exists, true, _) => return Ok(()),
+            (Probe::Content | Probe::Program | Probe::Listing, true, Some(d)) => {
+                let now = match probe {
+                    Probe::Content | Probe::Program => content_digest(path),
+                    _ => listing_digest(path),
+                };
+                return match now == Some(d) {
+                    true => Ok(()),
+                    false => Err(Some(MODIFIED_WHILE_RUNNING)),
+                };
+            }
+            // Too recent, and nothing else to tell by: the times decide.
+            _ => {}
+        }
+    }
+    // Modified after the run started, what a path holds now may not be
+    // what the command saw.
+    let limit = started_ns - RACE_MARGIN_NS;
+    let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+    let recent = |m: &fs::Metadata| {
+        t(m.mtime(), m.mtime_nsec()) >= limit || t(m.ctime(), m.ctime_nsec()) >= limit
+    };
+    if looked.is_some_and(recent) || led_to.is_some_and(recent) {
+        return Err(None);
+    }
+    Ok(())
+}
+
 /// Record the traced inputs of a run that started at `started_ns`: each
-/// path's state now, unless one was modified since the run started (then
-/// the run must not be recorded: the [`Mismatch`] says which). `outputs`
-/// are the paths the run wrote, created or removed: left out of the
-/// listings of their directories.
+/// path's state now, unless one was modified while the command ran (then
+/// the run must not be recorded: the [`Mismatch`] says which and how).
+/// Each input comes with what the tracer saw of it when the command
+/// reached it (see `race`). `outputs` are the paths the run wrote,
+/// created or removed: left out of the listings of their directories.
 pub fn record(
-    inputs: &[(PathBuf, Probe)],
+    inputs: &[(PathBuf, Probe, Option<Seen>)],
     outputs: &[PathBuf],
     started_ns: i64,
     cache: &mut dyn StatCache,
 ) -> Result<Manifest, Box<Mismatch>> {
     let mut items: Vec<(PathBuf, State, Option<FileStat>)> = Vec::with_capacity(inputs.len());
-    for (path, probe) in inputs {
+    for (path, probe, seen) in inputs {
         let ignore: Vec<Vec<u8>> = match probe {
             Probe::Listing => {
                 let mut names: Vec<Vec<u8>> = outputs
@@ -414,26 +497,24 @@ pub fn record(
                 path: path.clone(),
                 was: None,
                 now: None,
+                how: None,
             })
-        };
-        // Modified after the run started, what a path holds now may not be
-        // what the command saw.
-        let limit = started_ns - RACE_MARGIN_NS;
-        let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
-        let recent = |m: &fs::Metadata| {
-            t(m.mtime(), m.mtime_nsec()) >= limit || t(m.ctime(), m.ctime_nsec()) >= limit
         };
         // The path itself (a symlink swapped for another is a change) and
         // what it leads to; for a look, unless it is a directory.
         let looked = fs::symlink_metadata(path).ok();
         let led_to = fs::metadata(path).ok();
-        let timed = match probe {
-            Probe::Content | Probe::Program | Probe::Listing => true,
-            Probe::Exists | Probe::Xattrs => looked.as_ref().is_some_and(|m| !m.is_dir()),
-            Probe::Absent => false,
-        };
-        if timed && (looked.as_ref().is_some_and(&recent) || led_to.as_ref().is_some_and(&recent)) {
-            return Err(changed());
+        if let Err(how) = race(
+            path,
+            *probe,
+            seen.as_ref(),
+            started_ns,
+            looked.as_ref(),
+            led_to.as_ref(),
+        ) {
+            let mut m = changed();
+            m.how = how;
+            return Err(m);
         }
         let state = state_now(path, *probe, &ignore, cache).map_err(|_| changed())?;
         // What the command saw must still be so: a path it found absent
@@ -503,6 +584,7 @@ pub fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
                 path: path.clone(),
                 was: Some(was.clone()),
                 now,
+                how: None,
             });
         }
     }
@@ -739,10 +821,10 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         std::os::unix::fs::symlink("config.h", &link).unwrap();
         let inputs = vec![
-            (h.clone(), Probe::Content),
-            (dir.clone(), Probe::Listing),
-            (gone.clone(), Probe::Absent),
-            (link.clone(), Probe::Exists),
+            (h.clone(), Probe::Content, None),
+            (dir.clone(), Probe::Listing, None),
+            (gone.clone(), Probe::Absent, None),
+            (link.clone(), Probe::Exists, None),
         ];
         let mut cache = MemCache::default();
         // Written a moment ago (its ctime says so, whatever its mtime):
@@ -789,6 +871,78 @@ mod tests {
         assert_eq!(
             check(&m, &mut cache).unwrap().message(cwd),
             "traced input link: changed"
+        );
+    }
+
+    /// A file written just before the command opened it is recorded when
+    /// it is still what the tracer saw at the open; one modified after the
+    /// open is refused, and the message says so.
+    #[test]
+    fn an_input_written_just_before_the_open_is_recorded_and_one_modified_after_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let h = t.path().join("config.h");
+        fs::write(&h, "#define X 1\n").unwrap();
+        let started = inputs::now_ns() - 1_000;
+        let at_open = || {
+            let mut s = Seen::of(&fs::metadata(&h).unwrap(), inputs::now_ns());
+            assert!(s.racy(), "written a moment ago");
+            s.digest = content_digest(&h);
+            s
+        };
+        let mut cache = MemCache::default();
+        let seen = at_open();
+        let m = record(
+            &[(h.clone(), Probe::Content, Some(seen))],
+            &[],
+            started,
+            &mut cache,
+        );
+        assert_eq!(m.unwrap().items.len(), 1);
+        // Without the open-time note, the times alone cannot tell.
+        let e = record(
+            &[(h.clone(), Probe::Content, None)],
+            &[],
+            started,
+            &mut cache,
+        );
+        assert_eq!(
+            e.unwrap_err().message(t.path()),
+            "traced input config.h: changed while the command ran"
+        );
+        // Modified after the open: another size.
+        fs::write(&h, "#define X 22\n").unwrap();
+        let e = record(
+            &[(h.clone(), Probe::Content, Some(seen))],
+            &[],
+            started,
+            &mut cache,
+        );
+        assert_eq!(
+            e.unwrap_err().message(t.path()),
+            "traced input config.h: modified while the command ran (after the command read it)"
+        );
+        // The same stat, other content (a write within the same timestamp
+        // tick): the open-time digest tells.
+        let mut same_stat = at_open();
+        same_stat.digest = Some([0; 32]);
+        let e = record(
+            &[(h.clone(), Probe::Content, Some(same_stat))],
+            &[],
+            started,
+            &mut cache,
+        );
+        assert!(e.unwrap_err().how.is_some());
+        // Seen twice with different stats during the run.
+        let mut twice = at_open();
+        twice.changed = true;
+        assert!(
+            record(
+                &[(h.clone(), Probe::Content, Some(twice))],
+                &[],
+                started,
+                &mut cache
+            )
+            .is_err()
         );
     }
 
@@ -912,8 +1066,13 @@ mod tests {
         let (a, b) = (Digest([1; 32]), Digest([2; 32]));
         assert_ne!(entry_key(&a, &b), entry_key(&b, &a));
         assert_ne!(entry_key(&a, &b), entry_key(&a, &a));
-        // Empty, the format before (1), truncated.
-        for bad in [&[][..], &[1, 0, 0, 0, 0], &[2, 1, 0, 0, 0]] {
+        // Empty, the format before (1), one from the future, truncated.
+        for bad in [
+            &[][..],
+            &[1, 0, 0, 0, 0],
+            &[3, 0, 0, 0, 0],
+            &[2, 1, 0, 0, 0],
+        ] {
             assert_eq!(Manifest::decode(bad, None), None);
         }
     }

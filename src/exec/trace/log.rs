@@ -11,8 +11,15 @@
 //!   run created, truncated, renamed over or removed first.
 //! - A path the run created and later removed (a temp file) keeps only its
 //!   input facts, and is dropped when it has none.
-//! - `/proc`, `/sys`, `/dev` and the caller's exclusions are never recorded;
-//!   a path with a `..` component is never excluded (it may lead anywhere).
+//! - `/proc`, `/sys`, the devices and other special files under `/dev`,
+//!   and the caller's exclusions are never recorded; a regular file under
+//!   `/dev` (`/dev/shm`) is a file like any other. A path with a `..`
+//!   component is never excluded (it may lead anywhere). The tracer
+//!   resolves magic links (`/proc/self/cwd`, `/proc/self/fd/N`,
+//!   `/dev/fd/N`) before a path gets here.
+//! - Each input carries what it was when the command first reached it
+//!   ([`Seen`]): its stat then, and when that stat was too recent to vouch
+//!   for the content (git's racily-clean rule), the content's digest then.
 //! - At most [`MAX_PATHS`] paths are kept; past that the run is reported
 //!   not traceable rather than partly traced.
 
@@ -60,11 +67,12 @@ impl Access {
     /// removed or renamed a name in it): its listing after the run is not
     /// the one the command read.
     pub const LISTING_CHANGED: Access = Access(1 << 9);
-    /// Its extended attributes were read or listed.
+    /// Its extended attributes were read or listed (`getxattr`,
+    /// `listxattr` and their `l`, `f` and `at` forms).
     pub const XATTRS: Access = Access(1 << 10);
 
     const CONTENT: Access = Access(0b111);
-    const PROBES: Access = Access(0b1_1000);
+    const PROBES: Access = Access(0b100_0001_1000);
     const OUTPUT: Access = Access(0b1_1110_0000);
     /// At the end of the run the path holds what the run put there.
     const PRODUCED: Access = Access(0b110_0000);
@@ -182,6 +190,22 @@ pub enum Untraceable {
     NoSyscallInfo,
     /// More than [`MAX_PATHS`] distinct paths.
     TooManyPaths,
+    /// A system call number the tracer's tables do not know (a kernel
+    /// newer than memorun).
+    UnknownCall(u64),
+    /// The command installed a seccomp filter of its own, whose answers
+    /// could hide its system calls from the tracer.
+    SeccompFilter,
+    /// A process was cloned with `CLONE_UNTRACED`: it ran unseen.
+    UntracedClone,
+    /// A stop the tracer could not attribute (an unknown event or filter
+    /// answer).
+    UnknownStop(u32),
+    /// Traced processes vanished without the tracer seeing them exit.
+    LostTracee(usize),
+    /// The command read its terminal (an answer typed at a prompt, which
+    /// a replay would not ask for).
+    ReadTerminal,
 }
 
 impl fmt::Display for Untraceable {
@@ -213,6 +237,31 @@ impl fmt::Display for Untraceable {
             Untraceable::TooManyPaths => {
                 write!(f, "the command touched more than {MAX_PATHS} paths")
             }
+            Untraceable::UnknownCall(nr) => write!(
+                f,
+                "the command made system call {nr}, which memorun does not know (a newer kernel?)"
+            ),
+            Untraceable::SeccompFilter => f.write_str(
+                "the command installed a seccomp filter, which could hide its system calls",
+            ),
+            Untraceable::UntracedClone => {
+                f.write_str("the command started a process with CLONE_UNTRACED, which ran unseen")
+            }
+            Untraceable::UnknownStop(what) => {
+                write!(
+                    f,
+                    "the tracer met a stop it does not understand ({what:#x})"
+                )
+            }
+            Untraceable::ReadTerminal => {
+                f.write_str("the command read from the terminal (input typed at a prompt)")
+            }
+            Untraceable::LostTracee(n) => {
+                write!(
+                    f,
+                    "the tracer lost {n} traced process(es) without seeing them exit"
+                )
+            }
         }
     }
 }
@@ -237,7 +286,17 @@ impl fmt::Debug for Exclusions {
 }
 
 /// Left out always: the kernel's views, not files.
-const SYSTEM_DIRS: [&str; 3] = ["/proc", "/sys", "/dev"];
+const SYSTEM_DIRS: [&str; 2] = ["/proc", "/sys"];
+
+/// Under `/dev`, only devices, terminals and the like are left out: a
+/// regular file there (`/dev/shm` is a tmpfs) is a file, and everything
+/// under `/dev/shm` is kept.
+fn virtual_dev(path: &Path) -> bool {
+    if !path.starts_with("/dev") || path.starts_with("/dev/shm") {
+        return false;
+    }
+    !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
 
 fn has_dotdot(path: &Path) -> bool {
     path.as_os_str()
@@ -253,6 +312,7 @@ impl Exclusions {
             return false;
         }
         SYSTEM_DIRS.iter().any(|d| path.starts_with(d))
+            || virtual_dev(path)
             || self.dirs.iter().any(|d| path.starts_with(d))
             || self.globs.as_ref().is_some_and(|g| g.is_match(path))
     }
@@ -267,6 +327,116 @@ pub struct TracedPath {
     pub path: PathBuf,
     /// What the run did to it.
     pub access: Access,
+    /// What it was when the command first reached it, for an input.
+    pub seen: Option<Seen>,
+}
+
+/// The margin within which a file's modification or change time, compared
+/// with the moment it was looked at, cannot vouch for its content: file
+/// timestamps come from a coarse clock, so a write just after the look can
+/// leave them as they were.
+pub const RACY_NS: i64 = 20_000_000;
+
+/// An input as the command first reached it (the tracee stopped at the
+/// call): its stat, and its content's digest when the stat alone could
+/// not vouch for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// Device, inode, size, mode: the file it was.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status-change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// When it was looked at, ns since the epoch.
+    pub at_ns: i64,
+    /// When [`Seen::racy`]: BLAKE3 of the content then (a file read) or of
+    /// its sorted names (a directory listed, see [`listing_digest`]).
+    pub digest: Option<[u8; 32]>,
+    /// It was seen twice during the run with different stats: it changed
+    /// while the command ran.
+    pub changed: bool,
+}
+
+impl Seen {
+    /// `meta` taken at `at_ns`.
+    pub fn of(meta: &std::fs::Metadata, at_ns: i64) -> Seen {
+        use std::os::unix::fs::MetadataExt;
+        let t = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+        Seen {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mode: meta.mode(),
+            mtime_ns: t(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: t(meta.ctime(), meta.ctime_nsec()),
+            at_ns,
+            digest: None,
+            changed: false,
+        }
+    }
+
+    /// The same file, unmodified, as far as a stat can tell.
+    pub fn same_stat(&self, other: &Seen) -> bool {
+        (
+            self.dev,
+            self.ino,
+            self.size,
+            self.mode,
+            self.mtime_ns,
+            self.ctime_ns,
+        ) == (
+            other.dev,
+            other.ino,
+            other.size,
+            other.mode,
+            other.mtime_ns,
+            other.ctime_ns,
+        )
+    }
+
+    /// Modified so close to the look that a write just after it could have
+    /// left the stat unchanged.
+    pub fn racy(&self) -> bool {
+        self.mtime_ns >= self.at_ns - RACY_NS || self.ctime_ns >= self.at_ns - RACY_NS
+    }
+}
+
+/// BLAKE3 of the content of the regular file `path`.
+pub fn content_digest(path: &Path) -> Option<[u8; 32]> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(f).ok()?;
+    Some(*h.finalize().as_bytes())
+}
+
+/// BLAKE3 of the names in the directory `path`, sorted.
+pub fn listing_digest(path: &Path) -> Option<[u8; 32]> {
+    let mut names: Vec<Vec<u8>> = std::fs::read_dir(path)
+        .ok()?
+        .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+        .collect::<std::io::Result<_>>()
+        .ok()?;
+    names.sort();
+    let mut h = blake3::Hasher::new();
+    for n in &names {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n);
+    }
+    Some(*h.finalize().as_bytes())
+}
+
+/// Now, ns since the epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// How many paths of each kind, and how much work the trace was.
@@ -354,6 +524,7 @@ impl State {
 pub struct Events {
     exclusions: Exclusions,
     paths: HashMap<PathBuf, State>,
+    seen: HashMap<PathBuf, Seen>,
     pub(super) untraceable: Option<Untraceable>,
     pub(super) processes: usize,
     pub(super) stops: u64,
@@ -365,6 +536,7 @@ impl Events {
         Events {
             exclusions,
             paths: HashMap::new(),
+            seen: HashMap::new(),
             untraceable: None,
             processes: 0,
             stops: 0,
@@ -433,6 +605,39 @@ impl Events {
     /// Found, metadata only.
     pub fn present(&mut self, path: PathBuf) {
         self.input(path, Access::PROBED_PRESENT);
+    }
+
+    /// Its extended attributes read or listed.
+    pub fn xattrs(&mut self, path: PathBuf) {
+        self.input(path, Access::XATTRS);
+    }
+
+    /// What `path` was when the command reached it; kept only while it
+    /// holds its pre-run state. The first look is kept; a later one with
+    /// another stat means it changed during the run; a later digest (the
+    /// file read after a look) is added when the stat is the same.
+    pub fn see(&mut self, path: &Path, seen: Seen) {
+        if self.touched(path) || self.exclusions.excludes(path) {
+            return;
+        }
+        match self.seen.get_mut(path) {
+            None => {
+                if self.seen.len() < MAX_PATHS {
+                    self.seen.insert(path.to_path_buf(), seen);
+                }
+            }
+            Some(first) if !first.same_stat(&seen) => first.changed = true,
+            Some(first) => {
+                if first.digest.is_none() {
+                    first.digest = seen.digest;
+                }
+            }
+        }
+    }
+
+    /// What was seen of `path` so far.
+    pub fn seen(&self, path: &Path) -> Option<&Seen> {
+        self.seen.get(path)
     }
 
     /// Not found: a pre-run fact only if the run has not touched the path
@@ -581,6 +786,7 @@ impl Events {
                 TracedPath {
                     path: p.to_path_buf(),
                     access,
+                    seen: self.seen.get(p).copied(),
                 }
             })
             .collect();
@@ -631,6 +837,62 @@ mod tests {
 
     fn events() -> Events {
         Events::new(Exclusions::default())
+    }
+
+    fn seen(size: u64, mtime_ns: i64, at_ns: i64) -> Seen {
+        Seen {
+            dev: 1,
+            ino: 2,
+            size,
+            mode: 0o100644,
+            mtime_ns,
+            ctime_ns: mtime_ns,
+            at_ns,
+            digest: None,
+            changed: false,
+        }
+    }
+
+    #[test]
+    fn the_first_look_is_kept_and_a_later_different_one_marks_a_change() {
+        let mut e = events();
+        let old = seen(3, 1_000_000_000, 9_000_000_000);
+        assert!(!old.racy());
+        e.see(Path::new("/w/a"), old);
+        e.see(Path::new("/w/a"), old);
+        assert_eq!(e.seen(Path::new("/w/a")), Some(&old));
+        e.see(Path::new("/w/a"), seen(4, 1_000_000_000, 9_000_000_000));
+        assert!(e.seen(Path::new("/w/a")).unwrap().changed);
+        // Racy: a digest taken later, with the same stat, is added.
+        let racy = seen(3, 8_990_000_000, 9_000_000_000);
+        assert!(racy.racy());
+        e.see(Path::new("/w/b"), racy);
+        e.see(
+            Path::new("/w/b"),
+            Seen {
+                digest: Some([7; 32]),
+                ..racy
+            },
+        );
+        assert_eq!(e.seen(Path::new("/w/b")).unwrap().digest, Some([7; 32]));
+        // What the run wrote first is not seen; nor what it leaves out.
+        e.written(p("/w/c"), true, true);
+        e.see(Path::new("/w/c"), old);
+        e.see(Path::new("/proc/1/stat"), old);
+        assert_eq!(e.seen(Path::new("/w/c")), None);
+        assert_eq!(e.seen(Path::new("/proc/1/stat")), None);
+        e.read(p("/w/a"));
+        let log = e.finish(0);
+        assert!(log.paths[0].seen.is_some_and(|s| s.changed));
+    }
+
+    #[test]
+    fn a_regular_file_under_dev_is_kept_and_devices_left_out() {
+        let x = Exclusions::default();
+        assert!(x.excludes(Path::new("/dev/null")));
+        assert!(x.excludes(Path::new("/dev/pts/0")));
+        assert!(x.excludes(Path::new("/proc/self/fd/3")));
+        assert!(!x.excludes(Path::new("/dev/shm/anything")));
     }
 
     #[test]

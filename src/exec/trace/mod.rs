@@ -3,15 +3,18 @@
 //! wrote, so that files nobody declared can go into the key.
 //!
 //! The command runs under `ptrace` with a seccomp-BPF filter
-//! ([`filter`]): only the file-system calls stop it (the `open`, `exec`,
-//! `stat`, `access`, `readlink`, directory-read, `rename`/`unlink`/`mkdir`
-//! families, `truncate`, `chdir`); everything else runs at full speed. A
-//! dedicated thread ([`tracer`]) forks the command, attaches with
-//! `PTRACE_SEIZE`, follows every process and thread it starts, and for each
-//! stopped call reads the path (resolving it against the caller's working
-//! directory or directory descriptor) and, where the outcome matters, the
-//! result at the call's exit. [`log`] folds those events into a sorted
-//! [`TraceLog`].
+//! ([`filter`]) built from the classification of every system call of the
+//! architecture ([`syscalls`]): the keyed calls (the `open`, `exec`,
+//! `stat`, `access`, `readlink`, directory-read, `rename`/`unlink`/`mkdir`,
+//! xattr and metadata families, `truncate`, `chdir`) and the unrecordable
+//! ones stop it; the harmless rest runs at full speed. A dedicated thread
+//! ([`tracer`]) forks the command, attaches with `PTRACE_SEIZE`, follows
+//! every process and thread it starts, and for each stopped call reads the
+//! path (resolving it against the caller's working directory or directory
+//! descriptor, then through symlinks and `/proc` magic links, [`resolve`])
+//! and, where the outcome matters, the result at the call's exit. [`log`]
+//! folds those events into a sorted [`TraceLog`], each input with what it
+//! was when the command reached it ([`Seen`]).
 //!
 //! # Guarantees
 //!
@@ -20,13 +23,15 @@
 //!   no seccomp, another architecture), [`TraceUnavailable`] comes back
 //!   *before* the command has run. It never runs untraced under the name
 //!   of a traced run.
-//! - A run that tracing cannot vouch for says so in
-//!   [`TraceLog::untraceable`] and must not be recorded: a set-user-ID,
+//! - Fail closed for recording: a run that tracing cannot vouch for says so
+//!   in [`TraceLog::untraceable`] and must not be recorded: a set-user-ID,
 //!   set-group-ID or file-capability program (it runs without its
 //!   privileges when traced, or with `no_new_privs`, so it behaved
 //!   differently), a 32-bit or x32 process (other system-call numbers),
-//!   `chroot`, `open_by_handle_at`, `io_uring` (files opened without a
-//!   system call per file), a path that could not be read from the tracee.
+//!   an unrecordable call (mounts, `chroot`, `setns`, `io_uring`, handles),
+//!   a seccomp filter of its own, a `CLONE_UNTRACED` child, a system-call
+//!   number the tables do not know, a stop the tracer cannot attribute, a
+//!   tracee lost, a path that could not be read from the tracee.
 //! - Traced, the command behaves as untraced: same stdio, exit status,
 //!   signals (re-delivered), job control (group-stops are left to
 //!   `PTRACE_LISTEN`), process group.
@@ -34,19 +39,21 @@
 //! # Limits
 //!
 //! Tracing sees what goes through path-based system calls of the traced
-//! processes. It does not see the network, the clock, other processes'
-//! state, files a daemon reads on the command's behalf (a build server, a
-//! compiler cache), files reached through a descriptor received over a
-//! socket, or a path a command changes in its own memory while the call
-//! runs (a race only a hostile program would make). A `chroot` or a new
-//! mount namespace makes paths mean something else (`chroot` is reported;
-//! `unshare -m` is not). Processes still running when the command is done
-//! (daemons that closed its output) are killed: a process whose filter
-//! outlives its tracer would fail every file-system call.
+//! processes. It does not see the network, the clock (vDSO calls never
+//! enter the kernel), randomness, machine state (`uname`, the CPU set,
+//! `/proc` and `/sys` content), other processes' state, files a daemon
+//! reads on the command's behalf (a build server, a compiler cache), files
+//! reached through a descriptor received over a socket, or a path a
+//! command changes in its own memory while the call runs (a race only a
+//! hostile program would make). Processes still running when the command
+//! is done (daemons that closed its output) are killed: a process whose
+//! filter outlives its tracer would fail every file-system call.
 
 pub mod child;
 pub mod filter;
 pub mod log;
+pub mod resolve;
+pub mod syscalls;
 pub mod tracee;
 pub mod tracer;
 
@@ -57,7 +64,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-pub use log::{Access, Counts, Exclusions, TraceLog, TracedPath, Untraceable};
+pub use log::{Access, Counts, Exclusions, Seen, TraceLog, TracedPath, Untraceable};
 pub use tracer::{StartError, Tracer};
 
 /// How to trace.
@@ -66,6 +73,10 @@ pub struct TraceOptions {
     /// Paths never recorded, besides `/proc`, `/sys` and `/dev`: the cache
     /// directory, `--trace-exclude` globs.
     pub exclude: Exclusions,
+    /// The command's stdin is a terminal: a read of the terminal (an
+    /// answer typed at a prompt) makes the run unrecordable. Reads of
+    /// descriptor 0 stop only then.
+    pub stdin_terminal: bool,
 }
 
 /// Why a command cannot be traced here. The command has not run.
@@ -118,7 +129,7 @@ impl std::error::Error for TraceUnavailable {}
 /// whether memorun is itself traced (a debugger attached to memorun, or
 /// `strace -f`, which would also claim the command).
 pub fn preflight() -> Result<(), TraceUnavailable> {
-    if filter::native().is_none() {
+    if filter::native(false).is_none() {
         return Err(TraceUnavailable::Unsupported);
     }
     if let Some(pid) = tracee::own_tracer() {
@@ -143,8 +154,8 @@ pub struct Spawn<'a> {
 /// Start `spawn` traced; it has exec'd when this returns.
 pub fn start(spawn: Spawn<'_>, options: &TraceOptions) -> Result<Tracer, StartError> {
     preflight().map_err(StartError::Unavailable)?;
-    let (_, program) =
-        filter::native().ok_or(StartError::Unavailable(TraceUnavailable::Unsupported))?;
+    let (_, program) = filter::native(options.stdin_terminal)
+        .ok_or(StartError::Unavailable(TraceUnavailable::Unsupported))?;
     let mut spec = child::Spec::new(spawn.argv, spawn.env_remove.unwrap_or(""), program)
         .map_err(StartError::Spawn)?;
     spec.stdio = spawn.stdio;

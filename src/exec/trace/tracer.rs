@@ -40,7 +40,12 @@ use std::time::Duration;
 use super::TraceUnavailable;
 use super::child::{self, Forked, Spec};
 use super::filter::Call;
-use super::log::{Events, Exclusions, TraceLog, Untraceable, absolute};
+use super::log::{
+    Events, Exclusions, Seen, TraceLog, Untraceable, absolute, content_digest, listing_digest,
+    now_ns,
+};
+use super::resolve::Resolver;
+use super::syscalls;
 use super::tracee::{self, OP_EXIT, OP_SECCOMP};
 
 /// Why the traced command did not start.
@@ -266,6 +271,8 @@ fn trace(spec: Spec, exclusions: Exclusions, tx: Sender<Report>, shared: &Shared
         events,
         procs: HashMap::new(),
         cwds: HashMap::new(),
+        resolver: Resolver::default(),
+        escaped: Vec::new(),
         main: pid,
         main_done: false,
         started: false,
@@ -308,11 +315,48 @@ enum Pending {
         new: Target,
     },
     Truncate(Target),
+    /// Mode, owner, times or extended attributes written.
+    Meta(Target),
+    /// A `CLONE_UNTRACED` clone: its pid, at the exit, to kill at the end.
+    Escape,
+}
+
+/// What the command reads of a path, for its [`Seen`] note.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Its stat only.
+    Stat,
+    /// Its content.
+    Content,
+    /// Its entries' names.
+    Listing,
+}
+
+/// What a call that succeeded did to a name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    Removed,
+    Created,
+    Written,
+}
+
+/// A path argument: what the command wrote (absolute) and what the kernel
+/// reaches through it (symlinks and `/proc` magic links followed).
+struct Named {
+    path: PathBuf,
+    real: PathBuf,
+}
+
+impl Named {
+    /// The path as written, and the one reached when it differs.
+    fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.path).chain((self.real != self.path).then_some(&self.real))
+    }
 }
 
 /// A path argument: resolved, or not readable (the call is then expected
 /// to fail; if it succeeds the run is not traceable).
-type Target = Result<PathBuf, ()>;
+type Target = Result<Named, ()>;
 
 #[derive(Default)]
 struct Proc {
@@ -325,6 +369,9 @@ struct Loop {
     /// Working directories read from `/proc`, dropped on any `chdir`
     /// (threads and `CLONE_FS` children share theirs).
     cwds: HashMap<i32, PathBuf>,
+    resolver: Resolver,
+    /// Processes cloned with `CLONE_UNTRACED`, killed at the end.
+    escaped: Vec<OwnedFd>,
     main: i32,
     main_done: bool,
     started: bool,
@@ -413,6 +460,12 @@ impl Loop {
             }
             self.stopped(tid, status);
         }
+        if !stopping && !self.procs.is_empty() {
+            // Nothing left to wait for, yet tracees never seen to exit.
+            self.events
+                .untraceable(Untraceable::LostTracee(self.procs.len()));
+        }
+        self.kill_escaped();
         outlived
     }
 
@@ -495,7 +548,12 @@ impl Loop {
                 let waiting = self.procs.get(&tid).is_some_and(|p| p.pending.is_some());
                 resume(tid, waiting, sig);
             }
-            _ => resume(tid, false, 0),
+            event => {
+                // No other event was asked for.
+                self.events
+                    .untraceable(Untraceable::UnknownStop(event as u32));
+                resume(tid, false, 0);
+            }
         }
     }
 
@@ -509,37 +567,63 @@ impl Loop {
         Some(c)
     }
 
-    /// The path argument at `addr`, relative to `dirfd`. `Ok(None)` when
-    /// the call names no path (an empty path without `AT_EMPTY_PATH`:
-    /// the kernel refuses it), and with `AT_EMPTY_PATH` the directory or
-    /// file `dirfd` itself when `empty_ok`.
+    /// The path argument at `addr`, relative to `dirfd`, and what it
+    /// reaches (following a final symlink when `follow`). `Ok(None)` when
+    /// the call names no path (an empty path without `AT_EMPTY_PATH`: the
+    /// kernel refuses it), and with `AT_EMPTY_PATH` the directory or file
+    /// `dirfd` itself when `empty_ok`.
     fn resolve(
         &mut self,
         tid: i32,
         dirfd: i32,
         addr: u64,
         empty_ok: bool,
-    ) -> Result<Option<PathBuf>, ()> {
+        follow: bool,
+    ) -> Result<Option<Named>, ()> {
         let raw: OsString = tracee::read_path(tid, addr).ok_or(())?;
         if raw.is_empty() && !empty_ok {
             return Ok(None);
         }
-        if raw.as_bytes().first() == Some(&b'/') {
-            return Ok(Some(absolute(Path::new("/"), &raw)));
-        }
-        let base = if dirfd == AT_FDCWD {
-            self.cwd(tid)
+        let path = if raw.as_bytes().first() == Some(&b'/') {
+            absolute(Path::new("/"), &raw)
         } else {
-            tracee::fd_path(tid, dirfd)
+            let base = if dirfd == AT_FDCWD {
+                self.cwd(tid)
+            } else {
+                tracee::fd_path(tid, dirfd)
+            };
+            absolute(&base.ok_or(())?, &raw)
         };
-        let base = base.ok_or(())?;
-        Ok(Some(absolute(&base, &raw)))
+        let real = self.resolver.real(tid, &path, follow);
+        Ok(Some(Named { path, real }))
     }
 
     /// Like [`Loop::resolve`], for calls where a missing path means there
     /// is nothing to record.
-    fn target(&mut self, tid: i32, dirfd: i32, addr: u64) -> Option<Target> {
-        self.resolve(tid, dirfd, addr, false).transpose()
+    fn target(&mut self, tid: i32, dirfd: i32, addr: u64, follow: bool) -> Option<Target> {
+        self.resolve(tid, dirfd, addr, false, follow).transpose()
+    }
+
+    /// A path given as `dirfd` and `path` with `AT_*` flags: an empty path
+    /// with `AT_EMPTY_PATH` (or a NULL one, for `utimensat`) is `dirfd`.
+    fn target_at(&mut self, tid: i32, dirfd: i32, addr: u64, flags: u64) -> Option<Target> {
+        let follow = flags & AT_SYMLINK_NOFOLLOW == 0;
+        if addr == 0 {
+            return self.descriptor(tid, dirfd).map(Ok);
+        }
+        match self.resolve(tid, dirfd, addr, flags & AT_EMPTY_PATH != 0, follow) {
+            Ok(Some(n)) if n.path.as_os_str().is_empty() => None,
+            r => r.transpose(),
+        }
+    }
+
+    /// The file descriptor `fd` of `tid` names, when it is a path.
+    fn descriptor(&mut self, tid: i32, fd: i32) -> Option<Named> {
+        let path = tracee::fd_path(tid, fd)?;
+        Some(Named {
+            real: path.clone(),
+            path,
+        })
     }
 
     fn seccomp(&mut self, tid: i32) {
@@ -553,126 +637,226 @@ impl Loop {
             }
         };
         let Some(call) = Call::from_data(info.ret_data & 0xffff) else {
+            self.events
+                .untraceable(Untraceable::UnknownStop(info.ret_data));
             resume(tid, false, 0);
             return;
         };
-        let a = info.args;
-        let fd = |i: usize| a[i] as i32;
         let pending = match call {
-            Call::Open | Call::Creat | Call::OpenAt | Call::OpenAt2 => {
-                let (dirfd, addr) = match call {
-                    Call::Open | Call::Creat => (AT_FDCWD, a[0]),
-                    _ => (fd(0), a[1]),
-                };
-                let flags = match call {
-                    Call::Open => a[1],
-                    Call::Creat => (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64,
-                    Call::OpenAt => a[2],
-                    _ => {
-                        // struct open_how { u64 flags; u64 mode; u64 resolve; }
-                        if let Some(resolve) = tracee::read_u64(tid, a[2].wrapping_add(16))
-                            && resolve & RESOLVE_IN_ROOT != 0
-                        {
-                            self.events
-                                .untraceable(Untraceable::Opaque("openat2 with RESOLVE_IN_ROOT"));
-                        }
-                        tracee::read_u64(tid, a[2]).unwrap_or(0)
-                    }
-                };
-                let lookup_only = flags & libc::O_ACCMODE as u64 == libc::O_RDONLY as u64
-                    && flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 == 0;
-                match self.target(tid, dirfd, addr) {
-                    None => None,
-                    Some(Ok(path)) if lookup_only => {
-                        let follow = flags & libc::O_NOFOLLOW as u64 == 0;
-                        if flags & (libc::O_PATH | libc::O_DIRECTORY) as u64 != 0 {
-                            self.probe(path, follow);
-                        } else {
-                            self.open_for_reading(path, follow);
-                        }
-                        None
-                    }
-                    Some(path) => {
-                        let existed = flags & libc::O_CREAT as u64 != 0
-                            && path.as_ref().is_ok_and(|p| std::fs::metadata(p).is_ok());
-                        Some(Pending::Open {
-                            path,
-                            flags,
-                            existed,
-                        })
-                    }
-                }
-            }
+            Call::Open | Call::Creat | Call::OpenAt | Call::OpenAt2 => self.open(tid, call, &info),
             Call::Execve | Call::ExecveAt => {
+                let a = info.args;
                 let (dirfd, addr, flags) = match call {
                     Call::Execve => (AT_FDCWD, a[0], 0),
-                    _ => (fd(0), a[1], a[4]),
+                    _ => (a[0] as i32, a[1], a[4]),
                 };
-                self.resolve(tid, dirfd, addr, flags & AT_EMPTY_PATH != 0)
+                self.resolve(tid, dirfd, addr, flags & AT_EMPTY_PATH != 0, true)
                     .transpose()
                     .map(Pending::Exec)
             }
+            Call::Getdents => {
+                if let Some(dir) = tracee::fd_path(tid, info.args[0] as i32) {
+                    self.snapshot(&dir, Look::Listing, None);
+                    self.events.listed(dir);
+                }
+                None
+            }
+            Call::Unrecordable => {
+                let table = super::filter::table(info.arch);
+                let name = syscalls::name(table, info.nr_or_rval).unwrap_or("an unknown call");
+                self.events.untraceable(Untraceable::Opaque(name));
+                None
+            }
+            Call::Unknown => {
+                self.events
+                    .untraceable(Untraceable::UnknownCall(info.nr_or_rval));
+                None
+            }
+            Call::Foreign => {
+                self.events.untraceable(Untraceable::ForeignAbi);
+                None
+            }
+            Call::ReadStdin => {
+                if tracee::fd_path(tid, 0).is_some_and(|p| is_terminal(&p)) {
+                    self.events.untraceable(Untraceable::ReadTerminal);
+                }
+                None
+            }
+            Call::Clone | Call::Clone3 | Call::Prctl | Call::Seccomp | Call::OpenTree => {
+                self.guarded(tid, call, &info)
+            }
+            Call::XattrPath | Call::XattrLink | Call::XattrFd | Call::XattrAt => {
+                self.xattrs(tid, call, &info);
+                None
+            }
+            _ => self.names(tid, call, &info),
+        };
+        let waiting = pending.is_some();
+        if let Some(p) = self.procs.get_mut(&tid) {
+            p.pending = pending;
+        }
+        resume(tid, waiting, 0);
+    }
+
+    /// `open`, `openat`, `openat2`, `creat`. A read-only open is classified
+    /// at once (see [`Loop::probe`]); one that may write waits for its
+    /// result.
+    fn open(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) -> Option<Pending> {
+        let a = info.args;
+        let (dirfd, addr) = match call {
+            Call::Open | Call::Creat => (AT_FDCWD, a[0]),
+            _ => (a[0] as i32, a[1]),
+        };
+        let flags = match call {
+            Call::Open => a[1],
+            Call::Creat => (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64,
+            Call::OpenAt => a[2],
+            _ => {
+                // struct open_how { u64 flags; u64 mode; u64 resolve; }
+                if let Some(resolve) = tracee::read_u64(tid, a[2].wrapping_add(16))
+                    && resolve & RESOLVE_IN_ROOT != 0
+                {
+                    self.events
+                        .untraceable(Untraceable::Opaque("openat2 with RESOLVE_IN_ROOT"));
+                }
+                tracee::read_u64(tid, a[2]).unwrap_or(0)
+            }
+        };
+        let lookup_only = flags & libc::O_ACCMODE as u64 == libc::O_RDONLY as u64
+            && flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 == 0;
+        let follow = flags & libc::O_NOFOLLOW as u64 == 0;
+        match self.target(tid, dirfd, addr, follow) {
+            None => None,
+            Some(Ok(n)) if lookup_only => {
+                if flags & (libc::O_PATH | libc::O_DIRECTORY) as u64 != 0 {
+                    self.probe(n, follow);
+                } else {
+                    self.open_for_reading(n, follow);
+                }
+                None
+            }
+            Some(path) => {
+                let existed = flags & libc::O_CREAT as u64 != 0
+                    && path
+                        .as_ref()
+                        .is_ok_and(|n| std::fs::metadata(&n.real).is_ok());
+                Some(Pending::Open {
+                    path,
+                    flags,
+                    existed,
+                })
+            }
+        }
+    }
+
+    /// Calls checked by their arguments: a clone that would escape the
+    /// tracer, a seccomp filter of the command's own, a detached mount.
+    fn guarded(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) -> Option<Pending> {
+        const PR_SET_SECCOMP: u64 = 22;
+        const OPEN_TREE_CLONE: u64 = 1;
+        let a = info.args;
+        match call {
+            Call::Clone | Call::Clone3 => {
+                // clone3(struct clone_args *): flags is its first u64.
+                let flags = match call {
+                    Call::Clone => Some(a[0]),
+                    _ => tracee::read_u64(tid, a[0]),
+                };
+                // Unreadable clone3 arguments: the call fails with EFAULT.
+                if flags.is_some_and(|f| f & u64::from(super::filter::CLONE_UNTRACED) != 0) {
+                    self.events.untraceable(Untraceable::UntracedClone);
+                    return Some(Pending::Escape);
+                }
+                None
+            }
+            Call::Prctl if a[0] == PR_SET_SECCOMP => {
+                self.events.untraceable(Untraceable::SeccompFilter);
+                None
+            }
+            // SECCOMP_SET_MODE_STRICT, SECCOMP_SET_MODE_FILTER; the other
+            // operations only ask.
+            Call::Seccomp if a[0] <= 1 => {
+                self.events.untraceable(Untraceable::SeccompFilter);
+                None
+            }
+            Call::OpenTree if a[2] & OPEN_TREE_CLONE != 0 => {
+                self.events
+                    .untraceable(Untraceable::Opaque("open_tree with OPEN_TREE_CLONE"));
+                None
+            }
+            Call::OpenTree => {
+                // Without a clone, an O_PATH descriptor: a look.
+                if let Some(Ok(n)) = self.target_at(tid, a[0] as i32, a[1], a[2]) {
+                    let follow = a[2] & AT_SYMLINK_NOFOLLOW == 0;
+                    self.probe(n, follow);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// `getxattr`, `listxattr` and their forms: the attributes are an input
+    /// (with the path's look, which they come with).
+    fn xattrs(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) {
+        let a = info.args;
+        let (target, follow) = match call {
+            Call::XattrPath => (self.target(tid, AT_FDCWD, a[0], true), true),
+            Call::XattrLink => (self.target(tid, AT_FDCWD, a[0], false), false),
+            Call::XattrFd => (self.descriptor(tid, a[0] as i32).map(Ok), true),
+            _ => (
+                self.target_at(tid, a[0] as i32, a[1], a[2]),
+                a[2] & AT_SYMLINK_NOFOLLOW == 0,
+            ),
+        };
+        match target {
+            Some(Ok(n)) => {
+                if lookup(&n.real, follow).is_ok() {
+                    for p in n.all() {
+                        self.events.xattrs(p.clone());
+                    }
+                }
+                self.probe(n, follow);
+            }
+            // Unreadable: the call fails, or the run is not traceable.
+            Some(Err(())) => self.events.untraceable(Untraceable::UnreadablePath),
+            None => {}
+        }
+    }
+
+    /// The calls that look at, create, remove or change names.
+    fn names(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) -> Option<Pending> {
+        let a = info.args;
+        let fd = |i: usize| a[i] as i32;
+        match call {
             Call::Probe
             | Call::ProbeLink
             | Call::StatAt
             | Call::Statx
             | Call::AccessAt
-            | Call::ReadlinkAt => {
-                let (dirfd, addr, flags) = match call {
-                    Call::Probe | Call::ProbeLink => (AT_FDCWD, a[0], 0),
-                    Call::StatAt => (fd(0), a[1], a[3]),
-                    Call::Statx => (fd(0), a[1], a[2]),
-                    // faccessat has no flags argument; faccessat2 does. A
-                    // stray AT_EMPTY_PATH bit only makes an empty path
-                    // name the fd, which is then not recorded either way.
-                    Call::AccessAt => (fd(0), a[1], a[3]),
-                    _ => (fd(0), a[1], 0),
-                };
-                // An empty path with AT_EMPTY_PATH is fstat(dirfd): the
-                // file was opened before, nothing new.
-                let follow = match call {
-                    Call::ProbeLink | Call::ReadlinkAt => false,
-                    Call::StatAt | Call::Statx => flags & AT_SYMLINK_NOFOLLOW == 0,
-                    _ => true,
-                };
-                match self.resolve(tid, dirfd, addr, false) {
-                    Ok(None) => None,
-                    Ok(Some(path)) => {
-                        self.probe(path, follow);
-                        None
-                    }
-                    // Unreadable: whether it mattered shows at the exit.
-                    Err(()) => Some(Pending::Probe {
-                        path: Err(()),
-                        einval_present: false,
-                    }),
-                }
-            }
-            Call::Getdents => {
-                if let Some(dir) = tracee::fd_path(tid, fd(0)) {
-                    self.events.listed(dir);
-                }
-                None
-            }
+            | Call::ReadlinkAt
+            | Call::ProbeAt4
+            | Call::NameToHandle
+            | Call::Inotify => self.look(tid, call, info),
             Call::Chdir => self
-                .target(tid, AT_FDCWD, a[0])
+                .target(tid, AT_FDCWD, a[0], true)
                 .map(|p| Pending::Chdir(Some(p))),
             Call::Fchdir => Some(Pending::Chdir(None)),
             Call::Rename | Call::RenameAt | Call::RenameAt2 => {
                 let (from, to, flags) = match call {
                     Call::Rename => (
-                        self.target(tid, AT_FDCWD, a[0]),
-                        self.target(tid, AT_FDCWD, a[1]),
+                        self.target(tid, AT_FDCWD, a[0], false),
+                        self.target(tid, AT_FDCWD, a[1], false),
                         0,
                     ),
                     Call::RenameAt => (
-                        self.target(tid, fd(0), a[1]),
-                        self.target(tid, fd(2), a[3]),
+                        self.target(tid, fd(0), a[1], false),
+                        self.target(tid, fd(2), a[3], false),
                         0,
                     ),
                     _ => (
-                        self.target(tid, fd(0), a[1]),
-                        self.target(tid, fd(2), a[3]),
+                        self.target(tid, fd(0), a[1], false),
+                        self.target(tid, fd(2), a[3], false),
                         a[4],
                     ),
                 };
@@ -685,43 +869,75 @@ impl Loop {
                     _ => None,
                 }
             }
-            Call::Unlink => self.target(tid, AT_FDCWD, a[0]).map(Pending::Unlink),
-            Call::UnlinkAt => self.target(tid, fd(0), a[1]).map(Pending::Unlink),
-            Call::Mkdir => self.target(tid, AT_FDCWD, a[0]).map(Pending::Create),
-            Call::MkdirAt => self.target(tid, fd(0), a[1]).map(Pending::Create),
-            Call::Symlink => self.target(tid, AT_FDCWD, a[1]).map(Pending::Create),
-            Call::SymlinkAt => self.target(tid, fd(1), a[2]).map(Pending::Create),
+            Call::Unlink => self.target(tid, AT_FDCWD, a[0], false).map(Pending::Unlink),
+            Call::UnlinkAt => self.target(tid, fd(0), a[1], false).map(Pending::Unlink),
+            Call::Mkdir => self.target(tid, AT_FDCWD, a[0], false).map(Pending::Create),
+            Call::MkdirAt => self.target(tid, fd(0), a[1], false).map(Pending::Create),
+            Call::Symlink => self.target(tid, AT_FDCWD, a[1], false).map(Pending::Create),
+            Call::SymlinkAt => self.target(tid, fd(1), a[2], false).map(Pending::Create),
             Call::Link => {
-                let old = self.target(tid, AT_FDCWD, a[0]);
-                self.target(tid, AT_FDCWD, a[1])
+                let old = self.target(tid, AT_FDCWD, a[0], false);
+                self.target(tid, AT_FDCWD, a[1], false)
                     .map(|new| Pending::Link { old, new })
             }
             Call::LinkAt => {
-                // AT_EMPTY_PATH: linking an open (O_TMPFILE) file, no old name.
+                // AT_EMPTY_PATH: linking an open (O_TMPFILE) file, no old
+                // name; AT_SYMLINK_FOLLOW: the old name's target.
                 let old = if a[4] & AT_EMPTY_PATH != 0 {
                     None
                 } else {
-                    self.target(tid, fd(0), a[1])
+                    self.target(tid, fd(0), a[1], a[4] & AT_SYMLINK_FOLLOW != 0)
                 };
-                self.target(tid, fd(2), a[3])
+                self.target(tid, fd(2), a[3], false)
                     .map(|new| Pending::Link { old, new })
             }
-            Call::Truncate => self.target(tid, AT_FDCWD, a[0]).map(Pending::Truncate),
-            Call::Opaque => {
-                self.events
-                    .untraceable(Untraceable::Opaque(opaque_name(info.arch, info.nr_or_rval)));
-                None
-            }
-            Call::Foreign => {
-                self.events.untraceable(Untraceable::ForeignAbi);
-                None
-            }
-        };
-        let waiting = pending.is_some();
-        if let Some(p) = self.procs.get_mut(&tid) {
-            p.pending = pending;
+            Call::Truncate => self
+                .target(tid, AT_FDCWD, a[0], true)
+                .map(Pending::Truncate),
+            Call::MetaPath => self.target(tid, AT_FDCWD, a[0], true).map(Pending::Meta),
+            Call::MetaLink => self.target(tid, AT_FDCWD, a[0], false).map(Pending::Meta),
+            Call::MetaFd => self.descriptor(tid, fd(0)).map(|n| Pending::Meta(Ok(n))),
+            Call::MetaAt => self.target_at(tid, fd(0), a[1], 0).map(Pending::Meta),
+            Call::MetaAt2 => self.target_at(tid, fd(0), a[1], a[2]).map(Pending::Meta),
+            Call::MetaAt3 => self.target_at(tid, fd(0), a[1], a[3]).map(Pending::Meta),
+            Call::MetaAt4 => self.target_at(tid, fd(0), a[1], a[4]).map(Pending::Meta),
+            _ => None,
         }
-        resume(tid, waiting, 0);
+    }
+
+    /// `stat`, `access`, `readlink` and the other looks at a path.
+    fn look(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) -> Option<Pending> {
+        const AT_SYMLINK_FOLLOW_: u64 = AT_SYMLINK_FOLLOW;
+        const IN_DONT_FOLLOW: u64 = 0x0200_0000;
+        let a = info.args;
+        let fd = |i: usize| a[i] as i32;
+        let (dirfd, addr, follow) = match call {
+            Call::Probe => (AT_FDCWD, a[0], true),
+            Call::ProbeLink => (AT_FDCWD, a[0], false),
+            Call::StatAt => (fd(0), a[1], a[3] & AT_SYMLINK_NOFOLLOW == 0),
+            Call::Statx => (fd(0), a[1], a[2] & AT_SYMLINK_NOFOLLOW == 0),
+            // faccessat has no flags argument; faccessat2 does. A stray
+            // AT_SYMLINK_NOFOLLOW bit only makes the look at the link.
+            Call::AccessAt => (fd(0), a[1], a[3] & AT_SYMLINK_NOFOLLOW == 0),
+            Call::ProbeAt4 => (fd(0), a[1], a[4] & AT_SYMLINK_NOFOLLOW == 0),
+            Call::NameToHandle => (fd(0), a[1], a[4] & AT_SYMLINK_FOLLOW_ != 0),
+            Call::Inotify => (AT_FDCWD, a[1], a[2] & IN_DONT_FOLLOW == 0),
+            _ => (fd(0), a[1], false), // readlinkat
+        };
+        // An empty path with AT_EMPTY_PATH is fstat(dirfd): the file was
+        // opened before, nothing new.
+        match self.resolve(tid, dirfd, addr, false, follow) {
+            Ok(None) => None,
+            Ok(Some(n)) => {
+                self.probe(n, follow);
+                None
+            }
+            // Unreadable: whether it mattered shows at the exit.
+            Err(()) => Some(Pending::Probe {
+                path: Err(()),
+                einval_present: false,
+            }),
+        }
     }
 
     fn syscall_exit(&mut self, tid: i32) {
@@ -732,14 +948,25 @@ impl Loop {
         };
         // Read while it is still stopped, then let it go.
         let info = tracee::syscall_info(tid);
-        resume(tid, false, 0);
         let result = match info {
             Ok(i) if i.op == OP_EXIT => i.result(),
             _ => {
+                resume(tid, false, 0);
                 self.events.untraceable(Untraceable::NoSyscallInfo);
                 return;
             }
         };
+        if let (Pending::Escape, Ok(child)) = (&pending, result) {
+            // The clone's child is not traced, but its parent is stopped:
+            // it cannot have been reaped, so its pid is its own.
+            if let Some(pid) = rustix::process::Pid::from_raw(child as i32)
+                && let Ok(fd) =
+                    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            {
+                self.escaped.push(fd);
+            }
+        }
+        resume(tid, false, 0);
         if matches!(result, Err(e) if RESTART.contains(&e)) {
             // Interrupted; it stops again at seccomp when it restarts.
             return;
@@ -754,7 +981,7 @@ impl Loop {
         // A path we could not read, in a call that succeeded: something was
         // touched that we cannot name.
         let mut unreadable = false;
-        let mut take = |t: Target| -> Option<PathBuf> {
+        let mut take = |t: Target| -> Option<Named> {
             match t {
                 Ok(p) => Some(p),
                 Err(()) => {
@@ -769,116 +996,57 @@ impl Loop {
                 flags,
                 existed,
             } => {
-                let Some(path) = take(path) else {
+                let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                let flags = flags as i32;
-                if absent {
-                    self.events.absent(path);
-                } else if errno == libc::EEXIST {
-                    self.events.present(path);
-                } else if ok {
-                    let created = flags & libc::O_CREAT != 0 && !existed;
-                    let truncated = flags & libc::O_TRUNC != 0;
-                    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-                        // An unnamed file in the directory `path`.
-                        self.events.present(path);
-                    } else if flags & (libc::O_PATH | libc::O_DIRECTORY) != 0 {
-                        self.events.present(path);
-                    } else {
-                        match flags & libc::O_ACCMODE {
-                            libc::O_RDONLY if !created => self.events.read(path),
-                            libc::O_RDONLY => self.events.written(path, true, false),
-                            acc => {
-                                if acc == libc::O_RDWR && !created && !truncated {
-                                    self.events.read(path.clone());
-                                }
-                                self.events.written(path, created, truncated);
-                            }
-                        }
-                    }
-                }
+                self.opened(n, flags as i32, existed, result);
             }
             Pending::Exec(path) => {
                 // Success is handled at PTRACE_EVENT_EXEC; here it failed.
-                let Some(path) = take(path) else { return };
-                if absent {
-                    self.events.absent(path);
-                } else if errno == libc::EACCES {
-                    self.events.present(path);
-                }
+                let Some(n) = take(path) else { return };
+                self.looked(&n, errno == libc::EACCES, absent);
             }
             Pending::Probe {
                 path,
                 einval_present,
             } => {
-                let Some(path) = take(path) else {
+                let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                if ok || (einval_present && errno == libc::EINVAL) {
-                    self.events.present(path);
-                } else if absent {
-                    self.events.absent(path);
-                }
+                self.looked(&n, ok || (einval_present && errno == libc::EINVAL), absent);
             }
             Pending::Chdir(path) => {
                 if ok {
                     self.cwds.clear();
                 }
-                let Some(Some(path)) = path.map(&mut take) else {
+                let Some(Some(n)) = path.map(&mut take) else {
                     return self.unreadable(unreadable);
                 };
-                if ok {
-                    self.events.present(path);
-                } else if absent {
-                    self.events.absent(path);
-                }
+                self.looked(&n, ok, absent);
             }
             Pending::Rename { from, to, exchange } => {
                 let (Some(from), Some(to)) = (take(from), take(to)) else {
                     return self.unreadable(unreadable);
                 };
-                if !ok {
-                    if absent {
-                        self.events.absent(from);
-                    }
-                    return;
-                }
-                let is_dir = std::fs::symlink_metadata(&to).is_ok_and(|m| m.is_dir());
-                // Within the left-out paths (a build tree), it is none of
-                // the log's business.
-                let left_out = self.events.excludes(&from) && self.events.excludes(&to);
-                if is_dir && !left_out && !self.events.was_created(&from) {
-                    self.events
-                        .untraceable(Untraceable::DirectoryRenamed(from.clone()));
-                }
-                if exchange {
-                    self.events.exchanged(from, to);
-                } else {
-                    self.events.renamed(from, to);
-                }
+                self.renamed(from, to, exchange, ok, absent);
             }
             Pending::Unlink(path) => {
-                let Some(path) = take(path) else {
+                let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                if ok {
-                    self.events.removed(path);
-                } else if absent {
-                    self.events.absent(path);
-                }
+                self.changed(&n, Changed::Removed, result);
             }
             Pending::Create(path) => {
-                let Some(path) = take(path) else {
+                let Some(n) = take(path) else {
                     return self.unreadable(unreadable);
                 };
-                if ok {
-                    self.events.created(path);
-                } else if errno == libc::EEXIST {
-                    self.events.present(path);
-                } else if absent {
-                    self.events.absent(path);
-                }
+                self.changed(&n, Changed::Created, result);
+            }
+            Pending::Truncate(path) | Pending::Meta(path) => {
+                let Some(n) = take(path) else {
+                    return self.unreadable(unreadable);
+                };
+                self.changed(&n, Changed::Written, result);
             }
             Pending::Link { old, new } => {
                 let old = old.and_then(&mut take);
@@ -889,26 +1057,120 @@ impl Loop {
                     // The new name shares the old file's content: reading
                     // it later reads the old file.
                     if let Some(old) = old {
-                        self.events.read(old);
+                        old.all().for_each(|p| self.events.read(p.clone()));
                     }
-                    self.events.created(new);
+                    self.changed(&new, Changed::Created, result);
                 } else if errno == libc::EEXIST {
-                    self.events.present(new);
+                    // (ENOENT may be the old name's: nothing about the new.)
+                    self.looked(&new, true, false);
                 }
             }
-            Pending::Truncate(path) => {
-                let Some(path) = take(path) else {
-                    return self.unreadable(unreadable);
-                };
-                if ok {
-                    self.events.written(path, false, true);
-                } else if absent {
-                    self.events.absent(path);
-                }
-            }
+            Pending::Escape => {}
         }
         if unreadable {
             self.events.untraceable(Untraceable::UnreadablePath);
+        }
+    }
+
+    /// A name removed, created or written (a truncation, new metadata), at
+    /// the call's exit.
+    fn changed(&mut self, n: &Named, how: Changed, result: Result<i64, i32>) {
+        let errno = result.err().unwrap_or(0);
+        if result.is_err() {
+            let exists = errno == libc::EEXIST && how == Changed::Created;
+            return self.looked(n, exists, ENOENT_LIKE.contains(&errno));
+        }
+        if how != Changed::Written {
+            self.resolver.forget();
+        }
+        for p in n.all() {
+            let p = p.clone();
+            match how {
+                Changed::Removed => self.events.removed(p),
+                Changed::Created => self.events.created(p),
+                Changed::Written => self.events.written(p, false, false),
+            }
+        }
+    }
+
+    /// Found (`present`) or not (`absent`), metadata only.
+    fn looked(&mut self, n: &Named, present: bool, absent: bool) {
+        for p in n.all() {
+            if present {
+                self.events.present(p.clone());
+            } else if absent {
+                self.events.absent(p.clone());
+            }
+        }
+    }
+
+    /// An open that could write, at its exit.
+    fn opened(&mut self, n: Named, flags: i32, existed: bool, result: Result<i64, i32>) {
+        let errno = result.err().unwrap_or(0);
+        if ENOENT_LIKE.contains(&errno) {
+            n.all().for_each(|p| self.events.absent(p.clone()));
+            return;
+        }
+        if errno == libc::EEXIST {
+            n.all().for_each(|p| self.events.present(p.clone()));
+            return;
+        }
+        if result.is_err() {
+            return;
+        }
+        let created = flags & libc::O_CREAT != 0 && !existed;
+        let truncated = flags & libc::O_TRUNC != 0;
+        if created {
+            self.resolver.forget();
+        }
+        for p in n.all() {
+            let p = p.clone();
+            if flags & libc::O_TMPFILE == libc::O_TMPFILE
+                || flags & (libc::O_PATH | libc::O_DIRECTORY) != 0
+            {
+                // O_TMPFILE: an unnamed file in the directory `p`.
+                self.events.present(p);
+                continue;
+            }
+            match flags & libc::O_ACCMODE {
+                libc::O_RDONLY if !created => self.events.read(p),
+                libc::O_RDONLY => self.events.written(p, true, false),
+                acc => {
+                    if acc == libc::O_RDWR && !created && !truncated {
+                        self.events.read(p.clone());
+                    }
+                    self.events.written(p, created, truncated);
+                }
+            }
+        }
+    }
+
+    fn renamed(&mut self, from: Named, to: Named, exchange: bool, ok: bool, absent: bool) {
+        if !ok {
+            if absent {
+                from.all().for_each(|p| self.events.absent(p.clone()));
+            }
+            return;
+        }
+        self.resolver.forget();
+        let is_dir = std::fs::symlink_metadata(&to.real).is_ok_and(|m| m.is_dir());
+        // Within the left-out paths (a build tree), it is none of the
+        // log's business.
+        let left_out = self.events.excludes(&from.real) && self.events.excludes(&to.real);
+        if is_dir && !left_out && !self.events.was_created(&from.real) {
+            self.events
+                .untraceable(Untraceable::DirectoryRenamed(from.path.clone()));
+        }
+        let pairs = [(&from.path, &to.path), (&from.real, &to.real)];
+        for (i, (a, b)) in pairs.into_iter().enumerate() {
+            if i == 1 && from.real == from.path && to.real == to.path {
+                break;
+            }
+            if exchange {
+                self.events.exchanged(a.clone(), b.clone());
+            } else {
+                self.events.renamed(a.clone(), b.clone());
+            }
         }
     }
 
@@ -923,24 +1185,81 @@ impl Loop {
     /// path changed during the run, and the recorded state (absent, or the
     /// content that memorun hashes) no longer matches the file: a miss
     /// next time, never a stale hit.
-    fn probe(&mut self, path: PathBuf, follow: bool) {
-        match lookup(&path, follow) {
-            Ok(()) => self.events.present(path),
-            Err(e) if ENOENT_LIKE.contains(&e) => self.events.absent(path),
+    ///
+    /// Both the path as written and what it reaches are looked at: `stat`
+    /// through a symlink looks at its target too.
+    fn probe(&mut self, n: Named, follow: bool) {
+        match lookup(&n.real, follow) {
+            Ok(meta) => {
+                // The note is of what the path leads to, as the race guard
+                // stats it: not of a link looked at itself.
+                let followed = (!meta.file_type().is_symlink()).then_some(&meta);
+                for p in n.all() {
+                    self.snapshot(p, Look::Stat, followed);
+                    self.events.present(p.clone());
+                }
+            }
+            Err(e) if ENOENT_LIKE.contains(&e) => {
+                n.all().for_each(|p| self.events.absent(p.clone()));
+            }
             Err(_) => {}
         }
     }
 
-    /// A read-only open, classified at entry (see [`Loop::probe`]).
-    fn open_for_reading(&mut self, path: PathBuf, follow: bool) {
-        if self.events.already_read(&path) {
+    /// A read-only open, classified at entry (see [`Loop::probe`]): the
+    /// file reached is read, through whatever links the command made.
+    fn open_for_reading(&mut self, n: Named, follow: bool) {
+        if self.events.already_read(&n.real) && self.events.already_read(&n.path) {
             return;
         }
-        match lookup(&path, follow) {
-            Ok(()) => self.events.read(path),
-            Err(e) if ENOENT_LIKE.contains(&e) => self.events.absent(path),
+        match lookup(&n.real, follow) {
+            Ok(meta) => {
+                for p in n.all() {
+                    self.snapshot(p, Look::Content, Some(&meta));
+                    self.events.read(p.clone());
+                }
+            }
+            Err(e) if ENOENT_LIKE.contains(&e) => {
+                n.all().for_each(|p| self.events.absent(p.clone()));
+            }
             Err(_) => {}
         }
+    }
+
+    /// Note what `path` is as the command reaches it (its stat, and, when
+    /// the stat is too recent to vouch for what `look` reads, a digest of
+    /// the content or of the listing): the race guard tells by it a file
+    /// written before the command opened it from one modified while it
+    /// ran. `meta` is its stat when already taken (following links).
+    fn snapshot(&mut self, path: &Path, look: Look, meta: Option<&std::fs::Metadata>) {
+        if let Some(s) = self.events.seen(path)
+            && (s.changed || look == Look::Stat || !s.racy() || s.digest.is_some())
+        {
+            return;
+        }
+        if self.events.touched(path) || self.events.excludes(path) {
+            return;
+        }
+        let owned;
+        let meta = match meta {
+            Some(m) => m,
+            None => match std::fs::metadata(path) {
+                Ok(m) => {
+                    owned = m;
+                    &owned
+                }
+                Err(_) => return,
+            },
+        };
+        let mut seen = Seen::of(meta, now_ns());
+        if seen.racy() {
+            seen.digest = match look {
+                Look::Content if meta.is_file() => content_digest(path),
+                Look::Listing if meta.is_dir() => listing_digest(path),
+                _ => None,
+            };
+        }
+        self.events.see(path, seen);
     }
 
     fn unreadable(&mut self, yes: bool) {
@@ -964,18 +1283,23 @@ impl Loop {
         if let Some(p) = self.procs.get_mut(&tid) {
             p.pending = None;
         }
-        if let Some(Pending::Exec(Ok(path))) = pending {
-            self.events.executed(path);
+        if let Some(Pending::Exec(Ok(n))) = pending {
+            for p in n.all() {
+                self.snapshot(p, Look::Content, None);
+                self.events.executed(p.clone());
+            }
         } else if let Some(Pending::Exec(Err(()))) = pending {
             self.events.untraceable(Untraceable::UnreadablePath);
         }
         let exe = tracee::exe(tid);
         for lib in tracee::mapped_files(tid, exe.as_deref()) {
             // The dynamic loader, mapped by the kernel.
+            self.snapshot(&lib, Look::Content, None);
             self.events.executed(lib);
         }
         if let Some(exe) = exe {
             self.check_privileges(tid, &exe);
+            self.snapshot(&exe, Look::Content, None);
             self.events.executed(exe);
         }
         if tid == self.main && !self.started {
@@ -1007,20 +1331,32 @@ impl Loop {
                 .untraceable(Untraceable::Privileged(exe.to_path_buf()));
         }
     }
+
+    /// Kill what escaped the tracer (`CLONE_UNTRACED`): it must not outlive
+    /// the run unnoticed.
+    fn kill_escaped(&mut self) {
+        for fd in self.escaped.drain(..) {
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+        }
+    }
 }
 
-/// Whether `path` exists (following a final symlink when `follow`), or
-/// the errno of the lookup.
-fn lookup(path: &Path, follow: bool) -> Result<(), i32> {
-    let flags = if follow {
-        rustix::fs::AtFlags::empty()
+/// `path`'s stat (following a final symlink when `follow`), or the errno
+/// of the lookup.
+fn lookup(path: &Path, follow: bool) -> Result<std::fs::Metadata, i32> {
+    let r = if follow {
+        std::fs::metadata(path)
     } else {
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW
+        std::fs::symlink_metadata(path)
     };
-    match rustix::fs::statat(rustix::fs::CWD, path, flags) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.raw_os_error()),
-    }
+    r.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Whether `path` (a descriptor's target) is a terminal: a pseudo-terminal,
+/// a virtual console, a serial line, the console.
+fn is_terminal(path: &Path) -> bool {
+    let b = path.as_os_str().as_bytes();
+    b.starts_with(b"/dev/pts/") || b.starts_with(b"/dev/tty") || b == b"/dev/console"
 }
 
 fn has_file_caps(path: &Path) -> bool {
@@ -1039,23 +1375,7 @@ fn has_file_caps(path: &Path) -> bool {
     n > 0
 }
 
-fn opaque_name(arch: u32, nr: u64) -> &'static str {
-    use super::filter::{AARCH64, AUDIT_ARCH_AARCH64, X86_64};
-    let table = if arch == AUDIT_ARCH_AARCH64 {
-        AARCH64
-    } else {
-        X86_64
-    };
-    debug_assert!(table.iter().any(|e| e.0 as u64 == nr));
-    match (arch == AUDIT_ARCH_AARCH64, nr) {
-        (false, 161) | (true, 51) => "chroot",
-        (false, 304) | (true, 265) => "open_by_handle_at",
-        (_, 425) => "io_uring",
-        (false, 134) => "uselib",
-        _ => "an untraceable system call",
-    }
-}
-
 const PTRACE_EVENT_STOP: i32 = 128;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 const RENAME_EXCHANGE: u64 = 2;
+const AT_SYMLINK_FOLLOW: u64 = libc::AT_SYMLINK_FOLLOW as u64;
