@@ -999,9 +999,9 @@ mod tests {
         old(&f);
         old(&prog);
         let inputs = vec![
-            (f.clone(), Probe::Exists),
-            (f.clone(), Probe::Xattrs),
-            (prog.clone(), Probe::Program),
+            (f.clone(), Probe::Exists, None),
+            (f.clone(), Probe::Xattrs, None),
+            (prog.clone(), Probe::Program, None),
         ];
         let mut cache = MemCache::default();
         let later = inputs::now_ns() + RACE_MARGIN_NS + 1;
