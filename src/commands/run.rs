@@ -496,9 +496,10 @@ fn refresh_in_background(store: &dyn Store, resolved: &Resolved, feed: &Feed, ui
         }
     } else {
         match stdin_component {
-            // Not read (a terminal, a device): a detached run cannot see it.
-            Some(c) if c.state == State::Absent => return false,
-            // `--stdin ignore`, or hashed and empty: /dev/null.
+            // Not read (a device): a detached run cannot see it.
+            Some(c) if c.state == State::Absent && c.name != stdin::NO_DATA => return false,
+            // `--stdin ignore`, or no data (empty, or a terminal keyed as
+            // empty): /dev/null.
             _ => RefreshStdin::Empty,
         }
     };

@@ -63,9 +63,18 @@ pub fn describe(c: &Component) -> String {
         (Kind::Env, State::Present) => format!("set ({})", c.digest.short()),
         (Kind::Env, State::Absent) => "unset".into(),
         (Kind::Input, State::Absent) => "absent".into(),
-        (Kind::Stdin, State::Absent) => format!("not read ({})", c.name),
+        (Kind::Stdin, State::Absent) => stdin_state(c),
         (Kind::Stdin, State::Present) => format!("hashed ({})", c.digest.short()),
         _ => c.digest.short(),
+    }
+}
+
+/// A stdin that was not hashed: "no stdin data" (a terminal not read,
+/// `/dev/null`, an empty pipe), or "not read (device)".
+fn stdin_state(c: &Component) -> String {
+    match c.name.as_str() {
+        crate::key::stdin::NO_DATA => "no stdin data".into(),
+        why => format!("not read ({why})"),
     }
 }
 
@@ -84,10 +93,13 @@ fn transition(old: &Component, new: &Component) -> String {
         (Kind::Input, State::Absent, State::Present) => "created".into(),
         (Kind::Input, State::Present, State::Absent) => "deleted".into(),
         (Kind::Stdin, State::Absent, State::Present) => {
-            format!("was not read ({}), now hashed", old.name)
+            format!("was {}, now hashed", stdin_state(old))
         }
         (Kind::Stdin, State::Present, State::Absent) => {
-            format!("was hashed, now not read ({})", new.name)
+            format!("was hashed, now {}", stdin_state(new))
+        }
+        (Kind::Stdin, State::Absent, State::Absent) => {
+            format!("was {}, now {}", stdin_state(old), stdin_state(new))
         }
         (Kind::InputSet, _, _) => "files added, removed or renamed".into(),
         (Kind::EnvPattern, _, _) => "matches other variables".into(),
@@ -378,7 +390,7 @@ mod tests {
             Component::input(b"main.c", d(1)),
             Component::input(b"typo.txt", None),
             Component::input_set(b"empty", &[]),
-            Component::stdin(Err("terminal")),
+            Component::stdin(Err(crate::key::stdin::NO_DATA)),
         ];
         let named = |name: &str, state| NamedInput {
             name: name.into(),

@@ -18,7 +18,12 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the key encoding. If you change any of the inputs to the hash,
 /// or how they are encoded, change this.
-pub const KEY_VERSION: u32 = 1;
+///
+/// 2: a terminal stdin that is not read and an empty one key alike ("no
+/// stdin data"); run options in the key as typed (`Kind::Option`:
+/// `--trace-exclude`, `--no-default-trace-excludes`), and with them the
+/// default `--trace` exclusions.
+pub const KEY_VERSION: u32 = 2;
 
 /// Domain separation for the final key digest.
 const KEY_CONTEXT: &[u8] = b"memorun key";
@@ -261,7 +266,7 @@ impl Component {
     }
 
     /// stdin: a keyed digest of what was read, or `None` with a reason
-    /// (`terminal`) when it was not read.
+    /// when nothing was hashed (`no data`: see `key::stdin::NO_DATA`).
     pub fn stdin(content: Result<Digest, &str>) -> Component {
         match content {
             Ok(d) => Component::with_content(Kind::Stdin, b"", Some(d)),
@@ -464,7 +469,7 @@ mod tests {
         let d = Digest([3; 32]);
         assert_ne!(
             Component::stdin(Ok(d)).digest,
-            Component::stdin(Err("terminal")).digest
+            Component::stdin(Err("no data")).digest
         );
         assert_ne!(
             Component::literal("a").digest,
@@ -588,7 +593,7 @@ mod tests {
     /// `KEY_VERSION` and update the expected digest.
     #[test]
     fn golden_key_digest() {
-        assert_eq!(KEY_VERSION, 1, "update the golden digest with the version");
+        assert_eq!(KEY_VERSION, 2, "update the golden digest with the version");
         let k = Key::new(vec![
             Component::argv(&["cc", "-o", "out.o", "in.c"]),
             Component::cwd(b"/src/project"),
@@ -599,7 +604,7 @@ mod tests {
         ]);
         assert_eq!(
             k.digest.to_hex(),
-            "8a4012e857c8bd03557157f38cd08c071d11774a03aff51b45ed59647c93f975",
+            "58a66d1315ce46e57989200a02e74fdb2202b5cbaa867ac031794ae3a3fd9bd0",
             "key encoding changed: bump KEY_VERSION and update this digest"
         );
     }

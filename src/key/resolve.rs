@@ -102,6 +102,9 @@ pub struct Context<'a> {
     pub known_outputs: &'a [Vec<u8>],
     /// Show a bar on the terminal when hashing inputs takes long.
     pub show_progress: bool,
+    /// Directories no walk or glob enters (the cache directory: absolute,
+    /// canonical).
+    pub skip: &'a [PathBuf],
 }
 
 /// Build the key for `spec`. `env` lists the environment (normally
@@ -141,7 +144,8 @@ pub fn resolve(
 
     let mut collector = Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude)
         .show_progress(ctx.show_progress)
-        .base_dir(spec.base_dir.as_deref());
+        .base_dir(spec.base_dir.as_deref())
+        .skip(ctx.skip);
     for input in &spec.inputs {
         collector.explicit(input)?;
     }
