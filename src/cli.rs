@@ -379,11 +379,26 @@ pub struct RunArgs {
 
     /// Leave paths matching this glob out of what --trace records
     ///
-    /// Matched against absolute paths. `/proc`, `/sys`, `/dev` and the cache
-    /// directory are always left out. Repeatable. Example:
+    /// A relative glob is resolved against the working directory, as
+    /// --exclude is (`target/**`); an absolute one is matched as it is.
+    /// `/proc`, `/sys`, `/dev` and the cache directory are always left
+    /// out, and by default cargo's lock files and target directory (see
+    /// --no-default-trace-excludes). Repeatable. Example:
     /// `memorun --trace --trace-exclude '/var/cache/**' -- make`.
     #[arg(long, value_name = "GLOB", help_heading = "Key")]
     pub trace_exclude: Vec<String>,
+
+    /// Do not leave out the toolchain state --trace leaves out by default
+    ///
+    /// By default a traced run leaves out what cargo rewrites on every
+    /// run: its lock files (`$CARGO_HOME/.global-cache`, `.package-cache`,
+    /// `.package-cache-mutate`; `CARGO_HOME` defaults to `~/.cargo`) and,
+    /// in a directory with a `Cargo.toml`, its target directory
+    /// (`$CARGO_TARGET_DIR`, else `./target`). Not the registry's index or
+    /// sources. `memorun why --trace` lists them. Example:
+    /// `memorun --trace --no-default-trace-excludes -- cargo test`.
+    #[arg(long, help_heading = "Key")]
+    pub no_default_trace_excludes: bool,
 
     /// Also record runs that exit with a non-zero code
     ///

@@ -671,6 +671,7 @@ fn run_and_record(
             resolved,
             log,
             prepare::manifest_base(config, resolved).as_deref(),
+            &created_after_absent(config, resolved, log),
         ) {
             Ok(m) => traced = Some(m),
             Err(refused) => why_not = Some(refused),
@@ -775,9 +776,9 @@ fn run_and_record(
 }
 
 /// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
-/// directory, and the `--trace-exclude` globs.
+/// directory, the default exclusions and the `--trace-exclude` globs.
 fn trace_options(config: &Config, store: &dyn Store, t: &TraceConfig) -> TraceOptions {
-    let mut dirs = Vec::new();
+    let mut dirs = t.defaults.clone();
     if let Some(root) = store.locks_dir().parent() {
         dirs.push(root.to_path_buf());
     }
@@ -800,6 +801,7 @@ fn trace_manifest(
     resolved: &Resolved,
     log: &trace::TraceLog,
     base_dir: Option<&std::path::Path>,
+    created: &[std::path::PathBuf],
 ) -> Result<NewManifest, (&'static str, String)> {
     let cwd = &resolved.base.cwd;
     if let Some(u) = &log.untraceable {
@@ -841,18 +843,69 @@ fn trace_manifest(
         ));
     });
     match recorded {
-        Some(Ok(m)) => Ok(NewManifest {
+        Some(Ok(mut m)) => {
+            with_absent(&mut m, created);
+            Ok(NewManifest {
             base: resolved.key.digest,
             digest: m.digest(base_dir),
-            paths: m.encode(base_dir),
-            inputs: m.items.len() as u64,
-        }),
+                paths: m.encode(base_dir),
+                inputs: m.items.len() as u64,
+            })
+        }
         Some(Err(mismatch)) => Err((counters::NOT_RECORDED_INPUT, mismatch.message(cwd))),
         None => Err((
             counters::NOT_RECORDED_CACHE,
             "the stat cache was not available".into(),
         )),
     }
+}
+
+/// Paths the run looked for, did not find, and then created itself, that
+/// no argument or `-o` names: its own product (cargo's `Cargo.lock` in a
+/// fresh clone), keyed as the command found them, absent. The next run,
+/// which finds one, is another entry. (An argument or a declared output
+/// the run probes first, as `cc -o foo.o` does, stays an output only:
+/// otherwise what one run left would make the next one miss.)
+fn created_after_absent(
+    config: &Config,
+    resolved: &Resolved,
+    log: &trace::TraceLog,
+) -> Vec<std::path::PathBuf> {
+    use trace::Access;
+    let cwd = &resolved.base.cwd;
+    let named = |path: &std::path::Path| {
+        let rel = path.strip_prefix(cwd).ok();
+        config.key.command[1..]
+            .iter()
+            .any(|a| key::exclude::normalize(&cwd.join(a)) == path)
+            || rel.is_some_and(|r| config.key.outputs.covers(r.as_os_str().as_bytes()))
+    };
+    log.paths
+        .iter()
+        .filter(|p| p.access.contains(Access::PROBED_ABSENT | Access::CREATED))
+        .filter(|p| !p.access.intersects(Access::READ | Access::EXECUTED | Access::LISTED))
+        .filter(|p| !named(&p.path))
+        .map(|p| p.path.clone())
+        .collect()
+}
+
+/// Add `absent` to a recorded manifest, each as absent, in path order.
+fn with_absent(m: &mut key::traced::Manifest, absent: &[std::path::PathBuf]) {
+    if absent.is_empty() {
+        return;
+    }
+    let mut items: Vec<_> = std::mem::take(&mut m.items)
+        .into_iter()
+        .zip(std::mem::take(&mut m.stats))
+        .collect();
+    items.extend(
+        absent
+            .iter()
+            .map(|p| ((p.clone(), key::traced::State::Absent), None)),
+    );
+    items.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+    items.dedup_by(|a, b| a.0.0 == b.0.0);
+    (m.items, m.stats) = items.into_iter().unzip();
 }
 
 /// What a traced input's state is made of, from what the command did to it.

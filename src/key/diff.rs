@@ -37,6 +37,8 @@ impl fmt::Display for Change {
             Kind::Cwd | Kind::Stdin | Kind::Argv => {
                 write!(f, "{}: {}", label(self.kind), self.change)
             }
+            // As typed: `--trace-exclude 'target/**': added`.
+            Kind::Option => write!(f, "{}: {}", self.name, self.change),
             _ => write!(f, "{} {}: {}", label(self.kind), self.name, self.change),
         }
     }
@@ -54,6 +56,7 @@ pub fn label(kind: Kind) -> &'static str {
         Kind::Stdin => "stdin",
         Kind::Literal => "key",
         Kind::KeyCmd => "key-cmd",
+        Kind::Option => "option",
     }
 }
 

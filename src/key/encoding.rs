@@ -112,6 +112,9 @@ pub enum Kind {
     Literal,
     /// The stdout and exit status of a `--key-cmd`.
     KeyCmd,
+    /// A run option that changes what the key stands for, as typed
+    /// (`--trace-exclude 'target/**'`).
+    Option,
 }
 
 impl Kind {
@@ -126,6 +129,7 @@ impl Kind {
             Kind::Stdin => 7,
             Kind::Literal => 8,
             Kind::KeyCmd => 9,
+            Kind::Option => 10,
         }
     }
 }
@@ -271,6 +275,19 @@ impl Component {
         match content {
             Ok(d) => Component::with_content(Kind::Stdin, b"", Some(d)),
             Err(why) => Component::with_content(Kind::Stdin, why.as_bytes(), None),
+        }
+    }
+
+    /// A run option in the key, as the user would type it (shell-quoted):
+    /// `--trace-exclude 'target/**'`.
+    pub fn option(typed: &str) -> Component {
+        let mut e = Encoder::new(Kind::Option, typed.as_bytes(), State::Present);
+        e.bytes(typed.as_bytes());
+        Component {
+            kind: Kind::Option,
+            name: typed.to_string(),
+            state: State::Present,
+            digest: e.finish(),
         }
     }
 
