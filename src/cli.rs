@@ -89,7 +89,7 @@ pub enum Sub {
         /// Print a JSON object instead of a table
         ///
         /// A stable object: `hits`, `misses` and the other counters are
-        /// numbers; see the README for every field. Example:
+        /// numbers; docs/commands.md describes every field. Example:
         /// `memorun stats --json | jq .hit_rate`.
         #[arg(long)]
         json: bool,
@@ -129,7 +129,7 @@ pub enum Sub {
     /// crash). Only files memorun created inside the cache directory are
     /// removed; symlinks are never followed. Examples:
     /// `memorun clear --older-than 30d`, `memorun clear --failed --dry-run`,
-    /// `memorun clear -- make docs`.
+    /// `memorun clear -- make docs`, `memorun clear --prefix -- cargo test`.
     Clear {
         /// Only entries last used longer ago than DURATION
         ///
@@ -161,11 +161,19 @@ pub enum Sub {
         #[arg(long, conflicts_with_all = ["older_than", "failed", "command"])]
         all: bool,
 
+        /// With -- COMMAND: every command that starts with those words
+        ///
+        /// `memorun clear --prefix -- cargo test` removes the entries of
+        /// `cargo test`, `cargo test --offline`, `cargo test -p foo`...
+        #[arg(long, requires = "command")]
+        prefix: bool,
+
         /// Where the store is.
         #[command(flatten)]
         store: StoreArgs,
 
-        /// Only entries of this command, whatever their inputs
+        /// Only entries of this command (exactly these words, or with
+        /// --prefix starting with them), whatever their inputs
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },

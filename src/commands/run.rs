@@ -152,8 +152,9 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     // A local miss: ask the remote, under the run lock, so that concurrent
     // runs of the key download it once and then replay it locally.
     let mut tier = config.remote.clone().map(Tier::new);
+    let mut remote_missed = false;
     if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
-        match from_remote(config, ui, store, tier, &resolved, &feed) {
+        match from_remote(config, ui, store, tier, &resolved, &feed, &mut remote_missed) {
             Lookup::Replayed(code) => {
                 for l in [held, refresh_lock].into_iter().flatten() {
                     l.release_and_remove();
@@ -165,7 +166,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         }
     }
     if miss_reason.is_none() && ui.is_verbose() {
-        miss_reason = Some(explain_miss(store, &resolved));
+        miss_reason = Some(explain_miss(config, store, &resolved, remote_missed));
     }
     let ran = run_and_record(config, ui, store, &resolved, feed, miss_reason);
     if let Some(l) = &held
@@ -192,7 +193,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
 /// replay it through the local path (which restores its output files). A
 /// traced command's entry is found through the remote's trace manifests:
 /// the first that matches the files here names it, and is installed with
-/// it.
+/// it. `missed` is set when the remote answered that it has no entry.
 fn from_remote(
     config: &Config,
     ui: &Ui,
@@ -200,6 +201,7 @@ fn from_remote(
     tier: &mut Tier,
     resolved: &Resolved,
     feed: &Feed,
+    missed: &mut bool,
 ) -> Lookup {
     let fetched = match &config.trace {
         None => tier.fetch(store, ui, local_of(resolved, &resolved.key, None)),
@@ -260,7 +262,11 @@ fn from_remote(
             );
             look_up(config, ui, store, resolved, feed, Some(&origin))
         }
-        Fetched::Miss | Fetched::Off => Lookup::Miss(None),
+        Fetched::Miss => {
+            *missed = true;
+            Lookup::Miss(None)
+        }
+        Fetched::Off => Lookup::Miss(None),
     }
 }
 
@@ -524,11 +530,17 @@ fn reopen_stdin_at(offset: u64) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Why a lookup missed, from the closest earlier entry of the command.
-fn explain_miss(store: &dyn Store, resolved: &Resolved) -> String {
+/// Why a lookup missed, from the closest earlier entry of the command;
+/// with none, whether the remote was asked too (`remote_missed`).
+fn explain_miss(
+    config: &Config,
+    store: &dyn Store,
+    resolved: &Resolved,
+    remote_missed: bool,
+) -> String {
     match diff::closest_run(store, &resolved.key) {
         Ok(Some(old)) => diff::summary(&diff::diff(&old.components, &resolved.key.components)),
-        Ok(None) => "no earlier run of this command".into(),
+        Ok(None) => diff::no_earlier_run(remote_missed, config.key.base_dir.is_some()),
         Err(_) => "no entry".into(),
     }
 }

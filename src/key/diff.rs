@@ -320,6 +320,20 @@ pub fn closest_run(store: &dyn Store, key: &Key) -> anyhow::Result<Option<Previo
     })
 }
 
+/// Why a miss found nothing to compare with: no entry of the command here
+/// and, when `remote_missed`, none on the remote either. A remote entry
+/// recorded in a checkout at another path has another key unless
+/// `--base-dir` (`base_dir`) keys paths relative to it: say so, once.
+pub fn no_earlier_run(remote_missed: bool, base_dir: bool) -> String {
+    match (remote_missed, base_dir) {
+        (false, _) => "no earlier run of this command".into(),
+        (true, true) => "no entry here or on the remote".into(),
+        (true, false) => "no entry here or on the remote; checkouts at other paths share \
+                          entries only with --base-dir"
+            .into(),
+    }
+}
+
 /// A one-line summary of `changes` for `-v`: the first, and how many more.
 pub fn summary(changes: &[Change]) -> String {
     match changes {
