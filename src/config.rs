@@ -147,10 +147,7 @@ pub struct TraceConfig {
 ///
 /// If you change this list, bump `KEY_VERSION`: the key of a traced run
 /// stands for what it left out.
-pub fn default_trace_excludes(
-    env: &impl Fn(&str) -> Option<OsString>,
-    cwd: &Path,
-) -> Vec<PathBuf> {
+pub fn default_trace_excludes(env: &impl Fn(&str) -> Option<OsString>, cwd: &Path) -> Vec<PathBuf> {
     let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     let cargo_home = set("CARGO_HOME")
         .map(|h| cwd.join(h))
@@ -170,7 +167,9 @@ pub fn default_trace_excludes(
     let resolved: Vec<PathBuf> = paths
         .iter()
         .filter_map(|p| {
-            let real = std::fs::canonicalize(p.parent()?).ok()?.join(p.file_name()?);
+            let real = std::fs::canonicalize(p.parent()?)
+                .ok()?
+                .join(p.file_name()?);
             (real != *p).then_some(real)
         })
         .collect();

@@ -154,7 +154,15 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     let mut tier = config.remote.clone().map(Tier::new);
     let mut remote_missed = false;
     if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
-        match from_remote(config, ui, store, tier, &resolved, &feed, &mut remote_missed) {
+        match from_remote(
+            config,
+            ui,
+            store,
+            tier,
+            &resolved,
+            &feed,
+            &mut remote_missed,
+        ) {
             Lookup::Replayed(code) => {
                 for l in [held, refresh_lock].into_iter().flatten() {
                     l.release_and_remove();
@@ -858,8 +866,8 @@ fn trace_manifest(
         Some(Ok(mut m)) => {
             with_absent(&mut m, created);
             Ok(NewManifest {
-            base: resolved.key.digest,
-            digest: m.digest(base_dir),
+                base: resolved.key.digest,
+                digest: m.digest(base_dir),
                 paths: m.encode(base_dir),
                 inputs: m.items.len() as u64,
             })
@@ -895,7 +903,10 @@ fn created_after_absent(
     log.paths
         .iter()
         .filter(|p| p.access.contains(Access::PROBED_ABSENT | Access::CREATED))
-        .filter(|p| !p.access.intersects(Access::READ | Access::EXECUTED | Access::LISTED))
+        .filter(|p| {
+            !p.access
+                .intersects(Access::READ | Access::EXECUTED | Access::LISTED)
+        })
         .filter(|p| !named(&p.path))
         .map(|p| p.path.clone())
         .collect()

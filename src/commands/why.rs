@@ -137,7 +137,10 @@ fn explain(config: &Config, json: bool) -> Result<i32, Why> {
         if let Some(d) = &missing {
             text.insert_str(
                 0,
-                &format!("nothing recorded here yet ('{}' does not exist)\n", d.display()),
+                &format!(
+                    "nothing recorded here yet ('{}' does not exist)\n",
+                    d.display()
+                ),
             );
         }
         text
@@ -467,11 +470,15 @@ fn trace_excludes_text(
     globs: &[String],
     cwd: &std::path::Path,
 ) {
-    s.push_str("left out of tracing: /proc, /sys, /dev, the cache directory
-");
+    s.push_str(
+        "left out of tracing: /proc, /sys, /dev, the cache directory
+",
+    );
     if defaults.is_empty() {
-        s.push_str("  no default exclusions (--no-default-trace-excludes)
-");
+        s.push_str(
+            "  no default exclusions (--no-default-trace-excludes)
+",
+        );
     } else {
         let shown: Vec<String> = defaults
             .iter()

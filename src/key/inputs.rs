@@ -691,7 +691,6 @@ fn walk_error(arg: &OsStr, abs: &Path, e: walkdir::Error) -> anyhow::Error {
     }
 }
 
-
 /// `path` relative to `base`, for a path under `base` (see
 /// [`relative_bytes`]).
 fn relative_path<'p>(path: &'p Path, base: &Path) -> &'p Path {
@@ -818,8 +817,7 @@ fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
         (None, _) => return "leave the paths it writes out with --exclude GLOB".to_string(),
         (Some(first), rest) => {
             let top = root.join(first);
-            let is_dir =
-                rest.is_some() || matches!(w.before, Watched::Dir);
+            let is_dir = rest.is_some() || matches!(w.before, Watched::Dir);
             if is_dir {
                 format!("{}/**", top.display())
             } else {
@@ -843,8 +841,16 @@ pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&Watch
         // Followed: an --input root may be a symlink to a directory (walked
         // subdirectories are never links).
         Watched::Dir => !fs::metadata(&w.abs).is_ok_and(|m| m.is_dir()),
-        Watched::Link(target) => fs::read_link(&w.abs).map(|t| t.into_os_string().into_vec()).ok().as_ref() != Some(target),
-        Watched::Special(ft) => fs::symlink_metadata(&w.abs).map(|m| m.file_type()).ok() != Some(*ft),
+        Watched::Link(target) => {
+            fs::read_link(&w.abs)
+                .map(|t| t.into_os_string().into_vec())
+                .ok()
+                .as_ref()
+                != Some(target)
+        }
+        Watched::Special(ft) => {
+            fs::symlink_metadata(&w.abs).map(|m| m.file_type()).ok() != Some(*ft)
+        }
         Watched::File { digest, stat } => match fs::metadata(&w.abs) {
             Ok(m) if FileStat::of(&m) != *stat => true,
             Ok(_) if stat.is_racy(started_ns) => match hash_regular(&w.abs) {
@@ -1172,7 +1178,11 @@ mod tests {
             c.explicit(OsStr::new(input)).unwrap();
             let got = c.finish().unwrap();
             let inputs: Vec<String> = names(&got).into_iter().skip(1).map(|n| n.1).collect();
-            assert_eq!(inputs, vec![if input == "." { "./a" } else { "a" }], "{input}");
+            assert_eq!(
+                inputs,
+                vec![if input == "." { "./a" } else { "a" }],
+                "{input}"
+            );
             assert!(got.watch.iter().all(|w| !w.abs.starts_with(&skip[0])));
         }
     }

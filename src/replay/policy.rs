@@ -104,9 +104,7 @@ pub fn unrecordable(
             format!("cannot record its output: {}", io_reason(e)),
         ));
     }
-    if let Some(w) =
-        inputs::changed_during_run(&resolved.watch, resolved.started_ns)
-    {
+    if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
         return Some((counters::NOT_RECORDED_INPUT, inputs::changed_message(w)));
     }
     None
