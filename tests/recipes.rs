@@ -172,3 +172,47 @@ fn without_the_header_input_a_header_edit_replays_the_old_object() {
     assert_eq!(d.count(), 1);
     assert_eq!(prog(&d), "hello\n");
 }
+
+/// The three rules of "A Makefile rule" as written: each runs once, then
+/// `make -B` (every rule run again) is all hits with the same bytes; a
+/// template edit re-renders the page that reads it.
+#[test]
+fn the_makefile_rules_replay_and_see_what_they_name() {
+    let d = setup();
+    d.write("Makefile", recipe("make-rules"));
+    d.write("data.csv", "north,3\n");
+    d.write("pages/a.md", "# A\n");
+    d.write("templates/head.html", "<head>\n");
+    for (script, body) in [
+        ("render.sh", "echo render >> count\ncat \"$1\"\n"),
+        (
+            "build-page",
+            "echo page >> count\ncat templates/head.html \"$1\"\n",
+        ),
+    ] {
+        let p = d.write(script, format!("#!/bin/sh\n{body}"));
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let targets = ["report.html", "out/a.html", "main.o"];
+    make(&d, &targets);
+    assert_eq!(d.count(), 3);
+    let before: Vec<Vec<u8>> = targets
+        .iter()
+        .map(|t| fs::read(d.join(t)).unwrap())
+        .collect();
+    let args: Vec<&str> = std::iter::once("-B").chain(targets).collect();
+    make(&d, &args);
+    assert_eq!(d.count(), 3, "make -B ran a rule memorun had recorded");
+    let after: Vec<Vec<u8>> = targets
+        .iter()
+        .map(|t| fs::read(d.join(t)).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    d.write("templates/head.html", "<head lang=en>\n");
+    make(&d, &["-B", "out/a.html"]);
+    assert_eq!(d.count(), 4, "a template edit was not a miss");
+    assert_eq!(
+        fs::read_to_string(d.join("out/a.html")).unwrap(),
+        "<head lang=en>\n# A\n"
+    );
+}
