@@ -374,6 +374,32 @@ fn to_text(r: &Report) -> String {
         trace_excludes_text(&mut s, defaults, globs, &r.cwd);
     }
     outputs_text(&mut s, &r.outputs);
+    changes_text(&mut s, r);
+    match &r.remote {
+        Some((url, Some(true))) if r.entry.is_some() => {
+            s.push_str(&format!("the remote cache {url} holds the entry too\n"))
+        }
+        Some((url, Some(false))) => {
+            s.push_str(&format!("the remote cache {url} does not hold the entry\n"))
+        }
+        Some((url, None)) => s.push_str(&format!(
+            "the remote cache {url} could not be asked (see the warning)\n"
+        )),
+        _ => {}
+    }
+    if let Some((note, at)) = &r.not_recorded {
+        s.push_str(&format!(
+            "the latest run, {} ago, was not recorded: {}\n",
+            human_duration(age(*at)),
+            printable(note)
+        ));
+    }
+    s
+}
+
+/// On a miss, what changed since the closest earlier run, or that there
+/// is none (here, and on the remote when it was asked).
+fn changes_text(s: &mut String, r: &Report) {
     // Traced, a miss with the same components is the traced inputs' doing
     // (said above).
     let traced_only = r.traced.is_some() && r.changes.is_empty();
@@ -399,26 +425,6 @@ fn to_text(r: &Report) -> String {
             }
         }
     }
-    match &r.remote {
-        Some((url, Some(true))) if r.entry.is_some() => {
-            s.push_str(&format!("the remote cache {url} holds the entry too\n"))
-        }
-        Some((url, Some(false))) => {
-            s.push_str(&format!("the remote cache {url} does not hold the entry\n"))
-        }
-        Some((url, None)) => s.push_str(&format!(
-            "the remote cache {url} could not be asked (see the warning)\n"
-        )),
-        _ => {}
-    }
-    if let Some((note, at)) = &r.not_recorded {
-        s.push_str(&format!(
-            "the latest run, {} ago, was not recorded: {}\n",
-            human_duration(age(*at)),
-            printable(note)
-        ));
-    }
-    s
 }
 
 /// What `--trace` found: the manifest that matches, or the most recent one
