@@ -399,8 +399,9 @@ pub struct RunArgs {
     /// Do not leave out the toolchain state --trace leaves out by default
     ///
     /// By default a traced run leaves out what cargo rewrites on every
-    /// run: its lock files (`$CARGO_HOME/.global-cache`, `.package-cache`,
-    /// `.package-cache-mutate`; `CARGO_HOME` defaults to `~/.cargo`) and,
+    /// run: its lock files (`$CARGO_HOME/.global-cache` and its `-journal`,
+    /// `-wal`, `-shm`, `.package-cache`, `.package-cache-mutate`;
+    /// `CARGO_HOME` defaults to `~/.cargo`) and,
     /// in a directory with a `Cargo.toml`, its target directory
     /// (`$CARGO_TARGET_DIR`, else `./target`). Not the registry's index or
     /// sources. `memorun why --trace` lists them. Example:

@@ -136,11 +136,24 @@ pub struct TraceConfig {
     pub defaults: Vec<PathBuf>,
 }
 
+/// cargo's lock files under `CARGO_HOME`, and the side files of the
+/// SQLite database `.global-cache`.
+const CARGO_HOME_STATE: [&str; 6] = [
+    ".global-cache",
+    ".global-cache-journal",
+    ".global-cache-wal",
+    ".global-cache-shm",
+    ".package-cache",
+    ".package-cache-mutate",
+];
+
 /// The state of the toolchains the README's recipes use, rewritten by
 /// every run, and so left out of what `--trace` records unless
 /// `--no-default-trace-excludes`: cargo's lock files under `CARGO_HOME`
-/// (default `~/.cargo`) and its target directory (`CARGO_TARGET_DIR`, else
-/// `./target` when `./Cargo.toml` exists). Named exactly: not the
+/// (default `~/.cargo`; `.global-cache` is an SQLite database, whose
+/// journal and WAL files any concurrent cargo creates and removes) and its
+/// target directory (`CARGO_TARGET_DIR`, else `./target` when
+/// `./Cargo.toml` exists). Named exactly: not the
 /// registry's index or sources, which decide dependency versions when
 /// there is no `Cargo.lock`. Paths through a symlink are listed as given
 /// and resolved, since the tracer sees the paths the command uses.
@@ -155,9 +168,7 @@ pub fn default_trace_excludes(env: &impl Fn(&str) -> Option<OsString>, cwd: &Pat
         .or_else(|| dirs::home_dir().map(|h| h.join(".cargo")));
     let mut paths: Vec<PathBuf> = cargo_home
         .iter()
-        .flat_map(|h| {
-            [".global-cache", ".package-cache", ".package-cache-mutate"].map(|n| h.join(n))
-        })
+        .flat_map(|h| CARGO_HOME_STATE.map(|n| h.join(n)))
         .collect();
     match set("CARGO_TARGET_DIR") {
         Some(t) => paths.push(cwd.join(t)),

@@ -422,7 +422,9 @@ fn why_trace_shows_the_default_exclusions() {
     assert_contains(
         &stdout(&w),
         "  by default (--no-default-trace-excludes keeps them): cargo-home/.global-cache, \
-         cargo-home/.package-cache, cargo-home/.package-cache-mutate, target\n",
+         cargo-home/.global-cache-journal, cargo-home/.global-cache-wal, \
+         cargo-home/.global-cache-shm, cargo-home/.package-cache, \
+         cargo-home/.package-cache-mutate, target\n",
     );
     let w = d.run([
         "why",
