@@ -785,6 +785,65 @@ mod tests {
     }
 
     #[test]
+    fn default_trace_excludes_name_cargos_state_exactly() {
+        let t = tempfile::tempdir().unwrap();
+        let cwd = t.path().canonicalize().unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let got = default_trace_excludes(&env(&[("HOME", "/h")]), &cwd);
+        assert_eq!(
+            got,
+            [
+                ".global-cache",
+                ".global-cache-journal",
+                ".global-cache-wal",
+                ".global-cache-shm",
+                ".package-cache",
+                ".package-cache-mutate"
+            ]
+            .map(|n| PathBuf::from("/h/.cargo").join(n)),
+            "no target directory without a Cargo.toml"
+        );
+        std::fs::write(cwd.join("Cargo.toml"), "").unwrap();
+        let got = default_trace_excludes(&env(&[("CARGO_HOME", "/c")]), &cwd);
+        assert_eq!(got.first(), Some(&PathBuf::from("/c/.global-cache")));
+        assert_eq!(got.last(), Some(&cwd.join("target")));
+        let got = default_trace_excludes(&env(&[("CARGO_TARGET_DIR", "out")]), &cwd);
+        assert_eq!(got.last(), Some(&cwd.join("out")));
+    }
+
+    #[test]
+    fn a_relative_trace_exclude_is_resolved_against_the_working_directory() {
+        let cwd = Path::new("/w/[odd]");
+        let set = trace_exclude_globs(&["target/**".into(), "/abs/*.lock".into()], cwd)
+            .unwrap()
+            .unwrap();
+        for p in [
+            "/w/[odd]/target",
+            "/w/[odd]/target/debug/x",
+            "/abs/Cargo.lock",
+        ] {
+            assert!(set.is_match(p), "{p}");
+        }
+        for p in [
+            "/w/o/target/x",
+            "/elsewhere/target/x",
+            "/abs/sub/Cargo.lock",
+        ] {
+            assert!(!set.is_match(p), "{p}");
+        }
+        assert!(trace_exclude_globs(&[], cwd).unwrap().is_none());
+        let e = trace_exclude_globs(&["a[".into()], cwd).unwrap_err();
+        assert!(e.to_string().contains("--trace-exclude 'a['"), "{e}");
+    }
+
+    #[test]
     fn env_patterns() {
         assert!(matches!(EnvPattern::parse("HOME").unwrap(), EnvPattern::Exact(n) if n == "HOME"));
         assert!(matches!(
