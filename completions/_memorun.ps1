@@ -45,6 +45,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('--no-cwd', '--no-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key')
             [CompletionResult]::new('--no-auto-outputs', '--no-auto-outputs', [CompletionResultType]::ParameterName, 'Do not capture the files the command creates that are named on its command line')
             [CompletionResult]::new('--trace', '--trace', [CompletionResultType]::ParameterName, 'Trace the command''s file-system calls and key on every file it read')
+            [CompletionResult]::new('--no-default-trace-excludes', '--no-default-trace-excludes', [CompletionResultType]::ParameterName, 'Do not leave out the toolchain state --trace leaves out by default')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also record runs that exit with a non-zero code')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Run even on a hit, and record the new result')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Run even on a hit, and record the new result')
@@ -92,6 +93,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('--no-cwd', '--no-cwd', [CompletionResultType]::ParameterName, 'Leave the working directory out of the key')
             [CompletionResult]::new('--no-auto-outputs', '--no-auto-outputs', [CompletionResultType]::ParameterName, 'Do not capture the files the command creates that are named on its command line')
             [CompletionResult]::new('--trace', '--trace', [CompletionResultType]::ParameterName, 'Trace the command''s file-system calls and key on every file it read')
+            [CompletionResult]::new('--no-default-trace-excludes', '--no-default-trace-excludes', [CompletionResultType]::ParameterName, 'Do not leave out the toolchain state --trace leaves out by default')
             [CompletionResult]::new('--cache-failures', '--cache-failures', [CompletionResultType]::ParameterName, 'Also record runs that exit with a non-zero code')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Run even on a hit, and record the new result')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Run even on a hit, and record the new result')
@@ -126,6 +128,7 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             [CompletionResult]::new('--failed', '--failed', [CompletionResultType]::ParameterName, 'Only entries of runs that exited with a non-zero code')
             [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Say what would be removed, and remove nothing')
             [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Reset the cache: delete its database, hit log and blobs, then start a new store')
+            [CompletionResult]::new('--prefix', '--prefix', [CompletionResultType]::ParameterName, 'With -- COMMAND: every command that starts with those words')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break

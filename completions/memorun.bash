@@ -59,7 +59,7 @@ _memorun() {
 
     case "${cmd}" in
         memorun)
-            opts="-e -i -x -k -o -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --base-dir --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --remote --remote-read-only --verbose --quiet --cache-dir --help --version why stats list clear completions help"
+            opts="-e -i -x -k -o -t -f -v -q -h -V --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --base-dir --output --no-auto-outputs --trace --trace-exclude --no-default-trace-excludes --cache-failures --ttl --stale --force --no-cache --remote --remote-read-only --verbose --quiet --cache-dir --help --version why stats list clear completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,7 +153,7 @@ _memorun() {
             return 0
             ;;
         memorun__subcmd__clear)
-            opts="-h --older-than --failed --dry-run --all --cache-dir --help"
+            opts="-h --older-than --failed --dry-run --all --prefix --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -323,7 +323,7 @@ _memorun() {
             return 0
             ;;
         memorun__subcmd__why)
-            opts="-e -i -x -k -o -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --base-dir --output --no-auto-outputs --trace --trace-exclude --cache-failures --ttl --stale --force --no-cache --remote --remote-read-only --verbose --quiet --cache-dir --help"
+            opts="-e -i -x -k -o -t -f -v -q -h --json --env --input --exclude --ignore-arg --key --key-cmd --stdin --no-auto-inputs --no-cwd --base-dir --output --no-auto-outputs --trace --trace-exclude --no-default-trace-excludes --cache-failures --ttl --stale --force --no-cache --remote --remote-read-only --verbose --quiet --cache-dir --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

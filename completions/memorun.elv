@@ -42,6 +42,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --no-cwd 'Leave the working directory out of the key'
             cand --no-auto-outputs 'Do not capture the files the command creates that are named on its command line'
             cand --trace 'Trace the command''s file-system calls and key on every file it read'
+            cand --no-default-trace-excludes 'Do not leave out the toolchain state --trace leaves out by default'
             cand --cache-failures 'Also record runs that exit with a non-zero code'
             cand -f 'Run even on a hit, and record the new result'
             cand --force 'Run even on a hit, and record the new result'
@@ -88,6 +89,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --no-cwd 'Leave the working directory out of the key'
             cand --no-auto-outputs 'Do not capture the files the command creates that are named on its command line'
             cand --trace 'Trace the command''s file-system calls and key on every file it read'
+            cand --no-default-trace-excludes 'Do not leave out the toolchain state --trace leaves out by default'
             cand --cache-failures 'Also record runs that exit with a non-zero code'
             cand -f 'Run even on a hit, and record the new result'
             cand --force 'Run even on a hit, and record the new result'
@@ -119,6 +121,7 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --failed 'Only entries of runs that exited with a non-zero code'
             cand --dry-run 'Say what would be removed, and remove nothing'
             cand --all 'Reset the cache: delete its database, hit log and blobs, then start a new store'
+            cand --prefix 'With -- COMMAND: every command that starts with those words'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_memorun_global_optspecs
-    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd base-dir= o/output= no-auto-outputs trace trace-exclude= cache-failures t/ttl= stale= f/force no-cache remote= remote-read-only v/verbose q/quiet cache-dir= h/help V/version
+    string join \n e/env= i/input= exclude= x/ignore-arg= k/key= key-cmd= stdin= no-auto-inputs no-cwd base-dir= o/output= no-auto-outputs trace trace-exclude= no-default-trace-excludes cache-failures t/ttl= stale= f/force no-cache remote= remote-read-only v/verbose q/quiet cache-dir= h/help V/version
 end
 
 function __fish_memorun_needs_command
@@ -44,6 +44,7 @@ complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-inputs -d 'Do n
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cwd -d 'Leave the working directory out of the key'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-auto-outputs -d 'Do not capture the files the command creates that are named on its command line'
 complete -c memorun -n "__fish_memorun_needs_command" -l trace -d 'Trace the command\'s file-system calls and key on every file it read'
+complete -c memorun -n "__fish_memorun_needs_command" -l no-default-trace-excludes -d 'Do not leave out the toolchain state --trace leaves out by default'
 complete -c memorun -n "__fish_memorun_needs_command" -l cache-failures -d 'Also record runs that exit with a non-zero code'
 complete -c memorun -n "__fish_memorun_needs_command" -s f -l force -d 'Run even on a hit, and record the new result'
 complete -c memorun -n "__fish_memorun_needs_command" -l no-cache -d 'Run plainly: neither read nor write the cache'
@@ -79,6 +80,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-inputs -
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cwd -d 'Leave the working directory out of the key'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-auto-outputs -d 'Do not capture the files the command creates that are named on its command line'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l trace -d 'Trace the command\'s file-system calls and key on every file it read'
+complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-default-trace-excludes -d 'Do not leave out the toolchain state --trace leaves out by default'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l cache-failures -d 'Also record runs that exit with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -s f -l force -d 'Run even on a hit, and record the new result'
 complete -c memorun -n "__fish_memorun_using_subcommand why" -l no-cache -d 'Run plainly: neither read nor write the cache'
@@ -98,6 +100,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand clear" -l cache-dir -d '
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l failed -d 'Only entries of runs that exited with a non-zero code'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l dry-run -d 'Say what would be removed, and remove nothing'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -l all -d 'Reset the cache: delete its database, hit log and blobs, then start a new store'
+complete -c memorun -n "__fish_memorun_using_subcommand clear" -l prefix -d 'With -- COMMAND: every command that starts with those words'
 complete -c memorun -n "__fish_memorun_using_subcommand clear" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memorun -n "__fish_memorun_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c memorun -n "__fish_memorun_using_subcommand help; and not __fish_seen_subcommand_from why stats list clear completions help" -f -a "why" -d 'Explain whether COMMAND would hit or miss, and why; runs nothing'

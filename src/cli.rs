@@ -89,7 +89,7 @@ pub enum Sub {
         /// Print a JSON object instead of a table
         ///
         /// A stable object: `hits`, `misses` and the other counters are
-        /// numbers; see the README for every field. Example:
+        /// numbers; docs/commands.md describes every field. Example:
         /// `memorun stats --json | jq .hit_rate`.
         #[arg(long)]
         json: bool,
@@ -129,7 +129,7 @@ pub enum Sub {
     /// crash). Only files memorun created inside the cache directory are
     /// removed; symlinks are never followed. Examples:
     /// `memorun clear --older-than 30d`, `memorun clear --failed --dry-run`,
-    /// `memorun clear -- make docs`.
+    /// `memorun clear -- make docs`, `memorun clear --prefix -- cargo test`.
     Clear {
         /// Only entries last used longer ago than DURATION
         ///
@@ -161,11 +161,19 @@ pub enum Sub {
         #[arg(long, conflicts_with_all = ["older_than", "failed", "command"])]
         all: bool,
 
+        /// With -- COMMAND: every command that starts with those words
+        ///
+        /// `memorun clear --prefix -- cargo test` removes the entries of
+        /// `cargo test`, `cargo test --offline`, `cargo test -p foo`...
+        #[arg(long, requires = "command")]
+        prefix: bool,
+
         /// Where the store is.
         #[command(flatten)]
         store: StoreArgs,
 
-        /// Only entries of this command, whatever their inputs
+        /// Only entries of this command (exactly these words, or with
+        /// --prefix starting with them), whatever their inputs
         #[arg(last = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
@@ -379,11 +387,27 @@ pub struct RunArgs {
 
     /// Leave paths matching this glob out of what --trace records
     ///
-    /// Matched against absolute paths. `/proc`, `/sys`, `/dev` and the cache
-    /// directory are always left out. Repeatable. Example:
+    /// A relative glob is resolved against the working directory, as
+    /// --exclude is (`target/**`); an absolute one is matched as it is.
+    /// `/proc`, `/sys`, `/dev` and the cache directory are always left
+    /// out, and by default cargo's lock files and target directory (see
+    /// --no-default-trace-excludes). Repeatable. Example:
     /// `memorun --trace --trace-exclude '/var/cache/**' -- make`.
     #[arg(long, value_name = "GLOB", help_heading = "Key")]
     pub trace_exclude: Vec<String>,
+
+    /// Do not leave out the toolchain state --trace leaves out by default
+    ///
+    /// By default a traced run leaves out what cargo rewrites on every
+    /// run: its lock files (`$CARGO_HOME/.global-cache` and its `-journal`,
+    /// `-wal`, `-shm`, `.package-cache`, `.package-cache-mutate`;
+    /// `CARGO_HOME` defaults to `~/.cargo`) and,
+    /// in a directory with a `Cargo.toml`, its target directory
+    /// (`$CARGO_TARGET_DIR`, else `./target`). Not the registry's index or
+    /// sources. `memorun why --trace` lists them. Example:
+    /// `memorun --trace --no-default-trace-excludes -- cargo test`.
+    #[arg(long, help_heading = "Key")]
+    pub no_default_trace_excludes: bool,
 
     /// Also record runs that exit with a non-zero code
     ///

@@ -128,8 +128,96 @@ pub struct Refresh {
 /// How to trace a command (`--trace`).
 #[derive(Debug, Clone, Default)]
 pub struct TraceConfig {
-    /// `--trace-exclude` globs, over absolute paths.
+    /// `--trace-exclude` globs, over absolute paths (relative ones were
+    /// resolved against the working directory).
     pub exclude: Option<globset::GlobSet>,
+    /// The default exclusions ([`default_trace_excludes`]), each left out
+    /// with everything under it; none with `--no-default-trace-excludes`.
+    pub defaults: Vec<PathBuf>,
+}
+
+/// cargo's lock files under `CARGO_HOME`, and the side files of the
+/// SQLite database `.global-cache`.
+const CARGO_HOME_STATE: [&str; 6] = [
+    ".global-cache",
+    ".global-cache-journal",
+    ".global-cache-wal",
+    ".global-cache-shm",
+    ".package-cache",
+    ".package-cache-mutate",
+];
+
+/// The state of the toolchains the README's recipes use, rewritten by
+/// every run, and so left out of what `--trace` records unless
+/// `--no-default-trace-excludes`: cargo's lock files under `CARGO_HOME`
+/// (default `~/.cargo`; `.global-cache` is an SQLite database, whose
+/// journal and WAL files any concurrent cargo creates and removes) and its
+/// target directory (`CARGO_TARGET_DIR`, else `./target` when
+/// `./Cargo.toml` exists). Named exactly: not the
+/// registry's index or sources, which decide dependency versions when
+/// there is no `Cargo.lock`. Paths through a symlink are listed as given
+/// and resolved, since the tracer sees the paths the command uses.
+///
+/// If you change this list, bump `KEY_VERSION`: the key of a traced run
+/// stands for what it left out.
+pub fn default_trace_excludes(env: &impl Fn(&str) -> Option<OsString>, cwd: &Path) -> Vec<PathBuf> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let cargo_home = set("CARGO_HOME")
+        .map(|h| cwd.join(h))
+        .or_else(|| set("HOME").map(|h| h.join(".cargo")))
+        .or_else(|| dirs::home_dir().map(|h| h.join(".cargo")));
+    let mut paths: Vec<PathBuf> = cargo_home
+        .iter()
+        .flat_map(|h| CARGO_HOME_STATE.map(|n| h.join(n)))
+        .collect();
+    match set("CARGO_TARGET_DIR") {
+        Some(t) => paths.push(cwd.join(t)),
+        None if cwd.join("Cargo.toml").is_file() => paths.push(cwd.join("target")),
+        None => {}
+    }
+    let resolved: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| {
+            let real = std::fs::canonicalize(p.parent()?)
+                .ok()?
+                .join(p.file_name()?);
+            (real != *p).then_some(real)
+        })
+        .collect();
+    paths.extend(resolved);
+    paths
+}
+
+/// `--trace-exclude` globs compiled, a relative one resolved against `cwd`
+/// as `--exclude` is; `dir/**` leaves out `dir` itself too.
+fn trace_exclude_globs(globs: &[String], cwd: &Path) -> Result<Option<globset::GlobSet>> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut set = globset::GlobSetBuilder::new();
+    for g in globs {
+        let absolute = if Path::new(g).is_absolute() {
+            g.clone()
+        } else {
+            let Some(cwd) = cwd.to_str() else {
+                bail!(
+                    "--trace-exclude '{g}' is relative, and the working directory '{}' is not valid UTF-8: give an absolute glob",
+                    cwd.display()
+                );
+            };
+            format!("{}/{g}", globset::escape(cwd))
+        };
+        for pattern in crate::key::exclude::globs_of(&absolute) {
+            let glob = globset::GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| {
+                    anyhow::anyhow!("--trace-exclude '{g}' is not a valid glob: {}", e.kind())
+                })?;
+            set.add(glob);
+        }
+    }
+    Ok(Some(set.build().map_err(|e| anyhow::anyhow!("{e}"))?))
 }
 
 /// Everything memorun needs to know to run or replay one command.
@@ -225,24 +313,21 @@ impl Config {
         }
         let outputs = OutputSpec::new(&args.output, !args.no_auto_outputs)?;
         let trace = if args.trace || flag_is_on(env("MEMORUN_TRACE").as_deref()) {
-            let mut set = globset::GlobSetBuilder::new();
-            for g in &args.trace_exclude {
-                let glob = globset::GlobBuilder::new(g)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| {
-                        anyhow::anyhow!("--trace-exclude '{g}' is not a valid glob: {}", e.kind())
-                    })?;
-                set.add(glob);
-            }
-            let exclude = match args.trace_exclude.is_empty() {
-                true => None,
-                false => Some(set.build().map_err(|e| anyhow::anyhow!("{e}"))?),
-            };
-            Some(TraceConfig { exclude })
+            let cwd = std::env::current_dir()
+                .map_err(|e| anyhow::anyhow!("cannot determine the working directory: {e}"))?;
+            Some(TraceConfig {
+                exclude: trace_exclude_globs(&args.trace_exclude, &cwd)?,
+                defaults: match args.no_default_trace_excludes {
+                    true => Vec::new(),
+                    false => default_trace_excludes(&env, &cwd),
+                },
+            })
         } else {
             if !args.trace_exclude.is_empty() {
                 bail!("--trace-exclude needs --trace");
+            }
+            if args.no_default_trace_excludes {
+                bail!("--no-default-trace-excludes needs --trace");
             }
             None
         };
@@ -312,6 +397,7 @@ impl Config {
                 outputs,
                 traced: trace.is_some(),
                 trace_exclude: args.trace_exclude.clone(),
+                default_trace_excludes: !args.no_default_trace_excludes,
                 base_dir,
             },
             trace,
@@ -464,11 +550,10 @@ pub fn remote_display(env: &impl Fn(&str) -> Option<OsString>) -> Option<String>
 
 impl Config {
     /// What this run may replay and record (see `replay::policy`).
-    pub fn policy(&self) -> crate::replay::policy::Policy<'_> {
+    pub fn policy(&self) -> crate::replay::policy::Policy {
         crate::replay::policy::Policy {
             ttl: self.ttl,
             cache_failures: self.cache_failures,
-            exclude: &self.key.exclude,
         }
     }
 }
@@ -697,6 +782,65 @@ mod tests {
         .unwrap();
         assert!(c.key.base_dir.is_none());
         assert!(c.warnings[0].contains("MEMORUN_BASE_DIR"));
+    }
+
+    #[test]
+    fn default_trace_excludes_name_cargos_state_exactly() {
+        let t = tempfile::tempdir().unwrap();
+        let cwd = t.path().canonicalize().unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let got = default_trace_excludes(&env(&[("HOME", "/h")]), &cwd);
+        assert_eq!(
+            got,
+            [
+                ".global-cache",
+                ".global-cache-journal",
+                ".global-cache-wal",
+                ".global-cache-shm",
+                ".package-cache",
+                ".package-cache-mutate"
+            ]
+            .map(|n| PathBuf::from("/h/.cargo").join(n)),
+            "no target directory without a Cargo.toml"
+        );
+        std::fs::write(cwd.join("Cargo.toml"), "").unwrap();
+        let got = default_trace_excludes(&env(&[("CARGO_HOME", "/c")]), &cwd);
+        assert_eq!(got.first(), Some(&PathBuf::from("/c/.global-cache")));
+        assert_eq!(got.last(), Some(&cwd.join("target")));
+        let got = default_trace_excludes(&env(&[("CARGO_TARGET_DIR", "out")]), &cwd);
+        assert_eq!(got.last(), Some(&cwd.join("out")));
+    }
+
+    #[test]
+    fn a_relative_trace_exclude_is_resolved_against_the_working_directory() {
+        let cwd = Path::new("/w/[odd]");
+        let set = trace_exclude_globs(&["target/**".into(), "/abs/*.lock".into()], cwd)
+            .unwrap()
+            .unwrap();
+        for p in [
+            "/w/[odd]/target",
+            "/w/[odd]/target/debug/x",
+            "/abs/Cargo.lock",
+        ] {
+            assert!(set.is_match(p), "{p}");
+        }
+        for p in [
+            "/w/o/target/x",
+            "/elsewhere/target/x",
+            "/abs/sub/Cargo.lock",
+        ] {
+            assert!(!set.is_match(p), "{p}");
+        }
+        assert!(trace_exclude_globs(&[], cwd).unwrap().is_none());
+        let e = trace_exclude_globs(&["a[".into()], cwd).unwrap_err();
+        assert!(e.to_string().contains("--trace-exclude 'a['"), "{e}");
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             failed,
             dry_run,
             all,
+            prefix,
             store,
             command,
         }) => commands::clear::clear(
@@ -113,6 +114,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
                 command,
                 dry_run,
                 all,
+                prefix,
             },
         )
         .map_err(Failure::Memorun),

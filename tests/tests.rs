@@ -9,6 +9,7 @@ mod damage;
 mod exit_status;
 mod fail_open;
 mod faults;
+mod field;
 mod generated;
 mod help;
 mod key;

@@ -35,6 +35,8 @@ pub struct ClearArgs {
     pub dry_run: bool,
     /// Reset the whole store, even one whose database cannot be opened.
     pub all: bool,
+    /// `command` is a prefix: every command that starts with its words.
+    pub prefix: bool,
 }
 
 /// Run `memorun clear`; returns the exit code.
@@ -46,15 +48,35 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
         return reset(&dir, args.dry_run);
     }
     let mut store = SqliteStore::open(&dir)?;
+    let shown = crate::term::quote::command(&args.command);
     let filter = ClearFilter {
         last_used_before_ms: args
             .older_than
             .map(|d| now_ms() - d.as_millis().min(i64::MAX as u128) as i64),
         failed: args.failed,
-        argv_digest: (!args.command.is_empty()).then(|| {
+        argv_digest: (!args.command.is_empty() && !args.prefix).then(|| {
             let argv: Vec<&[u8]> = args.command.iter().map(|a| a.as_bytes()).collect();
             Component::argv(&argv).digest
         }),
+        display_prefix: args.prefix.then(|| shown.clone()),
+    };
+    // Entries of longer commands that start with these words: what a user
+    // who typed `clear -- cargo test` for `cargo test --offline` meant,
+    // most likely. Counted before they could be removed.
+    let longer = match args.command.is_empty() || args.prefix {
+        true => 0,
+        false => {
+            let prefixed = ClearFilter {
+                argv_digest: None,
+                display_prefix: Some(shown.clone()),
+                ..filter.clone()
+            };
+            store
+                .list(&prefixed)?
+                .iter()
+                .filter(|e| e.display != shown)
+                .count()
+        }
     };
     let mut out = String::new();
     let (verb, entries, bytes, gc) = if args.dry_run {
@@ -71,6 +93,14 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
         ("removed", removed.entries, removed.bytes, gc)
     };
     out.push_str(&summary(verb, entries, bytes, gc));
+    if longer > 0 {
+        out.push_str(&format!(
+            "{longer} other {} {} with `{shown}`; `memorun clear --prefix -- {shown}` removes {}\n",
+            plural(longer as u64, "entry", "entries"),
+            if longer == 1 { "starts" } else { "start" },
+            if longer == 1 { "it" } else { "them" },
+        ));
+    }
     crate::term::output::print_stdout(out.as_bytes())
 }
 

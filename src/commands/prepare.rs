@@ -133,6 +133,7 @@ pub fn begin(config: &Config, spool_stdin: bool, early_key: bool) -> Result<Earl
             stat_cache: &mut Direct,
             known_outputs: &[],
             show_progress: false,
+            skip: std::slice::from_ref(&early.dir.root),
         };
         match early.resolve(config, ctx) {
             Ok(r) => early.resolved = Some(r),
@@ -192,6 +193,7 @@ impl Early {
                     show_progress: crate::term::progress::allowed_here(
                         config.verbosity == crate::term::ui::Verbosity::Quiet,
                     ),
+                    skip: std::slice::from_ref(&self.dir.root),
                 };
                 let r = self.resolve(config, ctx);
                 // Only a cache: failing to update it costs a re-hash next time.

@@ -153,8 +153,17 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     // A local miss: ask the remote, under the run lock, so that concurrent
     // runs of the key download it once and then replay it locally.
     let mut tier = config.remote.clone().map(Tier::new);
+    let mut remote_missed = false;
     if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
-        match from_remote(config, ui, store, tier, &resolved, &feed) {
+        match from_remote(
+            config,
+            ui,
+            store,
+            tier,
+            &resolved,
+            &feed,
+            &mut remote_missed,
+        ) {
             Lookup::Replayed(code) => {
                 for l in [held, refresh_lock].into_iter().flatten() {
                     l.release_and_remove();
@@ -166,7 +175,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         }
     }
     if miss_reason.is_none() && ui.is_verbose() {
-        miss_reason = Some(explain_miss(store, &resolved));
+        miss_reason = Some(explain_miss(config, store, &resolved, remote_missed));
     }
     let ran = run_and_record(config, ui, store, &resolved, feed, miss_reason);
     if let Some(l) = &held
@@ -193,7 +202,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
 /// replay it through the local path (which restores its output files). A
 /// traced command's entry is found through the remote's trace manifests:
 /// the first that matches the files here names it, and is installed with
-/// it.
+/// it. `missed` is set when the remote answered that it has no entry.
 fn from_remote(
     config: &Config,
     ui: &Ui,
@@ -201,6 +210,7 @@ fn from_remote(
     tier: &mut Tier,
     resolved: &Resolved,
     feed: &Feed,
+    missed: &mut bool,
 ) -> Lookup {
     let fetched = match &config.trace {
         None => tier.fetch(store, ui, local_of(resolved, &resolved.key, None)),
@@ -261,7 +271,11 @@ fn from_remote(
             );
             look_up(config, ui, store, resolved, feed, Some(&origin))
         }
-        Fetched::Miss | Fetched::Off => Lookup::Miss(None),
+        Fetched::Miss => {
+            *missed = true;
+            Lookup::Miss(None)
+        }
+        Fetched::Off => Lookup::Miss(None),
     }
 }
 
@@ -497,9 +511,10 @@ fn refresh_in_background(store: &dyn Store, resolved: &Resolved, feed: &Feed, ui
         }
     } else {
         match stdin_component {
-            // Not read (a terminal, a device): a detached run cannot see it.
-            Some(c) if c.state == State::Absent => return false,
-            // `--stdin ignore`, or hashed and empty: /dev/null.
+            // Not read (a device): a detached run cannot see it.
+            Some(c) if c.state == State::Absent && c.name != stdin::NO_DATA => return false,
+            // `--stdin ignore`, or no data (empty, or a terminal keyed as
+            // empty): /dev/null.
             _ => RefreshStdin::Empty,
         }
     };
@@ -524,11 +539,17 @@ fn reopen_stdin_at(offset: u64) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Why a lookup missed, from the closest earlier entry of the command.
-fn explain_miss(store: &dyn Store, resolved: &Resolved) -> String {
+/// Why a lookup missed, from the closest earlier entry of the command;
+/// with none, whether the remote was asked too (`remote_missed`).
+fn explain_miss(
+    config: &Config,
+    store: &dyn Store,
+    resolved: &Resolved,
+    remote_missed: bool,
+) -> String {
     match diff::closest_run(store, &resolved.key) {
         Ok(Some(old)) => diff::summary(&diff::diff(&old.components, &resolved.key.components)),
-        Ok(None) => "no earlier run of this command".into(),
+        Ok(None) => diff::no_earlier_run(remote_missed, config.key.base_dir.is_some()),
         Err(_) => "no entry".into(),
     }
 }
@@ -684,6 +705,7 @@ fn run_and_record(
             log,
             &outputs,
             prepare::manifest_base(config, resolved).as_deref(),
+            &created_after_absent(config, resolved, log),
         ) {
             Ok(m) => traced = Some(m),
             Err(refused) => why_not = Some(refused),
@@ -782,9 +804,9 @@ fn run_and_record(
 }
 
 /// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
-/// directory, and the `--trace-exclude` globs.
+/// directory, the default exclusions and the `--trace-exclude` globs.
 fn trace_options(config: &Config, store: &dyn Store, t: &TraceConfig) -> TraceOptions {
-    let mut dirs = Vec::new();
+    let mut dirs = t.defaults.clone();
     if let Some(root) = store.locks_dir().parent() {
         dirs.push(root.to_path_buf());
     }
@@ -841,6 +863,7 @@ fn trace_manifest(
     log: &trace::TraceLog,
     outputs: &Outputs<'_>,
     base_dir: Option<&std::path::Path>,
+    created: &[std::path::PathBuf],
 ) -> Result<NewManifest, (&'static str, String)> {
     let cwd = &resolved.base.cwd;
     if let Some(u) = &log.untraceable {
@@ -885,18 +908,74 @@ fn trace_manifest(
         ));
     });
     match recorded {
-        Some(Ok(m)) => Ok(NewManifest {
-            base: resolved.key.digest,
-            digest: m.digest(base_dir),
-            paths: m.encode(base_dir),
-            inputs: m.items.len() as u64,
-        }),
+        Some(Ok(mut m)) => {
+            with_absent(&mut m, created);
+            Ok(NewManifest {
+                base: resolved.key.digest,
+                digest: m.digest(base_dir),
+                paths: m.encode(base_dir),
+                inputs: m.items.len() as u64,
+            })
+        }
         Some(Err(mismatch)) => Err((counters::NOT_RECORDED_INPUT, mismatch.message(cwd))),
         None => Err((
             counters::NOT_RECORDED_CACHE,
             "the stat cache was not available".into(),
         )),
     }
+}
+
+/// Paths the run looked for, did not find, and then created itself, that
+/// no argument or `-o` names: its own product (cargo's `Cargo.lock` in a
+/// fresh clone), keyed as the command found them, absent. The next run,
+/// which finds one, is another entry. (An argument or a declared output
+/// the run probes first, as `cc -o foo.o` does, stays an output only:
+/// otherwise what one run left would make the next one miss.)
+fn created_after_absent(
+    config: &Config,
+    resolved: &Resolved,
+    log: &trace::TraceLog,
+) -> Vec<std::path::PathBuf> {
+    use trace::Access;
+    let cwd = &resolved.base.cwd;
+    let named = |path: &std::path::Path| {
+        let rel = path.strip_prefix(cwd).ok();
+        config.key.command[1..]
+            .iter()
+            .any(|a| key::exclude::normalize(&cwd.join(a)) == path)
+            || rel.is_some_and(|r| config.key.outputs.covers(r.as_os_str().as_bytes()))
+    };
+    log.paths
+        .iter()
+        .filter(|p| p.access.contains(Access::PROBED_ABSENT | Access::CREATED))
+        .filter(|p| {
+            !p.access
+                .intersects(Access::READ | Access::EXECUTED | Access::LISTED)
+        })
+        .filter(|p| !named(&p.path))
+        .map(|p| p.path.clone())
+        .collect()
+}
+
+/// Add `absent` to a recorded manifest, each as absent, in path order.
+fn with_absent(m: &mut key::traced::Manifest, absent: &[std::path::PathBuf]) {
+    if absent.is_empty() {
+        return;
+    }
+    let mut items: Vec<_> = std::mem::take(&mut m.items)
+        .into_iter()
+        .zip(std::mem::take(&mut m.stats))
+        .collect();
+    // A path already there keeps its items (a path may have two: its
+    // look and its extended attributes); the sort is stable.
+    let fresh: Vec<_> = absent
+        .iter()
+        .filter(|p| !items.iter().any(|((q, _), _)| q == *p))
+        .map(|p| ((p.clone(), key::traced::State::Absent), None))
+        .collect();
+    items.extend(fresh);
+    items.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+    (m.items, m.stats) = items.into_iter().unzip();
 }
 
 /// What a traced input's state is made of, from what the command did to

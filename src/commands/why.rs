@@ -54,6 +54,11 @@ struct Report {
     /// The remote (URL without credentials) and whether it holds the
     /// entry (`None`: it could not be asked).
     remote: Option<(String, Option<bool>)>,
+    /// With `--trace`: the default exclusions in force, and the
+    /// `--trace-exclude` globs as typed.
+    trace_excludes: Option<(Vec<std::path::PathBuf>, Vec<String>)>,
+    /// Whether `--base-dir` is set (what a miss with no entry says).
+    base_dir: bool,
 }
 
 /// Run `memorun why`; returns the exit code.
@@ -86,29 +91,39 @@ impl From<serde_json::Error> for Why {
 
 fn explain(config: &Config, json: bool) -> Result<i32, Why> {
     // Explaining must not create a cache that does not exist yet.
-    if let crate::config::CacheLocation::Dir(d) = &config.cache
-        && !d.exists()
-    {
-        let text = if json {
-            serde_json::to_string_pretty(
-                &json!({ "would": "miss", "reason": "nothing recorded yet" }),
-            )? + "\n"
-        } else {
-            let mut text = format!(
-                "would miss: nothing recorded yet ('{}' does not exist)\n",
-                d.display()
-            );
-            // Asking it would need a key, and so a store: not created here.
-            if let Some(r) = &config.remote {
-                text.push_str(&format!(
-                    "a run would ask the remote cache {} first; `why` asks it once the local store exists\n",
-                    r.url
-                ));
-            }
-            text
-        };
-        return Ok(crate::term::output::print_stdout(text.as_bytes())?);
-    }
+    let missing = match &config.cache {
+        crate::config::CacheLocation::Dir(d) if !d.exists() => Some(d.clone()),
+        _ => None,
+    };
+    let scratch;
+    let with_scratch;
+    let config = match (&missing, &config.remote) {
+        (Some(d), None) => {
+            let text = if json {
+                serde_json::to_string_pretty(
+                    &json!({ "would": "miss", "reason": "nothing recorded yet" }),
+                )? + "\n"
+            } else {
+                format!(
+                    "would miss: nothing recorded yet ('{}' does not exist)\n",
+                    d.display()
+                )
+            };
+            return Ok(crate::term::output::print_stdout(text.as_bytes())?);
+        }
+        // The remote is asked now: the key is resolved with a throwaway
+        // store (the team's secret keys it, not the local one), and the
+        // user's cache directory is still not created.
+        (Some(_), Some(_)) => {
+            scratch = Scratch::new()?;
+            with_scratch = Config {
+                cache: crate::config::CacheLocation::Dir(scratch.0.join("cache")),
+                ..config.clone()
+            };
+            &with_scratch
+        }
+        (None, _) => config,
+    };
     let report = match prepare(config, false) {
         Ok(p) => build(config, p)?,
         Err(NotPrepared::Disabled) => {
@@ -120,9 +135,44 @@ fn explain(config: &Config, json: bool) -> Result<i32, Why> {
     let text = if json {
         serde_json::to_string_pretty(&to_json(&report))? + "\n"
     } else {
-        to_text(&report)
+        let mut text = to_text(&report);
+        if let Some(d) = &missing {
+            text.insert_str(
+                0,
+                &format!(
+                    "nothing recorded here yet ('{}' does not exist)\n",
+                    d.display()
+                ),
+            );
+        }
+        text
     };
     Ok(crate::term::output::print_stdout(text.as_bytes())?)
+}
+
+/// A private directory of this process's own, removed with everything in
+/// it when dropped: where `why` keeps a throwaway store.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("memorun-why-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create '{}': {e}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn uncached(why: &str) -> Report {
@@ -142,6 +192,8 @@ fn uncached(why: &str) -> Report {
         cwd: std::path::PathBuf::new(),
         outputs: Vec::new(),
         remote: None,
+        trace_excludes: None,
+        base_dir: false,
     }
 }
 
@@ -235,6 +287,11 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         cwd: resolved.base.cwd.clone(),
         outputs,
         remote,
+        trace_excludes: config
+            .trace
+            .as_ref()
+            .map(|t| (t.defaults.clone(), config.key.trace_exclude.clone())),
+        base_dir: config.key.base_dir.is_some(),
     })
 }
 
@@ -252,6 +309,7 @@ fn component_line(c: &Component, keyed_argv: &str) -> (String, String) {
         Kind::Argv => ("argv".into(), keyed_argv.to_string()),
         Kind::Cwd => ("cwd".into(), printable(&c.name).into_owned()),
         Kind::Stdin => ("stdin".into(), diff::describe(c)),
+        Kind::Option => (printable(&c.name).into_owned(), "given".into()),
         _ => (
             format!("{} {}", diff::label(c.kind), printable(&c.name)),
             diff::describe(c),
@@ -322,28 +380,11 @@ fn to_text(r: &Report) -> String {
     if let Some(t) = &r.traced {
         traced_text(&mut s, t, &r.cwd);
     }
-    outputs_text(&mut s, &r.outputs);
-    // Traced, a miss with the same components is the traced inputs' doing
-    // (said above).
-    let traced_only = r.traced.is_some() && r.changes.is_empty();
-    if r.entry.is_none() && !traced_only {
-        match r.previous {
-            Some((key, created)) => {
-                s.push_str(&format!(
-                    "changes since the closest earlier run ({}, recorded {} ago):\n",
-                    key.short(),
-                    human_duration(age(created))
-                ));
-                if r.changes.is_empty() {
-                    s.push_str("  none in the components (an argument left out with -x differs)\n");
-                }
-                for c in &r.changes {
-                    s.push_str(&format!("  {}\n", printable(&c.to_string())));
-                }
-            }
-            None => s.push_str("no earlier entry of this command\n"),
-        }
+    if let Some((defaults, globs)) = &r.trace_excludes {
+        trace_excludes_text(&mut s, defaults, globs, &r.cwd);
     }
+    outputs_text(&mut s, &r.outputs);
+    changes_text(&mut s, r);
     match &r.remote {
         Some((url, Some(true))) if r.entry.is_some() => {
             s.push_str(&format!("the remote cache {url} holds the entry too\n"))
@@ -364,6 +405,36 @@ fn to_text(r: &Report) -> String {
         ));
     }
     s
+}
+
+/// On a miss, what changed since the closest earlier run, or that there
+/// is none (here, and on the remote when it was asked).
+fn changes_text(s: &mut String, r: &Report) {
+    // Traced, a miss with the same components is the traced inputs' doing
+    // (said above).
+    let traced_only = r.traced.is_some() && r.changes.is_empty();
+    if r.entry.is_none() && !traced_only {
+        match r.previous {
+            Some((key, created)) => {
+                s.push_str(&format!(
+                    "changes since the closest earlier run ({}, recorded {} ago):\n",
+                    key.short(),
+                    human_duration(age(created))
+                ));
+                if r.changes.is_empty() {
+                    s.push_str("  none in the components (an argument left out with -x differs)\n");
+                }
+                for c in &r.changes {
+                    s.push_str(&format!("  {}\n", printable(&c.to_string())));
+                }
+            }
+            None => {
+                let remote_missed = matches!(r.remote, Some((_, Some(false))));
+                s.push_str(&diff::no_earlier_run(remote_missed, r.base_dir));
+                s.push('\n');
+            }
+        }
+    }
 }
 
 /// What `--trace` found: the manifest that matches, or the most recent one
@@ -403,6 +474,42 @@ fn traced_text(s: &mut String, t: &Traced, cwd: &std::path::Path) {
         s.push_str(&format!(
             "  ... and {} more (--json lists them all)\n",
             m.items.len() - SHOWN_INPUTS
+        ));
+    }
+}
+
+/// What tracing leaves out: always the kernel's views and the cache
+/// directory, the default exclusions unless turned off, and the globs.
+fn trace_excludes_text(
+    s: &mut String,
+    defaults: &[std::path::PathBuf],
+    globs: &[String],
+    cwd: &std::path::Path,
+) {
+    s.push_str(
+        "left out of tracing: /proc, /sys, /dev, the cache directory
+",
+    );
+    if defaults.is_empty() {
+        s.push_str(
+            "  no default exclusions (--no-default-trace-excludes)
+",
+        );
+    } else {
+        let shown: Vec<String> = defaults
+            .iter()
+            .map(|p| printable(&traced::shown(p, cwd)).into_owned())
+            .collect();
+        s.push_str(&format!(
+            "  by default (--no-default-trace-excludes keeps them): {}
+",
+            shown.join(", ")
+        ));
+    }
+    for g in globs {
+        s.push_str(&format!(
+            "  --trace-exclude {}\n",
+            printable(&crate::term::quote::word(g.as_bytes()))
         ));
     }
 }
@@ -528,6 +635,10 @@ fn to_json(r: &Report) -> Value {
             })).collect::<Vec<_>>()),
         })),
         "remote": r.remote.as_ref().map(|(url, holds)| json!({ "url": url, "holds": holds })),
+        "trace_excludes": r.trace_excludes.as_ref().map(|(defaults, globs)| json!({
+            "defaults": defaults.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+            "globs": globs,
+        })),
         "outputs": r.outputs.iter().map(|o| json!({
             "path": String::from_utf8_lossy(&o.declared),
             "kind": match o.kind {

@@ -37,6 +37,8 @@ impl fmt::Display for Change {
             Kind::Cwd | Kind::Stdin | Kind::Argv => {
                 write!(f, "{}: {}", label(self.kind), self.change)
             }
+            // As typed: `--trace-exclude 'target/**': added`.
+            Kind::Option => write!(f, "{}: {}", self.name, self.change),
             _ => write!(f, "{} {}: {}", label(self.kind), self.name, self.change),
         }
     }
@@ -56,6 +58,7 @@ pub fn label(kind: Kind) -> &'static str {
         Kind::KeyCmd => "key-cmd",
         Kind::Descriptor => "descriptor",
         Kind::Program => "program",
+        Kind::Option => "option",
     }
 }
 
@@ -66,9 +69,18 @@ pub fn describe(c: &Component) -> String {
         (Kind::Env, State::Absent) => "unset".into(),
         (Kind::Input, State::Absent) => "absent".into(),
         (Kind::Program, State::Absent) => "not found".into(),
-        (Kind::Stdin, State::Absent) => format!("not read ({})", c.name),
+        (Kind::Stdin, State::Absent) => stdin_state(c),
         (Kind::Stdin, State::Present) => format!("hashed ({})", c.digest.short()),
         _ => c.digest.short(),
+    }
+}
+
+/// A stdin that was not hashed: "no stdin data" (a terminal not read,
+/// `/dev/null`, an empty pipe), or "not read (device)".
+fn stdin_state(c: &Component) -> String {
+    match c.name.as_str() {
+        crate::key::stdin::NO_DATA => "no stdin data".into(),
+        why => format!("not read ({why})"),
     }
 }
 
@@ -87,10 +99,13 @@ fn transition(old: &Component, new: &Component) -> String {
         (Kind::Input, State::Absent, State::Present) => "created".into(),
         (Kind::Input, State::Present, State::Absent) => "deleted".into(),
         (Kind::Stdin, State::Absent, State::Present) => {
-            format!("was not read ({}), now hashed", old.name)
+            format!("was {}, now hashed", stdin_state(old))
         }
         (Kind::Stdin, State::Present, State::Absent) => {
-            format!("was hashed, now not read ({})", new.name)
+            format!("was hashed, now {}", stdin_state(new))
+        }
+        (Kind::Stdin, State::Absent, State::Absent) => {
+            format!("was {}, now {}", stdin_state(old), stdin_state(new))
         }
         (Kind::InputSet, _, _) => "files added, removed or renamed".into(),
         (Kind::EnvPattern, _, _) => "matches other variables".into(),
@@ -308,6 +323,20 @@ pub fn closest_run(store: &dyn Store, key: &Key) -> anyhow::Result<Option<Previo
     })
 }
 
+/// Why a miss found nothing to compare with: no entry of the command here
+/// and, when `remote_missed`, none on the remote either. A remote entry
+/// recorded in a checkout at another path has another key unless
+/// `--base-dir` (`base_dir`) keys paths relative to it: say so, once.
+pub fn no_earlier_run(remote_missed: bool, base_dir: bool) -> String {
+    match (remote_missed, base_dir) {
+        (false, _) => "no earlier run of this command".into(),
+        (true, true) => "no entry here or on the remote".into(),
+        (true, false) => "no entry here or on the remote; checkouts at other paths share \
+                          entries only with --base-dir"
+            .into(),
+    }
+}
+
 /// A one-line summary of `changes` for `-v`: the first, and how many more.
 pub fn summary(changes: &[Change]) -> String {
     match changes {
@@ -381,7 +410,7 @@ mod tests {
             Component::input(b"main.c", d(1)),
             Component::input(b"typo.txt", None),
             Component::input_set(b"empty", &[]),
-            Component::stdin(Err("terminal")),
+            Component::stdin(Err(crate::key::stdin::NO_DATA)),
         ];
         let named = |name: &str, state| NamedInput {
             name: name.into(),

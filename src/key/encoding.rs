@@ -18,6 +18,12 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the key encoding. If you change any of the inputs to the hash,
 /// or how they are encoded, change this.
+///
+/// 2: a terminal stdin that is not read and an empty one key alike ("no
+/// stdin data"); run options in the key as typed (`Kind::Option`:
+/// `--trace-exclude`, `--no-default-trace-excludes`), and with them the
+/// default `--trace` exclusions; inherited descriptors (`Kind::Descriptor`)
+/// and the program's path and mode (`Kind::Program`).
 pub const KEY_VERSION: u32 = 2;
 
 /// Domain separation for the final key digest.
@@ -113,6 +119,9 @@ pub enum Kind {
     /// The program the command line runs, as `execvp` finds it: its path
     /// and mode (a program made non-executable fails with 126).
     Program,
+    /// A run option that changes what the key stands for, as typed
+    /// (`--trace-exclude 'target/**'`).
+    Option,
 }
 
 impl Kind {
@@ -129,6 +138,7 @@ impl Kind {
             Kind::KeyCmd => 9,
             Kind::Descriptor => 10,
             Kind::Program => 11,
+            Kind::Option => 12,
         }
     }
 }
@@ -269,11 +279,24 @@ impl Component {
     }
 
     /// stdin: a keyed digest of what was read, or `None` with a reason
-    /// (`terminal`) when it was not read.
+    /// when nothing was hashed (`no data`: see `key::stdin::NO_DATA`).
     pub fn stdin(content: Result<Digest, &str>) -> Component {
         match content {
             Ok(d) => Component::with_content(Kind::Stdin, b"", Some(d)),
             Err(why) => Component::with_content(Kind::Stdin, why.as_bytes(), None),
+        }
+    }
+
+    /// A run option in the key, as the user would type it (shell-quoted):
+    /// `--trace-exclude 'target/**'`.
+    pub fn option(typed: &str) -> Component {
+        let mut e = Encoder::new(Kind::Option, typed.as_bytes(), State::Present);
+        e.bytes(typed.as_bytes());
+        Component {
+            kind: Kind::Option,
+            name: typed.to_string(),
+            state: State::Present,
+            digest: e.finish(),
         }
     }
 
@@ -519,7 +542,7 @@ mod tests {
         let d = Digest([3; 32]);
         assert_ne!(
             Component::stdin(Ok(d)).digest,
-            Component::stdin(Err("terminal")).digest
+            Component::stdin(Err("no data")).digest
         );
         assert_ne!(
             Component::literal("a").digest,
@@ -669,10 +692,11 @@ mod tests {
             Component::input(b"in.c", Some(Digest([2; 32]))),
             Component::program(b"cc", Some((b"/usr/bin/cc", 0o555))),
             Component::descriptor(3, Ok(Digest([3; 32]))),
+            Component::option("--trace-exclude 'target/**'"),
         ]);
         assert_eq!(
             k.digest.to_hex(),
-            "a77ff98746ccdb933c799acaa6953854211bebe8d60ff9612595c290f0f1edb8",
+            "f92feaa9f7b91eacded02bf670579d06130056300f41833902bace8f3fe1c131",
             "key encoding changed: bump KEY_VERSION and update this digest"
         );
     }

@@ -29,6 +29,20 @@ pub fn normalize(path: &Path) -> PathBuf {
         .collect()
 }
 
+/// The globs one exclusion pattern stands for: the pattern normalized,
+/// and for `dir/**` or `dir/` the directory itself as well.
+pub fn globs_of(pattern: &str) -> Vec<String> {
+    let normalized = normalize(Path::new(pattern));
+    let normalized = normalized.to_string_lossy();
+    let mut globs = vec![normalized.to_string()];
+    if let Some(dir) = normalized.strip_suffix("/**") {
+        globs.push(dir.to_string());
+    } else if pattern.ends_with('/') {
+        globs.push(format!("{normalized}/**"));
+    }
+    globs
+}
+
 impl Exclusions {
     /// Compile `patterns` (each without its `!`). An invalid glob is an
     /// error naming it (a usage error: exclusions come from the command
@@ -39,16 +53,7 @@ impl Exclusions {
         }
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
-            let normalized = normalize(Path::new(pattern));
-            let normalized = normalized.to_string_lossy();
-            let mut globs = vec![normalized.to_string()];
-            // `dir/**` and `dir/` leave out `dir` itself too.
-            if let Some(dir) = normalized.strip_suffix("/**") {
-                globs.push(dir.to_string());
-            } else if pattern.ends_with('/') {
-                globs.push(format!("{normalized}/**"));
-            }
-            for g in globs.iter().filter(|g| !g.is_empty()) {
+            for g in globs_of(pattern).iter().filter(|g| !g.is_empty()) {
                 let glob = GlobBuilder::new(g)
                     .literal_separator(true)
                     .build()

@@ -21,13 +21,22 @@
 //! need hashing are hashed in parallel.
 //!
 //! Everything hashed is also *watched*: after the run, [`changed_during_run`]
-//! compares each file and walked directory with its state before, so a result
+//! compares each file and walked entry with its state before, so a result
 //! computed from content that changed under the command is never recorded.
+//! What the run *added* is its own product, not a change: an input absent
+//! before the run and present after it (`Cargo.lock`, made by `cargo
+//! test`), or a name that appeared in a walked directory. The key holds
+//! what was there before, so the next run, which sees it, is another key.
+//! (Without tracing, memorun cannot tell the command's creation from
+//! another process's: the residual race docs/key.md describes.)
+//!
+//! The cache directory (and so whatever memorun writes) is never walked or
+//! matched, whatever the options: see [`Collector::skip`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component as PathComponent, Path, PathBuf};
 
@@ -103,14 +112,17 @@ pub enum Watched {
         /// Stat when hashed.
         stat: FileStat,
     },
-    /// A directory that was listed, with its stat and, when its stat is
-    /// too recent to be trusted, a digest of its entry names.
-    Dir(FileStat, Option<Digest>),
-    /// A directory walked with exclusions: its stat, and a digest of the
-    /// names in it that are not excluded. A change of stat alone (an
-    /// excluded file written beside the inputs) is no change.
-    FilteredDir(FileStat, Digest),
-    /// Nothing: the path did not exist.
+    /// A directory that was listed. Only its removal (or its replacement
+    /// by something else) is a change: a name it lost is seen through that
+    /// name's own watch, and a name it gained is the run's product.
+    Dir,
+    /// A symlink listed in a walk without being followed (to a directory,
+    /// or dangling): its target.
+    Link(Vec<u8>),
+    /// A FIFO, socket or device listed in a walk (never opened): its type.
+    Special(fs::FileType),
+    /// Nothing: the path did not exist. Present after the run, it is what
+    /// the run created: no change.
     Absent,
     /// memorun's stdin, a regular file read in place.
     Stdin(crate::key::stdin::StdinFile),
@@ -184,6 +196,8 @@ pub struct Collector<'a> {
     show_progress: bool,
     /// `--base-dir`: names of inputs under it are keyed relative to it.
     base: Option<&'a Path>,
+    /// Directories never walked or matched (the cache directory).
+    skip: &'a [PathBuf],
 }
 
 fn unreadable(name: &Path, e: &io::Error) -> anyhow::Error {
@@ -224,7 +238,16 @@ impl<'a> Collector<'a> {
             watch: Vec::new(),
             show_progress: false,
             base: None,
+            skip: &[],
         }
+    }
+
+    /// Never walk into or match anything under `dirs` (absolute, canonical:
+    /// walks are of physical paths): the cache directory, which memorun
+    /// writes while the command runs, is never one of its inputs.
+    pub fn skip(mut self, dirs: &'a [PathBuf]) -> Self {
+        self.skip = dirs;
+        self
     }
 
     /// Key the names of inputs under `base` relative to it (see
@@ -333,7 +356,7 @@ impl<'a> Collector<'a> {
             self.push_file(arg.to_os_string(), abs, FileStat::of(&meta), Origin::Named);
             Ok(())
         } else if meta.is_dir() {
-            self.walk(arg, &abs, &meta)
+            self.walk(arg, &abs)
         } else {
             Err(InputError::Refused(format!(
                 "input '{}' is {}; memorun never reads one as an input",
@@ -358,43 +381,47 @@ impl<'a> Collector<'a> {
             file_type: FileType::Special,
             link_target: Vec::new(),
         };
-        if ft.is_dir() {
+        let before = if ft.is_dir() {
             entry.file_type = FileType::Dir;
-            self.watch.push(WatchItem {
-                before: self.watch_dir(&abs, &name, lstat),
-                name: name.into_os_string(),
-                abs,
-                origin: origin.clone(),
-            });
+            Watched::Dir
         } else if ft.is_file() {
             entry.file_type = FileType::File;
             self.push_file(name.into_os_string(), abs, lstat, origin.clone());
+            return entry;
         } else if ft.is_symlink() {
             match fs::metadata(&abs) {
                 Ok(m) if m.is_file() => {
                     entry.file_type = FileType::File;
                     self.push_file(name.into_os_string(), abs, FileStat::of(&m), origin.clone());
+                    return entry;
                 }
-                Ok(m) if !m.is_dir() => {}
+                Ok(m) if !m.is_dir() => Watched::Link(link_target(&abs)),
                 // A link to a directory, or dangling: recorded, not followed.
                 _ => {
                     entry.file_type = FileType::Link;
-                    entry.link_target = fs::read_link(&abs)
-                        .map(|t| t.into_os_string().as_bytes().to_vec())
-                        .unwrap_or_default();
+                    entry.link_target = link_target(&abs);
+                    Watched::Link(entry.link_target.clone())
                 }
             }
-        }
+        } else {
+            Watched::Special(ft)
+        };
+        self.watch.push(WatchItem {
+            before,
+            name: name.into_os_string(),
+            abs,
+            origin: origin.clone(),
+        });
         entry
     }
 
-    fn walk(&mut self, arg: &OsStr, abs: &Path, meta: &fs::Metadata) -> Result<(), InputError> {
+    fn walk(&mut self, arg: &OsStr, abs: &Path) -> Result<(), InputError> {
         self.cache.preload(abs);
         let origin = Origin::Walk(arg.to_os_string());
         self.watch.push(WatchItem {
             name: arg.to_os_string(),
             abs: abs.to_path_buf(),
-            before: self.watch_dir(abs, Path::new(arg), FileStat::of(meta)),
+            before: Watched::Dir,
             origin: origin.clone(),
         });
         let set_slot = self.slots.len();
@@ -409,15 +436,16 @@ impl<'a> Collector<'a> {
         // integer (big-endian and zero-padded, which orders as the bytes do).
         let mut found = Vec::new();
         let mut order = Vec::new();
-        let exclude = self.exclude;
+        let (exclude, skip) = (self.exclude, self.skip);
         let walker = walkdir::WalkDir::new(abs)
             .follow_links(false)
             .min_depth(1)
             .into_iter()
             // An excluded directory is not entered at all.
             .filter_entry(|e| {
-                exclude.is_empty()
-                    || !exclude.excludes(&Path::new(arg).join(relative_path(e.path(), abs)))
+                !skipped(skip, e.path())
+                    && (exclude.is_empty()
+                        || !exclude.excludes(&Path::new(arg).join(relative_path(e.path(), abs))))
             });
         for item in walker {
             let item = item.map_err(|e| walk_error(arg, abs, e))?;
@@ -499,7 +527,7 @@ impl<'a> Collector<'a> {
                 self.watch.push(WatchItem {
                     name: base.clone().into_os_string(),
                     abs: base_abs.clone(),
-                    before: self.watch_dir(&base_abs, &base, FileStat::of(&m)),
+                    before: Watched::Dir,
                     origin: origin.clone(),
                 });
             }
@@ -518,7 +546,7 @@ impl<'a> Collector<'a> {
                 return Ok(());
             }
         }
-        let exclude = self.exclude;
+        let (exclude, skip) = (self.exclude, self.skip);
         let walker = walkdir::WalkDir::new(&base_abs)
             .follow_links(false)
             .sort_by_file_name()
@@ -526,8 +554,9 @@ impl<'a> Collector<'a> {
             .max_depth(depth)
             .into_iter()
             .filter_entry(|e| {
-                exclude.is_empty()
-                    || !exclude.excludes(&base.join(relative_path(e.path(), &base_abs)))
+                !skipped(skip, e.path())
+                    && (exclude.is_empty()
+                        || !exclude.excludes(&base.join(relative_path(e.path(), &base_abs))))
             });
         for (n, item) in walker.enumerate() {
             self.within_budget(n + 1)?;
@@ -539,10 +568,10 @@ impl<'a> Collector<'a> {
                 .map_err(|e| walk_error(base.as_os_str(), &base_abs, e))?;
             if !matcher.is_match(&shown) {
                 if lmeta.is_dir() {
-                    // Watch directories the pattern reaches into: a match
-                    // created there during the run changes their mtime.
+                    // Watch directories the pattern reaches into: one
+                    // removed takes its matches with it.
                     self.watch.push(WatchItem {
-                        before: self.watch_dir(item.path(), &shown, FileStat::of(&lmeta)),
+                        before: Watched::Dir,
                         name: shown.into_os_string(),
                         abs: item.path().to_path_buf(),
                         origin: origin.clone(),
@@ -664,25 +693,6 @@ fn walk_error(arg: &OsStr, abs: &Path, e: walkdir::Error) -> anyhow::Error {
     }
 }
 
-impl Collector<'_> {
-    /// How a directory (shown as `shown`) is watched: its stat, plus its
-    /// names when the stat is too recent to show a change made in the same
-    /// timestamp tick; with exclusions, its stat and the names not excluded.
-    fn watch_dir(&self, abs: &Path, shown: &Path, stat: FileStat) -> Watched {
-        if !self.exclude.is_empty() {
-            // Unreadable now: it will not compare equal later either.
-            let names = kept_names_digest(abs, shown, self.exclude).unwrap_or(Digest([0; 32]));
-            return Watched::FilteredDir(stat, names);
-        }
-        let names = if stat.is_racy(now_ns()) {
-            dir_names_digest(abs).ok()
-        } else {
-            None
-        };
-        Watched::Dir(stat, names)
-    }
-}
-
 /// `path` relative to `base`, for a path under `base` (see
 /// [`relative_bytes`]).
 fn relative_path<'p>(path: &'p Path, base: &Path) -> &'p Path {
@@ -712,29 +722,17 @@ fn sort_prefix(bytes: &[u8]) -> u128 {
     u128::from_be_bytes(head)
 }
 
-/// A digest of a directory's sorted entry names.
-fn dir_names_digest(abs: &Path) -> io::Result<Digest> {
-    names_digest(abs, |_| true)
+/// Whether `abs`, a path a walk came upon, is in or under a skipped
+/// directory.
+fn skipped(skip: &[PathBuf], abs: &Path) -> bool {
+    skip.iter().any(|d| abs.starts_with(d))
 }
 
-/// A digest of the sorted names in the directory `abs` (shown as `shown`)
-/// that `exclude` keeps.
-fn kept_names_digest(abs: &Path, shown: &Path, exclude: &Exclusions) -> io::Result<Digest> {
-    names_digest(abs, |name| !exclude.excludes(&shown.join(name)))
-}
-
-fn names_digest(abs: &Path, keep: impl Fn(&OsStr) -> bool) -> io::Result<Digest> {
-    let mut names: Vec<OsString> = fs::read_dir(abs)?
-        .map(|e| e.map(|e| e.file_name()))
-        .filter(|n| n.as_ref().map_or(true, |n| keep(n)))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    let mut h = blake3::Hasher::new();
-    for n in &names {
-        h.update(&(n.len() as u64).to_le_bytes());
-        h.update(n.as_bytes());
-    }
-    Ok(h.finalize().into())
+/// A symlink's target, as bytes (empty when it cannot be read).
+fn link_target(abs: &Path) -> Vec<u8> {
+    fs::read_link(abs)
+        .map(|t| t.into_os_string().into_vec())
+        .unwrap_or_default()
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -823,8 +821,7 @@ fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
         (None, _) => return "leave the paths it writes out with --exclude GLOB".to_string(),
         (Some(first), rest) => {
             let top = root.join(first);
-            let is_dir =
-                rest.is_some() || matches!(w.before, Watched::Dir(..) | Watched::FilteredDir(..));
+            let is_dir = rest.is_some() || matches!(w.before, Watched::Dir);
             if is_dir {
                 format!("{}/**", top.display())
             } else {
@@ -838,32 +835,26 @@ fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
 
 /// The first watched path whose state differs from before the run, if any.
 /// `started_ns` is when the inputs were examined; files modified that
-/// recently are compared by content, not only by stat.
-pub fn changed_during_run<'w>(
-    watch: &'w [WatchItem],
-    started_ns: i64,
-    exclude: &Exclusions,
-) -> Option<&'w WatchItem> {
+/// recently are compared by content, not only by stat. What the run added
+/// (an absent path now present, a new name in a walked directory) is not a
+/// change: see the module documentation.
+pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
     watch.iter().find(|w| match &w.before {
-        // The view the key took: a path counts as absent when following it
-        // fails (nothing there, a dangling symlink, a symlink loop).
-        Watched::Absent => fs::metadata(&w.abs).is_ok(),
+        Watched::Absent => false,
         Watched::Stdin(file) => !file.unchanged(started_ns),
         // Followed: an --input root may be a symlink to a directory (walked
         // subdirectories are never links).
-        Watched::Dir(before, names) => match fs::metadata(&w.abs) {
-            Ok(m) if FileStat::of(&m) != *before => true,
-            Ok(_) => match names {
-                Some(names) => dir_names_digest(&w.abs).ok() != Some(*names),
-                None => false,
-            },
-            Err(_) => true,
-        },
-        Watched::FilteredDir(before, names) => match fs::metadata(&w.abs) {
-            Ok(m) if FileStat::of(&m) == *before => false,
-            Ok(_) => kept_names_digest(&w.abs, Path::new(&w.name), exclude).ok() != Some(*names),
-            Err(_) => true,
-        },
+        Watched::Dir => !fs::metadata(&w.abs).is_ok_and(|m| m.is_dir()),
+        Watched::Link(target) => {
+            fs::read_link(&w.abs)
+                .map(|t| t.into_os_string().into_vec())
+                .ok()
+                .as_ref()
+                != Some(target)
+        }
+        Watched::Special(ft) => {
+            fs::symlink_metadata(&w.abs).map(|m| m.file_type()).ok() != Some(*ft)
+        }
         Watched::File { digest, stat } => match fs::metadata(&w.abs) {
             Ok(m) if FileStat::of(&m) != *stat => true,
             Ok(_) if stat.is_racy(started_ns) => match hash_regular(&w.abs) {
@@ -1140,31 +1131,64 @@ mod tests {
         fs::write(t.path().join("f"), "1234").unwrap();
         let start = now_ns();
         let c = collect(t.path(), &mut NoStatCache, &["d", "f", "absent"], &[]).unwrap();
-        assert!(changed_during_run(&c.watch, start, &Exclusions::default()).is_none());
+        let changed = |c: &Collected| changed_during_run(&c.watch, start).map(|w| w.name.clone());
+        assert_eq!(changed(&c), None);
         // Same size, same mtime tick: only the content tells.
         fs::write(t.path().join("f"), "5678").unwrap();
-        assert_eq!(
-            changed_during_run(&c.watch, start, &Exclusions::default())
-                .unwrap()
-                .name,
-            "f"
-        );
+        assert_eq!(changed(&c), Some("f".into()));
         fs::write(t.path().join("f"), "1234").unwrap();
+        fs::remove_file(t.path().join("d/x")).unwrap();
+        assert_eq!(changed(&c), Some("d/x".into()));
+        fs::remove_dir(t.path().join("d")).unwrap();
+        assert_eq!(changed(&c), Some("d".into()));
+    }
+
+    /// Issue 26: `cargo test` creates `Cargo.lock`, named with `-i` or
+    /// found in `-i .`; what a run adds is its product, not a change.
+    #[test]
+    fn what_the_run_adds_is_no_change() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("d/x"), "x").unwrap();
+        std::os::unix::fs::symlink("nowhere", t.path().join("d/link")).unwrap();
+        let start = now_ns();
+        let c = collect(t.path(), &mut NoStatCache, &["d", "absent", "g/*.txt"], &[]).unwrap();
+        fs::write(t.path().join("absent"), "made by the run").unwrap();
         fs::write(t.path().join("d/new"), "").unwrap();
+        fs::create_dir_all(t.path().join("d/sub/deeper")).unwrap();
+        fs::create_dir_all(t.path().join("g")).unwrap();
+        fs::write(t.path().join("g/a.txt"), "").unwrap();
+        assert!(changed_during_run(&c.watch, start).is_none());
+        // A link the walk listed without following is watched by target.
+        fs::remove_file(t.path().join("d/link")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", t.path().join("d/link")).unwrap();
         assert_eq!(
-            changed_during_run(&c.watch, start, &Exclusions::default())
-                .unwrap()
-                .name,
-            "d"
+            changed_during_run(&c.watch, start).map(|w| w.name.clone()),
+            Some("d/link".into())
         );
-        let c = collect(t.path(), &mut NoStatCache, &["absent"], &[]).unwrap();
-        fs::write(t.path().join("absent"), "").unwrap();
-        assert_eq!(
-            changed_during_run(&c.watch, start, &Exclusions::default())
-                .unwrap()
-                .name,
-            "absent"
-        );
+    }
+
+    #[test]
+    fn skipped_directories_are_never_walked() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join(".memorun/tmp")).unwrap();
+        fs::write(t.path().join(".memorun/memorun.db"), "db").unwrap();
+        fs::write(t.path().join("a"), "a").unwrap();
+        let skip = [t.path().join(".memorun")];
+        let none = Exclusions::default();
+        for input in [".", "**/*"] {
+            let mut cache = NoStatCache;
+            let mut c = Collector::new(t.path(), &mut cache, &none).skip(&skip);
+            c.explicit(OsStr::new(input)).unwrap();
+            let got = c.finish().unwrap();
+            let inputs: Vec<String> = names(&got).into_iter().skip(1).map(|n| n.1).collect();
+            assert_eq!(
+                inputs,
+                vec![if input == "." { "./a" } else { "a" }],
+                "{input}"
+            );
+            assert!(got.watch.iter().all(|w| !w.abs.starts_with(&skip[0])));
+        }
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct Context<'a> {
     pub known_outputs: &'a [Vec<u8>],
     /// Show a bar on the terminal when hashing inputs takes long.
     pub show_progress: bool,
+    /// Directories no walk or glob enters (the cache directory: absolute,
+    /// canonical).
+    pub skip: &'a [PathBuf],
 }
 
 /// Build the key for `spec`. `env` lists the environment (normally
@@ -132,13 +135,19 @@ pub fn resolve(
     components.extend(env_components(&spec.env, ctx.secret, env));
     components.extend(spec.keys.iter().map(|k| Component::literal(k)));
     // What a traced run leaves out is part of what its manifests mean: a
-    // run that traces more must not match one that traced less. (NUL
-    // bytes: no `-k` text can look like it.)
-    if spec.traced && !spec.trace_exclude.is_empty() {
-        components.push(Component::literal(&format!(
-            "\0trace-exclude\0{}",
-            spec.trace_exclude.join("\0")
-        )));
+    // run that traces more must not match one that traced less. Keyed as
+    // typed (a relative glob means the same under every working directory
+    // or --base-dir), and so shown as typed when it differs.
+    if spec.traced {
+        for glob in &spec.trace_exclude {
+            components.push(Component::option(&format!(
+                "--trace-exclude {}",
+                crate::term::quote::word(glob.as_bytes())
+            )));
+        }
+        if !spec.default_trace_excludes {
+            components.push(Component::option("--no-default-trace-excludes"));
+        }
     }
     components.extend(key_cmds.iter().cloned());
     if let Some(argv0) = spec.command.first() {
@@ -147,7 +156,8 @@ pub fn resolve(
 
     let mut collector = Collector::new(&base.cwd, ctx.stat_cache, &spec.exclude)
         .show_progress(ctx.show_progress)
-        .base_dir(spec.base_dir.as_deref());
+        .base_dir(spec.base_dir.as_deref())
+        .skip(ctx.skip);
     for input in &spec.inputs {
         collector.explicit(input)?;
     }

@@ -70,6 +70,10 @@ pub struct KeySpec {
     pub traced: bool,
     /// `--trace-exclude` globs, as given: in the key of a traced run.
     pub trace_exclude: Vec<String>,
+    /// Whether a traced run leaves out the default exclusions (cargo's
+    /// state; see `config::default_trace_excludes`): in the key as
+    /// `--no-default-trace-excludes` when it does not.
+    pub default_trace_excludes: bool,
     /// `--base-dir`: paths under it are keyed relative to it (absolute,
     /// canonical).
     pub base_dir: Option<std::path::PathBuf>,

@@ -5,10 +5,17 @@
 //!   file, which becomes the command's stdin: memory stays bounded for any
 //!   size, and nothing of it is left in the cache directory. A regular file
 //!   is hashed with `pread` from its current offset without being consumed,
-//!   and inherited. `/dev/null` counts as empty. A terminal or another
-//!   device is not read; the command inherits it.
+//!   and inherited. A terminal or another device is not read; the command
+//!   inherits it.
 //! - `hash`: read and hash whatever stdin is, a terminal included.
 //! - `ignore`: never read or hashed; inherited.
+//!
+//! Invariant: a terminal that `auto` does not read, `/dev/null`, an empty
+//! pipe and an empty file all key as one component, [`NO_DATA`]: as far as
+//! memorun can know they give the command the same thing, nothing, so a
+//! run at a terminal and one in CI (`</dev/null`) share an entry. An answer
+//! typed at a prompt is not seen (see docs/key.md); `--stdin hash` keys
+//! what is typed.
 //!
 //! If spooling fails part-way (a full disk), the bytes already taken are not
 //! lost: the command is fed them, then the rest of stdin, through a pipe.
@@ -114,6 +121,23 @@ pub struct SpoolFailed {
 
 const BUF: usize = 256 * 1024;
 
+/// The stdin component's reason when stdin gives the command no data: a
+/// terminal not read, `/dev/null`, an empty pipe or file.
+pub const NO_DATA: &str = "no data";
+
+/// The component of a stdin that holds no data.
+fn no_data() -> Option<Component> {
+    Some(Component::stdin(Err(NO_DATA)))
+}
+
+/// The component of `digest`, the keyed digest of `len` bytes of stdin.
+fn hashed(digest: Digest, len: u64) -> Option<Component> {
+    match len {
+        0 => no_data(),
+        _ => Some(Component::stdin(Ok(digest))),
+    }
+}
+
 /// How stdin goes into the key (`--stdin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StdinMode {
@@ -159,17 +183,16 @@ pub fn capture(
     let keyed = || blake3::Hasher::new_keyed(secret);
     let is_tty = stdin.is_terminal();
     if mode == StdinMode::Auto {
-        if is_tty {
-            return Ok(inherit("terminal"));
+        // Not read: the command may prompt on it, and what is typed is not
+        // seen (the documented limit; `--stdin hash` reads it).
+        if is_tty || (ft.is_char_device() && same_file(&meta, "/dev/null")) {
+            return Ok(Captured {
+                component: no_data(),
+                feed: Feed::Inherit,
+                file: None,
+            });
         }
         if ft.is_char_device() || ft.is_block_device() {
-            if same_file(&meta, "/dev/null") {
-                return Ok(Captured {
-                    component: Some(Component::stdin(Ok(Digest::from(keyed().finalize())))),
-                    feed: Feed::Inherit,
-                    file: None,
-                });
-            }
             return Ok(inherit("device"));
         }
     }
@@ -181,7 +204,7 @@ pub fn capture(
                 feed: Feed::Inherit,
             })?;
             return Ok(Captured {
-                component: Some(Component::stdin(Ok(digest))),
+                component: hashed(digest, meta.len().saturating_sub(offset)),
                 feed: Feed::Inherit,
                 file: Some(StdinFile {
                     fd: 0,
@@ -254,6 +277,7 @@ fn read_pipe(
     };
     let mut buf = vec![0u8; BUF];
     let mut spooled_len = 0u64;
+    let mut total = 0u64;
     loop {
         let n = match stdin.read(&mut buf) {
             Ok(0) => break,
@@ -269,6 +293,7 @@ fn read_pipe(
             }
         };
         h.update(&buf[..n]);
+        total += n as u64;
         let written = match &mut spool {
             None => Ok(()),
             // A stream that never ends (`yes | memorun -- head -n1`) must
@@ -306,7 +331,7 @@ fn read_pipe(
         None => Feed::Inherit,
     };
     Ok(Captured {
-        component: Some(Component::stdin(Ok(h.finalize().into()))),
+        component: hashed(h.finalize().into(), total),
         feed,
         file: None,
     })

@@ -17,7 +17,6 @@
 use std::io;
 use std::time::Duration;
 
-use crate::key::exclude::Exclusions;
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
 use crate::store::counters;
@@ -26,17 +25,15 @@ use crate::term::format::{human_duration, io_reason};
 
 /// The options that decide what a run may replay and record.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy<'a> {
+pub struct Policy {
     /// `--ttl`: entries older than this are not replayed.
     pub ttl: Option<Duration>,
     /// `--cache-failures`: non-zero exits are recorded and replayed.
     pub cache_failures: bool,
-    /// Paths left out of input walks, and so of the race guard.
-    pub exclude: &'a Exclusions,
 }
 
 /// Why `entry` may not be replayed to this run, if it may not.
-pub fn refusal(policy: &Policy<'_>, entry: &Entry) -> Option<String> {
+pub fn refusal(policy: &Policy, entry: &Entry) -> Option<String> {
     let entry_age = age(entry.created_ms);
     if let Some(ttl) = policy.ttl.filter(|ttl| entry_age > *ttl) {
         return Some(format!(
@@ -70,7 +67,7 @@ pub struct RunEnd<'a> {
 /// Why the run that ended as `end` may not be recorded, if it may not: the
 /// counter it is counted under, and the reason in words.
 pub fn unrecordable(
-    policy: &Policy<'_>,
+    policy: &Policy,
     end: &RunEnd<'_>,
     resolved: &Resolved,
 ) -> Option<(&'static str, String)> {
@@ -110,9 +107,7 @@ pub fn unrecordable(
     if let Some(why) = &resolved.unrecordable {
         return Some((counters::NOT_RECORDED_INPUT, why.clone()));
     }
-    if let Some(w) =
-        inputs::changed_during_run(&resolved.watch, resolved.started_ns, policy.exclude)
-    {
+    if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
         return Some((counters::NOT_RECORDED_INPUT, inputs::changed_message(w)));
     }
     None

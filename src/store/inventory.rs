@@ -29,6 +29,9 @@ pub struct ClearFilter {
     pub failed: bool,
     /// Only entries of this command (argv digest).
     pub argv_digest: Option<Digest>,
+    /// Only entries whose command line (as shown) is this one, or starts
+    /// with it followed by a space: `clear --prefix`.
+    pub display_prefix: Option<String>,
 }
 
 impl ClearFilter {
@@ -46,6 +49,13 @@ impl ClearFilter {
         if let Some(c) = &self.argv_digest {
             values.push(Value::Blob(c.0.to_vec()));
             clauses.push(format!("argv_digest = ?{}", values.len()));
+        }
+        if let Some(p) = &self.display_prefix {
+            values.push(Value::Text(p.clone()));
+            let n = values.len();
+            clauses.push(format!(
+                "(display = ?{n} OR substr(display, 1, length(?{n}) + 1) = ?{n} || ' ')"
+            ));
         }
         (clauses.join(" AND "), values)
     }
