@@ -16,6 +16,7 @@ mod key_control;
 mod layering;
 mod lifecycle;
 mod outputs;
+mod planted;
 mod recipes;
 mod records;
 mod regressions;
