@@ -411,6 +411,16 @@ fn remote_from(
             )),
         }
     }
+    if let Some(t) = env("MEMORUN_REMOTE_LOOKUP_TIMEOUT").filter(|v| !v.is_empty()) {
+        let t = t.to_string_lossy();
+        match Timeouts::parse_lookup(&t) {
+            Some(lookup) => timeouts.lookup = lookup,
+            None => warnings.push(format!(
+                "MEMORUN_REMOTE_LOOKUP_TIMEOUT='{t}' is not a duration like 2s or 500ms; using {}",
+                crate::term::format::human_duration(timeouts.lookup)
+            )),
+        }
+    }
     let mut max_object = remote::MAX_OBJECT;
     if let Some(v) = env("MEMORUN_REMOTE_MAX_SIZE").filter(|v| !v.is_empty()) {
         let v = v.to_string_lossy();
@@ -450,6 +460,7 @@ fn remote_from(
         timeouts,
         max_object,
         s3,
+        retry: flag_is_on(env("MEMORUN_REMOTE_RETRY").as_deref()),
     }))
 }
 

@@ -235,7 +235,8 @@ fn a_bad_remote_url() {
     assert!(!stderr(&o).contains("hunter2"));
 }
 
-/// Fail open: the run is right, one warning, counted, and it costs at most
+/// Fail open: the run is right, one warning that starts a cool-down (and
+/// says until when and how to retry now), counted, and it costs at most
 /// `limit`.
 #[track_caller]
 pub(crate) fn assert_failed_open(
@@ -250,10 +251,12 @@ pub(crate) fn assert_failed_open(
     assert_eq!(m.count(), 1);
     let err = stderr(o);
     assert_eq!(err.matches("warning").count(), 1, "{err}");
-    assert_contains(&err, "not used for the rest of this run");
+    assert_contains(&err, "no run of this cache asks it until");
+    assert_contains(&err, "MEMORUN_REMOTE_RETRY=1 retries now");
     assert!(took < limit, "took {took:?}");
     let s = m.remote_stats();
     assert_eq!(s[counter], 1, "{s}");
+    assert_eq!(s["cooldown"][0]["failures"], 1, "{s}");
 }
 
 #[test]
@@ -470,10 +473,12 @@ fn an_entry_written_without_the_secret_is_never_replayed() {
     );
     assert_eq!(stdout(&o), "forged\n");
     assert!(!server.objects().is_empty());
+    // Its names are keyed with its own secret: B never even sees it.
     let o = b.run(&server.url(), &[], &args, "cat note");
     assert_eq!(stdout(&o), "honest\n");
     assert_eq!(b.count(), 1);
-    assert_eq!(b.remote_stats()["corrupt"], 1);
+    assert_eq!(b.remote_stats()["corrupt"], 0);
+    assert_eq!(b.remote_stats()["misses"], 1);
     // Nor is a genuine entry moved under another key's name.
     let c = Machine::new();
     c.dir.write("note", "other\n");
