@@ -72,12 +72,13 @@ fn run_bounded(mut c: Command, limit: Duration) -> (Output, u64) {
     (o, usage.ru_maxrss as u64)
 }
 
-/// `m.run`'s command, as a `Command` to spawn.
-fn command(m: &Machine, url: &str, env: &[(&str, &str)], script: &str) -> Command {
+/// `m.run`'s command (run options `args`), as a `Command` to spawn.
+fn command(m: &Machine, url: &str, env: &[(&str, &str)], args: &[&str], script: &str) -> Command {
     let mut c = m.dir.memorun_std();
     c.env("MEMORUN_SECRET", SECRET)
         .args(["-v", "--remote", url, "--base-dir"])
         .arg(m.dir.path())
+        .args(args)
         .args(["--", "sh", "-c"])
         .arg(format!("echo run >> count; {script}"))
         .arg("sh")
@@ -123,7 +124,10 @@ fn a_trickling_answer_is_cut_off_by_the_lookup_deadline() {
         let mut env: Vec<(&str, &str)> = SHORT.to_vec();
         env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
         let t = Instant::now();
-        let (o, _) = run_bounded(command(&m, &url, &env, "echo hi"), Duration::from_secs(30));
+        let (o, _) = run_bounded(
+            command(&m, &url, &env, &[], "echo hi"),
+            Duration::from_secs(30),
+        );
         let took = t.elapsed();
         ran_on_its_own(&m, &o);
         // 500 ms, with a generous margin for a loaded machine.
@@ -147,15 +151,7 @@ fn a_trickling_blob_is_cut_off_once_it_falls_below_the_rate() {
         Duration::from_millis(100),
     ));
     let b = Machine::new();
-    let mut c = b.dir.memorun_std();
-    c.env("MEMORUN_SECRET", SECRET)
-        .envs(SHORT)
-        .args(["-v", "--remote", &slow.http_url(), "--base-dir"])
-        .arg(b.dir.path())
-        .args(["-o", "out/", "--", "sh", "-c"])
-        .arg(format!("echo run >> count; {BUILD}"))
-        .arg("sh")
-        .arg(b.dir.join("in.txt"));
+    let c = command(&b, &slow.http_url(), &SHORT, &["-o", "out/"], BUILD);
     let t = Instant::now();
     let (o, _) = run_bounded(c, Duration::from_secs(60));
     let took = t.elapsed();
@@ -197,7 +193,10 @@ fn a_reply_longer_than_asked_is_refused_before_it_is_read() {
         let m = Machine::new();
         let mut env: Vec<(&str, &str)> = SHORT.to_vec();
         env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let (o, rss) = run_bounded(command(&m, &url, &env, "echo hi"), Duration::from_secs(60));
+        let (o, rss) = run_bounded(
+            command(&m, &url, &env, &[], "echo hi"),
+            Duration::from_secs(60),
+        );
         ran_on_its_own(&m, &o);
         eprintln!("{url}: peak RSS {rss} KiB");
         assert!(rss < RSS_LIMIT_KIB, "{url}: peak RSS {rss} KiB");
@@ -511,4 +510,37 @@ fn a_planted_manifest_without_the_mac_is_never_looked_at() {
         !requests.iter().any(|r| r.contains("/manifests/")),
         "a request followed from the planted index: {requests:?}"
     );
+}
+
+/// Checking the remote's (sealed, genuine) trace manifests against the
+/// files here is bounded: a manifest whose file is 40 GB here (sparse) is
+/// passed over without reading it, and the lookup ends at once. (Before:
+/// every traced lookup hashed the whole file.)
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn checking_remote_manifests_is_bounded() {
+    let server = Nginx::start();
+    let (a, b) = (Machine::new(), Machine::new());
+    // Reads one byte of data.bin; exits 0 only where `ok` exists (on A),
+    // so that B's run is not recorded (recording would hash data.bin).
+    let script = "head -c 1 data.bin > /dev/null; test -e ok";
+    a.dir.write("data.bin", "x");
+    a.dir.write("ok", "");
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    crate::util::set_mtime(&a.dir.join("data.bin"), old);
+    std::thread::sleep(Duration::from_millis(30));
+    let o = a.run(&server.url(), &[], &["--trace"], script);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_contains(&stderr(&o), "uploaded");
+    let big = fs::File::create(b.dir.join("data.bin")).unwrap();
+    big.set_len(40 << 30).unwrap();
+    let t = Instant::now();
+    let c = command(&b, &server.url(), &[], &["--trace"], script);
+    let (o, _) = run_bounded(c, Duration::from_secs(120));
+    let took = t.elapsed();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(b.count(), 1);
+    assert_eq!(b.remote_stats()["hits"], 0);
+    // Hashing 40 GB takes tens of seconds; the lookup, milliseconds.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
