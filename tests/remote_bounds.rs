@@ -544,3 +544,31 @@ fn checking_remote_manifests_is_bounded() {
     // Hashing 40 GB takes tens of seconds; the lookup, milliseconds.
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+/// A blob that keeps well over 1 MiB/s goes on past the operation deadline
+/// (1 s here; 24 MB at 8 MB/s takes 3 s) and arrives: a remote hit.
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn a_slow_but_steady_blob_arrives_past_the_operation_deadline() {
+    let server = Nginx::with_location(
+        "dav_methods PUT; create_full_put_path on; client_max_body_size 0; limit_rate 8m;",
+    );
+    let (a, b) = (Machine::new(), Machine::new());
+    let script = "head -c 24000000 /dev/zero | tr '\\0' y";
+    let o = a.run(&server.url(), &SHORT, &[], script);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let t = Instant::now();
+    let (o, _) = run_bounded(
+        command(&b, &server.url(), &SHORT, &[], script),
+        Duration::from_secs(60),
+    );
+    let took = t.elapsed();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), 24_000_000);
+    assert_eq!(b.count(), 0, "cut off: {}", stderr(&o));
+    assert_contains(&stderr(&o), "hit (remote)");
+    assert!(
+        took > Duration::from_secs(1),
+        "not past the deadline: {took:?}"
+    );
+}

@@ -33,6 +33,8 @@ pub struct Deadline {
     limit: Duration,
     /// A transfer: may go past `limit` while it keeps [`MIN_RATE`].
     transfer: bool,
+    /// Bytes of the transfer moved before this part of it began.
+    before: u64,
 }
 
 impl Deadline {
@@ -42,6 +44,7 @@ impl Deadline {
             started: Instant::now(),
             limit,
             transfer: false,
+            before: 0,
         }
     }
 
@@ -54,12 +57,23 @@ impl Deadline {
         }
     }
 
+    /// The same deadline for a part of the transfer that begins once
+    /// `before` bytes of it moved (a part of a multipart upload, a chunk):
+    /// what the part moves counts on top of them.
+    pub fn after(self, before: u64) -> Deadline {
+        Deadline {
+            before: self.before + before,
+            ..self
+        }
+    }
+
     /// How long the operation may last in all, `moved` bytes having been
     /// sent or received.
     fn allowed(&self, moved: u64) -> Duration {
         if !self.transfer {
             return self.limit;
         }
+        let moved = moved.saturating_add(self.before);
         let by_rate = GRACE + Duration::from_secs_f64(moved as f64 / MIN_RATE as f64);
         self.limit.max(by_rate)
     }
@@ -156,5 +170,8 @@ mod tests {
         assert!(d.cap(10 * MIN_RATE) > Duration::from_secs(11));
         let fixed = Deadline::transfer(Duration::from_secs(30));
         assert!(fixed.cap(MIN_RATE) > Duration::from_secs(29));
+        // A later part counts what the parts before it moved.
+        let part = d.after(10 * MIN_RATE);
+        assert!(part.remaining(0).unwrap() > Duration::from_secs(11));
     }
 }

@@ -525,7 +525,7 @@ impl Redis {
         let mut index = vec![INDEX];
         index.extend_from_slice(&len.to_le_bytes());
         index.extend_from_slice(&count.to_le_bytes());
-        self.set(name, &index, nx, &deadline)
+        self.set(name, &index, nx, &deadline.after(len))
     }
 }
 

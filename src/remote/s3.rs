@@ -468,7 +468,7 @@ impl S3 {
                     UNSIGNED_PAYLOAD,
                     body,
                     part,
-                    deadline,
+                    &deadline.after(sent),
                 )
                 .map_err(|e| failed(&what, name, e))?;
             if r.status().as_u16() != 200 {
@@ -505,7 +505,7 @@ impl S3 {
                 &sha256_hex(xml.as_bytes()),
                 &mut xml.as_bytes(),
                 xml.len() as u64,
-                deadline,
+                &deadline.after(len),
             )
             .map_err(|e| failed(what, name, e))?;
         match r.status().as_u16() {
