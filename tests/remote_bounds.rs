@@ -323,6 +323,17 @@ fn a_cool_down_is_honoured_retried_and_cleared_by_the_first_answer() {
     let o = m.run(&url, &SHORT, &[], "echo 3");
     assert!(back.accepted() == 0, "asked during the cool-down");
     assert_eq!(m.remote_stats()["skipped"], 2);
+    // `why` says so too, and does not ask either.
+    let why = m
+        .dir
+        .memorun()
+        .env("MEMORUN_SECRET", SECRET)
+        .args(["why", "--remote", &url, "--", "true"])
+        .output()
+        .unwrap();
+    assert_contains(&stderr(&why), "is cooling down until");
+    assert_contains(&stderr(&why), "MEMORUN_REMOTE_RETRY=1");
+    assert!(back.accepted() == 0, "`why` asked during the cool-down");
     // Retried at once: it answers, and the cool-down is gone.
     let retry = [SHORT[0], SHORT[1], ("MEMORUN_REMOTE_RETRY", "1")];
     let o2 = m.run(&url, &retry, &[], "echo 4");

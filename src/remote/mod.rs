@@ -490,6 +490,8 @@ pub struct Tier {
     cooldown: Option<cooldown::Cooldown>,
     /// A state file was there: the first answer removes it.
     cooling: bool,
+    /// Not asked: cooling down until then (ms since the epoch).
+    skipped_until: Option<i64>,
 }
 
 /// Copy buffer for blobs.
@@ -513,12 +515,19 @@ impl Tier {
             broken: None,
             cooldown: None,
             cooling: false,
+            skipped_until: None,
         }
     }
 
     /// The URL without credentials.
     pub fn display(&self) -> &str {
         self.config.url.display()
+    }
+
+    /// When the remote was not asked because it cools down: until when
+    /// (ms since the epoch).
+    pub fn skipped_until(&self) -> Option<i64> {
+        self.skipped_until
     }
 
     /// Whether this invocation may write.
@@ -581,6 +590,7 @@ impl Tier {
             return false;
         }
         self.off = true;
+        self.skipped_until = Some(state.until_ms);
         let _ = store.count(&[(counters::SKIPPED, 1)]);
         ui.status(format_args!(
             "remote cache {} not asked: cooling down until {} after {} ({}); \
