@@ -784,47 +784,10 @@ impl Tier {
                 }
             }
         }
-        let mut file_checks = Vec::new();
-        let mut installed_files = Vec::new();
-        for content in file_blobs(&mut entry.outputs) {
-            // Each distinct blob once.
-            if let Some((_, s)) = installed_files
-                .iter()
-                .find(|(d, _): &&(Digest, StoredStream)| *d == content.digest)
-            {
-                *content = s.clone();
-                continue;
-            }
-            let deadline = Deadline::transfer(op);
-            let spooled = match fetch_stream(
-                remote,
-                &shared,
-                content,
-                store.spool_file(),
-                &mut bytes,
-                deadline,
-            ) {
-                Ok(Ok(s)) => s,
-                Ok(Err(miss)) => return self.blob_miss(store, ui, &key, miss, bytes),
-                Err(e) => {
-                    let _ = store.count(&[(counters::BYTES_DOWN, bytes as i64)]);
-                    self.fail(store, ui, &e, Op::Read);
-                    return Fetched::Off;
-                }
-            };
-            match store.put_file(spooled) {
-                Ok((stored, check)) => {
-                    if stored.inline.is_none() {
-                        file_checks.push((stored.digest, check));
-                    }
-                    installed_files.push((content.digest, stored.clone()));
-                    *content = stored;
-                }
-                Err(e) => return local_failure(store, ui, e, bytes),
-            }
-        }
-        file_checks.sort();
-        file_checks.dedup_by(|a, b| a.0 == b.0);
+        let file_checks = match self.install_files(store, ui, &key, &mut entry, &mut bytes) {
+            Ok(checks) => checks,
+            Err(done) => return done,
+        };
         let order = streams.pop().expect("three streams");
         let stderr = streams.pop().expect("three streams");
         let stdout = streams.pop().expect("three streams");
@@ -861,6 +824,62 @@ impl Tier {
             bytes,
             took: started.elapsed(),
         }
+    }
+
+    /// Download the output files' blobs of `entry` (each distinct one
+    /// once, verified) into the store, pointing `entry` at the stored
+    /// copies; their fast checks, or how the fetch ended.
+    fn install_files(
+        &mut self,
+        store: &mut dyn Store,
+        ui: &Ui,
+        key: &Digest,
+        entry: &mut Entry,
+        bytes: &mut u64,
+    ) -> Result<Vec<(Digest, [u8; 16])>, Fetched> {
+        let shared = self.config.shared.clone();
+        let op = self.config.timeouts.operation;
+        let Some(remote) = self.remote(store, ui, Deadline::transfer(op)) else {
+            return Err(Fetched::Off);
+        };
+        let mut file_checks = Vec::new();
+        let mut installed_files: Vec<(Digest, StoredStream)> = Vec::new();
+        for content in file_blobs(&mut entry.outputs) {
+            if let Some((_, s)) = installed_files.iter().find(|(d, _)| *d == content.digest) {
+                *content = s.clone();
+                continue;
+            }
+            let deadline = Deadline::transfer(op);
+            let spooled = match fetch_stream(
+                remote,
+                &shared,
+                content,
+                store.spool_file(),
+                bytes,
+                deadline,
+            ) {
+                Ok(Ok(s)) => s,
+                Ok(Err(miss)) => return Err(self.blob_miss(store, ui, key, miss, *bytes)),
+                Err(e) => {
+                    let _ = store.count(&[(counters::BYTES_DOWN, *bytes as i64)]);
+                    self.fail(store, ui, &e, Op::Read);
+                    return Err(Fetched::Off);
+                }
+            };
+            match store.put_file(spooled) {
+                Ok((stored, check)) => {
+                    if stored.inline.is_none() {
+                        file_checks.push((stored.digest, check));
+                    }
+                    installed_files.push((content.digest, stored.clone()));
+                    *content = stored;
+                }
+                Err(e) => return Err(local_failure(store, ui, e, *bytes)),
+            }
+        }
+        file_checks.sort();
+        file_checks.dedup_by(|a, b| a.0 == b.0);
+        Ok(file_checks)
     }
 
     /// A blob was missing or did not verify: a miss, counted; an upload
