@@ -634,13 +634,35 @@ mod tests {
             ("MEMORUN_REMOTE_TOKEN", "tok"),
             ("MEMORUN_REMOTE_TIMEOUT", "200ms,30s"),
             ("MEMORUN_REMOTE_MAX_SIZE", "10MB"),
+            ("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "750ms"),
+            ("MEMORUN_REMOTE_RETRY", "1"),
         ];
         let r = config(&["--", "true"], &env).unwrap().remote.unwrap();
         assert_eq!(r.url.display(), "https://h/base");
         assert!(r.read_only);
         assert_eq!(r.token.as_deref(), Some("tok"));
         assert_eq!(r.timeouts.connect, std::time::Duration::from_millis(200));
+        assert_eq!(r.timeouts.lookup, std::time::Duration::from_millis(750));
+        assert!(r.retry);
         assert_eq!(r.max_object, 10_000_000);
+        let c = config(
+            &["--", "true"],
+            &[
+                ("MEMORUN_REMOTE", "redis://h"),
+                ("MEMORUN_SECRET", SECRET),
+                ("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "soon"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.remote.unwrap().timeouts.lookup,
+            crate::remote::LOOKUP_TIMEOUT
+        );
+        assert!(
+            c.warnings[0].starts_with("MEMORUN_REMOTE_LOOKUP_TIMEOUT='soon'"),
+            "{:?}",
+            c.warnings
+        );
         // --remote wins over the variable.
         let r = config(&["--remote", "redis://other", "--", "true"], &env)
             .unwrap()
