@@ -44,6 +44,15 @@ impl Machine {
         script: &str,
     ) -> Output {
         let mut c = self.dir.memorun();
+        // Tests about other things than deadlines must not miss on a
+        // loaded machine: a generous lookup deadline, unless the test sets
+        // one (or the operation's, which bounds it).
+        let timed = env
+            .iter()
+            .any(|(k, _)| k.starts_with("MEMORUN_REMOTE_") && k.ends_with("TIMEOUT"));
+        if !timed {
+            c.env("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "10s");
+        }
         c.env("MEMORUN_SECRET", SECRET)
             .args(["-v", "--remote", url, "--base-dir"])
             .arg(self.dir.path())

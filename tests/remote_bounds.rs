@@ -193,14 +193,87 @@ fn a_reply_longer_than_asked_is_refused_before_it_is_read() {
         let m = Machine::new();
         let mut env: Vec<(&str, &str)> = SHORT.to_vec();
         env.extend(extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let (o, rss) = run_bounded(
-            command(&m, &url, &env, &[], "echo hi"),
-            Duration::from_secs(60),
-        );
+        let (o, rss) = run_measured(command(&m, &url, &env, &[], "echo hi"));
         ran_on_its_own(&m, &o);
         eprintln!("{url}: peak RSS {rss} KiB");
         assert!(rss < RSS_LIMIT_KIB, "{url}: peak RSS {rss} KiB");
     }
+}
+
+/// The separator of the arguments in `MEMORUN_RSS_PROBE`.
+const SEP: char = '\u{1f}';
+
+/// Run `c` (which must not hang) from a process of its own, small (this
+/// test binary running only [`rss_probe`]): its output, and its peak RSS
+/// as `ru_maxrss` (KiB). Spawned straight from this process, `ru_maxrss`
+/// would count this process's pages too (a child shares them until it
+/// calls exec), which other tests running in parallel make large; the
+/// probe is what `/usr/bin/time` is to a shell.
+fn run_measured(c: Command) -> (Output, u64) {
+    let mut argv = vec![c.get_program().to_string_lossy().into_owned()];
+    argv.extend(c.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut probe = Command::new(std::env::current_exe().unwrap());
+    probe
+        .env("MEMORUN_RSS_PROBE_DIR", dir.path())
+        .args([
+            "--exact",
+            "remote_bounds::rss_probe",
+            "--ignored",
+            "--nocapture",
+        ])
+        .args(["--test-threads", "1"])
+        .env("MEMORUN_RSS_PROBE", argv.join(&SEP.to_string()));
+    if let Some(dir) = c.get_current_dir() {
+        probe.current_dir(dir);
+    }
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => probe.env(k, v),
+            None => probe.env_remove(k),
+        };
+    }
+    let (o, _) = run_bounded(probe, Duration::from_secs(60));
+    let text = stdout(&o);
+    let field = |name: &str| -> String {
+        let line = text
+            .lines()
+            .find_map(|l| l.find(name).map(|i| &l[i + name.len()..]))
+            .unwrap_or_else(|| panic!("no {name} from the probe: {text}{}", stderr(&o)));
+        line.trim().to_string()
+    };
+    let rss: u64 = field("peak-rss-kib=").parse().unwrap();
+    let status: i32 = field("status=").parse().unwrap();
+    let out = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: fs::read(dir.path().join("stdout")).unwrap(),
+        stderr: fs::read(dir.path().join("stderr")).unwrap(),
+    };
+    (out, rss)
+}
+
+/// Not a test: the probe of [`run_measured`], in a process of its own.
+/// Runs the command `MEMORUN_RSS_PROBE` names and prints its wait status,
+/// its peak RSS (`ru_maxrss` from `wait4`) and where its output is. Does
+/// nothing without it.
+#[test]
+#[ignore = "a helper that the RSS test runs in a process of its own"]
+fn rss_probe() {
+    let Some(argv) = std::env::var_os("MEMORUN_RSS_PROBE") else {
+        return;
+    };
+    let argv = argv.to_string_lossy().into_owned();
+    let mut argv = argv.split(SEP);
+    let dir = std::path::PathBuf::from(std::env::var_os("MEMORUN_RSS_PROBE_DIR").unwrap());
+    let mut c = Command::new(argv.next().unwrap());
+    c.args(argv)
+        .env_remove("MEMORUN_RSS_PROBE")
+        .env_remove("MEMORUN_RSS_PROBE_DIR");
+    let (o, rss) = run_bounded(c, Duration::from_secs(60));
+    fs::write(dir.join("stdout"), &o.stdout).unwrap();
+    fs::write(dir.join("stderr"), &o.stderr).unwrap();
+    println!("peak-rss-kib={rss}");
+    println!("status={}", o.status.into_raw());
 }
 
 /// Fan-in against a remote that accepts and never answers: 100 runs in a
@@ -451,6 +524,8 @@ fn a_planted_manifest_without_the_mac_is_never_looked_at() {
         "dav_methods PUT; create_full_put_path on; client_max_body_size 0; access_log logs/access.log;",
     );
     let (a, b) = (Machine::new(), Machine::new());
+    // Inputs modified as the run starts are not recorded (the race guard).
+    aged(&a, &["in.txt"]);
     let traced = ["--trace"];
     let script = "cat in.txt > /dev/null; echo hi";
     let o = a.run(&server.url(), &[], &traced, script);
@@ -523,6 +598,16 @@ fn a_planted_manifest_without_the_mac_is_never_looked_at() {
     );
 }
 
+/// Make `files` of `m` a minute old: a traced run does not record inputs
+/// modified as it starts (the race guard).
+fn aged(m: &Machine, files: &[&str]) {
+    let old = std::time::SystemTime::now() - Duration::from_secs(60);
+    for f in files {
+        crate::util::set_mtime(&m.dir.join(f), old);
+    }
+    std::thread::sleep(Duration::from_millis(30));
+}
+
 /// Checking the remote's (sealed, genuine) trace manifests against the
 /// files here is bounded: a manifest whose file is 40 GB here (sparse) is
 /// passed over without reading it, and the lookup ends at once. (Before:
@@ -537,9 +622,7 @@ fn checking_remote_manifests_is_bounded() {
     let script = "head -c 1 data.bin > /dev/null; test -e ok";
     a.dir.write("data.bin", "x");
     a.dir.write("ok", "");
-    let old = std::time::SystemTime::now() - Duration::from_secs(60);
-    crate::util::set_mtime(&a.dir.join("data.bin"), old);
-    std::thread::sleep(Duration::from_millis(30));
+    aged(&a, &["data.bin", "ok", "in.txt"]);
     let o = a.run(&server.url(), &[], &["--trace"], script);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_contains(&stderr(&o), "uploaded");
@@ -566,11 +649,17 @@ fn a_slow_but_steady_blob_arrives_past_the_operation_deadline() {
     );
     let (a, b) = (Machine::new(), Machine::new());
     let script = "head -c 24000000 /dev/zero | tr '\\0' y";
-    let o = a.run(&server.url(), &SHORT, &[], script);
+    // The operation deadline short, the entry's lookup not (it is not what
+    // this is about).
+    let env = [
+        ("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "10s"),
+        ("MEMORUN_REMOTE_TIMEOUT", "1s"),
+    ];
+    let o = a.run(&server.url(), &env, &[], script);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let t = Instant::now();
     let (o, _) = run_bounded(
-        command(&b, &server.url(), &SHORT, &[], script),
+        command(&b, &server.url(), &env, &[], script),
         Duration::from_secs(60),
     );
     let took = t.elapsed();
