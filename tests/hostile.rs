@@ -28,7 +28,20 @@ impl Hostile {
     /// Listen on a free port (or `port`, when not 0) and answer each
     /// connection with `handler`.
     pub fn start_on(port: u16, handler: Arc<Handler>) -> Hostile {
+        Hostile::start_with(port, handler, None)
+    }
+
+    /// [`Hostile::start`], its connections' receive buffers `rcvbuf` bytes.
+    pub fn start_small(handler: Arc<Handler>, rcvbuf: i32) -> Hostile {
+        Hostile::start_with(0, handler, Some(rcvbuf))
+    }
+
+    fn start_with(port: u16, handler: Arc<Handler>, rcvbuf: Option<i32>) -> Hostile {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        if let Some(b) = rcvbuf {
+            use std::os::fd::AsRawFd;
+            small_receive_buffer(listener.as_raw_fd(), b);
+        }
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -231,4 +244,44 @@ pub fn redis_bulk(claim: u64, send: u64, every: Option<Duration>) -> Arc<Handler
             let _ = conn.write_all(b"\r\n");
         }
     })
+}
+
+/// HTTP: `GET` and `HEAD` are answered 404; a `PUT`'s body is read
+/// `chunk` bytes every `every` (enough to keep each of the client's writes
+/// moving), and never answered.
+pub fn http_slow_sink(chunk: usize, every: Duration) -> Arc<Handler> {
+    Arc::new(move |conn, stop| {
+        let mut r = BufReader::with_capacity(chunk, conn.try_clone().unwrap());
+        let mut conn = conn;
+        while let Some((method, _)) = http_request(&mut r) {
+            if method != "PUT" {
+                let head = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            let mut buf = vec![0u8; chunk];
+            while !stop.load(Ordering::Relaxed) && r.read_exact(&mut buf).is_ok() {
+                std::thread::sleep(every);
+            }
+            return;
+        }
+    })
+}
+
+/// Make the receive buffer of the connections `h` accepts small (`bytes`),
+/// so that a client's writes fill it at once.
+pub fn small_receive_buffer(listener_fd: std::os::fd::RawFd, bytes: i32) {
+    // SAFETY: setsockopt(2) on a socket we own, with a valid int option.
+    let r = unsafe {
+        libc::setsockopt(
+            listener_fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
 }

@@ -164,6 +164,42 @@ fn a_trickling_blob_is_cut_off_once_it_falls_below_the_rate() {
     assert_eq!(s["hits"], 0, "{s}");
 }
 
+/// An upload to a server that reads the body slowly (4 KiB every 300 ms:
+/// each write moves, so a per-write timeout never fires) is cut off once it
+/// falls below 1 MiB/s after its grace (the operation deadline is 1 s
+/// here), and the run, recorded locally, ends. (Before: the upload went on
+/// for as long as the server kept reading.) What counts as sent is what
+/// the sockets took, a few MB here: the cut comes a few seconds later.
+#[test]
+#[ignore = "needs redis-server and nginx: .ci/run installs them"]
+fn an_upload_read_slowly_is_cut_off() {
+    let sink = Hostile::start_small(
+        hostile::http_slow_sink(4096, Duration::from_millis(300)),
+        4096,
+    );
+    let m = Machine::new();
+    // 30 MB of stdout: far more than the sockets' buffers hold.
+    let script = "head -c 30000000 /dev/zero | tr '\\0' u";
+    let t = Instant::now();
+    let (o, _) = run_bounded(
+        command(&m, &sink.http_url(), &SHORT, &[], script),
+        Duration::from_secs(60),
+    );
+    let took = t.elapsed();
+    eprintln!("cut off after {took:?}");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), 30_000_000);
+    assert_eq!(m.count(), 1);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let s = m.remote_stats();
+    assert_eq!(
+        (s["timeouts"].as_u64(), s["uploads"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    assert_eq!(m.dir.stats()["entries"], 1, "recorded locally");
+}
+
 /// The peak RSS allowed to memorun, whatever a server answers.
 const RSS_LIMIT_KIB: u64 = 64 * 1024;
 
