@@ -455,9 +455,11 @@ pub struct RunArgs {
     /// variables; no keys: anonymous, read-only). Local hits never touch it; on a local miss the remote is asked, and a
     /// recorded run is uploaded. Needs the team's secret in MEMORUN_SECRET
     /// (at least 32 characters); a bearer token goes in
-    /// MEMORUN_REMOTE_TOKEN. A remote that fails or times out (100 ms to
-    /// connect, 10 s per operation; MEMORUN_REMOTE_TIMEOUT) is not used for
-    /// the rest of the run. Example:
+    /// MEMORUN_REMOTE_TOKEN. A remote that fails is not used for the rest
+    /// of the run; one that times out (2 s per lookup, 10 s per other
+    /// operation: MEMORUN_REMOTE_LOOKUP_TIMEOUT, MEMORUN_REMOTE_TIMEOUT),
+    /// refuses or answers 5xx is skipped by every run of this cache for a
+    /// cool-down (MEMORUN_REMOTE_RETRY=1 retries now). Example:
     /// `MEMORUN_REMOTE=https://cache.example.com/memorun memorun -- make`.
     #[arg(long, value_name = "URL", help_heading = "Remote")]
     pub remote: Option<String>,

@@ -497,6 +497,16 @@ fn remote_from(
             )),
         }
     }
+    if let Some(t) = env("MEMORUN_REMOTE_LOOKUP_TIMEOUT").filter(|v| !v.is_empty()) {
+        let t = t.to_string_lossy();
+        match Timeouts::parse_lookup(&t) {
+            Some(lookup) => timeouts.lookup = lookup,
+            None => warnings.push(format!(
+                "MEMORUN_REMOTE_LOOKUP_TIMEOUT='{t}' is not a duration like 2s or 500ms; using {}",
+                crate::term::format::human_duration(timeouts.lookup)
+            )),
+        }
+    }
     let mut max_object = remote::MAX_OBJECT;
     if let Some(v) = env("MEMORUN_REMOTE_MAX_SIZE").filter(|v| !v.is_empty()) {
         let v = v.to_string_lossy();
@@ -536,6 +546,7 @@ fn remote_from(
         timeouts,
         max_object,
         s3,
+        retry: flag_is_on(env("MEMORUN_REMOTE_RETRY").as_deref()),
     }))
 }
 
@@ -708,13 +719,35 @@ mod tests {
             ("MEMORUN_REMOTE_TOKEN", "tok"),
             ("MEMORUN_REMOTE_TIMEOUT", "200ms,30s"),
             ("MEMORUN_REMOTE_MAX_SIZE", "10MB"),
+            ("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "750ms"),
+            ("MEMORUN_REMOTE_RETRY", "1"),
         ];
         let r = config(&["--", "true"], &env).unwrap().remote.unwrap();
         assert_eq!(r.url.display(), "https://h/base");
         assert!(r.read_only);
         assert_eq!(r.token.as_deref(), Some("tok"));
         assert_eq!(r.timeouts.connect, std::time::Duration::from_millis(200));
+        assert_eq!(r.timeouts.lookup, std::time::Duration::from_millis(750));
+        assert!(r.retry);
         assert_eq!(r.max_object, 10_000_000);
+        let c = config(
+            &["--", "true"],
+            &[
+                ("MEMORUN_REMOTE", "redis://h"),
+                ("MEMORUN_SECRET", SECRET),
+                ("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "soon"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.remote.unwrap().timeouts.lookup,
+            crate::remote::LOOKUP_TIMEOUT
+        );
+        assert!(
+            c.warnings[0].starts_with("MEMORUN_REMOTE_LOOKUP_TIMEOUT='soon'"),
+            "{:?}",
+            c.warnings
+        );
         // --remote wins over the variable.
         let r = config(&["--remote", "redis://other", "--", "true"], &env)
             .unwrap()

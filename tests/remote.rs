@@ -44,6 +44,15 @@ impl Machine {
         script: &str,
     ) -> Output {
         let mut c = self.dir.memorun();
+        // Tests about other things than deadlines must not miss on a
+        // loaded machine: a generous lookup deadline, unless the test sets
+        // one (or the operation's, which bounds it).
+        let timed = env
+            .iter()
+            .any(|(k, _)| k.starts_with("MEMORUN_REMOTE_") && k.ends_with("TIMEOUT"));
+        if !timed {
+            c.env("MEMORUN_REMOTE_LOOKUP_TIMEOUT", "10s");
+        }
         c.env("MEMORUN_SECRET", SECRET)
             .args(["-v", "--remote", url, "--base-dir"])
             .arg(self.dir.path())
@@ -236,7 +245,9 @@ fn a_bad_remote_url() {
 }
 
 /// Fail open: the run is right, one warning, counted, and it costs at most
-/// `limit`.
+/// `limit`. A failure that says the server is down or broken starts a
+/// cool-down (the warning says until when and how to retry now); one about
+/// the request (a 403) turns the remote off for this run only.
 #[track_caller]
 pub(crate) fn assert_failed_open(
     m: &Machine,
@@ -250,10 +261,29 @@ pub(crate) fn assert_failed_open(
     assert_eq!(m.count(), 1);
     let err = stderr(o);
     assert_eq!(err.matches("warning").count(), 1, "{err}");
-    assert_contains(&err, "not used for the rest of this run");
     assert!(took < limit, "took {took:?}");
     let s = m.remote_stats();
     assert_eq!(s[counter], 1, "{s}");
+    if s["cooldown"].as_array().unwrap().is_empty() {
+        assert_contains(&err, "not used for the rest of this run");
+    } else {
+        assert_contains(&err, "no run of this cache asks it until");
+        assert_contains(&err, "MEMORUN_REMOTE_RETRY=1 retries now");
+        assert_eq!(s["cooldown"][0]["failures"], 1, "{s}");
+    }
+}
+
+/// [`assert_failed_open`], for a failure that starts a cool-down.
+#[track_caller]
+pub(crate) fn assert_cooling(
+    m: &Machine,
+    o: &Output,
+    took: Duration,
+    limit: Duration,
+    counter: &str,
+) {
+    assert_failed_open(m, o, took, limit, counter);
+    assert_eq!(m.remote_stats()["cooldown"][0]["failures"], 1);
 }
 
 #[test]
@@ -266,7 +296,7 @@ fn a_server_that_is_not_running() {
         let m = Machine::new();
         let t = Instant::now();
         let o = m.run(&url, &[], &[], "echo hi");
-        assert_failed_open(&m, &o, t.elapsed(), Duration::from_secs(5), "errors");
+        assert_cooling(&m, &o, t.elapsed(), Duration::from_secs(5), "errors");
         assert_contains(&stderr(&o), &url);
         // Recorded locally all the same.
         assert_eq!(m.dir.stats()["entries"], 1);
@@ -287,7 +317,7 @@ fn a_listener_that_never_answers_costs_one_timeout() {
         let t = Instant::now();
         let o = m.run(&url, &[("MEMORUN_REMOTE_TIMEOUT", "1s")], &[], "echo hi");
         let took = t.elapsed();
-        assert_failed_open(&m, &o, took, Duration::from_secs(4), "timeouts");
+        assert_cooling(&m, &o, took, Duration::from_secs(4), "timeouts");
     }
 }
 
@@ -470,10 +500,12 @@ fn an_entry_written_without_the_secret_is_never_replayed() {
     );
     assert_eq!(stdout(&o), "forged\n");
     assert!(!server.objects().is_empty());
+    // Its names are keyed with its own secret: B never even sees it.
     let o = b.run(&server.url(), &[], &args, "cat note");
     assert_eq!(stdout(&o), "honest\n");
     assert_eq!(b.count(), 1);
-    assert_eq!(b.remote_stats()["corrupt"], 1);
+    assert_eq!(b.remote_stats()["corrupt"], 0);
+    assert_eq!(b.remote_stats()["misses"], 1);
     // Nor is a genuine entry moved under another key's name.
     let c = Machine::new();
     c.dir.write("note", "other\n");

@@ -12,7 +12,8 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::remote::{
-    BUILD, Machine, SECRET, assert_built, assert_failed_open, traced_across_machines, two_machines,
+    BUILD, Machine, SECRET, assert_built, assert_cooling, assert_failed_open,
+    traced_across_machines, two_machines,
 };
 use crate::servers::{BUCKET, Garage, S3Key, Silent, free_port};
 use crate::util::{assert_contains, code, stderr, stdout, wait_with_peak_rss};
@@ -63,7 +64,7 @@ fn a_prefix_holds_the_objects() {
     let objects = server.objects();
     assert!(!objects.is_empty());
     assert!(
-        objects.iter().all(|o| o.starts_with("team/ci/memorun/v1/")),
+        objects.iter().all(|o| o.starts_with("team/ci/memorun/v2/")),
         "{objects:?}"
     );
     let o = b.run(&url, &vars(&env), &[], "seq 1 50000");
@@ -188,7 +189,9 @@ fn a_wrong_secret_key_warns_once_and_the_run_goes_on() {
     };
     let m = Machine::new();
     let o = m.run(&url(), &vars(&server.env(Some(&wrong))), &[], "echo hi");
+    // A 403 is about the request: off for this run, no cool-down.
     assert_failed_open(&m, &o, Duration::ZERO, Duration::from_secs(5), "errors");
+    assert_eq!(m.remote_stats()["cooldown"], serde_json::json!([]));
     assert_contains(&stderr(&o), "403");
     assert!(!stderr(&o).contains(&wrong.secret));
     assert_eq!(m.dir.stats()["entries"], 1);
@@ -224,7 +227,7 @@ fn a_stopped_or_silent_endpoint_fails_open_in_bounded_time() {
     let m = Machine::new();
     let t = Instant::now();
     let o = m.run(&url(), &vars(&env), &[], "echo hi");
-    assert_failed_open(&m, &o, t.elapsed(), Duration::from_secs(5), "errors");
+    assert_cooling(&m, &o, t.elapsed(), Duration::from_secs(5), "errors");
     assert_contains(&stderr(&o), "s3://memorun");
 
     let silent = Silent::start();
@@ -234,13 +237,13 @@ fn a_stopped_or_silent_endpoint_fails_open_in_bounded_time() {
     let m = Machine::new();
     let t = Instant::now();
     let o = m.run(&url(), &vars(&env), &[], "echo hi");
-    assert_failed_open(&m, &o, t.elapsed(), Duration::from_secs(4), "timeouts");
+    assert_cooling(&m, &o, t.elapsed(), Duration::from_secs(4), "timeouts");
 
     // An endpoint port nothing listens on, from the start.
     env[0].1 = format!("http://127.0.0.1:{}", free_port());
     let m = Machine::new();
     let o = m.run(&url(), &vars(&env), &[], "echo hi");
-    assert_failed_open(&m, &o, Duration::ZERO, Duration::from_secs(1), "errors");
+    assert_cooling(&m, &o, Duration::ZERO, Duration::from_secs(1), "errors");
 }
 
 /// Flip one byte of an object, with a signed PUT of our own.
@@ -265,7 +268,7 @@ fn a_corrupt_entry_or_blob_in_the_bucket_is_a_miss() {
         for obj in server
             .objects()
             .iter()
-            .filter(|o| o.starts_with(&format!("{what}/memorun/v1/{what}/")))
+            .filter(|o| o.starts_with(&format!("{what}/memorun/v2/{what}/")))
         {
             flip(&server, obj, 100);
         }

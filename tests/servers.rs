@@ -599,7 +599,11 @@ root_domain = ".web.garage.localhost"
     pub fn read(&self, name: &str) -> Vec<u8> {
         use memorun::remote::Remote;
         let mut c = self.client();
-        let mut r = c.get(name).unwrap().expect("no such object");
+        let deadline = memorun::remote::Deadline::new(Duration::from_secs(60));
+        let mut r = c
+            .get(name, u64::MAX, deadline)
+            .unwrap()
+            .expect("no such object");
         let mut v = Vec::new();
         r.read_to_end(&mut v).unwrap();
         v
@@ -608,8 +612,9 @@ root_domain = ".web.garage.localhost"
     /// Overwrite an object with `bytes` (a signed PUT).
     pub fn write(&self, name: &str, bytes: &[u8]) {
         use memorun::remote::Remote;
+        let deadline = memorun::remote::Deadline::new(Duration::from_secs(60));
         self.client()
-            .replace(name, &mut &bytes[..], bytes.len() as u64)
+            .replace(name, &mut &bytes[..], bytes.len() as u64, deadline)
             .unwrap();
     }
 

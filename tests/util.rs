@@ -18,8 +18,10 @@ pub fn memorun_bin() -> &'static str {
 }
 
 /// The variables that configure a remote cache and shared keys.
-const REMOTE_VARS: [&str; 15] = [
+const REMOTE_VARS: [&str; 17] = [
     "MEMORUN_REMOTE",
+    "MEMORUN_REMOTE_LOOKUP_TIMEOUT",
+    "MEMORUN_REMOTE_RETRY",
     "MEMORUN_SECRET",
     "MEMORUN_REMOTE_TOKEN",
     "MEMORUN_REMOTE_READ_ONLY",

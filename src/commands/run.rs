@@ -26,7 +26,7 @@ use crate::key::stdin::{self, Feed};
 use crate::key::traced::Probe;
 use crate::key::{self, Key, Kind, State};
 use crate::outputs::{capture, restore};
-use crate::remote::{Fetched, Local, Tier, Uploaded};
+use crate::remote::{Deadline, Fetched, Local, Tier, Uploaded};
 use crate::replay::interleaving::Recorder;
 use crate::replay::{self, Replayed, policy};
 use crate::store::counters;
@@ -223,10 +223,13 @@ fn from_remote(
                 .manifests(&base, key::traced::MAX_MANIFESTS)
                 .map(|v| v.into_iter().map(|m| m.digest).collect())
                 .unwrap_or_default();
-            // Each checked against the files here as it arrives; the first
-            // that matches names the entry.
+            // Each checked against the files here as it arrives (only once
+            // its MAC verified: see `Tier::find_manifest`); the first that
+            // matches names the entry. The work all of them may cost is
+            // bounded, and ends by the lookup's deadline.
             let mut found = None;
-            let mut checked = |digest: &key::Digest, bytes: &[u8]| -> bool {
+            let mut budget = CheckBudget::default();
+            let mut checked = |digest: &key::Digest, bytes: &[u8], deadline: &Deadline| -> bool {
                 let Some(m) = key::traced::Manifest::decode(bytes, base_dir) else {
                     return false;
                 };
@@ -234,9 +237,7 @@ fn from_remote(
                 if m.digest(base_dir) != *digest {
                     return false;
                 }
-                // Hashed here, not through the stat cache (the store is
-                // busy with the remote): a remote lookup is rare.
-                let matched = key::traced::check(&m, &mut key::traced::NoCache).is_none();
+                let matched = matches_within(&m, deadline, &mut budget);
                 if matched {
                     found = Some(m);
                 }
@@ -277,6 +278,79 @@ fn from_remote(
         }
         Fetched::Off => Lookup::Miss(None),
     }
+}
+
+/// What checking the remote's trace manifests against the files here may
+/// cost in one lookup, besides its deadline: a manifest a teammate
+/// recorded after reading a 40 GB file is better rerun than matched.
+#[derive(Debug)]
+struct CheckBudget {
+    /// Paths looked at.
+    paths: u64,
+    /// Bytes of files hashed.
+    bytes: u64,
+}
+
+/// Paths one remote lookup may look at, in all its manifests.
+const CHECK_PATHS: u64 = 100_000;
+
+/// Bytes one remote lookup may hash, in all its manifests.
+const CHECK_BYTES: u64 = 256 * 1024 * 1024;
+
+impl Default for CheckBudget {
+    fn default() -> CheckBudget {
+        CheckBudget {
+            paths: CHECK_PATHS,
+            bytes: CHECK_BYTES,
+        }
+    }
+}
+
+/// Whether every path of `m` matches the files here, checked within
+/// `deadline` and `budget`: past either, it does not (a miss). Files are
+/// hashed here, not through the stat cache (the store is busy with the
+/// remote): a remote lookup is rare. The sizes of the files to hash are
+/// looked at first, so a file too large for what is left is never read.
+fn matches_within(
+    m: &key::traced::Manifest,
+    deadline: &Deadline,
+    budget: &mut CheckBudget,
+) -> bool {
+    let n = m.items.len() as u64;
+    if n > budget.paths {
+        return false;
+    }
+    budget.paths -= n;
+    let mut bytes = 0u64;
+    for (path, state) in &m.items {
+        if matches!(state, key::traced::State::Content(_))
+            && let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+        {
+            bytes = bytes.saturating_add(meta.len());
+        }
+        if deadline.remaining(0).is_none() {
+            return false;
+        }
+    }
+    if bytes > budget.bytes {
+        return false;
+    }
+    budget.bytes -= bytes;
+    // One path at a time, so that the deadline is checked between them.
+    for (i, item) in m.items.iter().enumerate() {
+        if deadline.remaining(0).is_none() {
+            return false;
+        }
+        let one = key::traced::Manifest {
+            items: vec![item.clone()],
+            stats: vec![m.stats.get(i).copied().flatten()],
+        };
+        if key::traced::check(&one, &mut key::traced::NoCache).is_some() {
+            return false;
+        }
+    }
+    true
 }
 
 /// What the remote tier needs to install an entry for this invocation.

@@ -12,7 +12,9 @@
 //! removed still count), `remote` (object: `url` (string without
 //! credentials, or null when no remote is configured), `hits`, `misses`,
 //! `uploads`, `bytes_down`, `bytes_up`, `errors`, `timeouts`, `corrupt`,
-//! `incomplete`, `too_large`).
+//! `incomplete`, `too_large`, `skipped`, and `cooldown`: an array, one
+//! object per remote that failed lately (`url`, `failures`, `until_ms`,
+//! `active` (bool), `reason`), empty when none did).
 
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::config::CacheLocation;
+use crate::remote::cooldown::{self, State};
 use crate::remote::counters as remote;
 use crate::store::age;
 use crate::store::counters;
@@ -36,9 +39,11 @@ pub fn stats(
     json: bool,
     zero: bool,
 ) -> Result<i32> {
+    let mut cooling = Vec::new();
     let s = match location.existing_dir()? {
         None => StoreStats::default(),
         Some(dir) => {
+            cooling = crate::remote::cooldown::all(&dir);
             let mut store = SqliteStore::open(&dir)?;
             if zero {
                 store.zero_counters()?;
@@ -48,11 +53,11 @@ pub fn stats(
         }
     };
     let text = if json {
-        serde_json::to_string_pretty(&to_json(&s, limits, remote))? + "\n"
+        serde_json::to_string_pretty(&to_json(&s, limits, remote, &cooling))? + "\n"
     } else if zero {
         "counters reset\n".to_string()
     } else {
-        to_text(&s, limits) + &remote_text(&s, remote)
+        to_text(&s, limits) + &remote_text(&s, remote, &cooling)
     };
     crate::term::output::print_stdout(text.as_bytes())
 }
@@ -67,7 +72,7 @@ fn hit_rate(s: &StoreStats) -> Option<f64> {
 }
 
 /// The remote counters, in the order shown, with their JSON names.
-const REMOTE: [(&str, &str, &str); 10] = [
+const REMOTE: [(&str, &str, &str); 11] = [
     ("hits", remote::HITS, "Hits"),
     ("misses", remote::MISSES, "Misses"),
     ("uploads", remote::UPLOADS, "Uploads"),
@@ -78,12 +83,13 @@ const REMOTE: [(&str, &str, &str); 10] = [
     ("corrupt", remote::CORRUPT, "Failed verification"),
     ("incomplete", remote::INCOMPLETE, "Blobs gone"),
     ("too_large", remote::TOO_LARGE, "Too large to upload"),
+    ("skipped", remote::SKIPPED, "Skipped (cooling down)"),
 ];
 
 /// The remote section of the text: shown when a remote is configured or
-/// one was used.
-fn remote_text(s: &StoreStats, url: Option<&str>) -> String {
-    if url.is_none() && REMOTE.iter().all(|(_, c, _)| count(s, c) == 0) {
+/// one was used, with the remotes cooling down.
+fn remote_text(s: &StoreStats, url: Option<&str>, cooling: &[State]) -> String {
+    if url.is_none() && cooling.is_empty() && REMOTE.iter().all(|(_, c, _)| count(s, c) == 0) {
         return String::new();
     }
     let mut out = format!("Remote cache  {}\n", url.unwrap_or("(not configured now)"));
@@ -96,15 +102,50 @@ fn remote_text(s: &StoreStats, url: Option<&str>) -> String {
         };
         out.push_str(&format!("  {label:width$}  {value:>8}\n"));
     }
+    for c in cooling {
+        let what = match c.active() {
+            true => format!(
+                "cooling down until {} after {} failure{} ({}); MEMORUN_REMOTE_RETRY=1 retries now",
+                cooldown::clock(c.until_ms),
+                c.failures,
+                if c.failures == 1 { "" } else { "s" },
+                c.reason
+            ),
+            false => format!(
+                "cooled down since {}; the next run asks it ({})",
+                cooldown::clock(c.until_ms),
+                c.reason
+            ),
+        };
+        out.push_str(&format!("  {}: {what}\n", c.url));
+    }
     out
 }
 
-fn to_json(s: &StoreStats, limits: Limits, url: Option<&str>) -> serde_json::Value {
+fn to_json(
+    s: &StoreStats,
+    limits: Limits,
+    url: Option<&str>,
+    cooling: &[State],
+) -> serde_json::Value {
     let mut remote = serde_json::Map::new();
     remote.insert("url".into(), json!(url));
     for (name, counter, _) in REMOTE {
         remote.insert(name.into(), json!(count(s, counter)));
     }
+    let cooling: Vec<_> = cooling
+        .iter()
+        .map(|c| {
+            json!({
+                "url": c.url,
+                "failures": c.failures,
+                "until_ms": c.until_ms,
+                "active": c.active(),
+                "reason": c.reason,
+            })
+        })
+        .collect();
+    remote.insert("cooldown".into(), json!(cooling));
     let top: Vec<_> = s
         .top
         .iter()
@@ -255,12 +296,30 @@ mod tests {
         let mut s = StoreStats::default();
         s.counters.insert(counters::HITS.into(), 3);
         s.counters.insert(counters::MISSES.into(), 1);
-        let v = to_json(&s, Limits::default(), None);
+        let v = to_json(&s, Limits::default(), None, &[]);
         assert_eq!(v["hits"], 3);
+        assert_eq!(v["remote"]["cooldown"], json!([]));
         assert_eq!(v["misses"], 1);
         assert_eq!(v["hit_rate"], 0.75);
         let text = to_text(&s, Limits::default());
         assert!(text.contains("Hit rate"), "{text}");
         assert!(text.contains("75.0 %"), "{text}");
+    }
+
+    #[test]
+    fn a_cooling_remote_is_shown() {
+        let c = State {
+            url: "redis://h".into(),
+            failures: 2,
+            until_ms: crate::store::now_ms() + 60_000,
+            reason: "timed out".into(),
+        };
+        let s = StoreStats::default();
+        let text = remote_text(&s, None, std::slice::from_ref(&c));
+        assert!(text.contains("redis://h: cooling down until"), "{text}");
+        assert!(text.contains("MEMORUN_REMOTE_RETRY=1"), "{text}");
+        let v = to_json(&s, Limits::default(), None, &[c]);
+        assert_eq!(v["remote"]["cooldown"][0]["failures"], 2);
+        assert_eq!(v["remote"]["cooldown"][0]["active"], true);
     }
 }

@@ -269,6 +269,13 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
             let mut tier = Tier::new(r);
             let ui = Ui::new(config.verbosity);
             let holds = tier.holds(&mut store, &ui, &key.digest);
+            if let Some(until) = tier.skipped_until() {
+                ui.note(format_args!(
+                    "the remote cache {} is cooling down until {}; MEMORUN_REMOTE_RETRY=1 asks it now",
+                    tier.display(),
+                    crate::remote::cooldown::clock(until)
+                ));
+            }
             (tier.display().to_string(), holds)
         });
     Ok(Report {

@@ -207,8 +207,12 @@ fn restore(
             Node::Absent => (None, None),
             _ => return Err(malformed()),
         };
-        let path = cwd.join(OsStr::from_bytes(&root.declared));
-        match (present_file(&path), recorded) {
+        match (present_file(cwd, &root.declared), recorded) {
+            (Present::ParentLink(parent), _) => {
+                return Err(Failure::Miss(format!(
+                    "cannot restore output '{shown}': '{parent}' is a symlink or not a directory"
+                )));
+            }
             (Present::Absent, None) => {}
             (Present::File(f), Some((digest, len))) if matches_content(&f, digest, len) => {
                 kept_auto[i] = true;
@@ -259,11 +263,43 @@ enum Present {
     File(File),
     /// Something else, or unreadable.
     Other,
+    /// A parent directory (this one) is a symlink, or not a directory.
+    ParentLink(String),
 }
 
-fn present_file(path: &Path) -> Present {
-    let fd = match rustix::fs::open(
-        path,
+/// What is at the automatic output `declared` (relative to `cwd`, or
+/// absolute), reached as a restore would reach it: each parent opened
+/// `O_NOFOLLOW` from `cwd` (or `/`), so that a symlink planted in a parent
+/// is never followed (the file it leads to is neither read, nor given a
+/// mode or a time).
+fn present_file(cwd: &Path, declared: &[u8]) -> Present {
+    let declared = Path::new(OsStr::from_bytes(declared));
+    let (start, rel) = match declared.strip_prefix("/") {
+        Ok(rel) => (Path::new("/"), rel),
+        Err(_) => (cwd, declared),
+    };
+    let comps = components(rel);
+    let Some((name, parents)) = comps.split_last() else {
+        return Present::Other;
+    };
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(mut dir) = rustix::fs::open(start, dir_flags, Mode::empty()) else {
+        return Present::Other;
+    };
+    for (i, comp) in parents.iter().enumerate() {
+        dir = match rustix::fs::openat(&dir, *comp, dir_flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(d) => d,
+            Err(Errno::NOENT) => return Present::Absent,
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                let parent: std::path::PathBuf = parents[..=i].iter().collect();
+                return Present::ParentLink(parent.display().to_string());
+            }
+            Err(_) => return Present::Other,
+        };
+    }
+    let fd = match rustix::fs::openat(
+        &dir,
+        *name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
     ) {

@@ -13,15 +13,23 @@
 //! and "already there" on 412 (it is sent with `If-None-Match: *`, which
 //! servers that know it honour; for those that ignore it a `HEAD` comes
 //! first). Anything else (401, 403, 413, 5xx, a redirect) is a failure that
-//! turns the remote off for the invocation.
+//! turns the remote off for the invocation (a 5xx for a while, see
+//! `cooldown`; a refused `PUT` only makes the invocation read-only).
+//!
+//! Bounds: every request carries its operation's deadline as ureq's global
+//! timeout (from the name lookup to the body's last byte), and its body is
+//! read through [`Timed`], which also cuts a transfer that falls below the
+//! deadline's rate. An answer whose `Content-Length` is more than what was
+//! asked is not read.
 
 use std::io::{self, Read};
 
 use ureq::Agent;
 use ureq::http::Response;
 
+use super::deadline::{Deadline, Timed};
 use super::url::RemoteUrl;
-use super::{Error, Put, Remote, Timeouts};
+use super::{Cause, Error, Put, Remote, Timeouts};
 
 /// An HTTP store.
 pub struct Http {
@@ -83,19 +91,75 @@ pub(super) fn agent(timeouts: Timeouts) -> Agent {
         .into()
 }
 
-/// A failed request, a timeout when ureq says so. The message names the
+/// A failed request: a timeout when ureq says so, else the server is
+/// down or broken (refused, reset, not HTTP). The message names the
 /// object, never the base URL's credentials (they are not in `base`).
 pub(super) fn failed(what: &str, name: &str, e: ureq::Error) -> Error {
     let timeout = matches!(e, ureq::Error::Timeout(_))
         || matches!(&e, ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut);
     Error {
-        timeout,
+        cause: match timeout {
+            true => Cause::Timeout,
+            false => Cause::Down,
+        },
         reason: format!("{what} {name}: {e}"),
     }
 }
 
+/// What a status that is not an answer says: a server error (5xx), or a
+/// refusal of this request.
+pub(super) fn status_cause(status: u16) -> Cause {
+    match status {
+        500..=599 => Cause::ServerError,
+        s => Cause::Refused(Some(s)),
+    }
+}
+
 fn refused<T>(what: &str, name: &str, r: &Response<T>) -> Error {
-    Error::failed(format!("{what} {name}: the server answered {}", r.status()))
+    Error {
+        cause: status_cause(r.status().as_u16()),
+        reason: format!("{what} {name}: the server answered {}", r.status()),
+    }
+}
+
+/// The body of a 200 answer to a `GET` of at most `max` bytes, read within
+/// `deadline`; one whose `Content-Length` says more is not read (its
+/// stream fails as invalid data).
+pub(super) fn body_within(
+    r: Response<ureq::Body>,
+    max: u64,
+    deadline: Deadline,
+) -> Box<dyn Read + Send> {
+    let announced = r
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max) {
+        return Box::new(TooLong);
+    }
+    Box::new(Timed::new(Body(r.into_body().into_reader()), deadline))
+}
+
+/// A request bounded by `deadline` for a body of up to `len` bytes.
+pub(super) fn within<B>(
+    req: ureq::RequestBuilder<B>,
+    deadline: &Deadline,
+    len: u64,
+) -> ureq::RequestBuilder<B> {
+    req.config().timeout_global(Some(deadline.cap(len))).build()
+}
+
+/// An answer longer than asked: not read.
+struct TooLong;
+
+impl Read for TooLong {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the answer is longer than asked; not read",
+        ))
+    }
 }
 
 /// A body reader whose timeouts are I/O timeouts (ureq reports them as
@@ -118,23 +182,34 @@ impl<R: Read> Read for Body<R> {
 }
 
 impl Remote for Http {
-    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
-        let r = self
-            .with_auth(self.agent.get(self.url(name)))
-            .call()
-            .map_err(|e| failed("GET", name, e))?;
+    fn get(
+        &mut self,
+        name: &str,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
+        let r = within(
+            self.with_auth(self.agent.get(self.url(name))),
+            &deadline,
+            max,
+        )
+        .call()
+        .map_err(|e| failed("GET", name, e))?;
         match r.status().as_u16() {
-            200 => Ok(Some(Box::new(Body(r.into_body().into_reader())))),
+            200 => Ok(Some(body_within(r, max, deadline))),
             404 | 410 => Ok(None),
             _ => Err(refused("GET", name, &r)),
         }
     }
 
-    fn exists(&mut self, name: &str) -> Result<bool, Error> {
-        let r = self
-            .with_auth(self.agent.head(self.url(name)))
-            .call()
-            .map_err(|e| failed("HEAD", name, e))?;
+    fn exists(&mut self, name: &str, deadline: Deadline) -> Result<bool, Error> {
+        let r = within(
+            self.with_auth(self.agent.head(self.url(name))),
+            &deadline,
+            0,
+        )
+        .call()
+        .map_err(|e| failed("HEAD", name, e))?;
         match r.status().as_u16() {
             200 | 204 => Ok(true),
             404 | 410 => Ok(false),
@@ -142,15 +217,27 @@ impl Remote for Http {
         }
     }
 
-    fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
-        if self.exists(name)? {
+    fn put_if_absent(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
+        if self.exists(name, deadline)? {
             return Ok(Put::Present);
         }
-        self.put(name, body, len, true)
+        self.put(name, body, len, true, deadline)
     }
 
-    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
-        self.put(name, body, len, false)
+    fn replace(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
+        self.put(name, body, len, false, deadline)
     }
 }
 
@@ -163,15 +250,19 @@ impl Http {
         body: &mut dyn Read,
         len: u64,
         if_absent: bool,
+        deadline: Deadline,
     ) -> Result<Put, Error> {
         let mut req = self.with_auth(self.agent.put(self.url(name)));
         if if_absent {
             req = req.header("If-None-Match", "*");
         }
-        let r = req
+        let r = within(req, &deadline, len)
             .header("Content-Length", len.to_string())
             .header("Content-Type", "application/octet-stream")
-            .send(ureq::SendBody::from_reader(&mut body.take(len)))
+            .send(ureq::SendBody::from_reader(&mut Timed::new(
+                body.take(len),
+                deadline,
+            )))
             .map_err(|e| failed("PUT", name, e))?;
         match r.status().as_u16() {
             200..=299 => Ok(Put::Stored),

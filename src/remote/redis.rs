@@ -1,5 +1,16 @@
-//! The remote on Redis (6 and later) or Valkey, with the `redis` crate's
-//! synchronous client: no async runtime, one connection per invocation.
+//! The remote on Redis (6 and later) or Valkey, spoken to directly in RESP
+//! (the protocol's second version): one connection per invocation, five
+//! commands (`AUTH`, `SELECT`, `GETRANGE`, `SET`, `EXISTS`), no async
+//! runtime and no client crate.
+//!
+//! Why not a client crate: a client reads a whole reply before the caller
+//! sees it, so a server that answers a bounded `GETRANGE` with a bulk string
+//! of 10 GB makes it allocate 10 GB. Here a bulk string's length is read
+//! first, and one longer than what was asked is refused before a byte of it
+//! is read (the connection is then dropped: it is out of step). Every read
+//! and write is bounded by what is left of the operation's deadline (the
+//! socket's timeouts are set before each one), so a server that answers a
+//! byte at a time cannot stretch an operation either.
 //!
 //! Each object is one or more string values:
 //!
@@ -11,20 +22,20 @@
 //!   index.
 //!
 //! Values stay far below Redis's 512 MB string limit, and memorun reads one
-//! chunk at a time (the client's buffers hold a few copies of it: about
-//! 48 MiB peak RSS for a hit of 100 MB or 300 MB alike). Every read is a `GETRANGE` bounded to what a
-//! value may hold, so a value planted by someone else cannot make memorun
-//! allocate without bound. With `maxmemory-policy allkeys-lru` a chunk can
-//! be evicted apart from its index: a missing chunk is an error of the
-//! stream (the tier counts the entry as incomplete, never a replay), and
-//! [`Remote::exists`] checks every chunk.
+//! chunk at a time into a buffer of exactly the size asked. With
+//! `maxmemory-policy allkeys-lru` a chunk can be evicted apart from its
+//! index: a missing chunk is an error of the stream (the tier counts the
+//! entry as incomplete, never a replay), and [`Remote::exists`] checks every
+//! chunk.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
-use redis::{Connection, RedisError};
-
-use super::url::RemoteUrl;
-use super::{Error, Put, Remote, Timeouts};
+use super::deadline::Deadline;
+use super::url::{RemoteUrl, Scheme};
+use super::{Cause, Error, Put, Remote, Timeouts};
 
 /// The largest value memorun writes (and the most it reads at once).
 pub const CHUNK: usize = 8 * 1024 * 1024;
@@ -33,67 +44,346 @@ const WHOLE: u8 = 0;
 const INDEX: u8 = 1;
 const INDEX_LEN: usize = 1 + 8 + 4;
 
-/// A connection to a Redis server.
-pub struct Redis {
-    con: Connection,
-    /// To scrub from error messages.
-    password: Option<String>,
+/// The longest line of a reply read (a status, an error, a length).
+const MAX_LINE: usize = 4096;
+
+/// A socket to the server.
+enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
 }
 
-fn failed(e: &RedisError, password: Option<&str>) -> Error {
-    let mut reason = e.to_string();
-    if let Some(p) = password.filter(|p| !p.is_empty()) {
-        reason = reason.replace(p, "***");
+impl Socket {
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            Socket::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+        }
     }
-    Error {
-        timeout: e.is_timeout(),
-        reason,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection to a Redis server.
+pub struct Redis {
+    conn: BufReader<Socket>,
+    /// To scrub from error messages.
+    password: Option<String>,
+    /// Out of step with the server (a reply refused half-read, a timeout):
+    /// every later command fails.
+    broken: bool,
+}
+
+/// One reply.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    Status(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+}
+
+/// Where a `redis://` or `redis+unix://` URL points, and which database.
+fn address(url: &RemoteUrl) -> Result<(Result<String, String>, u32), Error> {
+    let shown = url.display();
+    let bad = || Error::failed(format!("remote '{shown}': not a Redis address"));
+    match url.scheme() {
+        Scheme::RedisUnix => {
+            let rest = shown.strip_prefix("redis+unix://").ok_or_else(bad)?;
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let db = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("db="))
+                .map_or(Ok(0), str::parse)
+                .map_err(|_| bad())?;
+            Ok((Err(path.to_string()), db))
+        }
+        _ => {
+            let rest = shown.strip_prefix("redis://").ok_or_else(bad)?;
+            let (host, db) = rest.split_once('/').unwrap_or((rest, ""));
+            let db = match db {
+                "" => 0,
+                d => d.parse().map_err(|_| bad())?,
+            };
+            // `[::1]:6379`, `host:6379`, `host`.
+            let has_port = match host.rfind(']') {
+                Some(i) => host[i..].contains(':'),
+                None => host.contains(':'),
+            };
+            let host = match has_port {
+                true => host.to_string(),
+                false => format!("{host}:6379"),
+            };
+            Ok((Ok(host), db))
+        }
     }
 }
 
 impl Redis {
-    /// Connect, within the connect timeout, and set the operation timeout
-    /// on every read and write of the socket.
-    pub fn connect(url: &RemoteUrl, timeouts: Timeouts) -> Result<Redis, Error> {
-        let password = url.user().map(|(_, p)| p.to_string());
-        let pw = password.as_deref();
-        let client = redis::Client::open(url.full()).map_err(|e| failed(&e, pw))?;
-        let con = client
-            .get_connection_with_timeout(timeouts.connect)
-            .map_err(|e| failed(&e, pw))?;
-        con.set_read_timeout(Some(timeouts.operation))
-            .map_err(|e| failed(&e, pw))?;
-        con.set_write_timeout(Some(timeouts.operation))
-            .map_err(|e| failed(&e, pw))?;
-        Ok(Redis { con, password })
+    /// Connect within the connect timeout, then authenticate and select
+    /// the database within `deadline`.
+    pub fn connect(
+        url: &RemoteUrl,
+        timeouts: Timeouts,
+        deadline: Deadline,
+    ) -> Result<Redis, Error> {
+        let (addr, db) = address(url)?;
+        let down = |e: io::Error| Error::io("cannot connect", &e);
+        let socket = match addr {
+            Ok(host) => {
+                let mut last = io::Error::other("no address");
+                let mut found = None;
+                for a in host.to_socket_addrs().map_err(down)? {
+                    let t = timeouts.connect.min(deadline.left(0).map_err(down)?);
+                    match TcpStream::connect_timeout(&a, t) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                let s = found.ok_or_else(|| down(last))?;
+                let _ = s.set_nodelay(true);
+                Socket::Tcp(s)
+            }
+            Err(path) => Socket::Unix(UnixStream::connect(path).map_err(down)?),
+        };
+        let mut r = Redis {
+            conn: BufReader::with_capacity(64 * 1024, socket),
+            password: url.user().map(|(_, p)| p.to_string()),
+            broken: false,
+        };
+        if let Some((user, pass)) = url.user().filter(|(_, p)| !p.is_empty()) {
+            let (user, pass) = (user.to_string(), pass.to_string());
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if !user.is_empty() {
+                args.push(user.as_bytes());
+            }
+            args.push(pass.as_bytes());
+            r.command(&args, 0, &deadline)?;
+        }
+        if db != 0 {
+            r.command(&[b"SELECT", db.to_string().as_bytes()], 0, &deadline)?;
+        }
+        Ok(r)
     }
 
-    fn error(&self, e: &RedisError) -> Error {
-        failed(e, self.password.as_deref())
+    /// Send a command and read its reply, accepting a bulk string of at
+    /// most `max` bytes, all within `deadline`.
+    fn command(&mut self, args: &[&[u8]], max: usize, deadline: &Deadline) -> Result<Reply, Error> {
+        self.command_moved(args, max, deadline, 0)
+    }
+
+    /// [`Redis::command`], `moved` bytes of the operation having moved
+    /// already (a transfer's deadline depends on it).
+    fn command_moved(
+        &mut self,
+        args: &[&[u8]],
+        max: usize,
+        deadline: &Deadline,
+        moved: u64,
+    ) -> Result<Reply, Error> {
+        if self.broken {
+            return Err(Error::failed("the connection was dropped"));
+        }
+        let result = self.exchange(args, max, deadline, moved);
+        if let Err(e) = &result
+            && !matches!(e.cause, Cause::Refused(_))
+        {
+            // A timeout or a refused reply leaves the stream out of step.
+            self.broken = true;
+        }
+        result.map_err(|mut e| {
+            if let Some(p) = self.password.as_deref().filter(|p| !p.is_empty()) {
+                e.reason = e.reason.replace(p, "***");
+            }
+            e
+        })
+    }
+
+    fn exchange(
+        &mut self,
+        args: &[&[u8]],
+        max: usize,
+        deadline: &Deadline,
+        moved: u64,
+    ) -> Result<Reply, Error> {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        let io = |e: io::Error| Error::io("Redis", &e);
+        let mut sent = 0;
+        while sent < req.len() {
+            self.arm(deadline, moved + sent as u64).map_err(io)?;
+            match self.conn.get_mut().write(&req[sent..]) {
+                Ok(0) => return Err(io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        let moved = moved + sent as u64;
+        let line = self.line(deadline, moved).map_err(io)?;
+        let (kind, rest) = line.split_at(1);
+        let text = || String::from_utf8_lossy(rest).into_owned();
+        match kind {
+            b"+" => Ok(Reply::Status(text())),
+            b"-" => Err(Error {
+                cause: Cause::Refused(None),
+                reason: format!("Redis answered: {}", text()),
+            }),
+            b":" => text()
+                .parse()
+                .map(Reply::Int)
+                .map_err(|_| protocol("an integer that is not one")),
+            b"$" => {
+                let n: i64 = text()
+                    .parse()
+                    .map_err(|_| protocol("a bulk length that is not a number"))?;
+                if n < 0 {
+                    return Ok(Reply::Nil);
+                }
+                if n as u64 > max as u64 {
+                    // Refused before a byte of it is read.
+                    return Err(Error {
+                        cause: Cause::ServerError,
+                        reason: format!(
+                            "Redis answered {n} bytes to a request for at most {max}; not read"
+                        ),
+                    });
+                }
+                let mut v = vec![0u8; n as usize + 2];
+                let mut got = 0;
+                while got < v.len() {
+                    self.arm(deadline, moved + got as u64).map_err(io)?;
+                    match self.conn.read(&mut v[got..]) {
+                        Ok(0) => return Err(io(io::ErrorKind::UnexpectedEof.into())),
+                        Ok(k) => got += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+                if !v.ends_with(b"\r\n") {
+                    return Err(protocol("a bulk string without its end"));
+                }
+                v.truncate(n as usize);
+                Ok(Reply::Bulk(v))
+            }
+            _ => Err(protocol("a reply of a kind memorun never asks for")),
+        }
+    }
+
+    /// Bound the next socket call by what is left of `deadline`.
+    fn arm(&mut self, deadline: &Deadline, moved: u64) -> io::Result<()> {
+        let left = deadline.left(moved)?;
+        self.conn.get_ref().set_timeouts(left)
+    }
+
+    /// One reply line, without its CRLF, at most [`MAX_LINE`] bytes.
+    fn line(&mut self, deadline: &Deadline, moved: u64) -> io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        loop {
+            self.arm(deadline, moved)?;
+            let buf = match self.conn.fill_buf() {
+                Ok([]) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let (take, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            line.extend_from_slice(&buf[..take]);
+            self.conn.consume(take);
+            if line.len() > MAX_LINE + 2 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a reply line too long",
+                ));
+            }
+            if done {
+                if line.len() < 3 || !line.ends_with(b"\r\n") {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a bad reply"));
+                }
+                line.truncate(line.len() - 2);
+                return Ok(line);
+            }
+        }
     }
 
     /// At most `len` bytes of the value under `name` (empty when there is
     /// none: memorun's values are never empty).
-    fn range(&mut self, name: &str, len: usize) -> Result<Vec<u8>, Error> {
-        redis::cmd("GETRANGE")
-            .arg(name)
-            .arg(0)
-            .arg(len.saturating_sub(1))
-            .query(&mut self.con)
-            .map_err(|e| self.error(&e))
+    fn range(
+        &mut self,
+        name: &str,
+        len: usize,
+        deadline: &Deadline,
+        moved: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let end = len.saturating_sub(1).to_string();
+        let args: [&[u8]; 4] = [b"GETRANGE", name.as_bytes(), b"0", end.as_bytes()];
+        match self.command_moved(&args, len, deadline, moved)? {
+            Reply::Bulk(v) => Ok(v),
+            Reply::Nil => Ok(Vec::new()),
+            other => Err(protocol(&format!("{other:?} to GETRANGE"))),
+        }
     }
 
-    fn set(&mut self, name: &str, value: &[u8], nx: bool) -> Result<Put, Error> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(name).arg(value);
+    fn set(
+        &mut self,
+        name: &str,
+        value: &[u8],
+        nx: bool,
+        deadline: &Deadline,
+    ) -> Result<Put, Error> {
+        let mut args: Vec<&[u8]> = vec![b"SET", name.as_bytes(), value];
         if nx {
-            cmd.arg("NX");
+            args.push(b"NX");
         }
-        let answer: Option<String> = cmd.query(&mut self.con).map_err(|e| self.error(&e))?;
-        Ok(match answer {
-            Some(_) => Put::Stored,
-            None => Put::Present,
-        })
+        match self.command(&args, 0, deadline)? {
+            Reply::Status(_) => Ok(Put::Stored),
+            Reply::Nil => Ok(Put::Present),
+            other => Err(protocol(&format!("{other:?} to SET"))),
+        }
+    }
+}
+
+/// A reply that breaks the protocol: the server is not sound.
+fn protocol(what: &str) -> Error {
+    Error {
+        cause: Cause::ServerError,
+        reason: format!("Redis answered {what}"),
     }
 }
 
@@ -113,31 +403,43 @@ fn parse_index(value: &[u8]) -> Option<(u64, u32)> {
 }
 
 impl Remote for Redis {
-    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
-        let value = self.range(name, 1 + CHUNK + 1)?;
+    fn get(
+        &mut self,
+        name: &str,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
+        // Never more than a chunk, never more than asked (and its tag).
+        let want = (max as usize).min(CHUNK).saturating_add(1).max(INDEX_LEN);
+        let value = self.range(name, want + 1, &deadline, 0)?;
         match value.first() {
             None => Ok(None),
-            Some(&WHOLE) if value.len() <= 1 + CHUNK => {
-                Ok(Some(Box::new(io::Cursor::new(value).take_from(1))))
+            Some(&WHOLE) if value.len() <= want => {
+                let mut c = io::Cursor::new(value);
+                c.set_position(1);
+                Ok(Some(Box::new(c)))
             }
             Some(&INDEX) => match parse_index(&value) {
-                Some((len, count)) => Ok(Some(Box::new(Chunks {
+                Some((len, count)) if len <= max => Ok(Some(Box::new(Chunks {
                     redis: self,
                     name: name.to_string(),
                     left: len,
                     next: 0,
                     count,
+                    moved: 0,
+                    deadline,
                     buf: io::Cursor::new(Vec::new()),
                 }))),
-                None => Ok(Some(Box::new(Garbage))),
+                _ => Ok(Some(Box::new(Garbage))),
             },
-            // Not memorun's: a stream that fails verification.
+            // Not memorun's, or longer than asked: a stream that fails
+            // verification.
             Some(_) => Ok(Some(Box::new(Garbage))),
         }
     }
 
-    fn exists(&mut self, name: &str) -> Result<bool, Error> {
-        let head = self.range(name, INDEX_LEN)?;
+    fn exists(&mut self, name: &str, deadline: Deadline) -> Result<bool, Error> {
+        let head = self.range(name, INDEX_LEN, &deadline, 0)?;
         match head.first() {
             None => Ok(false),
             Some(&WHOLE) => Ok(true),
@@ -145,33 +447,53 @@ impl Remote for Redis {
                 let Some((_, count)) = parse_index(&head) else {
                     return Ok(false);
                 };
-                let mut cmd = redis::cmd("EXISTS");
-                for i in 0..count {
-                    cmd.arg(chunk_name(name, i));
+                let names: Vec<String> = (0..count).map(|i| chunk_name(name, i)).collect();
+                let mut args: Vec<&[u8]> = vec![b"EXISTS"];
+                args.extend(names.iter().map(|n| n.as_bytes()));
+                match self.command(&args, 0, &deadline)? {
+                    Reply::Int(n) => Ok(n == i64::from(count)),
+                    other => Err(protocol(&format!("{other:?} to EXISTS"))),
                 }
-                let n: u32 = cmd.query(&mut self.con).map_err(|e| self.error(&e))?;
-                Ok(n == count)
             }
         }
     }
 
-    fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
-        self.put(name, body, len, true)
+    fn put_if_absent(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
+        self.put(name, body, len, true, deadline)
     }
 
-    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
-        self.put(name, body, len, false)
+    fn replace(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
+        self.put(name, body, len, false, deadline)
     }
 }
 
 impl Redis {
     /// Store an object, whole or as chunks then an index; with `nx`, not
     /// over one that is there (`SET NX` on the value readers look up).
-    fn put(&mut self, name: &str, body: &mut dyn Read, len: u64, nx: bool) -> Result<Put, Error> {
+    fn put(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        nx: bool,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
         let read = |body: &mut dyn Read, n: usize, v: &mut Vec<u8>| {
             body.take(n as u64)
                 .read_to_end(v)
-                .map_err(|e| Error::io("cannot read what is uploaded", &e))
+                .map_err(|e| Error::failed(format!("cannot read what is uploaded: {e}")))
                 .and_then(|got| match got == n {
                     true => Ok(()),
                     false => Err(Error::failed("an upload's source ended early")),
@@ -181,9 +503,9 @@ impl Redis {
             let mut v = Vec::with_capacity(1 + len as usize);
             v.push(WHOLE);
             read(body, len as usize, &mut v)?;
-            return self.set(name, &v, nx);
+            return self.set(name, &v, nx, &deadline);
         }
-        if nx && self.exists(name)? {
+        if nx && self.exists(name, deadline)? {
             return Ok(Put::Present);
         }
         let count = len.div_ceil(CHUNK as u64) as u32;
@@ -193,13 +515,17 @@ impl Redis {
             v.clear();
             let n = left.min(CHUNK as u64) as usize;
             read(body, n, &mut v)?;
-            self.set(&chunk_name(name, i), &v, false)?;
+            let mut args: Vec<&[u8]> = vec![b"SET"];
+            let chunk = chunk_name(name, i);
+            args.push(chunk.as_bytes());
+            args.push(&v);
+            self.command_moved(&args, 0, &deadline, len - left)?;
             left -= n as u64;
         }
         let mut index = vec![INDEX];
         index.extend_from_slice(&len.to_le_bytes());
         index.extend_from_slice(&count.to_le_bytes());
-        self.set(name, &index, nx)
+        self.set(name, &index, nx, &deadline.after(len))
     }
 }
 
@@ -210,6 +536,8 @@ struct Chunks<'a> {
     left: u64,
     next: u32,
     count: u32,
+    moved: u64,
+    deadline: Deadline,
     buf: io::Cursor<Vec<u8>>,
 }
 
@@ -223,10 +551,10 @@ impl Read for Chunks<'_> {
             let name = chunk_name(&self.name, self.next);
             let chunk = self
                 .redis
-                .range(&name, want + 1)
-                .map_err(|e| match e.timeout {
-                    true => io::Error::new(io::ErrorKind::TimedOut, e.reason),
-                    false => io::Error::other(e.reason),
+                .range(&name, want + 1, &self.deadline, self.moved)
+                .map_err(|e| match e.cause {
+                    Cause::Timeout => io::Error::new(io::ErrorKind::TimedOut, e.reason),
+                    _ => io::Error::other(e.reason),
                 })?;
             if chunk.is_empty() {
                 // Evicted apart from its index.
@@ -242,6 +570,7 @@ impl Read for Chunks<'_> {
                 ));
             }
             self.left -= want as u64;
+            self.moved += want as u64;
             self.next += 1;
             self.buf = io::Cursor::new(chunk);
         }
@@ -258,18 +587,6 @@ impl Read for Garbage {
             io::ErrorKind::InvalidData,
             "not an object memorun wrote",
         ))
-    }
-}
-
-/// Skip the first `n` bytes of a cursor.
-trait TakeFrom {
-    fn take_from(self, n: u64) -> Self;
-}
-
-impl TakeFrom for io::Cursor<Vec<u8>> {
-    fn take_from(mut self, n: u64) -> Self {
-        self.set_position(n);
-        self
     }
 }
 
@@ -292,5 +609,18 @@ mod tests {
         assert_eq!(parse_index(&index(CHUNK as u64 + 1, 3)), None);
         assert_eq!(parse_index(&index(0, 0)), None);
         assert_eq!(parse_index(&index(5, 1)[..12]), None);
+    }
+
+    #[test]
+    fn addresses() {
+        let a = |u: &str| address(&RemoteUrl::parse(u).unwrap()).unwrap();
+        assert_eq!(a("redis://h"), (Ok("h:6379".into()), 0));
+        assert_eq!(a("redis://u:p@h:7/3"), (Ok("h:7".into()), 3));
+        assert_eq!(a("redis://[::1]"), (Ok("[::1]:6379".into()), 0));
+        assert_eq!(a("redis://[::1]:9"), (Ok("[::1]:9".into()), 0));
+        assert_eq!(
+            a("redis+unix:///run/r.sock?db=2"),
+            (Err("/run/r.sock".into()), 2)
+        );
     }
 }

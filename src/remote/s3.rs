@@ -50,7 +50,8 @@ use ring::{digest, hmac};
 use ureq::Agent;
 use ureq::http::Response;
 
-use super::http::{Body, agent, failed};
+use super::deadline::{Deadline, Timed};
+use super::http::{Body, agent, body_within, failed, status_cause, within};
 use super::url::RemoteUrl;
 use super::{Error, Put, Remote, Timeouts};
 
@@ -300,12 +301,15 @@ impl S3 {
         (url, headers)
     }
 
-    /// A request without a body.
+    /// A request without a body, within `deadline` (for an answer of up
+    /// to `len` bytes).
     fn call(
         &self,
         method: Method,
         name: &str,
         query: &[(&str, &str)],
+        deadline: &Deadline,
+        len: u64,
     ) -> Result<Response<ureq::Body>, ureq::Error> {
         let (url, headers) = self.prepare(method, name, query, UNSIGNED_PAYLOAD);
         let mut req = match method {
@@ -317,11 +321,11 @@ impl S3 {
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        req.call()
+        within(req, deadline, len).call()
     }
 
     /// A request with `len` bytes of `body`, plus `extra` headers
-    /// (unsigned).
+    /// (unsigned), within `deadline`.
     #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
@@ -332,6 +336,7 @@ impl S3 {
         payload: &str,
         body: &mut dyn Read,
         len: u64,
+        deadline: &Deadline,
     ) -> Result<Response<ureq::Body>, ureq::Error> {
         let (url, headers) = self.prepare(method, name, query, payload);
         let mut req = match method {
@@ -347,8 +352,12 @@ impl S3 {
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
-        req.header("Content-Length", len.to_string())
-            .send(ureq::SendBody::from_reader(&mut body.take(len)))
+        within(req, deadline, len)
+            .header("Content-Length", len.to_string())
+            .send(ureq::SendBody::from_reader(&mut Timed::new(
+                body.take(len),
+                *deadline,
+            )))
     }
 
     /// Store `len` bytes of `body` as `name`; with `if_absent`, asking the
@@ -359,16 +368,26 @@ impl S3 {
         body: &mut dyn Read,
         len: u64,
         if_absent: bool,
+        deadline: Deadline,
     ) -> Result<Put, Error> {
         if len >= MULTIPART_FROM {
-            return self.multipart(name, body, len, if_absent);
+            return self.multipart(name, body, len, if_absent, deadline);
         }
         let extra: &[(&str, &str)] = match if_absent {
             true => &[("If-None-Match", "*")],
             false => &[],
         };
         let r = self
-            .send(Method::Put, name, &[], extra, UNSIGNED_PAYLOAD, body, len)
+            .send(
+                Method::Put,
+                name,
+                &[],
+                extra,
+                UNSIGNED_PAYLOAD,
+                body,
+                len,
+                &deadline,
+            )
             .map_err(|e| failed("PUT", name, e))?;
         match r.status().as_u16() {
             200..=299 => Ok(Put::Stored),
@@ -387,6 +406,7 @@ impl S3 {
         body: &mut dyn Read,
         len: u64,
         if_absent: bool,
+        deadline: Deadline,
     ) -> Result<Put, Error> {
         let r = self
             .send(
@@ -397,6 +417,7 @@ impl S3 {
                 EMPTY_SHA256,
                 &mut io::empty(),
                 0,
+                &deadline,
             )
             .map_err(|e| failed("POST (multipart upload)", name, e))?;
         if r.status().as_u16() != 200 {
@@ -408,14 +429,15 @@ impl S3 {
                 "POST (multipart upload) {name}: no UploadId in the answer"
             )));
         };
-        let result = self.parts(name, &id, body, len, if_absent);
+        let result = self.parts(name, &id, body, len, if_absent, &deadline);
         match &result {
             Ok(Put::Stored) => {}
             // A timeout would cost another one; the bucket's lifecycle rule
             // (AbortIncompleteMultipartUpload) takes the parts away.
-            Err(e) if e.timeout => {}
+            Err(e) if e.cools_down() => {}
             _ => {
-                let _ = self.call(Method::Delete, name, &[("uploadId", &id)]);
+                let abort = Deadline::new(self.timeouts.lookup);
+                let _ = self.call(Method::Delete, name, &[("uploadId", &id)], &abort, 0);
             }
         }
         result
@@ -429,6 +451,7 @@ impl S3 {
         body: &mut dyn Read,
         len: u64,
         if_absent: bool,
+        deadline: &Deadline,
     ) -> Result<Put, Error> {
         let mut etags = Vec::new();
         let mut sent = 0u64;
@@ -445,6 +468,7 @@ impl S3 {
                     UNSIGNED_PAYLOAD,
                     body,
                     part,
+                    &deadline.after(sent),
                 )
                 .map_err(|e| failed(&what, name, e))?;
             if r.status().as_u16() != 200 {
@@ -481,6 +505,7 @@ impl S3 {
                 &sha256_hex(xml.as_bytes()),
                 &mut xml.as_bytes(),
                 xml.len() as u64,
+                &deadline.after(len),
             )
             .map_err(|e| failed(what, name, e))?;
         match r.status().as_u16() {
@@ -518,7 +543,10 @@ impl S3 {
             for (k, v) in headers {
                 req = req.header(k, v);
             }
-            let r = req.call().map_err(|e| failed("GET (list)", &prefix, e))?;
+            let deadline = Deadline::new(self.timeouts.operation);
+            let r = within(req, &deadline, 1 << 20)
+                .call()
+                .map_err(|e| failed("GET (list)", &prefix, e))?;
             if r.status().as_u16() != 200 {
                 return Err(refused("GET (list)", &prefix, r));
             }
@@ -543,20 +571,25 @@ impl S3 {
 }
 
 impl Remote for S3 {
-    fn get(&mut self, name: &str) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
+    fn get(
+        &mut self,
+        name: &str,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Option<Box<dyn Read + Send + '_>>, Error> {
         let r = self
-            .call(Method::Get, name, &[])
+            .call(Method::Get, name, &[], &deadline, max)
             .map_err(|e| failed("GET", name, e))?;
         match r.status().as_u16() {
-            200 => Ok(Some(Box::new(Body(r.into_body().into_reader())))),
+            200 => Ok(Some(body_within(r, max, deadline))),
             404 => Ok(None),
             _ => Err(refused("GET", name, r)),
         }
     }
 
-    fn exists(&mut self, name: &str) -> Result<bool, Error> {
+    fn exists(&mut self, name: &str, deadline: Deadline) -> Result<bool, Error> {
         let r = self
-            .call(Method::Head, name, &[])
+            .call(Method::Head, name, &[], &deadline, 0)
             .map_err(|e| failed("HEAD", name, e))?;
         match r.status().as_u16() {
             200 => Ok(true),
@@ -565,16 +598,28 @@ impl Remote for S3 {
         }
     }
 
-    fn put_if_absent(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
+    fn put_if_absent(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
         // Garage ignores If-None-Match on writes: ask first.
-        if self.exists(name)? {
+        if self.exists(name, deadline)? {
             return Ok(Put::Present);
         }
-        self.put(name, body, len, true)
+        self.put(name, body, len, true, deadline)
     }
 
-    fn replace(&mut self, name: &str, body: &mut dyn Read, len: u64) -> Result<Put, Error> {
-        self.put(name, body, len, false)
+    fn replace(
+        &mut self,
+        name: &str,
+        body: &mut dyn Read,
+        len: u64,
+        deadline: Deadline,
+    ) -> Result<Put, Error> {
+        self.put(name, body, len, false, deadline)
     }
 }
 
@@ -618,9 +663,10 @@ fn refused(what: &str, name: &str, r: Response<ureq::Body>) -> Error {
         (Some(c), None) => format!(" ({c})"),
         (None, _) => String::new(),
     };
-    Error::failed(format!(
-        "{what} {name}: the server answered {status}{detail}{hint}"
-    ))
+    Error {
+        cause: status_cause(status.as_u16()),
+        reason: format!("{what} {name}: the server answered {status}{detail}{hint}"),
+    }
 }
 
 /// A small answer's body (the XML of a multipart upload), at most 1 MiB.

@@ -40,8 +40,6 @@ pub enum Scheme {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RemoteUrl {
     scheme: Scheme,
-    /// The URL as given, credentials included: for the client only.
-    full: String,
     /// Without credentials or query: what memorun shows.
     display: String,
     /// For HTTP: the base URL without user info, ending in `/`; for S3,
@@ -106,7 +104,6 @@ impl RemoteUrl {
                 .unwrap_or_default();
             return Ok(RemoteUrl {
                 scheme,
-                full: format!("redis+unix://{rest}"),
                 display: format!("redis+unix://{path}{db}"),
                 base: String::new(),
                 user: None,
@@ -150,7 +147,6 @@ impl RemoteUrl {
         }
         Ok(RemoteUrl {
             scheme,
-            full: s.to_string(),
             base: format!("{display}/"),
             display,
             user,
@@ -166,11 +162,6 @@ impl RemoteUrl {
     /// The URL without credentials: the only form memorun shows or keeps.
     pub fn display(&self) -> &str {
         &self.display
-    }
-
-    /// The URL as given, credentials included (for the Redis client).
-    pub(crate) fn full(&self) -> &str {
-        &self.full
     }
 
     /// For HTTP: the base URL without user info, ending in `/`. For S3:
@@ -222,7 +213,6 @@ fn parse_s3(rest: &str) -> Result<RemoteUrl> {
     };
     Ok(RemoteUrl {
         scheme: Scheme::S3,
-        full: display.clone(),
         display,
         base: match prefix.is_empty() {
             true => String::new(),
@@ -281,7 +271,6 @@ mod tests {
         assert_eq!(u.scheme(), Scheme::Redis);
         assert_eq!(u.display(), "redis://cache.example:6380/2");
         assert_eq!(u.user(), Some(("alice", "s3cr@t")));
-        assert_eq!(u.full(), "redis://alice:s3cr%40t@cache.example:6380/2");
         let u = RemoteUrl::parse("redis://127.0.0.1").unwrap();
         assert_eq!(u.display(), "redis://127.0.0.1");
         assert!(RemoteUrl::parse("redis://host/notadb").is_err());

@@ -1,5 +1,6 @@
 //! An entry as it travels to and from a remote: versioned, length-prefixed,
-//! sealed with a MAC.
+//! sealed with a MAC; and the seal of the remote's other objects (trace
+//! manifests and their index, [`seal`]).
 //!
 //! ```text
 //! "memorun entry\0"  magic (14 bytes)
@@ -32,10 +33,54 @@ const MAGIC: &[u8; 14] = b"memorun entry\0";
 /// them.
 pub const FORMAT: u32 = 1;
 
-/// An entry larger than this is not read (a remote cannot make memorun
-/// allocate without bound). Entries hold only inline bytes (at most 64 KiB
-/// per stream, 4 KiB per file) and the files' metadata.
-pub const MAX_ENTRY: u64 = 64 * 1024 * 1024;
+/// An entry larger than this is neither read nor sent (a remote cannot
+/// make memorun allocate without bound: with the copies decoding makes,
+/// a lookup stays far below 64 MiB of memory). Entries hold only inline
+/// bytes (at most 64 KiB per stream, 4 KiB per file) and the files'
+/// metadata: this is thousands of output files.
+pub const MAX_ENTRY: u64 = 8 * 1024 * 1024;
+
+/// The length of a seal ([`seal`]): a MAC.
+pub const SEAL_LEN: usize = 32;
+
+/// `body` followed by its MAC under `mac_key`, for the object of kind
+/// `what` named by `parts` (a trace manifest by its base key and digest,
+/// an index by its base key): a sealed object moved under another name,
+/// or sealed without the secret, does not open.
+pub fn seal(mac_key: &[u8; 32], what: &str, parts: &[&Digest], body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + SEAL_LEN);
+    v.extend_from_slice(body);
+    v.extend_from_slice(seal_mac(mac_key, what, parts, body).as_bytes());
+    v
+}
+
+/// The body of an object sealed by [`seal`] for this name, if its MAC
+/// verifies; nothing of it is looked at otherwise.
+pub fn open<'a>(
+    mac_key: &[u8; 32],
+    what: &str,
+    parts: &[&Digest],
+    sealed: &'a [u8],
+) -> Option<&'a [u8]> {
+    let (body, mac) = sealed.split_at(sealed.len().checked_sub(SEAL_LEN)?);
+    // blake3::Hash compares in constant time.
+    (seal_mac(mac_key, what, parts, body) == blake3::Hash::from_bytes(mac.try_into().ok()?))
+        .then_some(body)
+}
+
+fn seal_mac(mac_key: &[u8; 32], what: &str, parts: &[&Digest], body: &[u8]) -> blake3::Hash {
+    let mut h = blake3::Hasher::new_keyed(mac_key);
+    h.update(b"memorun sealed object\0");
+    h.update(&super::LAYOUT.to_le_bytes());
+    h.update(&(what.len() as u32).to_le_bytes());
+    h.update(what.as_bytes());
+    h.update(&(parts.len() as u32).to_le_bytes());
+    for p in parts {
+        h.update(&p.0);
+    }
+    h.update(body);
+    h.finalize()
+}
 
 /// Encode `entry` and seal it with `mac_key`.
 pub fn encode(entry: &Entry, mac_key: &[u8; 32]) -> Vec<u8> {
@@ -159,6 +204,25 @@ mod tests {
         let mut bad = entry();
         bad.stdout.inline = Some(b"OUT".to_vec());
         assert!(decode(&encode(&bad, &[1; 32]), &bad.key, &[1; 32]).is_none());
+    }
+
+    /// A sealed object opens only with its key and under its own name.
+    #[test]
+    fn a_seal_opens_only_for_its_name_and_key() {
+        let (a, b) = (Digest([1; 32]), Digest([2; 32]));
+        let sealed = seal(&[1; 32], "manifest", &[&a, &b], b"body");
+        assert_eq!(
+            open(&[1; 32], "manifest", &[&a, &b], &sealed),
+            Some(&b"body"[..])
+        );
+        assert!(open(&[2; 32], "manifest", &[&a, &b], &sealed).is_none());
+        assert!(open(&[1; 32], "manifest", &[&b, &a], &sealed).is_none());
+        assert!(open(&[1; 32], "manifest index", &[&a, &b], &sealed).is_none());
+        assert!(open(&[1; 32], "manifest", &[&a, &b], &sealed[1..]).is_none());
+        assert!(open(&[1; 32], "manifest", &[&a, &b], b"short").is_none());
+        // A plain manifest named by its digest (what a writer without the
+        // secret can plant) does not open.
+        assert!(open(&[1; 32], "manifest", &[&a, &b], &[0u8; 64]).is_none());
     }
 
     /// If this fails, the layout changed: bump `FORMAT`, then update the

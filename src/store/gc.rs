@@ -1,9 +1,10 @@
 //! Garbage collection: removing what no entry names any more, for `clear`.
 //!
-//! Invariants: only regular files memorun names itself are removed (64-hex
-//! blob names in 2-hex shard directories, and temp files whose process
-//! died: see `temp`); a symlink is never followed and the cache directory
-//! is never left; a blob file younger than `YOUNG_BLOB` stays, since a
+//! Invariants: only files memorun names itself are removed (64-hex blob
+//! names in 2-hex shard directories, temp files whose process died: see
+//! `temp`, and records directories renamed away that no live process
+//! holds: see `records::sweep_gone`); a symlink is never followed and the
+//! cache directory is never left; a blob file younger than `YOUNG_BLOB` stays, since a
 //! concurrent run may have just put it in place and be about to reference
 //! it.
 
@@ -82,5 +83,9 @@ pub fn collect_garbage(
         }
     }
     let orphans = temp::sweep(tmp_dir, dry_run);
-    Ok((files + orphans.files, bytes + orphans.bytes))
+    let (gone_files, gone_bytes) = super::records::sweep_gone(tmp_dir, dry_run);
+    Ok((
+        files + orphans.files + gone_files,
+        bytes + orphans.bytes + gone_bytes,
+    ))
 }

@@ -138,6 +138,10 @@ impl Records {
     /// database at least as new as the directory is then the one its
     /// records describe (see the module's invariants). Unpinned (no
     /// `/proc`, say), records are published by their path.
+    ///
+    /// The pinned directory is held with a shared lock for as long as this
+    /// process lives: once renamed away, it is swept ([`sweep_gone`]) only
+    /// when no process that may still publish into it is alive.
     pub fn pin(&self) {
         let fd = private::ensure_subdir(&self.root).ok().and_then(|()| {
             rfs::open(
@@ -147,6 +151,9 @@ impl Records {
             )
             .ok()
         });
+        if let Some(fd) = &fd {
+            let _ = rfs::flock(fd, rfs::FlockOperation::NonBlockingLockShared);
+        }
         *self.pinned.borrow_mut() = fd;
     }
 
@@ -183,12 +190,19 @@ impl Records {
     /// right).
     ///
     /// [`counters::RECORD_BYTES`]: super::counters::RECORD_BYTES
+    ///
+    /// Opened without following a symlink and without blocking, and read
+    /// only when it is a regular file: a FIFO or a device planted at its
+    /// path is passed over, never waited on.
     pub fn read(&self, key: &Digest) -> Option<Record> {
         let mut f = OpenOptions::new()
             .read(true)
-            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
             .open(self.path(key))
             .ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
         let mut buf = Vec::with_capacity(4096);
         Read::by_ref(&mut f)
             .take(MAX_RECORD as u64 + 1)
@@ -272,9 +286,71 @@ pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
     }
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
-    let gone = tmp_dir.join(format!("records-gone-{}", u64::from_le_bytes(nonce)));
+    let gone = tmp_dir.join(format!("{GONE_PREFIX}{}", u64::from_le_bytes(nonce)));
     fs::rename(root, &gone)?;
     Ok(Some(gone))
+}
+
+/// The prefix of a records directory renamed away ([`rename_away`]).
+const GONE_PREFIX: &str = "records-gone-";
+
+/// Remove the records directories renamed away into `tmp_dir` that no live
+/// process holds: one whose removal raced a writer publishing into it (a
+/// `clear --all` while commands record) is left behind by its remover, and
+/// taken here by a later `clear`, `clear --all` or collection. A directory
+/// still pinned by a live writer (its shared lock, see [`Records::pin`])
+/// stays: that writer may still publish into it. Only real directories
+/// with memorun's name are removed, never through a symlink. With
+/// `dry_run`, only count. Returns the files and bytes removed.
+pub fn sweep_gone(tmp_dir: &Path, dry_run: bool) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let Ok(entries) = fs::read_dir(tmp_dir) else {
+        return (0, 0);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(GONE_PREFIX)) else {
+            continue;
+        };
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(fd) = rfs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        // Held: a writer that pinned it is alive.
+        if rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue;
+        }
+        let (n, b) = tree_usage(&path);
+        if dry_run || fs::remove_dir_all(&path).is_ok() {
+            files += n;
+            bytes += b;
+        }
+    }
+    (files, bytes)
+}
+
+/// The regular files under `dir` (not following symlinks) and their bytes.
+fn tree_usage(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            let (n, b) = tree_usage(&e.path());
+            files += n;
+            bytes += b;
+        } else if t.is_file() {
+            files += 1;
+            bytes += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    (files, bytes)
 }
 
 /// A record written to a temp file, waiting to be named.

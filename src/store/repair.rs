@@ -83,7 +83,10 @@ pub fn reset(cache_dir: &Path, dry_run: bool) -> (u64, u64) {
         remove(&cache_dir.join(name));
     }
     remove_sharded(&cache_dir.join("blobs"), dry_run, &mut remove);
-    (files, bytes)
+    // Records directories an earlier reset (or a store made anew) renamed
+    // away and could not empty while a writer published into them.
+    let (gone_files, gone_bytes) = super::records::sweep_gone(&tmp_dir, dry_run);
+    (files + gone_files, bytes + gone_bytes)
 }
 
 /// Remove the files of a directory sharded like `blobs/ab/abcdef...` with
