@@ -20,7 +20,7 @@
 //!   recorded.
 //! - [`outputs`]: the files a command writes, captured with its entry and
 //!   restored on a hit (clean, atomic, never through a symlink).
-//! - [`remote`]: a cache shared between machines (Redis, HTTP): asked on a
+//! - [`remote`]: a cache shared between machines (Redis, HTTP, S3): asked on a
 //!   local miss, written after a recorded run, verified before anything of
 //!   it is installed.
 //! - [`exec`]: a miss: the command spawned, its output streamed live and
