@@ -61,6 +61,15 @@ fn record_bytes(d: &Dir) -> (i64, i64) {
 /// the test) may be unsound; any other must be sound.
 #[track_caller]
 fn assert_records_match_rows(d: &Dir, planted: &HashSet<PathBuf>) -> usize {
+    // No database: a `clear --all` was killed after it deleted it, before
+    // it made the new one (the next run does). The records went first, so
+    // none may be left. (Opened read-only, a missing database is "unable
+    // to open database file": this helper's failure, never memorun's.)
+    if !d.cache.join("memorun.db").exists() {
+        let left = record_files(d);
+        assert!(left.is_empty(), "records without a database: {left:?}");
+        return 0;
+    }
     let conn = rusqlite::Connection::open_with_flags(
         d.cache.join("memorun.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -441,18 +450,50 @@ fn model_flags(rng: &mut Rng) -> Vec<&'static str> {
     flags
 }
 
+/// Spawn `cmd` with the write end of a pipe as its descriptor 9, which
+/// memorun passes on to its command like any inherited descriptor, and the
+/// command to whatever it starts; returns the read end, for
+/// [`wait_until_gone`].
+fn spawn_watched(cmd: &mut std::process::Command) -> (std::process::Child, std::io::PipeReader) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: between fork and exec, dup2 only (async-signal-safe); `fd`
+    // is open in the parent until after `spawn` returns.
+    unsafe {
+        cmd.pre_exec(move || match libc::dup2(fd, 9) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(writer);
+    (child, reader)
+}
+
+/// Wait until every process that holds the pipe of [`spawn_watched`] has
+/// exited: its read end sees the end of the file only then.
+fn wait_until_gone(mut watch: std::io::PipeReader) {
+    use std::io::Read;
+    let _ = watch.read_to_end(&mut Vec::new());
+}
+
 #[test]
 fn model_records_always_match_the_database() {
-    let seeds: Vec<u64> = match std::env::var("MEMORUN_MODEL_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => vec![0x9e37_79b9, 0x1234_5678_9abc, 0xdead_beef],
+    let (seeds, chosen) = match std::env::var("MEMORUN_MODEL_SEED") {
+        Ok(s) => (vec![s.parse().unwrap()], true),
+        Err(_) => (vec![0x9e37_79b9, 0x1234_5678_9abc, 0xdead_beef], false),
     };
     for seed in seeds {
-        model_run(seed, 150);
+        model_run(seed, 150, !chosen);
     }
 }
 
-fn model_run(seed: u64, steps: usize) {
+/// `steps` random moves from `seed`. With `coverage`, also check that they
+/// did what the test says (enough hits, kills, damage and clears), which
+/// only the built-in seeds are chosen for.
+fn model_run(seed: u64, steps: usize, coverage: bool) {
     let d = Dir::new();
     let mut rng = Rng(seed | 1);
     // Per (command, value): every output its entry may hold now. Only the
@@ -525,22 +566,24 @@ fn model_run(seed: u64, steps: usize) {
                 d.write(format!("v{i}"), v.to_string());
                 let flags = model_flags(&mut rng);
                 let before = runs(&d);
-                let mut child = d
-                    .memorun_std()
-                    .args(["-i", &format!("v{i}")])
+                let mut cmd = d.memorun_std();
+                cmd.args(["-i", &format!("v{i}")])
                     .args(&flags)
                     .args(["--", "sh", "-c", &model_script(i)])
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
+                    .stderr(Stdio::null());
+                let (mut child, watch) = spawn_watched(&mut cmd);
                 std::thread::sleep(Duration::from_micros(rng.below(12_000)));
                 let _ = child.kill();
                 let _ = child.wait();
                 kills += 1;
                 drift = None;
-                // The command itself may still be finishing.
-                std::thread::sleep(Duration::from_millis(30));
+                // Its command outlives it (nothing kills a command with
+                // its memorun): wait until it has exited too, so that it
+                // appends to `count` during this step or never. A fixed
+                // sleep let it append during a later step on a loaded
+                // machine, which then failed as a miss that ran twice.
+                wait_until_gone(watch);
                 let after = runs(&d);
                 let set = may_replay.entry((i, v)).or_default();
                 for n in before + 1..=after {
@@ -554,7 +597,7 @@ fn model_run(seed: u64, steps: usize) {
                 if files.is_empty() {
                     continue;
                 }
-                let (_, path) = &files[rng.below(files.len() as u64) as usize];
+                let (key, path) = &files[rng.below(files.len() as u64) as usize];
                 let Ok(mut bytes) = fs::read(path) else {
                     continue;
                 };
@@ -567,6 +610,16 @@ fn model_run(seed: u64, steps: usize) {
                     _ => {
                         let (_, other) = &files[rng.below(files.len() as u64) as usize];
                         bytes = fs::read(other).unwrap_or_default();
+                        // Never a record of this same key: one planted
+                        // under another name earlier is sound, and may
+                        // describe a row replaced since. Only the database
+                        // can tell, which a hit does not open (see
+                        // `records`): that is not damage but a rollback,
+                        // like an old copy of the database put back. Cut
+                        // it instead.
+                        if records::decode(&bytes).is_some_and(|r| r.entry.key == *key) {
+                            bytes.truncate(bytes.len() / 2);
+                        }
                     }
                 }
                 let space =
@@ -624,7 +677,7 @@ fn model_run(seed: u64, steps: usize) {
     // The run did what it says.
     eprintln!("seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears");
     assert!(
-        hits > 20 && kills > 3 && damaged > 3 && cleared > 2,
+        !coverage || hits > 20 && kills > 3 && damaged > 3 && cleared > 2,
         "seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears"
     );
 }
