@@ -183,6 +183,31 @@ fn a_run_that_records_across_clear_all_leaves_no_record_behind() {
 }
 
 #[test]
+fn a_reset_killed_after_the_database_went_counts_no_hit_of_the_old_store() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo a");
+    for _ in 0..3 {
+        d.assert_hit(&[], "echo a");
+    }
+    assert!(fs::metadata(d.cache.join("hits.log")).unwrap().len() > 0);
+    // Where a `clear --all` killed mid-way stops (see `repair::reset`):
+    // the records and the database gone, the side files and the hit log
+    // not yet.
+    fs::remove_dir_all(d.cache.join(records::DIR)).unwrap();
+    fs::remove_file(d.cache.join("memorun.db")).unwrap();
+    // The next run makes a new store, which must not count the old one's
+    // hits as its own.
+    d.assert_miss(&[], "echo a");
+    d.assert_hit(&[], "echo a");
+    let s = d.stats();
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+}
+
+#[test]
 fn a_key_cmd_runs_once_per_run_when_the_key_needs_the_database() {
     let d = Dir::new();
     // More inputs than a key resolved without the database hashes, and
