@@ -208,6 +208,26 @@ fn a_reset_killed_after_the_database_went_counts_no_hit_of_the_old_store() {
 }
 
 #[test]
+fn records_renamed_away_by_a_killed_reset_are_removed_by_clear() {
+    let d = Dir::new();
+    // Where a `clear --all` (or a store made anew) killed between renaming
+    // the records directory away and emptying it leaves it.
+    let leave_one = |n: u32| {
+        d.assert_miss(&[], &format!("echo {n}"));
+        assert_eq!(record_files(&d).len(), 1);
+        let gone = d.cache.join(format!("tmp/records-gone-{n}"));
+        fs::rename(d.cache.join(records::DIR), &gone).unwrap();
+        gone
+    };
+    for clear in [&["clear"][..], &["clear", "--all"]] {
+        let gone = leave_one(clear.len() as u32);
+        let o = d.run(clear);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(!gone.exists(), "{clear:?} left {}", gone.display());
+    }
+}
+
+#[test]
 fn a_key_cmd_runs_once_per_run_when_the_key_needs_the_database() {
     let d = Dir::new();
     // More inputs than a key resolved without the database hashes, and

@@ -2,7 +2,9 @@
 //!
 //! Invariants: only regular files memorun names itself are removed (64-hex
 //! blob names in 2-hex shard directories, and temp files whose process
-//! died: see `temp`); a symlink is never followed and the cache directory
+//! died: see `temp`, and the record files of records directories renamed
+//! away by a process killed before it emptied them: see `repair`); a
+//! symlink is never followed and the cache directory
 //! is never left; a blob file younger than `YOUNG_BLOB` stays, since a
 //! concurrent run may have just put it in place and be about to reference
 //! it.
@@ -82,5 +84,9 @@ pub fn collect_garbage(
         }
     }
     let orphans = temp::sweep(tmp_dir, dry_run);
-    Ok((files + orphans.files, bytes + orphans.bytes))
+    let (gone_files, gone_bytes) = super::repair::collect_gone_records(tmp_dir, dry_run);
+    Ok((
+        files + orphans.files + gone_files,
+        bytes + orphans.bytes + gone_bytes,
+    ))
 }

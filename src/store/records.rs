@@ -68,6 +68,11 @@ pub const MAX_RECORD: usize = 256 * 1024;
 /// The directory of the records in a cache directory.
 pub const DIR: &str = "records";
 
+/// How a records directory renamed away (see [`rename_away`]) is named in
+/// the temp directory, before a random number. One left by a process
+/// killed before it emptied it is removed by the next `clear`.
+pub const GONE_PREFIX: &str = "records-gone-";
+
 /// An entry as its record holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -272,7 +277,7 @@ pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
     }
     let mut nonce = [0u8; 8];
     let _ = getrandom::fill(&mut nonce);
-    let gone = tmp_dir.join(format!("records-gone-{}", u64::from_le_bytes(nonce)));
+    let gone = tmp_dir.join(format!("{GONE_PREFIX}{}", u64::from_le_bytes(nonce)));
     fs::rename(root, &gone)?;
     Ok(Some(gone))
 }
