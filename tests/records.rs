@@ -707,6 +707,18 @@ fn model_run(seed: u64, steps: usize, coverage: bool) {
                 if args.get(1).is_some_and(|a| a == "--all") && status.success() {
                     drift = Some(0);
                 }
+                // Nor does a clear that finished leave any records directory
+                // renamed away, by itself or by one killed before.
+                if status.success() {
+                    let gone: Vec<_> = fs::read_dir(d.cache.join("tmp"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("records-gone-"))
+                        .map(|e| e.path())
+                        .collect();
+                    assert!(gone.is_empty(), "{at}: {args:?} left {gone:?}");
+                }
             }
         }
         assert_records_match_rows(&d, &planted);
