@@ -643,9 +643,13 @@ fn model_run(seed: u64, steps: usize, coverage: bool) {
                     continue;
                 }
                 let (key, path) = &files[rng.below(files.len() as u64) as usize];
+                // One the test cut to nothing before has no byte to flip.
                 let Ok(mut bytes) = fs::read(path) else {
                     continue;
                 };
+                if bytes.is_empty() {
+                    continue;
+                }
                 match rng.below(3) {
                     0 => {
                         let at = rng.below(bytes.len() as u64) as usize;
