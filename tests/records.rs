@@ -61,6 +61,15 @@ fn record_bytes(d: &Dir) -> (i64, i64) {
 /// the test) may be unsound; any other must be sound.
 #[track_caller]
 fn assert_records_match_rows(d: &Dir, planted: &HashSet<PathBuf>) -> usize {
+    // No database: a `clear --all` was killed after it deleted it, before
+    // it made the new one (the next run does). The records went first, so
+    // none may be left. (Opened read-only, a missing database is "unable
+    // to open database file": this helper's failure, never memorun's.)
+    if !d.cache.join("memorun.db").exists() {
+        let left = record_files(d);
+        assert!(left.is_empty(), "records without a database: {left:?}");
+        return 0;
+    }
     let conn = rusqlite::Connection::open_with_flags(
         d.cache.join("memorun.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
@@ -171,6 +180,51 @@ fn a_run_that_records_across_clear_all_leaves_no_record_behind() {
     assert_records_match_rows(&d, &HashSet::new());
     assert!(d.entries().is_empty());
     d.assert_miss(&[], script);
+}
+
+#[test]
+fn a_reset_killed_after_the_database_went_counts_no_hit_of_the_old_store() {
+    let d = Dir::new();
+    d.assert_miss(&[], "echo a");
+    for _ in 0..3 {
+        d.assert_hit(&[], "echo a");
+    }
+    assert!(fs::metadata(d.cache.join("hits.log")).unwrap().len() > 0);
+    // Where a `clear --all` killed mid-way stops (see `repair::reset`):
+    // the records and the database gone, the side files and the hit log
+    // not yet.
+    fs::remove_dir_all(d.cache.join(records::DIR)).unwrap();
+    fs::remove_file(d.cache.join("memorun.db")).unwrap();
+    // The next run makes a new store, which must not count the old one's
+    // hits as its own.
+    d.assert_miss(&[], "echo a");
+    d.assert_hit(&[], "echo a");
+    let s = d.stats();
+    assert_eq!(
+        (s["hits"].as_u64(), s["misses"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+}
+
+#[test]
+fn records_renamed_away_by_a_killed_reset_are_removed_by_clear() {
+    let d = Dir::new();
+    // Where a `clear --all` (or a store made anew) killed between renaming
+    // the records directory away and emptying it leaves it.
+    let leave_one = |n: u32| {
+        d.assert_miss(&[], &format!("echo {n}"));
+        assert_eq!(record_files(&d).len(), 1);
+        let gone = d.cache.join(format!("tmp/records-gone-{n}"));
+        fs::rename(d.cache.join(records::DIR), &gone).unwrap();
+        gone
+    };
+    for clear in [&["clear"][..], &["clear", "--all"]] {
+        let gone = leave_one(clear.len() as u32);
+        let o = d.run(clear);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(!gone.exists(), "{clear:?} left {}", gone.display());
+    }
 }
 
 #[test]
@@ -441,18 +495,50 @@ fn model_flags(rng: &mut Rng) -> Vec<&'static str> {
     flags
 }
 
+/// Spawn `cmd` with the write end of a pipe as its descriptor 9, which
+/// memorun passes on to its command like any inherited descriptor, and the
+/// command to whatever it starts; returns the read end, for
+/// [`wait_until_gone`].
+fn spawn_watched(cmd: &mut std::process::Command) -> (std::process::Child, std::io::PipeReader) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: between fork and exec, dup2 only (async-signal-safe); `fd`
+    // is open in the parent until after `spawn` returns.
+    unsafe {
+        cmd.pre_exec(move || match libc::dup2(fd, 9) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(writer);
+    (child, reader)
+}
+
+/// Wait until every process that holds the pipe of [`spawn_watched`] has
+/// exited: its read end sees the end of the file only then.
+fn wait_until_gone(mut watch: std::io::PipeReader) {
+    use std::io::Read;
+    let _ = watch.read_to_end(&mut Vec::new());
+}
+
 #[test]
 fn model_records_always_match_the_database() {
-    let seeds: Vec<u64> = match std::env::var("MEMORUN_MODEL_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => vec![0x9e37_79b9, 0x1234_5678_9abc, 0xdead_beef],
+    let (seeds, chosen) = match std::env::var("MEMORUN_MODEL_SEED") {
+        Ok(s) => (vec![s.parse().unwrap()], true),
+        Err(_) => (vec![0x9e37_79b9, 0x1234_5678_9abc, 0xdead_beef], false),
     };
     for seed in seeds {
-        model_run(seed, 150);
+        model_run(seed, 150, !chosen);
     }
 }
 
-fn model_run(seed: u64, steps: usize) {
+/// `steps` random moves from `seed`. With `coverage`, also check that they
+/// did what the test says (enough hits, kills, damage and clears), which
+/// only the built-in seeds are chosen for.
+fn model_run(seed: u64, steps: usize, coverage: bool) {
     let d = Dir::new();
     let mut rng = Rng(seed | 1);
     // Per (command, value): every output its entry may hold now. Only the
@@ -525,22 +611,24 @@ fn model_run(seed: u64, steps: usize) {
                 d.write(format!("v{i}"), v.to_string());
                 let flags = model_flags(&mut rng);
                 let before = runs(&d);
-                let mut child = d
-                    .memorun_std()
-                    .args(["-i", &format!("v{i}")])
+                let mut cmd = d.memorun_std();
+                cmd.args(["-i", &format!("v{i}")])
                     .args(&flags)
                     .args(["--", "sh", "-c", &model_script(i)])
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap();
+                    .stderr(Stdio::null());
+                let (mut child, watch) = spawn_watched(&mut cmd);
                 std::thread::sleep(Duration::from_micros(rng.below(12_000)));
                 let _ = child.kill();
                 let _ = child.wait();
                 kills += 1;
                 drift = None;
-                // The command itself may still be finishing.
-                std::thread::sleep(Duration::from_millis(30));
+                // Its command outlives it (nothing kills a command with
+                // its memorun): wait until it has exited too, so that it
+                // appends to `count` during this step or never. A fixed
+                // sleep let it append during a later step on a loaded
+                // machine, which then failed as a miss that ran twice.
+                wait_until_gone(watch);
                 let after = runs(&d);
                 let set = may_replay.entry((i, v)).or_default();
                 for n in before + 1..=after {
@@ -554,10 +642,14 @@ fn model_run(seed: u64, steps: usize) {
                 if files.is_empty() {
                     continue;
                 }
-                let (_, path) = &files[rng.below(files.len() as u64) as usize];
+                let (key, path) = &files[rng.below(files.len() as u64) as usize];
+                // One the test cut to nothing before has no byte to flip.
                 let Ok(mut bytes) = fs::read(path) else {
                     continue;
                 };
+                if bytes.is_empty() {
+                    continue;
+                }
                 match rng.below(3) {
                     0 => {
                         let at = rng.below(bytes.len() as u64) as usize;
@@ -567,6 +659,16 @@ fn model_run(seed: u64, steps: usize) {
                     _ => {
                         let (_, other) = &files[rng.below(files.len() as u64) as usize];
                         bytes = fs::read(other).unwrap_or_default();
+                        // Never a record of this same key: one planted
+                        // under another name earlier is sound, and may
+                        // describe a row replaced since. Only the database
+                        // can tell, which a hit does not open (see
+                        // `records`): that is not damage but a rollback,
+                        // like an old copy of the database put back. Cut
+                        // it instead.
+                        if records::decode(&bytes).is_some_and(|r| r.entry.key == *key) {
+                            bytes.truncate(bytes.len() / 2);
+                        }
                     }
                 }
                 let space =
@@ -609,6 +711,18 @@ fn model_run(seed: u64, steps: usize) {
                 if args.get(1).is_some_and(|a| a == "--all") && status.success() {
                     drift = Some(0);
                 }
+                // Nor does a clear that finished leave any records directory
+                // renamed away, by itself or by one killed before.
+                if status.success() {
+                    let gone: Vec<_> = fs::read_dir(d.cache.join("tmp"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("records-gone-"))
+                        .map(|e| e.path())
+                        .collect();
+                    assert!(gone.is_empty(), "{at}: {args:?} left {gone:?}");
+                }
             }
         }
         assert_records_match_rows(&d, &planted);
@@ -624,7 +738,7 @@ fn model_run(seed: u64, steps: usize) {
     // The run did what it says.
     eprintln!("seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears");
     assert!(
-        hits > 20 && kills > 3 && damaged > 3 && cleared > 2,
+        !coverage || hits > 20 && kills > 3 && damaged > 3 && cleared > 2,
         "seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears"
     );
 }

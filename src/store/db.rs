@@ -400,6 +400,15 @@ impl SqliteStore {
         if prepared != Prepared::Current {
             remove_all_records(&self.records, &self.tmp_dir, &tx)?;
         }
+        // Nor has it been replayed: a hit log left by the database before
+        // it (one deleted by a `clear --all` killed midway, or by hand; a
+        // development version's) goes, before any hit of this one can be
+        // logged, or its hits would count as this store's.
+        if matches!(prepared, Prepared::Created | Prepared::Rebuilt)
+            && let Ok(Some(log)) = hitlog::take(&self.hit_log())
+        {
+            let _ = log.done();
+        }
         tx.commit()?;
         let notice = match prepared {
             Prepared::Current | Prepared::Created => return Ok(()),
@@ -407,12 +416,9 @@ impl SqliteStore {
                 format!("upgraded the cache from schema version {from} to {SCHEMA_VERSION}")
             }
             Prepared::Rebuilt => {
-                // What the old store held goes with it: hits of its entries
-                // not yet folded, and its blob files (all but the youngest,
-                // which a run of an older memorun may be about to use).
-                if let Ok(Some(log)) = hitlog::take(&self.hit_log()) {
-                    let _ = log.done();
-                }
+                // What the old store held goes with it: its hits (above),
+                // and its blob files (all but the youngest, which a run of
+                // an older memorun may be about to use).
                 let _ = self.collect_garbage(&self.tmp_dir, false);
                 "rebuilt the cache: it was made by a development version of memorun".to_string()
             }

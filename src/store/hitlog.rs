@@ -22,6 +22,10 @@
 //! fails either (or has an impossible time) is skipped byte by byte until a
 //! good one, and one fold reads at most `MAX_FOLD` bytes, emptying the
 //! rest unread.
+//!
+//! A database made anew (created where one was deleted, as by a `clear
+//! --all` killed midway, or rebuilt) empties the log in its creating
+//! transaction: the hits in it are of a store that is gone.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

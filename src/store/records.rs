@@ -68,6 +68,12 @@ pub const MAX_RECORD: usize = 256 * 1024;
 /// The directory of the records in a cache directory.
 pub const DIR: &str = "records";
 
+/// How a records directory renamed away (see [`rename_away`]) is named in
+/// the temp directory, before a random number. One left by a process
+/// killed before it emptied it is removed by the next `clear` once no live
+/// process holds it (see [`sweep_gone`]).
+const GONE_PREFIX: &str = "records-gone-";
+
 /// An entry as its record holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -290,9 +296,6 @@ pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
     fs::rename(root, &gone)?;
     Ok(Some(gone))
 }
-
-/// The prefix of a records directory renamed away ([`rename_away`]).
-const GONE_PREFIX: &str = "records-gone-";
 
 /// Remove the records directories renamed away into `tmp_dir` that no live
 /// process holds: one whose removal raced a writer publishing into it (a

@@ -41,57 +41,81 @@ const STORE_FILES: &[&str] = &[
     "hits.log",
 ];
 
-/// Remove the store in `cache_dir` (already checked to be ours): the
-/// database and its side files, the hit log and the blob files. Only
-/// regular files with memorun's names, and the blob shard directories once
-/// empty; a symlink is never followed (nor removed). Temp files are left to
-/// `clear`'s collection, which knows when one is no longer in use.
-/// With `dry_run`, only count. Returns the files and bytes removed.
-pub fn reset(cache_dir: &Path, dry_run: bool) -> (u64, u64) {
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut remove = |path: &Path| {
+/// Removes files by name, or with `dry_run` only counts them: regular
+/// files only, a symlink is never followed (nor removed).
+struct Tally {
+    dry_run: bool,
+    files: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn new(dry_run: bool) -> Tally {
+        Tally {
+            dry_run,
+            files: 0,
+            bytes: 0,
+        }
+    }
+
+    fn remove(&mut self, path: &Path) {
         if let Ok(meta) = fs::symlink_metadata(path)
             && meta.is_file()
-            && (dry_run || fs::remove_file(path).is_ok())
+            && (self.dry_run || fs::remove_file(path).is_ok())
         {
-            files += 1;
-            bytes += meta.len();
+            self.files += 1;
+            self.bytes += meta.len();
         }
-    };
+    }
+
+    /// A directory once empty (not on a dry run).
+    fn remove_dir(&self, path: &Path) {
+        if !self.dry_run {
+            let _ = fs::remove_dir(path);
+        }
+    }
+}
+
+/// Remove the store in `cache_dir` (already checked to be ours): the
+/// database and its side files, the hit log, the records and the blob
+/// files. Only regular files with memorun's names, and the shard
+/// directories once empty; a symlink is never followed (nor removed). Temp
+/// files are left to `clear`'s collection, which knows when one is no
+/// longer in use. With `dry_run`, only count. Returns the files and bytes
+/// removed.
+pub fn reset(cache_dir: &Path, dry_run: bool) -> (u64, u64) {
+    let mut tally = Tally::new(dry_run);
     // The hit records first (one must never outlive its row), then the
     // database, then the blobs. The records directory is renamed away
     // whole before it is emptied: a process still holding the old database
     // publishes into the directory it pinned, which is then this one (see
-    // `records`), never into the new store's.
+    // `records`), never into the new store's. With it go those renamed
+    // away before by a process killed before it emptied them.
     let records = cache_dir.join(super::records::DIR);
     let tmp_dir = cache_dir.join("tmp");
-    let gone = match dry_run {
-        true => None,
-        false => super::private::ensure_subdir(&tmp_dir)
+    let renamed = !dry_run
+        && super::private::ensure_subdir(&tmp_dir)
             .ok()
             .and_then(|()| super::records::rename_away(&records, &tmp_dir).ok())
-            .flatten(),
-    };
-    match &gone {
-        Some(gone) => {
-            remove_sharded(gone, dry_run, &mut remove);
-            let _ = fs::remove_dir(gone);
-        }
-        None => remove_sharded(&records, dry_run, &mut remove),
+            .flatten()
+            .is_some();
+    if !renamed {
+        remove_sharded(&records, &mut tally);
     }
     for name in STORE_FILES {
-        remove(&cache_dir.join(name));
+        tally.remove(&cache_dir.join(name));
     }
-    remove_sharded(&cache_dir.join("blobs"), dry_run, &mut remove);
+    remove_sharded(&cache_dir.join("blobs"), &mut tally);
     // Records directories an earlier reset (or a store made anew) renamed
-    // away and could not empty while a writer published into them.
+    // away and could not empty, a killed `clear --all`'s included, that no
+    // live process holds (see `records::sweep_gone`).
     let (gone_files, gone_bytes) = super::records::sweep_gone(&tmp_dir, dry_run);
-    (files + gone_files, bytes + gone_bytes)
+    (tally.files + gone_files, tally.bytes + gone_bytes)
 }
 
-/// Remove the files of a directory sharded like `blobs/ab/abcdef...` with
-/// `remove`, and the shards once empty; nothing else, no symlink followed.
-fn remove_sharded(dir: &Path, dry_run: bool, remove: &mut impl FnMut(&Path)) {
+/// Remove the files of a directory sharded like `blobs/ab/abcdef...`, and
+/// the shards once empty; nothing else, no symlink followed.
+fn remove_sharded(dir: &Path, tally: &mut Tally) {
     let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let real_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     if !real_dir(dir) {
@@ -106,12 +130,10 @@ fn remove_sharded(dir: &Path, dry_run: bool, remove: &mut impl FnMut(&Path)) {
         }
         for f in fs::read_dir(&path).into_iter().flatten().flatten() {
             if f.file_name().to_str().is_some_and(|n| is_hex(n, 64)) {
-                remove(&f.path());
+                tally.remove(&f.path());
             }
         }
-        if !dry_run {
-            let _ = fs::remove_dir(&path);
-        }
+        tally.remove_dir(&path);
     }
 }
 
