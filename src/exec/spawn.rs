@@ -202,6 +202,7 @@ fn install_signal_handlers() {
             // all async-signal-safe; it allocates nothing. Unlike SIG_IGN,
             // a handler is reset to the default action in the command at
             // exec.
+            #[allow(unsafe_code)]
             let _ = unsafe {
                 signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
                     on_signal(sig, info)
