@@ -49,6 +49,8 @@
 //! is done (daemons that closed its output) are killed: a process whose
 //! filter outlives its tracer would fail every file-system call.
 
+#![warn(clippy::too_many_lines)]
+
 pub mod child;
 pub mod filter;
 pub mod log;
