@@ -48,6 +48,17 @@
 //! hostile program would make). Processes still running when the command
 //! is done (daemons that closed its output) are killed: a process whose
 //! filter outlives its tracer would fail every file-system call.
+//!
+//! # A crate of its own
+//!
+//! memorun's `--trace` uses it through `memorun::exec::trace`; it imports
+//! nothing from memorun (digests are BLAKE3 `[u8; 32]`, errors its own
+//! [`StartError`] and [`TraceUnavailable`]). It holds the unsafe code that
+//! tracing needs, each block with a `SAFETY:` comment: the fork and the
+//! child's steps before exec ([`child`], async-signal-safe only), `ptrace`
+//! and `waitpid` ([`tracer`]), and reading a stopped tracee's registers
+//! and memory ([`tracee`]). No function here is over 100 lines
+//! (`clippy::too_many_lines`, threshold in the workspace's `clippy.toml`).
 
 #![warn(clippy::too_many_lines)]
 

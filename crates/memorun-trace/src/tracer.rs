@@ -58,6 +58,24 @@ pub enum StartError {
     Spawn(io::Error),
 }
 
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Unavailable(why) => write!(f, "cannot trace: {why}"),
+            StartError::Spawn(e) => write!(f, "cannot execute: {}", crate::io_reason(e)),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Unavailable(why) => Some(why),
+            StartError::Spawn(e) => Some(e),
+        }
+    }
+}
+
 enum Report {
     Started { pid: i32, pidfd: Option<OwnedFd> },
     SpawnFailed(io::Error),
