@@ -58,7 +58,7 @@ for line in sys.stdin:
     echo "$path"
 }
 MEMORUN=$(built memorun --bin memorun)
-TRACE=$(built trace --example trace)
+TRACE=$(built trace -p memorun-trace --example trace)
 
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 C_FILE=$(ls -d "$CARGO_HOME"/registry/src/*/blake3-*/c/blake3.c 2>/dev/null | sort -V | tail -1)

@@ -42,8 +42,20 @@
 //! a user's file: an input truncated by someone else while it is hashed
 //! must give an I/O result, not a SIGBUS that kills memorun and the user's
 //! command with it ([`key::hashing`] reads).
+//!
+//! # Unsafe code
+//!
+//! Denied, except at the named sites that allow it on the smallest item,
+//! each block with a `SAFETY:` comment: SQLite's C API (`store::db`:
+//! configuration before the first connection, keeping the WAL), the blob
+//! mmap (`store::blobs`), the refresh's `pre_exec` (`exec::refresh`), the
+//! signal handlers' registration (`exec::spawn`), and in `main.rs` the C
+//! `main` the hit's start-up relies on (SIGPIPE ignored, the standard
+//! descriptors checked). The tracer's `ptrace`, seccomp and fork code is
+//! the `memorun-trace` crate's ([`exec::trace`]).
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod commands;

@@ -13,11 +13,17 @@
 //! whichever entry point runs.
 // A test build of this file keeps the test harness's own `main`.
 #![cfg_attr(not(test), no_main)]
+// Unsafe code is allowed only in the C entry point and its descriptor check.
+#![deny(unsafe_code)]
 
 #[cfg(not(test))]
 use std::os::raw::{c_char, c_int};
 
 #[cfg(not(test))]
+// SAFETY: `no_mangle` is unsafe because two symbols of one name would
+// clash: this is the only `main` of the link (no_main: the standard
+// library defines none).
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     if !standard_fds_open() {
@@ -38,11 +44,13 @@ extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
 fn standard_fds_open() -> bool {
     for fd in 0..3 {
         // SAFETY: F_GETFD on a descriptor number only reads its flags.
+        #[allow(unsafe_code)]
         let closed = unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1
             && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF);
         if closed {
             // SAFETY: a NUL-terminated path; the lowest free descriptor,
             // which is `fd`, is returned.
+            #[allow(unsafe_code)]
             let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
             if opened != fd {
                 return false;

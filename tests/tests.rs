@@ -29,7 +29,6 @@ mod s3;
 mod servers;
 mod signals;
 mod terminal;
-mod trace_engine;
 mod trace_holes;
 mod trace_key;
 mod traced;

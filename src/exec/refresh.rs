@@ -68,6 +68,7 @@ pub fn spawn(
     // sound because none of them is used again before exec. Every
     // descriptor above stdio is closed so that the refresh holds no pipe
     // open that a caller (such as a shell's `$(...)`) waits on.
+    #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(|| {
             let _ = rustix::process::setsid();

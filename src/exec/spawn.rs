@@ -31,6 +31,9 @@
 //! this thread streams its output exactly as above and learns its status
 //! from the tracer.
 
+// No function here over 100 lines (clippy.toml): the rest of src/ follows.
+#![warn(clippy::too_many_lines)]
+
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::OpenOptions;
@@ -202,6 +205,7 @@ fn install_signal_handlers() {
             // all async-signal-safe; it allocates nothing. Unlike SIG_IGN,
             // a handler is reset to the default action in the command at
             // exec.
+            #[allow(unsafe_code)]
             let _ = unsafe {
                 signal_hook_registry::register_sigaction(sig, move |info: &libc::siginfo_t| {
                     on_signal(sig, info)
@@ -522,77 +526,28 @@ fn stream(
     out: OwnedFd,
     err: OwnedFd,
     pidfd: Option<OwnedFd>,
-    mut recorder: Option<Recorder>,
-    mut spinner: Option<Spinner>,
+    recorder: Option<Recorder>,
+    spinner: Option<Spinner>,
 ) -> Streamed {
-    let mut pipes = [
-        Pipe {
-            fd: Some(out),
-            stream: Stream::Stdout,
-            to: output::STDOUT,
-            forwarding: true,
-        },
-        Pipe {
-            fd: Some(err),
-            stream: Stream::Stderr,
-            to: output::STDERR,
-            forwarding: true,
-        },
-    ];
-    for fd in pipes.iter().flat_map(|p| &p.fd) {
-        // Failure is harmless: the pipe keeps its default size.
-        let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
-    }
+    let mut s = Streaming::new(out, err, recorder, spinner);
     let mut exited = false;
     let mut last_reads = 0;
-    let mut buf = vec![0u8; READ_BUF];
-    let mut record_error = None;
-    let mut delivery_failed = false;
-    let mut reader_gone = false;
-
-    while pipes.iter().any(|p| p.fd.is_some()) {
+    while s.pipes.iter().any(|p| p.fd.is_some()) {
         // The command has exited after memorun forwarded it a terminating
         // signal: take what is in the pipes now and stop, rather than wait
         // for a process that left its group and still holds them open.
         let last_pass = exited && INTERRUPTED.load(Ordering::SeqCst);
-        let timeout = match &mut spinner {
-            _ if last_pass => Some(Timespec::default()),
-            Some(s) => {
-                s.tick();
-                Some(Timespec::try_from(progress::TICK).expect("a short tick"))
-            }
-            None => None,
-        };
-        // Which of stdout, stderr and the pidfd are readable; the pidfd is
-        // watched until the command has exited.
-        let watched = [
-            pipes[0].fd.as_ref(),
-            pipes[1].fd.as_ref(),
-            pidfd.as_ref().filter(|_| !exited),
-        ];
-        let mut pfds: Vec<PollFd<'_>> = watched
-            .iter()
-            .flatten()
-            .map(|fd| PollFd::new(*fd, PollFlags::IN))
-            .collect();
-        let r = match rustix::event::poll(&mut pfds, timeout.as_ref()) {
-            Ok(r) => r,
+        // The pidfd is watched until the command has exited.
+        let (ready, r) = match s.poll(pidfd.as_ref().filter(|_| !exited), last_pass) {
+            Ok(polled) => polled,
             Err(Errno::INTR) => continue,
             // poll cannot fail this way with valid arguments; stop capturing
             // rather than spin, and let the command finish on its own.
             Err(_) => {
-                delivery_failed = true;
+                s.streamed.delivery_failed = true;
                 break;
             }
         };
-        let mut ready = [false; 3];
-        let mut revents = pfds.iter().map(|p| !p.revents().is_empty());
-        for (ready, fd) in ready.iter_mut().zip(&watched) {
-            if fd.is_some() {
-                *ready = revents.next().unwrap_or(false);
-            }
-        }
-        drop(pfds);
         if last_pass {
             last_reads += 1;
             if r == 0 || last_reads > LAST_READS {
@@ -600,60 +555,155 @@ fn stream(
             }
         }
         exited |= ready[2];
-        for (p, ready) in pipes.iter_mut().zip(ready) {
-            if !ready {
-                continue;
-            }
-            let Some(fd) = &p.fd else { continue };
-            let n = match rustix::io::read(fd, &mut buf[..]) {
-                Ok(0) => {
-                    p.fd = None;
-                    continue;
-                }
-                Ok(n) => n,
-                Err(Errno::INTR | Errno::AGAIN) => continue,
-                Err(_) => {
-                    p.fd = None;
-                    delivery_failed = true;
-                    continue;
-                }
-            };
-            let chunk = &buf[..n];
-            let to = p.to;
-            let written = match (&mut spinner, p.forwarding) {
-                (_, false) => Ok(()),
-                (Some(s), true) => s.write(p.stream as usize, chunk, || to.write_all(chunk)),
-                (None, true) => to.write_all(chunk),
-            };
-            if let Err(e) = written {
-                p.forwarding = false;
-                delivery_failed = true;
-                if output::is_broken_pipe(&e) {
-                    // Our reader went away: close the command's pipe so that
-                    // it sees the broken pipe too, as it would have without
-                    // memorun in between.
-                    reader_gone = true;
-                    p.fd = None;
-                    continue;
-                }
-            }
-            if let Some(rec) = &mut recorder
-                && let Err(e) = rec.chunk(p.stream, chunk)
-            {
-                recorder = None;
-                record_error = Some(e);
+        for (i, ready) in ready.into_iter().take(2).enumerate() {
+            if ready {
+                s.drain(i);
             }
         }
     }
-    drop(pipes);
-    if let Some(s) = spinner {
-        s.finish();
+    s.finish()
+}
+
+/// The state of [`stream`]'s loop: the two pipes, the read buffer, the
+/// spinner, and what is streamed so far.
+struct Streaming {
+    /// The command's stdout and stderr, in that order.
+    pipes: [Pipe; 2],
+    buf: Vec<u8>,
+    spinner: Option<Spinner>,
+    streamed: Streamed,
+}
+
+impl Streaming {
+    fn new(
+        out: OwnedFd,
+        err: OwnedFd,
+        recorder: Option<Recorder>,
+        spinner: Option<Spinner>,
+    ) -> Streaming {
+        let pipes = [
+            Pipe {
+                fd: Some(out),
+                stream: Stream::Stdout,
+                to: output::STDOUT,
+                forwarding: true,
+            },
+            Pipe {
+                fd: Some(err),
+                stream: Stream::Stderr,
+                to: output::STDERR,
+                forwarding: true,
+            },
+        ];
+        for fd in pipes.iter().flat_map(|p| &p.fd) {
+            // Failure is harmless: the pipe keeps its default size.
+            let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_SIZE);
+        }
+        Streaming {
+            pipes,
+            buf: vec![0u8; READ_BUF],
+            spinner,
+            streamed: Streamed {
+                recorder,
+                record_error: None,
+                delivery_failed: false,
+                reader_gone: false,
+            },
+        }
     }
-    Streamed {
-        recorder,
-        record_error,
-        delivery_failed,
-        reader_gone,
+
+    /// Wait until stdout, stderr or `pidfd` is readable (at once on the
+    /// last pass; at most a tick while a spinner shows, which it advances):
+    /// which of the three are, and how many descriptors poll(2) counted.
+    fn poll(
+        &mut self,
+        pidfd: Option<&OwnedFd>,
+        last_pass: bool,
+    ) -> Result<([bool; 3], usize), Errno> {
+        let timeout = match &mut self.spinner {
+            _ if last_pass => Some(Timespec::default()),
+            Some(s) => {
+                s.tick();
+                Some(Timespec::try_from(progress::TICK).expect("a short tick"))
+            }
+            None => None,
+        };
+        let watched = [self.pipes[0].fd.as_ref(), self.pipes[1].fd.as_ref(), pidfd];
+        let mut pfds: Vec<PollFd<'_>> = watched
+            .iter()
+            .flatten()
+            .map(|fd| PollFd::new(*fd, PollFlags::IN))
+            .collect();
+        let r = rustix::event::poll(&mut pfds, timeout.as_ref())?;
+        let mut ready = [false; 3];
+        let mut revents = pfds.iter().map(|p| !p.revents().is_empty());
+        for (ready, fd) in ready.iter_mut().zip(&watched) {
+            if fd.is_some() {
+                *ready = revents.next().unwrap_or(false);
+            }
+        }
+        Ok((ready, r))
+    }
+
+    /// Read what pipe `i` holds and pass it on: to memorun's own stdout or
+    /// stderr (while that works), and to the recorder.
+    fn drain(&mut self, i: usize) {
+        let p = &mut self.pipes[i];
+        let streamed = &mut self.streamed;
+        let Some(fd) = &p.fd else { return };
+        let n = match rustix::io::read(fd, &mut self.buf[..]) {
+            Ok(0) => {
+                p.fd = None;
+                return;
+            }
+            Ok(n) => n,
+            Err(Errno::INTR | Errno::AGAIN) => return,
+            Err(_) => {
+                p.fd = None;
+                streamed.delivery_failed = true;
+                return;
+            }
+        };
+        let chunk = &self.buf[..n];
+        let to = p.to;
+        let written = match (&mut self.spinner, p.forwarding) {
+            (_, false) => Ok(()),
+            (Some(s), true) => s.write(p.stream as usize, chunk, || to.write_all(chunk)),
+            (None, true) => to.write_all(chunk),
+        };
+        if let Err(e) = written {
+            p.forwarding = false;
+            streamed.delivery_failed = true;
+            if output::is_broken_pipe(&e) {
+                // Our reader went away: close the command's pipe so that
+                // it sees the broken pipe too, as it would have without
+                // memorun in between.
+                streamed.reader_gone = true;
+                p.fd = None;
+                return;
+            }
+        }
+        if let Some(rec) = &mut streamed.recorder
+            && let Err(e) = rec.chunk(p.stream, chunk)
+        {
+            streamed.recorder = None;
+            streamed.record_error = Some(e);
+        }
+    }
+
+    /// The pipes closed and the spinner cleared: what was streamed.
+    fn finish(self) -> Streamed {
+        let Streaming {
+            pipes,
+            spinner,
+            streamed,
+            ..
+        } = self;
+        drop(pipes);
+        if let Some(s) = spinner {
+            s.finish();
+        }
+        streamed
     }
 }
 

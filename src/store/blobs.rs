@@ -203,6 +203,7 @@ impl Blobs {
                 // cannot shrink under us: the crate's mmap policy.
                 // Populated at once: one call instead of a page fault per
                 // 4 KiB (a restore verifies thousands of blobs).
+                #[allow(unsafe_code)]
                 let map = unsafe {
                     memmap2::MmapOptions::new()
                         .offset(offset)

@@ -686,6 +686,7 @@ fn configure_sqlite() {
         // already initialized); the variadic arguments are the documented
         // ones: two ints for LOOKASIDE; a buffer pointer and two ints for
         // PAGECACHE.
+        #[allow(unsafe_code)]
         unsafe {
             use rusqlite::ffi;
             use std::os::raw::c_int;
@@ -710,6 +711,7 @@ fn persist_wal(conn: &Connection) {
     // SAFETY: the handle is a live connection owned by `conn`, "main" is a
     // NUL-terminated schema name, and PERSIST_WAL reads and writes one int
     // through the pointer, which outlives the call.
+    #[allow(unsafe_code)]
     unsafe {
         rusqlite::ffi::sqlite3_file_control(
             conn.handle(),

@@ -1,11 +1,10 @@
-//! The tracer (`memorun::exec::trace`) from outside the process that runs
+//! The tracer (`memorun_trace`) from outside the process that runs
 //! it: when that process is killed with SIGKILL mid-trace, no traced
 //! process is left stopped, or running with a filter and no tracer.
 //!
-//! The CLI does not trace yet, so the tracing process is this test binary
-//! itself, re-run on [`tracer_process`] with `MEMORUN_TEST_TRACER_PIDFILE`
-//! set. The engine's own tests (what it records, exit codes, signals,
-//! stdin, job control) are unit tests in `src/exec/trace/tests.rs`.
+//! The tracing process is this test binary itself, re-run on
+//! [`tracer_process`] with `MEMORUN_TEST_TRACER_PIDFILE` set. The engine's own tests (what it records, exit codes, signals,
+//! stdin, job control) are unit tests in `src/tests.rs`.
 
 use std::ffi::OsString;
 use std::fs;
@@ -13,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use memorun::exec::trace::{self, Spawn, TraceOptions};
+use memorun_trace::{self as trace, Spawn, TraceOptions};
 
 const PIDFILE_VAR: &str = "MEMORUN_TEST_TRACER_PIDFILE";
 
@@ -70,12 +69,7 @@ fn killing_the_tracer_leaves_no_traced_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let mut tracer = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "trace_engine::tracer_process",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "tracer_process", "--ignored", "--nocapture"])
         .env(PIDFILE_VAR, &pidfile)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

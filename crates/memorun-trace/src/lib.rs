@@ -48,6 +48,19 @@
 //! hostile program would make). Processes still running when the command
 //! is done (daemons that closed its output) are killed: a process whose
 //! filter outlives its tracer would fail every file-system call.
+//!
+//! # A crate of its own
+//!
+//! memorun's `--trace` uses it through `memorun::exec::trace`; it imports
+//! nothing from memorun (digests are BLAKE3 `[u8; 32]`, errors its own
+//! [`StartError`] and [`TraceUnavailable`]). It holds the unsafe code that
+//! tracing needs, each block with a `SAFETY:` comment: the fork and the
+//! child's steps before exec ([`child`], async-signal-safe only), `ptrace`
+//! and `waitpid` ([`tracer`]), and reading a stopped tracee's registers
+//! and memory ([`tracee`]). No function here is over 100 lines
+//! (`clippy::too_many_lines`, threshold in the workspace's `clippy.toml`).
+
+#![warn(clippy::too_many_lines)]
 
 pub mod child;
 pub mod filter;
@@ -102,7 +115,6 @@ pub enum TraceUnavailable {
 
 impl fmt::Display for TraceUnavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let reason = crate::term::format::io_reason;
         match self {
             TraceUnavailable::Unsupported => {
                 f.write_str("tracing needs Linux on x86_64 or aarch64")
@@ -110,12 +122,12 @@ impl fmt::Display for TraceUnavailable {
             TraceUnavailable::AlreadyTraced(pid) => {
                 write!(f, "memorun is itself being traced (by process {pid})")
             }
-            TraceUnavailable::PtraceRefused(e) => write!(f, "ptrace was refused: {}", reason(e)),
+            TraceUnavailable::PtraceRefused(e) => write!(f, "ptrace was refused: {}", io_reason(e)),
             TraceUnavailable::SeccompRefused(e) => {
-                write!(f, "a seccomp filter was refused: {}", reason(e))
+                write!(f, "a seccomp filter was refused: {}", io_reason(e))
             }
             TraceUnavailable::Thread(e) => {
-                write!(f, "cannot start the tracer thread: {}", reason(e))
+                write!(f, "cannot start the tracer thread: {}", io_reason(e))
             }
             TraceUnavailable::StdinNotSpooled => f.write_str("stdin could not be spooled"),
             TraceUnavailable::TracerFailed => f.write_str("the tracer ended unexpectedly"),
@@ -124,6 +136,18 @@ impl fmt::Display for TraceUnavailable {
 }
 
 impl std::error::Error for TraceUnavailable {}
+
+/// An I/O error as a short lower-case reason, without the "(os error N)"
+/// suffix: "permission denied".
+fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = s.find(" (os error").map_or(s.as_str(), |i| &s[..i]);
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
 
 /// What can be checked before anything is forked: the platform, and
 /// whether memorun is itself traced (a debugger attached to memorun, or

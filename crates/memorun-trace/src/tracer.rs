@@ -58,6 +58,24 @@ pub enum StartError {
     Spawn(io::Error),
 }
 
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Unavailable(why) => write!(f, "cannot trace: {why}"),
+            StartError::Spawn(e) => write!(f, "cannot execute: {}", crate::io_reason(e)),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Unavailable(why) => Some(why),
+            StartError::Spawn(e) => Some(e),
+        }
+    }
+}
+
 enum Report {
     Started { pid: i32, pidfd: Option<OwnedFd> },
     SpawnFailed(io::Error),
@@ -626,6 +644,9 @@ impl Loop {
         })
     }
 
+    /// A seccomp stop: the filter asked for a look at `tid`'s call before it
+    /// runs. `tid` resumes, to stop again at the call's exit if its result
+    /// matters.
     fn seccomp(&mut self, tid: i32) {
         self.events.stops += 1;
         let info = match tracee::syscall_info(tid) {
@@ -642,8 +663,20 @@ impl Loop {
             resume(tid, false, 0);
             return;
         };
-        let pending = match call {
-            Call::Open | Call::Creat | Call::OpenAt | Call::OpenAt2 => self.open(tid, call, &info),
+        let pending = self.entered(tid, call, &info);
+        let waiting = pending.is_some();
+        if let Some(p) = self.procs.get_mut(&tid) {
+            p.pending = pending;
+        }
+        resume(tid, waiting, 0);
+    }
+
+    /// The call `tid` stopped at on entry, by what the filter said it is:
+    /// what was seen now, and what waits for the call's result (`None`:
+    /// nothing, and the tracee runs on without a stop at its exit).
+    fn entered(&mut self, tid: i32, call: Call, info: &tracee::SyscallInfo) -> Option<Pending> {
+        match call {
+            Call::Open | Call::Creat | Call::OpenAt | Call::OpenAt2 => self.open(tid, call, info),
             Call::Execve | Call::ExecveAt => {
                 let a = info.args;
                 let (dirfd, addr, flags) = match call {
@@ -683,19 +716,14 @@ impl Loop {
                 None
             }
             Call::Clone | Call::Clone3 | Call::Prctl | Call::Seccomp | Call::OpenTree => {
-                self.guarded(tid, call, &info)
+                self.guarded(tid, call, info)
             }
             Call::XattrPath | Call::XattrLink | Call::XattrFd | Call::XattrAt => {
-                self.xattrs(tid, call, &info);
+                self.xattrs(tid, call, info);
                 None
             }
-            _ => self.names(tid, call, &info),
-        };
-        let waiting = pending.is_some();
-        if let Some(p) = self.procs.get_mut(&tid) {
-            p.pending = pending;
+            _ => self.names(tid, call, info),
         }
-        resume(tid, waiting, 0);
     }
 
     /// `open`, `openat`, `openat2`, `creat`. A read-only open is classified
@@ -1053,22 +1081,30 @@ impl Loop {
                 let Some(new) = take(new) else {
                     return self.unreadable(unreadable);
                 };
-                if ok {
-                    // The new name shares the old file's content: reading
-                    // it later reads the old file.
-                    if let Some(old) = old {
-                        old.all().for_each(|p| self.events.read(p.clone()));
-                    }
-                    self.changed(&new, Changed::Created, result);
-                } else if errno == libc::EEXIST {
-                    // (ENOENT may be the old name's: nothing about the new.)
-                    self.looked(&new, true, false);
-                }
+                self.linked(old.as_ref(), &new, result);
             }
             Pending::Escape => {}
         }
         if unreadable {
             self.events.untraceable(Untraceable::UnreadablePath);
+        }
+    }
+
+    /// A hard link from `old` (`None`: unreadable, or not asked) made at
+    /// `new`, at the call's exit.
+    fn linked(&mut self, old: Option<&Named>, new: &Named, result: Result<i64, i32>) {
+        match result {
+            Ok(_) => {
+                // The new name shares the old file's content: reading it
+                // later reads the old file.
+                if let Some(old) = old {
+                    old.all().for_each(|p| self.events.read(p.clone()));
+                }
+                self.changed(new, Changed::Created, result);
+            }
+            // (ENOENT may be the old name's: nothing about the new.)
+            Err(libc::EEXIST) => self.looked(new, true, false),
+            Err(_) => {}
         }
     }
 

@@ -1,6 +1,7 @@
-//! Run a command under memorun's tracer and print what it touched.
+//! Run a command under memorun's tracer (this crate) and print what it
+//! touched.
 //!
-//!     cargo run --release --example trace -- [--list] COMMAND [ARG]...
+//!     cargo run --release -p memorun-trace --example trace -- [--list] COMMAND [ARG]...
 //!
 //! The command's stdin, stdout and stderr are this program's; the counts
 //! (and with `--list` every path with its classification) go to stderr.
@@ -10,7 +11,7 @@
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 
-use memorun::exec::trace::{self, Spawn, StartError, TraceOptions};
+use memorun_trace::{self as trace, Spawn, StartError, TraceOptions};
 
 fn main() {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
