@@ -28,8 +28,9 @@ use crate::key::{self, Key, Kind, State};
 use crate::outputs::{capture, restore};
 use crate::remote::{Deadline, Fetched, Local, Tier, Uploaded};
 use crate::replay::interleaving::Recorder;
-use crate::replay::{self, Replayed, policy};
-use crate::store::counters;
+use crate::replay::policy::{self, NotRecorded};
+use crate::replay::{self, Replayed};
+use crate::store::counters::Counter;
 use crate::store::locks::{self, Waited};
 use crate::store::recorded::RecordStore;
 use crate::store::{NewEntry, NewManifest, Store, age};
@@ -448,7 +449,7 @@ enum Lookup {
 
 /// The store could not be read: count it, warn, run uncached.
 fn unreadable(store: &mut dyn Store, ui: &Ui, e: &anyhow::Error) -> Lookup {
-    let _ = store.count(&[(counters::ERRORS, 1)]);
+    let _ = store.count(&[(Counter::Errors, 1)]);
     ui.warn(format_args!(
         "cannot read the cache: {e:#}; running uncached"
     ));
@@ -495,8 +496,8 @@ fn look_up(
     };
     if restored.restored > 0 {
         let _ = store.count(&[
-            (counters::RESTORED_FILES, restored.restored as i64),
-            (counters::RESTORED_BYTES, restored.restored_bytes as i64),
+            (Counter::RestoredFiles, restored.restored as i64),
+            (Counter::RestoredBytes, restored.restored_bytes as i64),
         ]);
     }
     match replay::replay(store, &entry) {
@@ -552,7 +553,7 @@ fn look_up(
             _ => Lookup::Miss(None),
         },
         Ok(Replayed::Unreadable(e)) => {
-            let _ = store.count(&[(counters::ERRORS, 1)]);
+            let _ = store.count(&[(Counter::Errors, 1)]);
             ui.warn(format_args!("{e:#}; running uncached"));
             Lookup::Uncached
         }
@@ -689,7 +690,7 @@ fn run_and_record(
                     let _ = store.note_unrecorded(
                         &resolved.base.manifest,
                         &why,
-                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_UNTRACED, 1)],
+                        &[(Counter::Misses, 1), (Counter::NotRecordedUntraced, 1)],
                     );
                     let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
                     return Ok(Ran {
@@ -797,22 +798,23 @@ fn run_and_record(
             config.key.base_dir.as_deref(),
         ) {
             Ok(c) => captured = c,
-            Err(e) => why_not = Some((counters::NOT_RECORDED_CACHE, format!("{e:#}"))),
+            Err(e) => why_not = Some(NotRecorded::Cache(format!("{e:#}"))),
         }
     }
     if let Some(w) = captured.warnings.first() {
         ui.warn(format_args!("{w}"));
     }
-    if let Some((counter, why)) = &why_not {
+    if let Some(why) = &why_not {
+        // Bookkeeping: a note lost costs `why` its explanation, never the run.
         let _ = store.note_unrecorded(
             &resolved.base.manifest,
-            why,
-            &[(counters::MISSES, 1), (counter, 1)],
+            why.reason(),
+            &[(Counter::Misses, 1), (why.counter(), 1)],
         );
     }
     let mut recorded = false;
     let mut kept_manifest = None;
-    match (why_not.map(|(_, why)| why), outcome.recording) {
+    match (why_not.map(|why| why.to_string()), outcome.recording) {
         (None, Some(rec)) => {
             // A traced entry is under its manifest's entry key.
             let traced_key = traced.as_ref().map(|m: &NewManifest| Key {
@@ -850,7 +852,7 @@ fn run_and_record(
                     let _ = store.note_unrecorded(
                         &resolved.base.manifest,
                         &why,
-                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_CACHE, 1)],
+                        &[(Counter::Misses, 1), (Counter::NotRecordedCache, 1)],
                     );
                     ui.warn(format_args!("{why}"));
                 }
@@ -928,7 +930,7 @@ impl Outputs<'_> {
 }
 
 /// The trace manifest of a traced run, or why the run must not be recorded
-/// (the counter and the reason): it ran something tracing cannot vouch
+/// (see [`NotRecorded`]): it ran something tracing cannot vouch
 /// for, it changed one of its own inputs, or an input changed while it ran.
 /// What it did to its outputs is not an input: a hit restores them.
 fn trace_manifest(
@@ -938,13 +940,12 @@ fn trace_manifest(
     outputs: &Outputs<'_>,
     base_dir: Option<&std::path::Path>,
     created: &[std::path::PathBuf],
-) -> Result<NewManifest, (&'static str, String)> {
+) -> Result<NewManifest, NotRecorded> {
     let cwd = &resolved.base.cwd;
     if let Some(u) = &log.untraceable {
-        return Err((
-            counters::NOT_RECORDED_UNTRACED,
-            format!("tracing cannot vouch for it: {u}"),
-        ));
+        return Err(NotRecorded::Untraced(format!(
+            "tracing cannot vouch for it: {u}"
+        )));
     }
     // An input the run changed itself (a file it read then wrote, a
     // directory it listed and then wrote into): what it holds now is not
@@ -964,7 +965,7 @@ fn trace_manifest(
                 p.path.display()
             ),
         };
-        return Err((counters::NOT_RECORDED_INPUT, why));
+        return Err(NotRecorded::InputChanged(why));
     }
     let inputs: Vec<(PathBuf, Probe, Option<trace::Seen>)> = log
         .inputs()
@@ -991,9 +992,8 @@ fn trace_manifest(
                 inputs: m.items.len() as u64,
             })
         }
-        Some(Err(mismatch)) => Err((counters::NOT_RECORDED_INPUT, mismatch.message(cwd))),
-        None => Err((
-            counters::NOT_RECORDED_CACHE,
+        Some(Err(mismatch)) => Err(NotRecorded::InputChanged(mismatch.message(cwd))),
+        None => Err(NotRecorded::Cache(
             "the stat cache was not available".into(),
         )),
     }

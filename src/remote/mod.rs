@@ -61,39 +61,13 @@ use std::time::{Duration, Instant};
 
 use crate::key::{Digest, Key};
 use crate::store::files::{Node, OutputRoot};
+use crate::store::counters::Counter;
 use crate::store::{Entry, NewEntry, Source, Spool, Store, StoredStream};
 use crate::term::format::human_size;
 use crate::term::ui::Ui;
 
 pub use deadline::Deadline;
 pub use url::RemoteUrl;
-
-/// Counter names (see `store::counters`) for the remote section of
-/// `memorun stats`.
-pub mod counters {
-    /// Entries found on the remote, verified and installed.
-    pub const HITS: &str = "remote.hits";
-    /// Lookups the remote answered with "not there".
-    pub const MISSES: &str = "remote.misses";
-    /// Entries uploaded.
-    pub const UPLOADS: &str = "remote.uploads";
-    /// Bytes downloaded (entries and blobs).
-    pub const BYTES_DOWN: &str = "remote.bytes_down";
-    /// Bytes uploaded (entries and blobs).
-    pub const BYTES_UP: &str = "remote.bytes_up";
-    /// Failures that turned the remote off (refused, reset, full, …).
-    pub const ERRORS: &str = "remote.errors";
-    /// Failures that were timeouts.
-    pub const TIMEOUTS: &str = "remote.timeouts";
-    /// Entries or blobs that failed verification (a miss, never replayed).
-    pub const CORRUPT: &str = "remote.corrupt";
-    /// Entries whose blobs were gone (evicted): a miss.
-    pub const INCOMPLETE: &str = "remote.incomplete";
-    /// Entries not uploaded because an object was over the size cap.
-    pub const TOO_LARGE: &str = "remote.too_large";
-    /// Runs that did not ask the remote: it was cooling down.
-    pub const SKIPPED: &str = "remote.skipped";
-}
 
 /// Default connect timeout (ccache's): a remote that is down costs this
 /// once per cool-down.
@@ -349,6 +323,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 /// What storing an object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {
@@ -591,7 +567,7 @@ impl Tier {
         }
         self.off = true;
         self.skipped_until = Some(state.until_ms);
-        let _ = store.count(&[(counters::SKIPPED, 1)]);
+        let _ = store.count(&[(Counter::RemoteSkipped, 1)]);
         ui.status(format_args!(
             "remote cache {} not asked: cooling down until {} after {} ({}); \
              MEMORUN_REMOTE_RETRY=1 retries now",
@@ -619,8 +595,8 @@ impl Tier {
     /// or broken. One warning.
     fn fail(&mut self, store: &mut dyn Store, ui: &Ui, e: &Error, op: Op) {
         let counter = match e.is_timeout() {
-            true => counters::TIMEOUTS,
-            false => counters::ERRORS,
+            true => Counter::RemoteTimeouts,
+            false => Counter::RemoteErrors,
         };
         let _ = store.count(&[(counter, 1)]);
         if let (Op::Write, Cause::Refused(status)) = (op, e.cause) {
@@ -735,16 +711,16 @@ impl Tier {
         let (entry, bytes) = match found {
             Found::Entry(entry, n) => (*entry, n),
             Found::Absent => {
-                let _ = store.count(&[(counters::MISSES, 1)]);
+                let _ = store.count(&[(Counter::RemoteMisses, 1)]);
                 return Fetched::Miss;
             }
             Found::Invalid(n) => {
                 self.broken = Some(key);
                 ui.status("the remote entry failed verification; running the command");
                 let _ = store.count(&[
-                    (counters::MISSES, 1),
-                    (counters::CORRUPT, 1),
-                    (counters::BYTES_DOWN, n as i64),
+                    (Counter::RemoteMisses, 1),
+                    (Counter::RemoteCorrupt, 1),
+                    (Counter::RemoteBytesDown, n as i64),
                 ]);
                 return Fetched::Miss;
             }
@@ -778,7 +754,7 @@ impl Tier {
                 Ok(Ok(spooled)) => streams.push(spooled),
                 Ok(Err(miss)) => return self.blob_miss(store, ui, &key, miss, bytes),
                 Err(e) => {
-                    let _ = store.count(&[(counters::BYTES_DOWN, bytes as i64)]);
+                    let _ = store.count(&[(Counter::RemoteBytesDown, bytes as i64)]);
                     self.fail(store, ui, &e, Op::Read);
                     return Fetched::Off;
                 }
@@ -819,7 +795,7 @@ impl Tier {
         if let Err(e) = store.insert(new) {
             return local_failure(store, ui, e, bytes);
         }
-        let _ = store.count(&[(counters::HITS, 1), (counters::BYTES_DOWN, bytes as i64)]);
+        let _ = store.count(&[(Counter::RemoteHits, 1), (Counter::RemoteBytesDown, bytes as i64)]);
         Fetched::Installed {
             bytes,
             took: started.elapsed(),
@@ -861,7 +837,7 @@ impl Tier {
                 Ok(Ok(s)) => s,
                 Ok(Err(miss)) => return Err(self.blob_miss(store, ui, key, miss, *bytes)),
                 Err(e) => {
-                    let _ = store.count(&[(counters::BYTES_DOWN, *bytes as i64)]);
+                    let _ = store.count(&[(Counter::RemoteBytesDown, *bytes as i64)]);
                     self.fail(store, ui, &e, Op::Read);
                     return Err(Fetched::Off);
                 }
@@ -895,18 +871,18 @@ impl Tier {
         let counter = match miss {
             BlobMiss::Absent => {
                 ui.status("the remote entry's blobs are gone (evicted); running the command");
-                counters::INCOMPLETE
+                Counter::RemoteIncomplete
             }
             BlobMiss::Invalid => {
                 ui.status("a blob of the remote entry failed verification; running the command");
-                counters::CORRUPT
+                Counter::RemoteCorrupt
             }
         };
         self.broken = Some(*key);
         let _ = store.count(&[
-            (counters::MISSES, 1),
+            (Counter::RemoteMisses, 1),
             (counter, 1),
-            (counters::BYTES_DOWN, bytes as i64),
+            (Counter::RemoteBytesDown, bytes as i64),
         ]);
         Fetched::Miss
     }
@@ -1045,14 +1021,14 @@ impl Tier {
                 human_size(big.len),
                 human_size(self.config.max_object)
             ));
-            let _ = store.count(&[(counters::TOO_LARGE, 1)]);
+            let _ = store.count(&[(Counter::RemoteTooLarge, 1)]);
             return Uploaded::Skipped;
         }
         let shared = self.config.shared.clone();
         let wire = wire::encode(entry, &shared.mac_key);
         if wire.len() as u64 > wire::MAX_ENTRY {
             ui.status("not uploaded: the entry is over the remote's limit (too many output files)");
-            let _ = store.count(&[(counters::TOO_LARGE, 1)]);
+            let _ = store.count(&[(Counter::RemoteTooLarge, 1)]);
             return Uploaded::Skipped;
         }
         let name = shared.entry_name(&entry.key);
@@ -1104,7 +1080,7 @@ impl Tier {
         }
         match result {
             Ok(Some(Put::Stored)) => {
-                let _ = store.count(&[(counters::UPLOADS, 1), (counters::BYTES_UP, sent as i64)]);
+                let _ = store.count(&[(Counter::RemoteUploads, 1), (Counter::RemoteBytesUp, sent as i64)]);
                 Uploaded::Stored {
                     bytes: sent,
                     took: started.elapsed(),
@@ -1112,12 +1088,12 @@ impl Tier {
             }
             Ok(_) => {
                 if sent > 0 {
-                    let _ = store.count(&[(counters::BYTES_UP, sent as i64)]);
+                    let _ = store.count(&[(Counter::RemoteBytesUp, sent as i64)]);
                 }
                 Uploaded::Skipped
             }
             Err(e) => {
-                let _ = store.count(&[(counters::BYTES_UP, sent as i64)]);
+                let _ = store.count(&[(Counter::RemoteBytesUp, sent as i64)]);
                 self.fail(store, ui, &e, Op::Write);
                 Uploaded::Skipped
             }
@@ -1158,8 +1134,8 @@ fn entry_blobs(entry: &Entry) -> Vec<StoredStream> {
 /// The local store failed while installing: a miss (the run records it).
 fn local_failure(store: &mut dyn Store, ui: &Ui, e: anyhow::Error, bytes: u64) -> Fetched {
     let _ = store.count(&[
-        (crate::store::counters::ERRORS, 1),
-        (counters::BYTES_DOWN, bytes as i64),
+        (Counter::Errors, 1),
+        (Counter::RemoteBytesDown, bytes as i64),
     ]);
     ui.warn(format_args!("cannot install the remote entry: {e:#}"));
     Fetched::Miss

@@ -21,7 +21,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
-use super::counters::{self, CORRUPT, HITS, MISSES, SAVED_MS, bump};
+use super::counters::{Counter, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
@@ -217,7 +217,7 @@ impl SqliteStore {
                 }
             }
         }
-        bump(&tx, &[(HITS, count), (SAVED_MS, saved)])?;
+        bump(&tx, &[(Counter::Hits, count), (Counter::SavedMs, saved)])?;
         tx.commit()?;
         folding.done()?;
         Ok(())
@@ -259,7 +259,7 @@ impl SqliteStore {
         &mut self,
         manifest: &Digest,
         note: &str,
-        counters: &[(&str, i64)],
+        counters: &[(Counter, i64)],
     ) -> Result<()> {
         let tx = self
             .conn
@@ -465,7 +465,7 @@ impl SqliteStore {
             }
         }
         let freed = refs::delete_entry(&tx, &self.records, key)?;
-        bump(&tx, &[(CORRUPT, 1)])?;
+        bump(&tx, &[(Counter::Corrupt, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(true)
@@ -533,7 +533,7 @@ impl SqliteStore {
         // goes (an old one it replaced stays counted). A kill between the
         // name and the commit leaves one uncounted: at most one record's
         // space, until a reset.
-        let counted = bump(&tx, &[(counters::RECORD_BYTES, grew)]).and_then(|()| tx.commit());
+        let counted = bump(&tx, &[(Counter::RecordBytes, grew)]).and_then(|()| tx.commit());
         if counted.is_err() {
             let _ = self.records.remove(&record.entry.key);
         }
@@ -724,7 +724,7 @@ fn remove_all_records(
     records.remove_all(tmp_dir)?;
     tx.execute(
         "DELETE FROM counters WHERE name = ?1",
-        params![counters::RECORD_BYTES],
+        params![Counter::RecordBytes.name()],
     )?;
     Ok(())
 }
@@ -948,7 +948,7 @@ impl Store for SqliteStore {
         // The entry this one replaces, if any, gives up its blobs.
         let mut freed = refs::delete_entry(&tx, &self.records, &entry.key)?;
         if let Some(pending) = &record {
-            bump(&tx, &[(counters::RECORD_BYTES, pending.space() as i64)])?;
+            bump(&tx, &[(Counter::RecordBytes, pending.space() as i64)])?;
         }
         // This run is recorded: no note on why it was not, and the arguments
         // it created are outputs from now on.
@@ -1067,7 +1067,7 @@ impl Store for SqliteStore {
         }
         // An entry recorded elsewhere (a remote tier) was no miss here.
         if e.recorded_at.is_none() {
-            bump(&tx, &[(MISSES, 1)])?;
+            bump(&tx, &[(Counter::Misses, 1)])?;
         }
         tx.commit()?;
         self.remove_blob_files(&freed);
@@ -1112,7 +1112,7 @@ impl Store for SqliteStore {
                 if let Some(m) = manifest {
                     add_saved(&tx, &m, &entry.key, 1, saved)?;
                 }
-                bump(&tx, &[(HITS, 1), (SAVED_MS, saved)])?;
+                bump(&tx, &[(Counter::Hits, 1), (Counter::SavedMs, saved)])?;
                 tx.commit()?;
                 Ok(())
             }
@@ -1135,7 +1135,7 @@ impl Store for SqliteStore {
         &mut self,
         command_in_dir: &Digest,
         note: &str,
-        counters: &[(&str, i64)],
+        counters: &[(Counter, i64)],
     ) -> Result<()> {
         SqliteStore::note_unrecorded(self, command_in_dir, note, counters)
     }
@@ -1153,7 +1153,7 @@ impl Store for SqliteStore {
         self.previous_run(argv_digest, except, score)
     }
 
-    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()> {
+    fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

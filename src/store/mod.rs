@@ -40,6 +40,7 @@ use anyhow::{Context, Result};
 pub use blobs::{Blobs, Spool, Spooled};
 
 use crate::key::{Digest, Key};
+use counters::Counter;
 
 /// A cache directory checked to be ours alone (see `private`), with its
 /// temp directory and its secret: what any use of the cache needs, with
@@ -322,7 +323,7 @@ pub trait Store {
     fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool>;
 
     /// Add to the named counters shown by `memorun stats`.
-    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
+    fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()>;
 
     /// Remember why the latest run of the command in its directory
     /// (`command_in_dir`, see [`manifest`]) was not recorded, and count it.
@@ -330,7 +331,7 @@ pub trait Store {
         &mut self,
         command_in_dir: &Digest,
         note: &str,
-        counters: &[(&str, i64)],
+        counters: &[(Counter, i64)],
     ) -> Result<()>;
 
     /// How long the most recent recorded run of the same command took.

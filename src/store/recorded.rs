@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::counters::Counter;
 use super::db::SqliteStore;
 use super::evict::Limits;
 use super::records::{self, Records};
@@ -174,7 +175,7 @@ impl Store for RecordStore {
         self.with_db(|db| db.discard_corrupt(entry))
     }
 
-    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()> {
+    fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()> {
         self.with_db(|db| db.count(counters))
     }
 
@@ -182,7 +183,7 @@ impl Store for RecordStore {
         &mut self,
         command_in_dir: &Digest,
         note: &str,
-        counters: &[(&str, i64)],
+        counters: &[(Counter, i64)],
     ) -> Result<()> {
         self.with_db(|db| db.note_unrecorded(command_in_dir, note, counters))
     }

@@ -186,10 +186,10 @@ impl Records {
     /// of another version or for another key is passed over: the caller
     /// takes the database path, which knows the truth and, on a hit,
     /// publishes a sound record in its place (it is never deleted outside
-    /// the database's write lock, which keeps [`counters::RECORD_BYTES`]
+    /// the database's write lock, which keeps [`Counter::RecordBytes`]
     /// right).
     ///
-    /// [`counters::RECORD_BYTES`]: super::counters::RECORD_BYTES
+    /// [`Counter::RecordBytes`]: super::counters::Counter::RecordBytes
     ///
     /// Opened without following a symlink and without blocking, and read
     /// only when it is a regular file: a FIFO or a device planted at its

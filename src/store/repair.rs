@@ -24,7 +24,7 @@ use std::path::Path;
 use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::counters::{self, CORRUPT};
+use super::counters::{self, Counter};
 use crate::key::Digest;
 
 /// What to tell the user when the database cannot be used at all.
@@ -206,7 +206,7 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
         .filter_map(|d| d.ok().and_then(|d| Digest::from_slice(&d)))
         .collect();
     tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
-    counters::bump(tx, &[(CORRUPT, lost)])?;
+    counters::bump(tx, &[(Counter::Corrupt, lost)])?;
     Ok(freed)
 }
 
