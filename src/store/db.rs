@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
@@ -27,6 +27,7 @@ use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::records::{Pending, Record, Records};
 use super::refs::{self, Removed};
+use super::error::Error;
 use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
 use super::{
@@ -88,10 +89,7 @@ impl SqliteStore {
         let db_path = cache_dir.join("memorun.db");
         // From here on, a failure other than a lock held too long is the
         // database itself: say how to start over.
-        let unusable = |e: anyhow::Error| match is_busy(&e) || e.is::<TooNew>() {
-            true => e,
-            false => anyhow::anyhow!("{e:#} ({})", repair::RESET_HINT),
-        };
+        let unusable = |e: anyhow::Error| anyhow::anyhow!("{e:#} ({})", repair::RESET_HINT);
         // Create the file 0600 ourselves: SQLite would use 0644 & ~umask, and
         // it gives the -wal and -shm files the main file's mode.
         private::create_private_file(&db_path)
@@ -128,14 +126,15 @@ impl SqliteStore {
         loop {
             match store.init() {
                 Ok(()) => return Ok(store),
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
                     let jitter = u64::from(std::process::id() % 20);
                     std::thread::sleep(Duration::from_millis(10 + jitter));
                 }
                 Err(e) => {
-                    return Err(unusable(
-                        e.context(format!("cannot use '{}'", db_path.display())),
-                    ));
+                    let later = e.is_usable_later();
+                    let e = anyhow::Error::new(e)
+                        .context(format!("cannot use '{}'", db_path.display()));
+                    return Err(if later { e } else { unusable(e) });
                 }
             }
         }
@@ -353,7 +352,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn init(&self) -> Result<()> {
+    fn init(&self) -> Result<(), Error> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // The WAL stays small: each invocation is a new process that must
         // rebuild the WAL index from the whole WAL when it opens, so the last
@@ -365,7 +364,12 @@ impl SqliteStore {
         persist_wal(&self.conn);
         self.conn
             .execute_batch("PRAGMA journal_size_limit = 0; PRAGMA synchronous = NORMAL;")
-            .context("cannot configure the database")?;
+            .map_err(|e| match Error::from(e) {
+                busy @ Error::Busy(_) => busy,
+                other => Error::Other(
+                    anyhow::Error::new(other).context("cannot configure the database"),
+                ),
+            })?;
         // The first statement to read the file is where "file is not a
         // database" shows up.
         let found = schema::found(&self.conn)?;
@@ -382,13 +386,15 @@ impl SqliteStore {
                 .conn
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-                bail!("cannot switch the database to WAL mode (got '{mode}')");
+                return Err(Error::Other(anyhow::anyhow!(
+                    "cannot switch the database to WAL mode (got '{mode}')"
+                )));
             }
         }
         if let Found::Store(version) = found
             && version > SCHEMA_VERSION
         {
-            return Err(TooNew(version).into());
+            return Err(Error::TooNew(TooNew(version)));
         }
         // Under the write lock, which `prepare` reads the header again
         // under: another process may have won.
@@ -410,6 +416,8 @@ impl SqliteStore {
                 // What the old store held goes with it: hits of its entries
                 // not yet folded, and its blob files (all but the youngest,
                 // which a run of an older memorun may be about to use).
+                // Both best effort: what is left is collected by the next
+                // `clear`, and the new store works without it.
                 if let Ok(Some(log)) = hitlog::take(&self.hit_log()) {
                     let _ = log.done();
                 }
@@ -727,17 +735,6 @@ fn remove_all_records(
         params![Counter::RecordBytes.name()],
     )?;
     Ok(())
-}
-
-/// Whether an error is SQLite saying another connection holds a lock.
-fn is_busy(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
-    })
 }
 
 /// The manifest of the entry's command, from its `argv_digest` and `cwd`

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod db;
 pub mod entry_bytes;
 pub mod entry_row;
+pub mod error;
 pub mod evict;
 pub mod files;
 pub mod gc;
