@@ -449,7 +449,7 @@ enum Lookup {
 
 /// The store could not be read: count it, warn, run uncached.
 fn unreadable(store: &mut dyn Store, ui: &Ui, e: &anyhow::Error) -> Lookup {
-    let _ = store.count(&[(Counter::Errors, 1)]);
+    store.tally(&[(Counter::Errors, 1)]);
     ui.warn(format_args!(
         "cannot read the cache: {e:#}; running uncached"
     ));
@@ -495,7 +495,7 @@ fn look_up(
         }
     };
     if restored.restored > 0 {
-        let _ = store.count(&[
+        store.tally(&[
             (Counter::RestoredFiles, restored.restored as i64),
             (Counter::RestoredBytes, restored.restored_bytes as i64),
         ]);
@@ -539,6 +539,7 @@ fn look_up(
             Lookup::Replayed(entry.exit_code)
         }
         Ok(Replayed::ReaderGone) => {
+            // Bookkeeping, as above.
             let _ = store.record_hit(&entry);
             Lookup::Replayed(exit_codes::for_signal(
                 rustix::process::Signal::PIPE.as_raw(),
@@ -553,7 +554,7 @@ fn look_up(
             _ => Lookup::Miss(None),
         },
         Ok(Replayed::Unreadable(e)) => {
-            let _ = store.count(&[(Counter::Errors, 1)]);
+            store.tally(&[(Counter::Errors, 1)]);
             ui.warn(format_args!("{e:#}; running uncached"));
             Lookup::Uncached
         }
@@ -682,16 +683,15 @@ fn run_and_record(
                 // Never run untraced under the name of a traced run: run
                 // it uncached.
                 Err(TracedError::NotTraced(not)) => {
-                    let why = format!("it cannot be traced here: {}", not.reason);
+                    let why =
+                        NotRecorded::Untraced(format!("it cannot be traced here: {}", not.reason));
                     ui.warn(format_args!(
                         "cannot trace the command: {}; running it uncached",
                         not.reason
                     ));
-                    let _ = store.note_unrecorded(
-                        &resolved.base.manifest,
-                        &why,
-                        &[(Counter::Misses, 1), (Counter::NotRecordedUntraced, 1)],
-                    );
+                    // Bookkeeping: a note lost costs `why` its explanation,
+                    // never the run.
+                    let _ = store.note_unrecorded(&resolved.base.manifest, &why);
                     let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
                     return Ok(Ran {
                         code,
@@ -806,11 +806,7 @@ fn run_and_record(
     }
     if let Some(why) = &why_not {
         // Bookkeeping: a note lost costs `why` its explanation, never the run.
-        let _ = store.note_unrecorded(
-            &resolved.base.manifest,
-            why.reason(),
-            &[(Counter::Misses, 1), (why.counter(), 1)],
-        );
+        let _ = store.note_unrecorded(&resolved.base.manifest, why);
     }
     let mut recorded = false;
     let mut kept_manifest = None;
@@ -848,12 +844,9 @@ fn run_and_record(
                     recorded = true;
                 }
                 Err(e) => {
-                    let why = format!("cannot record the result: {e:#}");
-                    let _ = store.note_unrecorded(
-                        &resolved.base.manifest,
-                        &why,
-                        &[(Counter::Misses, 1), (Counter::NotRecordedCache, 1)],
-                    );
+                    let why = NotRecorded::Cache(format!("cannot record the result: {e:#}"));
+                    // Bookkeeping, as above.
+                    let _ = store.note_unrecorded(&resolved.base.manifest, &why);
                     ui.warn(format_args!("{why}"));
                 }
             }

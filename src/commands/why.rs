@@ -18,7 +18,7 @@ use crate::remote::Tier;
 use crate::replay::policy;
 use crate::store::age;
 use crate::store::files::RootKind;
-use crate::store::{Entry, Store};
+use crate::store::{Entries, Entry};
 use crate::term::format::human_duration;
 use crate::term::quote::printable;
 use crate::term::ui::Ui;

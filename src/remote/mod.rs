@@ -60,8 +60,8 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use crate::key::{Digest, Key};
-use crate::store::files::{Node, OutputRoot};
 use crate::store::counters::Counter;
+use crate::store::files::{Node, OutputRoot};
 use crate::store::{Entry, NewEntry, Source, Spool, Store, StoredStream};
 use crate::term::format::human_size;
 use crate::term::ui::Ui;
@@ -567,7 +567,7 @@ impl Tier {
         }
         self.off = true;
         self.skipped_until = Some(state.until_ms);
-        let _ = store.count(&[(Counter::RemoteSkipped, 1)]);
+        store.tally(&[(Counter::RemoteSkipped, 1)]);
         ui.status(format_args!(
             "remote cache {} not asked: cooling down until {} after {} ({}); \
              MEMORUN_REMOTE_RETRY=1 retries now",
@@ -598,7 +598,7 @@ impl Tier {
             true => Counter::RemoteTimeouts,
             false => Counter::RemoteErrors,
         };
-        let _ = store.count(&[(counter, 1)]);
+        store.tally(&[(counter, 1)]);
         if let (Op::Write, Cause::Refused(status)) = (op, e.cause) {
             self.read_only = true;
             let hint = match status {
@@ -711,13 +711,13 @@ impl Tier {
         let (entry, bytes) = match found {
             Found::Entry(entry, n) => (*entry, n),
             Found::Absent => {
-                let _ = store.count(&[(Counter::RemoteMisses, 1)]);
+                store.tally(&[(Counter::RemoteMisses, 1)]);
                 return Fetched::Miss;
             }
             Found::Invalid(n) => {
                 self.broken = Some(key);
                 ui.status("the remote entry failed verification; running the command");
-                let _ = store.count(&[
+                store.tally(&[
                     (Counter::RemoteMisses, 1),
                     (Counter::RemoteCorrupt, 1),
                     (Counter::RemoteBytesDown, n as i64),
@@ -754,7 +754,7 @@ impl Tier {
                 Ok(Ok(spooled)) => streams.push(spooled),
                 Ok(Err(miss)) => return self.blob_miss(store, ui, &key, miss, bytes),
                 Err(e) => {
-                    let _ = store.count(&[(Counter::RemoteBytesDown, bytes as i64)]);
+                    store.tally(&[(Counter::RemoteBytesDown, bytes as i64)]);
                     self.fail(store, ui, &e, Op::Read);
                     return Fetched::Off;
                 }
@@ -795,7 +795,10 @@ impl Tier {
         if let Err(e) = store.insert(new) {
             return local_failure(store, ui, e, bytes);
         }
-        let _ = store.count(&[(Counter::RemoteHits, 1), (Counter::RemoteBytesDown, bytes as i64)]);
+        store.tally(&[
+            (Counter::RemoteHits, 1),
+            (Counter::RemoteBytesDown, bytes as i64),
+        ]);
         Fetched::Installed {
             bytes,
             took: started.elapsed(),
@@ -837,7 +840,7 @@ impl Tier {
                 Ok(Ok(s)) => s,
                 Ok(Err(miss)) => return Err(self.blob_miss(store, ui, key, miss, *bytes)),
                 Err(e) => {
-                    let _ = store.count(&[(Counter::RemoteBytesDown, *bytes as i64)]);
+                    store.tally(&[(Counter::RemoteBytesDown, *bytes as i64)]);
                     self.fail(store, ui, &e, Op::Read);
                     return Err(Fetched::Off);
                 }
@@ -879,7 +882,7 @@ impl Tier {
             }
         };
         self.broken = Some(*key);
-        let _ = store.count(&[
+        store.tally(&[
             (Counter::RemoteMisses, 1),
             (counter, 1),
             (Counter::RemoteBytesDown, bytes as i64),
@@ -1021,14 +1024,14 @@ impl Tier {
                 human_size(big.len),
                 human_size(self.config.max_object)
             ));
-            let _ = store.count(&[(Counter::RemoteTooLarge, 1)]);
+            store.tally(&[(Counter::RemoteTooLarge, 1)]);
             return Uploaded::Skipped;
         }
         let shared = self.config.shared.clone();
         let wire = wire::encode(entry, &shared.mac_key);
         if wire.len() as u64 > wire::MAX_ENTRY {
             ui.status("not uploaded: the entry is over the remote's limit (too many output files)");
-            let _ = store.count(&[(Counter::RemoteTooLarge, 1)]);
+            store.tally(&[(Counter::RemoteTooLarge, 1)]);
             return Uploaded::Skipped;
         }
         let name = shared.entry_name(&entry.key);
@@ -1080,7 +1083,10 @@ impl Tier {
         }
         match result {
             Ok(Some(Put::Stored)) => {
-                let _ = store.count(&[(Counter::RemoteUploads, 1), (Counter::RemoteBytesUp, sent as i64)]);
+                store.tally(&[
+                    (Counter::RemoteUploads, 1),
+                    (Counter::RemoteBytesUp, sent as i64),
+                ]);
                 Uploaded::Stored {
                     bytes: sent,
                     took: started.elapsed(),
@@ -1088,12 +1094,12 @@ impl Tier {
             }
             Ok(_) => {
                 if sent > 0 {
-                    let _ = store.count(&[(Counter::RemoteBytesUp, sent as i64)]);
+                    store.tally(&[(Counter::RemoteBytesUp, sent as i64)]);
                 }
                 Uploaded::Skipped
             }
             Err(e) => {
-                let _ = store.count(&[(Counter::RemoteBytesUp, sent as i64)]);
+                store.tally(&[(Counter::RemoteBytesUp, sent as i64)]);
                 self.fail(store, ui, &e, Op::Write);
                 Uploaded::Skipped
             }
@@ -1133,7 +1139,7 @@ fn entry_blobs(entry: &Entry) -> Vec<StoredStream> {
 
 /// The local store failed while installing: a miss (the run records it).
 fn local_failure(store: &mut dyn Store, ui: &Ui, e: anyhow::Error, bytes: u64) -> Fetched {
-    let _ = store.count(&[
+    store.tally(&[
         (Counter::Errors, 1),
         (Counter::RemoteBytesDown, bytes as i64),
     ]);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
-use crate::store::counters::Counter;
+pub use crate::store::counters::NotRecorded;
 use crate::store::{Entry, age};
 use crate::term::format::{human_duration, io_reason};
 
@@ -62,56 +62,6 @@ pub struct RunEnd<'a> {
     pub delivery_failed: bool,
     /// Why recording the output failed part-way, if it did.
     pub record_error: Option<&'a io::Error>,
-}
-
-/// Why a run was not recorded: the counter it is counted under (its
-/// variant) and the reason in words (its `Display`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotRecorded {
-    /// Killed by a signal, or memorun was interrupted while it ran.
-    Signal(String),
-    /// A non-zero exit without `--cache-failures`.
-    Exit(String),
-    /// Its output could not be delivered.
-    Undelivered(String),
-    /// The cache failed (recording, capturing outputs, the stat cache).
-    Cache(String),
-    /// An input changed while it ran, or it changed one itself.
-    InputChanged(String),
-    /// `--trace` cannot vouch for what it ran.
-    Untraced(String),
-}
-
-impl NotRecorded {
-    /// The counter `memorun stats` counts it under.
-    pub fn counter(&self) -> Counter {
-        match self {
-            NotRecorded::Signal(_) => Counter::NotRecordedSignal,
-            NotRecorded::Exit(_) => Counter::NotRecordedExit,
-            NotRecorded::Undelivered(_) => Counter::NotRecordedUndelivered,
-            NotRecorded::Cache(_) => Counter::NotRecordedCache,
-            NotRecorded::InputChanged(_) => Counter::NotRecordedInput,
-            NotRecorded::Untraced(_) => Counter::NotRecordedUntraced,
-        }
-    }
-
-    /// The reason in words.
-    pub fn reason(&self) -> &str {
-        match self {
-            NotRecorded::Signal(s)
-            | NotRecorded::Exit(s)
-            | NotRecorded::Undelivered(s)
-            | NotRecorded::Cache(s)
-            | NotRecorded::InputChanged(s)
-            | NotRecorded::Untraced(s) => s,
-        }
-    }
-}
-
-impl std::fmt::Display for NotRecorded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.reason())
-    }
 }
 
 /// Why the run that ended as `end` may not be recorded, if it may not.

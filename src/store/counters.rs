@@ -102,6 +102,56 @@ impl Counter {
     }
 }
 
+/// Why a run was not recorded: the counter it is counted under (its
+/// variant) and the reason in words (its `Display`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRecorded {
+    /// Killed by a signal, or memorun was interrupted while it ran.
+    Signal(String),
+    /// A non-zero exit without `--cache-failures`.
+    Exit(String),
+    /// Its output could not be delivered.
+    Undelivered(String),
+    /// The cache failed (recording, capturing outputs, the stat cache).
+    Cache(String),
+    /// An input changed while it ran, or it changed one itself.
+    InputChanged(String),
+    /// `--trace` cannot vouch for what it ran.
+    Untraced(String),
+}
+
+impl NotRecorded {
+    /// The counter `memorun stats` counts it under.
+    pub fn counter(&self) -> Counter {
+        match self {
+            NotRecorded::Signal(_) => Counter::NotRecordedSignal,
+            NotRecorded::Exit(_) => Counter::NotRecordedExit,
+            NotRecorded::Undelivered(_) => Counter::NotRecordedUndelivered,
+            NotRecorded::Cache(_) => Counter::NotRecordedCache,
+            NotRecorded::InputChanged(_) => Counter::NotRecordedInput,
+            NotRecorded::Untraced(_) => Counter::NotRecordedUntraced,
+        }
+    }
+
+    /// The reason in words.
+    pub fn reason(&self) -> &str {
+        match self {
+            NotRecorded::Signal(s)
+            | NotRecorded::Exit(s)
+            | NotRecorded::Undelivered(s)
+            | NotRecorded::Cache(s)
+            | NotRecorded::InputChanged(s)
+            | NotRecorded::Untraced(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for NotRecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
 /// Add to counters, in the caller's transaction.
 pub fn bump(tx: &Transaction<'_>, counters: &[(Counter, i64)]) -> rusqlite::Result<()> {
     let shard = i64::from(std::process::id() % 8);

@@ -21,18 +21,18 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
-use super::counters::{Counter, bump};
+use super::counters::{Counter, NotRecorded, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
+use super::error::Error;
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::records::{Pending, Record, Records};
 use super::refs::{self, Removed};
-use super::error::Error;
 use super::schema::{self, Found, Prepared, TooNew};
 use super::statcache::SqliteStatCache;
 use super::{
-    CacheDir, Entry, NewEntry, Previous, Source, Store, StoredManifest, StoredStream, now_ms,
-    private,
+    CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Store,
+    StoredManifest, StoredStream, now_ms, private,
 };
 use super::{gc, hitlog, repair, temp};
 use crate::key::Digest;
@@ -43,7 +43,7 @@ pub use super::schema::SCHEMA_VERSION;
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many of a command's most recent entries `previous_run` compares to
+/// How many of a command's most recent entries `earlier_runs` gives to
 /// find the closest: enough for the variants one command is run with, and a
 /// bound on what explaining a miss reads (an entry's components can be
 /// megabytes of JSON for a command with thousands of inputs).
@@ -294,50 +294,35 @@ impl SqliteStore {
             .map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
 
-    /// The earlier entry of the same command (same argv after
-    /// `--ignore-arg`) other than `except` that `score` ranks highest, the
-    /// most recent of equals. `score` reads an entry's components as stored
-    /// (JSON; see `why::Target::score`); `None` passes the entry over.
-    /// Bounded: only the `CLOSEST_OF` most recent entries are scored, and
-    /// only the winner is decoded in full.
-    pub fn previous_run<S: Ord>(
-        &self,
-        argv_digest: &Digest,
-        except: &Digest,
-        score: impl Fn(&str) -> Option<S>,
-    ) -> Result<Option<Previous>> {
+    /// The most recent entries of the same command (same argv after
+    /// `--ignore-arg`) other than `except`, newest first, their components
+    /// as stored (JSON; `key::diff::closest_run` scores them). Bounded:
+    /// only the `CLOSEST_OF` most recent; a row that does not read is
+    /// passed over.
+    pub fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, created, components FROM entries
              WHERE argv_digest = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
         )?;
         let mut rows = stmt.query(params![&argv_digest.0[..], &except.0[..], CLOSEST_OF])?;
-        let mut best: Option<(S, Vec<u8>, i64, String)> = None;
+        let mut runs = Vec::new();
         while let Some(r) = rows.next()? {
-            let (Ok(key), Ok(created), Ok(ValueRef::Text(json))) =
+            let (Ok(key), Ok(created_ms), Ok(ValueRef::Text(json))) =
                 (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1), r.get_ref(2))
             else {
                 continue;
             };
-            let Some(score) = std::str::from_utf8(json).ok().and_then(&score) else {
+            let (Some(key), Ok(json)) = (Digest::from_slice(&key), std::str::from_utf8(json))
+            else {
                 continue;
             };
-            // Newest first: a later row must be strictly closer to win.
-            if best.as_ref().is_none_or(|(b, ..)| score > *b) {
-                let json = String::from_utf8_lossy(json).into_owned();
-                best = Some((score, key, created, json));
-            }
-        }
-        let Some((_, key, created_ms, json)) = best else {
-            return Ok(None);
-        };
-        Ok(Digest::from_slice(&key).and_then(|key| {
-            let components = serde_json::from_str(&json).ok()?;
-            Some(Previous {
+            runs.push(EarlierRun {
                 key,
                 created_ms,
-                components,
-            })
-        }))
+                components: json.to_string(),
+            });
+        }
+        Ok(runs)
     }
 
     /// Forget the entry under `key` (tests set up states with it).
@@ -366,9 +351,9 @@ impl SqliteStore {
             .execute_batch("PRAGMA journal_size_limit = 0; PRAGMA synchronous = NORMAL;")
             .map_err(|e| match Error::from(e) {
                 busy @ Error::Busy(_) => busy,
-                other => Error::Other(
-                    anyhow::Error::new(other).context("cannot configure the database"),
-                ),
+                other => {
+                    Error::Other(anyhow::Error::new(other).context("cannot configure the database"))
+                }
             })?;
         // The first statement to read the file is where "file is not a
         // database" shows up.
@@ -776,7 +761,7 @@ fn add_saved(
     Ok(())
 }
 
-impl Store for SqliteStore {
+impl Entries for SqliteStore {
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
         let found = self
             .conn
@@ -853,12 +838,6 @@ impl Store for SqliteStore {
             }
         }
         drop(tx);
-    }
-
-    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {
-        let mut cache = self.stat_cache();
-        f(&mut cache);
-        let _ = cache.flush();
     }
 
     fn manifests(&self, base: &Digest, limit: usize) -> Result<Vec<StoredManifest>> {
@@ -1119,37 +1098,24 @@ impl Store for SqliteStore {
     fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool> {
         self.remove_corrupt(&entry.key, Some(&entry.checksum()))
     }
+}
 
-    fn take_notice(&self) -> Option<String> {
-        SqliteStore::take_notice(self)
-    }
-
-    fn locks_dir(&self) -> PathBuf {
-        SqliteStore::locks_dir(self)
-    }
-
-    fn note_unrecorded(
-        &mut self,
-        command_in_dir: &Digest,
-        note: &str,
-        counters: &[(Counter, i64)],
-    ) -> Result<()> {
-        SqliteStore::note_unrecorded(self, command_in_dir, note, counters)
+impl History for SqliteStore {
+    fn note_unrecorded(&mut self, command_in_dir: &Digest, why: &NotRecorded) -> Result<()> {
+        let counters = [(Counter::Misses, 1), (why.counter(), 1)];
+        SqliteStore::note_unrecorded(self, command_in_dir, why.reason(), &counters)
     }
 
     fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
         SqliteStore::previous_duration(self, argv_digest)
     }
 
-    fn closest_earlier(
-        &self,
-        argv_digest: &Digest,
-        except: &Digest,
-        score: &dyn Fn(&str) -> Option<(usize, usize)>,
-    ) -> Result<Option<Previous>> {
-        self.previous_run(argv_digest, except, score)
+    fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
+        SqliteStore::earlier_runs(self, argv_digest, except)
     }
+}
 
+impl Counters for SqliteStore {
     fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()> {
         let tx = self
             .conn
@@ -1157,6 +1123,22 @@ impl Store for SqliteStore {
         bump(&tx, counters)?;
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {
+        let mut cache = self.stat_cache();
+        f(&mut cache);
+        let _ = cache.flush();
+    }
+
+    fn take_notice(&self) -> Option<String> {
+        SqliteStore::take_notice(self)
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        SqliteStore::locks_dir(self)
     }
 }
 
@@ -1444,10 +1426,7 @@ mod tests {
             Key::new(c)
         };
         let closest = |store: &SqliteStore, k: &Key| {
-            let target = crate::key::diff::Target::new(&k.components);
-            let found = store
-                .previous_run(&k.command, &k.digest, |json| target.score(json))
-                .unwrap();
+            let found = crate::key::diff::closest_run(store, k).unwrap();
             found.map(|p| p.key)
         };
         let close = key(&[input(b"a", 1), input(b"b", 1)]);

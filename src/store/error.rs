@@ -88,9 +88,7 @@ mod tests {
 
     #[test]
     fn busy_and_locked_are_busy_and_a_non_database_is_corrupt() {
-        let failure = |code| {
-            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
-        };
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
         assert!(matches!(
             Error::from(failure(rusqlite::ffi::SQLITE_BUSY)),
             Error::Busy(_)

@@ -303,7 +303,6 @@ impl std::fmt::Display for TooNew {
 
 impl std::error::Error for TooNew {}
 
-
 /// What [`prepare`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
@@ -336,11 +335,9 @@ pub fn prepare(tx: &Transaction<'_>) -> Result<Prepared, Error> {
             create(tx)?;
             Ok(Prepared::Rebuilt)
         }
-        Found::Foreign(id, v) => {
-            Err(Error::Other(anyhow::anyhow!(
-                "not a memorun store (application id {id:#x}, schema version {v})"
-            )))
-        }
+        Found::Foreign(id, v) => Err(Error::Other(anyhow::anyhow!(
+            "not a memorun store (application id {id:#x}, schema version {v})"
+        ))),
     }
 }
 
