@@ -26,14 +26,14 @@ use crate::key::stdin::{self, Feed};
 use crate::key::traced::Probe;
 use crate::key::{self, Key, Kind, State};
 use crate::outputs::{capture, restore};
-use crate::remote::{Deadline, Fetched, Local, Tier, Uploaded};
+use crate::remote::Tier;
+use crate::remote::tiered::{Invocation, Next, Tiered};
 use crate::replay::interleaving::Recorder;
 use crate::replay::policy::{self, NotRecorded};
 use crate::replay::{self, Replayed};
 use crate::store::counters::Counter;
-use crate::store::locks::{self, Waited};
 use crate::store::recorded::RecordStore;
-use crate::store::{NewEntry, NewManifest, Store, age};
+use crate::store::{Answered, Entries, NewEntry, NewManifest, Store, age};
 use crate::term::format::{human_duration, human_size};
 use crate::term::progress::Spinner;
 use crate::term::ui::{self, Ui};
@@ -60,7 +60,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     if let Some(resolved) = &early.resolved {
         warn_missing_inputs(ui, resolved);
         let mut records = RecordStore::new(early.dir.clone(), config.limits);
-        match look_up(config, ui, &mut records, resolved, &early.feed, None) {
+        match look_up(config, ui, &mut records, resolved, &early.feed) {
             Lookup::Replayed(code) => return Ok(code),
             // It warned already.
             Lookup::Uncached => return plain(config, early.feed),
@@ -79,337 +79,82 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         Ok(p) => p,
         Err(e) => return not_prepared(e),
     };
-    // From here on the run path sees the storage seam only: another tier
-    // can stand in front of or behind the local store without a change here.
-    let store: &mut dyn Store = &mut local;
-    if let Some(notice) = store.take_notice() {
+    if let Some(notice) = local.take_notice() {
         ui.note(notice);
     }
     if !warned {
         warn_missing_inputs(ui, &resolved);
     }
-    // A background refresh runs only while it holds its key's refresh lock.
-    let refresh_lock = match &config.refresh {
-        None => None,
-        Some(r) => match locks::try_lock(&store.locks_dir(), &refresh::lock_name(&r.key)) {
-            Ok(Some(l)) => Some(l),
-            _ => return Ok(0),
-        },
+    run_cached(config, ui, &mut local, &resolved, feed, miss_reason)
+}
+
+/// The run path behind the storage seam, once the key is resolved: ask
+/// the tiered store (the local store, then the remote) for a hit, else run
+/// and hand it the result. `miss_reason`: why an earlier look missed.
+fn run_cached(
+    config: &Config,
+    ui: &Ui,
+    local: &mut dyn Store,
+    resolved: &Resolved,
+    feed: Feed,
+    mut miss_reason: Option<String>,
+) -> Result<i32, Failure> {
+    let invocation = Invocation {
+        resolved,
+        traced: config
+            .trace
+            .as_ref()
+            .map(|_| prepare::manifest_base(config, resolved)),
+        force: config.force,
     };
-    // Single-flight: the first invocation of a key to miss runs it while
-    // holding the key's run lock; the others sleep on the lock, then look
-    // again and replay what it recorded. A holder that dies releases the
-    // lock with it, so a waiter takes over at once. A holder whose run was
-    // not recorded (a failure without --cache-failures) says so, and its
-    // waiters then run side by side instead of queueing for the lock.
-    let locks = store.locks_dir();
-    let lock_name = format!("run-{}", resolved.key.digest.to_hex());
-    let mut held = None;
-    // Set when the run waited for ended unrecorded: then run without the lock.
-    let mut unlocked = false;
+    let remote = config.remote.clone().map(Tier::new);
+    let mut store = Tiered::new(local, remote, invocation);
+    // A background refresh runs only while it holds its key's refresh lock.
+    if let Some(r) = &config.refresh
+        && !store.take_refresh_lock(&refresh::lock_name(&r.key))
+    {
+        return Ok(0);
+    }
+    // Single flight, and the remote asked under the run lock: see
+    // `remote::tiered`.
     loop {
         let reason = if config.force {
             Some("forced".to_string())
         } else {
-            match look_up(config, ui, store, &resolved, &feed, None) {
-                Lookup::Replayed(code) => return Ok(code),
+            match look_up(config, ui, &mut store, resolved, &feed) {
+                Lookup::Replayed(code) => {
+                    store.replayed();
+                    return Ok(code);
+                }
+                // What the remote installed could not be read: run (and
+                // record, if the store lets us) rather than run plain.
+                Lookup::Uncached if store.answered() != Answered::Local => break,
                 Lookup::Uncached => return plain(config, feed),
                 Lookup::Miss(reason) => reason,
             }
         };
         // Keep the first reason given: a second look finds the entry gone.
         miss_reason = reason.or(miss_reason);
-        if held.is_some() || unlocked {
-            break;
-        }
-        held = match locks::try_lock(&locks, &lock_name) {
-            Ok(Some(l)) => Some(l),
-            Ok(None) => {
-                // Ctrl-C must not wait for the holder.
-                spawn::end_on_signal_until_spawn();
-                ui.status("waiting for a concurrent run of the same command");
-                match locks::wait(&locks, &lock_name) {
-                    Ok(Waited::Locked(l)) => Some(l),
-                    // Look again, without the lock: a hit replays side by
-                    // side with other waiters; a miss takes the lock.
-                    Ok(Waited::Released) => continue,
-                    // A failure, most likely, that this run would repeat:
-                    // look again, then run without queueing for the lock.
-                    Ok(Waited::Unrecorded) => {
-                        unlocked = true;
-                        continue;
-                    }
-                    // Without the lock we still run: a duplicate run, never
-                    // a failed one.
-                    Err(_) => break,
-                }
-            }
-            Err(_) => break,
+        let mut before_wait = || {
+            // Ctrl-C must not wait for the holder.
+            spawn::end_on_signal_until_spawn();
+            ui.status("waiting for a concurrent run of the same command");
         };
-        if config.force {
+        if store.missed(ui, &mut before_wait) == Next::Run {
             break;
-        }
-        // Look again under the lock: a concurrent run may have recorded it.
-    }
-    // A local miss: ask the remote, under the run lock, so that concurrent
-    // runs of the key download it once and then replay it locally.
-    let mut tier = config.remote.clone().map(Tier::new);
-    let mut remote_missed = false;
-    if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
-        match from_remote(
-            config,
-            ui,
-            store,
-            tier,
-            &resolved,
-            &feed,
-            &mut remote_missed,
-        ) {
-            Lookup::Replayed(code) => {
-                for l in [held, refresh_lock].into_iter().flatten() {
-                    l.release_and_remove();
-                }
-                return Ok(code);
-            }
-            Lookup::Miss(reason) => miss_reason = reason.or(miss_reason),
-            Lookup::Uncached => {}
         }
     }
     if miss_reason.is_none() && ui.is_verbose() {
-        miss_reason = Some(explain_miss(config, store, &resolved, remote_missed));
-    }
-    let ran = run_and_record(config, ui, store, &resolved, feed, miss_reason);
-    if let Some(l) = &held
-        && !ran.as_ref().is_ok_and(|r| r.recorded)
-    {
-        // Tell those waiting that there is nothing to replay, so that they
-        // run at once, side by side, rather than one after another.
-        l.note_unrecorded();
-    }
-    for l in [held, refresh_lock].into_iter().flatten() {
-        l.release_and_remove();
-    }
-    // Waiters replay the local entry meanwhile: the upload is ours alone.
-    if let Some(tier) = &mut tier
-        && let Ok(r) = &ran
-        && r.recorded
-    {
-        upload(config, ui, store, tier, &resolved, r.traced.as_ref());
-    }
-    Ok(ran?.code)
-}
-
-/// Look the key up on the remote; on a hit, install the entry locally and
-/// replay it through the local path (which restores its output files). A
-/// traced command's entry is found through the remote's trace manifests:
-/// the first that matches the files here names it, and is installed with
-/// it. `missed` is set when the remote answered that it has no entry.
-fn from_remote(
-    config: &Config,
-    ui: &Ui,
-    store: &mut dyn Store,
-    tier: &mut Tier,
-    resolved: &Resolved,
-    feed: &Feed,
-    missed: &mut bool,
-) -> Lookup {
-    let fetched = match &config.trace {
-        None => tier.fetch(store, ui, local_of(resolved, &resolved.key, None)),
-        Some(_) => {
-            let base = resolved.key.digest;
-            let mbase = prepare::manifest_base(config, resolved);
-            let base_dir = mbase.as_deref();
-            // Those checked already (they did not match).
-            let known: Vec<key::Digest> = store
-                .manifests(&base, key::traced::MAX_MANIFESTS)
-                .map(|v| v.into_iter().map(|m| m.digest).collect())
-                .unwrap_or_default();
-            // Each checked against the files here as it arrives (only once
-            // its MAC verified: see `Tier::find_manifest`); the first that
-            // matches names the entry. The work all of them may cost is
-            // bounded, and ends by the lookup's deadline.
-            let mut found = None;
-            let mut budget = CheckBudget::default();
-            let mut checked = |digest: &key::Digest, bytes: &[u8], deadline: &Deadline| -> bool {
-                let Some(m) = key::traced::Manifest::decode(bytes, base_dir) else {
-                    return false;
-                };
-                // Named by its digest here too, or not what it claims.
-                if m.digest(base_dir) != *digest {
-                    return false;
-                }
-                let matched = matches_within(&m, deadline, &mut budget);
-                if matched {
-                    found = Some(m);
-                }
-                matched
-            };
-            let Some(digest) = tier.find_manifest(store, ui, &base, &known, &mut checked) else {
-                return Lookup::Miss(None);
-            };
-            let Some(m) = found else {
-                return Lookup::Miss(None);
-            };
-            let key = Key {
-                digest: key::traced::entry_key(&base, &digest),
-                command: resolved.key.command,
-                components: resolved.key.components.clone(),
-            };
-            let manifest = NewManifest {
-                base,
-                digest,
-                inputs: m.items.len() as u64,
-                paths: m.encode(base_dir),
-            };
-            tier.fetch(store, ui, local_of(resolved, &key, Some(manifest)))
-        }
-    };
-    match fetched {
-        Fetched::Installed { bytes, took } => {
-            let origin = format!(
-                "hit (remote), downloaded {} in {}",
-                human_size(bytes),
-                human_duration(took)
-            );
-            look_up(config, ui, store, resolved, feed, Some(&origin))
-        }
-        Fetched::Miss => {
-            *missed = true;
-            Lookup::Miss(None)
-        }
-        Fetched::Off => Lookup::Miss(None),
-    }
-}
-
-/// What checking the remote's trace manifests against the files here may
-/// cost in one lookup, besides its deadline: a manifest a teammate
-/// recorded after reading a 40 GB file is better rerun than matched.
-#[derive(Debug)]
-struct CheckBudget {
-    /// Paths looked at.
-    paths: u64,
-    /// Bytes of files hashed.
-    bytes: u64,
-}
-
-/// Paths one remote lookup may look at, in all its manifests.
-const CHECK_PATHS: u64 = 100_000;
-
-/// Bytes one remote lookup may hash, in all its manifests.
-const CHECK_BYTES: u64 = 256 * 1024 * 1024;
-
-impl Default for CheckBudget {
-    fn default() -> CheckBudget {
-        CheckBudget {
-            paths: CHECK_PATHS,
-            bytes: CHECK_BYTES,
-        }
-    }
-}
-
-/// Whether every path of `m` matches the files here, checked within
-/// `deadline` and `budget`: past either, it does not (a miss). Files are
-/// hashed here, not through the stat cache (the store is busy with the
-/// remote): a remote lookup is rare. The sizes of the files to hash are
-/// looked at first, so a file too large for what is left is never read.
-fn matches_within(
-    m: &key::traced::Manifest,
-    deadline: &Deadline,
-    budget: &mut CheckBudget,
-) -> bool {
-    let n = m.items.len() as u64;
-    if n > budget.paths {
-        return false;
-    }
-    budget.paths -= n;
-    let mut bytes = 0u64;
-    for (path, state) in &m.items {
-        if matches!(state, key::traced::State::Content(_))
-            && let Ok(meta) = std::fs::metadata(path)
-            && meta.is_file()
-        {
-            bytes = bytes.saturating_add(meta.len());
-        }
-        if deadline.remaining(0).is_none() {
-            return false;
-        }
-    }
-    if bytes > budget.bytes {
-        return false;
-    }
-    budget.bytes -= bytes;
-    // One path at a time, so that the deadline is checked between them.
-    for (i, item) in m.items.iter().enumerate() {
-        if deadline.remaining(0).is_none() {
-            return false;
-        }
-        let one = key::traced::Manifest {
-            items: vec![item.clone()],
-            stats: vec![m.stats.get(i).copied().flatten()],
-        };
-        if key::traced::check(&one, &mut key::traced::NoCache).is_some() {
-            return false;
-        }
-    }
-    true
-}
-
-/// What the remote tier needs to install an entry for this invocation.
-fn local_of<'a>(resolved: &Resolved, key: &'a Key, traced: Option<NewManifest>) -> Local<'a> {
-    Local {
-        key,
-        display: resolved.base.display.clone(),
-        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
-        manifest: resolved.base.manifest,
-        traced,
-    }
-}
-
-/// Upload the entry just recorded: blobs first, the entry last, never
-/// over a valid entry (see `remote::Tier::upload`); for a traced run, then
-/// its trace manifest.
-fn upload(
-    config: &Config,
-    ui: &Ui,
-    store: &mut dyn Store,
-    tier: &mut Tier,
-    resolved: &Resolved,
-    traced: Option<&NewManifest>,
-) {
-    if !tier.writable() {
-        return;
-    }
-    let key = match traced {
-        Some(m) => key::traced::entry_key(&m.base, &m.digest),
-        None => resolved.key.digest,
-    };
-    let Ok(Some(entry)) = store.lookup(&key) else {
-        return;
-    };
-    let uploaded = tier.upload(store, ui, &entry);
-    if let Some(m) = traced
-        && let Some(local) = key::traced::Manifest::decode(
-            &m.paths,
-            prepare::manifest_base(config, resolved).as_deref(),
-        )
-    {
-        let base = prepare::manifest_base(config, resolved);
-        tier.upload_manifest(
-            store,
-            ui,
-            &m.base,
-            &m.digest,
-            &local.portable(base.as_deref()),
-        );
-    }
-    if let Uploaded::Stored { bytes, took } = uploaded {
-        ui.status(format_args!(
-            "uploaded {} to {} in {}",
-            human_size(bytes),
-            tier.display(),
-            human_duration(took)
+        miss_reason = Some(explain_miss(
+            config,
+            &store,
+            resolved,
+            store.remote_missed(),
         ));
     }
+    let ran = run_and_record(config, ui, &mut store, resolved, feed, miss_reason);
+    store.finish(ui, ran.as_ref().is_ok_and(|r| r.recorded));
+    Ok(ran?.code)
 }
 
 /// An input named with `-i` that does not exist is most often a typo: say
@@ -456,15 +201,14 @@ fn unreadable(store: &mut dyn Store, ui: &Ui, e: &anyhow::Error) -> Lookup {
     Lookup::Uncached
 }
 
-/// Look the key up and, when the policy allows, replay the entry.
-/// `origin` replaces "hit" in the status line (a hit from the remote).
+/// Look the key up and, when the policy allows, replay the entry. A hit
+/// the remote answered says so in the status line.
 fn look_up(
     config: &Config,
     ui: &Ui,
     store: &mut dyn Store,
     resolved: &Resolved,
     feed: &Feed,
-    origin: Option<&str>,
 ) -> Lookup {
     // A traced command's entry is under the manifest that still matches.
     let (key, traced) = match prepare::entry_key(config, store, resolved) {
@@ -530,9 +274,16 @@ fn look_up(
             if let Some(n) = traced {
                 files.push_str(&format!(", {n} traced inputs unchanged"));
             }
+            let origin = match store.answered() {
+                Answered::Local => "hit".to_string(),
+                Answered::Remote { bytes, took } => format!(
+                    "hit (remote), downloaded {} in {}",
+                    human_size(bytes),
+                    human_duration(took)
+                ),
+            };
             ui.status(format_args!(
-                "{}{files}, recorded {} ago, saved {}{note}",
-                origin.unwrap_or("hit"),
+                "{origin}{files}, recorded {} ago, saved {}{note}",
                 human_duration(entry_age),
                 human_duration(entry.duration),
             ));
@@ -641,8 +392,6 @@ struct Ran {
     code: i32,
     /// Whether the result went into the store.
     recorded: bool,
-    /// For a recorded traced run: its trace manifest.
-    traced: Option<NewManifest>,
 }
 
 fn run_and_record(
@@ -696,7 +445,6 @@ fn run_and_record(
                     return Ok(Ran {
                         code,
                         recorded: false,
-                        traced: None,
                     });
                 }
             }
@@ -809,7 +557,6 @@ fn run_and_record(
         let _ = store.note_unrecorded(&resolved.base.manifest, why);
     }
     let mut recorded = false;
-    let mut kept_manifest = None;
     match (why_not.map(|why| why.to_string()), outcome.recording) {
         (None, Some(rec)) => {
             // A traced entry is under its manifest's entry key.
@@ -818,7 +565,6 @@ fn run_and_record(
                 command: resolved.key.command,
                 components: resolved.key.components.clone(),
             });
-            kept_manifest = traced.clone();
             let entry = NewEntry {
                 key: traced_key.as_ref().unwrap_or(&resolved.key),
                 display: resolved.base.display.clone(),
@@ -865,11 +611,7 @@ fn run_and_record(
     } else {
         outcome.status.exit_code()
     };
-    Ok(Ran {
-        code,
-        recorded,
-        traced: kept_manifest.filter(|_| recorded),
-    })
+    Ok(Ran { code, recorded })
 }
 
 /// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
@@ -1068,3 +810,7 @@ fn probes_of(a: trace::Access) -> impl Iterator<Item = Probe> {
     let xattrs = a.contains(Access::XATTRS).then_some(Probe::Xattrs);
     main.into_iter().chain(xattrs)
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

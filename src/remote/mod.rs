@@ -52,6 +52,7 @@ pub mod deadline;
 pub mod http;
 pub mod redis;
 pub mod s3;
+pub(crate) mod tiered;
 pub mod url;
 pub mod wire;
 

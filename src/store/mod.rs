@@ -276,6 +276,12 @@ pub trait Entries {
     /// counted as corrupt, and the lookup is a miss.
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>>;
 
+    /// Which tier the entry of the latest [`Entries::lookup`] came from
+    /// (for the status line and `stats`).
+    fn answered(&self) -> Answered {
+        Answered::Local
+    }
+
     /// The bytes of `stream`, verified against its digest and length.
     /// `Ok(None)` means the stream is missing or corrupt.
     fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>>;
@@ -362,6 +368,20 @@ pub trait Store: Entries + History + Counters {
     /// Run `f` with the stat cache (digests of unchanged files), then save
     /// what it learned. Only a cache: failing to save costs a re-hash.
     fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn statcache::StatCache));
+}
+
+/// Which tier answered a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// The store on this machine.
+    Local,
+    /// The remote tier: it was downloaded and installed locally first.
+    Remote {
+        /// Bytes downloaded.
+        bytes: u64,
+        /// How long it took.
+        took: Duration,
+    },
 }
 
 /// An earlier entry of a command as stored: its components not decoded.
