@@ -260,33 +260,15 @@ fn look_up(
                 }
                 false => "",
             };
-            let mut files = match restored.restored {
-                0 => String::new(),
-                n => format!(
-                    ", restored {n} {} ({})",
-                    if n == 1 { "file" } else { "files" },
-                    human_size(restored.restored_bytes)
-                ),
-            };
-            if restored.removed > 0 {
-                files.push_str(&format!(", removed {} stale", restored.removed));
-            }
-            if let Some(n) = traced {
-                files.push_str(&format!(", {n} traced inputs unchanged"));
-            }
-            let origin = match store.answered() {
-                Answered::Local => "hit".to_string(),
-                Answered::Remote { bytes, took } => format!(
-                    "hit (remote), downloaded {} in {}",
-                    human_size(bytes),
-                    human_duration(took)
-                ),
-            };
-            ui.status(format_args!(
-                "{origin}{files}, recorded {} ago, saved {}{note}",
-                human_duration(entry_age),
-                human_duration(entry.duration),
-            ));
+            say_hit(
+                ui,
+                store.answered(),
+                &restored,
+                traced,
+                &entry,
+                entry_age,
+                note,
+            );
             Lookup::Replayed(entry.exit_code)
         }
         Ok(Replayed::ReaderGone) => {
@@ -316,6 +298,47 @@ fn look_up(
             Lookup::Replayed(exit_codes::MEMORUN_ERROR)
         }
     }
+}
+
+/// The status line of a hit: where it came from, the files it restored,
+/// how old it is and what it saved.
+fn say_hit(
+    ui: &Ui,
+    answered: Answered,
+    restored: &restore::Report,
+    traced: Option<usize>,
+    entry: &crate::store::Entry,
+    entry_age: std::time::Duration,
+    note: &str,
+) {
+    let mut files = match restored.restored {
+        0 => String::new(),
+        n => format!(
+            ", restored {n} {} ({})",
+            if n == 1 { "file" } else { "files" },
+            human_size(restored.restored_bytes)
+        ),
+    };
+    if restored.removed > 0 {
+        files.push_str(&format!(", removed {} stale", restored.removed));
+    }
+    if let Some(n) = traced {
+        files.push_str(&format!(", {n} traced inputs unchanged"));
+    }
+    let origin: std::borrow::Cow<'_, str> = match answered {
+        Answered::Local => "hit".into(),
+        Answered::Remote { bytes, took } => format!(
+            "hit (remote), downloaded {} in {}",
+            human_size(bytes),
+            human_duration(took)
+        )
+        .into(),
+    };
+    ui.status(format_args!(
+        "{origin}{files}, recorded {} ago, saved {}{note}",
+        human_duration(entry_age),
+        human_duration(entry.duration),
+    ));
 }
 
 /// Start a detached refresh of a stale entry that was just replayed.
@@ -394,6 +417,8 @@ struct Ran {
     recorded: bool,
 }
 
+/// Run the command, capturing what it does; decide whether its result may
+/// be recorded; record it (or note why not).
 fn run_and_record(
     config: &Config,
     ui: &Ui,
@@ -402,6 +427,49 @@ fn run_and_record(
     feed: Feed,
     miss_reason: Option<String>,
 ) -> Result<Ran, SpawnError> {
+    let (mut outcome, trace_log) = match execute(config, ui, store, resolved, feed)? {
+        Executed::Captured(outcome, log) => (outcome, log),
+        Executed::Untraced(ran) => return Ok(ran),
+    };
+    if let Some(e) = &outcome.record_error {
+        ui.warn(format_args!(
+            "cannot record the output: {}; the result was not cached",
+            crate::term::format::io_reason(e)
+        ));
+    }
+    let decided = decide(config, ui, store, resolved, &outcome, trace_log.as_ref());
+    let ran = match &miss_reason {
+        Some(why) => format!("miss ({why})"),
+        None => "miss".into(),
+    };
+    let recorded = record(ui, store, resolved, &mut outcome, decided, &ran);
+    // memorun was writing into a broken pipe: it ends as `cat` would, and
+    // as a replay does (see `look_up`), whatever the command's own code.
+    let code = if outcome.reader_gone {
+        exit_codes::for_signal(rustix::process::Signal::PIPE.as_raw())
+    } else {
+        outcome.status.exit_code()
+    };
+    Ok(Ran { code, recorded })
+}
+
+/// What running the command gave.
+enum Executed {
+    /// It ran captured (traced: with what the tracer saw).
+    Captured(spawn::Outcome, Option<trace::TraceLog>),
+    /// It could not be traced, and ran uncached.
+    Untraced(Ran),
+}
+
+/// Run the command captured (and traced, with `--trace`), a spinner
+/// showing the usual duration when allowed.
+fn execute(
+    config: &Config,
+    ui: &Ui,
+    store: &mut dyn Store,
+    resolved: &Resolved,
+    feed: Feed,
+) -> Result<Executed, SpawnError> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
     // Only a spinner needs the usual duration: no query otherwise.
     let spinner = if ui.progress_allowed() {
@@ -413,84 +481,66 @@ fn run_and_record(
     } else {
         None
     };
-    let (outcome, trace_log) = match &config.trace {
-        None => (
-            spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?,
-            None,
-        ),
-        Some(t) => {
-            let options = trace_options(config, store, t);
-            match spawn::run_captured_traced(
-                &config.key.command,
-                feed,
-                Some(recorder),
-                spinner,
-                &options,
-            ) {
-                Ok((outcome, log)) => (outcome, Some(log)),
-                Err(TracedError::Spawn(e)) => return Err(e),
-                // Never run untraced under the name of a traced run: run
-                // it uncached.
-                Err(TracedError::NotTraced(not)) => {
-                    let why =
-                        NotRecorded::Untraced(format!("it cannot be traced here: {}", not.reason));
-                    ui.warn(format_args!(
-                        "cannot trace the command: {}; running it uncached",
-                        not.reason
-                    ));
-                    // Bookkeeping: a note lost costs `why` its explanation,
-                    // never the run.
-                    let _ = store.note_unrecorded(&resolved.base.manifest, &why);
-                    let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
-                    return Ok(Ran {
-                        code,
-                        recorded: false,
-                    });
-                }
-            }
+    let Some(t) = &config.trace else {
+        let outcome = spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?;
+        return Ok(Executed::Captured(outcome, None));
+    };
+    let options = trace_options(config, store, t);
+    match spawn::run_captured_traced(&config.key.command, feed, Some(recorder), spinner, &options) {
+        Ok((outcome, log)) => Ok(Executed::Captured(outcome, Some(log))),
+        Err(TracedError::Spawn(e)) => Err(e),
+        // Never run untraced under the name of a traced run: run it
+        // uncached.
+        Err(TracedError::NotTraced(not)) => {
+            let why = NotRecorded::Untraced(format!("it cannot be traced here: {}", not.reason));
+            ui.warn(format_args!(
+                "cannot trace the command: {}; running it uncached",
+                not.reason
+            ));
+            // Bookkeeping: a note lost costs `why` its explanation, never
+            // the run.
+            let _ = store.note_unrecorded(&resolved.base.manifest, &why);
+            let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
+            Ok(Executed::Untraced(Ran {
+                code,
+                recorded: false,
+            }))
         }
-    };
-    let ran = match &miss_reason {
-        Some(why) => format!("miss ({why})"),
-        None => "miss".into(),
-    };
-    let took = human_duration(outcome.duration);
-    if let Some(e) = &outcome.record_error {
-        ui.warn(format_args!(
-            "cannot record the output: {}; the result was not cached",
-            crate::term::format::io_reason(e)
-        ));
     }
+}
+
+/// What a finished run leaves to record, or why it may not be recorded.
+struct Decided {
+    /// Why not, if it may not be recorded.
+    why_not: Option<NotRecorded>,
+    /// For a traced run: its trace manifest.
+    traced: Option<NewManifest>,
+    /// The output files it left.
+    captured: capture::Captured,
+    /// Arguments it created (outputs from now on).
+    created: Vec<Vec<u8>>,
+    /// How far it read a regular file on its stdin.
+    stdin_advance: u64,
+}
+
+/// Whether the run that ended as `outcome` may be recorded (see
+/// `replay::policy`), and what then goes with it: its trace manifest and
+/// the output files it left.
+fn decide(
+    config: &Config,
+    ui: &Ui,
+    store: &mut dyn Store,
+    resolved: &Resolved,
+    outcome: &spawn::Outcome,
+    trace_log: Option<&trace::TraceLog>,
+) -> Decided {
     // How far the command read a regular file on stdin (the file offset is
     // shared with it), so a replay can leave the offset at the same place.
     let stdin_advance = match (resolved.stdin_file, stdin::offset()) {
         (Some(f), Some(now)) => now.saturating_sub(f.offset),
         _ => 0,
     };
-    // Arguments that named nothing before and name a file now are outputs
-    // of this command: later runs leave them out of the automatic inputs.
-    let mut created: Vec<Vec<u8>> = resolved
-        .maybe_outputs
-        .iter()
-        .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
-        .map(|a| a.as_bytes().to_vec())
-        .collect();
-    // Traced, an argument the command wrote is an output whether or not it
-    // existed before.
-    if let Some(log) = &trace_log {
-        for arg in config.key.keyed_args() {
-            let abs = resolved.base.cwd.join(OsStr::from_bytes(arg));
-            let written = log
-                .get(&crate::outputs::normalize(&abs))
-                .is_some_and(|a| a.intersects(trace::Access::WRITTEN | trace::Access::CREATED));
-            if written
-                && std::fs::metadata(&abs).is_ok_and(|m| m.is_file())
-                && !created.iter().any(|c| c == arg)
-            {
-                created.push(arg.to_vec());
-            }
-        }
-    }
+    let created = created_args(config, resolved, trace_log);
     let mut why_not = policy::unrecordable(
         &config.policy(),
         &policy::RunEnd {
@@ -516,7 +566,7 @@ fn run_and_record(
     // that a later run finds its entry only while they all still match.
     let mut traced = None;
     if why_not.is_none()
-        && let Some(log) = &trace_log
+        && let Some(log) = trace_log
     {
         let outputs = Outputs {
             declared: &config.key.outputs,
@@ -552,66 +602,110 @@ fn run_and_record(
     if let Some(w) = captured.warnings.first() {
         ui.warn(format_args!("{w}"));
     }
-    if let Some(why) = &why_not {
+    Decided {
+        why_not,
+        traced,
+        captured,
+        created,
+        stdin_advance,
+    }
+}
+
+/// Arguments that named nothing before and name a file now are outputs of
+/// this command: later runs leave them out of the automatic inputs.
+/// Traced, an argument the command wrote is an output whether or not it
+/// existed before.
+fn created_args(
+    config: &Config,
+    resolved: &Resolved,
+    trace_log: Option<&trace::TraceLog>,
+) -> Vec<Vec<u8>> {
+    let mut created: Vec<Vec<u8>> = resolved
+        .maybe_outputs
+        .iter()
+        .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    if let Some(log) = trace_log {
+        for arg in config.key.keyed_args() {
+            let abs = resolved.base.cwd.join(OsStr::from_bytes(arg));
+            let written = log
+                .get(&crate::outputs::normalize(&abs))
+                .is_some_and(|a| a.intersects(trace::Access::WRITTEN | trace::Access::CREATED));
+            if written
+                && std::fs::metadata(&abs).is_ok_and(|m| m.is_file())
+                && !created.iter().any(|c| c == arg)
+            {
+                created.push(arg.to_vec());
+            }
+        }
+    }
+    created
+}
+
+/// Record the run as `decided` (or note why it is not), and say so in the
+/// status line, which starts with `ran`. Returns whether it was recorded.
+fn record(
+    ui: &Ui,
+    store: &mut dyn Store,
+    resolved: &Resolved,
+    outcome: &mut spawn::Outcome,
+    decided: Decided,
+    ran: &str,
+) -> bool {
+    let took = human_duration(outcome.duration);
+    if let Some(why) = &decided.why_not {
         // Bookkeeping: a note lost costs `why` its explanation, never the run.
         let _ = store.note_unrecorded(&resolved.base.manifest, why);
     }
-    let mut recorded = false;
-    match (why_not.map(|why| why.to_string()), outcome.recording) {
-        (None, Some(rec)) => {
-            // A traced entry is under its manifest's entry key.
-            let traced_key = traced.as_ref().map(|m: &NewManifest| Key {
-                digest: key::traced::entry_key(&m.base, &m.digest),
-                command: resolved.key.command,
-                components: resolved.key.components.clone(),
-            });
-            let entry = NewEntry {
-                key: traced_key.as_ref().unwrap_or(&resolved.key),
-                display: resolved.base.display.clone(),
-                cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
-                duration: outcome.duration,
-                exit_code: outcome.status.exit_code(),
-                stdout: rec.stdout,
-                stderr: rec.stderr,
-                order: rec.order,
-                outputs: captured.roots,
-                file_checks: captured.checks,
-                stdin_advance,
-                manifest: resolved.base.manifest,
-                // Learned only from runs that are recorded: a failed or
-                // interrupted run may have created a file it would not have.
-                created,
-                traced,
-                recorded_at: None,
-            };
-            match store.insert(entry) {
-                Ok(()) => {
-                    ui.status(format_args!("{ran}, ran in {took}, recorded"));
-                    recorded = true;
-                }
-                Err(e) => {
-                    let why = NotRecorded::Cache(format!("cannot record the result: {e:#}"));
-                    // Bookkeeping, as above.
-                    let _ = store.note_unrecorded(&resolved.base.manifest, &why);
-                    ui.warn(format_args!("{why}"));
-                }
-            }
-        }
+    let rec = match (decided.why_not, outcome.recording.take()) {
+        (None, Some(rec)) => rec,
         (why_not, _) => {
-            let why_not = why_not.unwrap_or_else(|| "recording failed".into());
+            let why_not = why_not.map_or_else(|| "recording failed".into(), |w| w.to_string());
             ui.status(format_args!(
                 "{ran}, ran in {took}, not recorded: {why_not}"
             ));
+            return false;
+        }
+    };
+    // A traced entry is under its manifest's entry key.
+    let traced_key = decided.traced.as_ref().map(|m: &NewManifest| Key {
+        digest: key::traced::entry_key(&m.base, &m.digest),
+        command: resolved.key.command,
+        components: resolved.key.components.clone(),
+    });
+    let entry = NewEntry {
+        key: traced_key.as_ref().unwrap_or(&resolved.key),
+        display: resolved.base.display.clone(),
+        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
+        duration: outcome.duration,
+        exit_code: outcome.status.exit_code(),
+        stdout: rec.stdout,
+        stderr: rec.stderr,
+        order: rec.order,
+        outputs: decided.captured.roots,
+        file_checks: decided.captured.checks,
+        stdin_advance: decided.stdin_advance,
+        manifest: resolved.base.manifest,
+        // Learned only from runs that are recorded: a failed or
+        // interrupted run may have created a file it would not have.
+        created: decided.created,
+        traced: decided.traced,
+        recorded_at: None,
+    };
+    match store.insert(entry) {
+        Ok(()) => {
+            ui.status(format_args!("{ran}, ran in {took}, recorded"));
+            true
+        }
+        Err(e) => {
+            let why = NotRecorded::Cache(format!("cannot record the result: {e:#}"));
+            // Bookkeeping, as above.
+            let _ = store.note_unrecorded(&resolved.base.manifest, &why);
+            ui.warn(format_args!("{why}"));
+            false
         }
     }
-    // memorun was writing into a broken pipe: it ends as `cat` would, and
-    // as a replay does (see `look_up`), whatever the command's own code.
-    let code = if outcome.reader_gone {
-        exit_codes::for_signal(rustix::process::Signal::PIPE.as_raw())
-    } else {
-        outcome.status.exit_code()
-    };
-    Ok(Ran { code, recorded })
 }
 
 /// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
