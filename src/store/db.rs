@@ -722,6 +722,139 @@ fn remove_all_records(
     Ok(())
 }
 
+/// The fast checks a hit record keeps: of the streams in blobs, and of the
+/// output files' blobs.
+fn blob_checks(
+    streams: &[(&StoredStream, [u8; 16]); 3],
+    file_checks: &[(Digest, [u8; 16])],
+) -> Vec<(Digest, Option<[u8; 16]>)> {
+    streams
+        .iter()
+        .filter(|(s, _)| s.inline.is_none() && s.len > 0)
+        .map(|(s, check)| (s.digest, Some(*check)))
+        .chain(file_checks.iter().map(|(d, c)| (*d, Some(*c))))
+        .collect()
+}
+
+/// A recorded run of the command in its directory: no note on why it was
+/// not, its replays count toward the command's time saved under the latest
+/// way it was written, and the arguments it created are outputs from now
+/// on. `manifest` is the invocation's name for the command in its
+/// directory, `command_in_dir` the row's.
+fn note_recorded(
+    tx: &rusqlite::Transaction<'_>,
+    manifest: &Digest,
+    command_in_dir: &Digest,
+    display: &str,
+    created: &[Vec<u8>],
+) -> Result<()> {
+    tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
+        .execute(params![&manifest.0[..]])?;
+    tx.prepare_cached(
+        "INSERT INTO saved (command_in_dir, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
+         ON CONFLICT (command_in_dir) DO UPDATE SET display = excluded.display",
+    )?
+    .execute(params![&command_in_dir.0[..], display])?;
+    if !created.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO outputs (command_in_dir, path) VALUES (?1, ?2)",
+        )?;
+        for p in created {
+            stmt.execute(params![&manifest.0[..], p])?;
+        }
+    }
+    Ok(())
+}
+
+/// The columns of an entry's row that are not in its [`Entry`].
+struct Row<'a> {
+    argv_digest: &'a Digest,
+    display: &'a str,
+    cwd: &'a [u8],
+    components: &'a str,
+}
+
+/// Write the row of `entry`, sealed with its checksum.
+fn write_row(tx: &rusqlite::Transaction<'_>, entry: &Entry, row: &Row<'_>) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO entries
+           (key, argv_digest, display, cwd, components, created, last_used,
+            duration_ms, exit_code, hits,
+            out_len, out_digest, out_inline,
+            err_len, err_digest, err_inline,
+            order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
+                 ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    )?
+    .execute(params![
+        &entry.key.0[..],
+        &row.argv_digest.0[..],
+        row.display,
+        row.cwd,
+        row.components,
+        entry.created_ms,
+        entry.duration.as_millis() as i64,
+        entry.exit_code,
+        entry.stdout.len as i64,
+        &entry.stdout.digest.0[..],
+        entry.stdout.inline,
+        entry.stderr.len as i64,
+        &entry.stderr.digest.0[..],
+        entry.stderr.inline,
+        entry.order.len as i64,
+        &entry.order.digest.0[..],
+        entry.order.inline,
+        super::files::encode(&entry.outputs, true),
+        entry.stdin_advance as i64,
+        &entry.checksum().0[..],
+    ])?;
+    Ok(())
+}
+
+/// Keep the trace manifest `m` of the entry under `entry_key`: a bounded
+/// number per base key, the least recently used going with their entries.
+/// Returns the blobs those entries freed.
+fn keep_manifest(
+    tx: &rusqlite::Transaction<'_>,
+    records: &Records,
+    m: &super::NewManifest,
+    entry_key: &Digest,
+) -> Result<Vec<Digest>> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO manifests (base_key, digest, entry_key, inputs, paths)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        &m.base.0[..],
+        &m.digest.0[..],
+        &entry_key.0[..],
+        m.inputs as i64,
+        &m.paths
+    ])?;
+    let old: Vec<Vec<u8>> = tx
+        .prepare_cached(
+            "SELECT m.entry_key FROM manifests m LEFT JOIN entries e ON e.key = m.entry_key
+             WHERE m.base_key = ?1 AND m.entry_key != ?2
+             ORDER BY e.last_used DESC LIMIT -1 OFFSET ?3",
+        )?
+        .query_map(
+            params![
+                &m.base.0[..],
+                &entry_key.0[..],
+                super::MAX_MANIFESTS as i64 - 1
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut freed = Vec::new();
+    for k in old.iter().filter_map(|k| Digest::from_slice(k)) {
+        freed.extend(refs::delete_entry(tx, records, &k)?);
+        tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
+            .execute(params![&k.0[..]])?;
+    }
+    Ok(freed)
+}
+
 /// The manifest of the entry's command, from its `argv_digest` and `cwd`
 /// columns starting at `first` (`None` when they are not what memorun
 /// writes: the hit then counts in the totals only).
@@ -877,6 +1010,11 @@ impl Entries for SqliteStore {
         self.put_stream(content)
     }
 
+    /// In steps: its streams installed, its hit record written aside,
+    /// then one transaction (the entry it replaces gives up its blobs; the
+    /// command's notes, time saved and outputs; the row; its blob
+    /// references; its trace manifest; the miss), then what the commit
+    /// frees.
     fn insert(&mut self, e: NewEntry<'_>) -> Result<()> {
         // Bookkeeping only: a failure to fold must not lose this result.
         let _ = self.fold_hits();
@@ -895,26 +1033,24 @@ impl Entries for SqliteStore {
             outputs: e.outputs,
             stdin_advance: e.stdin_advance,
         };
+        let streams = [
+            (&entry.stdout, out_check),
+            (&entry.stderr, err_check),
+            (&entry.order, order_check),
+        ];
         let file_blobs = super::files::blob_digests(&entry.outputs);
         let components = serde_json::to_string(&e.key.components)?;
+        // The command in its directory, as a hit finds it: from the row's
+        // command and cwd.
+        let command_in_dir = super::manifest(&e.key.command, &e.cwd);
         // Its hit record, written aside now and counted in the transaction,
         // so that a miss writes the database once; named after the commit.
         // A traced entry is found through its trace manifest, never by one.
         let record = match e.traced {
             Some(_) => None,
             None => {
-                let checks = [
-                    (&entry.stdout, out_check),
-                    (&entry.stderr, err_check),
-                    (&entry.order, order_check),
-                ]
-                .into_iter()
-                .filter(|(s, _)| s.inline.is_none() && s.len > 0)
-                .map(|(s, check)| (s.digest, Some(check)))
-                .chain(e.file_checks.iter().map(|(d, c)| (*d, Some(*c))))
-                .collect::<Vec<_>>();
-                let manifest = super::manifest(&e.key.command, &e.cwd);
-                let record = Record::new(entry.clone(), manifest, checks);
+                let checks = blob_checks(&streams, &e.file_checks);
+                let record = Record::new(entry.clone(), command_in_dir, checks);
                 self.records.prepare(&self.tmp_dir, &record)
             }
         };
@@ -926,71 +1062,19 @@ impl Entries for SqliteStore {
         if let Some(pending) = &record {
             bump(&tx, &[(Counter::RecordBytes, pending.space() as i64)])?;
         }
-        // This run is recorded: no note on why it was not, and the arguments
-        // it created are outputs from now on.
-        tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
-            .execute(params![&e.manifest.0[..]])?;
-        // Its replays will count toward the command's time saved, under the
-        // latest way it was written. (The manifest as a hit finds it: from
-        // the row's command and cwd.)
-        tx.prepare_cached(
-            "INSERT INTO saved (command_in_dir, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
-             ON CONFLICT (command_in_dir) DO UPDATE SET display = excluded.display",
-        )?
-        .execute(params![
-            &super::manifest(&e.key.command, &e.cwd).0[..],
-            e.display
-        ])?;
-        if !e.created.is_empty() {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outputs (command_in_dir, path) VALUES (?1, ?2)",
-            )?;
-            for p in &e.created {
-                stmt.execute(params![&e.manifest.0[..], p])?;
-            }
-        }
-        let streams = [
-            (&entry.stdout, out_check),
-            (&entry.stderr, err_check),
-            (&entry.order, order_check),
-        ];
+        note_recorded(&tx, &e.manifest, &command_in_dir, &e.display, &e.created)?;
+        let row = Row {
+            argv_digest: &e.key.command,
+            display: &e.display,
+            cwd: &e.cwd,
+            components: &components,
+        };
         for (s, check) in &streams {
             if s.inline.is_none() && s.len > 0 {
                 refs::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
             }
         }
-        tx.prepare_cached(
-            "INSERT INTO entries
-               (key, argv_digest, display, cwd, components, created, last_used,
-                duration_ms, exit_code, hits,
-                out_len, out_digest, out_inline,
-                err_len, err_digest, err_inline,
-                order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
-                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-        )?
-        .execute(params![
-            &entry.key.0[..],
-            &e.key.command.0[..],
-            e.display,
-            e.cwd,
-            components,
-            entry.created_ms,
-            entry.duration.as_millis() as i64,
-            entry.exit_code,
-            entry.stdout.len as i64,
-            &entry.stdout.digest.0[..],
-            entry.stdout.inline,
-            entry.stderr.len as i64,
-            &entry.stderr.digest.0[..],
-            entry.stderr.inline,
-            entry.order.len as i64,
-            &entry.order.digest.0[..],
-            entry.order.inline,
-            super::files::encode(&entry.outputs, true),
-            entry.stdin_advance as i64,
-            &entry.checksum().0[..],
-        ])?;
+        write_row(&tx, &entry, &row)?;
         for (digest, len) in &file_blobs {
             let check = e
                 .file_checks
@@ -1007,39 +1091,7 @@ impl Entries for SqliteStore {
                 && file_blobs.binary_search_by(|(f, _)| f.cmp(d)).is_err()
         });
         if let Some(m) = &e.traced {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO manifests (base_key, digest, entry_key, inputs, paths)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                &m.base.0[..],
-                &m.digest.0[..],
-                &entry.key.0[..],
-                m.inputs as i64,
-                &m.paths
-            ])?;
-            // A bounded number per base key: the least recently used go,
-            // with their entries.
-            let old: Vec<Vec<u8>> = tx
-                .prepare_cached(
-                    "SELECT m.entry_key FROM manifests m LEFT JOIN entries e ON e.key = m.entry_key
-                     WHERE m.base_key = ?1 AND m.entry_key != ?2
-                     ORDER BY e.last_used DESC LIMIT -1 OFFSET ?3",
-                )?
-                .query_map(
-                    params![
-                        &m.base.0[..],
-                        &entry.key.0[..],
-                        super::MAX_MANIFESTS as i64 - 1
-                    ],
-                    |r| r.get(0),
-                )?
-                .collect::<rusqlite::Result<_>>()?;
-            for k in old.iter().filter_map(|k| Digest::from_slice(k)) {
-                freed.extend(refs::delete_entry(&tx, &self.records, &k)?);
-                tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
-                    .execute(params![&k.0[..]])?;
-            }
+            freed.extend(keep_manifest(&tx, &self.records, m, &entry.key)?);
         }
         // An entry recorded elsewhere (a remote tier) was no miss here.
         if e.recorded_at.is_none() {
