@@ -387,10 +387,7 @@ fn inputs_and_exclusions(
     input: &[OsString],
     exclude: &[String],
 ) -> Result<(Vec<OsString>, Vec<String>)> {
-    if let Some(empty) = input
-        .iter()
-        .find(|p| p.is_empty() || p.as_bytes() == b"!")
-    {
+    if let Some(empty) = input.iter().find(|p| p.is_empty() || p.as_bytes() == b"!") {
         bail!("--input needs a path, got '{}'", empty.to_string_lossy());
     }
     let (excluded, inputs): (Vec<OsString>, Vec<OsString>) = input
