@@ -454,6 +454,8 @@ fn run_and_record(
 }
 
 /// What running the command gave.
+// Made once per run and moved once: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Executed {
     /// It ran captured (traced: with what the tracer saw).
     Captured(spawn::Outcome, Option<trace::TraceLog>),
