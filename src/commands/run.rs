@@ -2,7 +2,10 @@
 //! look it up, then replay or run-and-record, and pick the exit code.
 //!
 //! Data flows one way: config → store → key → lookup → replay or run →
-//! record → exit code. Whenever the store fails, the command still runs,
+//! record → exit code. Past the hit records, the run path sees one storage
+//! object, a `remote::tiered::Tiered` (the local store, then the remote):
+//! it asks it for a hit, tells it of a miss (single flight, the remote),
+//! hands it the result. Whenever the store fails, the command still runs,
 //! uncached, with one warning: the cache can cost a miss, never a build.
 
 use std::ffi::OsStr;
