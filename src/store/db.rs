@@ -502,6 +502,7 @@ impl SqliteStore {
                 .and_then(|mut s| s.exists(params![&d.0[..]]))
                 .unwrap_or(true);
             if !referenced {
+                // A file left behind is collected by the next `clear`.
                 let _ = std::fs::remove_file(self.blobs.path(d));
             }
         }
@@ -528,6 +529,7 @@ impl SqliteStore {
         // space, until a reset.
         let counted = bump(&tx, &[(Counter::RecordBytes, grew)]).and_then(|()| tx.commit());
         if counted.is_err() {
+            // Best effort: a record that stays is removed with its row.
             let _ = self.records.remove(&record.entry.key);
         }
     }
@@ -558,6 +560,8 @@ impl SqliteStore {
         let Some(tx) = self.lock_row(entry) else {
             return;
         };
+        // Unpublished, the entry is found through the database: a slower
+        // hit, never a wrong one.
         let _ = pending.publish();
         // Nothing was written: this only releases the lock.
         let _ = tx.commit();
@@ -1182,6 +1186,7 @@ impl Store for SqliteStore {
     fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {
         let mut cache = self.stat_cache();
         f(&mut cache);
+        // Only a cache: failing to save it costs a re-hash next time.
         let _ = cache.flush();
     }
 

@@ -152,6 +152,8 @@ impl Records {
             .ok()
         });
         if let Some(fd) = &fd {
+            // Unpinned, a sweep may take a renamed-away directory this
+            // process still publishes into: a record lost, a slower hit.
             let _ = rfs::flock(fd, rfs::FlockOperation::NonBlockingLockShared);
         }
         *self.pinned.borrow_mut() = fd;
@@ -258,6 +260,7 @@ impl Records {
     /// a new one is pinned.
     pub fn remove_all(&self, tmp_dir: &Path) -> io::Result<()> {
         if let Some(gone) = rename_away(&self.root, tmp_dir)? {
+            // Renamed away already: what stays is swept with the temp files.
             let _ = fs::remove_dir_all(&gone);
         }
         if self.pinned.borrow().is_some() {
@@ -285,6 +288,7 @@ pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
         Ok(_) => {}
     }
     let mut nonce = [0u8; 8];
+    // Only a name: zeros, if randomness fails, still name it.
     let _ = getrandom::fill(&mut nonce);
     let gone = tmp_dir.join(format!("{GONE_PREFIX}{}", u64::from_le_bytes(nonce)));
     fs::rename(root, &gone)?;
