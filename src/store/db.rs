@@ -28,7 +28,7 @@ use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::records::{Pending, Record, Records};
 use super::refs::{self, Removed};
-use super::schema::{self, Found, Prepared, TooNew};
+use super::schema::{self, Found, Prepared};
 use super::statcache::SqliteStatCache;
 use super::{
     CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Store,
@@ -379,7 +379,10 @@ impl SqliteStore {
         if let Found::Store(version) = found
             && version > SCHEMA_VERSION
         {
-            return Err(Error::TooNew(TooNew(version)));
+            return Err(Error::TooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         // Under the write lock, which `prepare` reads the header again
         // under: another process may have won.

@@ -7,15 +7,19 @@
 
 use std::fmt;
 
-use super::schema::TooNew;
-
 /// Why the store could not be opened or prepared.
 #[derive(Debug)]
 pub enum Error {
     /// Another connection held a lock past the busy timeout.
     Busy(rusqlite::Error),
-    /// The store was made by a newer memorun (not damaged).
-    TooNew(TooNew),
+    /// The store was made by a newer memorun (not damaged): its schema
+    /// version, and the newest this memorun reads.
+    TooNew {
+        /// The store's schema version.
+        found: i64,
+        /// This memorun's.
+        supported: i64,
+    },
     /// Not a memorun store, or a damaged one.
     Corrupt(rusqlite::Error),
     /// Creating or reading a file of the store failed.
@@ -30,7 +34,7 @@ impl Error {
     /// Whether it says the store is fine but in use or newer: no hint to
     /// reset it.
     pub fn is_usable_later(&self) -> bool {
-        matches!(self, Error::Busy(_) | Error::TooNew(_))
+        matches!(self, Error::Busy(_) | Error::TooNew { .. })
     }
 }
 
@@ -64,7 +68,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Busy(e) | Error::Corrupt(e) | Error::Sqlite(e) => e.fmt(f),
-            Error::TooNew(e) => e.fmt(f),
+            Error::TooNew { found, supported } => write!(
+                f,
+                "the store has schema version {found}, newer than this memorun ({supported})"
+            ),
             Error::Io(e) => e.fmt(f),
             Error::Other(e) => e.fmt(f),
         }
@@ -75,7 +82,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Busy(e) | Error::Corrupt(e) | Error::Sqlite(e) => e.source(),
-            Error::TooNew(e) => e.source(),
+            Error::TooNew { .. } => None,
             Error::Io(e) => e.source(),
             Error::Other(e) => e.chain().nth(1),
         }

@@ -9,7 +9,7 @@
 //! - creates a new database from [`SCHEMA`], at [`SCHEMA_VERSION`];
 //! - upgrades an older version in place, one step per version (see
 //!   `STEPS`), so that a crash mid-upgrade leaves the old version intact;
-//! - refuses a newer version ([`TooNew`]: the caller runs uncached);
+//! - refuses a newer version ([`Error::TooNew`]: the caller runs uncached);
 //! - rebuilds, empty, a store made by a development version of memorun
 //!   before the schema was frozen: those have no application id and a
 //!   `user_version` from 1 to 6, numbers that now mean something else. A
@@ -286,23 +286,6 @@ pub fn found(conn: &Connection) -> rusqlite::Result<Found> {
     })
 }
 
-/// The store was made by a newer memorun: not damaged, so no reset hint
-/// (see [`Error::TooNew`]).
-#[derive(Debug)]
-pub struct TooNew(pub i64);
-
-impl std::fmt::Display for TooNew {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooNew {}
-
 /// What [`prepare`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
@@ -321,7 +304,10 @@ pub enum Prepared {
 pub fn prepare(tx: &Transaction<'_>) -> Result<Prepared, Error> {
     match found(tx)? {
         Found::Store(SCHEMA_VERSION) => Ok(Prepared::Current),
-        Found::Store(v) if v > SCHEMA_VERSION => Err(Error::TooNew(TooNew(v))),
+        Found::Store(v) if v > SCHEMA_VERSION => Err(Error::TooNew {
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
         Found::Store(v) => {
             upgrade(tx, v, STEPS)?;
             Ok(Prepared::Upgraded(v))
@@ -480,7 +466,7 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         let e = prepared(&conn).unwrap_err();
-        assert!(matches!(e, Error::TooNew(_)), "{e:#}");
+        assert!(matches!(e, Error::TooNew { .. }), "{e:#}");
         assert_eq!(header(&conn), (APPLICATION_ID, SCHEMA_VERSION + 1));
     }
 
