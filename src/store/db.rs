@@ -447,7 +447,11 @@ impl SqliteStore {
     /// a replay's verification, and count it as corrupt. With `expected`,
     /// only if the row still has that checksum (it is still the entry that
     /// failed); returns whether a row was removed.
-    fn remove_corrupt(&mut self, key: &Digest, expected: Option<&Digest>) -> Result<bool> {
+    fn remove_corrupt(
+        &mut self,
+        key: &Digest,
+        expected: Option<&Digest>,
+    ) -> rusqlite::Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -918,14 +922,9 @@ impl Entries for SqliteStore {
                 self.looked_up = manifest.map(|m| (*key, m));
                 decoded.ok()
             }
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                // The row's record is damaged beyond reading.
-                if !repair::is_corruption(&e) {
-                    return Err(e);
-                }
-                None
-            }
+            // The row's record is damaged beyond reading.
+            Err(e) if repair::is_corrupt(&e) => None,
+            Err(e) => return Err(e.into()),
         };
         match found {
             // The key column is checked too: the row is found through the
@@ -936,7 +935,7 @@ impl Entries for SqliteStore {
             _ => {
                 match self.remove_corrupt(key, None) {
                     // Not even deletable (its indexes no longer match it).
-                    Err(e) if repair::is_corruption(&e) => self.salvage(Some(key))?,
+                    Err(e) if repair::is_corrupt(&e) => self.salvage(Some(key))?,
                     other => drop(other?),
                 }
                 Ok(None)
@@ -1155,7 +1154,7 @@ impl Entries for SqliteStore {
     }
 
     fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool> {
-        self.remove_corrupt(&entry.key, Some(&entry.checksum()))
+        Ok(self.remove_corrupt(&entry.key, Some(&entry.checksum()))?)
     }
 }
 
