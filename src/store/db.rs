@@ -404,8 +404,6 @@ impl SqliteStore {
                 // What the old store held goes with it: hits of its entries
                 // not yet folded, and its blob files (all but the youngest,
                 // which a run of an older memorun may be about to use).
-                // Both best effort: what is left is collected by the next
-                // `clear`, and the new store works without it.
                 if let Ok(Some(log)) = hitlog::take(&self.hit_log()) {
                     let _ = log.done();
                 }
