@@ -273,54 +273,100 @@ pub enum Cause {
     Other,
 }
 
-/// Why a remote operation failed.
+/// Why a remote operation failed: what kind of failure (its variant; see
+/// [`Cause`]) and what happened, without credentials.
 #[derive(Debug)]
-pub struct Error {
-    /// What kind of failure.
-    pub cause: Cause,
-    /// What happened, without credentials.
-    pub reason: String,
+pub enum Error {
+    /// The deadline passed.
+    Timeout(String),
+    /// Refused, reset, unreachable, cut short.
+    Down(String),
+    /// A server error (5xx), or an answer that breaks the protocol.
+    ServerError(String),
+    /// An answer about the request, with the HTTP status when there is one.
+    Refused(Option<u16>, String),
+    /// Anything else (a local failure).
+    Other(String),
 }
 
 impl Error {
+    /// A failure of kind `cause`.
+    pub fn new(cause: Cause, reason: impl Into<String>) -> Error {
+        let reason = reason.into();
+        match cause {
+            Cause::Timeout => Error::Timeout(reason),
+            Cause::Down => Error::Down(reason),
+            Cause::ServerError => Error::ServerError(reason),
+            Cause::Refused(status) => Error::Refused(status, reason),
+            Cause::Other => Error::Other(reason),
+        }
+    }
+
     /// A failure that is neither the server's nor the request's.
     pub fn failed(reason: impl Into<String>) -> Error {
-        Error {
-            cause: Cause::Other,
-            reason: reason.into(),
-        }
+        Error::Other(reason.into())
     }
 
     /// An I/O failure talking to the server: a timeout if it says so, else
     /// the server is down.
     pub fn io(what: &str, e: &io::Error) -> Error {
-        let cause = match e.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Cause::Timeout,
-            _ => Cause::Down,
-        };
-        Error {
-            cause,
-            reason: format!("{what}: {e}"),
+        let reason = format!("{what}: {e}");
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout(reason),
+            _ => Error::Down(reason),
+        }
+    }
+
+    /// What kind of failure it is.
+    pub fn cause(&self) -> Cause {
+        match self {
+            Error::Timeout(_) => Cause::Timeout,
+            Error::Down(_) => Cause::Down,
+            Error::ServerError(_) => Cause::ServerError,
+            Error::Refused(status, _) => Cause::Refused(*status),
+            Error::Other(_) => Cause::Other,
+        }
+    }
+
+    /// What happened, without credentials.
+    pub fn reason(&self) -> &str {
+        match self {
+            Error::Timeout(r)
+            | Error::Down(r)
+            | Error::ServerError(r)
+            | Error::Refused(_, r)
+            | Error::Other(r) => r,
+        }
+    }
+
+    /// The reason, to edit (credentials taken out of it).
+    pub fn reason_mut(&mut self) -> &mut String {
+        match self {
+            Error::Timeout(r)
+            | Error::Down(r)
+            | Error::ServerError(r)
+            | Error::Refused(_, r)
+            | Error::Other(r) => r,
         }
     }
 
     /// It was a timeout.
     pub fn is_timeout(&self) -> bool {
-        self.cause == Cause::Timeout
+        matches!(self, Error::Timeout(_))
     }
 
     /// It says the server is down or broken: a cool-down.
     pub fn cools_down(&self) -> bool {
         matches!(
-            self.cause,
-            Cause::Timeout | Cause::Down | Cause::ServerError
+            self,
+            Error::Timeout(_) | Error::Down(_) | Error::ServerError(_)
         )
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
+        f.write_str(self.reason())
     }
 }
 
@@ -600,7 +646,7 @@ impl Tier {
             false => Counter::RemoteErrors,
         };
         store.tally(&[(counter, 1)]);
-        if let (Op::Write, Cause::Refused(status)) = (op, e.cause) {
+        if let (Op::Write, Cause::Refused(status)) = (op, e.cause()) {
             self.read_only = true;
             let hint = match status {
                 Some(401 | 403) => {
@@ -614,9 +660,9 @@ impl Tier {
                 _ => "",
             };
             let what = match (status, ui.is_verbose()) {
-                (_, true) => e.reason.clone(),
+                (_, true) => e.reason().to_string(),
                 (Some(s), false) => format!("HTTP {s}"),
-                (None, false) => e.reason.clone(),
+                (None, false) => e.reason().to_string(),
             };
             ui.warn(format_args!(
                 "remote cache {} refused an upload ({what}); this run only reads from it{hint}",
@@ -631,14 +677,14 @@ impl Tier {
             false => "failed",
         };
         let why = match ui.is_verbose() {
-            true => format!(": {}", e.reason),
+            true => format!(": {}", e.reason()),
             false => String::new(),
         };
         if e.cools_down()
             && let Some(cd) = &self.cooldown
         {
             self.cooling = false;
-            match cd.failed(&e.reason) {
+            match cd.failed(e.reason()) {
                 cooldown::Started::Now(s) => {
                     ui.warn(format_args!(
                         "remote cache {} {how}{why}; no run of this cache asks it until {} \
