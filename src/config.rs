@@ -278,59 +278,10 @@ impl Config {
             .iter()
             .map(|s| EnvPattern::parse(s))
             .collect::<Result<Vec<_>>>()?;
-        let ignore_args = args
-            .ignore_arg
-            .iter()
-            .map(|s| {
-                globset::Glob::new(s)
-                    .map(|g| g.compile_matcher())
-                    .map_err(|e| {
-                        anyhow::anyhow!("--ignore-arg '{s}' is not a valid pattern: {}", e.kind())
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if let Some(empty) = args
-            .input
-            .iter()
-            .find(|p| p.is_empty() || p.as_bytes() == b"!")
-        {
-            bail!("--input needs a path, got '{}'", empty.to_string_lossy());
-        }
-        // `-i '!GLOB'` leaves paths out, as `--exclude GLOB` does.
-        let (excluded, inputs): (Vec<OsString>, Vec<OsString>) = args
-            .input
-            .into_iter()
-            .partition(|p| p.as_bytes().starts_with(b"!"));
-        let mut patterns = args.exclude.clone();
-        for p in &excluded {
-            match p.to_str() {
-                Some(s) => patterns.push(s[1..].to_string()),
-                None => bail!("exclusion '{}' is not valid UTF-8", p.to_string_lossy()),
-            }
-        }
-        if let Some(empty) = patterns.iter().find(|p| p.is_empty()) {
-            bail!("--exclude needs a pattern, got '{empty}'");
-        }
+        let ignore_args = ignore_arg_matchers(&args.ignore_arg)?;
+        let (inputs, mut patterns) = inputs_and_exclusions(&args.input, &args.exclude)?;
         let outputs = OutputSpec::new(&args.output, !args.no_auto_outputs)?;
-        let trace = if args.trace || flag_is_on(env("MEMORUN_TRACE").as_deref()) {
-            let cwd = std::env::current_dir()
-                .map_err(|e| anyhow::anyhow!("cannot determine the working directory: {e}"))?;
-            Some(TraceConfig {
-                exclude: trace_exclude_globs(&args.trace_exclude, &cwd)?,
-                defaults: match args.no_default_trace_excludes {
-                    true => Vec::new(),
-                    false => default_trace_excludes(&env, &cwd),
-                },
-            })
-        } else {
-            if !args.trace_exclude.is_empty() {
-                bail!("--trace-exclude needs --trace");
-            }
-            if args.no_default_trace_excludes {
-                bail!("--no-default-trace-excludes needs --trace");
-            }
-            None
-        };
+        let trace = trace_config(&args, &env)?;
         // Declared outputs are never inputs: out of walks and globs (only
         // compiled when there is a walk or glob: a glob set costs more to
         // build than a tiny hit), and out of the automatic inputs (see
@@ -414,6 +365,72 @@ impl Config {
             remote,
         })
     }
+}
+
+/// The `--ignore-arg` globs, compiled.
+fn ignore_arg_matchers(globs: &[String]) -> Result<Vec<globset::GlobMatcher>> {
+    globs
+        .iter()
+        .map(|s| {
+            globset::Glob::new(s)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| {
+                    anyhow::anyhow!("--ignore-arg '{s}' is not a valid pattern: {}", e.kind())
+                })
+        })
+        .collect()
+}
+
+/// The `--input` paths, and the exclusion patterns: `--exclude`'s and
+/// those of `-i '!GLOB'`, which leaves paths out as `--exclude GLOB` does.
+fn inputs_and_exclusions(
+    input: &[OsString],
+    exclude: &[String],
+) -> Result<(Vec<OsString>, Vec<String>)> {
+    if let Some(empty) = input.iter().find(|p| p.is_empty() || p.as_bytes() == b"!") {
+        bail!("--input needs a path, got '{}'", empty.to_string_lossy());
+    }
+    let (excluded, inputs): (Vec<OsString>, Vec<OsString>) = input
+        .iter()
+        .cloned()
+        .partition(|p| p.as_bytes().starts_with(b"!"));
+    let mut patterns = exclude.to_vec();
+    for p in &excluded {
+        match p.to_str() {
+            Some(s) => patterns.push(s[1..].to_string()),
+            None => bail!("exclusion '{}' is not valid UTF-8", p.to_string_lossy()),
+        }
+    }
+    if let Some(empty) = patterns.iter().find(|p| p.is_empty()) {
+        bail!("--exclude needs a pattern, got '{empty}'");
+    }
+    Ok((inputs, patterns))
+}
+
+/// `--trace` (or `MEMORUN_TRACE`) with its exclusions; the trace options
+/// without it are refused.
+fn trace_config(
+    args: &RunArgs,
+    env: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<TraceConfig>> {
+    if args.trace || flag_is_on(env("MEMORUN_TRACE").as_deref()) {
+        let cwd = std::env::current_dir()
+            .map_err(|e| anyhow::anyhow!("cannot determine the working directory: {e}"))?;
+        return Ok(Some(TraceConfig {
+            exclude: trace_exclude_globs(&args.trace_exclude, &cwd)?,
+            defaults: match args.no_default_trace_excludes {
+                true => Vec::new(),
+                false => default_trace_excludes(env, &cwd),
+            },
+        }));
+    }
+    if !args.trace_exclude.is_empty() {
+        bail!("--trace-exclude needs --trace");
+    }
+    if args.no_default_trace_excludes {
+        bail!("--no-default-trace-excludes needs --trace");
+    }
+    Ok(None)
 }
 
 /// `--base-dir`, else `MEMORUN_BASE_DIR` (empty: unset), made absolute and

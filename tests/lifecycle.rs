@@ -15,7 +15,7 @@ fn json(d: &Dir, args: &[&str]) -> serde_json::Value {
 /// Set every entry's created and last-used time back by `by`, sealing it
 /// again (its checksum covers the creation time).
 fn backdate(d: &Dir, by: Duration) {
-    use memorun::store::Store;
+    use memorun::store::Entries;
     let by = by.as_millis() as i64;
     let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
     let keys: Vec<Vec<u8>> = conn

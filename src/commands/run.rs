@@ -2,7 +2,10 @@
 //! look it up, then replay or run-and-record, and pick the exit code.
 //!
 //! Data flows one way: config → store → key → lookup → replay or run →
-//! record → exit code. Whenever the store fails, the command still runs,
+//! record → exit code. Past the hit records, the run path sees one storage
+//! object, a `remote::tiered::Tiered` (the local store, then the remote):
+//! it asks it for a hit, tells it of a miss (single flight, the remote),
+//! hands it the result. Whenever the store fails, the command still runs,
 //! uncached, with one warning: the cache can cost a miss, never a build.
 
 use std::ffi::OsStr;
@@ -26,13 +29,14 @@ use crate::key::stdin::{self, Feed};
 use crate::key::traced::Probe;
 use crate::key::{self, Key, Kind, State};
 use crate::outputs::{capture, restore};
-use crate::remote::{Deadline, Fetched, Local, Tier, Uploaded};
+use crate::remote::Tier;
+use crate::remote::tiered::{Invocation, Next, Tiered};
 use crate::replay::interleaving::Recorder;
-use crate::replay::{self, Replayed, policy};
-use crate::store::counters;
-use crate::store::locks::{self, Waited};
+use crate::replay::policy::{self, NotRecorded};
+use crate::replay::{self, Replayed};
+use crate::store::counters::Counter;
 use crate::store::recorded::RecordStore;
-use crate::store::{NewEntry, NewManifest, Store, age};
+use crate::store::{Answered, Entries, NewEntry, NewManifest, Store, age};
 use crate::term::format::{human_duration, human_size};
 use crate::term::progress::Spinner;
 use crate::term::ui::{self, Ui};
@@ -59,7 +63,7 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
     if let Some(resolved) = &early.resolved {
         warn_missing_inputs(ui, resolved);
         let mut records = RecordStore::new(early.dir.clone(), config.limits);
-        match look_up(config, ui, &mut records, resolved, &early.feed, None) {
+        match look_up(config, ui, &mut records, resolved, &early.feed) {
             Lookup::Replayed(code) => return Ok(code),
             // It warned already.
             Lookup::Uncached => return plain(config, early.feed),
@@ -78,337 +82,82 @@ pub fn run(config: &Config, ui: &Ui) -> Result<i32, Failure> {
         Ok(p) => p,
         Err(e) => return not_prepared(e),
     };
-    // From here on the run path sees the storage seam only: another tier
-    // can stand in front of or behind the local store without a change here.
-    let store: &mut dyn Store = &mut local;
-    if let Some(notice) = store.take_notice() {
+    if let Some(notice) = local.take_notice() {
         ui.note(notice);
     }
     if !warned {
         warn_missing_inputs(ui, &resolved);
     }
-    // A background refresh runs only while it holds its key's refresh lock.
-    let refresh_lock = match &config.refresh {
-        None => None,
-        Some(r) => match locks::try_lock(&store.locks_dir(), &refresh::lock_name(&r.key)) {
-            Ok(Some(l)) => Some(l),
-            _ => return Ok(0),
-        },
+    run_cached(config, ui, &mut local, &resolved, feed, miss_reason)
+}
+
+/// The run path behind the storage seam, once the key is resolved: ask
+/// the tiered store (the local store, then the remote) for a hit, else run
+/// and hand it the result. `miss_reason`: why an earlier look missed.
+fn run_cached(
+    config: &Config,
+    ui: &Ui,
+    local: &mut dyn Store,
+    resolved: &Resolved,
+    feed: Feed,
+    mut miss_reason: Option<String>,
+) -> Result<i32, Failure> {
+    let invocation = Invocation {
+        resolved,
+        traced: config
+            .trace
+            .as_ref()
+            .map(|_| prepare::manifest_base(config, resolved)),
+        force: config.force,
     };
-    // Single-flight: the first invocation of a key to miss runs it while
-    // holding the key's run lock; the others sleep on the lock, then look
-    // again and replay what it recorded. A holder that dies releases the
-    // lock with it, so a waiter takes over at once. A holder whose run was
-    // not recorded (a failure without --cache-failures) says so, and its
-    // waiters then run side by side instead of queueing for the lock.
-    let locks = store.locks_dir();
-    let lock_name = format!("run-{}", resolved.key.digest.to_hex());
-    let mut held = None;
-    // Set when the run waited for ended unrecorded: then run without the lock.
-    let mut unlocked = false;
+    let remote = config.remote.clone().map(Tier::new);
+    let mut store = Tiered::new(local, remote, invocation);
+    // A background refresh runs only while it holds its key's refresh lock.
+    if let Some(r) = &config.refresh
+        && !store.take_refresh_lock(&refresh::lock_name(&r.key))
+    {
+        return Ok(0);
+    }
+    // Single flight, and the remote asked under the run lock: see
+    // `remote::tiered`.
     loop {
         let reason = if config.force {
             Some("forced".to_string())
         } else {
-            match look_up(config, ui, store, &resolved, &feed, None) {
-                Lookup::Replayed(code) => return Ok(code),
+            match look_up(config, ui, &mut store, resolved, &feed) {
+                Lookup::Replayed(code) => {
+                    store.replayed();
+                    return Ok(code);
+                }
+                // What the remote installed could not be read: run (and
+                // record, if the store lets us) rather than run plain.
+                Lookup::Uncached if store.answered() != Answered::Local => break,
                 Lookup::Uncached => return plain(config, feed),
                 Lookup::Miss(reason) => reason,
             }
         };
         // Keep the first reason given: a second look finds the entry gone.
         miss_reason = reason.or(miss_reason);
-        if held.is_some() || unlocked {
-            break;
-        }
-        held = match locks::try_lock(&locks, &lock_name) {
-            Ok(Some(l)) => Some(l),
-            Ok(None) => {
-                // Ctrl-C must not wait for the holder.
-                spawn::end_on_signal_until_spawn();
-                ui.status("waiting for a concurrent run of the same command");
-                match locks::wait(&locks, &lock_name) {
-                    Ok(Waited::Locked(l)) => Some(l),
-                    // Look again, without the lock: a hit replays side by
-                    // side with other waiters; a miss takes the lock.
-                    Ok(Waited::Released) => continue,
-                    // A failure, most likely, that this run would repeat:
-                    // look again, then run without queueing for the lock.
-                    Ok(Waited::Unrecorded) => {
-                        unlocked = true;
-                        continue;
-                    }
-                    // Without the lock we still run: a duplicate run, never
-                    // a failed one.
-                    Err(_) => break,
-                }
-            }
-            Err(_) => break,
+        let mut before_wait = || {
+            // Ctrl-C must not wait for the holder.
+            spawn::end_on_signal_until_spawn();
+            ui.status("waiting for a concurrent run of the same command");
         };
-        if config.force {
+        if store.missed(ui, &mut before_wait) == Next::Run {
             break;
-        }
-        // Look again under the lock: a concurrent run may have recorded it.
-    }
-    // A local miss: ask the remote, under the run lock, so that concurrent
-    // runs of the key download it once and then replay it locally.
-    let mut tier = config.remote.clone().map(Tier::new);
-    let mut remote_missed = false;
-    if let Some(tier) = tier.as_mut().filter(|_| !config.force) {
-        match from_remote(
-            config,
-            ui,
-            store,
-            tier,
-            &resolved,
-            &feed,
-            &mut remote_missed,
-        ) {
-            Lookup::Replayed(code) => {
-                for l in [held, refresh_lock].into_iter().flatten() {
-                    l.release_and_remove();
-                }
-                return Ok(code);
-            }
-            Lookup::Miss(reason) => miss_reason = reason.or(miss_reason),
-            Lookup::Uncached => {}
         }
     }
     if miss_reason.is_none() && ui.is_verbose() {
-        miss_reason = Some(explain_miss(config, store, &resolved, remote_missed));
-    }
-    let ran = run_and_record(config, ui, store, &resolved, feed, miss_reason);
-    if let Some(l) = &held
-        && !ran.as_ref().is_ok_and(|r| r.recorded)
-    {
-        // Tell those waiting that there is nothing to replay, so that they
-        // run at once, side by side, rather than one after another.
-        l.note_unrecorded();
-    }
-    for l in [held, refresh_lock].into_iter().flatten() {
-        l.release_and_remove();
-    }
-    // Waiters replay the local entry meanwhile: the upload is ours alone.
-    if let Some(tier) = &mut tier
-        && let Ok(r) = &ran
-        && r.recorded
-    {
-        upload(config, ui, store, tier, &resolved, r.traced.as_ref());
-    }
-    Ok(ran?.code)
-}
-
-/// Look the key up on the remote; on a hit, install the entry locally and
-/// replay it through the local path (which restores its output files). A
-/// traced command's entry is found through the remote's trace manifests:
-/// the first that matches the files here names it, and is installed with
-/// it. `missed` is set when the remote answered that it has no entry.
-fn from_remote(
-    config: &Config,
-    ui: &Ui,
-    store: &mut dyn Store,
-    tier: &mut Tier,
-    resolved: &Resolved,
-    feed: &Feed,
-    missed: &mut bool,
-) -> Lookup {
-    let fetched = match &config.trace {
-        None => tier.fetch(store, ui, local_of(resolved, &resolved.key, None)),
-        Some(_) => {
-            let base = resolved.key.digest;
-            let mbase = prepare::manifest_base(config, resolved);
-            let base_dir = mbase.as_deref();
-            // Those checked already (they did not match).
-            let known: Vec<key::Digest> = store
-                .manifests(&base, key::traced::MAX_MANIFESTS)
-                .map(|v| v.into_iter().map(|m| m.digest).collect())
-                .unwrap_or_default();
-            // Each checked against the files here as it arrives (only once
-            // its MAC verified: see `Tier::find_manifest`); the first that
-            // matches names the entry. The work all of them may cost is
-            // bounded, and ends by the lookup's deadline.
-            let mut found = None;
-            let mut budget = CheckBudget::default();
-            let mut checked = |digest: &key::Digest, bytes: &[u8], deadline: &Deadline| -> bool {
-                let Some(m) = key::traced::Manifest::decode(bytes, base_dir) else {
-                    return false;
-                };
-                // Named by its digest here too, or not what it claims.
-                if m.digest(base_dir) != *digest {
-                    return false;
-                }
-                let matched = matches_within(&m, deadline, &mut budget);
-                if matched {
-                    found = Some(m);
-                }
-                matched
-            };
-            let Some(digest) = tier.find_manifest(store, ui, &base, &known, &mut checked) else {
-                return Lookup::Miss(None);
-            };
-            let Some(m) = found else {
-                return Lookup::Miss(None);
-            };
-            let key = Key {
-                digest: key::traced::entry_key(&base, &digest),
-                command: resolved.key.command,
-                components: resolved.key.components.clone(),
-            };
-            let manifest = NewManifest {
-                base,
-                digest,
-                inputs: m.items.len() as u64,
-                paths: m.encode(base_dir),
-            };
-            tier.fetch(store, ui, local_of(resolved, &key, Some(manifest)))
-        }
-    };
-    match fetched {
-        Fetched::Installed { bytes, took } => {
-            let origin = format!(
-                "hit (remote), downloaded {} in {}",
-                human_size(bytes),
-                human_duration(took)
-            );
-            look_up(config, ui, store, resolved, feed, Some(&origin))
-        }
-        Fetched::Miss => {
-            *missed = true;
-            Lookup::Miss(None)
-        }
-        Fetched::Off => Lookup::Miss(None),
-    }
-}
-
-/// What checking the remote's trace manifests against the files here may
-/// cost in one lookup, besides its deadline: a manifest a teammate
-/// recorded after reading a 40 GB file is better rerun than matched.
-#[derive(Debug)]
-struct CheckBudget {
-    /// Paths looked at.
-    paths: u64,
-    /// Bytes of files hashed.
-    bytes: u64,
-}
-
-/// Paths one remote lookup may look at, in all its manifests.
-const CHECK_PATHS: u64 = 100_000;
-
-/// Bytes one remote lookup may hash, in all its manifests.
-const CHECK_BYTES: u64 = 256 * 1024 * 1024;
-
-impl Default for CheckBudget {
-    fn default() -> CheckBudget {
-        CheckBudget {
-            paths: CHECK_PATHS,
-            bytes: CHECK_BYTES,
-        }
-    }
-}
-
-/// Whether every path of `m` matches the files here, checked within
-/// `deadline` and `budget`: past either, it does not (a miss). Files are
-/// hashed here, not through the stat cache (the store is busy with the
-/// remote): a remote lookup is rare. The sizes of the files to hash are
-/// looked at first, so a file too large for what is left is never read.
-fn matches_within(
-    m: &key::traced::Manifest,
-    deadline: &Deadline,
-    budget: &mut CheckBudget,
-) -> bool {
-    let n = m.items.len() as u64;
-    if n > budget.paths {
-        return false;
-    }
-    budget.paths -= n;
-    let mut bytes = 0u64;
-    for (path, state) in &m.items {
-        if matches!(state, key::traced::State::Content(_))
-            && let Ok(meta) = std::fs::metadata(path)
-            && meta.is_file()
-        {
-            bytes = bytes.saturating_add(meta.len());
-        }
-        if deadline.remaining(0).is_none() {
-            return false;
-        }
-    }
-    if bytes > budget.bytes {
-        return false;
-    }
-    budget.bytes -= bytes;
-    // One path at a time, so that the deadline is checked between them.
-    for (i, item) in m.items.iter().enumerate() {
-        if deadline.remaining(0).is_none() {
-            return false;
-        }
-        let one = key::traced::Manifest {
-            items: vec![item.clone()],
-            stats: vec![m.stats.get(i).copied().flatten()],
-        };
-        if key::traced::check(&one, &mut key::traced::NoCache).is_some() {
-            return false;
-        }
-    }
-    true
-}
-
-/// What the remote tier needs to install an entry for this invocation.
-fn local_of<'a>(resolved: &Resolved, key: &'a Key, traced: Option<NewManifest>) -> Local<'a> {
-    Local {
-        key,
-        display: resolved.base.display.clone(),
-        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
-        manifest: resolved.base.manifest,
-        traced,
-    }
-}
-
-/// Upload the entry just recorded: blobs first, the entry last, never
-/// over a valid entry (see `remote::Tier::upload`); for a traced run, then
-/// its trace manifest.
-fn upload(
-    config: &Config,
-    ui: &Ui,
-    store: &mut dyn Store,
-    tier: &mut Tier,
-    resolved: &Resolved,
-    traced: Option<&NewManifest>,
-) {
-    if !tier.writable() {
-        return;
-    }
-    let key = match traced {
-        Some(m) => key::traced::entry_key(&m.base, &m.digest),
-        None => resolved.key.digest,
-    };
-    let Ok(Some(entry)) = store.lookup(&key) else {
-        return;
-    };
-    let uploaded = tier.upload(store, ui, &entry);
-    if let Some(m) = traced
-        && let Some(local) = key::traced::Manifest::decode(
-            &m.paths,
-            prepare::manifest_base(config, resolved).as_deref(),
-        )
-    {
-        let base = prepare::manifest_base(config, resolved);
-        tier.upload_manifest(
-            store,
-            ui,
-            &m.base,
-            &m.digest,
-            &local.portable(base.as_deref()),
-        );
-    }
-    if let Uploaded::Stored { bytes, took } = uploaded {
-        ui.status(format_args!(
-            "uploaded {} to {} in {}",
-            human_size(bytes),
-            tier.display(),
-            human_duration(took)
+        miss_reason = Some(explain_miss(
+            config,
+            &store,
+            resolved,
+            store.remote_missed(),
         ));
     }
+    let ran = run_and_record(config, ui, &mut store, resolved, feed, miss_reason);
+    store.finish(ui, ran.as_ref().is_ok_and(|r| r.recorded));
+    Ok(ran?.code)
 }
 
 /// An input named with `-i` that does not exist is most often a typo: say
@@ -448,22 +197,21 @@ enum Lookup {
 
 /// The store could not be read: count it, warn, run uncached.
 fn unreadable(store: &mut dyn Store, ui: &Ui, e: &anyhow::Error) -> Lookup {
-    let _ = store.count(&[(counters::ERRORS, 1)]);
+    store.tally(&[(Counter::Errors, 1)]);
     ui.warn(format_args!(
         "cannot read the cache: {e:#}; running uncached"
     ));
     Lookup::Uncached
 }
 
-/// Look the key up and, when the policy allows, replay the entry.
-/// `origin` replaces "hit" in the status line (a hit from the remote).
+/// Look the key up and, when the policy allows, replay the entry. A hit
+/// the remote answered says so in the status line.
 fn look_up(
     config: &Config,
     ui: &Ui,
     store: &mut dyn Store,
     resolved: &Resolved,
     feed: &Feed,
-    origin: Option<&str>,
 ) -> Lookup {
     // A traced command's entry is under the manifest that still matches.
     let (key, traced) = match prepare::entry_key(config, store, resolved) {
@@ -494,9 +242,9 @@ fn look_up(
         }
     };
     if restored.restored > 0 {
-        let _ = store.count(&[
-            (counters::RESTORED_FILES, restored.restored as i64),
-            (counters::RESTORED_BYTES, restored.restored_bytes as i64),
+        store.tally(&[
+            (Counter::RestoredFiles, restored.restored as i64),
+            (Counter::RestoredBytes, restored.restored_bytes as i64),
         ]);
     }
     match replay::replay(store, &entry) {
@@ -515,29 +263,19 @@ fn look_up(
                 }
                 false => "",
             };
-            let mut files = match restored.restored {
-                0 => String::new(),
-                n => format!(
-                    ", restored {n} {} ({})",
-                    if n == 1 { "file" } else { "files" },
-                    human_size(restored.restored_bytes)
-                ),
-            };
-            if restored.removed > 0 {
-                files.push_str(&format!(", removed {} stale", restored.removed));
-            }
-            if let Some(n) = traced {
-                files.push_str(&format!(", {n} traced inputs unchanged"));
-            }
-            ui.status(format_args!(
-                "{}{files}, recorded {} ago, saved {}{note}",
-                origin.unwrap_or("hit"),
-                human_duration(entry_age),
-                human_duration(entry.duration),
-            ));
+            say_hit(
+                ui,
+                store.answered(),
+                &restored,
+                traced,
+                &entry,
+                entry_age,
+                note,
+            );
             Lookup::Replayed(entry.exit_code)
         }
         Ok(Replayed::ReaderGone) => {
+            // Bookkeeping, as above.
             let _ = store.record_hit(&entry);
             Lookup::Replayed(exit_codes::for_signal(
                 rustix::process::Signal::PIPE.as_raw(),
@@ -552,7 +290,7 @@ fn look_up(
             _ => Lookup::Miss(None),
         },
         Ok(Replayed::Unreadable(e)) => {
-            let _ = store.count(&[(counters::ERRORS, 1)]);
+            store.tally(&[(Counter::Errors, 1)]);
             ui.warn(format_args!("{e:#}; running uncached"));
             Lookup::Uncached
         }
@@ -563,6 +301,47 @@ fn look_up(
             Lookup::Replayed(exit_codes::MEMORUN_ERROR)
         }
     }
+}
+
+/// The status line of a hit: where it came from, the files it restored,
+/// how old it is and what it saved.
+fn say_hit(
+    ui: &Ui,
+    answered: Answered,
+    restored: &restore::Report,
+    traced: Option<usize>,
+    entry: &crate::store::Entry,
+    entry_age: std::time::Duration,
+    note: &str,
+) {
+    let mut files = match restored.restored {
+        0 => String::new(),
+        n => format!(
+            ", restored {n} {} ({})",
+            if n == 1 { "file" } else { "files" },
+            human_size(restored.restored_bytes)
+        ),
+    };
+    if restored.removed > 0 {
+        files.push_str(&format!(", removed {} stale", restored.removed));
+    }
+    if let Some(n) = traced {
+        files.push_str(&format!(", {n} traced inputs unchanged"));
+    }
+    let origin: std::borrow::Cow<'_, str> = match answered {
+        Answered::Local => "hit".into(),
+        Answered::Remote { bytes, took } => format!(
+            "hit (remote), downloaded {} in {}",
+            human_size(bytes),
+            human_duration(took)
+        )
+        .into(),
+    };
+    ui.status(format_args!(
+        "{origin}{files}, recorded {} ago, saved {}{note}",
+        human_duration(entry_age),
+        human_duration(entry.duration),
+    ));
 }
 
 /// Start a detached refresh of a stale entry that was just replayed.
@@ -639,10 +418,10 @@ struct Ran {
     code: i32,
     /// Whether the result went into the store.
     recorded: bool,
-    /// For a recorded traced run: its trace manifest.
-    traced: Option<NewManifest>,
 }
 
+/// Run the command, capturing what it does; decide whether its result may
+/// be recorded; record it (or note why not).
 fn run_and_record(
     config: &Config,
     ui: &Ui,
@@ -651,6 +430,51 @@ fn run_and_record(
     feed: Feed,
     miss_reason: Option<String>,
 ) -> Result<Ran, SpawnError> {
+    let (mut outcome, trace_log) = match execute(config, ui, store, resolved, feed)? {
+        Executed::Captured(outcome, log) => (outcome, log),
+        Executed::Untraced(ran) => return Ok(ran),
+    };
+    if let Some(e) = &outcome.record_error {
+        ui.warn(format_args!(
+            "cannot record the output: {}; the result was not cached",
+            crate::term::format::io_reason(e)
+        ));
+    }
+    let decided = decide(config, ui, store, resolved, &outcome, trace_log.as_ref());
+    let ran = match &miss_reason {
+        Some(why) => format!("miss ({why})"),
+        None => "miss".into(),
+    };
+    let recorded = record(ui, store, resolved, &mut outcome, decided, &ran);
+    // memorun was writing into a broken pipe: it ends as `cat` would, and
+    // as a replay does (see `look_up`), whatever the command's own code.
+    let code = if outcome.reader_gone {
+        exit_codes::for_signal(rustix::process::Signal::PIPE.as_raw())
+    } else {
+        outcome.status.exit_code()
+    };
+    Ok(Ran { code, recorded })
+}
+
+/// What running the command gave.
+// Made once per run and moved once: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Executed {
+    /// It ran captured (traced: with what the tracer saw).
+    Captured(spawn::Outcome, Option<trace::TraceLog>),
+    /// It could not be traced, and ran uncached.
+    Untraced(Ran),
+}
+
+/// Run the command captured (and traced, with `--trace`), a spinner
+/// showing the usual duration when allowed.
+fn execute(
+    config: &Config,
+    ui: &Ui,
+    store: &mut dyn Store,
+    resolved: &Resolved,
+    feed: Feed,
+) -> Result<Executed, SpawnError> {
     let recorder = Recorder::new(store.spool(), store.spool(), store.spool());
     // Only a spinner needs the usual duration: no query otherwise.
     let spinner = if ui.progress_allowed() {
@@ -662,86 +486,66 @@ fn run_and_record(
     } else {
         None
     };
-    let (outcome, trace_log) = match &config.trace {
-        None => (
-            spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?,
-            None,
-        ),
-        Some(t) => {
-            let options = trace_options(config, store, t);
-            match spawn::run_captured_traced(
-                &config.key.command,
-                feed,
-                Some(recorder),
-                spinner,
-                &options,
-            ) {
-                Ok((outcome, log)) => (outcome, Some(log)),
-                Err(TracedError::Spawn(e)) => return Err(e),
-                // Never run untraced under the name of a traced run: run
-                // it uncached.
-                Err(TracedError::NotTraced(not)) => {
-                    let why = format!("it cannot be traced here: {}", not.reason);
-                    ui.warn(format_args!(
-                        "cannot trace the command: {}; running it uncached",
-                        not.reason
-                    ));
-                    let _ = store.note_unrecorded(
-                        &resolved.base.manifest,
-                        &why,
-                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_UNTRACED, 1)],
-                    );
-                    let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
-                    return Ok(Ran {
-                        code,
-                        recorded: false,
-                        traced: None,
-                    });
-                }
-            }
+    let Some(t) = &config.trace else {
+        let outcome = spawn::run_captured(&config.key.command, feed, Some(recorder), spinner)?;
+        return Ok(Executed::Captured(outcome, None));
+    };
+    let options = trace_options(config, store, t);
+    match spawn::run_captured_traced(&config.key.command, feed, Some(recorder), spinner, &options) {
+        Ok((outcome, log)) => Ok(Executed::Captured(outcome, Some(log))),
+        Err(TracedError::Spawn(e)) => Err(e),
+        // Never run untraced under the name of a traced run: run it
+        // uncached.
+        Err(TracedError::NotTraced(not)) => {
+            let why = NotRecorded::Untraced(format!("it cannot be traced here: {}", not.reason));
+            ui.warn(format_args!(
+                "cannot trace the command: {}; running it uncached",
+                not.reason
+            ));
+            // Bookkeeping: a note lost costs `why` its explanation, never
+            // the run.
+            let _ = store.note_unrecorded(&resolved.base.manifest, &why);
+            let code = spawn::run_plain(&config.key.command, not.stdin)?.exit_code();
+            Ok(Executed::Untraced(Ran {
+                code,
+                recorded: false,
+            }))
         }
-    };
-    let ran = match &miss_reason {
-        Some(why) => format!("miss ({why})"),
-        None => "miss".into(),
-    };
-    let took = human_duration(outcome.duration);
-    if let Some(e) = &outcome.record_error {
-        ui.warn(format_args!(
-            "cannot record the output: {}; the result was not cached",
-            crate::term::format::io_reason(e)
-        ));
     }
+}
+
+/// What a finished run leaves to record, or why it may not be recorded.
+struct Decided {
+    /// Why not, if it may not be recorded.
+    why_not: Option<NotRecorded>,
+    /// For a traced run: its trace manifest.
+    traced: Option<NewManifest>,
+    /// The output files it left.
+    captured: capture::Captured,
+    /// Arguments it created (outputs from now on).
+    created: Vec<Vec<u8>>,
+    /// How far it read a regular file on its stdin.
+    stdin_advance: u64,
+}
+
+/// Whether the run that ended as `outcome` may be recorded (see
+/// `replay::policy`), and what then goes with it: its trace manifest and
+/// the output files it left.
+fn decide(
+    config: &Config,
+    ui: &Ui,
+    store: &mut dyn Store,
+    resolved: &Resolved,
+    outcome: &spawn::Outcome,
+    trace_log: Option<&trace::TraceLog>,
+) -> Decided {
     // How far the command read a regular file on stdin (the file offset is
     // shared with it), so a replay can leave the offset at the same place.
     let stdin_advance = match (resolved.stdin_file, stdin::offset()) {
         (Some(f), Some(now)) => now.saturating_sub(f.offset),
         _ => 0,
     };
-    // Arguments that named nothing before and name a file now are outputs
-    // of this command: later runs leave them out of the automatic inputs.
-    let mut created: Vec<Vec<u8>> = resolved
-        .maybe_outputs
-        .iter()
-        .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
-        .map(|a| a.as_bytes().to_vec())
-        .collect();
-    // Traced, an argument the command wrote is an output whether or not it
-    // existed before.
-    if let Some(log) = &trace_log {
-        for arg in config.key.keyed_args() {
-            let abs = resolved.base.cwd.join(OsStr::from_bytes(arg));
-            let written = log
-                .get(&crate::outputs::normalize(&abs))
-                .is_some_and(|a| a.intersects(trace::Access::WRITTEN | trace::Access::CREATED));
-            if written
-                && std::fs::metadata(&abs).is_ok_and(|m| m.is_file())
-                && !created.iter().any(|c| c == arg)
-            {
-                created.push(arg.to_vec());
-            }
-        }
-    }
+    let created = created_args(config, resolved, trace_log);
     let mut why_not = policy::unrecordable(
         &config.policy(),
         &policy::RunEnd {
@@ -767,7 +571,7 @@ fn run_and_record(
     // that a later run finds its entry only while they all still match.
     let mut traced = None;
     if why_not.is_none()
-        && let Some(log) = &trace_log
+        && let Some(log) = trace_log
     {
         let outputs = Outputs {
             declared: &config.key.outputs,
@@ -797,84 +601,116 @@ fn run_and_record(
             config.key.base_dir.as_deref(),
         ) {
             Ok(c) => captured = c,
-            Err(e) => why_not = Some((counters::NOT_RECORDED_CACHE, format!("{e:#}"))),
+            Err(e) => why_not = Some(NotRecorded::Cache(format!("{e:#}"))),
         }
     }
     if let Some(w) = captured.warnings.first() {
         ui.warn(format_args!("{w}"));
     }
-    if let Some((counter, why)) = &why_not {
-        let _ = store.note_unrecorded(
-            &resolved.base.manifest,
-            why,
-            &[(counters::MISSES, 1), (counter, 1)],
-        );
+    Decided {
+        why_not,
+        traced,
+        captured,
+        created,
+        stdin_advance,
     }
-    let mut recorded = false;
-    let mut kept_manifest = None;
-    match (why_not.map(|(_, why)| why), outcome.recording) {
-        (None, Some(rec)) => {
-            // A traced entry is under its manifest's entry key.
-            let traced_key = traced.as_ref().map(|m: &NewManifest| Key {
-                digest: key::traced::entry_key(&m.base, &m.digest),
-                command: resolved.key.command,
-                components: resolved.key.components.clone(),
-            });
-            kept_manifest = traced.clone();
-            let entry = NewEntry {
-                key: traced_key.as_ref().unwrap_or(&resolved.key),
-                display: resolved.base.display.clone(),
-                cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
-                duration: outcome.duration,
-                exit_code: outcome.status.exit_code(),
-                stdout: rec.stdout,
-                stderr: rec.stderr,
-                order: rec.order,
-                outputs: captured.roots,
-                file_checks: captured.checks,
-                stdin_advance,
-                manifest: resolved.base.manifest,
-                // Learned only from runs that are recorded: a failed or
-                // interrupted run may have created a file it would not have.
-                created,
-                traced,
-                recorded_at: None,
-            };
-            match store.insert(entry) {
-                Ok(()) => {
-                    ui.status(format_args!("{ran}, ran in {took}, recorded"));
-                    recorded = true;
-                }
-                Err(e) => {
-                    let why = format!("cannot record the result: {e:#}");
-                    let _ = store.note_unrecorded(
-                        &resolved.base.manifest,
-                        &why,
-                        &[(counters::MISSES, 1), (counters::NOT_RECORDED_CACHE, 1)],
-                    );
-                    ui.warn(format_args!("{why}"));
-                }
+}
+
+/// Arguments that named nothing before and name a file now are outputs of
+/// this command: later runs leave them out of the automatic inputs.
+/// Traced, an argument the command wrote is an output whether or not it
+/// existed before.
+fn created_args(
+    config: &Config,
+    resolved: &Resolved,
+    trace_log: Option<&trace::TraceLog>,
+) -> Vec<Vec<u8>> {
+    let mut created: Vec<Vec<u8>> = resolved
+        .maybe_outputs
+        .iter()
+        .filter(|a| std::fs::metadata(resolved.base.cwd.join(a)).is_ok_and(|m| m.is_file()))
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    if let Some(log) = trace_log {
+        for arg in config.key.keyed_args() {
+            let abs = resolved.base.cwd.join(OsStr::from_bytes(arg));
+            let written = log
+                .get(&crate::outputs::normalize(&abs))
+                .is_some_and(|a| a.intersects(trace::Access::WRITTEN | trace::Access::CREATED));
+            if written
+                && std::fs::metadata(&abs).is_ok_and(|m| m.is_file())
+                && !created.iter().any(|c| c == arg)
+            {
+                created.push(arg.to_vec());
             }
         }
+    }
+    created
+}
+
+/// Record the run as `decided` (or note why it is not), and say so in the
+/// status line, which starts with `ran`. Returns whether it was recorded.
+fn record(
+    ui: &Ui,
+    store: &mut dyn Store,
+    resolved: &Resolved,
+    outcome: &mut spawn::Outcome,
+    decided: Decided,
+    ran: &str,
+) -> bool {
+    let took = human_duration(outcome.duration);
+    if let Some(why) = &decided.why_not {
+        // Bookkeeping: a note lost costs `why` its explanation, never the run.
+        let _ = store.note_unrecorded(&resolved.base.manifest, why);
+    }
+    let rec = match (decided.why_not, outcome.recording.take()) {
+        (None, Some(rec)) => rec,
         (why_not, _) => {
-            let why_not = why_not.unwrap_or_else(|| "recording failed".into());
+            let why_not = why_not.map_or_else(|| "recording failed".into(), |w| w.to_string());
             ui.status(format_args!(
                 "{ran}, ran in {took}, not recorded: {why_not}"
             ));
+            return false;
+        }
+    };
+    // A traced entry is under its manifest's entry key.
+    let traced_key = decided.traced.as_ref().map(|m: &NewManifest| Key {
+        digest: key::traced::entry_key(&m.base, &m.digest),
+        command: resolved.key.command,
+        components: resolved.key.components.clone(),
+    });
+    let entry = NewEntry {
+        key: traced_key.as_ref().unwrap_or(&resolved.key),
+        display: resolved.base.display.clone(),
+        cwd: resolved.base.cwd.as_os_str().as_bytes().to_vec(),
+        duration: outcome.duration,
+        exit_code: outcome.status.exit_code(),
+        stdout: rec.stdout,
+        stderr: rec.stderr,
+        order: rec.order,
+        outputs: decided.captured.roots,
+        file_checks: decided.captured.checks,
+        stdin_advance: decided.stdin_advance,
+        manifest: resolved.base.manifest,
+        // Learned only from runs that are recorded: a failed or
+        // interrupted run may have created a file it would not have.
+        created: decided.created,
+        traced: decided.traced,
+        recorded_at: None,
+    };
+    match store.insert(entry) {
+        Ok(()) => {
+            ui.status(format_args!("{ran}, ran in {took}, recorded"));
+            true
+        }
+        Err(e) => {
+            let why = NotRecorded::Cache(format!("cannot record the result: {e:#}"));
+            // Bookkeeping, as above.
+            let _ = store.note_unrecorded(&resolved.base.manifest, &why);
+            ui.warn(format_args!("{why}"));
+            false
         }
     }
-    // memorun was writing into a broken pipe: it ends as `cat` would, and
-    // as a replay does (see `look_up`), whatever the command's own code.
-    let code = if outcome.reader_gone {
-        exit_codes::for_signal(rustix::process::Signal::PIPE.as_raw())
-    } else {
-        outcome.status.exit_code()
-    };
-    Ok(Ran {
-        code,
-        recorded,
-        traced: kept_manifest.filter(|_| recorded),
-    })
 }
 
 /// What the tracer leaves out: `/proc`, `/sys`, `/dev` (always), the cache
@@ -928,7 +764,7 @@ impl Outputs<'_> {
 }
 
 /// The trace manifest of a traced run, or why the run must not be recorded
-/// (the counter and the reason): it ran something tracing cannot vouch
+/// (see [`NotRecorded`]): it ran something tracing cannot vouch
 /// for, it changed one of its own inputs, or an input changed while it ran.
 /// What it did to its outputs is not an input: a hit restores them.
 fn trace_manifest(
@@ -938,13 +774,12 @@ fn trace_manifest(
     outputs: &Outputs<'_>,
     base_dir: Option<&std::path::Path>,
     created: &[std::path::PathBuf],
-) -> Result<NewManifest, (&'static str, String)> {
+) -> Result<NewManifest, NotRecorded> {
     let cwd = &resolved.base.cwd;
     if let Some(u) = &log.untraceable {
-        return Err((
-            counters::NOT_RECORDED_UNTRACED,
-            format!("tracing cannot vouch for it: {u}"),
-        ));
+        return Err(NotRecorded::Untraced(format!(
+            "tracing cannot vouch for it: {u}"
+        )));
     }
     // An input the run changed itself (a file it read then wrote, a
     // directory it listed and then wrote into): what it holds now is not
@@ -964,7 +799,7 @@ fn trace_manifest(
                 p.path.display()
             ),
         };
-        return Err((counters::NOT_RECORDED_INPUT, why));
+        return Err(NotRecorded::InputChanged(why));
     }
     let inputs: Vec<(PathBuf, Probe, Option<trace::Seen>)> = log
         .inputs()
@@ -991,9 +826,8 @@ fn trace_manifest(
                 inputs: m.items.len() as u64,
             })
         }
-        Some(Err(mismatch)) => Err((counters::NOT_RECORDED_INPUT, mismatch.message(cwd))),
-        None => Err((
-            counters::NOT_RECORDED_CACHE,
+        Some(Err(mismatch)) => Err(NotRecorded::InputChanged(mismatch.message(cwd))),
+        None => Err(NotRecorded::Cache(
             "the stat cache was not available".into(),
         )),
     }
@@ -1075,3 +909,7 @@ fn probes_of(a: trace::Access) -> impl Iterator<Item = Probe> {
     let xattrs = a.contains(Access::XATTRS).then_some(Probe::Xattrs);
     main.into_iter().chain(xattrs)
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -23,9 +23,8 @@ use serde_json::json;
 
 use crate::config::CacheLocation;
 use crate::remote::cooldown::{self, State};
-use crate::remote::counters as remote;
 use crate::store::age;
-use crate::store::counters;
+use crate::store::counters::Counter;
 use crate::store::db::SqliteStore;
 use crate::store::evict::Limits;
 use crate::store::inventory::StoreStats;
@@ -62,34 +61,34 @@ pub fn stats(
     crate::term::output::print_stdout(text.as_bytes())
 }
 
-fn count(s: &StoreStats, name: &str) -> u64 {
-    s.counters.get(name).copied().unwrap_or(0).max(0) as u64
+fn count(s: &StoreStats, counter: Counter) -> u64 {
+    s.counters.get(counter.name()).copied().unwrap_or(0).max(0) as u64
 }
 
 fn hit_rate(s: &StoreStats) -> Option<f64> {
-    let (h, m) = (count(s, counters::HITS), count(s, counters::MISSES));
+    let (h, m) = (count(s, Counter::Hits), count(s, Counter::Misses));
     (h + m > 0).then(|| h as f64 / (h + m) as f64)
 }
 
 /// The remote counters, in the order shown, with their JSON names.
-const REMOTE: [(&str, &str, &str); 11] = [
-    ("hits", remote::HITS, "Hits"),
-    ("misses", remote::MISSES, "Misses"),
-    ("uploads", remote::UPLOADS, "Uploads"),
-    ("bytes_down", remote::BYTES_DOWN, "Downloaded"),
-    ("bytes_up", remote::BYTES_UP, "Uploaded"),
-    ("errors", remote::ERRORS, "Errors"),
-    ("timeouts", remote::TIMEOUTS, "Timeouts"),
-    ("corrupt", remote::CORRUPT, "Failed verification"),
-    ("incomplete", remote::INCOMPLETE, "Blobs gone"),
-    ("too_large", remote::TOO_LARGE, "Too large to upload"),
-    ("skipped", remote::SKIPPED, "Skipped (cooling down)"),
+const REMOTE: [(&str, Counter, &str); 11] = [
+    ("hits", Counter::RemoteHits, "Hits"),
+    ("misses", Counter::RemoteMisses, "Misses"),
+    ("uploads", Counter::RemoteUploads, "Uploads"),
+    ("bytes_down", Counter::RemoteBytesDown, "Downloaded"),
+    ("bytes_up", Counter::RemoteBytesUp, "Uploaded"),
+    ("errors", Counter::RemoteErrors, "Errors"),
+    ("timeouts", Counter::RemoteTimeouts, "Timeouts"),
+    ("corrupt", Counter::RemoteCorrupt, "Failed verification"),
+    ("incomplete", Counter::RemoteIncomplete, "Blobs gone"),
+    ("too_large", Counter::RemoteTooLarge, "Too large to upload"),
+    ("skipped", Counter::RemoteSkipped, "Skipped (cooling down)"),
 ];
 
 /// The remote section of the text: shown when a remote is configured or
 /// one was used, with the remotes cooling down.
 fn remote_text(s: &StoreStats, url: Option<&str>, cooling: &[State]) -> String {
-    if url.is_none() && cooling.is_empty() && REMOTE.iter().all(|(_, c, _)| count(s, c) == 0) {
+    if url.is_none() && cooling.is_empty() && REMOTE.iter().all(|(_, c, _)| count(s, *c) == 0) {
         return String::new();
     }
     let mut out = format!("Remote cache  {}\n", url.unwrap_or("(not configured now)"));
@@ -152,23 +151,23 @@ fn to_json(
         .map(|t| json!({ "command": t.display, "hits": t.hits, "time_saved_ms": t.saved_ms }))
         .collect();
     json!({
-        "hits": count(s, counters::HITS),
-        "misses": count(s, counters::MISSES),
+        "hits": count(s, Counter::Hits),
+        "misses": count(s, Counter::Misses),
         "hit_rate": hit_rate(s),
-        "time_saved_ms": count(s, counters::SAVED_MS),
-        "restored_files": count(s, counters::RESTORED_FILES),
-        "restored_bytes": count(s, counters::RESTORED_BYTES),
+        "time_saved_ms": count(s, Counter::SavedMs),
+        "restored_files": count(s, Counter::RestoredFiles),
+        "restored_bytes": count(s, Counter::RestoredBytes),
         "not_recorded": {
-            "nonzero_exit": count(s, counters::NOT_RECORDED_EXIT),
-            "signal": count(s, counters::NOT_RECORDED_SIGNAL),
-            "input_changed": count(s, counters::NOT_RECORDED_INPUT),
-            "output_undelivered": count(s, counters::NOT_RECORDED_UNDELIVERED),
-            "cache_error": count(s, counters::NOT_RECORDED_CACHE),
-            "untraceable": count(s, counters::NOT_RECORDED_UNTRACED),
+            "nonzero_exit": count(s, Counter::NotRecordedExit),
+            "signal": count(s, Counter::NotRecordedSignal),
+            "input_changed": count(s, Counter::NotRecordedInput),
+            "output_undelivered": count(s, Counter::NotRecordedUndelivered),
+            "cache_error": count(s, Counter::NotRecordedCache),
+            "untraceable": count(s, Counter::NotRecordedUntraced),
         },
-        "errors": count(s, counters::ERRORS),
-        "corrupt": count(s, counters::CORRUPT),
-        "evicted": count(s, counters::EVICTED),
+        "errors": count(s, Counter::Errors),
+        "corrupt": count(s, Counter::Corrupt),
+        "evicted": count(s, Counter::Evicted),
         "entries": s.entries,
         "bytes_on_disk": s.disk_bytes,
         "temp_files": s.temp.files,
@@ -191,7 +190,7 @@ fn ago(ms: Option<i64>) -> String {
 }
 
 fn to_text(s: &StoreStats, limits: Limits) -> String {
-    let saved = Duration::from_millis(count(s, counters::SAVED_MS));
+    let saved = Duration::from_millis(count(s, Counter::SavedMs));
     let rate = match hit_rate(s) {
         Some(r) => format!("{:.1} %", r * 100.0),
         None => "-".into(),
@@ -215,46 +214,46 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         None => s.entries.to_string(),
     };
     let rows: Vec<(&str, String)> = vec![
-        ("Hits", count(s, counters::HITS).to_string()),
-        ("Misses", count(s, counters::MISSES).to_string()),
+        ("Hits", count(s, Counter::Hits).to_string()),
+        ("Misses", count(s, Counter::Misses).to_string()),
         ("Hit rate", rate),
         ("Time saved", human_duration(saved)),
         (
             "Output files restored",
             format!(
                 "{} ({})",
-                count(s, counters::RESTORED_FILES),
-                human_size(count(s, counters::RESTORED_BYTES))
+                count(s, Counter::RestoredFiles),
+                human_size(count(s, Counter::RestoredBytes))
             ),
         ),
         ("Not recorded", String::new()),
         (
             "  non-zero exit",
-            count(s, counters::NOT_RECORDED_EXIT).to_string(),
+            count(s, Counter::NotRecordedExit).to_string(),
         ),
         (
             "  killed by signal",
-            count(s, counters::NOT_RECORDED_SIGNAL).to_string(),
+            count(s, Counter::NotRecordedSignal).to_string(),
         ),
         (
             "  input changed",
-            count(s, counters::NOT_RECORDED_INPUT).to_string(),
+            count(s, Counter::NotRecordedInput).to_string(),
         ),
         (
             "  output undelivered",
-            count(s, counters::NOT_RECORDED_UNDELIVERED).to_string(),
+            count(s, Counter::NotRecordedUndelivered).to_string(),
         ),
         (
             "  cache error",
-            count(s, counters::NOT_RECORDED_CACHE).to_string(),
+            count(s, Counter::NotRecordedCache).to_string(),
         ),
         (
             "  not traceable",
-            count(s, counters::NOT_RECORDED_UNTRACED).to_string(),
+            count(s, Counter::NotRecordedUntraced).to_string(),
         ),
-        ("Errors", count(s, counters::ERRORS).to_string()),
-        ("Corrupt entries", count(s, counters::CORRUPT).to_string()),
-        ("Evicted entries", count(s, counters::EVICTED).to_string()),
+        ("Errors", count(s, Counter::Errors).to_string()),
+        ("Corrupt entries", count(s, Counter::Corrupt).to_string()),
+        ("Evicted entries", count(s, Counter::Evicted).to_string()),
         ("Entries", entries),
         ("Size on disk", size),
         ("Oldest entry", ago(s.oldest_ms)),
@@ -294,8 +293,8 @@ mod tests {
     #[test]
     fn json_has_numeric_hits_and_misses() {
         let mut s = StoreStats::default();
-        s.counters.insert(counters::HITS.into(), 3);
-        s.counters.insert(counters::MISSES.into(), 1);
+        s.counters.insert(Counter::Hits.name().into(), 3);
+        s.counters.insert(Counter::Misses.name().into(), 1);
         let v = to_json(&s, Limits::default(), None, &[]);
         assert_eq!(v["hits"], 3);
         assert_eq!(v["remote"]["cooldown"], json!([]));

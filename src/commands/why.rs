@@ -18,7 +18,7 @@ use crate::remote::Tier;
 use crate::replay::policy;
 use crate::store::age;
 use crate::store::files::RootKind;
-use crate::store::{Entry, Store};
+use crate::store::{Entries, Entry};
 use crate::term::format::human_duration;
 use crate::term::quote::printable;
 use crate::term::ui::Ui;
@@ -197,6 +197,34 @@ fn uncached(why: &str) -> Report {
     }
 }
 
+/// Whether the remote holds the entry: asked whatever the local store
+/// holds, a look, never a download. Not for a traced command: its entry is
+/// found through the remote's trace manifests, which `why` does not
+/// download. With the remote's name.
+fn remote_holds(
+    config: &Config,
+    store: &mut crate::store::db::SqliteStore,
+    key: &crate::key::Digest,
+) -> Option<(String, Option<bool>)> {
+    config
+        .remote
+        .clone()
+        .filter(|_| config.trace.is_none())
+        .map(|r| {
+            let mut tier = Tier::new(r);
+            let ui = Ui::new(config.verbosity);
+            let holds = tier.holds(store, &ui, key);
+            if let Some(until) = tier.skipped_until() {
+                ui.note(format_args!(
+                    "the remote cache {} is cooling down until {}; MEMORUN_REMOTE_RETRY=1 asks it now",
+                    tier.display(),
+                    crate::remote::cooldown::clock(until)
+                ));
+            }
+            (tier.display().to_string(), holds)
+        })
+}
+
 fn build(config: &Config, p: Prepared) -> Result<Report> {
     let Prepared {
         mut store,
@@ -258,26 +286,7 @@ fn build(config: &Config, p: Prepared) -> Result<Report> {
         ),
         _ => (None, Vec::new()),
     };
-    // Asked whatever the local store holds: a look, never a download. Not
-    // for a traced command: its entry is found through the remote's trace
-    // manifests, which `why` does not download.
-    let remote = config
-        .remote
-        .clone()
-        .filter(|_| config.trace.is_none())
-        .map(|r| {
-            let mut tier = Tier::new(r);
-            let ui = Ui::new(config.verbosity);
-            let holds = tier.holds(&mut store, &ui, &key.digest);
-            if let Some(until) = tier.skipped_until() {
-                ui.note(format_args!(
-                    "the remote cache {} is cooling down until {}; MEMORUN_REMOTE_RETRY=1 asks it now",
-                    tier.display(),
-                    crate::remote::cooldown::clock(until)
-                ));
-            }
-            (tier.display().to_string(), holds)
-        });
+    let remote = remote_holds(config, &mut store, &key.digest);
     Ok(Report {
         key: key.digest.to_hex(),
         command: resolved.base.display.clone(),

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::key::{Component, Key, Kind, State};
-use crate::store::{Previous, Store};
+use crate::store::{EarlierRun, History, Previous};
 
 /// One difference between an earlier run's key and this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -316,11 +316,25 @@ fn glob_matcher(arg: &str) -> Option<globset::GlobMatcher> {
 }
 
 /// The earlier entry of `key`'s command closest to it (see [`Target`]).
-pub fn closest_run(store: &dyn Store, key: &Key) -> anyhow::Result<Option<Previous>> {
+pub fn closest_run(store: &dyn History, key: &Key) -> anyhow::Result<Option<Previous>> {
     let target = Target::new(&key.components);
-    store.closest_earlier(&key.command, &key.digest, &|json| {
-        target.score(json).map(|s| (s.same, s.slots))
-    })
+    let mut best: Option<((usize, usize), EarlierRun)> = None;
+    for run in store.earlier_runs(&key.command, &key.digest)? {
+        let Some(score) = target.score(&run.components).map(|s| (s.same, s.slots)) else {
+            continue;
+        };
+        // Newest first: a later run must be strictly closer to win.
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, run));
+        }
+    }
+    Ok(best.and_then(|(_, run)| {
+        Some(Previous {
+            key: run.key,
+            created_ms: run.created_ms,
+            components: serde_json::from_str(&run.components).ok()?,
+        })
+    }))
 }
 
 /// Why a miss found nothing to compare with: no entry of the command here

@@ -222,6 +222,45 @@ fn has_glob_meta(s: &OsStr) -> bool {
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b'{'))
 }
 
+/// What an input glob `arg` walks: its matcher (against paths as the walk
+/// forms them: without `./`, `//` or `/./`, which would otherwise make the
+/// pattern match nothing), the longest leading part without
+/// metacharacters to walk from, and how deep the pattern can reach.
+fn glob_walk(arg: &OsStr) -> Result<(globset::GlobMatcher, PathBuf, usize), InputError> {
+    let Some(pattern) = arg.to_str() else {
+        return Err(InputError::Refused(format!(
+            "input pattern '{}' is not valid UTF-8",
+            arg.to_string_lossy()
+        )));
+    };
+    let normalized = crate::key::exclude::normalize(Path::new(pattern));
+    let normalized = normalized.to_string_lossy().into_owned();
+    let pattern = normalized.as_str();
+    let matcher = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| {
+            InputError::Refused(format!(
+                "input pattern '{pattern}' is not valid: {}",
+                e.kind()
+            ))
+        })?
+        .compile_matcher();
+    let parts: Vec<PathComponent<'_>> = Path::new(pattern).components().collect();
+    let literal = parts
+        .iter()
+        .take_while(|c| !has_glob_meta(c.as_os_str()))
+        .count()
+        .min(parts.len().saturating_sub(1));
+    let base: PathBuf = parts[..literal].iter().collect();
+    let depth = if pattern.contains("**") {
+        usize::MAX
+    } else {
+        parts.len() - literal
+    };
+    Ok((matcher, base, depth))
+}
+
 impl<'a> Collector<'a> {
     /// A collector resolving relative paths against `cwd`.
     pub fn new(
@@ -476,41 +515,7 @@ impl<'a> Collector<'a> {
     }
 
     fn glob(&mut self, arg: &OsStr) -> Result<(), InputError> {
-        let Some(pattern) = arg.to_str() else {
-            return Err(InputError::Refused(format!(
-                "input pattern '{}' is not valid UTF-8",
-                arg.to_string_lossy()
-            )));
-        };
-        // Match against paths as the walk forms them: without `./`, `//`
-        // or `/./`, which would otherwise make the pattern match nothing.
-        let normalized = crate::key::exclude::normalize(Path::new(pattern));
-        let normalized = normalized.to_string_lossy().into_owned();
-        let pattern = normalized.as_str();
-        let matcher = globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| {
-                InputError::Refused(format!(
-                    "input pattern '{pattern}' is not valid: {}",
-                    e.kind()
-                ))
-            })?
-            .compile_matcher();
-        // Walk from the longest leading part without metacharacters, only as
-        // deep as the pattern can reach.
-        let parts: Vec<PathComponent<'_>> = Path::new(pattern).components().collect();
-        let literal = parts
-            .iter()
-            .take_while(|c| !has_glob_meta(c.as_os_str()))
-            .count()
-            .min(parts.len().saturating_sub(1));
-        let base: PathBuf = parts[..literal].iter().collect();
-        let depth = if pattern.contains("**") {
-            usize::MAX
-        } else {
-            parts.len() - literal
-        };
+        let (matcher, base, depth) = glob_walk(arg)?;
         let base_abs = self.cwd.join(&base);
         let origin = Origin::Glob(arg.to_os_string(), base.clone());
         let set_slot = self.slots.len();

@@ -134,21 +134,7 @@ pub fn resolve(
     }
     components.extend(env_components(&spec.env, ctx.secret, env));
     components.extend(spec.keys.iter().map(|k| Component::literal(k)));
-    // What a traced run leaves out is part of what its manifests mean: a
-    // run that traces more must not match one that traced less. Keyed as
-    // typed (a relative glob means the same under every working directory
-    // or --base-dir), and so shown as typed when it differs.
-    if spec.traced {
-        for glob in &spec.trace_exclude {
-            components.push(Component::option(&format!(
-                "--trace-exclude {}",
-                crate::term::quote::word(glob.as_bytes())
-            )));
-        }
-        if !spec.default_trace_excludes {
-            components.push(Component::option("--no-default-trace-excludes"));
-        }
-    }
+    components.extend(trace_options(spec));
     components.extend(key_cmds.iter().cloned());
     if let Some(argv0) = spec.command.first() {
         components.push(program(argv0, &base.cwd, spec.base_dir.as_deref()));
@@ -214,6 +200,26 @@ pub fn resolve(
         stdin_file,
         unrecordable: inherited.unrecordable,
     })
+}
+
+/// What a traced run leaves out is part of what its manifests mean: a run
+/// that traces more must not match one that traced less. Keyed as typed (a
+/// relative glob means the same under every working directory or
+/// --base-dir), and so shown as typed when it differs.
+fn trace_options(spec: &KeySpec) -> Vec<Component> {
+    let mut components = Vec::new();
+    if spec.traced {
+        for glob in &spec.trace_exclude {
+            components.push(Component::option(&format!(
+                "--trace-exclude {}",
+                crate::term::quote::word(glob.as_bytes())
+            )));
+        }
+        if !spec.default_trace_excludes {
+            components.push(Component::option("--no-default-trace-excludes"));
+        }
+    }
+    components
 }
 
 /// The program component: what `execvp` would run for `argv0` from `cwd`

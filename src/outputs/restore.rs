@@ -425,72 +425,84 @@ struct Restorer<'s> {
 /// The items of a root by parent path, and which parents are directories.
 type Children<'a> = HashMap<&'a [u8], Vec<&'a Item>>;
 
+/// The items of `root` grouped under their parents, with its top items
+/// (the root itself, or a glob's matches), every path checked; `None` when
+/// the manifest is malformed.
+fn group<'a>(
+    root: &'a OutputRoot,
+    declared: &Path,
+    shown: &str,
+) -> Option<(Vec<&'a Item>, Children<'a>)> {
+    let mut children: Children<'_> = HashMap::new();
+    let mut top: Vec<&Item> = Vec::new();
+    match root.kind {
+        RootKind::Path | RootKind::Auto => {
+            let mut dirs: HashSet<&[u8]> = HashSet::new();
+            for item in &root.items {
+                if item.path.is_empty() {
+                    if !top.is_empty() {
+                        return None;
+                    }
+                    top.push(item);
+                    if matches!(item.node, Node::Dir { .. }) {
+                        dirs.insert(&[]);
+                    }
+                    continue;
+                }
+                if !valid_item_path(&item.path) {
+                    return None;
+                }
+                let (parent, _) = split_last(&item.path);
+                if !dirs.contains(parent) {
+                    // Sorted: a directory comes before what is in it.
+                    return None;
+                }
+                if matches!(item.node, Node::Dir { .. }) {
+                    dirs.insert(&item.path);
+                }
+                children.entry(parent).or_default().push(item);
+            }
+            if top.is_empty() {
+                return None;
+            }
+        }
+        RootKind::Glob => {
+            let matcher = globset::GlobBuilder::new(shown)
+                .literal_separator(true)
+                .build()
+                .ok()?
+                .compile_matcher();
+            let base = super::glob_base(declared);
+            let mut dirs: HashSet<&[u8]> = HashSet::new();
+            for item in &root.items {
+                if !valid_item_path(&item.path) {
+                    return None;
+                }
+                let (parent, _) = split_last(&item.path);
+                let under = dirs.contains(parent);
+                if under {
+                    children.entry(parent).or_default().push(item);
+                } else if matcher.is_match(base.join(OsStr::from_bytes(&item.path))) {
+                    top.push(item);
+                } else {
+                    return None;
+                }
+                if matches!(item.node, Node::Dir { .. }) {
+                    dirs.insert(&item.path);
+                }
+            }
+        }
+    }
+    Some((top, children))
+}
+
 impl Restorer<'_> {
     fn root(&mut self, root: &OutputRoot, cwd: &Path) -> Result<(), Failure> {
         let declared = Path::new(OsStr::from_bytes(&root.declared));
         let shown = declared.to_string_lossy().into_owned();
         let corrupt = || Failure::Corrupt(format!("output '{shown}': malformed manifest"));
         // Group the items under their parents, checking every path.
-        let mut children: Children<'_> = HashMap::new();
-        let mut top: Vec<&Item> = Vec::new();
-        match root.kind {
-            RootKind::Path | RootKind::Auto => {
-                let mut dirs: HashSet<&[u8]> = HashSet::new();
-                for item in &root.items {
-                    if item.path.is_empty() {
-                        if !top.is_empty() {
-                            return Err(corrupt());
-                        }
-                        top.push(item);
-                        if matches!(item.node, Node::Dir { .. }) {
-                            dirs.insert(&[]);
-                        }
-                        continue;
-                    }
-                    if !valid_item_path(&item.path) {
-                        return Err(corrupt());
-                    }
-                    let (parent, _) = split_last(&item.path);
-                    if !dirs.contains(parent) {
-                        // Sorted: a directory comes before what is in it.
-                        return Err(corrupt());
-                    }
-                    if matches!(item.node, Node::Dir { .. }) {
-                        dirs.insert(&item.path);
-                    }
-                    children.entry(parent).or_default().push(item);
-                }
-                if top.is_empty() {
-                    return Err(corrupt());
-                }
-            }
-            RootKind::Glob => {
-                let matcher = globset::GlobBuilder::new(&shown)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|_| corrupt())?
-                    .compile_matcher();
-                let base = super::glob_base(declared);
-                let mut dirs: HashSet<&[u8]> = HashSet::new();
-                for item in &root.items {
-                    if !valid_item_path(&item.path) {
-                        return Err(corrupt());
-                    }
-                    let (parent, _) = split_last(&item.path);
-                    let under = dirs.contains(parent);
-                    if under {
-                        children.entry(parent).or_default().push(item);
-                    } else if matcher.is_match(base.join(OsStr::from_bytes(&item.path))) {
-                        top.push(item);
-                    } else {
-                        return Err(corrupt());
-                    }
-                    if matches!(item.node, Node::Dir { .. }) {
-                        dirs.insert(&item.path);
-                    }
-                }
-            }
-        }
+        let (top, children) = group(root, declared, &shown).ok_or_else(corrupt)?;
         // Where the root is: its parent directories, opened one by one.
         let (start, rel): (&Path, &Path) = if declared.is_absolute() {
             (
@@ -524,40 +536,50 @@ impl Restorer<'_> {
             }
             // Nothing matched: nothing to make, not even the base directory.
             RootKind::Glob if top.is_empty() => Ok(()),
-            RootKind::Glob => {
-                let base = super::glob_base(declared);
-                let base_comps = components(base.strip_prefix("/").unwrap_or(&base));
-                let base_fd = self.open_chain(start_fd, &base_comps, &shown)?;
-                for item in top {
-                    // Directories between the base and a match are made
-                    // as needed, never cleaned: they are not outputs.
-                    let (parent, name) = split_last(&item.path);
-                    let parents: Vec<&OsStr> = if parent.is_empty() {
-                        Vec::new()
-                    } else {
-                        parent
-                            .split(|b| *b == b'/')
-                            .map(OsStr::from_bytes)
-                            .collect()
-                    };
-                    let dir = match &base_fd {
-                        Some(b) => {
-                            let b = rustix::io::dup(b).map_err(|e| self.io(&shown, e))?;
-                            self.open_chain(b, &parents, &shown)?
-                        }
-                        None => None,
-                    };
-                    self.node(
-                        dir.as_ref().map(|d| d.as_fd()),
-                        OsStr::from_bytes(name),
-                        item,
-                        &children,
-                        &shown,
-                    )?;
-                }
-                Ok(())
-            }
+            RootKind::Glob => self.glob_matches(start_fd, declared, &top, &children, &shown),
         }
+    }
+
+    /// Restore the matches of a glob root, under its base directory.
+    fn glob_matches(
+        &mut self,
+        start_fd: OwnedFd,
+        declared: &Path,
+        top: &[&Item],
+        children: &Children<'_>,
+        shown: &str,
+    ) -> Result<(), Failure> {
+        let base = super::glob_base(declared);
+        let base_comps = components(base.strip_prefix("/").unwrap_or(&base));
+        let base_fd = self.open_chain(start_fd, &base_comps, shown)?;
+        for item in top {
+            // Directories between the base and a match are made as needed,
+            // never cleaned: they are not outputs.
+            let (parent, name) = split_last(&item.path);
+            let parents: Vec<&OsStr> = if parent.is_empty() {
+                Vec::new()
+            } else {
+                parent
+                    .split(|b| *b == b'/')
+                    .map(OsStr::from_bytes)
+                    .collect()
+            };
+            let dir = match &base_fd {
+                Some(b) => {
+                    let b = rustix::io::dup(b).map_err(|e| self.io(shown, e))?;
+                    self.open_chain(b, &parents, shown)?
+                }
+                None => None,
+            };
+            self.node(
+                dir.as_ref().map(|d| d.as_fd()),
+                OsStr::from_bytes(name),
+                item,
+                children,
+                shown,
+            )?;
+        }
+        Ok(())
     }
 
     fn io(&self, shown: &str, e: Errno) -> Failure {
@@ -655,106 +677,128 @@ impl Restorer<'_> {
                 let absent = kind.is_none() || kind == Some(FileType::Directory);
                 self.write_file(d, name, *mode, content, absent, shown)
             }
-            Node::Symlink { target } => {
-                if let (Some(d), Some(FileType::Symlink)) = (dir, kind)
-                    && rustix::fs::readlinkat(d, name, Vec::new())
-                        .is_ok_and(|t| t.as_bytes() == target.as_slice())
-                {
-                    self.report.kept += 1;
-                    if !self.dry {
-                        let _ = rustix::fs::utimensat(d, name, &now(), AtFlags::SYMLINK_NOFOLLOW);
-                    }
-                    return Ok(());
-                }
-                self.report.restored += 1;
-                if self.dry {
-                    return Ok(());
-                }
-                let d = dir.expect("not dry: the directory exists");
-                if kind == Some(FileType::Directory) {
-                    remove_any(d, name, FileType::Directory).map_err(|e| self.io(shown, e))?;
-                }
-                if target.contains(&0) {
-                    return Err(Failure::Corrupt(format!(
-                        "output '{shown}': malformed symlink"
-                    )));
-                }
-                let tmp = temp_name();
-                rustix::fs::symlinkat(OsStr::from_bytes(target), d, &tmp)
-                    .map_err(|e| self.io(shown, e))?;
-                rustix::fs::renameat(d, &tmp, d, name).map_err(|e| {
-                    let _ = rustix::fs::unlinkat(d, &tmp, AtFlags::empty());
-                    self.io(shown, e)
-                })
-            }
-            Node::Dir { mode } => {
-                let sub = match (dir, kind) {
-                    (Some(d), Some(FileType::Directory)) => Some(
-                        rustix::fs::openat(
-                            d,
-                            name,
-                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                            Mode::empty(),
-                        )
-                        .map_err(|e| self.io(shown, e))?,
-                    ),
-                    (Some(d), k) if !self.dry => {
-                        if let Some(k) = k {
-                            self.report.removed += 1;
-                            remove_any(d, name, k).map_err(|e| self.io(shown, e))?;
-                        }
-                        rustix::fs::mkdirat(d, name, Mode::from_raw_mode(0o700))
-                            .map_err(|e| self.io(shown, e))?;
-                        Some(
-                            rustix::fs::openat(
-                                d,
-                                name,
-                                OFlags::RDONLY
-                                    | OFlags::DIRECTORY
-                                    | OFlags::CLOEXEC
-                                    | OFlags::NOFOLLOW,
-                                Mode::empty(),
-                            )
-                            .map_err(|e| self.io(shown, e))?,
-                        )
-                    }
-                    _ => None,
-                };
-                // Writable while it is filled, whatever its recorded mode.
-                if let Some(s) = &sub
-                    && !self.dry
-                {
-                    rustix::fs::fchmod(s, Mode::from_raw_mode(0o700 | mode))
-                        .map_err(|e| self.io(shown, e))?;
-                }
-                let kids: &[&Item] = children
-                    .get(item.path.as_slice())
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                for kid in kids {
-                    let (_, kid_name) = split_last(&kid.path);
-                    self.node(
-                        sub.as_ref().map(|s| s.as_fd()),
-                        OsStr::from_bytes(kid_name),
-                        kid,
-                        children,
-                        shown,
-                    )?;
-                }
-                if let Some(s) = &sub {
-                    self.clean(s, kids, shown)?;
-                    if !self.dry {
-                        rustix::fs::fchmod(s, Mode::from_raw_mode(*mode))
-                            .map_err(|e| self.io(shown, e))?;
-                        let _ = rustix::fs::futimens(s, &now());
-                    }
-                }
-                Ok(())
-            }
+            Node::Symlink { target } => self.symlink(dir, name, kind, target, shown),
+            Node::Dir { mode } => self.dir(dir, name, kind, *mode, item, children, shown),
             Node::Checked { .. } => Err(Failure::Corrupt(format!(
                 "output '{shown}': malformed manifest"
             ))),
         }
+    }
+
+    /// Restore a symlink to `target` as `name` in `dir` (of kind `kind`
+    /// now), unless it is there already.
+    fn symlink(
+        &mut self,
+        dir: Option<BorrowedFd<'_>>,
+        name: &OsStr,
+        kind: Option<FileType>,
+        target: &[u8],
+        shown: &str,
+    ) -> Result<(), Failure> {
+        if let (Some(d), Some(FileType::Symlink)) = (dir, kind)
+            && rustix::fs::readlinkat(d, name, Vec::new()).is_ok_and(|t| t.as_bytes() == target)
+        {
+            self.report.kept += 1;
+            if !self.dry {
+                // Its time marks it as restored; a link that keeps its old
+                // time is still the right link.
+                let _ = rustix::fs::utimensat(d, name, &now(), AtFlags::SYMLINK_NOFOLLOW);
+            }
+            return Ok(());
+        }
+        self.report.restored += 1;
+        if self.dry {
+            return Ok(());
+        }
+        let d = dir.expect("not dry: the directory exists");
+        if kind == Some(FileType::Directory) {
+            remove_any(d, name, FileType::Directory).map_err(|e| self.io(shown, e))?;
+        }
+        if target.contains(&0) {
+            return Err(Failure::Corrupt(format!(
+                "output '{shown}': malformed symlink"
+            )));
+        }
+        let tmp = temp_name();
+        rustix::fs::symlinkat(OsStr::from_bytes(target), d, &tmp).map_err(|e| self.io(shown, e))?;
+        rustix::fs::renameat(d, &tmp, d, name).map_err(|e| {
+            let _ = rustix::fs::unlinkat(d, &tmp, AtFlags::empty());
+            self.io(shown, e)
+        })
+    }
+
+    /// Restore a directory as `name` in `dir` (of kind `kind` now), and
+    /// what `children` holds under it; what else it holds goes.
+    #[allow(clippy::too_many_arguments)]
+    fn dir(
+        &mut self,
+        dir: Option<BorrowedFd<'_>>,
+        name: &OsStr,
+        kind: Option<FileType>,
+        mode: u32,
+        item: &Item,
+        children: &Children<'_>,
+        shown: &str,
+    ) -> Result<(), Failure> {
+        let sub = match (dir, kind) {
+            (Some(d), Some(FileType::Directory)) => Some(
+                rustix::fs::openat(
+                    d,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.io(shown, e))?,
+            ),
+            (Some(d), k) if !self.dry => {
+                if let Some(k) = k {
+                    self.report.removed += 1;
+                    remove_any(d, name, k).map_err(|e| self.io(shown, e))?;
+                }
+                rustix::fs::mkdirat(d, name, Mode::from_raw_mode(0o700))
+                    .map_err(|e| self.io(shown, e))?;
+                Some(
+                    rustix::fs::openat(
+                        d,
+                        name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| self.io(shown, e))?,
+                )
+            }
+            _ => None,
+        };
+        // Writable while it is filled, whatever its recorded mode.
+        if let Some(s) = &sub
+            && !self.dry
+        {
+            rustix::fs::fchmod(s, Mode::from_raw_mode(0o700 | mode))
+                .map_err(|e| self.io(shown, e))?;
+        }
+        let kids: &[&Item] = children
+            .get(item.path.as_slice())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for kid in kids {
+            let (_, kid_name) = split_last(&kid.path);
+            self.node(
+                sub.as_ref().map(|s| s.as_fd()),
+                OsStr::from_bytes(kid_name),
+                kid,
+                children,
+                shown,
+            )?;
+        }
+        if let Some(s) = &sub {
+            self.clean(s, kids, shown)?;
+            if !self.dry {
+                rustix::fs::fchmod(s, Mode::from_raw_mode(mode)).map_err(|e| self.io(shown, e))?;
+                // Only its time: the directory is restored either way.
+                let _ = rustix::fs::futimens(s, &now());
+            }
+        }
+        Ok(())
     }
 
     /// Remove what `dir` holds beyond `kids` (the recorded entries).

@@ -97,13 +97,13 @@ pub(super) fn agent(timeouts: Timeouts) -> Agent {
 pub(super) fn failed(what: &str, name: &str, e: ureq::Error) -> Error {
     let timeout = matches!(e, ureq::Error::Timeout(_))
         || matches!(&e, ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut);
-    Error {
-        cause: match timeout {
+    Error::new(
+        match timeout {
             true => Cause::Timeout,
             false => Cause::Down,
         },
-        reason: format!("{what} {name}: {e}"),
-    }
+        format!("{what} {name}: {e}"),
+    )
 }
 
 /// What a status that is not an answer says: a server error (5xx), or a
@@ -116,10 +116,10 @@ pub(super) fn status_cause(status: u16) -> Cause {
 }
 
 fn refused<T>(what: &str, name: &str, r: &Response<T>) -> Error {
-    Error {
-        cause: status_cause(r.status().as_u16()),
-        reason: format!("{what} {name}: the server answered {}", r.status()),
-    }
+    Error::new(
+        status_cause(r.status().as_u16()),
+        format!("{what} {name}: the server answered {}", r.status()),
+    )
 }
 
 /// The body of a 200 answer to a `GET` of at most `max` bytes, read within

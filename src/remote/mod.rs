@@ -52,6 +52,7 @@ pub mod deadline;
 pub mod http;
 pub mod redis;
 pub mod s3;
+pub(crate) mod tiered;
 pub mod url;
 pub mod wire;
 
@@ -60,6 +61,7 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use crate::key::{Digest, Key};
+use crate::store::counters::Counter;
 use crate::store::files::{Node, OutputRoot};
 use crate::store::{Entry, NewEntry, Source, Spool, Store, StoredStream};
 use crate::term::format::human_size;
@@ -67,33 +69,6 @@ use crate::term::ui::Ui;
 
 pub use deadline::Deadline;
 pub use url::RemoteUrl;
-
-/// Counter names (see `store::counters`) for the remote section of
-/// `memorun stats`.
-pub mod counters {
-    /// Entries found on the remote, verified and installed.
-    pub const HITS: &str = "remote.hits";
-    /// Lookups the remote answered with "not there".
-    pub const MISSES: &str = "remote.misses";
-    /// Entries uploaded.
-    pub const UPLOADS: &str = "remote.uploads";
-    /// Bytes downloaded (entries and blobs).
-    pub const BYTES_DOWN: &str = "remote.bytes_down";
-    /// Bytes uploaded (entries and blobs).
-    pub const BYTES_UP: &str = "remote.bytes_up";
-    /// Failures that turned the remote off (refused, reset, full, …).
-    pub const ERRORS: &str = "remote.errors";
-    /// Failures that were timeouts.
-    pub const TIMEOUTS: &str = "remote.timeouts";
-    /// Entries or blobs that failed verification (a miss, never replayed).
-    pub const CORRUPT: &str = "remote.corrupt";
-    /// Entries whose blobs were gone (evicted): a miss.
-    pub const INCOMPLETE: &str = "remote.incomplete";
-    /// Entries not uploaded because an object was over the size cap.
-    pub const TOO_LARGE: &str = "remote.too_large";
-    /// Runs that did not ask the remote: it was cooling down.
-    pub const SKIPPED: &str = "remote.skipped";
-}
 
 /// Default connect timeout (ccache's): a remote that is down costs this
 /// once per cool-down.
@@ -298,56 +273,104 @@ pub enum Cause {
     Other,
 }
 
-/// Why a remote operation failed.
+/// Why a remote operation failed: what kind of failure (its variant; see
+/// [`Cause`]) and what happened, without credentials.
 #[derive(Debug)]
-pub struct Error {
-    /// What kind of failure.
-    pub cause: Cause,
-    /// What happened, without credentials.
-    pub reason: String,
+pub enum Error {
+    /// The deadline passed.
+    Timeout(String),
+    /// Refused, reset, unreachable, cut short.
+    Down(String),
+    /// A server error (5xx), or an answer that breaks the protocol.
+    ServerError(String),
+    /// An answer about the request, with the HTTP status when there is one.
+    Refused(Option<u16>, String),
+    /// Anything else (a local failure).
+    Other(String),
 }
 
 impl Error {
+    /// A failure of kind `cause`.
+    pub fn new(cause: Cause, reason: impl Into<String>) -> Error {
+        let reason = reason.into();
+        match cause {
+            Cause::Timeout => Error::Timeout(reason),
+            Cause::Down => Error::Down(reason),
+            Cause::ServerError => Error::ServerError(reason),
+            Cause::Refused(status) => Error::Refused(status, reason),
+            Cause::Other => Error::Other(reason),
+        }
+    }
+
     /// A failure that is neither the server's nor the request's.
     pub fn failed(reason: impl Into<String>) -> Error {
-        Error {
-            cause: Cause::Other,
-            reason: reason.into(),
-        }
+        Error::Other(reason.into())
     }
 
     /// An I/O failure talking to the server: a timeout if it says so, else
     /// the server is down.
     pub fn io(what: &str, e: &io::Error) -> Error {
-        let cause = match e.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Cause::Timeout,
-            _ => Cause::Down,
-        };
-        Error {
-            cause,
-            reason: format!("{what}: {e}"),
+        let reason = format!("{what}: {e}");
+        match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout(reason),
+            _ => Error::Down(reason),
+        }
+    }
+
+    /// What kind of failure it is.
+    pub fn cause(&self) -> Cause {
+        match self {
+            Error::Timeout(_) => Cause::Timeout,
+            Error::Down(_) => Cause::Down,
+            Error::ServerError(_) => Cause::ServerError,
+            Error::Refused(status, _) => Cause::Refused(*status),
+            Error::Other(_) => Cause::Other,
+        }
+    }
+
+    /// What happened, without credentials.
+    pub fn reason(&self) -> &str {
+        match self {
+            Error::Timeout(r)
+            | Error::Down(r)
+            | Error::ServerError(r)
+            | Error::Refused(_, r)
+            | Error::Other(r) => r,
+        }
+    }
+
+    /// The reason, to edit (credentials taken out of it).
+    pub fn reason_mut(&mut self) -> &mut String {
+        match self {
+            Error::Timeout(r)
+            | Error::Down(r)
+            | Error::ServerError(r)
+            | Error::Refused(_, r)
+            | Error::Other(r) => r,
         }
     }
 
     /// It was a timeout.
     pub fn is_timeout(&self) -> bool {
-        self.cause == Cause::Timeout
+        matches!(self, Error::Timeout(_))
     }
 
     /// It says the server is down or broken: a cool-down.
     pub fn cools_down(&self) -> bool {
         matches!(
-            self.cause,
-            Cause::Timeout | Cause::Down | Cause::ServerError
+            self,
+            Error::Timeout(_) | Error::Down(_) | Error::ServerError(_)
         )
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.reason)
+        f.write_str(self.reason())
     }
 }
+
+impl std::error::Error for Error {}
 
 /// What storing an object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,7 +614,7 @@ impl Tier {
         }
         self.off = true;
         self.skipped_until = Some(state.until_ms);
-        let _ = store.count(&[(counters::SKIPPED, 1)]);
+        store.tally(&[(Counter::RemoteSkipped, 1)]);
         ui.status(format_args!(
             "remote cache {} not asked: cooling down until {} after {} ({}); \
              MEMORUN_REMOTE_RETRY=1 retries now",
@@ -619,11 +642,11 @@ impl Tier {
     /// or broken. One warning.
     fn fail(&mut self, store: &mut dyn Store, ui: &Ui, e: &Error, op: Op) {
         let counter = match e.is_timeout() {
-            true => counters::TIMEOUTS,
-            false => counters::ERRORS,
+            true => Counter::RemoteTimeouts,
+            false => Counter::RemoteErrors,
         };
-        let _ = store.count(&[(counter, 1)]);
-        if let (Op::Write, Cause::Refused(status)) = (op, e.cause) {
+        store.tally(&[(counter, 1)]);
+        if let (Op::Write, Cause::Refused(status)) = (op, e.cause()) {
             self.read_only = true;
             let hint = match status {
                 Some(401 | 403) => {
@@ -637,9 +660,9 @@ impl Tier {
                 _ => "",
             };
             let what = match (status, ui.is_verbose()) {
-                (_, true) => e.reason.clone(),
+                (_, true) => e.reason().to_string(),
                 (Some(s), false) => format!("HTTP {s}"),
-                (None, false) => e.reason.clone(),
+                (None, false) => e.reason().to_string(),
             };
             ui.warn(format_args!(
                 "remote cache {} refused an upload ({what}); this run only reads from it{hint}",
@@ -654,14 +677,14 @@ impl Tier {
             false => "failed",
         };
         let why = match ui.is_verbose() {
-            true => format!(": {}", e.reason),
+            true => format!(": {}", e.reason()),
             false => String::new(),
         };
         if e.cools_down()
             && let Some(cd) = &self.cooldown
         {
             self.cooling = false;
-            match cd.failed(&e.reason) {
+            match cd.failed(e.reason()) {
                 cooldown::Started::Now(s) => {
                     ui.warn(format_args!(
                         "remote cache {} {how}{why}; no run of this cache asks it until {} \
@@ -735,16 +758,16 @@ impl Tier {
         let (entry, bytes) = match found {
             Found::Entry(entry, n) => (*entry, n),
             Found::Absent => {
-                let _ = store.count(&[(counters::MISSES, 1)]);
+                store.tally(&[(Counter::RemoteMisses, 1)]);
                 return Fetched::Miss;
             }
             Found::Invalid(n) => {
                 self.broken = Some(key);
                 ui.status("the remote entry failed verification; running the command");
-                let _ = store.count(&[
-                    (counters::MISSES, 1),
-                    (counters::CORRUPT, 1),
-                    (counters::BYTES_DOWN, n as i64),
+                store.tally(&[
+                    (Counter::RemoteMisses, 1),
+                    (Counter::RemoteCorrupt, 1),
+                    (Counter::RemoteBytesDown, n as i64),
                 ]);
                 return Fetched::Miss;
             }
@@ -778,7 +801,7 @@ impl Tier {
                 Ok(Ok(spooled)) => streams.push(spooled),
                 Ok(Err(miss)) => return self.blob_miss(store, ui, &key, miss, bytes),
                 Err(e) => {
-                    let _ = store.count(&[(counters::BYTES_DOWN, bytes as i64)]);
+                    store.tally(&[(Counter::RemoteBytesDown, bytes as i64)]);
                     self.fail(store, ui, &e, Op::Read);
                     return Fetched::Off;
                 }
@@ -819,7 +842,10 @@ impl Tier {
         if let Err(e) = store.insert(new) {
             return local_failure(store, ui, e, bytes);
         }
-        let _ = store.count(&[(counters::HITS, 1), (counters::BYTES_DOWN, bytes as i64)]);
+        store.tally(&[
+            (Counter::RemoteHits, 1),
+            (Counter::RemoteBytesDown, bytes as i64),
+        ]);
         Fetched::Installed {
             bytes,
             took: started.elapsed(),
@@ -861,7 +887,7 @@ impl Tier {
                 Ok(Ok(s)) => s,
                 Ok(Err(miss)) => return Err(self.blob_miss(store, ui, key, miss, *bytes)),
                 Err(e) => {
-                    let _ = store.count(&[(counters::BYTES_DOWN, *bytes as i64)]);
+                    store.tally(&[(Counter::RemoteBytesDown, *bytes as i64)]);
                     self.fail(store, ui, &e, Op::Read);
                     return Err(Fetched::Off);
                 }
@@ -895,18 +921,18 @@ impl Tier {
         let counter = match miss {
             BlobMiss::Absent => {
                 ui.status("the remote entry's blobs are gone (evicted); running the command");
-                counters::INCOMPLETE
+                Counter::RemoteIncomplete
             }
             BlobMiss::Invalid => {
                 ui.status("a blob of the remote entry failed verification; running the command");
-                counters::CORRUPT
+                Counter::RemoteCorrupt
             }
         };
         self.broken = Some(*key);
-        let _ = store.count(&[
-            (counters::MISSES, 1),
+        store.tally(&[
+            (Counter::RemoteMisses, 1),
             (counter, 1),
-            (counters::BYTES_DOWN, bytes as i64),
+            (Counter::RemoteBytesDown, bytes as i64),
         ]);
         Fetched::Miss
     }
@@ -1045,14 +1071,14 @@ impl Tier {
                 human_size(big.len),
                 human_size(self.config.max_object)
             ));
-            let _ = store.count(&[(counters::TOO_LARGE, 1)]);
+            store.tally(&[(Counter::RemoteTooLarge, 1)]);
             return Uploaded::Skipped;
         }
         let shared = self.config.shared.clone();
         let wire = wire::encode(entry, &shared.mac_key);
         if wire.len() as u64 > wire::MAX_ENTRY {
             ui.status("not uploaded: the entry is over the remote's limit (too many output files)");
-            let _ = store.count(&[(counters::TOO_LARGE, 1)]);
+            store.tally(&[(Counter::RemoteTooLarge, 1)]);
             return Uploaded::Skipped;
         }
         let name = shared.entry_name(&entry.key);
@@ -1104,7 +1130,10 @@ impl Tier {
         }
         match result {
             Ok(Some(Put::Stored)) => {
-                let _ = store.count(&[(counters::UPLOADS, 1), (counters::BYTES_UP, sent as i64)]);
+                store.tally(&[
+                    (Counter::RemoteUploads, 1),
+                    (Counter::RemoteBytesUp, sent as i64),
+                ]);
                 Uploaded::Stored {
                     bytes: sent,
                     took: started.elapsed(),
@@ -1112,12 +1141,12 @@ impl Tier {
             }
             Ok(_) => {
                 if sent > 0 {
-                    let _ = store.count(&[(counters::BYTES_UP, sent as i64)]);
+                    store.tally(&[(Counter::RemoteBytesUp, sent as i64)]);
                 }
                 Uploaded::Skipped
             }
             Err(e) => {
-                let _ = store.count(&[(counters::BYTES_UP, sent as i64)]);
+                store.tally(&[(Counter::RemoteBytesUp, sent as i64)]);
                 self.fail(store, ui, &e, Op::Write);
                 Uploaded::Skipped
             }
@@ -1157,9 +1186,9 @@ fn entry_blobs(entry: &Entry) -> Vec<StoredStream> {
 
 /// The local store failed while installing: a miss (the run records it).
 fn local_failure(store: &mut dyn Store, ui: &Ui, e: anyhow::Error, bytes: u64) -> Fetched {
-    let _ = store.count(&[
-        (crate::store::counters::ERRORS, 1),
-        (counters::BYTES_DOWN, bytes as i64),
+    store.tally(&[
+        (Counter::Errors, 1),
+        (Counter::RemoteBytesDown, bytes as i64),
     ]);
     ui.warn(format_args!("cannot install the remote entry: {e:#}"));
     Fetched::Miss

@@ -215,14 +215,14 @@ impl Redis {
         }
         let result = self.exchange(args, max, deadline, moved);
         if let Err(e) = &result
-            && !matches!(e.cause, Cause::Refused(_))
+            && !matches!(e, Error::Refused(..))
         {
             // A timeout or a refused reply leaves the stream out of step.
             self.broken = true;
         }
         result.map_err(|mut e| {
             if let Some(p) = self.password.as_deref().filter(|p| !p.is_empty()) {
-                e.reason = e.reason.replace(p, "***");
+                *e.reason_mut() = e.reason().replace(p, "***");
             }
             e
         })
@@ -258,10 +258,10 @@ impl Redis {
         let text = || String::from_utf8_lossy(rest).into_owned();
         match kind {
             b"+" => Ok(Reply::Status(text())),
-            b"-" => Err(Error {
-                cause: Cause::Refused(None),
-                reason: format!("Redis answered: {}", text()),
-            }),
+            b"-" => Err(Error::new(
+                Cause::Refused(None),
+                format!("Redis answered: {}", text()),
+            )),
             b":" => text()
                 .parse()
                 .map(Reply::Int)
@@ -275,12 +275,12 @@ impl Redis {
                 }
                 if n as u64 > max as u64 {
                     // Refused before a byte of it is read.
-                    return Err(Error {
-                        cause: Cause::ServerError,
-                        reason: format!(
+                    return Err(Error::new(
+                        Cause::ServerError,
+                        format!(
                             "Redis answered {n} bytes to a request for at most {max}; not read"
                         ),
-                    });
+                    ));
                 }
                 let mut v = vec![0u8; n as usize + 2];
                 let mut got = 0;
@@ -381,10 +381,7 @@ impl Redis {
 
 /// A reply that breaks the protocol: the server is not sound.
 fn protocol(what: &str) -> Error {
-    Error {
-        cause: Cause::ServerError,
-        reason: format!("Redis answered {what}"),
-    }
+    Error::new(Cause::ServerError, format!("Redis answered {what}"))
 }
 
 fn chunk_name(name: &str, i: u32) -> String {
@@ -552,9 +549,9 @@ impl Read for Chunks<'_> {
             let chunk = self
                 .redis
                 .range(&name, want + 1, &self.deadline, self.moved)
-                .map_err(|e| match e.cause {
-                    Cause::Timeout => io::Error::new(io::ErrorKind::TimedOut, e.reason),
-                    _ => io::Error::other(e.reason),
+                .map_err(|e| match e {
+                    Error::Timeout(reason) => io::Error::new(io::ErrorKind::TimedOut, reason),
+                    e => io::Error::other(e.reason().to_string()),
                 })?;
             if chunk.is_empty() {
                 // Evicted apart from its index.

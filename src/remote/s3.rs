@@ -663,10 +663,10 @@ fn refused(what: &str, name: &str, r: Response<ureq::Body>) -> Error {
         (Some(c), None) => format!(" ({c})"),
         (None, _) => String::new(),
     };
-    Error {
-        cause: status_cause(status.as_u16()),
-        reason: format!("{what} {name}: the server answered {status}{detail}{hint}"),
-    }
+    Error::new(
+        status_cause(status.as_u16()),
+        format!("{what} {name}: the server answered {status}{detail}{hint}"),
+    )
 }
 
 /// A small answer's body (the XML of a multipart upload), at most 1 MiB.

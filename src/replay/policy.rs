@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
-use crate::store::counters;
+pub use crate::store::counters::NotRecorded;
 use crate::store::{Entry, age};
 use crate::term::format::{human_duration, io_reason};
 
@@ -64,51 +64,38 @@ pub struct RunEnd<'a> {
     pub record_error: Option<&'a io::Error>,
 }
 
-/// Why the run that ended as `end` may not be recorded, if it may not: the
-/// counter it is counted under, and the reason in words.
-pub fn unrecordable(
-    policy: &Policy,
-    end: &RunEnd<'_>,
-    resolved: &Resolved,
-) -> Option<(&'static str, String)> {
+/// Why the run that ended as `end` may not be recorded, if it may not.
+pub fn unrecordable(policy: &Policy, end: &RunEnd<'_>, resolved: &Resolved) -> Option<NotRecorded> {
     match end.status {
-        Err(sig) => {
-            return Some((
-                counters::NOT_RECORDED_SIGNAL,
-                format!("killed by signal {sig}"),
-            ));
-        }
+        Err(sig) => return Some(NotRecorded::Signal(format!("killed by signal {sig}"))),
         Ok(code) if code != 0 && !policy.cache_failures => {
-            return Some((
-                counters::NOT_RECORDED_EXIT,
-                format!("exit code {code} (--cache-failures records it)"),
-            ));
+            return Some(NotRecorded::Exit(format!(
+                "exit code {code} (--cache-failures records it)"
+            )));
         }
         Ok(_) => {}
     }
     if end.interrupted {
-        return Some((
-            counters::NOT_RECORDED_SIGNAL,
+        return Some(NotRecorded::Signal(
             "memorun was interrupted by a signal while the command ran".into(),
         ));
     }
     if end.delivery_failed {
-        return Some((
-            counters::NOT_RECORDED_UNDELIVERED,
+        return Some(NotRecorded::Undelivered(
             "its output could not be delivered".into(),
         ));
     }
     if let Some(e) = end.record_error {
-        return Some((
-            counters::NOT_RECORDED_CACHE,
-            format!("cannot record its output: {}", io_reason(e)),
-        ));
+        return Some(NotRecorded::Cache(format!(
+            "cannot record its output: {}",
+            io_reason(e)
+        )));
     }
     if let Some(why) = &resolved.unrecordable {
-        return Some((counters::NOT_RECORDED_INPUT, why.clone()));
+        return Some(NotRecorded::InputChanged(why.clone()));
     }
     if let Some(w) = inputs::changed_during_run(&resolved.watch, resolved.started_ns) {
-        return Some((counters::NOT_RECORDED_INPUT, inputs::changed_message(w)));
+        return Some(NotRecorded::InputChanged(inputs::changed_message(w)));
     }
     None
 }

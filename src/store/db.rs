@@ -16,22 +16,23 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::blobs::{Blobs, Spool, Spooled, SpooledData};
-use super::counters::{self, CORRUPT, HITS, MISSES, SAVED_MS, bump};
+use super::counters::{Counter, NotRecorded, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
+use super::error::Error;
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Listed, StoreStats};
 use super::records::{Pending, Record, Records};
 use super::refs::{self, Removed};
-use super::schema::{self, Found, Prepared, TooNew};
+use super::schema::{self, Found, Prepared};
 use super::statcache::SqliteStatCache;
 use super::{
-    CacheDir, Entry, NewEntry, Previous, Source, Store, StoredManifest, StoredStream, now_ms,
-    private,
+    CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Store,
+    StoredManifest, StoredStream, now_ms, private,
 };
 use super::{gc, hitlog, repair, temp};
 use crate::key::Digest;
@@ -42,7 +43,7 @@ pub use super::schema::SCHEMA_VERSION;
 /// (and the call runs uncached).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many of a command's most recent entries `previous_run` compares to
+/// How many of a command's most recent entries `earlier_runs` gives to
 /// find the closest: enough for the variants one command is run with, and a
 /// bound on what explaining a miss reads (an entry's components can be
 /// megabytes of JSON for a command with thousands of inputs).
@@ -88,10 +89,7 @@ impl SqliteStore {
         let db_path = cache_dir.join("memorun.db");
         // From here on, a failure other than a lock held too long is the
         // database itself: say how to start over.
-        let unusable = |e: anyhow::Error| match is_busy(&e) || e.is::<TooNew>() {
-            true => e,
-            false => anyhow::anyhow!("{e:#} ({})", repair::RESET_HINT),
-        };
+        let unusable = |e: anyhow::Error| anyhow::anyhow!("{e:#} ({})", repair::RESET_HINT);
         // Create the file 0600 ourselves: SQLite would use 0644 & ~umask, and
         // it gives the -wal and -shm files the main file's mode.
         private::create_private_file(&db_path)
@@ -128,14 +126,15 @@ impl SqliteStore {
         loop {
             match store.init() {
                 Ok(()) => return Ok(store),
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                Err(Error::Busy(_)) if std::time::Instant::now() < deadline => {
                     let jitter = u64::from(std::process::id() % 20);
                     std::thread::sleep(Duration::from_millis(10 + jitter));
                 }
                 Err(e) => {
-                    return Err(unusable(
-                        e.context(format!("cannot use '{}'", db_path.display())),
-                    ));
+                    let later = e.is_usable_later();
+                    let e = anyhow::Error::new(e)
+                        .context(format!("cannot use '{}'", db_path.display()));
+                    return Err(if later { e } else { unusable(e) });
                 }
             }
         }
@@ -217,7 +216,7 @@ impl SqliteStore {
                 }
             }
         }
-        bump(&tx, &[(HITS, count), (SAVED_MS, saved)])?;
+        bump(&tx, &[(Counter::Hits, count), (Counter::SavedMs, saved)])?;
         tx.commit()?;
         folding.done()?;
         Ok(())
@@ -259,7 +258,7 @@ impl SqliteStore {
         &mut self,
         manifest: &Digest,
         note: &str,
-        counters: &[(&str, i64)],
+        counters: &[(Counter, i64)],
     ) -> Result<()> {
         let tx = self
             .conn
@@ -295,50 +294,35 @@ impl SqliteStore {
             .map(|ms| Duration::from_millis(ms.max(0) as u64)))
     }
 
-    /// The earlier entry of the same command (same argv after
-    /// `--ignore-arg`) other than `except` that `score` ranks highest, the
-    /// most recent of equals. `score` reads an entry's components as stored
-    /// (JSON; see `why::Target::score`); `None` passes the entry over.
-    /// Bounded: only the `CLOSEST_OF` most recent entries are scored, and
-    /// only the winner is decoded in full.
-    pub fn previous_run<S: Ord>(
-        &self,
-        argv_digest: &Digest,
-        except: &Digest,
-        score: impl Fn(&str) -> Option<S>,
-    ) -> Result<Option<Previous>> {
+    /// The most recent entries of the same command (same argv after
+    /// `--ignore-arg`) other than `except`, newest first, their components
+    /// as stored (JSON; `key::diff::closest_run` scores them). Bounded:
+    /// only the `CLOSEST_OF` most recent; a row that does not read is
+    /// passed over.
+    pub fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, created, components FROM entries
              WHERE argv_digest = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
         )?;
         let mut rows = stmt.query(params![&argv_digest.0[..], &except.0[..], CLOSEST_OF])?;
-        let mut best: Option<(S, Vec<u8>, i64, String)> = None;
+        let mut runs = Vec::new();
         while let Some(r) = rows.next()? {
-            let (Ok(key), Ok(created), Ok(ValueRef::Text(json))) =
+            let (Ok(key), Ok(created_ms), Ok(ValueRef::Text(json))) =
                 (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1), r.get_ref(2))
             else {
                 continue;
             };
-            let Some(score) = std::str::from_utf8(json).ok().and_then(&score) else {
+            let (Some(key), Ok(json)) = (Digest::from_slice(&key), std::str::from_utf8(json))
+            else {
                 continue;
             };
-            // Newest first: a later row must be strictly closer to win.
-            if best.as_ref().is_none_or(|(b, ..)| score > *b) {
-                let json = String::from_utf8_lossy(json).into_owned();
-                best = Some((score, key, created, json));
-            }
-        }
-        let Some((_, key, created_ms, json)) = best else {
-            return Ok(None);
-        };
-        Ok(Digest::from_slice(&key).and_then(|key| {
-            let components = serde_json::from_str(&json).ok()?;
-            Some(Previous {
+            runs.push(EarlierRun {
                 key,
                 created_ms,
-                components,
-            })
-        }))
+                components: json.to_string(),
+            });
+        }
+        Ok(runs)
     }
 
     /// Forget the entry under `key` (tests set up states with it).
@@ -353,7 +337,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn init(&self) -> Result<()> {
+    fn init(&self) -> Result<(), Error> {
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
         // The WAL stays small: each invocation is a new process that must
         // rebuild the WAL index from the whole WAL when it opens, so the last
@@ -365,7 +349,12 @@ impl SqliteStore {
         persist_wal(&self.conn);
         self.conn
             .execute_batch("PRAGMA journal_size_limit = 0; PRAGMA synchronous = NORMAL;")
-            .context("cannot configure the database")?;
+            .map_err(|e| match Error::from(e) {
+                busy @ Error::Busy(_) => busy,
+                other => {
+                    Error::Other(anyhow::Error::new(other).context("cannot configure the database"))
+                }
+            })?;
         // The first statement to read the file is where "file is not a
         // database" shows up.
         let found = schema::found(&self.conn)?;
@@ -382,13 +371,18 @@ impl SqliteStore {
                 .conn
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-                bail!("cannot switch the database to WAL mode (got '{mode}')");
+                return Err(Error::Other(anyhow::anyhow!(
+                    "cannot switch the database to WAL mode (got '{mode}')"
+                )));
             }
         }
         if let Found::Store(version) = found
             && version > SCHEMA_VERSION
         {
-            return Err(TooNew(version).into());
+            return Err(Error::TooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         // Under the write lock, which `prepare` reads the header again
         // under: another process may have won.
@@ -457,7 +451,11 @@ impl SqliteStore {
     /// a replay's verification, and count it as corrupt. With `expected`,
     /// only if the row still has that checksum (it is still the entry that
     /// failed); returns whether a row was removed.
-    fn remove_corrupt(&mut self, key: &Digest, expected: Option<&Digest>) -> Result<bool> {
+    fn remove_corrupt(
+        &mut self,
+        key: &Digest,
+        expected: Option<&Digest>,
+    ) -> rusqlite::Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -471,7 +469,7 @@ impl SqliteStore {
             }
         }
         let freed = refs::delete_entry(&tx, &self.records, key)?;
-        bump(&tx, &[(CORRUPT, 1)])?;
+        bump(&tx, &[(Counter::Corrupt, 1)])?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(true)
@@ -515,6 +513,7 @@ impl SqliteStore {
                 .and_then(|mut s| s.exists(params![&d.0[..]]))
                 .unwrap_or(true);
             if !referenced {
+                // A file left behind is collected by the next `clear`.
                 let _ = std::fs::remove_file(self.blobs.path(d));
             }
         }
@@ -539,8 +538,9 @@ impl SqliteStore {
         // goes (an old one it replaced stays counted). A kill between the
         // name and the commit leaves one uncounted: at most one record's
         // space, until a reset.
-        let counted = bump(&tx, &[(counters::RECORD_BYTES, grew)]).and_then(|()| tx.commit());
+        let counted = bump(&tx, &[(Counter::RecordBytes, grew)]).and_then(|()| tx.commit());
         if counted.is_err() {
+            // Best effort: a record that stays is removed with its row.
             let _ = self.records.remove(&record.entry.key);
         }
     }
@@ -571,6 +571,8 @@ impl SqliteStore {
         let Some(tx) = self.lock_row(entry) else {
             return;
         };
+        // Unpublished, the entry is found through the database: a slower
+        // hit, never a wrong one.
         let _ = pending.publish();
         // Nothing was written: this only releases the lock.
         let _ = tx.commit();
@@ -732,20 +734,142 @@ fn remove_all_records(
     records.remove_all(tmp_dir)?;
     tx.execute(
         "DELETE FROM counters WHERE name = ?1",
-        params![counters::RECORD_BYTES],
+        params![Counter::RecordBytes.name()],
     )?;
     Ok(())
 }
 
-/// Whether an error is SQLite saying another connection holds a lock.
-fn is_busy(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
-    })
+/// The fast checks a hit record keeps: of the streams in blobs, and of the
+/// output files' blobs.
+fn blob_checks(
+    streams: &[(&StoredStream, [u8; 16]); 3],
+    file_checks: &[(Digest, [u8; 16])],
+) -> Vec<(Digest, Option<[u8; 16]>)> {
+    streams
+        .iter()
+        .filter(|(s, _)| s.inline.is_none() && s.len > 0)
+        .map(|(s, check)| (s.digest, Some(*check)))
+        .chain(file_checks.iter().map(|(d, c)| (*d, Some(*c))))
+        .collect()
+}
+
+/// A recorded run of the command in its directory: no note on why it was
+/// not, its replays count toward the command's time saved under the latest
+/// way it was written, and the arguments it created are outputs from now
+/// on. `manifest` is the invocation's name for the command in its
+/// directory, `command_in_dir` the row's.
+fn note_recorded(
+    tx: &rusqlite::Transaction<'_>,
+    manifest: &Digest,
+    command_in_dir: &Digest,
+    display: &str,
+    created: &[Vec<u8>],
+) -> Result<()> {
+    tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
+        .execute(params![&manifest.0[..]])?;
+    tx.prepare_cached(
+        "INSERT INTO saved (command_in_dir, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
+         ON CONFLICT (command_in_dir) DO UPDATE SET display = excluded.display",
+    )?
+    .execute(params![&command_in_dir.0[..], display])?;
+    if !created.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO outputs (command_in_dir, path) VALUES (?1, ?2)",
+        )?;
+        for p in created {
+            stmt.execute(params![&manifest.0[..], p])?;
+        }
+    }
+    Ok(())
+}
+
+/// The columns of an entry's row that are not in its [`Entry`].
+struct Row<'a> {
+    argv_digest: &'a Digest,
+    display: &'a str,
+    cwd: &'a [u8],
+    components: &'a str,
+}
+
+/// Write the row of `entry`, sealed with its checksum.
+fn write_row(tx: &rusqlite::Transaction<'_>, entry: &Entry, row: &Row<'_>) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO entries
+           (key, argv_digest, display, cwd, components, created, last_used,
+            duration_ms, exit_code, hits,
+            out_len, out_digest, out_inline,
+            err_len, err_digest, err_inline,
+            order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
+                 ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    )?
+    .execute(params![
+        &entry.key.0[..],
+        &row.argv_digest.0[..],
+        row.display,
+        row.cwd,
+        row.components,
+        entry.created_ms,
+        entry.duration.as_millis() as i64,
+        entry.exit_code,
+        entry.stdout.len as i64,
+        &entry.stdout.digest.0[..],
+        entry.stdout.inline,
+        entry.stderr.len as i64,
+        &entry.stderr.digest.0[..],
+        entry.stderr.inline,
+        entry.order.len as i64,
+        &entry.order.digest.0[..],
+        entry.order.inline,
+        super::files::encode(&entry.outputs, true),
+        entry.stdin_advance as i64,
+        &entry.checksum().0[..],
+    ])?;
+    Ok(())
+}
+
+/// Keep the trace manifest `m` of the entry under `entry_key`: a bounded
+/// number per base key, the least recently used going with their entries.
+/// Returns the blobs those entries freed.
+fn keep_manifest(
+    tx: &rusqlite::Transaction<'_>,
+    records: &Records,
+    m: &super::NewManifest,
+    entry_key: &Digest,
+) -> Result<Vec<Digest>> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO manifests (base_key, digest, entry_key, inputs, paths)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        &m.base.0[..],
+        &m.digest.0[..],
+        &entry_key.0[..],
+        m.inputs as i64,
+        &m.paths
+    ])?;
+    let old: Vec<Vec<u8>> = tx
+        .prepare_cached(
+            "SELECT m.entry_key FROM manifests m LEFT JOIN entries e ON e.key = m.entry_key
+             WHERE m.base_key = ?1 AND m.entry_key != ?2
+             ORDER BY e.last_used DESC LIMIT -1 OFFSET ?3",
+        )?
+        .query_map(
+            params![
+                &m.base.0[..],
+                &entry_key.0[..],
+                super::MAX_MANIFESTS as i64 - 1
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut freed = Vec::new();
+    for k in old.iter().filter_map(|k| Digest::from_slice(k)) {
+        freed.extend(refs::delete_entry(tx, records, &k)?);
+        tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
+            .execute(params![&k.0[..]])?;
+    }
+    Ok(freed)
 }
 
 /// The manifest of the entry's command, from its `argv_digest` and `cwd`
@@ -787,7 +911,7 @@ fn add_saved(
     Ok(())
 }
 
-impl Store for SqliteStore {
+impl Entries for SqliteStore {
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
         let found = self
             .conn
@@ -804,14 +928,9 @@ impl Store for SqliteStore {
                 self.looked_up = manifest.map(|m| (*key, m));
                 decoded.ok()
             }
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                // The row's record is damaged beyond reading.
-                if !repair::is_corruption(&e) {
-                    return Err(e);
-                }
-                None
-            }
+            // The row's record is damaged beyond reading.
+            Err(e) if repair::is_corrupt(&e) => None,
+            Err(e) => return Err(e.into()),
         };
         match found {
             // The key column is checked too: the row is found through the
@@ -822,7 +941,7 @@ impl Store for SqliteStore {
             _ => {
                 match self.remove_corrupt(key, None) {
                     // Not even deletable (its indexes no longer match it).
-                    Err(e) if repair::is_corruption(&e) => self.salvage(Some(key))?,
+                    Err(e) if repair::is_corrupt(&e) => self.salvage(Some(key))?,
                     other => drop(other?),
                 }
                 Ok(None)
@@ -866,12 +985,6 @@ impl Store for SqliteStore {
         drop(tx);
     }
 
-    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {
-        let mut cache = self.stat_cache();
-        f(&mut cache);
-        let _ = cache.flush();
-    }
-
     fn manifests(&self, base: &Digest, limit: usize) -> Result<Vec<StoredManifest>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT m.digest, m.entry_key, m.paths FROM manifests m
@@ -909,6 +1022,11 @@ impl Store for SqliteStore {
         self.put_stream(content)
     }
 
+    /// In steps: its streams installed, its hit record written aside,
+    /// then one transaction (the entry it replaces gives up its blobs; the
+    /// command's notes, time saved and outputs; the row; its blob
+    /// references; its trace manifest; the miss), then what the commit
+    /// frees.
     fn insert(&mut self, e: NewEntry<'_>) -> Result<()> {
         // Bookkeeping only: a failure to fold must not lose this result.
         let _ = self.fold_hits();
@@ -927,26 +1045,24 @@ impl Store for SqliteStore {
             outputs: e.outputs,
             stdin_advance: e.stdin_advance,
         };
+        let streams = [
+            (&entry.stdout, out_check),
+            (&entry.stderr, err_check),
+            (&entry.order, order_check),
+        ];
         let file_blobs = super::files::blob_digests(&entry.outputs);
         let components = serde_json::to_string(&e.key.components)?;
+        // The command in its directory, as a hit finds it: from the row's
+        // command and cwd.
+        let command_in_dir = super::manifest(&e.key.command, &e.cwd);
         // Its hit record, written aside now and counted in the transaction,
         // so that a miss writes the database once; named after the commit.
         // A traced entry is found through its trace manifest, never by one.
         let record = match e.traced {
             Some(_) => None,
             None => {
-                let checks = [
-                    (&entry.stdout, out_check),
-                    (&entry.stderr, err_check),
-                    (&entry.order, order_check),
-                ]
-                .into_iter()
-                .filter(|(s, _)| s.inline.is_none() && s.len > 0)
-                .map(|(s, check)| (s.digest, Some(check)))
-                .chain(e.file_checks.iter().map(|(d, c)| (*d, Some(*c))))
-                .collect::<Vec<_>>();
-                let manifest = super::manifest(&e.key.command, &e.cwd);
-                let record = Record::new(entry.clone(), manifest, checks);
+                let checks = blob_checks(&streams, &e.file_checks);
+                let record = Record::new(entry.clone(), command_in_dir, checks);
                 self.records.prepare(&self.tmp_dir, &record)
             }
         };
@@ -956,73 +1072,21 @@ impl Store for SqliteStore {
         // The entry this one replaces, if any, gives up its blobs.
         let mut freed = refs::delete_entry(&tx, &self.records, &entry.key)?;
         if let Some(pending) = &record {
-            bump(&tx, &[(counters::RECORD_BYTES, pending.space() as i64)])?;
+            bump(&tx, &[(Counter::RecordBytes, pending.space() as i64)])?;
         }
-        // This run is recorded: no note on why it was not, and the arguments
-        // it created are outputs from now on.
-        tx.prepare_cached("DELETE FROM notes WHERE command_in_dir = ?1")?
-            .execute(params![&e.manifest.0[..]])?;
-        // Its replays will count toward the command's time saved, under the
-        // latest way it was written. (The manifest as a hit finds it: from
-        // the row's command and cwd.)
-        tx.prepare_cached(
-            "INSERT INTO saved (command_in_dir, display, hits, saved_ms) VALUES (?1, ?2, 0, 0)
-             ON CONFLICT (command_in_dir) DO UPDATE SET display = excluded.display",
-        )?
-        .execute(params![
-            &super::manifest(&e.key.command, &e.cwd).0[..],
-            e.display
-        ])?;
-        if !e.created.is_empty() {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outputs (command_in_dir, path) VALUES (?1, ?2)",
-            )?;
-            for p in &e.created {
-                stmt.execute(params![&e.manifest.0[..], p])?;
-            }
-        }
-        let streams = [
-            (&entry.stdout, out_check),
-            (&entry.stderr, err_check),
-            (&entry.order, order_check),
-        ];
+        note_recorded(&tx, &e.manifest, &command_in_dir, &e.display, &e.created)?;
+        let row = Row {
+            argv_digest: &e.key.command,
+            display: &e.display,
+            cwd: &e.cwd,
+            components: &components,
+        };
         for (s, check) in &streams {
             if s.inline.is_none() && s.len > 0 {
                 refs::reference_blob(&tx, &s.digest.0, s.len as i64, check)?;
             }
         }
-        tx.prepare_cached(
-            "INSERT INTO entries
-               (key, argv_digest, display, cwd, components, created, last_used,
-                duration_ms, exit_code, hits,
-                out_len, out_digest, out_inline,
-                err_len, err_digest, err_inline,
-                order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
-                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-        )?
-        .execute(params![
-            &entry.key.0[..],
-            &e.key.command.0[..],
-            e.display,
-            e.cwd,
-            components,
-            entry.created_ms,
-            entry.duration.as_millis() as i64,
-            entry.exit_code,
-            entry.stdout.len as i64,
-            &entry.stdout.digest.0[..],
-            entry.stdout.inline,
-            entry.stderr.len as i64,
-            &entry.stderr.digest.0[..],
-            entry.stderr.inline,
-            entry.order.len as i64,
-            &entry.order.digest.0[..],
-            entry.order.inline,
-            super::files::encode(&entry.outputs, true),
-            entry.stdin_advance as i64,
-            &entry.checksum().0[..],
-        ])?;
+        write_row(&tx, &entry, &row)?;
         for (digest, len) in &file_blobs {
             let check = e
                 .file_checks
@@ -1039,43 +1103,11 @@ impl Store for SqliteStore {
                 && file_blobs.binary_search_by(|(f, _)| f.cmp(d)).is_err()
         });
         if let Some(m) = &e.traced {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO manifests (base_key, digest, entry_key, inputs, paths)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                &m.base.0[..],
-                &m.digest.0[..],
-                &entry.key.0[..],
-                m.inputs as i64,
-                &m.paths
-            ])?;
-            // A bounded number per base key: the least recently used go,
-            // with their entries.
-            let old: Vec<Vec<u8>> = tx
-                .prepare_cached(
-                    "SELECT m.entry_key FROM manifests m LEFT JOIN entries e ON e.key = m.entry_key
-                     WHERE m.base_key = ?1 AND m.entry_key != ?2
-                     ORDER BY e.last_used DESC LIMIT -1 OFFSET ?3",
-                )?
-                .query_map(
-                    params![
-                        &m.base.0[..],
-                        &entry.key.0[..],
-                        super::MAX_MANIFESTS as i64 - 1
-                    ],
-                    |r| r.get(0),
-                )?
-                .collect::<rusqlite::Result<_>>()?;
-            for k in old.iter().filter_map(|k| Digest::from_slice(k)) {
-                freed.extend(refs::delete_entry(&tx, &self.records, &k)?);
-                tx.prepare_cached("DELETE FROM manifests WHERE entry_key = ?1")?
-                    .execute(params![&k.0[..]])?;
-            }
+            freed.extend(keep_manifest(&tx, &self.records, m, &entry.key)?);
         }
         // An entry recorded elsewhere (a remote tier) was no miss here.
         if e.recorded_at.is_none() {
-            bump(&tx, &[(MISSES, 1)])?;
+            bump(&tx, &[(Counter::Misses, 1)])?;
         }
         tx.commit()?;
         self.remove_blob_files(&freed);
@@ -1120,7 +1152,7 @@ impl Store for SqliteStore {
                 if let Some(m) = manifest {
                     add_saved(&tx, &m, &entry.key, 1, saved)?;
                 }
-                bump(&tx, &[(HITS, 1), (SAVED_MS, saved)])?;
+                bump(&tx, &[(Counter::Hits, 1), (Counter::SavedMs, saved)])?;
                 tx.commit()?;
                 Ok(())
             }
@@ -1128,7 +1160,42 @@ impl Store for SqliteStore {
     }
 
     fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool> {
-        self.remove_corrupt(&entry.key, Some(&entry.checksum()))
+        Ok(self.remove_corrupt(&entry.key, Some(&entry.checksum()))?)
+    }
+}
+
+impl History for SqliteStore {
+    fn note_unrecorded(&mut self, command_in_dir: &Digest, why: &NotRecorded) -> Result<()> {
+        let counters = [(Counter::Misses, 1), (why.counter(), 1)];
+        SqliteStore::note_unrecorded(self, command_in_dir, why.reason(), &counters)
+    }
+
+    fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
+        SqliteStore::previous_duration(self, argv_digest)
+    }
+
+    fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
+        SqliteStore::earlier_runs(self, argv_digest, except)
+    }
+}
+
+impl Counters for SqliteStore {
+    fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        bump(&tx, counters)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn super::statcache::StatCache)) {
+        let mut cache = self.stat_cache();
+        f(&mut cache);
+        // Only a cache: failing to save it costs a re-hash next time.
+        let _ = cache.flush();
     }
 
     fn take_notice(&self) -> Option<String> {
@@ -1137,37 +1204,6 @@ impl Store for SqliteStore {
 
     fn locks_dir(&self) -> PathBuf {
         SqliteStore::locks_dir(self)
-    }
-
-    fn note_unrecorded(
-        &mut self,
-        command_in_dir: &Digest,
-        note: &str,
-        counters: &[(&str, i64)],
-    ) -> Result<()> {
-        SqliteStore::note_unrecorded(self, command_in_dir, note, counters)
-    }
-
-    fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
-        SqliteStore::previous_duration(self, argv_digest)
-    }
-
-    fn closest_earlier(
-        &self,
-        argv_digest: &Digest,
-        except: &Digest,
-        score: &dyn Fn(&str) -> Option<(usize, usize)>,
-    ) -> Result<Option<Previous>> {
-        self.previous_run(argv_digest, except, score)
-    }
-
-    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        bump(&tx, counters)?;
-        tx.commit()?;
-        Ok(())
     }
 }
 
@@ -1455,10 +1491,7 @@ mod tests {
             Key::new(c)
         };
         let closest = |store: &SqliteStore, k: &Key| {
-            let target = crate::key::diff::Target::new(&k.components);
-            let found = store
-                .previous_run(&k.command, &k.digest, |json| target.score(json))
-                .unwrap();
+            let found = crate::key::diff::closest_run(store, k).unwrap();
             found.map(|p| p.key)
         };
         let close = key(&[input(b"a", 1), input(b"b", 1)]);

@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::counters::{self, EVICTED};
+use super::counters::{self, Counter};
 use super::records::Records;
 use super::refs::{self, Removed};
 use super::temp;
@@ -50,7 +50,7 @@ fn usage(conn: &Connection, tmp_dir: &Path) -> rusqlite::Result<u64> {
     // The hit records, which repeat what a row holds inline.
     let records: i64 = conn.query_row(
         "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = ?1",
-        params![counters::RECORD_BYTES],
+        params![Counter::RecordBytes.name()],
         |r| r.get(0),
     )?;
     // Temp files count too: output being recorded, and any orphan a
@@ -118,7 +118,7 @@ pub fn evict(
         }
     }
     let removed = refs::delete_doomed(&tx, records)?;
-    counters::bump(&tx, &[(EVICTED, removed.entries as i64)])?;
+    counters::bump(&tx, &[(Counter::Evicted, removed.entries as i64)])?;
     tx.commit()?;
     Ok(removed)
 }

@@ -155,7 +155,7 @@ pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<Stor
     // The hit records, by the space they take (see `records`).
     let record_bytes = s
         .counters
-        .get(super::counters::RECORD_BYTES)
+        .get(super::counters::Counter::RecordBytes.name())
         .copied()
         .unwrap_or(0);
     s.disk_bytes = blob_bytes.max(0) as u64
@@ -186,7 +186,7 @@ pub fn zero_counters(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "DELETE FROM counters WHERE name != ?1",
-        params![super::counters::RECORD_BYTES],
+        params![super::counters::Counter::RecordBytes.name()],
     )?;
     // The rows stay: they name the commands recorded so far.
     tx.execute("UPDATE saved SET hits = 0, saved_ms = 0", [])?;

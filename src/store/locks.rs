@@ -53,6 +53,7 @@ impl Lock {
 
     /// Release the lock and remove its file (only safe while held).
     pub fn release_and_remove(self) {
+        // A file left behind is an unlocked lock: the next holder reuses it.
         let _ = fs::remove_file(&self.path);
         drop(self);
     }

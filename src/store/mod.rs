@@ -1,13 +1,17 @@
 //! Storage of recorded runs behind one seam.
 //!
-//! The run path (`commands::run`, `replay`, `key::diff`) sees only the
-//! [`Store`] trait: look an entry up, open one of its streams (verified),
-//! spool a new stream, insert an entry, count a hit or a corrupt entry,
-//! note why a run was not recorded, and ask about earlier runs of the same
-//! command. The local implementation is SQLite plus content-addressed blob
-//! files ([`db::SqliteStore`]); a remote tier can stand in front of or
-//! behind it by implementing the same trait. What only the local store has
-//! (the secret, the stat cache, `stats`, `list`, `clear`) stays on
+//! The run path (`commands::run`, `replay`, `key::diff`) sees only narrow
+//! traits, by role: [`Entries`] (look an entry up, open one of its streams
+//! verified, spool a new stream, insert an entry, count a hit, discard a
+//! corrupt entry, trace manifests), [`History`] (why a run was not
+//! recorded, how long the last one took, the earlier entries of the same
+//! command) and [`Counters`] (typed: [`counters::Counter`]); [`Store`] adds
+//! what only a store on this machine has (locks, the stat cache). The
+//! local implementation is SQLite plus content-addressed blob files
+//! ([`db::SqliteStore`], and [`recorded::RecordStore`] in front of it for
+//! a hit from its record); the remote tier stands behind it in
+//! `remote::tiered::Tiered`, which implements the same roles. What only
+//! the local store has (the secret, `stats`, `list`, `clear`) stays on
 //! `SqliteStore`, used by `commands::prepare` and the store subcommands.
 
 pub mod blobs;
@@ -15,6 +19,7 @@ pub mod counters;
 pub mod db;
 pub mod entry_bytes;
 pub mod entry_row;
+pub mod error;
 pub mod evict;
 pub mod files;
 pub mod gc;
@@ -40,6 +45,7 @@ use anyhow::{Context, Result};
 pub use blobs::{Blobs, Spool, Spooled};
 
 use crate::key::{Digest, Key};
+use counters::{Counter, NotRecorded};
 
 /// A cache directory checked to be ours alone (see `private`), with its
 /// temp directory and its secret: what any use of the cache needs, with
@@ -212,7 +218,7 @@ pub struct NewEntry<'a> {
     /// The interleaving.
     pub order: Spooled,
     /// The output files the run left, their content already in the store
-    /// (see [`Store::put_file`]).
+    /// (see [`Entries::put_file`]).
     pub outputs: Vec<files::OutputRoot>,
     /// The fast check (XXH3-128) of each blob `outputs` names, sorted by
     /// digest.
@@ -260,25 +266,28 @@ pub struct StoredManifest {
     pub paths: Vec<u8>,
 }
 
-/// What the run and replay paths need from storage.
-pub trait Store {
-    /// A one-line notice about opening the store (a schema upgrade), once.
-    fn take_notice(&self) -> Option<String>;
-
-    /// Where per-key lock files live (single flight, background refresh).
-    fn locks_dir(&self) -> PathBuf;
-
+/// The entries role: what a lookup, a replay and a recording need. A
+/// tiered store (local, then remote: `remote::tiered`) implements it as the
+/// local store does, so that the run path asks one object for a hit and
+/// hands one object a result.
+pub trait Entries {
     /// The entry recorded under `key`, if any. A row that does not decode
     /// or fails its [`Entry::checksum`] is never returned: it is removed,
     /// counted as corrupt, and the lookup is a miss.
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>>;
+
+    /// Which tier the entry of the latest [`Entries::lookup`] came from
+    /// (for the status line and `stats`).
+    fn answered(&self) -> Answered {
+        Answered::Local
+    }
 
     /// The bytes of `stream`, verified against its digest and length.
     /// `Ok(None)` means the stream is missing or corrupt.
     fn open_stream(&self, stream: &StoredStream) -> Result<Option<Source>>;
 
     /// Read ahead what verifying these blobs needs, before many
-    /// [`Store::open_stream`]s (a restore of thousands of files). Only a
+    /// [`Entries::open_stream`]s (a restore of thousands of files). Only a
     /// hint.
     fn prefetch_checks(&self, _digests: &[Digest]) {}
 
@@ -307,10 +316,6 @@ pub trait Store {
     /// a traced run), most recently used entry first, at most `limit`.
     fn manifests(&self, base: &Digest, limit: usize) -> Result<Vec<StoredManifest>>;
 
-    /// Run `f` with the stat cache (digests of unchanged files), then save
-    /// what it learned. Only a cache: failing to save costs a re-hash.
-    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn statcache::StatCache));
-
     /// Count a replay of `entry` and update its last-used time.
     fn record_hit(&mut self, entry: &Entry) -> Result<()>;
 
@@ -320,32 +325,74 @@ pub trait Store {
     /// concurrent `clear`, eviction or re-record took it, and its blobs with
     /// it): a plain miss, not corruption.
     fn discard_corrupt(&mut self, entry: &Entry) -> Result<bool>;
+}
 
-    /// Add to the named counters shown by `memorun stats`.
-    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()>;
-
+/// The history role: what explains a miss or an unrecorded run, and
+/// what a spinner expects, from earlier runs of the same command.
+pub trait History {
     /// Remember why the latest run of the command in its directory
-    /// (`command_in_dir`, see [`manifest`]) was not recorded, and count it.
-    fn note_unrecorded(
-        &mut self,
-        command_in_dir: &Digest,
-        note: &str,
-        counters: &[(&str, i64)],
-    ) -> Result<()>;
+    /// (`command_in_dir`, see [`manifest`]) was not recorded, and count it
+    /// (a miss, and its reason's counter).
+    fn note_unrecorded(&mut self, command_in_dir: &Digest, why: &NotRecorded) -> Result<()>;
 
     /// How long the most recent recorded run of the same command took.
     fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>>;
 
-    /// The earlier entry of the same command, other than `except`, that
-    /// `score` ranks highest (the most recent of equals). `score` reads an
-    /// entry's components as stored (JSON) and returns (components equal,
-    /// components present in both), or `None` to pass the entry over.
-    fn closest_earlier(
-        &self,
-        argv_digest: &Digest,
-        except: &Digest,
-        score: &dyn Fn(&str) -> Option<(usize, usize)>,
-    ) -> Result<Option<Previous>>;
+    /// The most recent entries of the same command other than `except`,
+    /// newest first, at most a few dozen: what `key::diff::closest_run`
+    /// scores to explain a miss.
+    fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>>;
+}
+
+/// The counters role: the numbers `memorun stats` shows.
+pub trait Counters {
+    /// Add to counters.
+    fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()>;
+
+    /// Add to counters, best effort: a count lost makes `stats` a little
+    /// low, and must never cost a run or a replay.
+    fn tally(&mut self, counters: &[(Counter, i64)]) {
+        let _ = self.count(counters);
+    }
+}
+
+/// What the run and replay paths need from storage: its three roles, and
+/// what only a store on this machine has (locks, the stat cache).
+pub trait Store: Entries + History + Counters {
+    /// A one-line notice about opening the store (a schema upgrade), once.
+    fn take_notice(&self) -> Option<String>;
+
+    /// Where per-key lock files live (single flight, background refresh).
+    fn locks_dir(&self) -> PathBuf;
+
+    /// Run `f` with the stat cache (digests of unchanged files), then save
+    /// what it learned. Only a cache: failing to save costs a re-hash.
+    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn statcache::StatCache));
+}
+
+/// Which tier answered a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// The store on this machine.
+    Local,
+    /// The remote tier: it was downloaded and installed locally first.
+    Remote {
+        /// Bytes downloaded.
+        bytes: u64,
+        /// How long it took.
+        took: Duration,
+    },
+}
+
+/// An earlier entry of a command as stored: its components not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierRun {
+    /// Its key.
+    pub key: Digest,
+    /// When it was recorded, ms since the epoch.
+    pub created_ms: i64,
+    /// Its key's components, as stored (JSON).
+    pub components: String,
 }
 
 /// An earlier entry of a command, as a miss is explained against it.

@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::counters::{Counter, NotRecorded};
 use super::db::SqliteStore;
 use super::evict::Limits;
 use super::records::{self, Records};
 use super::statcache::StatCache;
 use super::{
-    Blobs, CacheDir, Entry, NewEntry, Previous, Source, Spool, Spooled, Store, StoredManifest,
-    StoredStream, files, hitlog, now_ms,
+    Blobs, CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Spool,
+    Spooled, Store, StoredManifest, StoredStream, files, hitlog, now_ms,
 };
 use crate::key::Digest;
 
@@ -84,15 +85,7 @@ impl RecordStore {
     }
 }
 
-impl Store for RecordStore {
-    fn take_notice(&self) -> Option<String> {
-        None
-    }
-
-    fn locks_dir(&self) -> PathBuf {
-        self.dir.root.join("locks")
-    }
-
+impl Entries for RecordStore {
     /// A record that is not there, unsound or for another key is a miss
     /// here, never an error: the database path then looks.
     fn lookup(&mut self, key: &Digest) -> Result<Option<Entry>> {
@@ -140,16 +133,6 @@ impl Store for RecordStore {
         self.with_db(|db| db.manifests(base, limit))
     }
 
-    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn StatCache)) {
-        match self.with_db(|db| {
-            db.with_stat_cache(&mut *f);
-            Ok(())
-        }) {
-            Ok(()) => {}
-            Err(_) => f(&mut super::statcache::NoCache),
-        }
-    }
-
     /// In the hit log, under the command the record names, as the
     /// database path counts it; the database only to fold a long log, or
     /// when the log is being folded.
@@ -173,30 +156,44 @@ impl Store for RecordStore {
         self.current = None;
         self.with_db(|db| db.discard_corrupt(entry))
     }
+}
 
-    fn count(&mut self, counters: &[(&str, i64)]) -> Result<()> {
-        self.with_db(|db| db.count(counters))
-    }
-
-    fn note_unrecorded(
-        &mut self,
-        command_in_dir: &Digest,
-        note: &str,
-        counters: &[(&str, i64)],
-    ) -> Result<()> {
-        self.with_db(|db| db.note_unrecorded(command_in_dir, note, counters))
+impl History for RecordStore {
+    fn note_unrecorded(&mut self, command_in_dir: &Digest, why: &NotRecorded) -> Result<()> {
+        self.with_db(|db| History::note_unrecorded(db, command_in_dir, why))
     }
 
     fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
         self.with_db(|db| db.previous_duration(argv_digest))
     }
 
-    fn closest_earlier(
-        &self,
-        argv_digest: &Digest,
-        except: &Digest,
-        score: &dyn Fn(&str) -> Option<(usize, usize)>,
-    ) -> Result<Option<Previous>> {
-        self.with_db(|db| db.closest_earlier(argv_digest, except, score))
+    fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
+        self.with_db(|db| db.earlier_runs(argv_digest, except))
+    }
+}
+
+impl Counters for RecordStore {
+    fn count(&mut self, counters: &[(Counter, i64)]) -> Result<()> {
+        self.with_db(|db| db.count(counters))
+    }
+}
+
+impl Store for RecordStore {
+    fn take_notice(&self) -> Option<String> {
+        None
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.dir.root.join("locks")
+    }
+
+    fn with_stat_cache(&self, f: &mut dyn FnMut(&mut dyn StatCache)) {
+        match self.with_db(|db| {
+            db.with_stat_cache(&mut *f);
+            Ok(())
+        }) {
+            Ok(()) => {}
+            Err(_) => f(&mut super::statcache::NoCache),
+        }
     }
 }

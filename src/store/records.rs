@@ -158,6 +158,8 @@ impl Records {
             .ok()
         });
         if let Some(fd) = &fd {
+            // Unpinned, a sweep may take a renamed-away directory this
+            // process still publishes into: a record lost, a slower hit.
             let _ = rfs::flock(fd, rfs::FlockOperation::NonBlockingLockShared);
         }
         *self.pinned.borrow_mut() = fd;
@@ -192,10 +194,10 @@ impl Records {
     /// of another version or for another key is passed over: the caller
     /// takes the database path, which knows the truth and, on a hit,
     /// publishes a sound record in its place (it is never deleted outside
-    /// the database's write lock, which keeps [`counters::RECORD_BYTES`]
+    /// the database's write lock, which keeps [`Counter::RecordBytes`]
     /// right).
     ///
-    /// [`counters::RECORD_BYTES`]: super::counters::RECORD_BYTES
+    /// [`Counter::RecordBytes`]: super::counters::Counter::RecordBytes
     ///
     /// Opened without following a symlink and without blocking, and read
     /// only when it is a regular file: a FIFO or a device planted at its
@@ -264,6 +266,7 @@ impl Records {
     /// a new one is pinned.
     pub fn remove_all(&self, tmp_dir: &Path) -> io::Result<()> {
         if let Some(gone) = rename_away(&self.root, tmp_dir)? {
+            // Renamed away already: what stays is swept with the temp files.
             let _ = fs::remove_dir_all(&gone);
         }
         if self.pinned.borrow().is_some() {
@@ -291,6 +294,7 @@ pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
         Ok(_) => {}
     }
     let mut nonce = [0u8; 8];
+    // Only a name: zeros, if randomness fails, still name it.
     let _ = getrandom::fill(&mut nonce);
     let gone = tmp_dir.join(format!("{GONE_PREFIX}{}", u64::from_le_bytes(nonce)));
     fs::rename(root, &gone)?;

@@ -186,7 +186,10 @@ fn forget_record_bytes(tx: &Transaction<'_>, freed: u64) -> rusqlite::Result<()>
     if freed == 0 {
         return Ok(());
     }
-    super::counters::bump(tx, &[(super::counters::RECORD_BYTES, -(freed as i64))])
+    super::counters::bump(
+        tx,
+        &[(super::counters::Counter::RecordBytes, -(freed as i64))],
+    )
 }
 
 /// A hit record that cannot be deleted: the row must stay (and the caller's

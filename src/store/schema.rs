@@ -9,13 +9,15 @@
 //! - creates a new database from [`SCHEMA`], at [`SCHEMA_VERSION`];
 //! - upgrades an older version in place, one step per version (see
 //!   `STEPS`), so that a crash mid-upgrade leaves the old version intact;
-//! - refuses a newer version ([`TooNew`]: the caller runs uncached);
+//! - refuses a newer version ([`Error::TooNew`]: the caller runs uncached);
 //! - rebuilds, empty, a store made by a development version of memorun
 //!   before the schema was frozen: those have no application id and a
 //!   `user_version` from 1 to 6, numbers that now mean something else. A
 //!   store is a cache, so dropping its entries costs only misses.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+
+use super::error::Error;
 use rusqlite::{Connection, Transaction};
 
 /// Every table and index of a store, as a new one is created. The
@@ -284,22 +286,6 @@ pub fn found(conn: &Connection) -> rusqlite::Result<Found> {
     })
 }
 
-/// The store was made by a newer memorun: not damaged, so no reset hint.
-#[derive(Debug)]
-pub struct TooNew(pub i64);
-
-impl std::fmt::Display for TooNew {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the store has schema version {}, newer than this memorun ({SCHEMA_VERSION})",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for TooNew {}
-
 /// What [`prepare`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
@@ -315,10 +301,13 @@ pub enum Prepared {
 
 /// Bring the database to [`SCHEMA_VERSION`], in the caller's write
 /// transaction (see the module comment).
-pub fn prepare(tx: &Transaction<'_>) -> Result<Prepared> {
+pub fn prepare(tx: &Transaction<'_>) -> Result<Prepared, Error> {
     match found(tx)? {
         Found::Store(SCHEMA_VERSION) => Ok(Prepared::Current),
-        Found::Store(v) if v > SCHEMA_VERSION => Err(TooNew(v).into()),
+        Found::Store(v) if v > SCHEMA_VERSION => Err(Error::TooNew {
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
         Found::Store(v) => {
             upgrade(tx, v, STEPS)?;
             Ok(Prepared::Upgraded(v))
@@ -332,15 +321,15 @@ pub fn prepare(tx: &Transaction<'_>) -> Result<Prepared> {
             create(tx)?;
             Ok(Prepared::Rebuilt)
         }
-        Found::Foreign(id, v) => {
-            bail!("not a memorun store (application id {id:#x}, schema version {v})")
-        }
+        Found::Foreign(id, v) => Err(Error::Other(anyhow::anyhow!(
+            "not a memorun store (application id {id:#x}, schema version {v})"
+        ))),
     }
 }
 
 /// Create the tables of [`SCHEMA`] and mark the database as a store at
 /// [`SCHEMA_VERSION`].
-fn create(tx: &Transaction<'_>) -> Result<()> {
+fn create(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(&compact(SCHEMA))?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -363,7 +352,7 @@ fn compact(sql: &str) -> String {
 
 /// Drop every table (and with them their indexes) of a development
 /// version's store.
-fn drop_all(tx: &Transaction<'_>) -> Result<()> {
+fn drop_all(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     let tables: Vec<String> = tx
         .prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
@@ -377,8 +366,10 @@ fn drop_all(tx: &Transaction<'_>) -> Result<()> {
 }
 
 /// Run `steps` from version `from` on, and record the version they reach.
-fn upgrade(tx: &Transaction<'_>, from: i64, steps: &[Step]) -> Result<()> {
-    let first = usize::try_from(from - 1)?;
+fn upgrade(tx: &Transaction<'_>, from: i64, steps: &[Step]) -> Result<(), Error> {
+    let first = usize::try_from(from - 1).map_err(anyhow::Error::from)?;
+    // A step runs under the write lock the caller holds: its failure is
+    // never a busy one.
     for step in steps.get(first..).unwrap_or_default() {
         step(tx)?;
     }
@@ -391,7 +382,7 @@ mod tests {
     use super::*;
     use rusqlite::TransactionBehavior;
 
-    fn prepared(conn: &Connection) -> Result<Prepared> {
+    fn prepared(conn: &Connection) -> Result<Prepared, Error> {
         let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
         let done = prepare(&tx)?;
         tx.commit()?;
@@ -475,7 +466,7 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         let e = prepared(&conn).unwrap_err();
-        assert!(e.is::<TooNew>(), "{e:#}");
+        assert!(matches!(e, Error::TooNew { .. }), "{e:#}");
         assert_eq!(header(&conn), (APPLICATION_ID, SCHEMA_VERSION + 1));
     }
 
