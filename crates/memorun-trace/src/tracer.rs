@@ -19,12 +19,21 @@
 //! - `PTRACE_O_EXITKILL`: if memorun dies, the kernel kills the tracees
 //!   rather than leave them stopped, or running with a filter that fails
 //!   their file-system calls.
+//! - Every traced task is in `procs` from its creation to its exit, and
+//!   is counted once. Its creation shows twice, in either order: its own
+//!   first stop and its parent's `PTRACE_EVENT_FORK`/`VFORK`/`CLONE`
+//!   (`waitpid` reports the newest tracee first, so a busy tracer may see a
+//!   child start, run and exit before its parent's event). An exit seen
+//!   before that event is remembered in `early_exits`, so that the event
+//!   does not bring back a task that is gone. A task the tracer never sees
+//!   exit is lost: the run is [`Untraceable::LostTracee`].
 //! - Processes still traced when the caller is done (daemons that closed
 //!   the command's output) are killed and reaped: left running without
 //!   their tracer, every file-system call of theirs would fail with
 //!   `ENOSYS`.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -288,6 +297,7 @@ fn trace(spec: Spec, exclusions: Exclusions, tx: Sender<Report>, shared: &Shared
     let mut t = Loop {
         events,
         procs: HashMap::new(),
+        early_exits: HashSet::new(),
         cwds: HashMap::new(),
         resolver: Resolver::default(),
         escaped: Vec::new(),
@@ -298,7 +308,13 @@ fn trace(spec: Spec, exclusions: Exclusions, tx: Sender<Report>, shared: &Shared
         pidfd,
         forked,
     };
-    t.procs.insert(pid, Proc::default());
+    t.procs.insert(
+        pid,
+        Proc {
+            announced: true,
+            pending: None,
+        },
+    );
     t.events.processes = 1;
     let outlived = t.run(shared);
     t.events.finish(outlived)
@@ -376,14 +392,20 @@ impl Named {
 /// to fail; if it succeeds the run is not traceable).
 type Target = Result<Named, ()>;
 
-#[derive(Default)]
 struct Proc {
+    /// Whether its creation is known from its parent's event (or it is
+    /// the command): `false` while only its own first stop was seen.
+    announced: bool,
     pending: Option<Pending>,
 }
 
 struct Loop {
     events: Events,
     procs: HashMap<i32, Proc>,
+    /// Tasks seen to exit (or to vanish in a thread's `execve`) before
+    /// their parent's fork or clone event: that event, when it comes,
+    /// announces a task already gone.
+    early_exits: HashSet<i32>,
     /// Working directories read from `/proc`, dropped on any `chdir`
     /// (threads and `CLONE_FS` children share theirs).
     cwds: HashMap<i32, PathBuf>,
@@ -488,8 +510,7 @@ impl Loop {
     }
 
     fn exited(&mut self, tid: i32, status: i32) {
-        self.procs.remove(&tid);
-        self.cwds.remove(&tid);
+        self.vanished(tid);
         if tid != self.main || self.main_done {
             return;
         }
@@ -516,11 +537,15 @@ impl Loop {
         if !libc::WIFSTOPPED(status) {
             return;
         }
-        if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(tid) {
-            e.insert(Proc::default());
+        if let Entry::Vacant(e) = self.procs.entry(tid) {
+            // A new task, ahead of its parent's event (or a reused tid).
+            e.insert(Proc {
+                announced: false,
+                pending: None,
+            });
             self.events.processes += 1;
-            // A new task: a working directory cached under a reused tid
-            // (whose exit went unseen) is not its own.
+            self.early_exits.remove(&tid);
+            // A working directory cached under a reused tid is not its own.
             self.cwds.remove(&tid);
         }
         let sig = libc::WSTOPSIG(status);
@@ -528,13 +553,8 @@ impl Loop {
             libc::PTRACE_EVENT_SECCOMP => self.seccomp(tid),
             libc::PTRACE_EVENT_EXEC => self.exec(tid),
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                if let Some(new) = event_msg(tid)
-                    && let std::collections::hash_map::Entry::Vacant(e) =
-                        self.procs.entry(new as i32)
-                {
-                    e.insert(Proc::default());
-                    self.events.processes += 1;
-                    self.cwds.remove(&(new as i32));
+                if let Some(new) = event_msg(tid) {
+                    self.announced(new as i32);
                 }
                 resume(tid, false, 0);
             }
@@ -573,6 +593,35 @@ impl Loop {
                 resume(tid, false, 0);
             }
         }
+    }
+
+    /// A parent's event says it created `new`: a task to wait for, unless
+    /// its own stop came first (it is known already) or its exit did.
+    fn announced(&mut self, new: i32) {
+        if self.early_exits.remove(&new) {
+            return;
+        }
+        match self.procs.entry(new) {
+            Entry::Occupied(mut e) => e.get_mut().announced = true,
+            Entry::Vacant(e) => {
+                e.insert(Proc {
+                    announced: true,
+                    pending: None,
+                });
+                self.events.processes += 1;
+                self.cwds.remove(&new);
+            }
+        }
+    }
+
+    /// `tid` is gone (it exited, or its tid went to the leader in a
+    /// thread's `execve`). If its parent's event has not come yet, it
+    /// will: it must not bring `tid` back.
+    fn vanished(&mut self, tid: i32) {
+        if self.procs.remove(&tid).is_none_or(|p| !p.announced) {
+            self.early_exits.insert(tid);
+        }
+        self.cwds.remove(&tid);
     }
 
     /// `tid`'s working directory.
@@ -1310,8 +1359,7 @@ impl Loop {
         let former = event_msg(tid).map_or(tid, |m| m as i32);
         let mut pending = self.procs.get_mut(&former).and_then(|p| p.pending.take());
         if former != tid {
-            self.procs.remove(&former);
-            self.cwds.remove(&former);
+            self.vanished(former);
             if pending.is_none() {
                 pending = self.procs.get_mut(&tid).and_then(|p| p.pending.take());
             }
