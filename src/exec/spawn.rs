@@ -31,9 +31,6 @@
 //! this thread streams its output exactly as above and learns its status
 //! from the tracer.
 
-// No function here over 100 lines (clippy.toml): the rest of src/ follows.
-#![warn(clippy::too_many_lines)]
-
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::OpenOptions;
