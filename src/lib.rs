@@ -41,7 +41,7 @@
 //! mapped inode intact), so a mapping cannot shrink under it. It never maps
 //! a user's file: an input truncated by someone else while it is hashed
 //! must give an I/O result, not a SIGBUS that kills memorun and the user's
-//! command with it ([`key::hashing`] reads).
+//! command with it ([`base::hashing`] reads).
 //!
 //! # Unsafe code
 //!
@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod base;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -11,7 +11,7 @@
 //! well as everything under it, so that nothing under it is listed, hashed
 //! or watched. A file named on its own with `-i` is never excluded.
 
-use std::path::{Component as PathComponent, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -24,9 +24,7 @@ pub struct Exclusions {
 
 /// `path` as exclusions see it: without `.` components and repeated `/`.
 pub fn normalize(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, PathComponent::CurDir))
-        .collect()
+    crate::outputs::normalize(path)
 }
 
 /// The globs one exclusion pattern stands for: the pattern normalized,

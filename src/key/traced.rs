@@ -4,7 +4,7 @@
 //! A traced run's inputs are known only after it ran, so its entry cannot
 //! be under the key computed before the run. Two levels, as ccache's
 //! manifests: the usual key (the *base* key: command line, working
-//! directory, `-e`, `-i`, stdin...) names up to [`MAX_MANIFESTS`] trace
+//! directory, `-e`, `-i`, stdin...) names up to `store::MAX_MANIFESTS` trace
 //! manifests, each the list of paths one traced run used with their state
 //! then ([`Manifest`]); the entry of that run is under
 //! [`entry_key`]`(base, manifest digest)`. A lookup checks the manifests
@@ -49,12 +49,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::exec::trace::Seen;
-use crate::exec::trace::log::{content_digest, listing_digest};
-use crate::key::Digest;
+use crate::base::Digest;
 use crate::key::inputs::{self, CachedStat, FileStat, StatCache};
-
-pub use crate::store::MAX_MANIFESTS;
+use memorun_trace::Seen;
+use memorun_trace::log::{content_digest, listing_digest};
 
 /// A traced input modified this close before the run started, or after,
 /// counts as changed while the command ran: file timestamps come from a
@@ -390,7 +388,7 @@ fn xattrs(path: &Path) -> io::Result<Digest> {
     Ok(h.finalize().into())
 }
 
-pub use crate::store::statcache::NoCache;
+pub use crate::base::stat::NoCache;
 
 /// The probe of a recorded state, to check it again.
 fn probe_of(state: &State) -> Probe {

@@ -29,9 +29,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::temp::Temp;
 use crate::store::now_ms;
 use crate::store::private;
-use crate::store::temp::Temp;
 
 /// The first cool-down.
 pub const FIRST: Duration = Duration::from_secs(60);

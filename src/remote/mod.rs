@@ -61,8 +61,8 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use crate::key::{Digest, Key};
+use crate::outputs::files::{Node, OutputRoot};
 use crate::store::counters::Counter;
-use crate::store::files::{Node, OutputRoot};
 use crate::store::{Entry, NewEntry, Source, Spool, Store, StoredStream};
 use crate::term::format::human_size;
 use crate::term::ui::Ui;
@@ -819,7 +819,7 @@ impl Tier {
         let created = entry
             .outputs
             .iter()
-            .filter(|r| r.kind == crate::store::files::RootKind::Auto)
+            .filter(|r| r.kind == crate::outputs::files::RootKind::Auto)
             .map(|r| r.declared.clone())
             .collect();
         let new = NewEntry {

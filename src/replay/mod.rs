@@ -1,5 +1,6 @@
-//! Replaying a recorded entry: stdout and stderr byte for byte, in their
-//! original interleaving.
+//! Replaying a recorded entry: its output files put back first
+//! ([`restore`]), then stdout and stderr byte for byte, in their original
+//! interleaving.
 //!
 //! Invariant: nothing is written until every stream of the entry has been
 //! verified against its digest and the interleaving has been checked to add
@@ -8,6 +9,7 @@
 
 pub mod interleaving;
 pub mod policy;
+pub mod restore;
 
 use std::fs::File;
 use std::io::{self, Read, Seek};

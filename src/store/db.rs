@@ -34,8 +34,9 @@ use super::{
     CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Store,
     StoredManifest, StoredStream, now_ms, private,
 };
-use super::{gc, hitlog, repair, temp};
-use crate::key::Digest;
+use super::{gc, hitlog, repair};
+use crate::base::Digest;
+use crate::base::temp;
 
 pub use super::schema::SCHEMA_VERSION;
 
@@ -296,7 +297,7 @@ impl SqliteStore {
 
     /// The most recent entries of the same command (same argv after
     /// `--ignore-arg`) other than `except`, newest first, their components
-    /// as stored (JSON; `key::diff::closest_run` scores them). Bounded:
+    /// as stored (JSON; `commands::diff::closest_run` scores them). Bounded:
     /// only the `CLOSEST_OF` most recent; a row that does not read is
     /// passed over.
     pub fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
@@ -600,7 +601,7 @@ impl SqliteStore {
             .filter(|s| s.inline.is_none() && s.len > 0)
             .map(|s| s.digest)
             .chain(
-                super::files::blob_digests(&entry.outputs)
+                crate::outputs::files::blob_digests(&entry.outputs)
                     .into_iter()
                     .map(|(d, _)| d),
             )
@@ -821,7 +822,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, entry: &Entry, row: &Row<'_>) -> Re
         entry.order.len as i64,
         &entry.order.digest.0[..],
         entry.order.inline,
-        super::files::encode(&entry.outputs, true),
+        crate::outputs::files::encode(&entry.outputs, true),
         entry.stdin_advance as i64,
         &entry.checksum().0[..],
     ])?;
@@ -1015,7 +1016,7 @@ impl Entries for SqliteStore {
     }
 
     fn spool_file(&self) -> Spool {
-        Spool::with_inline_max(self.tmp_dir.clone(), super::files::FILE_INLINE_MAX)
+        Spool::with_inline_max(self.tmp_dir.clone(), crate::outputs::files::FILE_INLINE_MAX)
     }
 
     fn put_file(&self, content: Spooled) -> Result<(StoredStream, [u8; 16])> {
@@ -1050,7 +1051,7 @@ impl Entries for SqliteStore {
             (&entry.stderr, err_check),
             (&entry.order, order_check),
         ];
-        let file_blobs = super::files::blob_digests(&entry.outputs);
+        let file_blobs = crate::outputs::files::blob_digests(&entry.outputs);
         let components = serde_json::to_string(&e.key.components)?;
         // The command in its directory, as a hit finds it: from the row's
         // command and cwd.
@@ -1235,20 +1236,20 @@ mod tests {
         let (small, _) = file(&store, b"obj");
         let (large, check) = file(&store, &big);
         assert!(small.inline.is_some() && large.inline.is_none());
-        let item = |path: &[u8], content: StoredStream| super::super::files::Item {
+        let item = |path: &[u8], content: StoredStream| crate::outputs::files::Item {
             path: path.to_vec(),
-            node: super::super::files::Node::File {
+            node: crate::outputs::files::Node::File {
                 mode: 0o644,
                 content,
             },
         };
-        let outputs = vec![super::super::files::OutputRoot {
-            kind: super::super::files::RootKind::Path,
+        let outputs = vec![crate::outputs::files::OutputRoot {
+            kind: crate::outputs::files::RootKind::Path,
             declared: b"out".to_vec(),
             items: vec![
-                super::super::files::Item {
+                crate::outputs::files::Item {
                     path: Vec::new(),
-                    node: super::super::files::Node::Dir { mode: 0o755 },
+                    node: crate::outputs::files::Node::Dir { mode: 0o755 },
                 },
                 item(b"a.o", small),
                 item(b"b\xff", large.clone()),
@@ -1491,7 +1492,7 @@ mod tests {
             Key::new(c)
         };
         let closest = |store: &SqliteStore, k: &Key| {
-            let found = crate::key::diff::closest_run(store, k).unwrap();
+            let found = crate::commands::diff::closest_run(store, k).unwrap();
             found.map(|p| p.key)
         };
         let close = key(&[input(b"a", 1), input(b"b", 1)]);

@@ -1,6 +1,6 @@
 //! Storage of recorded runs behind one seam.
 //!
-//! The run path (`commands::run`, `replay`, `key::diff`) sees only narrow
+//! The run path (`commands::run`, `replay`, `commands::diff`) sees only narrow
 //! traits, by role: [`Entries`] (look an entry up, open one of its streams
 //! verified, spool a new stream, insert an entry, count a hit, discard a
 //! corrupt entry, trace manifests), [`History`] (why a run was not
@@ -21,7 +21,6 @@ pub mod entry_bytes;
 pub mod entry_row;
 pub mod error;
 pub mod evict;
-pub mod files;
 pub mod gc;
 pub mod hitlog;
 pub mod inventory;
@@ -34,7 +33,6 @@ pub mod repair;
 pub mod schema;
 pub mod secret;
 pub mod statcache;
-pub mod temp;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -44,7 +42,9 @@ use anyhow::{Context, Result};
 
 pub use blobs::{Blobs, Spool, Spooled};
 
-use crate::key::{Digest, Key};
+use crate::base::Digest;
+use crate::key::Key;
+use crate::outputs::files;
 use counters::{Counter, NotRecorded};
 
 /// A cache directory checked to be ours alone (see `private`), with its
@@ -78,16 +78,7 @@ impl CacheDir {
     }
 }
 
-/// One recorded stream of an entry: stdout, stderr or the interleaving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredStream {
-    /// Length in bytes.
-    pub len: u64,
-    /// BLAKE3 digest of the content; names the blob when not inline.
-    pub digest: Digest,
-    /// The bytes, when small enough to live in the row.
-    pub inline: Option<Vec<u8>>,
-}
+pub use crate::base::StoredStream;
 
 /// A recorded run, as looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,7 +330,7 @@ pub trait History {
     fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>>;
 
     /// The most recent entries of the same command other than `except`,
-    /// newest first, at most a few dozen: what `key::diff::closest_run`
+    /// newest first, at most a few dozen: what `commands::diff::closest_run`
     /// scores to explain a miss.
     fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>>;
 }
@@ -406,18 +397,7 @@ pub struct Previous {
     pub components: Vec<crate::key::Component>,
 }
 
-/// Names a command (its argv digest after `--ignore-arg`) in a directory:
-/// the arguments it created (outputs), why its latest run was not recorded
-/// (notes) and the time its replays saved are kept under this, in their
-/// `command_in_dir` column. An entry's is `manifest(argv_digest, cwd)` of
-/// its row.
-pub fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(b"memorun manifest");
-    h.update(&argv_digest.0);
-    h.update(cwd);
-    h.finalize().into()
-}
+pub use crate::base::hashing::manifest;
 
 /// How long ago `ms` (milliseconds since the Unix epoch) was; zero for a
 /// time in the future.
@@ -425,13 +405,7 @@ pub fn age(ms: i64) -> Duration {
     Duration::from_millis((now_ms() - ms).max(0) as u64)
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::base::time::now_ms;
 
 #[cfg(test)]
 mod tests {

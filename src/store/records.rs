@@ -53,9 +53,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::entry_bytes::{self, Reader};
-use super::temp::Temp;
 use super::{Entry, private};
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::base::temp::Temp;
 
 /// The start of every record; the last byte is the format's version.
 const MAGIC: [u8; 4] = *b"mrr\x02";

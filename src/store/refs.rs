@@ -11,7 +11,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::records::Records;
-use crate::key::Digest;
+use crate::base::Digest;
 
 /// Count a reference from the entry under `key` to a blob holding one of
 /// its output files (once per entry and blob), and record its fast check.
