@@ -57,19 +57,19 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod base;
+pub(crate) mod base;
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod error;
-pub mod exec;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod exec;
 pub mod exit_codes;
 pub mod key;
-pub mod outputs;
+pub(crate) mod outputs;
 pub mod remote;
-pub mod replay;
+pub(crate) mod replay;
 pub mod store;
-pub mod term;
+pub(crate) mod term;
 
 use std::ffi::OsString;
 

@@ -11,12 +11,12 @@
 //! - [`temp`]: temp files that vanish with their process.
 //! - [`time`]: `now_ns`, `now_ms`.
 
-pub mod digest;
-pub mod hashing;
-pub mod stat;
-pub mod stream;
-pub mod temp;
-pub mod time;
+pub(crate) mod digest;
+pub mod hashing; // re-exported as `key::hashing`
+pub(crate) mod stat;
+pub(crate) mod stream;
+pub(crate) mod temp;
+pub(crate) mod time;
 
 pub use digest::Digest;
 pub use stream::StoredStream;

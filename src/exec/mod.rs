@@ -4,7 +4,7 @@
 //! [`trace`] runs it under ptrace and reports every file it read or wrote;
 //! [`capture`] stores the output files of a run about to be recorded.
 
-pub mod capture;
-pub mod refresh;
-pub mod spawn;
-pub mod trace;
+pub(crate) mod capture;
+pub(crate) mod refresh;
+pub(crate) mod spawn;
+pub(crate) mod trace;

@@ -25,7 +25,7 @@
 //! Declared outputs are neither inputs nor watched: they are left out of
 //! automatic inputs and of `-i` walks and globs.
 
-pub mod files;
+pub(crate) mod files;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;

@@ -7,9 +7,9 @@
 //! up, so a corrupt entry never produces partial or mixed output; it is a
 //! miss instead.
 
-pub mod interleaving;
-pub mod policy;
-pub mod restore;
+pub(crate) mod interleaving;
+pub(crate) mod policy;
+pub(crate) mod restore;
 
 use std::fs::File;
 use std::io::{self, Read, Seek};
