@@ -8,11 +8,11 @@
 //! These are the only modules that tie the layers together; nothing below
 //! them imports them.
 
-pub mod clear;
+pub(crate) mod clear;
 pub mod completions;
-pub mod diff;
-pub mod list;
-pub mod prepare;
-pub mod run;
-pub mod stats;
-pub mod why;
+pub(crate) mod diff;
+pub(crate) mod list;
+pub(crate) mod prepare;
+pub(crate) mod run;
+pub(crate) mod stats;
+pub(crate) mod why;

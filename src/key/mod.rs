@@ -13,15 +13,15 @@
 //!   checked before a lookup.
 //! - [`base_dir`]: paths under `--base-dir` keyed relative to it.
 
-pub mod base_dir;
-pub mod descriptors;
-pub mod encoding;
+pub(crate) mod base_dir;
+pub(crate) mod descriptors;
+pub(crate) mod encoding;
 pub mod exclude;
 pub use crate::base::hashing;
 pub mod inputs;
-pub mod resolve;
-pub mod spec;
-pub mod stdin;
+pub(crate) mod resolve;
+pub(crate) mod spec;
+pub(crate) mod stdin;
 pub mod traced;
 
 pub use encoding::*;

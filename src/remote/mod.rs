@@ -48,13 +48,13 @@
 //!   configured: a local hit costs what it cost before.
 
 pub mod cooldown;
-pub mod deadline;
-pub mod http;
-pub mod redis;
+pub(crate) mod deadline;
+pub(crate) mod http;
+pub(crate) mod redis;
 pub mod s3;
 pub(crate) mod tiered;
-pub mod url;
-pub mod wire;
+pub(crate) mod url;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::io::{self, Read};

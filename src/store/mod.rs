@@ -14,25 +14,25 @@
 //! the local store has (the secret, `stats`, `list`, `clear`) stays on
 //! `SqliteStore`, used by `commands::prepare` and the store subcommands.
 
-pub mod blobs;
-pub mod counters;
+pub(crate) mod blobs;
+pub(crate) mod counters;
 pub mod db;
-pub mod entry_bytes;
-pub mod entry_row;
-pub mod error;
-pub mod evict;
-pub mod gc;
-pub mod hitlog;
-pub mod inventory;
-pub mod locks;
-pub mod private;
-pub mod recorded;
+pub(crate) mod entry_bytes;
+pub(crate) mod entry_row;
+pub(crate) mod error;
+pub(crate) mod evict;
+pub(crate) mod gc;
+pub(crate) mod hitlog;
+pub(crate) mod inventory;
+pub(crate) mod locks;
+pub(crate) mod private;
+pub(crate) mod recorded;
 pub mod records;
-pub mod refs;
-pub mod repair;
-pub mod schema;
-pub mod secret;
-pub mod statcache;
+pub(crate) mod refs;
+pub(crate) mod repair;
+pub(crate) mod schema;
+pub(crate) mod secret;
+pub(crate) mod statcache;
 
 use std::fs::File;
 use std::path::PathBuf;
