@@ -23,7 +23,7 @@ pub fn hash_file(file: &mut File, size_hint: u64) -> io::Result<(Digest, u64)> {
 }
 
 /// Like [`hash_file`], with a caller-supplied (for example keyed) hasher.
-pub fn hash_with(
+pub(crate) fn hash_with(
     mut hasher: blake3::Hasher,
     reader: &mut impl Read,
     size_hint: u64,
@@ -71,7 +71,7 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// (notes) and the time its replays saved are kept under this, in their
 /// `command_in_dir` column. An entry's is `manifest(argv_digest, cwd)` of
 /// its row.
-pub fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
+pub(crate) fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(b"memorun manifest");
     h.update(&argv_digest.0);

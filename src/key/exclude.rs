@@ -23,13 +23,13 @@ pub struct Exclusions {
 }
 
 /// `path` as exclusions see it: without `.` components and repeated `/`.
-pub fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     crate::outputs::normalize(path)
 }
 
 /// The globs one exclusion pattern stands for: the pattern normalized,
 /// and for `dir/**` or `dir/` the directory itself as well.
-pub fn globs_of(pattern: &str) -> Vec<String> {
+pub(crate) fn globs_of(pattern: &str) -> Vec<String> {
     let normalized = normalize(Path::new(pattern));
     let normalized = normalized.to_string_lossy();
     let mut globs = vec![normalized.to_string()];
@@ -68,12 +68,12 @@ impl Exclusions {
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.set.is_none()
     }
 
     /// Whether `shown` (a path as memorun shows it) is left out.
-    pub fn excludes(&self, shown: &Path) -> bool {
+    pub(crate) fn excludes(&self, shown: &Path) -> bool {
         match &self.set {
             None => false,
             Some(set) => set.is_match(normalize(shown)),

@@ -274,20 +274,20 @@ impl<'a> Collector<'a> {
     /// Never walk into or match anything under `dirs` (absolute, canonical:
     /// walks are of physical paths): the cache directory, which memorun
     /// writes while the command runs, is never one of its inputs.
-    pub fn skip(mut self, dirs: &'a [PathBuf]) -> Self {
+    pub(crate) fn skip(mut self, dirs: &'a [PathBuf]) -> Self {
         self.skip = dirs;
         self
     }
 
     /// Key the names of inputs under `base` relative to it (see
     /// `base_dir`).
-    pub fn base_dir(mut self, base: Option<&'a Path>) -> Self {
+    pub(crate) fn base_dir(mut self, base: Option<&'a Path>) -> Self {
         self.base = base;
         self
     }
 
     /// Show a progress bar on the terminal if hashing takes long.
-    pub fn show_progress(mut self, yes: bool) -> Self {
+    pub(crate) fn show_progress(mut self, yes: bool) -> Self {
         self.show_progress = yes;
         self
     }
@@ -335,7 +335,7 @@ impl<'a> Collector<'a> {
 
     /// An automatic input: `arg` counts only if it names an existing regular
     /// file. Returns whether it did.
-    pub fn auto(&mut self, arg: &OsStr) -> bool {
+    pub(crate) fn auto(&mut self, arg: &OsStr) -> bool {
         if arg.is_empty() {
             return false;
         }
@@ -734,7 +734,7 @@ pub use crate::base::time::now_ns;
 
 /// Open `path` without blocking, check that the open file is regular, and
 /// hash it. Returns the digest and the stat of the file that was read.
-pub fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
+pub(crate) fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
     hash_regular_checked(path).map(|(d, s, _)| (d, s))
 }
 
@@ -766,7 +766,7 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
 
 /// The inputs named with `-i` that do not exist at all (a dangling symlink
 /// is there on purpose): in the key as absent, and most often a typo.
-pub fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
+pub(crate) fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
     watch
         .iter()
         .filter(|w| w.origin == Origin::Named && matches!(w.before, Watched::Absent))
@@ -777,7 +777,7 @@ pub fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
 
 /// Why a run whose input `w` changed is not recorded, and what would leave
 /// that input out of the key, by how it came into it.
-pub fn changed_message(w: &WatchItem) -> String {
+pub(crate) fn changed_message(w: &WatchItem) -> String {
     let name = crate::term::quote::word(w.name.as_bytes());
     let hint = match &w.origin {
         Origin::Argument => format!("leave it out of the key with -x {name} or --no-auto-inputs"),
@@ -827,7 +827,7 @@ fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
 /// recently are compared by content, not only by stat. What the run added
 /// (an absent path now present, a new name in a walked directory) is not a
 /// change: see the module documentation.
-pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
+pub(crate) fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
     watch.iter().find(|w| match &w.before {
         Watched::Absent => false,
         Watched::Stdin(file) => !file.unchanged(started_ns),

@@ -80,7 +80,7 @@ impl SqliteStore {
 
     /// Open (creating if needed) the store in a cache directory already
     /// checked and prepared.
-    pub fn open_in(dir: CacheDir) -> Result<SqliteStore> {
+    pub(crate) fn open_in(dir: CacheDir) -> Result<SqliteStore> {
         let CacheDir {
             root,
             tmp_dir,
@@ -143,7 +143,7 @@ impl SqliteStore {
 
     /// An in-memory store for unit tests, with blobs under `dir`.
     #[cfg(test)]
-    pub fn in_memory(dir: &Path) -> Result<SqliteStore> {
+    pub(crate) fn in_memory(dir: &Path) -> Result<SqliteStore> {
         let store = SqliteStore {
             conn: Connection::open_in_memory()?,
             blobs: Blobs::new(dir.join("blobs")),
@@ -161,12 +161,12 @@ impl SqliteStore {
     }
 
     /// A one-line notice about opening the store (a schema upgrade), once.
-    pub fn take_notice(&self) -> Option<String> {
+    pub(crate) fn take_notice(&self) -> Option<String> {
         self.notice.borrow_mut().take()
     }
 
     /// The size limits to keep after each write.
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
 
@@ -191,7 +191,7 @@ impl SqliteStore {
 
     /// Fold the hit log into the entries, the time saved per command and
     /// the counters (see `hitlog`).
-    pub fn fold_hits(&mut self) -> Result<()> {
+    pub(crate) fn fold_hits(&mut self) -> Result<()> {
         let Some(folding) = hitlog::take(&self.hit_log())? else {
             return Ok(());
         };
@@ -229,7 +229,7 @@ impl SqliteStore {
     }
 
     /// Where per-key lock files live.
-    pub fn locks_dir(&self) -> PathBuf {
+    pub(crate) fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
     }
 
@@ -239,12 +239,12 @@ impl SqliteStore {
     }
 
     /// A view of the stat cache for this invocation.
-    pub fn stat_cache(&self) -> SqliteStatCache<'_> {
+    pub(crate) fn stat_cache(&self) -> SqliteStatCache<'_> {
         SqliteStatCache::new(&self.conn)
     }
 
     /// The arguments earlier runs of `manifest` created: outputs, not inputs.
-    pub fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT path FROM outputs WHERE command_in_dir = ?1 ORDER BY path")?;
@@ -255,7 +255,7 @@ impl SqliteStore {
     /// Remember why the latest run of `manifest` was not recorded, and
     /// count it, in one transaction. (A run that is recorded clears the
     /// note in `insert`.)
-    pub fn note_unrecorded(
+    pub(crate) fn note_unrecorded(
         &mut self,
         manifest: &Digest,
         note: &str,
@@ -275,7 +275,7 @@ impl SqliteStore {
     }
 
     /// Why the latest run of `manifest` was not recorded, and when.
-    pub fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
+    pub(crate) fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
         Ok(self
             .conn
             .prepare_cached("SELECT note, at FROM notes WHERE command_in_dir = ?1")?
@@ -284,7 +284,7 @@ impl SqliteStore {
     }
 
     /// How long the most recent recorded run of the same command took.
-    pub fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
+    pub(crate) fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -300,7 +300,11 @@ impl SqliteStore {
     /// as stored (JSON; `commands::diff::closest_run` scores them). Bounded:
     /// only the `CLOSEST_OF` most recent; a row that does not read is
     /// passed over.
-    pub fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
+    pub(crate) fn earlier_runs(
+        &self,
+        argv_digest: &Digest,
+        except: &Digest,
+    ) -> Result<Vec<EarlierRun>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, created, components FROM entries
              WHERE argv_digest = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
@@ -328,7 +332,7 @@ impl SqliteStore {
 
     /// Forget the entry under `key` (tests set up states with it).
     #[cfg(test)]
-    pub fn remove(&mut self, key: &Digest) -> Result<()> {
+    pub(crate) fn remove(&mut self, key: &Digest) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -623,7 +627,7 @@ impl SqliteStore {
 
     /// After a write, evict least recently used entries until the store is
     /// back to about 90% of its limits (see `evict`). Best effort.
-    pub fn enforce_limits(&mut self) {
+    pub(crate) fn enforce_limits(&mut self) {
         if let Ok(removed) = evict::evict(&mut self.conn, self.limits, &self.tmp_dir, &self.records)
         {
             self.remove_blob_files(&removed.freed);
@@ -631,7 +635,7 @@ impl SqliteStore {
     }
 
     /// Counters, sizes and the top commands for `stats` (see `inventory`).
-    pub fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
+    pub(crate) fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
         self.or_salvage(|store| {
             store.fold_hits()?;
             inventory::stats(&store.conn, cache_dir, &store.tmp_dir)
@@ -641,7 +645,7 @@ impl SqliteStore {
     /// Reset the counters and the time saved per command, keeping the
     /// entries. Hits not yet folded are counted first, then reset with the
     /// rest.
-    pub fn zero_counters(&mut self) -> Result<()> {
+    pub(crate) fn zero_counters(&mut self) -> Result<()> {
         self.fold_hits()?;
         inventory::zero_counters(&mut self.conn)
     }
@@ -649,7 +653,7 @@ impl SqliteStore {
     /// The entries matching `filter`, newest first. A row that does not
     /// decode or fails its checksum is left out: its values are not what
     /// was recorded, and the next lookup of its key (or `clear`) removes it.
-    pub fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+    pub(crate) fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
         self.or_salvage(|store| {
             store.fold_hits()?;
             inventory::list(&store.conn, filter)
@@ -657,7 +661,7 @@ impl SqliteStore {
     }
 
     /// Remove the entries matching `filter` and their now unused blobs.
-    pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
+    pub(crate) fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
         self.or_salvage(|store| {
             store.fold_hits()?;
             let removed = inventory::clear(&mut store.conn, &store.records, filter)?;
@@ -668,7 +672,7 @@ impl SqliteStore {
 
     /// Remove blob files no entry references and temp files left by a
     /// crash (see `gc`). Returns how many files and bytes went.
-    pub fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
+    pub(crate) fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
         gc::collect_garbage(&self.conn, &self.blobs, tmp_dir, dry_run)
     }
 }

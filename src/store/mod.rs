@@ -52,7 +52,7 @@ use counters::{Counter, NotRecorded};
 /// the database ([`db::SqliteStore::open_in`]) or without it (a hit from
 /// a record, see [`records`]).
 #[derive(Debug, Clone)]
-pub struct CacheDir {
+pub(crate) struct CacheDir {
     /// Its canonical path: the one that was checked.
     pub root: PathBuf,
     /// `root/tmp`, for spools and other temp files.
@@ -107,7 +107,7 @@ pub struct Entry {
 /// [`Entry`], or change how [`Entry::checksum`] encodes one, change this
 /// (and add a schema upgrade step that re-seals the entries it keeps: see
 /// `schema`).
-pub const CHECKSUM_VERSION: u32 = 2;
+pub(crate) const CHECKSUM_VERSION: u32 = 2;
 
 impl Entry {
     /// A BLAKE3 digest of everything a replay uses, stored beside the row so
@@ -127,7 +127,7 @@ impl Entry {
     /// The checksum as version `version` of the encoding computed it.
     /// Versions 1 and 2 differ only in how they encode outputs, and agree
     /// on an entry without any (see the schema's upgrade to version 2).
-    pub fn seal(&self, version: u32) -> Digest {
+    pub(crate) fn seal(&self, version: u32) -> Digest {
         let mut h = blake3::Hasher::new_derive_key("memorun 2026 entry checksum");
         h.update(&version.to_le_bytes());
         h.update(&self.key.0);
@@ -165,7 +165,7 @@ pub enum Source {
 /// The bytes of `stream`, verified: inline bytes against its digest, a
 /// blob against the fast check `check` gives (BLAKE3 without one).
 /// `Ok(None)`: missing or corrupt.
-pub fn open_verified(
+pub(crate) fn open_verified(
     blobs: &Blobs,
     stream: &StoredStream,
     check: impl FnOnce() -> Result<Option<[u8; 16]>>,
@@ -230,7 +230,7 @@ pub struct NewEntry<'a> {
 
 /// Trace manifests kept per base key; the entries of the least recently
 /// used beyond this go (see `key::traced`).
-pub const MAX_MANIFESTS: usize = 16;
+pub(crate) const MAX_MANIFESTS: usize = 16;
 
 /// The trace manifest of a traced run being recorded (see `key::traced`):
 /// its entry goes under `key::traced::entry_key(base, digest)`.
@@ -388,7 +388,7 @@ pub struct EarlierRun {
 
 /// An earlier entry of a command, as a miss is explained against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Previous {
+pub(crate) struct Previous {
     /// Its key.
     pub key: Digest,
     /// When it was recorded, ms since the epoch.
@@ -397,15 +397,15 @@ pub struct Previous {
     pub components: Vec<crate::key::Component>,
 }
 
-pub use crate::base::hashing::manifest;
+pub(crate) use crate::base::hashing::manifest;
 
 /// How long ago `ms` (milliseconds since the Unix epoch) was; zero for a
 /// time in the future.
-pub fn age(ms: i64) -> Duration {
+pub(crate) fn age(ms: i64) -> Duration {
     Duration::from_millis((now_ms() - ms).max(0) as u64)
 }
 
-pub use crate::base::time::now_ms;
+pub(crate) use crate::base::time::now_ms;
 
 #[cfg(test)]
 mod tests {
