@@ -240,9 +240,7 @@ pub fn create_exclusive(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)>
 /// Temp files in `tmp_dir`: how many, and their bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TempUsage {
-    /// Files.
     pub files: u64,
-    /// Bytes.
     pub bytes: u64,
 }
 

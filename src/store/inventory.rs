@@ -105,7 +105,6 @@ pub struct StoreStats {
     pub counters: BTreeMap<String, i64>,
     /// When the counters were last zeroed, if ever.
     pub since_ms: Option<i64>,
-    /// Entries.
     pub entries: u64,
     /// Bytes of the database files, blobs and temp files on disk.
     pub disk_bytes: u64,

@@ -58,7 +58,6 @@ pub fn reset_doomed(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// What deleting entries removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Removed {
-    /// Entries.
     pub entries: u64,
     /// Output bytes (stdout plus stderr) of those entries.
     pub bytes: u64,
