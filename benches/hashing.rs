@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use memorun::key::hashing::hash_file;
-use memorun::key::inputs::{CachedStat, Collected, Collector, NoStatCache, StatCache};
+use memorun::key::inputs::{CachedStat, Collected, Collector, NoCache, StatCache};
 
 fn main() {
     divan::main();
@@ -106,7 +106,7 @@ fn collector_1000_files_no_stat_cache(bencher: Bencher) {
     let dir = small_files_dir();
     bencher
         .counter(ItemsCount::new(SMALL_FILES))
-        .bench(|| collect(black_box(dir.path()), &mut NoStatCache));
+        .bench(|| collect(black_box(dir.path()), &mut NoCache));
 }
 
 /// An in-memory stat cache that files entries as hashed long after their

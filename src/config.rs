@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
+use crate::base::Digest;
 use crate::cli::{self, RunArgs, StoreArgs};
 use crate::exec::refresh::REFRESH_KEY_VAR;
-use crate::key::Digest;
 use crate::key::exclude::Exclusions;
 use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::stdin::StdinMode;

@@ -41,7 +41,7 @@
 //! mapped inode intact), so a mapping cannot shrink under it. It never maps
 //! a user's file: an input truncated by someone else while it is hashed
 //! must give an I/O result, not a SIGBUS that kills memorun and the user's
-//! command with it ([`key::hashing`] reads).
+//! command with it ([`base::hashing`] reads).
 //!
 //! # Unsafe code
 //!
@@ -57,18 +57,19 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub(crate) mod base;
 pub mod cli;
 pub mod commands;
-pub mod config;
-pub mod error;
-pub mod exec;
+pub(crate) mod config;
+pub(crate) mod error;
+pub(crate) mod exec;
 pub mod exit_codes;
 pub mod key;
-pub mod outputs;
+pub(crate) mod outputs;
 pub mod remote;
-pub mod replay;
+pub(crate) mod replay;
 pub mod store;
-pub mod term;
+pub(crate) mod term;
 
 use std::ffi::OsString;
 

@@ -1,4 +1,5 @@
-//! The source's layering, checked: no import cycles between modules, and
+//! The source's layering, checked: no import cycles between modules nor
+//! between the top-level folders of `src/`, and
 //! no import that goes against the flow of data (docs/ARCHITECTURE.md,
 //! "Layering"). A small reader of `use crate::` and `super::` paths, not a
 //! Rust parser: it reads every `src/**/*.rs` outside its
@@ -184,6 +185,45 @@ fn no_module_imports_another_that_imports_it_back() {
     );
 }
 
+/// Top-level folder (or file) → the others it imports: `key::inputs ->
+/// store::statcache` is `key -> store`.
+fn folders(graph: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, tos) in graph {
+        let targets = out.entry(top(from).to_string()).or_default();
+        targets.extend(
+            tos.iter()
+                .map(|to| top(to).to_string())
+                .filter(|t| t != top(from)),
+        );
+    }
+    out
+}
+
+#[test]
+fn no_folder_imports_another_that_imports_it_back() {
+    let files = edges(&modules());
+    let found = cycles(&folders(&files));
+    // The file imports that make each folder cycle, to say what to cut.
+    let mut why = Vec::new();
+    for cycle in &found {
+        for (from, tos) in &files {
+            for to in tos {
+                let (f, t) = (top(from), top(to));
+                if f != t && cycle.iter().any(|c| c == f) && cycle.iter().any(|c| c == t) {
+                    why.push(format!("{from} -> {to}"));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "import cycles between top-level folders of src/ (a folder imports only those \
+         below it, see docs/ARCHITECTURE.md): {found:?}\n{}",
+        why.join("\n")
+    );
+}
+
 #[test]
 fn imports_follow_the_flow_of_data() {
     let graph = edges(&modules());
@@ -191,7 +231,9 @@ fn imports_follow_the_flow_of_data() {
     for (from, tos) in &graph {
         for to in tos {
             let (f, t) = (top(from), top(to));
-            let why = if t == "commands" && f != "commands" {
+            let why = if f == "base" && t != "base" {
+                Some("base is the leaf every layer uses: it imports nothing from the crate")
+            } else if t == "commands" && f != "commands" {
                 Some("nothing below the commands imports them")
             } else if t == "cli" && !matches!(f, "config" | "commands" | "crate") {
                 Some("only config (and the commands) read the clap types")
@@ -199,9 +241,7 @@ fn imports_follow_the_flow_of_data() {
                 && matches!(f, "key" | "store" | "replay" | "exec" | "term" | "remote")
             {
                 Some("the layers below config are given what they need, not the Config")
-            } else if f == "store"
-                && t == "key"
-                && !matches!(to.as_str(), "key" | "key::encoding" | "key::hashing")
+            } else if f == "store" && t == "key" && !matches!(to.as_str(), "key" | "key::encoding")
             {
                 Some("the store imports key types and digests, never key logic")
             } else if t == "remote" && matches!(f, "key" | "store" | "replay" | "exec" | "outputs")
@@ -230,9 +270,21 @@ fn the_reader_sees_imports_and_cycles() {
     let graph = edges(&modules());
     assert!(graph["commands::run"].contains("key::resolve"));
     assert!(graph["key::inputs"].contains("term::format"));
+    assert!(graph["store::blobs"].contains("base::hashing"));
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     g.insert("a".into(), ["b".to_string()].into());
     g.insert("b".into(), ["c".to_string()].into());
     g.insert("c".into(), ["a".to_string()].into());
     assert_eq!(cycles(&g), [["a", "b", "c"]]);
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    m.insert("a::x".into(), ["b::y".to_string()].into());
+    m.insert("b::z".into(), ["a::w".to_string()].into());
+    m.insert("b::y".into(), BTreeSet::new());
+    m.insert("a::w".into(), BTreeSet::new());
+    assert!(cycles(&m).is_empty(), "no cycle between files");
+    assert_eq!(
+        cycles(&folders(&m)),
+        [["a", "b"]],
+        "a cycle between folders"
+    );
 }

@@ -3,7 +3,7 @@
 //!
 //! Only what memorun created inside the cache directory is removed: rows,
 //! blob files with memorun's own names, and temp files whose process died
-//! (see `store::temp`). Symlinks are never followed (see
+//! (see `base::temp`). Symlinks are never followed (see
 //! `store::gc`). `--all` resets the store without
 //! opening its database (see `store::repair`).
 

@@ -13,6 +13,6 @@ pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
 }
 
 /// Print the completion script for `shell`; returns the exit code.
-pub fn print(shell: clap_complete::Shell) -> anyhow::Result<i32> {
+pub(crate) fn print(shell: clap_complete::Shell) -> anyhow::Result<i32> {
     crate::term::output::print_stdout(&script(shell))
 }

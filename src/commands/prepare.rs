@@ -242,7 +242,7 @@ pub fn entry_key(
     if config.trace.is_none() {
         return Ok(EntryKey::Plain(resolved.key.digest));
     }
-    let manifests = store.manifests(&resolved.key.digest, traced::MAX_MANIFESTS)?;
+    let manifests = store.manifests(&resolved.key.digest, crate::store::MAX_MANIFESTS)?;
     let base = manifest_base(config, resolved);
     let mut found = None;
     let mut first_mismatch = None;

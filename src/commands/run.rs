@@ -14,25 +14,26 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::commands::diff;
 use crate::commands::prepare::{self, EntryKey, NotPrepared, Prepared};
 use crate::config::Config;
 use crate::config::TraceConfig;
 use crate::error::Failure;
+use crate::exec::capture;
 use crate::exec::refresh::{self, RefreshStdin};
 use crate::exec::spawn::{self, SpawnError, Status, TracedError};
 use crate::exec::trace::{self, TraceOptions};
 use crate::exit_codes;
-use crate::key::diff;
 use crate::key::inputs;
 use crate::key::resolve::Resolved;
 use crate::key::stdin::{self, Feed};
 use crate::key::traced::Probe;
 use crate::key::{self, Key, Kind, State};
-use crate::outputs::{capture, restore};
 use crate::remote::Tier;
 use crate::remote::tiered::{Invocation, Next, Tiered};
 use crate::replay::interleaving::Recorder;
 use crate::replay::policy::{self, NotRecorded};
+use crate::replay::restore;
 use crate::replay::{self, Replayed};
 use crate::store::counters::Counter;
 use crate::store::recorded::RecordStore;

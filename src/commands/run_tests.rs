@@ -13,11 +13,11 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use super::*;
+use crate::base::Digest;
+use crate::base::stat::{NoCache, StatCache};
 use crate::cli::Cli;
-use crate::key::Digest;
 use crate::store::blobs::SpooledData;
 use crate::store::counters::{Counter, NotRecorded};
-use crate::store::statcache::{NoCache, StatCache};
 use crate::store::{
     Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Spool, Spooled, Store,
     StoredManifest, StoredStream,

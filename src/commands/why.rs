@@ -7,17 +7,17 @@
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::commands::diff::{self, Change};
 use crate::commands::prepare::{self, EntryKey, NotPrepared, Prepared, prepare};
 use crate::config::Config;
 use crate::error::Failure;
-use crate::key::diff::{self, Change};
 use crate::key::traced;
 use crate::key::{Component, Digest, Kind, State};
-use crate::outputs::restore::{self, RootReport};
+use crate::outputs::files::RootKind;
 use crate::remote::Tier;
 use crate::replay::policy;
+use crate::replay::restore::{self, RootReport};
 use crate::store::age;
-use crate::store::files::RootKind;
 use crate::store::{Entries, Entry};
 use crate::term::format::human_duration;
 use crate::term::quote::printable;
@@ -204,7 +204,7 @@ fn uncached(why: &str) -> Report {
 fn remote_holds(
     config: &Config,
     store: &mut crate::store::db::SqliteStore,
-    key: &crate::key::Digest,
+    key: &crate::base::Digest,
 ) -> Option<(String, Option<bool>)> {
     config
         .remote

@@ -19,12 +19,10 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::key::Digest;
+use crate::base::Digest;
 use crate::store::locks;
 
-/// Set (to the key, in hex) in the environment of a background refresh.
-/// Removed from the environment of every command memorun runs.
-pub const REFRESH_KEY_VAR: &str = "MEMORUN_INTERNAL_REFRESH_KEY";
+pub use crate::key::resolve::REFRESH_KEY_VAR;
 
 /// The lock name that allows one refresh per key at a time.
 pub fn lock_name(key: &Digest) -> String {

@@ -390,12 +390,10 @@ pub enum TracedError {
 pub struct NotTraced {
     /// Why.
     pub reason: TraceUnavailable,
-    /// Its stdin, untouched.
+    /// Its stdin, untouched. (The recorder and spinner it was given are
+    /// dropped unused: an untraced run is not recorded, and the spinner
+    /// had not started.)
     pub stdin: Feed,
-    /// The recorder, unused.
-    pub recorder: Option<Recorder>,
-    /// The spinner, not started.
-    pub spinner: Option<Spinner>,
 }
 
 /// [`run_captured`] with the command traced ([`trace`]): the same output
@@ -415,12 +413,10 @@ pub fn run_captured_traced(
     spinner: Option<Spinner>,
     options: &TraceOptions,
 ) -> Result<(Outcome, TraceLog), TracedError> {
-    let not_traced = |reason, stdin, recorder, spinner| {
+    let not_traced = |reason, stdin, _: Option<Recorder>, _: Option<Spinner>| {
         Err(TracedError::NotTraced(Box::new(NotTraced {
             reason,
             stdin,
-            recorder,
-            spinner,
         })))
     };
     let spawn_error = |error| {

@@ -28,10 +28,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
+use crate::base::stat::FileStat;
 use crate::key::inputs::{Origin, WatchItem, Watched};
 use crate::key::stdin::{StdinFile, hash_file_from, reopen};
 use crate::key::{Component, Digest};
-use crate::store::statcache::FileStat;
 
 /// `O_ACCMODE`, `O_WRONLY` and `O_CLOEXEC` as `/proc/self/fdinfo` shows
 /// the flags (octal, the kernel's values on every architecture memorun

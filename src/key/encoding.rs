@@ -12,9 +12,9 @@
 //! one, bump [`KEY_VERSION`]. The golden test at the bottom of this file fails
 //! when the encoding changes without a bump.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
+
+pub use crate::base::Digest;
 
 /// Version of the key encoding. If you change any of the inputs to the hash,
 /// or how they are encoded, change this.
@@ -24,72 +24,10 @@ use serde::{Deserialize, Serialize};
 /// `--trace-exclude`, `--no-default-trace-excludes`), and with them the
 /// default `--trace` exclusions; inherited descriptors (`Kind::Descriptor`)
 /// and the program's path and mode (`Kind::Program`).
-pub const KEY_VERSION: u32 = 2;
+pub(crate) const KEY_VERSION: u32 = 2;
 
 /// Domain separation for the final key digest.
 const KEY_CONTEXT: &[u8] = b"memorun key";
-
-/// A 32-byte BLAKE3 digest.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    /// The digest as 64 lowercase hex characters.
-    pub fn to_hex(&self) -> String {
-        self.hex().to_string()
-    }
-
-    /// The hex text without allocating (blake3's own encoding).
-    fn hex(&self) -> impl std::ops::Deref<Target = str> {
-        blake3::Hash::from_bytes(self.0).to_hex()
-    }
-
-    /// The first 12 hex characters, for display.
-    pub fn short(&self) -> String {
-        self.to_hex()[..12].to_string()
-    }
-
-    /// Parse 64 hex characters (either case).
-    pub fn from_hex(s: &str) -> Option<Digest> {
-        blake3::Hash::from_hex(s).ok().map(Digest::from)
-    }
-
-    /// Build a digest from a slice that must be 32 bytes long.
-    pub fn from_slice(bytes: &[u8]) -> Option<Digest> {
-        Some(Digest(bytes.try_into().ok()?))
-    }
-}
-
-impl From<blake3::Hash> for Digest {
-    fn from(h: blake3::Hash) -> Digest {
-        Digest(*h.as_bytes())
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({})", self.short())
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.hex())
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.hex())
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid digest"))
-    }
-}
 
 /// What a key component describes. The tag values are part of the encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -240,7 +178,7 @@ impl Component {
     }
 
     /// The sorted set of variable names a glob pattern matched.
-    pub fn env_pattern(pattern: &str, names: &[Vec<u8>]) -> Component {
+    pub(crate) fn env_pattern(pattern: &str, names: &[Vec<u8>]) -> Component {
         let mut e = Encoder::new(Kind::EnvPattern, pattern.as_bytes(), State::Present);
         e.u64(names.len() as u64);
         for n in names {
@@ -262,7 +200,7 @@ impl Component {
     /// The listing of an `--input` directory or glob, named by the argument
     /// as given: each entry's relative path, type and (for a link that is
     /// not followed) target, in sorted order.
-    pub fn input_set(arg: &[u8], entries: &[ListingEntry]) -> Component {
+    pub(crate) fn input_set(arg: &[u8], entries: &[ListingEntry]) -> Component {
         let mut e = Encoder::new(Kind::InputSet, arg, State::Present);
         e.u64(entries.len() as u64);
         for entry in entries {
@@ -289,7 +227,7 @@ impl Component {
 
     /// A run option in the key, as the user would type it (shell-quoted):
     /// `--trace-exclude 'target/**'`.
-    pub fn option(typed: &str) -> Component {
+    pub(crate) fn option(typed: &str) -> Component {
         let mut e = Encoder::new(Kind::Option, typed.as_bytes(), State::Present);
         e.bytes(typed.as_bytes());
         Component {
@@ -338,7 +276,7 @@ impl Component {
     /// content from its offset, or `Err` with what it names when that
     /// cannot be keyed (a directory, a block device: such a run is never
     /// recorded).
-    pub fn descriptor(fd: i32, content: Result<Digest, &str>) -> Component {
+    pub(crate) fn descriptor(fd: i32, content: Result<Digest, &str>) -> Component {
         let name = fd.to_string();
         let mut e = Encoder::new(Kind::Descriptor, name.as_bytes(), State::Present);
         match content {
@@ -362,7 +300,7 @@ impl Component {
     /// The program `argv0` names, as found: its path (as keyed, see
     /// `base_dir`) and the bits of its mode that decide whether and how
     /// it runs, or `None` when nothing is found.
-    pub fn program(argv0: &[u8], found: Option<(&[u8], u32)>) -> Component {
+    pub(crate) fn program(argv0: &[u8], found: Option<(&[u8], u32)>) -> Component {
         let state = if found.is_some() {
             State::Present
         } else {
@@ -414,7 +352,7 @@ fn display_name(raw: &[u8]) -> String {
 /// encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub enum FileType {
+pub(crate) enum FileType {
     /// A regular file, or a symlink to one (counted by the target's content).
     File = 1,
     /// A directory.
@@ -427,7 +365,7 @@ pub enum FileType {
 
 /// One entry of an `--input` directory or glob listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListingEntry {
+pub(crate) struct ListingEntry {
     /// Path relative to the directory (or as matched, for a glob).
     pub path: Vec<u8>,
     /// What it is.

@@ -11,7 +11,7 @@
 //! well as everything under it, so that nothing under it is listed, hashed
 //! or watched. A file named on its own with `-i` is never excluded.
 
-use std::path::{Component as PathComponent, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -23,15 +23,13 @@ pub struct Exclusions {
 }
 
 /// `path` as exclusions see it: without `.` components and repeated `/`.
-pub fn normalize(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, PathComponent::CurDir))
-        .collect()
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    crate::outputs::normalize(path)
 }
 
 /// The globs one exclusion pattern stands for: the pattern normalized,
 /// and for `dir/**` or `dir/` the directory itself as well.
-pub fn globs_of(pattern: &str) -> Vec<String> {
+pub(crate) fn globs_of(pattern: &str) -> Vec<String> {
     let normalized = normalize(Path::new(pattern));
     let normalized = normalized.to_string_lossy();
     let mut globs = vec![normalized.to_string()];
@@ -70,12 +68,12 @@ impl Exclusions {
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.set.is_none()
     }
 
     /// Whether `shown` (a path as memorun shows it) is left out.
-    pub fn excludes(&self, shown: &Path) -> bool {
+    pub(crate) fn excludes(&self, shown: &Path) -> bool {
         match &self.set {
             None => false,
             Some(set) => set.is_match(normalize(shown)),

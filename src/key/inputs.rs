@@ -44,11 +44,11 @@ use anyhow::{Result, anyhow};
 use rayon::prelude::*;
 use rustix::fs::OFlags;
 
+use crate::base::hashing;
+pub use crate::base::stat::{CachedStat, FileStat, NoCache, RACY_MARGIN_NS, StatCache};
 use crate::key::base_dir;
 use crate::key::exclude::Exclusions;
-use crate::key::hashing;
 use crate::key::{Component, Digest, FileType, ListingEntry};
-pub use crate::store::statcache::{CachedStat, FileStat, RACY_MARGIN_NS, StatCache};
 use crate::term::format::io_reason;
 use crate::term::progress::HashProgress;
 
@@ -61,16 +61,6 @@ const PARALLEL_BYTES: u64 = 4 * 1024 * 1024;
 /// directory walk) are hashed every time instead of being looked up in the
 /// stat cache: reading 16 KiB and hashing it costs less than the query.
 const SMALL_FILE: u64 = 16 * 1024;
-
-/// A stat cache that remembers nothing.
-pub struct NoStatCache;
-
-impl StatCache for NoStatCache {
-    fn get(&mut self, _: &Path) -> Option<CachedStat> {
-        None
-    }
-    fn put(&mut self, _: &Path, _: CachedStat) {}
-}
 
 /// Why the inputs (or the key) could not be resolved.
 #[derive(Debug)]
@@ -284,20 +274,20 @@ impl<'a> Collector<'a> {
     /// Never walk into or match anything under `dirs` (absolute, canonical:
     /// walks are of physical paths): the cache directory, which memorun
     /// writes while the command runs, is never one of its inputs.
-    pub fn skip(mut self, dirs: &'a [PathBuf]) -> Self {
+    pub(crate) fn skip(mut self, dirs: &'a [PathBuf]) -> Self {
         self.skip = dirs;
         self
     }
 
     /// Key the names of inputs under `base` relative to it (see
     /// `base_dir`).
-    pub fn base_dir(mut self, base: Option<&'a Path>) -> Self {
+    pub(crate) fn base_dir(mut self, base: Option<&'a Path>) -> Self {
         self.base = base;
         self
     }
 
     /// Show a progress bar on the terminal if hashing takes long.
-    pub fn show_progress(mut self, yes: bool) -> Self {
+    pub(crate) fn show_progress(mut self, yes: bool) -> Self {
         self.show_progress = yes;
         self
     }
@@ -345,7 +335,7 @@ impl<'a> Collector<'a> {
 
     /// An automatic input: `arg` counts only if it names an existing regular
     /// file. Returns whether it did.
-    pub fn auto(&mut self, arg: &OsStr) -> bool {
+    pub(crate) fn auto(&mut self, arg: &OsStr) -> bool {
         if arg.is_empty() {
             return false;
         }
@@ -740,17 +730,11 @@ fn link_target(abs: &Path) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use crate::base::time::now_ns;
 
 /// Open `path` without blocking, check that the open file is regular, and
 /// hash it. Returns the digest and the stat of the file that was read.
-pub fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
+pub(crate) fn hash_regular(path: &Path) -> io::Result<(Digest, FileStat)> {
     hash_regular_checked(path).map(|(d, s, _)| (d, s))
 }
 
@@ -782,7 +766,7 @@ fn open_nonblocking(path: &Path) -> io::Result<File> {
 
 /// The inputs named with `-i` that do not exist at all (a dangling symlink
 /// is there on purpose): in the key as absent, and most often a typo.
-pub fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
+pub(crate) fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
     watch
         .iter()
         .filter(|w| w.origin == Origin::Named && matches!(w.before, Watched::Absent))
@@ -793,7 +777,7 @@ pub fn missing_named(watch: &[WatchItem]) -> Vec<&OsStr> {
 
 /// Why a run whose input `w` changed is not recorded, and what would leave
 /// that input out of the key, by how it came into it.
-pub fn changed_message(w: &WatchItem) -> String {
+pub(crate) fn changed_message(w: &WatchItem) -> String {
     let name = crate::term::quote::word(w.name.as_bytes());
     let hint = match &w.origin {
         Origin::Argument => format!("leave it out of the key with -x {name} or --no-auto-inputs"),
@@ -843,7 +827,7 @@ fn exclusion_hint(root: &Path, w: &WatchItem) -> String {
 /// recently are compared by content, not only by stat. What the run added
 /// (an absent path now present, a new name in a walked directory) is not a
 /// change: see the module documentation.
-pub fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
+pub(crate) fn changed_during_run(watch: &[WatchItem], started_ns: i64) -> Option<&WatchItem> {
     watch.iter().find(|w| match &w.before {
         Watched::Absent => false,
         Watched::Stdin(file) => !file.unchanged(started_ns),
@@ -928,7 +912,7 @@ mod tests {
         fs::create_dir(t.path().join("dir")).unwrap();
         let c = collect(
             t.path(),
-            &mut NoStatCache,
+            &mut NoCache,
             &[],
             &["in.txt", "dir", "/dev/zero", "/dev/null", "missing", ""],
         )
@@ -983,7 +967,7 @@ mod tests {
         fs::write(d.join("sub/c.txt"), "c").unwrap();
         std::os::unix::fs::symlink("a.txt", d.join("link-to-file")).unwrap();
         std::os::unix::fs::symlink(".", d.join("loop")).unwrap();
-        let c = collect(t.path(), &mut NoStatCache, &["src"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["src"], &[]).unwrap();
         assert_eq!(
             names(&c),
             vec![
@@ -1007,7 +991,7 @@ mod tests {
         fs::write(t.path().join("src/a.rs"), "a").unwrap();
         fs::write(t.path().join("src/b.txt"), "b").unwrap();
         fs::write(t.path().join("src/deep/c.rs"), "c").unwrap();
-        let c = collect(t.path(), &mut NoStatCache, &["src/*.rs"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["src/*.rs"], &[]).unwrap();
         assert_eq!(
             names(&c),
             vec![
@@ -1015,10 +999,10 @@ mod tests {
                 (Kind::Input, "src/a.rs".into(), true)
             ]
         );
-        let c = collect(t.path(), &mut NoStatCache, &["src/**/*.rs"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["src/**/*.rs"], &[]).unwrap();
         let inputs: Vec<String> = names(&c).into_iter().skip(1).map(|n| n.1).collect();
         assert_eq!(inputs, vec!["src/a.rs", "src/deep/c.rs"]);
-        let c = collect(t.path(), &mut NoStatCache, &["nothing/*.rs"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["nothing/*.rs"], &[]).unwrap();
         assert_eq!(
             names(&c),
             vec![(Kind::InputSet, "nothing/*.rs".into(), true)]
@@ -1028,9 +1012,9 @@ mod tests {
     #[test]
     fn absent_and_refused_inputs() {
         let t = tempfile::tempdir().unwrap();
-        let c = collect(t.path(), &mut NoStatCache, &["missing.txt"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["missing.txt"], &[]).unwrap();
         assert_eq!(names(&c), vec![(Kind::Input, "missing.txt".into(), false)]);
-        let e = collect(t.path(), &mut NoStatCache, &["/dev/null"], &[]).unwrap_err();
+        let e = collect(t.path(), &mut NoCache, &["/dev/null"], &[]).unwrap_err();
         assert!(
             matches!(&e, InputError::Refused(why) if why.contains("is a device")),
             "{e}"
@@ -1076,7 +1060,7 @@ mod tests {
         assert_eq!(cache.1, 0, "a small named file is never put in the cache");
         // Even a stale cache entry for it is not consulted.
         let small = t.path().join("small");
-        let c = collect(t.path(), &mut NoStatCache, &["small"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["small"], &[]).unwrap();
         let digest = |c: &Collected| c.components[0].clone();
         let fresh = digest(&c);
         let mut lying = MapCache::default();
@@ -1124,7 +1108,7 @@ mod tests {
             );
         }
         let within = collect(t.path(), &mut Budget(64, Default::default()), &["d"], &[]).unwrap();
-        let with_cache = collect(t.path(), &mut NoStatCache, &["d"], &[]).unwrap();
+        let with_cache = collect(t.path(), &mut NoCache, &["d"], &[]).unwrap();
         assert_eq!(within.components, with_cache.components);
     }
 
@@ -1135,7 +1119,7 @@ mod tests {
         fs::write(t.path().join("d/x"), "x").unwrap();
         fs::write(t.path().join("f"), "1234").unwrap();
         let start = now_ns();
-        let c = collect(t.path(), &mut NoStatCache, &["d", "f", "absent"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["d", "f", "absent"], &[]).unwrap();
         let changed = |c: &Collected| changed_during_run(&c.watch, start).map(|w| w.name.clone());
         assert_eq!(changed(&c), None);
         // Same size, same mtime tick: only the content tells.
@@ -1157,7 +1141,7 @@ mod tests {
         fs::write(t.path().join("d/x"), "x").unwrap();
         std::os::unix::fs::symlink("nowhere", t.path().join("d/link")).unwrap();
         let start = now_ns();
-        let c = collect(t.path(), &mut NoStatCache, &["d", "absent", "g/*.txt"], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["d", "absent", "g/*.txt"], &[]).unwrap();
         fs::write(t.path().join("absent"), "made by the run").unwrap();
         fs::write(t.path().join("d/new"), "").unwrap();
         fs::create_dir_all(t.path().join("d/sub/deeper")).unwrap();
@@ -1182,7 +1166,7 @@ mod tests {
         let skip = [t.path().join(".memorun")];
         let none = Exclusions::default();
         for input in [".", "**/*"] {
-            let mut cache = NoStatCache;
+            let mut cache = NoCache;
             let mut c = Collector::new(t.path(), &mut cache, &none).skip(&skip);
             c.explicit(OsStr::new(input)).unwrap();
             let got = c.finish().unwrap();
@@ -1254,12 +1238,12 @@ mod tests {
             rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();
-        let got = collect(t.path(), &mut NoStatCache, &[], &["fifo"]).unwrap();
+        let got = collect(t.path(), &mut NoCache, &[], &["fifo"]).unwrap();
         assert!(got.components.is_empty());
-        let e = collect(t.path(), &mut NoStatCache, &["fifo"], &[]).unwrap_err();
+        let e = collect(t.path(), &mut NoCache, &["fifo"], &[]).unwrap_err();
         assert!(e.to_string().contains("is a FIFO"), "{e}");
         // Inside a directory it is listed, not opened.
-        let c = collect(t.path(), &mut NoStatCache, &["."], &[]).unwrap();
+        let c = collect(t.path(), &mut NoCache, &["."], &[]).unwrap();
         assert_eq!(c.components.len(), 1);
     }
 }

@@ -25,6 +25,11 @@ use crate::key::inputs::{self, Collector, InputError, StatCache, WatchItem};
 use crate::key::spec::{EnvPattern, KeySpec};
 use crate::key::{Component, Digest, Key};
 
+/// Set (to the key, in hex) in the environment of a background refresh
+/// (`exec::refresh`). Removed from the environment of every command
+/// memorun runs, `--key-cmd`s included: defined here, below both.
+pub const REFRESH_KEY_VAR: &str = "MEMORUN_INTERNAL_REFRESH_KEY";
+
 /// The command's identity: argv after `--ignore-arg`, and where it runs.
 #[derive(Debug, Clone)]
 pub struct Base {
@@ -54,7 +59,7 @@ impl Base {
             .collect();
         let argv = Component::argv(&argv);
         Ok(Base {
-            manifest: crate::store::manifest(&argv.digest, cwd.as_os_str().as_bytes()),
+            manifest: crate::base::hashing::manifest(&argv.digest, cwd.as_os_str().as_bytes()),
             argv,
             display: display_command(&spec.command),
             key_display: display_command(
@@ -289,7 +294,7 @@ fn key_cmd(cmd: &str, cwd: &Path) -> Result<Component> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .env_remove(crate::exec::refresh::REFRESH_KEY_VAR)
+        .env_remove(REFRESH_KEY_VAR)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -28,10 +28,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::thread::JoinHandle;
 
-use crate::key::hashing;
+use crate::base::hashing;
+use crate::base::stat::FileStat;
+use crate::base::temp::Temp;
 use crate::key::{Component, Digest};
-use crate::store::statcache::FileStat;
-use crate::store::temp::Temp;
 
 /// How the command gets its stdin.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 //! A traced run's inputs are known only after it ran, so its entry cannot
 //! be under the key computed before the run. Two levels, as ccache's
 //! manifests: the usual key (the *base* key: command line, working
-//! directory, `-e`, `-i`, stdin...) names up to [`MAX_MANIFESTS`] trace
+//! directory, `-e`, `-i`, stdin...) names up to `store::MAX_MANIFESTS` trace
 //! manifests, each the list of paths one traced run used with their state
 //! then ([`Manifest`]); the entry of that run is under
 //! [`entry_key`]`(base, manifest digest)`. A lookup checks the manifests
@@ -49,17 +49,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::exec::trace::Seen;
-use crate::exec::trace::log::{content_digest, listing_digest};
-use crate::key::Digest;
+use crate::base::Digest;
 use crate::key::inputs::{self, CachedStat, FileStat, StatCache};
-
-pub use crate::store::MAX_MANIFESTS;
+use memorun_trace::Seen;
+use memorun_trace::log::{content_digest, listing_digest};
 
 /// A traced input modified this close before the run started, or after,
 /// counts as changed while the command ran: file timestamps come from a
 /// coarse clock that can lag the real time by a few milliseconds.
-pub const RACE_MARGIN_NS: i64 = 20_000_000;
+pub(crate) const RACE_MARGIN_NS: i64 = 20_000_000;
 
 /// The first byte of an encoded manifest: its format version. 2: the
 /// tracer keys the file a path reaches through links and `/proc` magic
@@ -70,7 +68,7 @@ const FORMAT: u8 = 2;
 
 /// What a traced path's state is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// Read: its content.
     Content,
     /// Executed: its content and mode.
@@ -120,7 +118,7 @@ impl State {
     }
 
     /// In words, for `why`.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self {
             State::Content(_) => "a file",
             State::Listing(..) => "a directory",
@@ -169,7 +167,7 @@ pub struct Manifest {
 /// Why a manifest does not match the files now, or why a run's traced
 /// inputs cannot be recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mismatch {
+pub(crate) struct Mismatch {
     /// The path.
     pub path: PathBuf,
     /// What it was (`None` when it changed during the run).
@@ -186,7 +184,7 @@ const MODIFIED_WHILE_RUNNING: &str = "modified while the command ran (after the 
 impl Mismatch {
     /// `traced input include/config.h: changed`, relative to `cwd` when
     /// under it.
-    pub fn message(&self, cwd: &Path) -> String {
+    pub(crate) fn message(&self, cwd: &Path) -> String {
         let shown = shown(&self.path, cwd);
         let how = match (&self.was, &self.now) {
             _ if self.how.is_some() => self.how.unwrap_or_default(),
@@ -203,7 +201,7 @@ impl Mismatch {
 
 /// `path` as `why` and `-v` show it: relative to `cwd` when under it (`.`
 /// for `cwd` itself), else absolute.
-pub fn shown(path: &Path, cwd: &Path) -> String {
+pub(crate) fn shown(path: &Path, cwd: &Path) -> String {
     match path.strip_prefix(cwd) {
         Ok(rel) if rel.as_os_str().is_empty() => ".".into(),
         Ok(rel) => rel.display().to_string(),
@@ -213,7 +211,7 @@ pub fn shown(path: &Path, cwd: &Path) -> String {
 
 /// The state of `path` now, as `probe` sees it. Content goes through
 /// `cache` (and is put into it).
-pub fn state_now(
+pub(crate) fn state_now(
     path: &Path,
     probe: Probe,
     ignore: &[Vec<u8>],
@@ -284,7 +282,7 @@ pub fn state_now(
 
 /// The mode bits of an executed file that decide whether and how it runs:
 /// all but the write bits (which differ with the umask between checkouts).
-pub fn program_mode(m: &fs::Metadata) -> u32 {
+pub(crate) fn program_mode(m: &fs::Metadata) -> u32 {
     m.mode() & 0o7555
 }
 
@@ -390,7 +388,7 @@ fn xattrs(path: &Path) -> io::Result<Digest> {
     Ok(h.finalize().into())
 }
 
-pub use crate::store::statcache::NoCache;
+pub use crate::base::stat::NoCache;
 
 /// The probe of a recorded state, to check it again.
 fn probe_of(state: &State) -> Probe {
@@ -471,7 +469,7 @@ fn race(
 /// Each input comes with what the tracer saw of it when the command
 /// reached it (see `race`). `outputs` are the paths the run wrote,
 /// created or removed: left out of the listings of their directories.
-pub fn record(
+pub(crate) fn record(
     inputs: &[(PathBuf, Probe, Option<Seen>)],
     outputs: &[PathBuf],
     started_ns: i64,
@@ -565,7 +563,7 @@ pub fn record(
 }
 
 /// Check `m` against the files now: the first path that differs, if any.
-pub fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
+pub(crate) fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
     for (i, (path, was)) in m.items.iter().enumerate() {
         // The same file, unmodified since it was recorded: its content is
         // what was recorded.
@@ -592,7 +590,7 @@ pub fn check(m: &Manifest, cache: &mut dyn StatCache) -> Option<Mismatch> {
 }
 
 /// The key of the entry recorded with manifest `manifest` under `base`.
-pub fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
+pub(crate) fn entry_key(base: &Digest, manifest: &Digest) -> Digest {
     let mut h = blake3::Hasher::new_derive_key("memorun 2026 traced entry key");
     h.update(&base.0);
     h.update(&manifest.0);
@@ -604,7 +602,7 @@ impl Manifest {
     /// paths under `base` (`--base-dir`, or the working directory when it
     /// is not in the key) relative to it, so that the same base key in
     /// another checkout checks its own files (see `key::base_dir`).
-    pub fn encode(&self, base: Option<&Path>) -> Vec<u8> {
+    pub(crate) fn encode(&self, base: Option<&Path>) -> Vec<u8> {
         self.encoding(true, base)
     }
 
@@ -679,14 +677,14 @@ impl Manifest {
 
     /// Its digest, over its portable form: names it under a base key, the
     /// same in every checkout and on every machine.
-    pub fn digest(&self, base: Option<&Path>) -> Digest {
+    pub(crate) fn digest(&self, base: Option<&Path>) -> Digest {
         Digest::from(blake3::hash(&self.portable(base)))
     }
 
     /// Decode [`Manifest::encode`] or [`Manifest::portable`] here: paths
     /// encoded relative to a base are taken under `base`. `None` when
     /// malformed, or when it has such paths and there is no `base` here.
-    pub fn decode(b: &[u8], base: Option<&Path>) -> Option<Manifest> {
+    pub(crate) fn decode(b: &[u8], base: Option<&Path>) -> Option<Manifest> {
         let m = Manifest::decode_raw(b)?;
         let mut items: Vec<((PathBuf, State), Option<FileStat>)> =
             m.items.into_iter().zip(m.stats).collect();

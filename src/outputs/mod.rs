@@ -1,5 +1,8 @@
-//! Output files: what a command writes, captured with its entry after a
-//! recorded run ([`capture`]) and put back on a hit ([`restore`]).
+//! Output files, the model: what the user declared ([`OutputSpec`]) and
+//! what an entry holds ([`files`]). Below the store, which keeps them; the
+//! work on the file system is above it: captured with the entry after a
+//! recorded run (`exec::capture`) and put back on a hit
+//! (`replay::restore`).
 //!
 //! Two kinds of outputs:
 //!
@@ -22,8 +25,7 @@
 //! Declared outputs are neither inputs nor watched: they are left out of
 //! automatic inputs and of `-i` walks and globs.
 
-pub mod capture;
-pub mod restore;
+pub(crate) mod files;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -31,7 +33,7 @@ use std::path::{Component as PathComponent, Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::store::files::RootKind;
+use crate::outputs::files::RootKind;
 
 /// One `-o` of this invocation.
 #[derive(Debug, Clone)]
@@ -63,7 +65,9 @@ pub fn has_glob_meta(s: &[u8]) -> bool {
 
 /// `path` without `.` components and repeated or trailing `/`.
 pub fn normalize(path: &Path) -> PathBuf {
-    crate::key::exclude::normalize(path)
+    path.components()
+        .filter(|c| !matches!(c, PathComponent::CurDir))
+        .collect()
 }
 
 impl OutputSpec {

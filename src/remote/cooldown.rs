@@ -29,15 +29,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::temp::Temp;
 use crate::store::now_ms;
 use crate::store::private;
-use crate::store::temp::Temp;
 
 /// The first cool-down.
-pub const FIRST: Duration = Duration::from_secs(60);
+pub(crate) const FIRST: Duration = Duration::from_secs(60);
 
 /// The longest.
-pub const LONGEST: Duration = Duration::from_secs(600);
+pub(crate) const LONGEST: Duration = Duration::from_secs(600);
 
 /// The largest state file read.
 const MAX_STATE: u64 = 16 * 1024;
@@ -57,12 +57,12 @@ pub struct State {
 
 impl State {
     /// Whether it is cooling down now.
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.until_ms > now_ms()
     }
 
     /// How long the cool-down after `failures` failures in a row lasts.
-    pub fn length(failures: u32) -> Duration {
+    pub(crate) fn length(failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(16);
         (FIRST * (1u32 << doublings)).min(LONGEST)
     }
@@ -85,7 +85,7 @@ pub fn file_name(url: &str) -> String {
 
 /// What [`Cooldown::failed`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Started {
+pub(crate) enum Started {
     /// This process started a cool-down: it warns.
     Now(State),
     /// Another process had started one meanwhile: say nothing.
@@ -112,13 +112,13 @@ impl Cooldown {
     }
 
     /// The state, if there is a sound one for this URL.
-    pub fn read(&self) -> Option<State> {
+    pub(crate) fn read(&self) -> Option<State> {
         read_state(&self.path).filter(|s| s.url == self.url)
     }
 
     /// The remote failed in a way that says it is down or broken: start a
     /// cool-down, unless another process started one meanwhile.
-    pub fn failed(&self, reason: &str) -> Started {
+    pub(crate) fn failed(&self, reason: &str) -> Started {
         let Ok(_lock) = self.locked() else {
             return Started::Unwritable;
         };
@@ -140,7 +140,7 @@ impl Cooldown {
     }
 
     /// The remote answered: its cool-down, if any, is over.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         if fs::symlink_metadata(&self.path).is_ok()
             && let Ok(_lock) = self.locked()
         {
@@ -167,7 +167,7 @@ impl Cooldown {
 }
 
 /// A state file, if it parses (nothing else: a damaged one is ignored).
-pub fn read_state(path: &Path) -> Option<State> {
+pub(crate) fn read_state(path: &Path) -> Option<State> {
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
@@ -182,7 +182,7 @@ pub fn read_state(path: &Path) -> Option<State> {
 }
 
 /// Every remote's state in the cache directory `root` (for `stats`).
-pub fn all(root: &Path) -> Vec<State> {
+pub(crate) fn all(root: &Path) -> Vec<State> {
     let mut out: Vec<State> = fs::read_dir(root)
         .into_iter()
         .flatten()
@@ -202,7 +202,7 @@ pub fn all(root: &Path) -> Vec<State> {
 }
 
 /// `HH:MM:SS UTC` of a time in ms since the epoch.
-pub fn clock(ms: i64) -> String {
+pub(crate) fn clock(ms: i64) -> String {
     let s = ms.div_euclid(1000).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
 }

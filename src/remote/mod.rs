@@ -48,21 +48,21 @@
 //!   configured: a local hit costs what it cost before.
 
 pub mod cooldown;
-pub mod deadline;
-pub mod http;
-pub mod redis;
+pub(crate) mod deadline;
+pub(crate) mod http;
+pub(crate) mod redis;
 pub mod s3;
 pub(crate) mod tiered;
-pub mod url;
-pub mod wire;
+pub(crate) mod url;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
 use crate::key::{Digest, Key};
+use crate::outputs::files::{Node, OutputRoot};
 use crate::store::counters::Counter;
-use crate::store::files::{Node, OutputRoot};
 use crate::store::{Entry, NewEntry, Source, Spool, Store, StoredStream};
 use crate::term::format::human_size;
 use crate::term::ui::Ui;
@@ -72,24 +72,24 @@ pub use url::RemoteUrl;
 
 /// Default connect timeout (ccache's): a remote that is down costs this
 /// once per cool-down.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Default deadline of a lookup of a small object (an entry, a trace
 /// manifest, an index): a hit is fast or it is a miss.
-pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Default deadline of any other operation (a blob may take longer while
 /// it keeps `deadline::MIN_RATE`).
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default cap on one object sent to the remote: larger entries stay
 /// local, counted as too large.
-pub const MAX_OBJECT: u64 = 1024 * 1024 * 1024;
+pub(crate) const MAX_OBJECT: u64 = 1024 * 1024 * 1024;
 
 /// The version of the remote's layout, in every object's name. If you
 /// change a name or what an object holds, change this: older memoruns
 /// then never read the new objects, nor newer ones the old.
-pub const LAYOUT: u32 = 2;
+pub(crate) const LAYOUT: u32 = 2;
 
 /// How long a remote may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ impl Timeouts {
     }
 
     /// Parse `MEMORUN_REMOTE_LOOKUP_TIMEOUT` (`2s`, `500ms`).
-    pub fn parse_lookup(s: &str) -> Option<Duration> {
+    pub(crate) fn parse_lookup(s: &str) -> Option<Duration> {
         humantime::parse_duration(s.trim())
             .ok()
             .filter(|d| !d.is_zero())
@@ -167,7 +167,7 @@ impl fmt::Debug for Shared {
 /// The shortest `MEMORUN_SECRET` accepted: env values are keyed with it,
 /// and a short one would make them cheaper to brute-force than the store's
 /// own 32 random bytes do.
-pub const MIN_SECRET_LEN: usize = 32;
+pub(crate) const MIN_SECRET_LEN: usize = 32;
 
 impl Shared {
     /// Derive the keys from the secret's bytes (BLAKE3 key derivation,
@@ -195,12 +195,12 @@ impl Shared {
     }
 
     /// The name of the entry under `key`.
-    pub fn entry_name(&self, key: &Digest) -> String {
+    pub(crate) fn entry_name(&self, key: &Digest) -> String {
         format!("memorun/v{LAYOUT}/entries/{}", self.id("entry", &[key]))
     }
 
     /// The name of the blob with this digest.
-    pub fn blob_name(&self, digest: &Digest) -> String {
+    pub(crate) fn blob_name(&self, digest: &Digest) -> String {
         let id = self.id("blob", &[digest]);
         format!("memorun/v{LAYOUT}/blobs/{}/{id}", &id[..2])
     }
@@ -226,7 +226,7 @@ impl Shared {
 
 /// A configured remote.
 #[derive(Clone)]
-pub struct RemoteConfig {
+pub(crate) struct RemoteConfig {
     /// Where.
     pub url: RemoteUrl,
     /// Look up, never write.
@@ -303,13 +303,13 @@ impl Error {
     }
 
     /// A failure that is neither the server's nor the request's.
-    pub fn failed(reason: impl Into<String>) -> Error {
+    pub(crate) fn failed(reason: impl Into<String>) -> Error {
         Error::Other(reason.into())
     }
 
     /// An I/O failure talking to the server: a timeout if it says so, else
     /// the server is down.
-    pub fn io(what: &str, e: &io::Error) -> Error {
+    pub(crate) fn io(what: &str, e: &io::Error) -> Error {
         let reason = format!("{what}: {e}");
         match e.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout(reason),
@@ -318,7 +318,7 @@ impl Error {
     }
 
     /// What kind of failure it is.
-    pub fn cause(&self) -> Cause {
+    pub(crate) fn cause(&self) -> Cause {
         match self {
             Error::Timeout(_) => Cause::Timeout,
             Error::Down(_) => Cause::Down,
@@ -329,7 +329,7 @@ impl Error {
     }
 
     /// What happened, without credentials.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             Error::Timeout(r)
             | Error::Down(r)
@@ -340,7 +340,7 @@ impl Error {
     }
 
     /// The reason, to edit (credentials taken out of it).
-    pub fn reason_mut(&mut self) -> &mut String {
+    pub(crate) fn reason_mut(&mut self) -> &mut String {
         match self {
             Error::Timeout(r)
             | Error::Down(r)
@@ -351,12 +351,12 @@ impl Error {
     }
 
     /// It was a timeout.
-    pub fn is_timeout(&self) -> bool {
+    pub(crate) fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
     }
 
     /// It says the server is down or broken: a cool-down.
-    pub fn cools_down(&self) -> bool {
+    pub(crate) fn cools_down(&self) -> bool {
         matches!(
             self,
             Error::Timeout(_) | Error::Down(_) | Error::ServerError(_)
@@ -424,7 +424,7 @@ pub trait Remote {
 
 /// Connect to the remote `config` names (Redis connects and logs in here,
 /// within `deadline`; HTTP and S3 connect on their first request).
-pub fn connect(config: &RemoteConfig, deadline: Deadline) -> Result<Box<dyn Remote>, Error> {
+pub(crate) fn connect(config: &RemoteConfig, deadline: Deadline) -> Result<Box<dyn Remote>, Error> {
     match config.url.scheme() {
         url::Scheme::Redis | url::Scheme::RedisUnix => Ok(Box::new(redis::Redis::connect(
             &config.url,
@@ -453,7 +453,7 @@ const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
 
 /// What the local store needs to install an entry for this invocation:
 /// the remote gives the outcome, the invocation its own names for it.
-pub struct Local<'a> {
+pub(crate) struct Local<'a> {
     /// The key (the same on every machine).
     pub key: &'a Key,
     /// The command line for display.
@@ -469,7 +469,7 @@ pub struct Local<'a> {
 
 /// What a remote lookup did.
 #[derive(Debug)]
-pub enum Fetched {
+pub(crate) enum Fetched {
     /// The entry was downloaded, verified and installed in the local store.
     Installed {
         /// Bytes downloaded.
@@ -485,7 +485,7 @@ pub enum Fetched {
 
 /// What an upload did.
 #[derive(Debug)]
-pub enum Uploaded {
+pub(crate) enum Uploaded {
     /// The entry (and the blobs the remote lacked) went up.
     Stored {
         /// Bytes sent.
@@ -500,7 +500,7 @@ pub enum Uploaded {
 /// The remote tier of one invocation: connected on first use, off after
 /// its first failure (read-only after a refused upload), skipped while
 /// the remote cools down.
-pub struct Tier {
+pub(crate) struct Tier {
     config: RemoteConfig,
     remote: Option<Box<dyn Remote>>,
     off: bool,
@@ -543,18 +543,18 @@ impl Tier {
     }
 
     /// The URL without credentials.
-    pub fn display(&self) -> &str {
+    pub(crate) fn display(&self) -> &str {
         self.config.url.display()
     }
 
     /// When the remote was not asked because it cools down: until when
     /// (ms since the epoch).
-    pub fn skipped_until(&self) -> Option<i64> {
+    pub(crate) fn skipped_until(&self) -> Option<i64> {
         self.skipped_until
     }
 
     /// Whether this invocation may write.
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         !self.read_only && !self.off
     }
 
@@ -721,7 +721,7 @@ impl Tier {
 
     /// Whether the remote holds an entry under `key` (for `why`); `None`
     /// when it cannot be asked.
-    pub fn holds(&mut self, store: &mut dyn Store, ui: &Ui, key: &Digest) -> Option<bool> {
+    pub(crate) fn holds(&mut self, store: &mut dyn Store, ui: &Ui, key: &Digest) -> Option<bool> {
         let name = self.config.shared.entry_name(key);
         let deadline = self.lookup_deadline();
         let remote = self.remote(store, ui, deadline)?;
@@ -739,7 +739,7 @@ impl Tier {
 
     /// Look `local.key` up on the remote; if it is there and verifies,
     /// install it in `store` (as recorded then) for the caller to replay.
-    pub fn fetch(&mut self, store: &mut dyn Store, ui: &Ui, local: Local<'_>) -> Fetched {
+    pub(crate) fn fetch(&mut self, store: &mut dyn Store, ui: &Ui, local: Local<'_>) -> Fetched {
         let started = Instant::now();
         let key = local.key.digest;
         let shared = self.config.shared.clone();
@@ -819,7 +819,7 @@ impl Tier {
         let created = entry
             .outputs
             .iter()
-            .filter(|r| r.kind == crate::store::files::RootKind::Auto)
+            .filter(|r| r.kind == crate::outputs::files::RootKind::Auto)
             .map(|r| r.declared.clone())
             .collect();
         let new = NewEntry {
@@ -946,7 +946,7 @@ impl Tier {
     /// The whole search, `matches` included (it gets the deadline), ends
     /// by the lookup deadline; at most `MAX_MANIFESTS` are read, each at
     /// most `MAX_MANIFEST` bytes, one at a time.
-    pub fn find_manifest(
+    pub(crate) fn find_manifest(
         &mut self,
         store: &mut dyn Store,
         ui: &Ui,
@@ -1007,7 +1007,7 @@ impl Tier {
     /// entry just uploaded: the manifest, then the index of `base` with it
     /// first, each sealed. Two writers at once may lose one's index line:
     /// a miss later, never a wrong replay.
-    pub fn upload_manifest(
+    pub(crate) fn upload_manifest(
         &mut self,
         store: &mut dyn Store,
         ui: &Ui,
@@ -1059,7 +1059,7 @@ impl Tier {
 
     /// Upload `entry` (just recorded locally): the blobs the remote lacks,
     /// then the entry, unless the remote has it already.
-    pub fn upload(&mut self, store: &mut dyn Store, ui: &Ui, entry: &Entry) -> Uploaded {
+    pub(crate) fn upload(&mut self, store: &mut dyn Store, ui: &Ui, entry: &Entry) -> Uploaded {
         if !self.writable() {
             return Uploaded::Skipped;
         }

@@ -56,19 +56,19 @@ use super::url::RemoteUrl;
 use super::{Error, Put, Remote, Timeouts};
 
 /// Objects from this size on go up as a multipart upload.
-pub const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
+pub(crate) const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
 
 /// The size of each part but the last (S3 takes 5 MiB to 5 GiB, and at most
 /// 10,000 parts: 320 GiB here, far over `MEMORUN_REMOTE_MAX_SIZE`'s
 /// default of 1 GiB).
-pub const PART_SIZE: u64 = 32 * 1024 * 1024;
+pub(crate) const PART_SIZE: u64 = 32 * 1024 * 1024;
 
 /// The payload hash of a body that is not hashed.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// Access keys. `Debug` shows neither.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     access_key: String,
     secret_key: String,
     session_token: Option<String>,
@@ -154,7 +154,7 @@ impl Settings {
     }
 
     /// No credentials: requests go unsigned, and nothing is uploaded.
-    pub fn anonymous(&self) -> bool {
+    pub(crate) fn anonymous(&self) -> bool {
         self.credentials.is_none()
     }
 }

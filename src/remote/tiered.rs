@@ -29,11 +29,11 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{Deadline, Fetched, Local, Tier, Uploaded};
+use crate::base::stat::StatCache;
 use crate::key::resolve::Resolved;
 use crate::key::{self, Digest, Key};
 use crate::store::counters::{Counter, NotRecorded};
 use crate::store::locks::{self, Lock, Waited};
-use crate::store::statcache::StatCache;
 use crate::store::{
     Answered, Counters, EarlierRun, Entries, Entry, History, NewEntry, NewManifest, Source, Spool,
     Spooled, Store, StoredManifest, StoredStream,
@@ -274,7 +274,7 @@ fn fetch_traced(
     let base = resolved.key.digest;
     // Those checked already (they did not match).
     let known: Vec<Digest> = store
-        .manifests(&base, key::traced::MAX_MANIFESTS)
+        .manifests(&base, crate::store::MAX_MANIFESTS)
         .map(|v| v.into_iter().map(|m| m.digest).collect())
         .unwrap_or_default();
     // Each checked against the files here as it arrives (only once its MAC

@@ -22,9 +22,10 @@
 //! computed the same key from the same components (their names and values
 //! are in the digests), and `why` explains against the local ones.
 
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::outputs::files;
 use crate::store::entry_bytes::{self, Reader};
-use crate::store::{Entry, StoredStream, files};
+use crate::store::{Entry, StoredStream};
 
 const MAGIC: &[u8; 14] = b"memorun entry\0";
 

@@ -1,13 +1,15 @@
-//! Replaying a recorded entry: stdout and stderr byte for byte, in their
-//! original interleaving.
+//! Replaying a recorded entry: its output files put back first
+//! ([`restore`]), then stdout and stderr byte for byte, in their original
+//! interleaving.
 //!
 //! Invariant: nothing is written until every stream of the entry has been
 //! verified against its digest and the interleaving has been checked to add
 //! up, so a corrupt entry never produces partial or mixed output; it is a
 //! miss instead.
 
-pub mod interleaving;
-pub mod policy;
+pub(crate) mod interleaving;
+pub(crate) mod policy;
+pub(crate) mod restore;
 
 use std::fs::File;
 use std::io::{self, Read, Seek};

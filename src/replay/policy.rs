@@ -3,7 +3,7 @@
 //! - **Replay** ([`refusal`]): an entry past `--ttl` is not replayed; nor is
 //!   a recorded failure to a run without `--cache-failures` (that run would
 //!   not have recorded it). Whether its output files can be restored is
-//!   decided by `outputs::restore`: an entry without an output this run
+//!   decided by `replay::restore`: an entry without an output this run
 //!   declares, or whose automatic output was changed by someone else, is
 //!   not replayed either.
 //! - **Record** ([`unrecordable`]): a run killed by a signal, a non-zero exit

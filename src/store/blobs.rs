@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
-use crate::key::Digest;
-use crate::key::hashing;
+use crate::base::Digest;
+use crate::base::hashing;
+use crate::base::temp::Temp;
 use crate::store::private;
-use crate::store::temp::Temp;
 
 /// How much of a blob is mapped at once while verifying it.
 const VERIFY_WINDOW: u64 = 8 * 1024 * 1024;

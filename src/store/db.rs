@@ -34,8 +34,9 @@ use super::{
     CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Store,
     StoredManifest, StoredStream, now_ms, private,
 };
-use super::{gc, hitlog, repair, temp};
-use crate::key::Digest;
+use super::{gc, hitlog, repair};
+use crate::base::Digest;
+use crate::base::temp;
 
 pub use super::schema::SCHEMA_VERSION;
 
@@ -79,7 +80,7 @@ impl SqliteStore {
 
     /// Open (creating if needed) the store in a cache directory already
     /// checked and prepared.
-    pub fn open_in(dir: CacheDir) -> Result<SqliteStore> {
+    pub(crate) fn open_in(dir: CacheDir) -> Result<SqliteStore> {
         let CacheDir {
             root,
             tmp_dir,
@@ -142,7 +143,7 @@ impl SqliteStore {
 
     /// An in-memory store for unit tests, with blobs under `dir`.
     #[cfg(test)]
-    pub fn in_memory(dir: &Path) -> Result<SqliteStore> {
+    pub(crate) fn in_memory(dir: &Path) -> Result<SqliteStore> {
         let store = SqliteStore {
             conn: Connection::open_in_memory()?,
             blobs: Blobs::new(dir.join("blobs")),
@@ -160,12 +161,12 @@ impl SqliteStore {
     }
 
     /// A one-line notice about opening the store (a schema upgrade), once.
-    pub fn take_notice(&self) -> Option<String> {
+    pub(crate) fn take_notice(&self) -> Option<String> {
         self.notice.borrow_mut().take()
     }
 
     /// The size limits to keep after each write.
-    pub fn set_limits(&mut self, limits: Limits) {
+    pub(crate) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
 
@@ -190,7 +191,7 @@ impl SqliteStore {
 
     /// Fold the hit log into the entries, the time saved per command and
     /// the counters (see `hitlog`).
-    pub fn fold_hits(&mut self) -> Result<()> {
+    pub(crate) fn fold_hits(&mut self) -> Result<()> {
         let Some(folding) = hitlog::take(&self.hit_log())? else {
             return Ok(());
         };
@@ -228,7 +229,7 @@ impl SqliteStore {
     }
 
     /// Where per-key lock files live.
-    pub fn locks_dir(&self) -> PathBuf {
+    pub(crate) fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
     }
 
@@ -238,12 +239,12 @@ impl SqliteStore {
     }
 
     /// A view of the stat cache for this invocation.
-    pub fn stat_cache(&self) -> SqliteStatCache<'_> {
+    pub(crate) fn stat_cache(&self) -> SqliteStatCache<'_> {
         SqliteStatCache::new(&self.conn)
     }
 
     /// The arguments earlier runs of `manifest` created: outputs, not inputs.
-    pub fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn known_outputs(&self, manifest: &Digest) -> Result<Vec<Vec<u8>>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT path FROM outputs WHERE command_in_dir = ?1 ORDER BY path")?;
@@ -254,7 +255,7 @@ impl SqliteStore {
     /// Remember why the latest run of `manifest` was not recorded, and
     /// count it, in one transaction. (A run that is recorded clears the
     /// note in `insert`.)
-    pub fn note_unrecorded(
+    pub(crate) fn note_unrecorded(
         &mut self,
         manifest: &Digest,
         note: &str,
@@ -274,7 +275,7 @@ impl SqliteStore {
     }
 
     /// Why the latest run of `manifest` was not recorded, and when.
-    pub fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
+    pub(crate) fn note(&self, manifest: &Digest) -> Result<Option<(String, i64)>> {
         Ok(self
             .conn
             .prepare_cached("SELECT note, at FROM notes WHERE command_in_dir = ?1")?
@@ -283,7 +284,7 @@ impl SqliteStore {
     }
 
     /// How long the most recent recorded run of the same command took.
-    pub fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
+    pub(crate) fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>> {
         Ok(self
             .conn
             .prepare_cached(
@@ -296,10 +297,14 @@ impl SqliteStore {
 
     /// The most recent entries of the same command (same argv after
     /// `--ignore-arg`) other than `except`, newest first, their components
-    /// as stored (JSON; `key::diff::closest_run` scores them). Bounded:
+    /// as stored (JSON; `commands::diff::closest_run` scores them). Bounded:
     /// only the `CLOSEST_OF` most recent; a row that does not read is
     /// passed over.
-    pub fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>> {
+    pub(crate) fn earlier_runs(
+        &self,
+        argv_digest: &Digest,
+        except: &Digest,
+    ) -> Result<Vec<EarlierRun>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key, created, components FROM entries
              WHERE argv_digest = ?1 AND key != ?2 ORDER BY created DESC LIMIT ?3",
@@ -327,7 +332,7 @@ impl SqliteStore {
 
     /// Forget the entry under `key` (tests set up states with it).
     #[cfg(test)]
-    pub fn remove(&mut self, key: &Digest) -> Result<()> {
+    pub(crate) fn remove(&mut self, key: &Digest) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -600,7 +605,7 @@ impl SqliteStore {
             .filter(|s| s.inline.is_none() && s.len > 0)
             .map(|s| s.digest)
             .chain(
-                super::files::blob_digests(&entry.outputs)
+                crate::outputs::files::blob_digests(&entry.outputs)
                     .into_iter()
                     .map(|(d, _)| d),
             )
@@ -622,7 +627,7 @@ impl SqliteStore {
 
     /// After a write, evict least recently used entries until the store is
     /// back to about 90% of its limits (see `evict`). Best effort.
-    pub fn enforce_limits(&mut self) {
+    pub(crate) fn enforce_limits(&mut self) {
         if let Ok(removed) = evict::evict(&mut self.conn, self.limits, &self.tmp_dir, &self.records)
         {
             self.remove_blob_files(&removed.freed);
@@ -630,7 +635,7 @@ impl SqliteStore {
     }
 
     /// Counters, sizes and the top commands for `stats` (see `inventory`).
-    pub fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
+    pub(crate) fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
         self.or_salvage(|store| {
             store.fold_hits()?;
             inventory::stats(&store.conn, cache_dir, &store.tmp_dir)
@@ -640,7 +645,7 @@ impl SqliteStore {
     /// Reset the counters and the time saved per command, keeping the
     /// entries. Hits not yet folded are counted first, then reset with the
     /// rest.
-    pub fn zero_counters(&mut self) -> Result<()> {
+    pub(crate) fn zero_counters(&mut self) -> Result<()> {
         self.fold_hits()?;
         inventory::zero_counters(&mut self.conn)
     }
@@ -648,7 +653,7 @@ impl SqliteStore {
     /// The entries matching `filter`, newest first. A row that does not
     /// decode or fails its checksum is left out: its values are not what
     /// was recorded, and the next lookup of its key (or `clear`) removes it.
-    pub fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
+    pub(crate) fn list(&mut self, filter: &ClearFilter) -> Result<Vec<Listed>> {
         self.or_salvage(|store| {
             store.fold_hits()?;
             inventory::list(&store.conn, filter)
@@ -656,7 +661,7 @@ impl SqliteStore {
     }
 
     /// Remove the entries matching `filter` and their now unused blobs.
-    pub fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
+    pub(crate) fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
         self.or_salvage(|store| {
             store.fold_hits()?;
             let removed = inventory::clear(&mut store.conn, &store.records, filter)?;
@@ -667,7 +672,7 @@ impl SqliteStore {
 
     /// Remove blob files no entry references and temp files left by a
     /// crash (see `gc`). Returns how many files and bytes went.
-    pub fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
+    pub(crate) fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
         gc::collect_garbage(&self.conn, &self.blobs, tmp_dir, dry_run)
     }
 }
@@ -821,7 +826,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, entry: &Entry, row: &Row<'_>) -> Re
         entry.order.len as i64,
         &entry.order.digest.0[..],
         entry.order.inline,
-        super::files::encode(&entry.outputs, true),
+        crate::outputs::files::encode(&entry.outputs, true),
         entry.stdin_advance as i64,
         &entry.checksum().0[..],
     ])?;
@@ -1015,7 +1020,7 @@ impl Entries for SqliteStore {
     }
 
     fn spool_file(&self) -> Spool {
-        Spool::with_inline_max(self.tmp_dir.clone(), super::files::FILE_INLINE_MAX)
+        Spool::with_inline_max(self.tmp_dir.clone(), crate::outputs::files::FILE_INLINE_MAX)
     }
 
     fn put_file(&self, content: Spooled) -> Result<(StoredStream, [u8; 16])> {
@@ -1050,7 +1055,7 @@ impl Entries for SqliteStore {
             (&entry.stderr, err_check),
             (&entry.order, order_check),
         ];
-        let file_blobs = super::files::blob_digests(&entry.outputs);
+        let file_blobs = crate::outputs::files::blob_digests(&entry.outputs);
         let components = serde_json::to_string(&e.key.components)?;
         // The command in its directory, as a hit finds it: from the row's
         // command and cwd.
@@ -1235,20 +1240,20 @@ mod tests {
         let (small, _) = file(&store, b"obj");
         let (large, check) = file(&store, &big);
         assert!(small.inline.is_some() && large.inline.is_none());
-        let item = |path: &[u8], content: StoredStream| super::super::files::Item {
+        let item = |path: &[u8], content: StoredStream| crate::outputs::files::Item {
             path: path.to_vec(),
-            node: super::super::files::Node::File {
+            node: crate::outputs::files::Node::File {
                 mode: 0o644,
                 content,
             },
         };
-        let outputs = vec![super::super::files::OutputRoot {
-            kind: super::super::files::RootKind::Path,
+        let outputs = vec![crate::outputs::files::OutputRoot {
+            kind: crate::outputs::files::RootKind::Path,
             declared: b"out".to_vec(),
             items: vec![
-                super::super::files::Item {
+                crate::outputs::files::Item {
                     path: Vec::new(),
-                    node: super::super::files::Node::Dir { mode: 0o755 },
+                    node: crate::outputs::files::Node::Dir { mode: 0o755 },
                 },
                 item(b"a.o", small),
                 item(b"b\xff", large.clone()),
@@ -1491,7 +1496,7 @@ mod tests {
             Key::new(c)
         };
         let closest = |store: &SqliteStore, k: &Key| {
-            let found = crate::key::diff::closest_run(store, k).unwrap();
+            let found = crate::commands::diff::closest_run(store, k).unwrap();
             found.map(|p| p.key)
         };
         let close = key(&[input(b"a", 1), input(b"b", 1)]);

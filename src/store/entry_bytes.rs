@@ -18,8 +18,9 @@
 
 use std::time::Duration;
 
-use super::{Entry, StoredStream, files};
-use crate::key::Digest;
+use super::{Entry, StoredStream};
+use crate::base::Digest;
+use crate::outputs::files;
 
 /// Append `entry`'s bytes to `v`.
 pub fn put(v: &mut Vec<u8>, entry: &Entry) {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::{Entry, StoredStream};
-use crate::key::Digest;
+use crate::base::Digest;
 
 /// The columns [`decode_entry`] reads, in its order.
 pub const ENTRY_COLUMNS: &str = "key, created, duration_ms, exit_code, stdin_advance,
@@ -65,7 +65,7 @@ pub fn decode_entry(
     let c = |i: usize| first + i;
     let outputs = match row.get::<_, Option<Vec<u8>>>(c(14))? {
         None => Vec::new(),
-        Some(b) => super::files::decode(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
+        Some(b) => crate::outputs::files::decode(&b).ok_or_else(|| malformed(c(14), "outputs"))?,
     };
     let entry = Entry {
         key: digest_at(row, c(0))?,

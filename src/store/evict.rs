@@ -17,7 +17,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use super::counters::{self, Counter};
 use super::records::Records;
 use super::refs::{self, Removed};
-use super::temp;
+use crate::base::temp;
 
 /// Most entries one invocation evicts.
 pub const MAX_EVICT: i64 = 1000;

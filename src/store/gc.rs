@@ -16,8 +16,8 @@ use anyhow::Result;
 use rusqlite::Connection;
 
 use super::blobs::Blobs;
-use super::temp;
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::base::temp;
 
 /// Unreferenced blob files younger than this are left alone.
 const YOUNG_BLOB: Duration = Duration::from_secs(600);

@@ -35,7 +35,7 @@ use std::path::Path;
 
 use rustix::fs::OFlags;
 
-use crate::key::Digest;
+use crate::base::Digest;
 use crate::store::private;
 
 /// Bytes per record: magic, key, manifest (see `store::manifest`), time

@@ -15,10 +15,11 @@ use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_verified};
+use super::now_ms;
 use super::records::Records;
 use super::refs::{self, Removed};
-use super::{now_ms, temp};
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::base::temp;
 
 /// Which entries `clear` removes.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +78,7 @@ pub struct Listed {
     /// stdout plus stderr bytes.
     pub output_bytes: u64,
     /// Output files (captured or checked) and their bytes.
-    pub files: super::files::Totals,
+    pub files: crate::outputs::files::Totals,
     /// For a traced entry, how many traced inputs its manifest holds.
     pub traced_inputs: Option<u64>,
     /// Replays so far.
@@ -104,7 +105,6 @@ pub struct StoreStats {
     pub counters: BTreeMap<String, i64>,
     /// When the counters were last zeroed, if ever.
     pub since_ms: Option<i64>,
-    /// Entries.
     pub entries: u64,
     /// Bytes of the database files, blobs and temp files on disk.
     pub disk_bytes: u64,
@@ -219,7 +219,7 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
             duration_ms: e.duration.as_millis() as i64,
             exit_code: e.exit_code,
             output_bytes: e.stdout.len.saturating_add(e.stderr.len),
-            files: super::files::totals(&e.outputs),
+            files: crate::outputs::files::totals(&e.outputs),
             traced_inputs: r
                 .get::<_, Option<i64>>(n + 3)
                 .ok()

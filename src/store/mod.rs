@@ -1,6 +1,6 @@
 //! Storage of recorded runs behind one seam.
 //!
-//! The run path (`commands::run`, `replay`, `key::diff`) sees only narrow
+//! The run path (`commands::run`, `replay`, `commands::diff`) sees only narrow
 //! traits, by role: [`Entries`] (look an entry up, open one of its streams
 //! verified, spool a new stream, insert an entry, count a hit, discard a
 //! corrupt entry, trace manifests), [`History`] (why a run was not
@@ -14,27 +14,25 @@
 //! the local store has (the secret, `stats`, `list`, `clear`) stays on
 //! `SqliteStore`, used by `commands::prepare` and the store subcommands.
 
-pub mod blobs;
-pub mod counters;
+pub(crate) mod blobs;
+pub(crate) mod counters;
 pub mod db;
-pub mod entry_bytes;
-pub mod entry_row;
-pub mod error;
-pub mod evict;
-pub mod files;
-pub mod gc;
-pub mod hitlog;
-pub mod inventory;
-pub mod locks;
-pub mod private;
-pub mod recorded;
+pub(crate) mod entry_bytes;
+pub(crate) mod entry_row;
+pub(crate) mod error;
+pub(crate) mod evict;
+pub(crate) mod gc;
+pub(crate) mod hitlog;
+pub(crate) mod inventory;
+pub(crate) mod locks;
+pub(crate) mod private;
+pub(crate) mod recorded;
 pub mod records;
-pub mod refs;
-pub mod repair;
-pub mod schema;
-pub mod secret;
-pub mod statcache;
-pub mod temp;
+pub(crate) mod refs;
+pub(crate) mod repair;
+pub(crate) mod schema;
+pub(crate) mod secret;
+pub(crate) mod statcache;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -44,7 +42,9 @@ use anyhow::{Context, Result};
 
 pub use blobs::{Blobs, Spool, Spooled};
 
-use crate::key::{Digest, Key};
+use crate::base::Digest;
+use crate::key::Key;
+use crate::outputs::files;
 use counters::{Counter, NotRecorded};
 
 /// A cache directory checked to be ours alone (see `private`), with its
@@ -52,7 +52,7 @@ use counters::{Counter, NotRecorded};
 /// the database ([`db::SqliteStore::open_in`]) or without it (a hit from
 /// a record, see [`records`]).
 #[derive(Debug, Clone)]
-pub struct CacheDir {
+pub(crate) struct CacheDir {
     /// Its canonical path: the one that was checked.
     pub root: PathBuf,
     /// `root/tmp`, for spools and other temp files.
@@ -78,16 +78,7 @@ impl CacheDir {
     }
 }
 
-/// One recorded stream of an entry: stdout, stderr or the interleaving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredStream {
-    /// Length in bytes.
-    pub len: u64,
-    /// BLAKE3 digest of the content; names the blob when not inline.
-    pub digest: Digest,
-    /// The bytes, when small enough to live in the row.
-    pub inline: Option<Vec<u8>>,
-}
+pub use crate::base::StoredStream;
 
 /// A recorded run, as looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +107,7 @@ pub struct Entry {
 /// [`Entry`], or change how [`Entry::checksum`] encodes one, change this
 /// (and add a schema upgrade step that re-seals the entries it keeps: see
 /// `schema`).
-pub const CHECKSUM_VERSION: u32 = 2;
+pub(crate) const CHECKSUM_VERSION: u32 = 2;
 
 impl Entry {
     /// A BLAKE3 digest of everything a replay uses, stored beside the row so
@@ -136,7 +127,7 @@ impl Entry {
     /// The checksum as version `version` of the encoding computed it.
     /// Versions 1 and 2 differ only in how they encode outputs, and agree
     /// on an entry without any (see the schema's upgrade to version 2).
-    pub fn seal(&self, version: u32) -> Digest {
+    pub(crate) fn seal(&self, version: u32) -> Digest {
         let mut h = blake3::Hasher::new_derive_key("memorun 2026 entry checksum");
         h.update(&version.to_le_bytes());
         h.update(&self.key.0);
@@ -174,7 +165,7 @@ pub enum Source {
 /// The bytes of `stream`, verified: inline bytes against its digest, a
 /// blob against the fast check `check` gives (BLAKE3 without one).
 /// `Ok(None)`: missing or corrupt.
-pub fn open_verified(
+pub(crate) fn open_verified(
     blobs: &Blobs,
     stream: &StoredStream,
     check: impl FnOnce() -> Result<Option<[u8; 16]>>,
@@ -239,7 +230,7 @@ pub struct NewEntry<'a> {
 
 /// Trace manifests kept per base key; the entries of the least recently
 /// used beyond this go (see `key::traced`).
-pub const MAX_MANIFESTS: usize = 16;
+pub(crate) const MAX_MANIFESTS: usize = 16;
 
 /// The trace manifest of a traced run being recorded (see `key::traced`):
 /// its entry goes under `key::traced::entry_key(base, digest)`.
@@ -339,7 +330,7 @@ pub trait History {
     fn previous_duration(&self, argv_digest: &Digest) -> Result<Option<Duration>>;
 
     /// The most recent entries of the same command other than `except`,
-    /// newest first, at most a few dozen: what `key::diff::closest_run`
+    /// newest first, at most a few dozen: what `commands::diff::closest_run`
     /// scores to explain a miss.
     fn earlier_runs(&self, argv_digest: &Digest, except: &Digest) -> Result<Vec<EarlierRun>>;
 }
@@ -397,7 +388,7 @@ pub struct EarlierRun {
 
 /// An earlier entry of a command, as a miss is explained against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Previous {
+pub(crate) struct Previous {
     /// Its key.
     pub key: Digest,
     /// When it was recorded, ms since the epoch.
@@ -406,32 +397,15 @@ pub struct Previous {
     pub components: Vec<crate::key::Component>,
 }
 
-/// Names a command (its argv digest after `--ignore-arg`) in a directory:
-/// the arguments it created (outputs), why its latest run was not recorded
-/// (notes) and the time its replays saved are kept under this, in their
-/// `command_in_dir` column. An entry's is `manifest(argv_digest, cwd)` of
-/// its row.
-pub fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update(b"memorun manifest");
-    h.update(&argv_digest.0);
-    h.update(cwd);
-    h.finalize().into()
-}
+pub(crate) use crate::base::hashing::manifest;
 
 /// How long ago `ms` (milliseconds since the Unix epoch) was; zero for a
 /// time in the future.
-pub fn age(ms: i64) -> Duration {
+pub(crate) fn age(ms: i64) -> Duration {
     Duration::from_millis((now_ms() - ms).max(0) as u64)
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::base::time::now_ms;
 
 #[cfg(test)]
 mod tests {

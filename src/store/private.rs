@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use rustix::fs::{self as rfs, Mode, OFlags};
 
 /// Mode for every file memorun creates.
-pub const FILE_MODE: u32 = 0o600;
+pub use crate::base::temp::FILE_MODE;
 /// Mode for every directory memorun creates.
 pub const DIR_MODE: u32 = 0o700;
 

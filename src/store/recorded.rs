@@ -22,9 +22,10 @@ use super::records::{self, Records};
 use super::statcache::StatCache;
 use super::{
     Blobs, CacheDir, Counters, EarlierRun, Entries, Entry, History, NewEntry, Source, Spool,
-    Spooled, Store, StoredManifest, StoredStream, files, hitlog, now_ms,
+    Spooled, Store, StoredManifest, StoredStream, hitlog, now_ms,
 };
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::outputs::files;
 
 /// What a hit still needs of the record it found, once its entry is the
 /// caller's.
@@ -193,7 +194,7 @@ impl Store for RecordStore {
             Ok(())
         }) {
             Ok(()) => {}
-            Err(_) => f(&mut super::statcache::NoCache),
+            Err(_) => f(&mut crate::base::stat::NoCache),
         }
     }
 }

@@ -53,9 +53,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::entry_bytes::{self, Reader};
-use super::temp::Temp;
 use super::{Entry, private};
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::base::temp::Temp;
 
 /// The start of every record; the last byte is the format's version.
 const MAGIC: [u8; 4] = *b"mrr\x02";
@@ -63,7 +63,7 @@ const MAGIC: [u8; 4] = *b"mrr\x02";
 /// The largest record written or read. Streams up to `blobs::INLINE_MAX`
 /// (64 KiB) are inline in a row and so in its record; three of them and a
 /// list of output files fit. Larger entries are found through the database.
-pub const MAX_RECORD: usize = 256 * 1024;
+pub(crate) const MAX_RECORD: usize = 256 * 1024;
 
 /// The directory of the records in a cache directory.
 pub const DIR: &str = "records";
@@ -113,7 +113,7 @@ impl Record {
 
 /// The fast check of the blob `digest` in `checks` (sorted by digest), if
 /// any.
-pub fn check_in(checks: &[(Digest, Option<[u8; 16]>)], digest: &Digest) -> Option<[u8; 16]> {
+pub(crate) fn check_in(checks: &[(Digest, Option<[u8; 16]>)], digest: &Digest) -> Option<[u8; 16]> {
     checks
         .binary_search_by(|(d, _)| d.cmp(digest))
         .ok()
@@ -148,7 +148,7 @@ impl Records {
     /// The pinned directory is held with a shared lock for as long as this
     /// process lives: once renamed away, it is swept ([`sweep_gone`]) only
     /// when no process that may still publish into it is alive.
-    pub fn pin(&self) {
+    pub(crate) fn pin(&self) {
         let fd = private::ensure_subdir(&self.root).ok().and_then(|()| {
             rfs::open(
                 &self.root,
@@ -185,7 +185,7 @@ impl Records {
     }
 
     /// The path of the record for `key`.
-    pub fn path(&self, key: &Digest) -> PathBuf {
+    pub(crate) fn path(&self, key: &Digest) -> PathBuf {
         let hex = key.to_hex();
         self.root.join(&hex[..2]).join(hex)
     }
@@ -239,7 +239,7 @@ impl Records {
     /// than "not there" are returned: the caller must not remove the row
     /// then. (Under a path that is not a directory, damaged by hand, there
     /// is none.)
-    pub fn remove(&self, key: &Digest) -> io::Result<u64> {
+    pub(crate) fn remove(&self, key: &Digest) -> io::Result<u64> {
         let path = self.path(key);
         let len = match fs::symlink_metadata(&path) {
             Ok(m) => disk_usage(&m),
@@ -264,7 +264,7 @@ impl Records {
     /// rebuilt, upgraded, salvaged or reset. The directory is renamed away
     /// first, so no reader finds a record of it from then on, then removed;
     /// a new one is pinned.
-    pub fn remove_all(&self, tmp_dir: &Path) -> io::Result<()> {
+    pub(crate) fn remove_all(&self, tmp_dir: &Path) -> io::Result<()> {
         if let Some(gone) = rename_away(&self.root, tmp_dir)? {
             // Renamed away already: what stays is swept with the temp files.
             let _ = fs::remove_dir_all(&gone);
@@ -287,7 +287,7 @@ pub fn disk_usage(meta: &fs::Metadata) -> u64 {
 /// Rename the records directory `root` to a new name in `tmp_dir`, whole
 /// (see the module's invariants); returns that name, or `None` when there
 /// was no directory.
-pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
+pub(crate) fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
     match fs::symlink_metadata(root) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -309,7 +309,7 @@ pub fn rename_away(root: &Path, tmp_dir: &Path) -> io::Result<Option<PathBuf>> {
 /// stays: that writer may still publish into it. Only real directories
 /// with memorun's name are removed, never through a symlink. With
 /// `dry_run`, only count. Returns the files and bytes removed.
-pub fn sweep_gone(tmp_dir: &Path, dry_run: bool) -> (u64, u64) {
+pub(crate) fn sweep_gone(tmp_dir: &Path, dry_run: bool) -> (u64, u64) {
     let (mut files, mut bytes) = (0u64, 0u64);
     let Ok(entries) = fs::read_dir(tmp_dir) else {
         return (0, 0);
@@ -369,7 +369,7 @@ pub struct Pending {
 
 impl Pending {
     /// The disk space the record takes ([`disk_usage`]).
-    pub fn space(&self) -> u64 {
+    pub(crate) fn space(&self) -> u64 {
         self.len
     }
 
@@ -401,7 +401,7 @@ fn checksum(bytes: &[u8]) -> [u8; 32] {
 /// Layout (integers little-endian): magic; the entry
 /// (`entry_bytes`); the manifest; the blob checks (u32 count, then digest,
 /// a flag and 16 bytes each); a BLAKE3 checksum of all that.
-pub fn encode(r: &Record) -> Option<Vec<u8>> {
+pub(crate) fn encode(r: &Record) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MAGIC);
     entry_bytes::put(&mut out, &r.entry);

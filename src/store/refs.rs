@@ -11,7 +11,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::records::Records;
-use crate::key::Digest;
+use crate::base::Digest;
 
 /// Count a reference from the entry under `key` to a blob holding one of
 /// its output files (once per entry and blob), and record its fast check.
@@ -58,7 +58,6 @@ pub fn reset_doomed(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// What deleting entries removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Removed {
-    /// Entries.
     pub entries: u64,
     /// Output bytes (stdout plus stderr) of those entries.
     pub bytes: u64,

@@ -25,7 +25,7 @@ use anyhow::Result;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::counters::{self, Counter};
-use crate::key::Digest;
+use crate::base::Digest;
 
 /// What to tell the user when the database cannot be used at all.
 pub const RESET_HINT: &str = "'memorun clear --all' resets the cache";

@@ -68,7 +68,7 @@ CREATE TABLE entries (
     out_inline    BLOB,
     err_inline    BLOB,
     order_inline    BLOB,
-    -- The output files the run left (see store::files): paths, types,
+    -- The output files the run left (see outputs::files): paths, types,
     -- modes, symlink targets, and file content inline or by blob digest;
     -- NULL for none.
     outputs       BLOB,
@@ -94,7 +94,7 @@ CREATE TABLE blobs (
     xxh3   BLOB
 ) WITHOUT ROWID;
 
--- The blobs that an entry's output files are stored in (see store::files),
+-- The blobs that an entry's output files are stored in (see outputs::files),
 -- each once per entry: counted in blobs.refs like the streams' blobs.
 CREATE TABLE file_blobs (
     key    BLOB NOT NULL,
@@ -211,7 +211,7 @@ fn to_version_3(tx: &Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Version 2 captures output files (`store::files`): the `file_blobs`
+/// Version 2 captures output files (`outputs::files`): the `file_blobs`
 /// table, and a new encoding of `entries.outputs` with checksum version 2.
 /// Entries that had outputs (version 1 kept only their digests, so a hit
 /// could not restore them) are removed; the others are re-sealed, if their
@@ -488,7 +488,7 @@ mod tests {
     /// entry that failed its version-1 checksum is not laundered.
     #[test]
     fn version_1_stores_are_upgraded_keeping_entries_without_outputs() {
-        use crate::key::Digest;
+        use crate::base::Digest;
         use crate::store::{Entry, StoredStream};
         let conn = Connection::open_in_memory().unwrap();
         prepared(&conn).unwrap();

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rustix::fs::OFlags;
 
-use super::temp::Temp;
+use crate::base::temp::Temp;
 
 /// The per-cache secret used to key digests of env values (and stdin), so
 /// that a short value cannot be brute-forced from the store.

@@ -3,8 +3,8 @@
 //! [`format`](mod@format) writes sizes, durations and error reasons for people, and
 //! [`quote`] makes what is shown unambiguous and safe.
 
-pub mod format;
-pub mod output;
-pub mod progress;
-pub mod quote;
-pub mod ui;
+pub(crate) mod format;
+pub(crate) mod output;
+pub(crate) mod progress;
+pub(crate) mod quote;
+pub(crate) mod ui;

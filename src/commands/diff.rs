@@ -363,7 +363,7 @@ pub fn summary(changes: &[Change]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::Digest;
+    use crate::base::Digest;
 
     fn d(b: u8) -> Option<Digest> {
         Some(Digest([b; 32]))

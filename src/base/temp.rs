@@ -36,7 +36,9 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
-use super::private::FILE_MODE;
+/// Mode of the files memorun creates in the cache directory: the owner's
+/// only.
+pub const FILE_MODE: u32 = 0o600;
 
 /// The name prefixes of memorun's own temp files.
 pub const PREFIXES: [&str; 4] = ["spool-", "stdin-", "secret-", "record-"];
@@ -238,9 +240,7 @@ pub fn create_exclusive(dir: &Path, prefix: &str) -> io::Result<(File, PathBuf)>
 /// Temp files in `tmp_dir`: how many, and their bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TempUsage {
-    /// Files.
     pub files: u64,
-    /// Bytes.
     pub bytes: u64,
 }
 

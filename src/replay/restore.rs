@@ -38,9 +38,9 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use super::OutputSpec;
-use crate::key::Digest;
-use crate::store::files::{Item, Node, OutputRoot, RootKind};
+use crate::base::Digest;
+use crate::outputs::OutputSpec;
+use crate::outputs::files::{Item, Node, OutputRoot, RootKind};
 use crate::store::{Source, Store, StoredStream};
 use crate::term::format::io_reason;
 
@@ -373,7 +373,7 @@ fn matches_content(f: &File, digest: Digest, len: u64) -> bool {
         return false;
     };
     f.metadata().is_ok_and(|m| m.len() == len)
-        && matches!(crate::key::hashing::hash_file(&mut f, len), Ok((d, n)) if n == len && d == digest)
+        && matches!(crate::base::hashing::hash_file(&mut f, len), Ok((d, n)) if n == len && d == digest)
 }
 
 /// A path's components for `openat`: `..` allowed (only ever from this
@@ -472,7 +472,7 @@ fn group<'a>(
                 .build()
                 .ok()?
                 .compile_matcher();
-            let base = super::glob_base(declared);
+            let base = crate::outputs::glob_base(declared);
             let mut dirs: HashSet<&[u8]> = HashSet::new();
             for item in &root.items {
                 if !valid_item_path(&item.path) {
@@ -549,7 +549,7 @@ impl Restorer<'_> {
         children: &Children<'_>,
         shown: &str,
     ) -> Result<(), Failure> {
-        let base = super::glob_base(declared);
+        let base = crate::outputs::glob_base(declared);
         let base_comps = components(base.strip_prefix("/").unwrap_or(&base));
         let base_fd = self.open_chain(start_fd, &base_comps, shown)?;
         for item in top {

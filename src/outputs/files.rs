@@ -19,12 +19,10 @@
 //! The encoding ([`encode`]) is length-prefixed and versioned: a row whose
 //! outputs do not decode is damage, never a default. Paths are kept as
 //! raw bytes, exactly as the file system gave them; what they may contain
-//! is checked where they are used (`outputs::restore`), since a stored
+//! is checked where they are used (`replay::restore`), since a stored
 //! manifest is not trusted to name only paths under its root.
 
-use crate::key::Digest;
-
-use super::StoredStream;
+use crate::base::{Digest, StoredStream};
 
 /// Output files up to this size are stored inline in the entry's row;
 /// larger ones in blobs. Small enough that a row with hundreds of small

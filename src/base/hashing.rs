@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 
-use crate::key::Digest;
+use super::Digest;
 
 /// Below this many bytes a chunk is hashed on the current thread.
 const PARALLEL_MIN: usize = 512 * 1024;
@@ -23,7 +23,7 @@ pub fn hash_file(file: &mut File, size_hint: u64) -> io::Result<(Digest, u64)> {
 }
 
 /// Like [`hash_file`], with a caller-supplied (for example keyed) hasher.
-pub fn hash_with(
+pub(crate) fn hash_with(
     mut hasher: blake3::Hasher,
     reader: &mut impl Read,
     size_hint: u64,
@@ -64,6 +64,19 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+/// Names a command (its argv digest after `--ignore-arg`) in a directory:
+/// the arguments it created (outputs), why its latest run was not recorded
+/// (notes) and the time its replays saved are kept under this, in their
+/// `command_in_dir` column. An entry's is `manifest(argv_digest, cwd)` of
+/// its row.
+pub(crate) fn manifest(argv_digest: &Digest, cwd: &[u8]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"memorun manifest");
+    h.update(&argv_digest.0);
+    h.update(cwd);
+    h.finalize().into()
 }
 
 #[cfg(test)]

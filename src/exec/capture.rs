@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
 
-use super::OutputSpec;
-use crate::key::Digest;
+use crate::base::Digest;
+use crate::outputs::OutputSpec;
+use crate::outputs::files::{Item, Node, OutputRoot, RootKind};
 use crate::store::Store;
-use crate::store::files::{Item, Node, OutputRoot, RootKind};
 use crate::term::format::io_reason;
 
 /// What capturing found.
