@@ -191,7 +191,7 @@ impl SqliteStore {
 
     /// Fold the hit log into the entries, the time saved per command and
     /// the counters (see `hitlog`).
-    pub(crate) fn fold_hits(&mut self) -> Result<()> {
+    pub(crate) fn fold_hits(&mut self) -> Result<(), Error> {
         let Some(folding) = hitlog::take(&self.hit_log())? else {
             return Ok(());
         };
@@ -497,13 +497,15 @@ impl SqliteStore {
     /// Run `f`; if SQLite finds the entries damaged, salvage them and run
     /// it once more. For the commands that read every entry (`list`,
     /// `stats`, `clear`, `why`), which must keep working around a bad row.
-    fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<T> {
+    /// Only a damaged database is salvaged, not one that is no database at
+    /// all (that is for `clear --all`, see `repair`).
+    fn or_salvage<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T, Error>) -> Result<T> {
         match f(self) {
-            Err(e) if repair::is_corruption(&e) => {
+            Err(Error::Corrupt(e)) if repair::is_corrupt(&e) => {
                 self.salvage(None)?;
-                f(self)
+                Ok(f(self)?)
             }
-            other => other,
+            other => Ok(other?),
         }
     }
 
@@ -1144,7 +1146,7 @@ impl Entries for SqliteStore {
             saved,
         );
         match logged {
-            Ok(size) if size >= hitlog::FOLD_AT => self.fold_hits(),
+            Ok(size) if size >= hitlog::FOLD_AT => Ok(self.fold_hits()?),
             Ok(_) => Ok(()),
             Err(_) => {
                 let tx = self
@@ -1446,6 +1448,41 @@ mod tests {
                 .unwrap();
             assert_eq!(left, 0, "{change}: the row stayed");
         }
+    }
+
+    #[test]
+    fn whole_store_reads_salvage_on_corruption_only() {
+        let t = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::in_memory(t.path()).unwrap();
+        let key = Key::new(vec![Component::argv(&["true"])]);
+        record(&mut store, &key, 0, b"");
+        let failure = |code| {
+            Error::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        // As SQLite fails on a damaged row: salvaged, then run once more.
+        let mut calls = 0;
+        let out = store.or_salvage(|_| {
+            calls += 1;
+            match calls {
+                1 => Err(failure(rusqlite::ffi::SQLITE_CORRUPT)),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!(out.unwrap(), 2);
+        // Any other failure, no database at all included, is returned.
+        for code in [rusqlite::ffi::SQLITE_NOTADB, rusqlite::ffi::SQLITE_FULL] {
+            let mut calls = 0;
+            let out: Result<()> = store.or_salvage(|_| {
+                calls += 1;
+                Err(failure(code))
+            });
+            assert!(out.is_err());
+            assert_eq!(calls, 1, "{code}");
+        }
+        assert!(store.lookup(&key.digest).unwrap().is_some());
     }
 
     #[test]

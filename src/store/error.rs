@@ -1,13 +1,15 @@
-//! Why the local store could not be opened, typed: the caller decides on
+//! Why the local store could not be opened, or a command that reads every
+//! entry (`stats`, `list`, `clear`) failed, typed: the caller decides on
 //! the variant (wait and retry while busy, no reset hint for a store made
-//! by a newer memorun), never on an error's text or by downcasting.
+//! by a newer memorun, salvage a damaged entries table), never on an
+//! error's text or by downcasting.
 //!
 //! Invariant: every variant shows as the error it wraps did (`Display` and
 //! `source` are the inner error's), so messages are those of before.
 
 use std::fmt;
 
-/// Why the store could not be opened or prepared.
+/// Why the store could not be opened or prepared, or read whole.
 #[derive(Debug)]
 pub enum Error {
     /// Another connection held a lock past the busy timeout.

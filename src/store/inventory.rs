@@ -15,6 +15,7 @@ use anyhow::Result;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_verified};
+use super::error::Error;
 use super::now_ms;
 use super::records::Records;
 use super::refs::{self, Removed};
@@ -124,7 +125,7 @@ fn file_len(p: &Path) -> u64 {
 
 /// Counters, sizes and the top commands for `stats`, of the store in
 /// `cache_dir` with its temp files in `tmp_dir`.
-pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<StoreStats> {
+pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<StoreStats, Error> {
     let mut s = StoreStats::default();
     {
         let mut stmt = conn.prepare("SELECT name, SUM(value) FROM counters GROUP BY name")?;
@@ -200,7 +201,7 @@ pub fn zero_counters(conn: &mut Connection) -> Result<()> {
 
 /// The entries matching `filter`, newest first, leaving out the rows that
 /// do not decode or fail their checksum.
-pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
+pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>, Error> {
     let (clause, values) = filter.sql();
     let mut stmt = conn.prepare(&format!(
         "SELECT {ENTRY_COLUMNS}, last_used, hits, display,
@@ -241,7 +242,11 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>> {
 
 /// Remove the entries matching `filter`. Returns what went: the caller
 /// removes the freed blob files once this has committed.
-pub fn clear(conn: &mut Connection, records: &Records, filter: &ClearFilter) -> Result<Removed> {
+pub fn clear(
+    conn: &mut Connection,
+    records: &Records,
+    filter: &ClearFilter,
+) -> Result<Removed, Error> {
     let (clause, values) = filter.sql();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     refs::reset_doomed(&tx)?;

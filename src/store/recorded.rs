@@ -145,7 +145,7 @@ impl Entries for RecordStore {
         let saved = entry.duration.as_millis() as i64;
         let log = hitlog::path(&self.dir.root);
         match hitlog::append(&log, &entry.key, &manifest, now_ms(), saved) {
-            Ok(size) if size >= hitlog::FOLD_AT => self.with_db(|db| db.fold_hits()),
+            Ok(size) if size >= hitlog::FOLD_AT => self.with_db(|db| Ok(db.fold_hits()?)),
             Ok(_) => Ok(()),
             Err(_) => self.with_db(|db| db.record_hit(entry)),
         }

@@ -145,15 +145,6 @@ pub fn is_corrupt(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Whether an error of the commands that read every entry (`list`,
-/// `stats`, `clear`) is SQLite finding the database damaged, anywhere in
-/// its chain. (Their steps return anyhow errors; typing them is left for
-/// later: this is the one place the store still looks into one.)
-pub fn is_corruption(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<rusqlite::Error>().is_some_and(is_corrupt))
-}
-
 /// Rebuild the entries table from its rows that read cleanly, leaving out
 /// the row under `drop` if its index still finds it. Returns the blobs no
 /// entry references any more (their files can go once this commits).
