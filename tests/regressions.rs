@@ -331,3 +331,37 @@ fn list_why_and_verbose_quote_control_bytes_and_invalid_utf8_in_arguments() {
     // One line per entry, plus the header.
     assert_eq!(list.lines().count(), 4, "{list}");
 }
+
+/// Two different devices on stdin were one key ("not read (device)"):
+/// `head -c 8 </dev/urandom` replayed what `head -c 8 </dev/zero` had
+/// printed, traced or not. The device a stdin names is in the key.
+#[test]
+fn a_different_device_on_stdin_is_not_replayed_the_first_ones_output() {
+    for traced in [false, true] {
+        let d = Dir::new();
+        let run = |device: &str| {
+            let mut cmd = d.memorun_std();
+            if traced {
+                cmd.arg("--trace");
+            }
+            cmd.args(["-v", "--"])
+                .args(d.counted("head -c 8"))
+                .stdin(fs::File::open(device).unwrap())
+                .output()
+                .unwrap()
+        };
+        let zero = run("/dev/zero");
+        assert_eq!(zero.stdout, vec![0u8; 8], "{}", stderr(&zero));
+        assert_eq!(d.count(), 1);
+        let random = run("/dev/urandom");
+        assert_eq!(
+            d.count(),
+            2,
+            "--trace {traced}: a hit replayed /dev/zero's bytes for /dev/urandom"
+        );
+        assert_ne!(random.stdout, vec![0u8; 8]);
+        // The same device still hits.
+        run("/dev/zero");
+        assert_eq!(d.count(), 2, "--trace {traced}: /dev/zero again missed");
+    }
+}

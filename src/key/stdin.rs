@@ -6,7 +6,8 @@
 //!   size, and nothing of it is left in the cache directory. A regular file
 //!   is hashed with `pread` from its current offset without being consumed,
 //!   and inherited. A terminal or another device is not read; the command
-//!   inherits it.
+//!   inherits it. A device is keyed by its number (`device 1:5`), so two
+//!   devices never share an entry.
 //! - `hash`: read and hash whatever stdin is, a terminal included.
 //! - `ignore`: never read or hashed; inherited.
 //!
@@ -193,7 +194,11 @@ pub fn capture(
             });
         }
         if ft.is_char_device() || ft.is_block_device() {
-            return Ok(inherit("device"));
+            // Which device: `/dev/zero` and `/dev/urandom` give the command
+            // different bytes, so they must not share a key.
+            let dev = meta.rdev();
+            let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+            return Ok(inherit(&format!("device {major}:{minor}")));
         }
     }
     if ft.is_file() {
