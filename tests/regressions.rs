@@ -365,3 +365,47 @@ fn a_different_device_on_stdin_is_not_replayed_the_first_ones_output() {
         assert_eq!(d.count(), 2, "--trace {traced}: /dev/zero again missed");
     }
 }
+
+/// A stdin that cannot be read at all (a directory: `< dir`) was replaced
+/// by an empty spool file, so the command saw an empty stdin instead of the
+/// error it gets without memorun. Nothing was taken: it inherits stdin.
+#[test]
+fn an_unreadable_stdin_reaches_the_command_as_it_is() {
+    let d = Dir::new();
+    fs::create_dir(d.join("sub")).unwrap();
+    let o = d
+        .memorun_std()
+        .args(["--", "sh", "-c", "cat; echo \"rc=$?\""])
+        .stdin(fs::File::open(d.join("sub")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "rc=1\n", "{}", stderr(&o));
+    assert_contains(&stderr(&o), "cannot spool stdin: is a directory");
+}
+
+/// A stdin pipe in non-blocking mode (the flag belongs to the pipe, set by
+/// whoever made it: node, some CI runners) lost everything after the first
+/// empty read: memorun took EAGAIN for an error and fed the command only
+/// what it had read so far. It waits for more instead.
+#[test]
+fn a_nonblocking_stdin_pipe_reaches_the_command_whole() {
+    let d = Dir::new();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("echo a; sleep 0.5; echo b")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = child.stdout.take().unwrap();
+    let flags = rustix::fs::fcntl_getfl(&pipe).unwrap();
+    rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    let o = d
+        .memorun_std()
+        .args(["--", "cat"])
+        .stdin(Stdio::from(pipe))
+        .output()
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(stdout(&o), "a\nb\n", "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}

@@ -288,13 +288,14 @@ fn read_pipe(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A pipe left non-blocking by whoever made it: wait for more,
+            // as a blocking read would (EAGAIN is not the end of stdin).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait_readable(stdin) {
+                Ok(()) => continue,
+                Err(error) => return Err(read_failed(error, spool.take(), total)),
+            },
             Err(error) => {
-                // What was read so far must still reach the command.
-                let feed = match spool.take() {
-                    Some(f) => rewound(f).map_or(Feed::Inherit, Feed::File),
-                    None => Feed::Inherit,
-                };
-                return Err(SpoolFailed { error, feed });
+                return Err(read_failed(error, spool.take(), total));
             }
         };
         h.update(&buf[..n]);
@@ -340,6 +341,31 @@ fn read_pipe(
         feed,
         file: None,
     })
+}
+
+/// Reading stdin failed after `total` bytes, `spool` holding them: what
+/// was read so far must still reach the command; when nothing was
+/// (`< dir`), stdin is intact, so the command inherits it and meets the
+/// same error as without memorun.
+fn read_failed(error: io::Error, spool: Option<File>, total: u64) -> SpoolFailed {
+    let feed = match spool {
+        Some(f) if total > 0 => rewound(f).map_or(Feed::Inherit, Feed::File),
+        _ => Feed::Inherit,
+    };
+    SpoolFailed { error, feed }
+}
+
+/// Block until `f` has data or its writers are gone.
+fn wait_readable(f: &File) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut p = [PollFd::new(f, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut p, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn rewound(mut f: File) -> io::Result<File> {
