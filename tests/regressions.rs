@@ -409,3 +409,30 @@ fn a_nonblocking_stdin_pipe_reaches_the_command_whole() {
     assert_eq!(stdout(&o), "a\nb\n", "{}", stderr(&o));
     assert_eq!(stderr(&o), "");
 }
+
+/// The same with spooling cut off (a file size limit): the rest of a
+/// non-blocking stdin is pumped to the command, waiting through EAGAIN.
+#[test]
+fn a_nonblocking_stdin_pipe_reaches_the_command_whole_when_spooling_fails() {
+    let d = Dir::new();
+    d.run(["--", "true"]);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("head -c 2000000 /dev/zero; sleep 0.5; head -c 1000000 /dev/zero")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = child.stdout.take().unwrap();
+    let flags = rustix::fs::fcntl_getfl(&pipe).unwrap();
+    rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f 1000; exec '{}' -- wc -c", memorun_bin()))
+        .env("MEMORUN_DIR", &d.cache)
+        .stdin(Stdio::from(pipe))
+        .output()
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(stdout(&o).trim(), "3000000", "{}", stderr(&o));
+    assert_starts_with(&stderr(&o), "memorun: warning: cannot spool stdin");
+}

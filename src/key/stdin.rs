@@ -405,6 +405,16 @@ fn pump(w: &mut impl Write, taken: Vec<u8>, spooled: Option<File>) -> io::Result
         io::copy(&mut f, w)?;
     }
     w.write_all(&taken)?;
-    io::copy(&mut fd0()?, w)?;
-    Ok(())
+    let mut stdin = fd0()?;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => w.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Non-blocking stdin: wait for more, as in `read_pipe`.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&stdin)?,
+            Err(e) => return Err(e),
+        }
+    }
 }
