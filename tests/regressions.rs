@@ -436,3 +436,41 @@ fn a_nonblocking_stdin_pipe_reaches_the_command_whole_when_spooling_fails() {
     assert_eq!(stdout(&o).trim(), "3000000", "{}", stderr(&o));
     assert_starts_with(&stderr(&o), "memorun: warning: cannot spool stdin");
 }
+
+/// `memorun -- cat <(echo B)` replayed what `cat <(echo A)` had printed,
+/// traced or not: the argument `/dev/fd/63` is the same string each time
+/// and a pipe is never read for the key. A run given a pipe or a socket as
+/// an argument is never recorded.
+#[test]
+fn a_process_substitution_argument_is_never_replayed() {
+    for trace in ["", "--trace"] {
+        let d = Dir::new();
+        let line = |what: &str| {
+            format!(
+                "'{}' -v {trace} -- sh -c 'echo run >>\"$0\"; cat \"$1\"' '{}' <(echo {what})",
+                memorun_bin(),
+                d.counter_path().display()
+            )
+        };
+        let run = |what: &str| {
+            Command::new("bash")
+                .arg("-c")
+                .arg(line(what))
+                .env("MEMORUN_DIR", &d.cache)
+                .current_dir(d.path())
+                .output()
+                .unwrap()
+        };
+        let a = run("A");
+        assert_eq!(stdout(&a), "A\n", "{}", stderr(&a));
+        assert_contains(&stderr(&a), "not recorded");
+        let b = run("B");
+        assert_eq!(
+            stdout(&b),
+            "B\n",
+            "--trace {trace:?}: replayed A: {}",
+            stderr(&b)
+        );
+        assert_eq!(d.count(), 2);
+    }
+}

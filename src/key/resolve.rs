@@ -175,6 +175,11 @@ pub fn resolve(
             }
         }
     }
+    let piped = piped_argument(spec, &base.cwd);
+    if let Some((i, _)) = &piped {
+        // Never matches an entry recorded before this rule.
+        components.push(Component::option(&format!("argument {i} is a pipe")));
+    }
     let mut collected = collector.finish()?;
     components.extend(collected.components);
     components.extend(stdin);
@@ -198,8 +203,30 @@ pub fn resolve(
         maybe_outputs,
         known_outputs: ctx.known_outputs.to_vec(),
         stdin_file,
-        unrecordable: inherited.unrecordable,
+        unrecordable: piped.map(|(_, why)| why).or(inherited.unrecordable),
     })
+}
+
+/// The first argument that names a pipe or a socket (`<(cmd)` gives the
+/// command `/dev/fd/63`), and why a run given it is not recorded: what the
+/// command reads there cannot be keyed, and the argument is the same string
+/// whatever flows through it.
+fn piped_argument(spec: &KeySpec, cwd: &std::path::Path) -> Option<(usize, String)> {
+    use std::os::unix::fs::FileTypeExt;
+    spec.command
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find_map(|(i, arg)| {
+            let ft = std::fs::metadata(cwd.join(arg)).ok()?.file_type();
+            (ft.is_fifo() || ft.is_socket()).then(|| {
+                let shown = crate::term::quote::word(arg.as_bytes());
+                (
+                    i,
+                    format!("argument {shown} is a pipe, whose content cannot be keyed"),
+                )
+            })
+        })
 }
 
 /// What a traced run leaves out is part of what its manifests mean: a run
