@@ -474,3 +474,22 @@ fn a_process_substitution_argument_is_never_replayed() {
         assert_eq!(d.count(), 2);
     }
 }
+
+/// The rule above leaves out memorun's own stdin: a pipe there is read to
+/// its end and keyed, and `/dev/stdin` names the command's copy of it.
+#[test]
+fn dev_stdin_as_an_argument_is_keyed_by_what_stdin_holds() {
+    let d = Dir::new();
+    let run = |input: &str| {
+        let mut cmd = d.memorun_std();
+        let script = format!("echo run >>'{}'; cat \"$0\"", d.counter_path().display());
+        cmd.args(["-v", "--", "sh", "-c", &script, "/dev/stdin"]);
+        crate::util::output_with_stdin(&mut cmd, input.as_bytes().to_vec())
+    };
+    assert_eq!(stdout(&run("a\n")), "a\n");
+    let o = run("a\n");
+    assert_eq!(stdout(&o), "a\n");
+    assert_eq!(d.count(), 1, "{}", stderr(&o));
+    assert_eq!(stdout(&run("b\n")), "b\n");
+    assert_eq!(d.count(), 2);
+}

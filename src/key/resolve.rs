@@ -212,14 +212,22 @@ pub fn resolve(
 /// command reads there cannot be keyed, and the argument is the same string
 /// whatever flows through it.
 fn piped_argument(spec: &KeySpec, cwd: &std::path::Path) -> Option<(usize, String)> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    // memorun's own stdin (`/dev/stdin`) is read to the end and keyed
+    // unless --stdin ignore; the command reads the spooled copy.
+    let stdin = (spec.stdin != crate::key::stdin::StdinMode::Ignore)
+        .then(|| std::fs::metadata("/dev/stdin").ok())
+        .flatten()
+        .map(|m| (m.dev(), m.ino()));
     spec.command
         .iter()
         .enumerate()
         .skip(1)
         .find_map(|(i, arg)| {
-            let ft = std::fs::metadata(cwd.join(arg)).ok()?.file_type();
-            (ft.is_fifo() || ft.is_socket()).then(|| {
+            let m = std::fs::metadata(cwd.join(arg)).ok()?;
+            let ft = m.file_type();
+            let keyed_stdin = stdin == Some((m.dev(), m.ino()));
+            ((ft.is_fifo() || ft.is_socket()) && !keyed_stdin).then(|| {
                 let shown = crate::term::quote::word(arg.as_bytes());
                 (
                     i,
