@@ -331,3 +331,165 @@ fn list_why_and_verbose_quote_control_bytes_and_invalid_utf8_in_arguments() {
     // One line per entry, plus the header.
     assert_eq!(list.lines().count(), 4, "{list}");
 }
+
+/// Two different devices on stdin were one key ("not read (device)"):
+/// `head -c 8 </dev/urandom` replayed what `head -c 8 </dev/zero` had
+/// printed, traced or not. The device a stdin names is in the key.
+#[test]
+fn a_different_device_on_stdin_is_not_replayed_the_first_ones_output() {
+    for traced in [false, true] {
+        let d = Dir::new();
+        let run = |device: &str| {
+            let mut cmd = d.memorun_std();
+            if traced {
+                cmd.arg("--trace");
+            }
+            cmd.args(["-v", "--"])
+                .args(d.counted("head -c 8"))
+                .stdin(fs::File::open(device).unwrap())
+                .output()
+                .unwrap()
+        };
+        let zero = run("/dev/zero");
+        assert_eq!(zero.stdout, vec![0u8; 8], "{}", stderr(&zero));
+        assert_eq!(d.count(), 1);
+        let random = run("/dev/urandom");
+        assert_eq!(
+            d.count(),
+            2,
+            "--trace {traced}: a hit replayed /dev/zero's bytes for /dev/urandom"
+        );
+        assert_ne!(random.stdout, vec![0u8; 8]);
+        // The same device still hits.
+        run("/dev/zero");
+        assert_eq!(d.count(), 2, "--trace {traced}: /dev/zero again missed");
+    }
+}
+
+/// A stdin that cannot be read at all (a directory: `< dir`) was replaced
+/// by an empty spool file, so the command saw an empty stdin instead of the
+/// error it gets without memorun. Nothing was taken: it inherits stdin.
+#[test]
+fn an_unreadable_stdin_reaches_the_command_as_it_is() {
+    let d = Dir::new();
+    fs::create_dir(d.join("sub")).unwrap();
+    let o = d
+        .memorun_std()
+        .args(["--", "sh", "-c", "cat; echo \"rc=$?\""])
+        .stdin(fs::File::open(d.join("sub")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "rc=1\n", "{}", stderr(&o));
+    assert_contains(&stderr(&o), "cannot spool stdin: is a directory");
+}
+
+/// A stdin pipe in non-blocking mode (the flag belongs to the pipe, set by
+/// whoever made it: node, some CI runners) lost everything after the first
+/// empty read: memorun took EAGAIN for an error and fed the command only
+/// what it had read so far. It waits for more instead.
+#[test]
+fn a_nonblocking_stdin_pipe_reaches_the_command_whole() {
+    let d = Dir::new();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("echo a; sleep 0.5; echo b")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = child.stdout.take().unwrap();
+    let flags = rustix::fs::fcntl_getfl(&pipe).unwrap();
+    rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    let o = d
+        .memorun_std()
+        .args(["--", "cat"])
+        .stdin(Stdio::from(pipe))
+        .output()
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(stdout(&o), "a\nb\n", "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+/// The same with spooling cut off (a file size limit): the rest of a
+/// non-blocking stdin is pumped to the command, waiting through EAGAIN.
+#[test]
+fn a_nonblocking_stdin_pipe_reaches_the_command_whole_when_spooling_fails() {
+    let d = Dir::new();
+    d.run(["--", "true"]);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("head -c 2000000 /dev/zero; sleep 0.5; head -c 1000000 /dev/zero")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = child.stdout.take().unwrap();
+    let flags = rustix::fs::fcntl_getfl(&pipe).unwrap();
+    rustix::fs::fcntl_setfl(&pipe, flags | rustix::fs::OFlags::NONBLOCK).unwrap();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f 1000; exec '{}' -- wc -c", memorun_bin()))
+        .env("MEMORUN_DIR", &d.cache)
+        .stdin(Stdio::from(pipe))
+        .output()
+        .unwrap();
+    child.wait().unwrap();
+    assert_eq!(stdout(&o).trim(), "3000000", "{}", stderr(&o));
+    assert_starts_with(&stderr(&o), "memorun: warning: cannot spool stdin");
+}
+
+/// `memorun -- cat <(echo B)` replayed what `cat <(echo A)` had printed,
+/// traced or not: the argument `/dev/fd/63` is the same string each time
+/// and a pipe is never read for the key. A run given a pipe or a socket as
+/// an argument is never recorded.
+#[test]
+fn a_process_substitution_argument_is_never_replayed() {
+    for trace in ["", "--trace"] {
+        let d = Dir::new();
+        let line = |what: &str| {
+            format!(
+                "'{}' -v {trace} -- sh -c 'echo run >>\"$0\"; cat \"$1\"' '{}' <(echo {what})",
+                memorun_bin(),
+                d.counter_path().display()
+            )
+        };
+        let run = |what: &str| {
+            Command::new("bash")
+                .arg("-c")
+                .arg(line(what))
+                .env("MEMORUN_DIR", &d.cache)
+                .current_dir(d.path())
+                .output()
+                .unwrap()
+        };
+        let a = run("A");
+        assert_eq!(stdout(&a), "A\n", "{}", stderr(&a));
+        assert_contains(&stderr(&a), "not recorded");
+        let b = run("B");
+        assert_eq!(
+            stdout(&b),
+            "B\n",
+            "--trace {trace:?}: replayed A: {}",
+            stderr(&b)
+        );
+        assert_eq!(d.count(), 2);
+    }
+}
+
+/// The rule above leaves out memorun's own stdin: a pipe there is read to
+/// its end and keyed, and `/dev/stdin` names the command's copy of it.
+#[test]
+fn dev_stdin_as_an_argument_is_keyed_by_what_stdin_holds() {
+    let d = Dir::new();
+    let run = |input: &str| {
+        let mut cmd = d.memorun_std();
+        let script = format!("echo run >>'{}'; cat \"$0\"", d.counter_path().display());
+        cmd.args(["-v", "--", "sh", "-c", &script, "/dev/stdin"]);
+        crate::util::output_with_stdin(&mut cmd, input.as_bytes().to_vec())
+    };
+    assert_eq!(stdout(&run("a\n")), "a\n");
+    let o = run("a\n");
+    assert_eq!(stdout(&o), "a\n");
+    assert_eq!(d.count(), 1, "{}", stderr(&o));
+    assert_eq!(stdout(&run("b\n")), "b\n");
+    assert_eq!(d.count(), 2);
+}

@@ -99,6 +99,30 @@ fn a_file_on_an_inherited_descriptor_is_keyed_by_content() {
     }
 }
 
+/// A character device on an inherited descriptor passed through unkeyed:
+/// `3</dev/urandom` replayed what the command had read from `3</dev/zero`,
+/// traced or not. The device is keyed by its number.
+#[test]
+fn a_different_device_on_an_inherited_descriptor_is_a_miss() {
+    for trace in ["", "--trace"] {
+        let d = Dir::new();
+        let line = |dev: &str| {
+            format!(
+                "$M -v {trace} -- sh -c 'echo run >>\"$COUNT\"; head -c 4 <&3 | od -An -tx1' 3<{dev}"
+            )
+        };
+        let zero = ran(&d, &line("/dev/zero"), true);
+        assert_eq!(stdout(&zero).trim(), "00 00 00 00");
+        let o = ran(&d, &line("/dev/urandom"), true);
+        assert_ne!(stdout(&o).trim(), "00 00 00 00", "{trace}");
+        ran(&d, &line("/dev/zero"), false);
+        // /dev/null and a descriptor open for writing only stay unkeyed.
+        ran(&d, &line("/dev/null"), true);
+        let o = ran(&d, &line("/dev/null"), false);
+        assert_contains(&stderr(&o), "hit");
+    }
+}
+
 #[test]
 fn a_directory_on_an_inherited_descriptor_is_never_recorded() {
     let d = Dir::new();

@@ -76,7 +76,7 @@ pub fn describe(c: &Component) -> String {
 }
 
 /// A stdin that was not hashed: "no stdin data" (a terminal not read,
-/// `/dev/null`, an empty pipe), or "not read (device)".
+/// `/dev/null`, an empty pipe), or "not read (device 1:5)".
 fn stdin_state(c: &Component) -> String {
     match c.name.as_str() {
         crate::key::stdin::NO_DATA => "no stdin data".into(),

@@ -14,8 +14,10 @@
 //! - a directory or a block device: what the command reads through it
 //!   cannot be keyed, so the run is never recorded (the component says
 //!   what the descriptor names, and [`Inherited::unrecordable`] why);
-//! - pipes, sockets, terminals, `/dev/null` and other character devices,
-//!   and kernel objects (an eventfd, a pidfd): passed through unkeyed.
+//! - another character device open for reading (`/dev/zero`,
+//!   `/dev/urandom`): keyed by its number, not read;
+//! - pipes, sockets, terminals, `/dev/null`, and kernel objects (an
+//!   eventfd, a pidfd): passed through unkeyed.
 //!
 //! A descriptor memorun opened itself is close-on-exec and never reaches
 //! the command: only those without `FD_CLOEXEC` are looked at. Everything
@@ -98,6 +100,28 @@ fn inheritable() -> Vec<(i32, Info)> {
     fds
 }
 
+/// A character device open for reading that gives the command bytes of
+/// its own (`/dev/zero`, `/dev/urandom`, a serial port): named by its
+/// number (`the device 1:5`), so that another device is another key. Not
+/// `/dev/null` (no data) nor a terminal (what is typed is not keyed, as
+/// on stdin: a pseudo-terminal's number differs in every session).
+fn readable_device(meta: &fs::Metadata, info: &Info) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.file_type().is_char_device() || info.flags & O_ACCMODE == O_WRONLY {
+        return None;
+    }
+    let (major, minor) = (
+        rustix::fs::major(meta.rdev()),
+        rustix::fs::minor(meta.rdev()),
+    );
+    // Linux's terminal majors: the virtual consoles and serial lines (4),
+    // /dev/tty, the console and ptmx (5), Unix98 pseudo-terminals
+    // (136-143) and the old BSD ones (3).
+    let terminal = matches!(major, 3..=5 | 136..=143);
+    let null = (major, minor) == (1, 3);
+    (!terminal && !null).then(|| format!("the device {major}:{minor}"))
+}
+
 /// The inherited descriptors in the key: see the module comment. `secret`
 /// keys the content digests.
 pub fn inherited(secret: &[u8; 32]) -> Inherited {
@@ -134,6 +158,9 @@ pub fn inherited(secret: &[u8; 32]) -> Inherited {
                 )),
             }
         } else {
+            if let Some(dev) = readable_device(&meta, &info) {
+                out.components.push(Component::descriptor(fd, Err(&dev)));
+            }
             None
         };
         if let Some(what) = refused {

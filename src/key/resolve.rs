@@ -180,6 +180,11 @@ pub fn resolve(
             }
         }
     }
+    let piped = piped_argument(spec, &base.cwd);
+    if let Some((i, _)) = &piped {
+        // Never matches an entry recorded before this rule.
+        components.push(Component::option(&format!("argument {i} is a pipe")));
+    }
     let mut collected = collector.finish()?;
     components.extend(collected.components);
     components.extend(stdin);
@@ -203,8 +208,38 @@ pub fn resolve(
         maybe_outputs,
         known_outputs: ctx.known_outputs.to_vec(),
         stdin_file,
-        unrecordable: inherited.unrecordable,
+        unrecordable: piped.map(|(_, why)| why).or(inherited.unrecordable),
     })
+}
+
+/// The first argument that names a pipe or a socket (`<(cmd)` gives the
+/// command `/dev/fd/63`), and why a run given it is not recorded: what the
+/// command reads there cannot be keyed, and the argument is the same string
+/// whatever flows through it.
+fn piped_argument(spec: &KeySpec, cwd: &std::path::Path) -> Option<(usize, String)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    // memorun's own stdin (`/dev/stdin`) is read to the end and keyed
+    // unless --stdin ignore; the command reads the spooled copy.
+    let stdin = (spec.stdin != crate::key::stdin::StdinMode::Ignore)
+        .then(|| std::fs::metadata("/dev/stdin").ok())
+        .flatten()
+        .map(|m| (m.dev(), m.ino()));
+    spec.command
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find_map(|(i, arg)| {
+            let m = std::fs::metadata(cwd.join(arg)).ok()?;
+            let ft = m.file_type();
+            let keyed_stdin = stdin == Some((m.dev(), m.ino()));
+            ((ft.is_fifo() || ft.is_socket()) && !keyed_stdin).then(|| {
+                let shown = crate::term::quote::word(arg.as_bytes());
+                (
+                    i,
+                    format!("argument {shown} is a pipe, whose content cannot be keyed"),
+                )
+            })
+        })
 }
 
 /// What a traced run leaves out is part of what its manifests mean: a run

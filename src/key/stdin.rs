@@ -6,7 +6,8 @@
 //!   size, and nothing of it is left in the cache directory. A regular file
 //!   is hashed with `pread` from its current offset without being consumed,
 //!   and inherited. A terminal or another device is not read; the command
-//!   inherits it.
+//!   inherits it. A device is keyed by its number (`device 1:5`), so two
+//!   devices never share an entry.
 //! - `hash`: read and hash whatever stdin is, a terminal included.
 //! - `ignore`: never read or hashed; inherited.
 //!
@@ -193,7 +194,11 @@ pub fn capture(
             });
         }
         if ft.is_char_device() || ft.is_block_device() {
-            return Ok(inherit("device"));
+            // Which device: `/dev/zero` and `/dev/urandom` give the command
+            // different bytes, so they must not share a key.
+            let dev = meta.rdev();
+            let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+            return Ok(inherit(&format!("device {major}:{minor}")));
         }
     }
     if ft.is_file() {
@@ -283,13 +288,14 @@ fn read_pipe(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A pipe left non-blocking by whoever made it: wait for more,
+            // as a blocking read would (EAGAIN is not the end of stdin).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match wait_readable(stdin) {
+                Ok(()) => continue,
+                Err(error) => return Err(read_failed(error, spool.take(), total)),
+            },
             Err(error) => {
-                // What was read so far must still reach the command.
-                let feed = match spool.take() {
-                    Some(f) => rewound(f).map_or(Feed::Inherit, Feed::File),
-                    None => Feed::Inherit,
-                };
-                return Err(SpoolFailed { error, feed });
+                return Err(read_failed(error, spool.take(), total));
             }
         };
         h.update(&buf[..n]);
@@ -337,6 +343,31 @@ fn read_pipe(
     })
 }
 
+/// Reading stdin failed after `total` bytes, `spool` holding them: what
+/// was read so far must still reach the command; when nothing was
+/// (`< dir`), stdin is intact, so the command inherits it and meets the
+/// same error as without memorun.
+fn read_failed(error: io::Error, spool: Option<File>, total: u64) -> SpoolFailed {
+    let feed = match spool {
+        Some(f) if total > 0 => rewound(f).map_or(Feed::Inherit, Feed::File),
+        _ => Feed::Inherit,
+    };
+    SpoolFailed { error, feed }
+}
+
+/// Block until `f` has data or its writers are gone.
+fn wait_readable(f: &File) -> io::Result<()> {
+    use rustix::event::{PollFd, PollFlags};
+    let mut p = [PollFd::new(f, PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut p, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn rewound(mut f: File) -> io::Result<File> {
     f.rewind()?;
     Ok(f)
@@ -374,6 +405,16 @@ fn pump(w: &mut impl Write, taken: Vec<u8>, spooled: Option<File>) -> io::Result
         io::copy(&mut f, w)?;
     }
     w.write_all(&taken)?;
-    io::copy(&mut fd0()?, w)?;
-    Ok(())
+    let mut stdin = fd0()?;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => w.write_all(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Non-blocking stdin: wait for more, as in `read_pipe`.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_readable(&stdin)?,
+            Err(e) => return Err(e),
+        }
+    }
 }
