@@ -37,7 +37,20 @@ impl Hostile {
     }
 
     fn start_with(port: u16, handler: Arc<Handler>, rcvbuf: Option<i32>) -> Hostile {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        // A server started again on the port of one just dropped: its
+        // listener may still be closing in its thread, so the bind is
+        // retried for a moment rather than failing the test.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => break l,
+                Err(e) if port != 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot listen on 127.0.0.1:{port}: {e}"),
+            }
+        };
         if let Some(b) = rcvbuf {
             use std::os::fd::AsRawFd;
             small_receive_buffer(listener.as_raw_fd(), b);
