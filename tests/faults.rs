@@ -210,8 +210,11 @@ fn kill_mid_miss_leaves_nothing_partial_and_a_full_run_follows() {
 #[test]
 fn kill_9_during_misses_leaves_no_temp_files() {
     let d = Dir::new();
-    // Waits for the test to say stop, so no orphan outlives the test.
-    let script = "head -c 300000 /dev/zero; while [ ! -e stop ]; do sleep 0.05; done";
+    // Waits for the test to say stop, so no orphan outlives the test (and,
+    // should the test's directory go first, for at most 30 s: a relative
+    // `stop` in a removed directory never appears).
+    let script = "echo $$ >> pids; head -c 300000 /dev/zero; i=0; \
+                  while [ ! -e stop ] && [ $i -lt 600 ]; do i=$((i+1)); sleep 0.05; done";
     for _ in 0..5 {
         let mut victim = spawn_counted(&d, &["--no-auto-inputs"], script);
         // Past the inline limit: the spool is a file by now.
@@ -226,6 +229,19 @@ fn kill_9_during_misses_leaves_no_temp_files() {
         let _ = victim.wait();
     }
     d.write("stop", "");
+    // The killed runs' commands are orphans now: wait until they saw it.
+    let pids = fs::read_to_string(d.join("pids")).unwrap();
+    // Alive: its /proc entry is there and not a zombie (state Z).
+    let alive = |pid: &str| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| !r.starts_with('Z')))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for pid in pids.split_whitespace() {
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let tmp_usage = || -> u64 {
         fs::read_dir(d.cache.join("tmp"))
             .unwrap()
