@@ -614,7 +614,13 @@ root_domain = ".web.garage.localhost"
         use memorun::remote::Remote;
         let deadline = memorun::remote::Deadline::new(Duration::from_secs(60));
         self.client()
-            .replace(name, &mut &bytes[..], bytes.len() as u64, deadline)
+            .store(
+                name,
+                &mut &bytes[..],
+                bytes.len() as u64,
+                memorun::remote::Mode::Replace,
+                deadline,
+            )
             .unwrap();
     }
 

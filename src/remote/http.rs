@@ -29,7 +29,7 @@ use ureq::http::Response;
 
 use super::deadline::{Deadline, Timed};
 use super::url::RemoteUrl;
-use super::{Cause, Error, Put, Remote, Timeouts};
+use super::{Cause, Error, Mode, Put, Remote, Timeouts};
 
 /// An HTTP store.
 pub struct Http {
@@ -217,27 +217,18 @@ impl Remote for Http {
         }
     }
 
-    fn put_if_absent(
+    fn store(
         &mut self,
         name: &str,
         body: &mut dyn Read,
         len: u64,
+        mode: Mode,
         deadline: Deadline,
     ) -> Result<Put, Error> {
-        if self.exists(name, deadline)? {
+        if mode == Mode::IfAbsent && self.exists(name, deadline)? {
             return Ok(Put::Present);
         }
-        self.put(name, body, len, true, deadline)
-    }
-
-    fn replace(
-        &mut self,
-        name: &str,
-        body: &mut dyn Read,
-        len: u64,
-        deadline: Deadline,
-    ) -> Result<Put, Error> {
-        self.put(name, body, len, false, deadline)
+        self.put(name, body, len, mode == Mode::IfAbsent, deadline)
     }
 }
 

@@ -372,6 +372,15 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// How [`Remote::store`] treats an object already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Leave it as it is ([`Put::Present`]).
+    IfAbsent,
+    /// Replace it.
+    Replace,
+}
+
 /// What storing an object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {
@@ -400,24 +409,16 @@ pub trait Remote {
     /// Whether an object named `name` is there, whole.
     fn exists(&mut self, name: &str, deadline: Deadline) -> Result<bool, Error>;
 
-    /// Store `len` bytes from `body` as `name`, unless an object of that
-    /// name is there already.
-    fn put_if_absent(
+    /// Store `len` bytes from `body` as `name`: with [`Mode::IfAbsent`]
+    /// unless an object of that name is there already; with
+    /// [`Mode::Replace`] replacing what is there (only ever an entry found
+    /// broken). Readers see the old object or the new one, never a mix.
+    fn store(
         &mut self,
         name: &str,
         body: &mut dyn Read,
         len: u64,
-        deadline: Deadline,
-    ) -> Result<Put, Error>;
-
-    /// Store `len` bytes from `body` as `name`, replacing what is there
-    /// (only ever an entry found broken). Readers see the old object or
-    /// the new one, never a mix.
-    fn replace(
-        &mut self,
-        name: &str,
-        body: &mut dyn Read,
-        len: u64,
+        mode: Mode,
         deadline: Deadline,
     ) -> Result<Put, Error>;
 }
@@ -1025,10 +1026,11 @@ impl Tier {
         };
         let result = (|| -> Result<(), Error> {
             let sealed = wire::seal(&shared.mac_key, "manifest", &[base, digest], bytes);
-            remote.put_if_absent(
+            remote.store(
                 &shared.manifest_name(base, digest),
                 &mut io::Cursor::new(&sealed),
                 sealed.len() as u64,
+                Mode::IfAbsent,
                 deadline,
             )?;
             let name = shared.manifest_index_name(base);
@@ -1043,10 +1045,11 @@ impl Tier {
                 index.extend_from_slice(d);
             }
             let sealed = wire::seal(&shared.mac_key, "manifest index", &[base], &index);
-            remote.replace(
+            remote.store(
                 &name,
                 &mut io::Cursor::new(&sealed),
                 sealed.len() as u64,
+                Mode::Replace,
                 deadline,
             )?;
             Ok(())
@@ -1083,6 +1086,12 @@ impl Tier {
         }
         let name = shared.entry_name(&entry.key);
         let repair = self.broken == Some(entry.key);
+        // Writers hold the secret: a valid entry replaces a broken one
+        // (blobs evicted, bytes damaged), never a valid one.
+        let mode = match repair {
+            true => Mode::Replace,
+            false => Mode::IfAbsent,
+        };
         let timeouts = self.config.timeouts;
         let Some(remote) = self.remote(store, ui, Deadline::new(timeouts.lookup)) else {
             return Uploaded::Skipped;
@@ -1108,20 +1117,12 @@ impl Tier {
                     _ => return Ok(None),
                 };
                 let deadline = Deadline::transfer(timeouts.operation);
-                match repair {
-                    true => remote.replace(&blob, &mut source, b.len, deadline)?,
-                    false => remote.put_if_absent(&blob, &mut source, b.len, deadline)?,
-                };
+                remote.store(&blob, &mut source, b.len, mode, deadline)?;
                 sent += b.len;
             }
             let mut body = io::Cursor::new(&wire);
             let deadline = Deadline::new(timeouts.operation);
-            let put = match repair {
-                // Writers hold the secret: a valid entry replaces a broken
-                // one (blobs evicted, bytes damaged), never a valid one.
-                true => remote.replace(&name, &mut body, wire.len() as u64, deadline)?,
-                false => remote.put_if_absent(&name, &mut body, wire.len() as u64, deadline)?,
-            };
+            let put = remote.store(&name, &mut body, wire.len() as u64, mode, deadline)?;
             sent += wire.len() as u64;
             Ok(Some(put))
         })();

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use super::deadline::Deadline;
 use super::url::{RemoteUrl, Scheme};
-use super::{Cause, Error, Put, Remote, Timeouts};
+use super::{Cause, Error, Mode, Put, Remote, Timeouts};
 
 /// The largest value memorun writes (and the most it reads at once).
 pub const CHUNK: usize = 8 * 1024 * 1024;
@@ -455,24 +455,15 @@ impl Remote for Redis {
         }
     }
 
-    fn put_if_absent(
+    fn store(
         &mut self,
         name: &str,
         body: &mut dyn Read,
         len: u64,
+        mode: Mode,
         deadline: Deadline,
     ) -> Result<Put, Error> {
-        self.put(name, body, len, true, deadline)
-    }
-
-    fn replace(
-        &mut self,
-        name: &str,
-        body: &mut dyn Read,
-        len: u64,
-        deadline: Deadline,
-    ) -> Result<Put, Error> {
-        self.put(name, body, len, false, deadline)
+        self.put(name, body, len, mode == Mode::IfAbsent, deadline)
     }
 }
 

@@ -53,7 +53,7 @@ use ureq::http::Response;
 use super::deadline::{Deadline, Timed};
 use super::http::{Body, agent, body_within, failed, status_cause, within};
 use super::url::RemoteUrl;
-use super::{Error, Put, Remote, Timeouts};
+use super::{Error, Mode, Put, Remote, Timeouts};
 
 /// Objects from this size on go up as a multipart upload.
 pub(crate) const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
@@ -598,28 +598,19 @@ impl Remote for S3 {
         }
     }
 
-    fn put_if_absent(
+    fn store(
         &mut self,
         name: &str,
         body: &mut dyn Read,
         len: u64,
+        mode: Mode,
         deadline: Deadline,
     ) -> Result<Put, Error> {
         // Garage ignores If-None-Match on writes: ask first.
-        if self.exists(name, deadline)? {
+        if mode == Mode::IfAbsent && self.exists(name, deadline)? {
             return Ok(Put::Present);
         }
-        self.put(name, body, len, true, deadline)
-    }
-
-    fn replace(
-        &mut self,
-        name: &str,
-        body: &mut dyn Read,
-        len: u64,
-        deadline: Deadline,
-    ) -> Result<Put, Error> {
-        self.put(name, body, len, false, deadline)
+        self.put(name, body, len, mode == Mode::IfAbsent, deadline)
     }
 }
 
