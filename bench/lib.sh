@@ -1,5 +1,4 @@
-# Shell functions the benchmark scripts share (sourced by bench/run.sh and
-# bench/trace.sh).
+# Shell functions the benchmark scripts share (sourced by bench/run.sh).
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
