@@ -567,3 +567,27 @@ fn a_directory_changed_just_before_the_run_is_recorded() {
     adder.join().unwrap();
     assert_contains(&err, "traced input sub: modified while the command ran");
 }
+
+/// Section 3: a file written just before the run, looked at first (a
+/// stat, while its times are still too recent to vouch for it) and read a
+/// moment later, is recorded: the read's own look vouches for it. (The
+/// compile above went through this path when the driver's stat came
+/// within the clock's tick of the write and the compiler's read after it.)
+#[test]
+fn a_file_looked_at_then_read_a_moment_later_is_recorded() {
+    let d = Dir::new();
+    for i in 0..3 {
+        d.write("in.txt", format!("{i}\n"));
+        let o = d.run([
+            "-v",
+            "--trace",
+            "--",
+            "sh",
+            "-c",
+            "[ -e in.txt ]; sleep 0.1; cat in.txt",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(stdout(&o), format!("{i}\n"));
+        assert_contains(&stderr(&o), ", recorded");
+    }
+}

@@ -627,6 +627,13 @@ impl Events {
                 }
             }
             Some(first) if !first.same_stat(&seen) => first.changed = true,
+            // The same stat, no longer too recent to vouch for the content
+            // (a look before the clock moved on, then the read): from this
+            // look on, a write would change the stat. The command read
+            // nothing before it that the stat does not key.
+            Some(first) if first.racy() && first.digest.is_none() && !seen.racy() => {
+                first.at_ns = seen.at_ns;
+            }
             Some(first) => {
                 if first.digest.is_none() {
                     first.digest = seen.digest;
@@ -875,6 +882,18 @@ mod tests {
             },
         );
         assert_eq!(e.seen(Path::new("/w/b")).unwrap().digest, Some([7; 32]));
+        // Racy at a first look (a stat), no longer at the read with the
+        // same stat: the read's stat vouches for the content (no digest
+        // needed, and the race guard does not fall back to the times).
+        e.see(Path::new("/w/d"), racy);
+        e.see(
+            Path::new("/w/d"),
+            Seen {
+                at_ns: 9_100_000_000,
+                ..racy
+            },
+        );
+        assert!(!e.seen(Path::new("/w/d")).unwrap().racy());
         // What the run wrote first is not seen; nor what it leaves out.
         e.written(p("/w/c"), true, true);
         e.see(Path::new("/w/c"), old);
