@@ -14,10 +14,12 @@
 //! - A file is written to a temp file in its directory (unnamed where the
 //!   file system allows, `O_TMPFILE`), given its mode, and renamed into
 //!   place: a reader sees the old file or the new one, never half of one.
-//!   Content is copied from its blob by reflink (`FICLONE`) where the file
-//!   system shares extents, else `copy_file_range`, never by hard link, and
-//!   only after the blob was verified against its check (inline bytes
-//!   against their digest); a verification failure is [`Failure::Corrupt`].
+//!   Content comes from its blob in one pass that reads, checks and writes
+//!   each piece (by reflink, `FICLONE`, where the file system shares
+//!   extents, the blob then only read to be checked), never by hard link;
+//!   the temp file is given its name only once the whole blob has passed
+//!   its check (inline bytes are checked against their digest before they
+//!   are written); a verification failure is [`Failure::Corrupt`].
 //! - A file whose content and mode already match is kept, with its mtime
 //!   set to now; so is everything written (make compares timestamps).
 //! - A declared directory ends up holding exactly the recorded tree: what
@@ -41,7 +43,7 @@ use rustix::io::Errno;
 use crate::base::Digest;
 use crate::outputs::OutputSpec;
 use crate::outputs::files::{Item, Node, OutputRoot, RootKind};
-use crate::store::{Source, Store, StoredStream};
+use crate::store::{Copier, CopyError, Source, Store, StoredStream};
 use crate::term::format::io_reason;
 
 /// Why outputs were not restored.
@@ -171,7 +173,7 @@ fn restore(
         store,
         dry,
         report: Report::default(),
-        reflink: std::cell::Cell::new(true),
+        copier: Default::default(),
         buf: Default::default(),
         empty_path: std::cell::Cell::new(true),
         umask: std::cell::Cell::new(None),
@@ -410,8 +412,9 @@ struct Restorer<'s> {
     store: &'s dyn Store,
     dry: bool,
     report: Report,
-    /// Whether reflinks may work here: tried until one fails.
-    reflink: std::cell::Cell<bool>,
+    /// Copies blobs, checking them on the way (its buffer, the blob
+    /// directory, whether reflinks work here).
+    copier: std::cell::RefCell<Copier>,
     /// A read buffer for comparing files in place, reused.
     buf: std::cell::RefCell<Vec<u8>>,
     /// Whether an unnamed temp file can be linked by its descriptor
@@ -528,6 +531,7 @@ impl Restorer<'_> {
                 let item = top[0];
                 self.node(
                     dir.as_ref().map(|d| d.as_fd()),
+                    false,
                     name,
                     item,
                     &children,
@@ -573,6 +577,7 @@ impl Restorer<'_> {
             };
             self.node(
                 dir.as_ref().map(|d| d.as_fd()),
+                false,
                 OsStr::from_bytes(name),
                 item,
                 children,
@@ -630,10 +635,12 @@ impl Restorer<'_> {
     }
 
     /// Make `name` in `dir` what `item` records (`dir` is `None` when it
-    /// does not exist yet, dry only).
+    /// does not exist yet, dry only; `fresh` when this restore just made
+    /// it, so that nothing is in it to look at).
     fn node(
         &mut self,
         dir: Option<BorrowedFd<'_>>,
+        fresh: bool,
         name: &OsStr,
         item: &Item,
         children: &Children<'_>,
@@ -641,6 +648,7 @@ impl Restorer<'_> {
     ) -> Result<(), Failure> {
         let existing = match dir {
             None => None,
+            Some(_) if fresh => None,
             Some(d) => match rustix::fs::statat(d, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(st),
                 Err(Errno::NOENT) => None,
@@ -740,6 +748,8 @@ impl Restorer<'_> {
         children: &Children<'_>,
         shown: &str,
     ) -> Result<(), Failure> {
+        // Made here, now: empty.
+        let fresh = !self.dry && kind != Some(FileType::Directory);
         let sub = match (dir, kind) {
             (Some(d), Some(FileType::Directory)) => Some(
                 rustix::fs::openat(
@@ -784,6 +794,7 @@ impl Restorer<'_> {
             let (_, kid_name) = split_last(&kid.path);
             self.node(
                 sub.as_ref().map(|s| s.as_fd()),
+                fresh,
                 OsStr::from_bytes(kid_name),
                 kid,
                 children,
@@ -791,7 +802,10 @@ impl Restorer<'_> {
             )?;
         }
         if let Some(s) = &sub {
-            self.clean(s, kids, shown)?;
+            // One just made holds only what was restored into it.
+            if !fresh {
+                self.clean(s, kids, shown)?;
+            }
             if !self.dry {
                 rustix::fs::fchmod(s, Mode::from_raw_mode(mode)).map_err(|e| self.io(shown, e))?;
                 // Only its time: the directory is restored either way.
@@ -905,6 +919,51 @@ impl Restorer<'_> {
         rustix::fs::linkat(CWD, proc.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
     }
 
+    /// Fill the temp file `tmp` (that nobody sees yet) with `content`,
+    /// verified: a blob is checked as it is copied, in one pass
+    /// ([`crate::store::Blobs::copy_verified`]); inline bytes are checked
+    /// before they are written. When this fails, `tmp` is thrown away.
+    fn fill(&self, tmp: &File, content: &StoredStream, shown: &str) -> Result<(), Failure> {
+        let corrupt = || {
+            Failure::Corrupt(format!(
+                "the stored content of output '{shown}' failed verification"
+            ))
+        };
+        if let (None, Some(blobs)) = (&content.inline, self.store.local_blobs()) {
+            if content.len == 0 {
+                return Ok(());
+            }
+            let check = self.store.blob_check(&content.digest);
+            let mut copier = self.copier.borrow_mut();
+            return match blobs.copy_verified(&content.digest, content.len, check, tmp, &mut copier)
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(corrupt()),
+                Err(CopyError::Read(path, e)) => Err(Failure::Miss(format!(
+                    "cannot read blob '{}': {}",
+                    path.display(),
+                    io_reason(&e)
+                ))),
+                Err(CopyError::Write(e)) => Err(Failure::Miss(format!(
+                    "cannot restore output '{shown}': {}",
+                    io_reason(&e)
+                ))),
+            };
+        }
+        let source = match self.store.open_stream(content) {
+            Ok(Some(s)) => s,
+            Ok(None) if content.len == 0 => Source::Bytes(Vec::new()),
+            Ok(None) => return Err(corrupt()),
+            Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
+        };
+        copy_into(&source, tmp, content.len).map_err(|e| {
+            Failure::Miss(format!(
+                "cannot restore output '{shown}': {}",
+                io_reason(&e)
+            ))
+        })
+    }
+
     /// Write `content` to `name` in `dir` through a temp file renamed into
     /// place.
     fn write_file(
@@ -916,27 +975,24 @@ impl Restorer<'_> {
         absent: bool,
         shown: &str,
     ) -> Result<(), Failure> {
-        let source = match self.store.open_stream(content) {
-            Ok(Some(s)) => s,
-            Ok(None) if content.len == 0 => Source::Bytes(Vec::new()),
-            Ok(None) => {
-                return Err(Failure::Corrupt(format!(
-                    "the stored content of output '{shown}' failed verification"
-                )));
-            }
-            Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
-        };
         let (tmp_fd, named) = create_temp(dir, mode).map_err(|e| self.io(shown, e))?;
-        let mut tmp = File::from(tmp_fd);
+        let tmp = File::from(tmp_fd);
+        let unlink_named = || {
+            if let Some(n) = &named {
+                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
+            }
+        };
+        if let Err(f) = self.fill(&tmp, content, shown) {
+            unlink_named();
+            return Err(f);
+        }
         // An unnamed temp file was created with the mode, less the umask:
         // set it only when the umask took bits away (or it has a name).
         let chmod = named.is_some() || mode & !self.umask() != mode;
-        let written = copy_into(&source, &mut tmp, content.len, &self.reflink).and_then(|()| {
-            if chmod {
-                rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode))?;
-            }
-            Ok(())
-        });
+        let written = match chmod {
+            true => rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode)).map_err(io::Error::from),
+            false => Ok(()),
+        };
         let placed = written.and_then(|()| {
             let tmp_name = match &named {
                 Some(n) => n.clone(),
@@ -961,9 +1017,7 @@ impl Restorer<'_> {
             })
         });
         if let Err(e) = placed {
-            if let Some(n) = &named {
-                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
-            }
+            unlink_named();
             return Err(Failure::Miss(format!(
                 "cannot restore output '{shown}': {}",
                 io_reason(&e)
@@ -1012,47 +1066,15 @@ fn temp_name() -> String {
     )
 }
 
-/// Copy a verified source into `out`: by reflink where possible, else by
-/// `copy_file_range`, else by reading and writing. Exactly `len` bytes.
-fn copy_into(
-    source: &Source,
-    out: &mut File,
-    len: u64,
-    reflink: &std::cell::Cell<bool>,
-) -> io::Result<()> {
+/// Copy a verified source into `out`: exactly `len` bytes.
+fn copy_into(source: &Source, out: &File, len: u64) -> io::Result<()> {
     use std::io::Write;
     match source {
-        Source::Bytes(b) => out.write_all(b),
-        Source::File(f) => {
-            if reflink.get() {
-                match rustix::fs::ioctl_ficlone(&*out, f) {
-                    Ok(()) => return Ok(()),
-                    // Not here: do not ask again for every file.
-                    Err(_) => reflink.set(false),
-                }
-            }
-            let mut left = len;
-            let mut first = true;
-            while left > 0 {
-                let chunk = left.min(1 << 30) as usize;
-                match rustix::fs::copy_file_range(f, None, &*out, None, chunk) {
-                    Ok(0) => return Err(io::Error::other("the stored content is short")),
-                    Ok(n) => left -= n as u64,
-                    Err(Errno::INTR) => {}
-                    Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if first => {
-                        let mut f = f;
-                        let n = io::copy(&mut f, out)?;
-                        return match n == len {
-                            true => Ok(()),
-                            false => Err(io::Error::other("the stored content is short")),
-                        };
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                first = false;
-            }
-            Ok(())
-        }
+        Source::Bytes(b) => (&*out).write_all(b),
+        Source::File(f) => match io::copy(&mut &*f, &mut &*out)? == len {
+            true => Ok(()),
+            false => Err(io::Error::other("the stored content is short")),
+        },
     }
 }
 
