@@ -317,8 +317,10 @@ fn present_file(cwd: &Path, declared: &[u8]) -> Present {
     }
 }
 
-/// Read `f` to its end through `buf` (grown to 128 KiB once, reused),
-/// handing each piece to `each`; at most `limit` bytes, else an error.
+/// Read `f` to its end through `buf` (grown as needed up to 128 KiB,
+/// reused), handing each piece to `each`; at most `limit` bytes, else an
+/// error. Each read asks for one byte more than is left: a file of `limit`
+/// bytes that fits the buffer takes one read, its end seen in it.
 fn read_pieces(
     f: &File,
     limit: u64,
@@ -326,13 +328,15 @@ fn read_pieces(
     mut each: impl FnMut(&[u8]),
 ) -> io::Result<u64> {
     use std::io::Read;
-    if buf.len() < 128 * 1024 {
-        buf.resize(128 * 1024, 0);
+    let cap = limit.saturating_add(1).min(128 * 1024) as usize;
+    if buf.len() < cap {
+        buf.resize(cap, 0);
     }
     let mut r = f;
     let mut total = 0u64;
     loop {
-        match r.read(buf) {
+        let want = (limit - total).saturating_add(1).min(buf.len() as u64) as usize;
+        match r.read(&mut buf[..want]) {
             Ok(0) => return Ok(total),
             Ok(n) => {
                 total += n as u64;
@@ -340,6 +344,10 @@ fn read_pieces(
                     return Err(io::Error::other("longer than recorded"));
                 }
                 each(&buf[..n]);
+                // Short of what was asked, at the limit: at its end.
+                if total == limit && n < want {
+                    return Ok(total);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -686,7 +694,9 @@ impl Restorer<'_> {
                 self.write_file(d, name, *mode, content, absent, shown)
             }
             Node::Symlink { target } => self.symlink(dir, name, kind, target, shown),
-            Node::Dir { mode } => self.dir(dir, name, kind, *mode, item, children, shown),
+            Node::Dir { mode } => {
+                self.dir(dir, name, existing.as_ref(), *mode, item, children, shown)
+            }
             Node::Checked { .. } => Err(Failure::Corrupt(format!(
                 "output '{shown}': malformed manifest"
             ))),
@@ -735,21 +745,24 @@ impl Restorer<'_> {
         })
     }
 
-    /// Restore a directory as `name` in `dir` (of kind `kind` now), and
-    /// what `children` holds under it; what else it holds goes.
+    /// Restore a directory as `name` in `dir` (`existing`: what is there
+    /// now), and what `children` holds under it; what else it holds goes.
     #[allow(clippy::too_many_arguments)]
     fn dir(
         &mut self,
         dir: Option<BorrowedFd<'_>>,
         name: &OsStr,
-        kind: Option<FileType>,
+        existing: Option<&Stat>,
         mode: u32,
         item: &Item,
         children: &Children<'_>,
         shown: &str,
     ) -> Result<(), Failure> {
+        let kind = existing.map(|st| FileType::from_raw_mode(st.st_mode));
         // Made here, now: empty.
         let fresh = !self.dry && kind != Some(FileType::Directory);
+        // Its mode now, when it is a directory already there.
+        let mut now_mode = existing.filter(|_| !fresh).map(|st| st.st_mode & 0o7777);
         let sub = match (dir, kind) {
             (Some(d), Some(FileType::Directory)) => Some(
                 rustix::fs::openat(
@@ -779,12 +792,15 @@ impl Restorer<'_> {
             }
             _ => None,
         };
-        // Writable while it is filled, whatever its recorded mode.
+        // Writable while it is filled, whatever its recorded mode (one
+        // already there may be already).
         if let Some(s) = &sub
             && !self.dry
+            && now_mode.is_none_or(|m| m & 0o700 != 0o700)
         {
             rustix::fs::fchmod(s, Mode::from_raw_mode(0o700 | mode))
                 .map_err(|e| self.io(shown, e))?;
+            now_mode = Some(0o700 | mode);
         }
         let kids: &[&Item] = children
             .get(item.path.as_slice())
@@ -807,7 +823,10 @@ impl Restorer<'_> {
                 self.clean(s, kids, shown)?;
             }
             if !self.dry {
-                rustix::fs::fchmod(s, Mode::from_raw_mode(mode)).map_err(|e| self.io(shown, e))?;
+                if now_mode != Some(mode) {
+                    rustix::fs::fchmod(s, Mode::from_raw_mode(mode))
+                        .map_err(|e| self.io(shown, e))?;
+                }
                 // Only its time: the directory is restored either way.
                 let _ = rustix::fs::futimens(s, &now());
             }
