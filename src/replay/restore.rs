@@ -357,12 +357,26 @@ fn read_pieces(
 
 /// XXH3-128 of `f`, which must hold exactly `len` bytes.
 fn xxh3_of(f: &File, len: u64, buf: &mut Vec<u8>) -> io::Result<[u8; 16]> {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let total = read_pieces(f, len, buf, |piece| h.update(piece))?;
+    use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+    // Read whole in one piece (most files a build writes): hashed at once,
+    // without the streaming state.
+    let mut whole = None;
+    let mut h: Option<Box<Xxh3>> = None;
+    let total = read_pieces(f, len, buf, |piece| {
+        match (&mut h, piece.len() as u64 == len) {
+            (None, true) => whole = Some(xxh3_128(piece)),
+            (h, _) => h.get_or_insert_with(Box::default).update(piece),
+        }
+    })?;
     if total != len {
         return Err(io::Error::other("shorter than recorded"));
     }
-    Ok(h.digest128().to_le_bytes())
+    let digest = match (whole, h) {
+        (Some(d), None) => d,
+        (_, Some(h)) => h.digest128(),
+        (None, None) => xxh3_128(&[]),
+    };
+    Ok(digest.to_le_bytes())
 }
 
 /// Whether `f` holds exactly `bytes`.
@@ -431,6 +445,63 @@ struct Restorer<'s> {
     empty_path: std::cell::Cell<bool>,
     /// The umask, once read.
     umask: std::cell::Cell<Option<u32>>,
+}
+
+/// How a file in place is opened to be read: never through a symlink, and
+/// without waiting (a FIFO) or taking a terminal.
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+
+/// What a directory's listing said is at a name in it.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// Not listed: stat it.
+    Unknown,
+    /// Nothing (or the directory was just made).
+    Absent,
+    /// Something of this kind (`Unknown` where the file system does not
+    /// say).
+    Listed(FileType),
+}
+
+/// The names in a directory with their kinds, sorted by name.
+struct Listing(Vec<(std::ffi::CString, FileType)>);
+
+impl Listing {
+    fn of(dir: &OwnedFd) -> Result<Listing, Errno> {
+        let mut names = Vec::new();
+        for entry in Dir::read_from(dir)? {
+            let entry = entry?;
+            let n = entry.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                names.push((n.to_owned(), entry.file_type()));
+            }
+        }
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(Listing(names))
+    }
+
+    fn seen(&self, name: &[u8]) -> Seen {
+        match self.0.binary_search_by(|(n, _)| n.to_bytes().cmp(name)) {
+            Ok(i) => Seen::Listed(self.0[i].1),
+            Err(_) => Seen::Absent,
+        }
+    }
+}
+
+/// `name` in `dir` opened to be read, with its stat, if it is a regular
+/// file; `None` if it is something else (an error if it could not be
+/// opened: a symlink is `ELOOP`).
+fn open_regular(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(File, Stat)>, Errno> {
+    let fd = rustix::fs::openat(dir, name, READ_FLAGS, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    Ok(
+        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+            .then(|| (File::from(fd), st)),
+    )
 }
 
 /// The items of a root by parent path, and which parents are directories.
@@ -539,7 +610,7 @@ impl Restorer<'_> {
                 let item = top[0];
                 self.node(
                     dir.as_ref().map(|d| d.as_fd()),
-                    false,
+                    Seen::Unknown,
                     name,
                     item,
                     &children,
@@ -585,7 +656,7 @@ impl Restorer<'_> {
             };
             self.node(
                 dir.as_ref().map(|d| d.as_fd()),
-                false,
+                Seen::Unknown,
                 OsStr::from_bytes(name),
                 item,
                 children,
@@ -643,25 +714,39 @@ impl Restorer<'_> {
     }
 
     /// Make `name` in `dir` what `item` records (`dir` is `None` when it
-    /// does not exist yet, dry only; `fresh` when this restore just made
-    /// it, so that nothing is in it to look at).
+    /// does not exist yet, dry only; `seen`: what its listing said is
+    /// there, if it was listed).
     fn node(
         &mut self,
         dir: Option<BorrowedFd<'_>>,
-        fresh: bool,
+        seen: Seen,
         name: &OsStr,
         item: &Item,
         children: &Children<'_>,
         shown: &str,
     ) -> Result<(), Failure> {
-        let existing = match dir {
-            None => None,
-            Some(_) if fresh => None,
-            Some(d) => match rustix::fs::statat(d, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => Some(st),
-                Err(Errno::NOENT) => None,
-                Err(e) => return Err(self.io(shown, e)),
-            },
+        let mut opened = None;
+        let existing = match (dir, seen) {
+            (None, _) | (_, Seen::Absent) => None,
+            // A regular file to compare: opened at once (never a device:
+            // the listing said it is a regular file, and its fstat must
+            // agree), where a stat by name and then an open would walk its
+            // path twice.
+            (Some(d), Seen::Listed(FileType::RegularFile))
+                if matches!(item.node, Node::File { .. }) =>
+            {
+                match open_regular(d, name) {
+                    Ok(Some((f, st))) => {
+                        opened = Some(f);
+                        Some(st)
+                    }
+                    Err(Errno::NOENT) => None,
+                    // Not a regular file after all, or not readable: as
+                    // without the listing.
+                    Ok(None) | Err(_) => self.stat(d, name, shown)?,
+                }
+            }
+            (Some(d), _) => self.stat(d, name, shown)?,
         };
         let kind = existing.map(|st| FileType::from_raw_mode(st.st_mode));
         match &item.node {
@@ -676,7 +761,7 @@ impl Restorer<'_> {
             }
             Node::File { mode, content } => {
                 if let (Some(d), Some(FileType::RegularFile), Some(st)) = (dir, kind, existing)
-                    && self.keep_file(d, name, &st, *mode, content)
+                    && self.keep_file(d, name, opened, &st, *mode, content)
                 {
                     self.report.kept += 1;
                     return Ok(());
@@ -700,6 +785,20 @@ impl Restorer<'_> {
             Node::Checked { .. } => Err(Failure::Corrupt(format!(
                 "output '{shown}': malformed manifest"
             ))),
+        }
+    }
+
+    /// What is at `name` in `dir` (never following a symlink), if anything.
+    fn stat(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<Option<Stat>, Failure> {
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.io(shown, e)),
         }
     }
 
@@ -806,11 +905,22 @@ impl Restorer<'_> {
             .get(item.path.as_slice())
             .map(Vec::as_slice)
             .unwrap_or_default();
+        // What it holds, listed once: which kids are there and of what
+        // kind, and what else is there to remove. One just made is empty.
+        let listing = match &sub {
+            Some(s) if !fresh => Some(Listing::of(s).map_err(|e| self.io(shown, e))?),
+            _ => None,
+        };
         for kid in kids {
             let (_, kid_name) = split_last(&kid.path);
+            let seen = match &listing {
+                _ if fresh => Seen::Absent,
+                Some(l) => l.seen(kid_name),
+                None => Seen::Unknown,
+            };
             self.node(
                 sub.as_ref().map(|s| s.as_fd()),
-                fresh,
+                seen,
                 OsStr::from_bytes(kid_name),
                 kid,
                 children,
@@ -818,9 +928,8 @@ impl Restorer<'_> {
             )?;
         }
         if let Some(s) = &sub {
-            // One just made holds only what was restored into it.
-            if !fresh {
-                self.clean(s, kids, shown)?;
+            if let Some(l) = &listing {
+                self.clean(s, kids, l, shown)?;
             }
             if !self.dry {
                 if now_mode != Some(mode) {
@@ -834,20 +943,20 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Remove what `dir` holds beyond `kids` (the recorded entries).
-    fn clean(&mut self, dir: &OwnedFd, kids: &[&Item], shown: &str) -> Result<(), Failure> {
+    /// Remove what `dir` held (`listing`) beyond `kids` (the recorded
+    /// entries).
+    fn clean(
+        &mut self,
+        dir: &OwnedFd,
+        kids: &[&Item],
+        listing: &Listing,
+        shown: &str,
+    ) -> Result<(), Failure> {
         let names: HashSet<&[u8]> = kids.iter().map(|k| split_last(&k.path).1).collect();
-        let listing = Dir::read_from(dir).map_err(|e| self.io(shown, e))?;
-        let mut stale = Vec::new();
-        for entry in listing {
-            let entry = entry.map_err(|e| self.io(shown, e))?;
-            let n = entry.file_name().to_bytes();
-            if n == b"." || n == b".." || names.contains(n) {
+        for (n, _) in &listing.0 {
+            if names.contains(n.to_bytes()) {
                 continue;
             }
-            stale.push(entry.file_name().to_owned());
-        }
-        for n in stale {
             self.report.removed += 1;
             if self.dry {
                 continue;
@@ -864,11 +973,13 @@ impl Restorer<'_> {
     }
 
     /// Whether the regular file `name` already holds `content` (then its
-    /// mode is set and its mtime made now, unless dry).
+    /// mode is set and its mtime made now, unless dry); `opened`: it, if
+    /// already open.
     fn keep_file(
         &self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
+        opened: Option<File>,
         st: &Stat,
         mode: u32,
         content: &StoredStream,
@@ -876,15 +987,13 @@ impl Restorer<'_> {
         if st.st_size as u64 != content.len {
             return false;
         }
-        let Ok(fd) = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        ) else {
-            return false;
+        let f = match opened {
+            Some(f) => f,
+            None => match rustix::fs::openat(dir, name, READ_FLAGS, Mode::empty()) {
+                Ok(fd) => File::from(fd),
+                Err(_) => return false,
+            },
         };
-        let f = File::from(fd);
         // Inline content is compared byte for byte. A file in a blob has a
         // fast check, read at memory speed: enough to tell the recorded
         // content from any other that is not crafted to collide (and
