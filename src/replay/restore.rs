@@ -43,7 +43,7 @@ use rustix::io::Errno;
 use crate::base::Digest;
 use crate::outputs::OutputSpec;
 use crate::outputs::files::{Item, Node, OutputRoot, RootKind};
-use crate::store::{Copier, CopyError, Source, Store, StoredStream};
+use crate::store::{Blobs, Copier, CopyError, Source, Store, StoredStream};
 use crate::term::format::io_reason;
 
 /// Why outputs were not restored.
@@ -173,10 +173,10 @@ fn restore(
         store,
         dry,
         report: Report::default(),
-        copier: Default::default(),
+        placer: Placer::default(),
         buf: Default::default(),
-        empty_path: std::cell::Cell::new(true),
-        umask: std::cell::Cell::new(None),
+        batch: None,
+        threads: std::cell::Cell::new(None),
     };
     if !dry {
         let blobs: Vec<Digest> = roots
@@ -434,17 +434,224 @@ struct Restorer<'s> {
     store: &'s dyn Store,
     dry: bool,
     report: Report,
+    /// Writes files into place (on this thread).
+    placer: Placer,
+    /// A read buffer for comparing files in place, reused.
+    buf: std::cell::RefCell<Vec<u8>>,
+    /// The blob copies of the directory being filled, written together
+    /// once its entries were all seen (on several threads when many).
+    batch: Option<Vec<Job>>,
+    /// How many threads a large batch is written on, once asked.
+    threads: std::cell::Cell<Option<usize>>,
+}
+
+/// A file to write from a blob, checked as it is copied
+/// ([`crate::store::Blobs::copy_verified`]): all of it is known before a
+/// thread takes it (the store stays on the restoring thread).
+struct Job {
+    name: std::ffi::OsString,
+    mode: u32,
+    digest: Digest,
+    len: u64,
+    check: Option<[u8; 16]>,
+    /// Nothing is at `name` (see [`Placer::place`]).
+    absent: bool,
+}
+
+/// Writes files into place: each through a temp file in its directory,
+/// filled, given its mode, then linked or renamed in. One per thread: what
+/// it learns about the file system and its copier are its own.
+struct Placer {
     /// Copies blobs, checking them on the way (its buffer, the blob
     /// directory, whether reflinks work here).
     copier: std::cell::RefCell<Copier>,
-    /// A read buffer for comparing files in place, reused.
-    buf: std::cell::RefCell<Vec<u8>>,
     /// Whether an unnamed temp file can be linked by its descriptor
     /// (`AT_EMPTY_PATH`, which needs `CAP_DAC_READ_SEARCH`): tried until
     /// refused, then through `/proc/self/fd`, a costlier path lookup.
     empty_path: std::cell::Cell<bool>,
     /// The umask, once read.
     umask: std::cell::Cell<Option<u32>>,
+}
+
+impl Default for Placer {
+    fn default() -> Placer {
+        Placer {
+            copier: Default::default(),
+            empty_path: std::cell::Cell::new(true),
+            umask: std::cell::Cell::new(None),
+        }
+    }
+}
+
+/// Blob copies of one directory from this many on (or this many bytes)
+/// are written on several threads.
+const PARALLEL_FILES: usize = 32;
+const PARALLEL_BYTES: u64 = 4 << 20;
+/// At most this many threads write a batch.
+const MAX_THREADS: usize = 4;
+
+impl Placer {
+    /// Another placer for a thread of the same restore; the umask is read
+    /// here, on the restoring thread (reading it sets it, and back).
+    fn for_thread(&self) -> Placer {
+        Placer {
+            copier: Default::default(),
+            empty_path: std::cell::Cell::new(self.empty_path.get()),
+            umask: std::cell::Cell::new(Some(self.umask())),
+        }
+    }
+
+    /// The process's umask, read once (setting it and back, before any
+    /// other thread of the restore starts: see [`Placer::for_thread`]).
+    fn umask(&self) -> u32 {
+        if let Some(m) = self.umask.get() {
+            return m;
+        }
+        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        let m = old.as_raw_mode() & 0o777;
+        self.umask.set(Some(m));
+        m
+    }
+
+    /// Give the unnamed temp file `tmp` the name `name` in `dir`.
+    fn link_tmp(&self, tmp: &File, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+        if self.empty_path.get() {
+            match rustix::fs::linkat(tmp, "", dir, name, AtFlags::EMPTY_PATH) {
+                Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
+                    self.empty_path.set(false)
+                }
+                other => return other,
+            }
+        }
+        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(tmp));
+        rustix::fs::linkat(CWD, proc.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+    }
+
+    /// Write the blob copy `job` in `dir`.
+    fn write_job(
+        &self,
+        dir: BorrowedFd<'_>,
+        blobs: &Blobs,
+        job: &Job,
+        shown: &str,
+    ) -> Result<(), Failure> {
+        self.place(dir, &job.name, job.mode, job.absent, shown, |tmp| {
+            let mut copier = self.copier.borrow_mut();
+            copy_blob(
+                blobs,
+                job.digest,
+                job.len,
+                job.check,
+                tmp,
+                &mut copier,
+                shown,
+            )
+        })
+    }
+
+    /// Write `name` in `dir` through a temp file that `fill` fills (and
+    /// that nobody sees before it succeeds), given `mode`, then linked in
+    /// under its name where nothing is there (`absent`), else renamed over
+    /// what is.
+    fn place(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        mode: u32,
+        absent: bool,
+        shown: &str,
+        fill: impl FnOnce(&File) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let (tmp_fd, named) = create_temp(dir, mode).map_err(|e| io_failure(shown, e))?;
+        let tmp = File::from(tmp_fd);
+        let unlink_named = || {
+            if let Some(n) = &named {
+                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
+            }
+        };
+        if let Err(f) = fill(&tmp) {
+            unlink_named();
+            return Err(f);
+        }
+        // An unnamed temp file was created with the mode, less the umask:
+        // set it only when the umask took bits away (or it has a name).
+        let chmod = named.is_some() || mode & !self.umask() != mode;
+        let written = match chmod {
+            true => rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode)).map_err(io::Error::from),
+            false => Ok(()),
+        };
+        let placed = written.and_then(|()| {
+            let tmp_name = match &named {
+                Some(n) => n.clone(),
+                None => {
+                    // Nothing there: the complete file is linked in under
+                    // its name at once (as atomic as a rename).
+                    if absent {
+                        match self.link_tmp(&tmp, dir, name) {
+                            Ok(()) => return Ok(()),
+                            Err(Errno::EXIST) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    let n = temp_name();
+                    self.link_tmp(&tmp, dir, OsStr::new(&n))?;
+                    n
+                }
+            };
+            rustix::fs::renameat(dir, &tmp_name, dir, name).map_err(|e| {
+                let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
+                io::Error::from(e)
+            })
+        });
+        if let Err(e) = placed {
+            unlink_named();
+            return Err(Failure::Miss(format!(
+                "cannot restore output '{shown}': {}",
+                io_reason(&e)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Copy the blob `digest` (`len` bytes, fast check `check`) into `tmp`,
+/// checking it on the way.
+fn copy_blob(
+    blobs: &Blobs,
+    digest: Digest,
+    len: u64,
+    check: Option<[u8; 16]>,
+    tmp: &File,
+    copier: &mut Copier,
+    shown: &str,
+) -> Result<(), Failure> {
+    match blobs.copy_verified(&digest, len, check, tmp, copier) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(corrupt_content(shown)),
+        Err(CopyError::Read(path, e)) => Err(Failure::Miss(format!(
+            "cannot read blob '{}': {}",
+            path.display(),
+            io_reason(&e)
+        ))),
+        Err(CopyError::Write(e)) => Err(Failure::Miss(format!(
+            "cannot restore output '{shown}': {}",
+            io_reason(&e)
+        ))),
+    }
+}
+
+fn corrupt_content(shown: &str) -> Failure {
+    Failure::Corrupt(format!(
+        "the stored content of output '{shown}' failed verification"
+    ))
+}
+
+fn io_failure(shown: &str, e: Errno) -> Failure {
+    Failure::Miss(format!(
+        "cannot restore output '{shown}': {}",
+        io_reason(&io::Error::from(e))
+    ))
 }
 
 /// How a file in place is opened to be read: never through a symlink, and
@@ -911,6 +1118,8 @@ impl Restorer<'_> {
             Some(s) if !fresh => Some(Listing::of(s).map_err(|e| self.io(shown, e))?),
             _ => None,
         };
+        // The blob copies among them are written together, below.
+        let outer = self.batch.replace(Vec::new());
         for kid in kids {
             let (_, kid_name) = split_last(&kid.path);
             let seen = match &listing {
@@ -927,7 +1136,9 @@ impl Restorer<'_> {
                 shown,
             )?;
         }
+        let jobs = std::mem::replace(&mut self.batch, outer).unwrap_or_default();
         if let Some(s) = &sub {
+            self.write_batch(s.as_fd(), &jobs, shown)?;
             if let Some(l) = &listing {
                 self.clean(s, kids, l, shown)?;
             }
@@ -1020,68 +1231,31 @@ impl Restorer<'_> {
         true
     }
 
-    /// The process's umask, read once (setting it and back: memorun has no
-    /// other thread while it restores).
-    fn umask(&self) -> u32 {
-        if let Some(m) = self.umask.get() {
-            return m;
-        }
-        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
-        rustix::process::umask(old);
-        let m = old.as_raw_mode() & 0o777;
-        self.umask.set(Some(m));
-        m
-    }
-
-    /// Give the unnamed temp file `tmp` the name `name` in `dir`.
-    fn link_tmp(&self, tmp: &File, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
-        if self.empty_path.get() {
-            match rustix::fs::linkat(tmp, "", dir, name, AtFlags::EMPTY_PATH) {
-                Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
-                    self.empty_path.set(false)
-                }
-                other => return other,
-            }
-        }
-        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(tmp));
-        rustix::fs::linkat(CWD, proc.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
-    }
-
     /// Fill the temp file `tmp` (that nobody sees yet) with `content`,
     /// verified: a blob is checked as it is copied, in one pass
     /// ([`crate::store::Blobs::copy_verified`]); inline bytes are checked
     /// before they are written. When this fails, `tmp` is thrown away.
     fn fill(&self, tmp: &File, content: &StoredStream, shown: &str) -> Result<(), Failure> {
-        let corrupt = || {
-            Failure::Corrupt(format!(
-                "the stored content of output '{shown}' failed verification"
-            ))
-        };
         if let (None, Some(blobs)) = (&content.inline, self.store.local_blobs()) {
             if content.len == 0 {
                 return Ok(());
             }
             let check = self.store.blob_check(&content.digest);
-            let mut copier = self.copier.borrow_mut();
-            return match blobs.copy_verified(&content.digest, content.len, check, tmp, &mut copier)
-            {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(corrupt()),
-                Err(CopyError::Read(path, e)) => Err(Failure::Miss(format!(
-                    "cannot read blob '{}': {}",
-                    path.display(),
-                    io_reason(&e)
-                ))),
-                Err(CopyError::Write(e)) => Err(Failure::Miss(format!(
-                    "cannot restore output '{shown}': {}",
-                    io_reason(&e)
-                ))),
-            };
+            let mut copier = self.placer.copier.borrow_mut();
+            return copy_blob(
+                blobs,
+                content.digest,
+                content.len,
+                check,
+                tmp,
+                &mut copier,
+                shown,
+            );
         }
         let source = match self.store.open_stream(content) {
             Ok(Some(s)) => s,
             Ok(None) if content.len == 0 => Source::Bytes(Vec::new()),
-            Ok(None) => return Err(corrupt()),
+            Ok(None) => return Err(corrupt_content(shown)),
             Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
         };
         copy_into(&source, tmp, content.len).map_err(|e| {
@@ -1093,9 +1267,10 @@ impl Restorer<'_> {
     }
 
     /// Write `content` to `name` in `dir` through a temp file renamed into
-    /// place.
+    /// place; a blob's copy goes into the batch of the directory being
+    /// filled, if any.
     fn write_file(
-        &self,
+        &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
         mode: u32,
@@ -1103,55 +1278,86 @@ impl Restorer<'_> {
         absent: bool,
         shown: &str,
     ) -> Result<(), Failure> {
-        let (tmp_fd, named) = create_temp(dir, mode).map_err(|e| self.io(shown, e))?;
-        let tmp = File::from(tmp_fd);
-        let unlink_named = || {
-            if let Some(n) = &named {
-                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
+        if content.inline.is_none() && content.len > 0 && self.store.local_blobs().is_some() {
+            let check = self.store.blob_check(&content.digest);
+            if let Some(batch) = &mut self.batch {
+                batch.push(Job {
+                    name: name.to_owned(),
+                    mode,
+                    digest: content.digest,
+                    len: content.len,
+                    check,
+                    absent,
+                });
+                return Ok(());
+            }
+        }
+        self.placer.place(dir, name, mode, absent, shown, |tmp| {
+            self.fill(tmp, content, shown)
+        })
+    }
+
+    /// Write the blob copies `jobs` in `dir`: on several threads when they
+    /// are many or large, each taking the next one left; the first failure
+    /// stops them all.
+    fn write_batch(&self, dir: BorrowedFd<'_>, jobs: &[Job], shown: &str) -> Result<(), Failure> {
+        let Some(blobs) = self.store.local_blobs() else {
+            return Ok(());
+        };
+        let bytes: u64 = jobs.iter().map(|j| j.len).sum();
+        let threads = match jobs.len() >= PARALLEL_FILES || bytes >= PARALLEL_BYTES {
+            true => self.threads().min(jobs.len()),
+            false => 1,
+        };
+        if threads <= 1 {
+            return jobs
+                .iter()
+                .try_for_each(|j| self.placer.write_job(dir, blobs, j, shown));
+        }
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let failure = std::sync::Mutex::new(None);
+        let work = |placer: &Placer| {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return;
+                };
+                if let Err(f) = placer.write_job(dir, blobs, job, shown) {
+                    stop.store(true, Ordering::Relaxed);
+                    failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(f);
+                }
             }
         };
-        if let Err(f) = self.fill(&tmp, content, shown) {
-            unlink_named();
-            return Err(f);
-        }
-        // An unnamed temp file was created with the mode, less the umask:
-        // set it only when the umask took bits away (or it has a name).
-        let chmod = named.is_some() || mode & !self.umask() != mode;
-        let written = match chmod {
-            true => rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode)).map_err(io::Error::from),
-            false => Ok(()),
-        };
-        let placed = written.and_then(|()| {
-            let tmp_name = match &named {
-                Some(n) => n.clone(),
-                None => {
-                    // Nothing there: the complete file is linked in under
-                    // its name at once (as atomic as a rename).
-                    if absent {
-                        match self.link_tmp(&tmp, dir, name) {
-                            Ok(()) => return Ok(()),
-                            Err(Errno::EXIST) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    let n = temp_name();
-                    self.link_tmp(&tmp, dir, OsStr::new(&n))?;
-                    n
-                }
-            };
-            rustix::fs::renameat(dir, &tmp_name, dir, name).map_err(|e| {
-                let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
-                io::Error::from(e)
-            })
+        let work = &work;
+        // Read before another thread starts (reading it sets it).
+        self.placer.umask();
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                let p = self.placer.for_thread();
+                // A thread that cannot start leaves its share to the others.
+                let _ = std::thread::Builder::new().spawn_scoped(s, move || work(&p));
+            }
+            work(&self.placer);
         });
-        if let Err(e) = placed {
-            unlink_named();
-            return Err(Failure::Miss(format!(
-                "cannot restore output '{shown}': {}",
-                io_reason(&e)
-            )));
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(f) => Err(f),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// How many threads may write a batch: the CPUs this process may use,
+    /// up to [`MAX_THREADS`]; asked once.
+    fn threads(&self) -> usize {
+        if let Some(n) = self.threads.get() {
+            return n;
+        }
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+        self.threads.set(Some(n));
+        n
     }
 }
 
