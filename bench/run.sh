@@ -742,7 +742,7 @@ try:
     fcntl.ioctl(dst, 0x40049409, src)  # FICLONE
     print("yes")
 except OSError as e:
-    print(f"no ({os.strerror(e.errno)}), so memorun copies with copy_file_range")
+    print(f"no ({os.strerror(e.errno)}), so memorun copies by read and write, cp by copy_file_range")
 os.unlink(sys.argv[2])
 PY
 )

@@ -22,6 +22,17 @@
 //!   are written); a verification failure is [`Failure::Corrupt`].
 //! - A file whose content and mode already match is kept, with its mtime
 //!   set to now; so is everything written (make compares timestamps).
+//! - A directory already there is listed once, before its entries are
+//!   restored: the listing says what is there (a regular file is then
+//!   opened and `fstat`ed, never a device: the listing and its `fstat`
+//!   must both say regular) and what is stale. One the restore just made
+//!   is neither listed nor looked into.
+//! - The blob copies of a directory are written together once all its
+//!   entries were seen, on several threads when they are many, each with
+//!   its own [`Placer`]; the store is asked everything (the blob
+//!   directory, each check) on the restoring thread first. The umask is
+//!   read before any thread starts. A directory gets its recorded mode and
+//!   time only after its files are in; the first failure stops the batch.
 //! - A declared directory ends up holding exactly the recorded tree: what
 //!   else is in it is removed (a clean restore).
 //! - An automatic output that is present but not what the run left is not
