@@ -506,7 +506,7 @@ impl Placer {
     /// here, on the restoring thread (reading it sets it, and back).
     fn for_thread(&self) -> Placer {
         Placer {
-            copier: Default::default(),
+            copier: std::cell::RefCell::new(self.copier.borrow().sibling()),
             empty_path: std::cell::Cell::new(self.empty_path.get()),
             umask: std::cell::Cell::new(Some(self.umask())),
         }

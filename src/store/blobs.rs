@@ -353,6 +353,15 @@ pub struct Copier {
 }
 
 impl Copier {
+    /// A copier for another thread, knowing what this one learnt about
+    /// reflinks.
+    pub fn sibling(&self) -> Copier {
+        Copier {
+            no_reflink: self.no_reflink,
+            ..Copier::default()
+        }
+    }
+
     /// The blob for `digest` in `blobs`, opened (never through a symlink)
     /// but not checked; `None` when it is missing.
     fn open(&mut self, blobs: &Blobs, digest: &Digest) -> io::Result<Option<File>> {
