@@ -15,8 +15,53 @@
  * the same compile-time options (see bench/run.sh), so the difference
  * between the two is what opening the store costs, whatever memorun's own
  * code does around it.
+ *
+ * And once more for group p8:
+ *
+ *   floor-inplace DIR   makes only the calls that a hit keeping the files of
+ *                 an output directory already in place cannot do without:
+ *                 the directory opened and listed, and for each regular
+ *                 file in it: open, fstat, read to its end (its content
+ *                 must be checked), set its mtime to now (make compares
+ *                 timestamps), close; then prints "hello\n". Minus
+ *                 floor-hello, it is the least such a hit can add.
  */
 #include <unistd.h>
+
+#ifdef FLOOR_INPLACE
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+static char buf[128 * 1024];
+
+static void keep(int dir, const char *name) {
+    static const struct timespec now[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+    struct stat st;
+    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) _exit(1);
+    if (fstat(fd, &st) != 0) _exit(1);
+    if (S_ISREG(st.st_mode)) {
+        /* One byte more than its size: the end shows in the same read. */
+        size_t want = (size_t)st.st_size + 1 < sizeof buf ? (size_t)st.st_size + 1 : sizeof buf;
+        ssize_t n;
+        while ((n = read(fd, buf, want)) > 0 && (size_t)n == want) {
+        }
+        if (n < 0 || futimens(fd, now) != 0) _exit(1);
+    }
+    close(fd);
+}
+
+static void in_place(const char *path) {
+    DIR *d = opendir(path);
+    struct dirent *e;
+    if (!d) _exit(1);
+    while ((e = readdir(d))) {
+        if (e->d_type == DT_REG) keep(dirfd(d), e->d_name);
+    }
+    closedir(d);
+}
+#endif
 
 #ifdef FLOOR_SQLITE
 #include "sqlite3.h"
@@ -58,6 +103,9 @@ int main(int argc, char **argv) {
           "FROM entries WHERE key = ?1",
           1);
     sqlite3_close(db);
+#elif defined(FLOOR_INPLACE)
+    if (argc != 2) _exit(2);
+    in_place(argv[1]);
 #else
     (void)argc;
     (void)argv;

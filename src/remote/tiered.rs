@@ -422,6 +422,10 @@ impl Entries for Tiered<'_, '_> {
         self.local.blob_check(digest)
     }
 
+    fn local_blobs(&self) -> Option<&crate::store::Blobs> {
+        self.local.local_blobs()
+    }
+
     fn spool(&self) -> Spool {
         self.local.spool()
     }

@@ -14,12 +14,25 @@
 //! - A file is written to a temp file in its directory (unnamed where the
 //!   file system allows, `O_TMPFILE`), given its mode, and renamed into
 //!   place: a reader sees the old file or the new one, never half of one.
-//!   Content is copied from its blob by reflink (`FICLONE`) where the file
-//!   system shares extents, else `copy_file_range`, never by hard link, and
-//!   only after the blob was verified against its check (inline bytes
-//!   against their digest); a verification failure is [`Failure::Corrupt`].
+//!   Content comes from its blob in one pass that reads, checks and writes
+//!   each piece (by reflink, `FICLONE`, where the file system shares
+//!   extents, the blob then only read to be checked), never by hard link;
+//!   the temp file is given its name only once the whole blob has passed
+//!   its check (inline bytes are checked against their digest before they
+//!   are written); a verification failure is [`Failure::Corrupt`].
 //! - A file whose content and mode already match is kept, with its mtime
 //!   set to now; so is everything written (make compares timestamps).
+//! - A directory already there is listed once, before its entries are
+//!   restored: the listing says what is there (a regular file is then
+//!   opened and `fstat`ed, never a device: the listing and its `fstat`
+//!   must both say regular) and what is stale. One the restore just made
+//!   is neither listed nor looked into.
+//! - The blob copies of a directory are written together once all its
+//!   entries were seen, on several threads when they are many, each with
+//!   its own [`Placer`]; the store is asked everything (the blob
+//!   directory, each check) on the restoring thread first. The umask is
+//!   read before any thread starts. A directory gets its recorded mode and
+//!   time only after its files are in; the first failure stops the batch.
 //! - A declared directory ends up holding exactly the recorded tree: what
 //!   else is in it is removed (a clean restore).
 //! - An automatic output that is present but not what the run left is not
@@ -41,7 +54,7 @@ use rustix::io::Errno;
 use crate::base::Digest;
 use crate::outputs::OutputSpec;
 use crate::outputs::files::{Item, Node, OutputRoot, RootKind};
-use crate::store::{Source, Store, StoredStream};
+use crate::store::{Blobs, Copier, CopyError, Source, Store, StoredStream};
 use crate::term::format::io_reason;
 
 /// Why outputs were not restored.
@@ -171,10 +184,10 @@ fn restore(
         store,
         dry,
         report: Report::default(),
-        reflink: std::cell::Cell::new(true),
+        placer: Placer::default(),
         buf: Default::default(),
-        empty_path: std::cell::Cell::new(true),
-        umask: std::cell::Cell::new(None),
+        batch: None,
+        threads: std::cell::Cell::new(None),
     };
     if !dry {
         let blobs: Vec<Digest> = roots
@@ -315,8 +328,10 @@ fn present_file(cwd: &Path, declared: &[u8]) -> Present {
     }
 }
 
-/// Read `f` to its end through `buf` (grown to 128 KiB once, reused),
-/// handing each piece to `each`; at most `limit` bytes, else an error.
+/// Read `f` to its end through `buf` (grown as needed up to 128 KiB,
+/// reused), handing each piece to `each`; at most `limit` bytes, else an
+/// error. Each read asks for one byte more than is left: a file of `limit`
+/// bytes that fits the buffer takes one read, its end seen in it.
 fn read_pieces(
     f: &File,
     limit: u64,
@@ -324,13 +339,15 @@ fn read_pieces(
     mut each: impl FnMut(&[u8]),
 ) -> io::Result<u64> {
     use std::io::Read;
-    if buf.len() < 128 * 1024 {
-        buf.resize(128 * 1024, 0);
+    let cap = limit.saturating_add(1).min(128 * 1024) as usize;
+    if buf.len() < cap {
+        buf.resize(cap, 0);
     }
     let mut r = f;
     let mut total = 0u64;
     loop {
-        match r.read(buf) {
+        let want = (limit - total).saturating_add(1).min(buf.len() as u64) as usize;
+        match r.read(&mut buf[..want]) {
             Ok(0) => return Ok(total),
             Ok(n) => {
                 total += n as u64;
@@ -338,6 +355,10 @@ fn read_pieces(
                     return Err(io::Error::other("longer than recorded"));
                 }
                 each(&buf[..n]);
+                // Short of what was asked, at the limit: at its end.
+                if total == limit && n < want {
+                    return Ok(total);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -347,12 +368,26 @@ fn read_pieces(
 
 /// XXH3-128 of `f`, which must hold exactly `len` bytes.
 fn xxh3_of(f: &File, len: u64, buf: &mut Vec<u8>) -> io::Result<[u8; 16]> {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let total = read_pieces(f, len, buf, |piece| h.update(piece))?;
+    use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+    // Read whole in one piece (most files a build writes): hashed at once,
+    // without the streaming state.
+    let mut whole = None;
+    let mut h: Option<Box<Xxh3>> = None;
+    let total = read_pieces(f, len, buf, |piece| {
+        match (&mut h, piece.len() as u64 == len) {
+            (None, true) => whole = Some(xxh3_128(piece)),
+            (h, _) => h.get_or_insert_with(Box::default).update(piece),
+        }
+    })?;
     if total != len {
         return Err(io::Error::other("shorter than recorded"));
     }
-    Ok(h.digest128().to_le_bytes())
+    let digest = match (whole, h) {
+        (Some(d), None) => d,
+        (_, Some(h)) => h.digest128(),
+        (None, None) => xxh3_128(&[]),
+    };
+    Ok(digest.to_le_bytes())
 }
 
 /// Whether `f` holds exactly `bytes`.
@@ -410,16 +445,281 @@ struct Restorer<'s> {
     store: &'s dyn Store,
     dry: bool,
     report: Report,
-    /// Whether reflinks may work here: tried until one fails.
-    reflink: std::cell::Cell<bool>,
+    /// Writes files into place (on this thread).
+    placer: Placer,
     /// A read buffer for comparing files in place, reused.
     buf: std::cell::RefCell<Vec<u8>>,
+    /// The blob copies of the directory being filled, written together
+    /// once its entries were all seen (on several threads when many).
+    batch: Option<Vec<Job>>,
+    /// How many threads a large batch is written on, once asked.
+    threads: std::cell::Cell<Option<usize>>,
+}
+
+/// A file to write from a blob, checked as it is copied
+/// ([`crate::store::Blobs::copy_verified`]): all of it is known before a
+/// thread takes it (the store stays on the restoring thread).
+struct Job {
+    name: std::ffi::OsString,
+    mode: u32,
+    digest: Digest,
+    len: u64,
+    check: Option<[u8; 16]>,
+    /// Nothing is at `name` (see [`Placer::place`]).
+    absent: bool,
+}
+
+/// Writes files into place: each through a temp file in its directory,
+/// filled, given its mode, then linked or renamed in. One per thread: what
+/// it learns about the file system and its copier are its own.
+struct Placer {
+    /// Copies blobs, checking them on the way (its buffer, the blob
+    /// directory, whether reflinks work here).
+    copier: std::cell::RefCell<Copier>,
     /// Whether an unnamed temp file can be linked by its descriptor
     /// (`AT_EMPTY_PATH`, which needs `CAP_DAC_READ_SEARCH`): tried until
     /// refused, then through `/proc/self/fd`, a costlier path lookup.
     empty_path: std::cell::Cell<bool>,
     /// The umask, once read.
     umask: std::cell::Cell<Option<u32>>,
+}
+
+impl Default for Placer {
+    fn default() -> Placer {
+        Placer {
+            copier: Default::default(),
+            empty_path: std::cell::Cell::new(true),
+            umask: std::cell::Cell::new(None),
+        }
+    }
+}
+
+/// Blob copies of one directory from this many on (or this many bytes)
+/// are written on several threads.
+const PARALLEL_FILES: usize = 32;
+const PARALLEL_BYTES: u64 = 4 << 20;
+/// At most this many threads write a batch.
+const MAX_THREADS: usize = 4;
+
+impl Placer {
+    /// Another placer for a thread of the same restore; the umask is read
+    /// here, on the restoring thread (reading it sets it, and back).
+    fn for_thread(&self) -> Placer {
+        Placer {
+            copier: std::cell::RefCell::new(self.copier.borrow().sibling()),
+            empty_path: std::cell::Cell::new(self.empty_path.get()),
+            umask: std::cell::Cell::new(Some(self.umask())),
+        }
+    }
+
+    /// The process's umask, read once (setting it and back, before any
+    /// other thread of the restore starts: see [`Placer::for_thread`]).
+    fn umask(&self) -> u32 {
+        if let Some(m) = self.umask.get() {
+            return m;
+        }
+        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
+        rustix::process::umask(old);
+        let m = old.as_raw_mode() & 0o777;
+        self.umask.set(Some(m));
+        m
+    }
+
+    /// Give the unnamed temp file `tmp` the name `name` in `dir`.
+    fn link_tmp(&self, tmp: &File, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+        if self.empty_path.get() {
+            match rustix::fs::linkat(tmp, "", dir, name, AtFlags::EMPTY_PATH) {
+                Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
+                    self.empty_path.set(false)
+                }
+                other => return other,
+            }
+        }
+        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(tmp));
+        rustix::fs::linkat(CWD, proc.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+    }
+
+    /// Write the blob copy `job` in `dir`.
+    fn write_job(
+        &self,
+        dir: BorrowedFd<'_>,
+        blobs: &Blobs,
+        job: &Job,
+        shown: &str,
+    ) -> Result<(), Failure> {
+        self.place(dir, &job.name, job.mode, job.absent, shown, |tmp| {
+            let mut copier = self.copier.borrow_mut();
+            copy_blob(
+                blobs,
+                job.digest,
+                job.len,
+                job.check,
+                tmp,
+                &mut copier,
+                shown,
+            )
+        })
+    }
+
+    /// Write `name` in `dir` through a temp file that `fill` fills (and
+    /// that nobody sees before it succeeds), given `mode`, then linked in
+    /// under its name where nothing is there (`absent`), else renamed over
+    /// what is.
+    fn place(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        mode: u32,
+        absent: bool,
+        shown: &str,
+        fill: impl FnOnce(&File) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
+        let (tmp_fd, named) = create_temp(dir, mode).map_err(|e| io_failure(shown, e))?;
+        let tmp = File::from(tmp_fd);
+        let unlink_named = || {
+            if let Some(n) = &named {
+                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
+            }
+        };
+        if let Err(f) = fill(&tmp) {
+            unlink_named();
+            return Err(f);
+        }
+        // An unnamed temp file was created with the mode, less the umask:
+        // set it only when the umask took bits away (or it has a name).
+        let chmod = named.is_some() || mode & !self.umask() != mode;
+        let written = match chmod {
+            true => rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode)).map_err(io::Error::from),
+            false => Ok(()),
+        };
+        let placed = written.and_then(|()| {
+            let tmp_name = match &named {
+                Some(n) => n.clone(),
+                None => {
+                    // Nothing there: the complete file is linked in under
+                    // its name at once (as atomic as a rename).
+                    if absent {
+                        match self.link_tmp(&tmp, dir, name) {
+                            Ok(()) => return Ok(()),
+                            Err(Errno::EXIST) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    let n = temp_name();
+                    self.link_tmp(&tmp, dir, OsStr::new(&n))?;
+                    n
+                }
+            };
+            rustix::fs::renameat(dir, &tmp_name, dir, name).map_err(|e| {
+                let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
+                io::Error::from(e)
+            })
+        });
+        if let Err(e) = placed {
+            unlink_named();
+            return Err(Failure::Miss(format!(
+                "cannot restore output '{shown}': {}",
+                io_reason(&e)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Copy the blob `digest` (`len` bytes, fast check `check`) into `tmp`,
+/// checking it on the way.
+fn copy_blob(
+    blobs: &Blobs,
+    digest: Digest,
+    len: u64,
+    check: Option<[u8; 16]>,
+    tmp: &File,
+    copier: &mut Copier,
+    shown: &str,
+) -> Result<(), Failure> {
+    match blobs.copy_verified(&digest, len, check, tmp, copier) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(corrupt_content(shown)),
+        Err(CopyError::Read(path, e)) => Err(Failure::Miss(format!(
+            "cannot read blob '{}': {}",
+            path.display(),
+            io_reason(&e)
+        ))),
+        Err(CopyError::Write(e)) => Err(Failure::Miss(format!(
+            "cannot restore output '{shown}': {}",
+            io_reason(&e)
+        ))),
+    }
+}
+
+fn corrupt_content(shown: &str) -> Failure {
+    Failure::Corrupt(format!(
+        "the stored content of output '{shown}' failed verification"
+    ))
+}
+
+fn io_failure(shown: &str, e: Errno) -> Failure {
+    Failure::Miss(format!(
+        "cannot restore output '{shown}': {}",
+        io_reason(&io::Error::from(e))
+    ))
+}
+
+/// How a file in place is opened to be read: never through a symlink, and
+/// without waiting (a FIFO) or taking a terminal.
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOCTTY);
+
+/// What a directory's listing said is at a name in it.
+#[derive(Debug, Clone, Copy)]
+enum Seen {
+    /// Not listed: stat it.
+    Unknown,
+    /// Nothing (or the directory was just made).
+    Absent,
+    /// Something of this kind (`Unknown` where the file system does not
+    /// say).
+    Listed(FileType),
+}
+
+/// The names in a directory with their kinds, sorted by name.
+struct Listing(Vec<(std::ffi::CString, FileType)>);
+
+impl Listing {
+    fn of(dir: &OwnedFd) -> Result<Listing, Errno> {
+        let mut names = Vec::new();
+        for entry in Dir::read_from(dir)? {
+            let entry = entry?;
+            let n = entry.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                names.push((n.to_owned(), entry.file_type()));
+            }
+        }
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(Listing(names))
+    }
+
+    fn seen(&self, name: &[u8]) -> Seen {
+        match self.0.binary_search_by(|(n, _)| n.to_bytes().cmp(name)) {
+            Ok(i) => Seen::Listed(self.0[i].1),
+            Err(_) => Seen::Absent,
+        }
+    }
+}
+
+/// `name` in `dir` opened to be read, with its stat, if it is a regular
+/// file; `None` if it is something else (an error if it could not be
+/// opened: a symlink is `ELOOP`).
+fn open_regular(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<(File, Stat)>, Errno> {
+    let fd = rustix::fs::openat(dir, name, READ_FLAGS, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    Ok(
+        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+            .then(|| (File::from(fd), st)),
+    )
 }
 
 /// The items of a root by parent path, and which parents are directories.
@@ -528,6 +828,7 @@ impl Restorer<'_> {
                 let item = top[0];
                 self.node(
                     dir.as_ref().map(|d| d.as_fd()),
+                    Seen::Unknown,
                     name,
                     item,
                     &children,
@@ -573,6 +874,7 @@ impl Restorer<'_> {
             };
             self.node(
                 dir.as_ref().map(|d| d.as_fd()),
+                Seen::Unknown,
                 OsStr::from_bytes(name),
                 item,
                 children,
@@ -630,22 +932,39 @@ impl Restorer<'_> {
     }
 
     /// Make `name` in `dir` what `item` records (`dir` is `None` when it
-    /// does not exist yet, dry only).
+    /// does not exist yet, dry only; `seen`: what its listing said is
+    /// there, if it was listed).
     fn node(
         &mut self,
         dir: Option<BorrowedFd<'_>>,
+        seen: Seen,
         name: &OsStr,
         item: &Item,
         children: &Children<'_>,
         shown: &str,
     ) -> Result<(), Failure> {
-        let existing = match dir {
-            None => None,
-            Some(d) => match rustix::fs::statat(d, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => Some(st),
-                Err(Errno::NOENT) => None,
-                Err(e) => return Err(self.io(shown, e)),
-            },
+        let mut opened = None;
+        let existing = match (dir, seen) {
+            (None, _) | (_, Seen::Absent) => None,
+            // A regular file to compare: opened at once (never a device:
+            // the listing said it is a regular file, and its fstat must
+            // agree), where a stat by name and then an open would walk its
+            // path twice.
+            (Some(d), Seen::Listed(FileType::RegularFile))
+                if matches!(item.node, Node::File { .. }) =>
+            {
+                match open_regular(d, name) {
+                    Ok(Some((f, st))) => {
+                        opened = Some(f);
+                        Some(st)
+                    }
+                    Err(Errno::NOENT) => None,
+                    // Not a regular file after all, or not readable: as
+                    // without the listing.
+                    Ok(None) | Err(_) => self.stat(d, name, shown)?,
+                }
+            }
+            (Some(d), _) => self.stat(d, name, shown)?,
         };
         let kind = existing.map(|st| FileType::from_raw_mode(st.st_mode));
         match &item.node {
@@ -660,7 +979,7 @@ impl Restorer<'_> {
             }
             Node::File { mode, content } => {
                 if let (Some(d), Some(FileType::RegularFile), Some(st)) = (dir, kind, existing)
-                    && self.keep_file(d, name, &st, *mode, content)
+                    && self.keep_file(d, name, opened, &st, *mode, content)
                 {
                     self.report.kept += 1;
                     return Ok(());
@@ -678,10 +997,26 @@ impl Restorer<'_> {
                 self.write_file(d, name, *mode, content, absent, shown)
             }
             Node::Symlink { target } => self.symlink(dir, name, kind, target, shown),
-            Node::Dir { mode } => self.dir(dir, name, kind, *mode, item, children, shown),
+            Node::Dir { mode } => {
+                self.dir(dir, name, existing.as_ref(), *mode, item, children, shown)
+            }
             Node::Checked { .. } => Err(Failure::Corrupt(format!(
                 "output '{shown}': malformed manifest"
             ))),
+        }
+    }
+
+    /// What is at `name` in `dir` (never following a symlink), if anything.
+    fn stat(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<Option<Stat>, Failure> {
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.io(shown, e)),
         }
     }
 
@@ -727,19 +1062,24 @@ impl Restorer<'_> {
         })
     }
 
-    /// Restore a directory as `name` in `dir` (of kind `kind` now), and
-    /// what `children` holds under it; what else it holds goes.
+    /// Restore a directory as `name` in `dir` (`existing`: what is there
+    /// now), and what `children` holds under it; what else it holds goes.
     #[allow(clippy::too_many_arguments)]
     fn dir(
         &mut self,
         dir: Option<BorrowedFd<'_>>,
         name: &OsStr,
-        kind: Option<FileType>,
+        existing: Option<&Stat>,
         mode: u32,
         item: &Item,
         children: &Children<'_>,
         shown: &str,
     ) -> Result<(), Failure> {
+        let kind = existing.map(|st| FileType::from_raw_mode(st.st_mode));
+        // Made here, now: empty.
+        let fresh = !self.dry && kind != Some(FileType::Directory);
+        // Its mode now, when it is a directory already there.
+        let mut now_mode = existing.filter(|_| !fresh).map(|st| st.st_mode & 0o7777);
         let sub = match (dir, kind) {
             (Some(d), Some(FileType::Directory)) => Some(
                 rustix::fs::openat(
@@ -769,31 +1109,55 @@ impl Restorer<'_> {
             }
             _ => None,
         };
-        // Writable while it is filled, whatever its recorded mode.
+        // Writable while it is filled, whatever its recorded mode (one
+        // already there may be already).
         if let Some(s) = &sub
             && !self.dry
+            && now_mode.is_none_or(|m| m & 0o700 != 0o700)
         {
             rustix::fs::fchmod(s, Mode::from_raw_mode(0o700 | mode))
                 .map_err(|e| self.io(shown, e))?;
+            now_mode = Some(0o700 | mode);
         }
         let kids: &[&Item] = children
             .get(item.path.as_slice())
             .map(Vec::as_slice)
             .unwrap_or_default();
+        // What it holds, listed once: which kids are there and of what
+        // kind, and what else is there to remove. One just made is empty.
+        let listing = match &sub {
+            Some(s) if !fresh => Some(Listing::of(s).map_err(|e| self.io(shown, e))?),
+            _ => None,
+        };
+        // The blob copies among them are written together, below.
+        let outer = self.batch.replace(Vec::new());
         for kid in kids {
             let (_, kid_name) = split_last(&kid.path);
+            let seen = match &listing {
+                _ if fresh => Seen::Absent,
+                Some(l) => l.seen(kid_name),
+                None => Seen::Unknown,
+            };
             self.node(
                 sub.as_ref().map(|s| s.as_fd()),
+                seen,
                 OsStr::from_bytes(kid_name),
                 kid,
                 children,
                 shown,
             )?;
         }
+        let jobs = std::mem::replace(&mut self.batch, outer).unwrap_or_default();
         if let Some(s) = &sub {
-            self.clean(s, kids, shown)?;
+            self.write_batch(s.as_fd(), &jobs, shown)?;
+            if let Some(l) = &listing {
+                self.clean(s, kids, l, shown)?;
+            }
             if !self.dry {
-                rustix::fs::fchmod(s, Mode::from_raw_mode(mode)).map_err(|e| self.io(shown, e))?;
+                if now_mode != Some(mode) {
+                    rustix::fs::fchmod(s, Mode::from_raw_mode(mode))
+                        .map_err(|e| self.io(shown, e))?;
+                }
                 // Only its time: the directory is restored either way.
                 let _ = rustix::fs::futimens(s, &now());
             }
@@ -801,20 +1165,20 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Remove what `dir` holds beyond `kids` (the recorded entries).
-    fn clean(&mut self, dir: &OwnedFd, kids: &[&Item], shown: &str) -> Result<(), Failure> {
+    /// Remove what `dir` held (`listing`) beyond `kids` (the recorded
+    /// entries).
+    fn clean(
+        &mut self,
+        dir: &OwnedFd,
+        kids: &[&Item],
+        listing: &Listing,
+        shown: &str,
+    ) -> Result<(), Failure> {
         let names: HashSet<&[u8]> = kids.iter().map(|k| split_last(&k.path).1).collect();
-        let listing = Dir::read_from(dir).map_err(|e| self.io(shown, e))?;
-        let mut stale = Vec::new();
-        for entry in listing {
-            let entry = entry.map_err(|e| self.io(shown, e))?;
-            let n = entry.file_name().to_bytes();
-            if n == b"." || n == b".." || names.contains(n) {
+        for (n, _) in &listing.0 {
+            if names.contains(n.to_bytes()) {
                 continue;
             }
-            stale.push(entry.file_name().to_owned());
-        }
-        for n in stale {
             self.report.removed += 1;
             if self.dry {
                 continue;
@@ -831,11 +1195,13 @@ impl Restorer<'_> {
     }
 
     /// Whether the regular file `name` already holds `content` (then its
-    /// mode is set and its mtime made now, unless dry).
+    /// mode is set and its mtime made now, unless dry); `opened`: it, if
+    /// already open.
     fn keep_file(
         &self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
+        opened: Option<File>,
         st: &Stat,
         mode: u32,
         content: &StoredStream,
@@ -843,15 +1209,13 @@ impl Restorer<'_> {
         if st.st_size as u64 != content.len {
             return false;
         }
-        let Ok(fd) = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        ) else {
-            return false;
+        let f = match opened {
+            Some(f) => f,
+            None => match rustix::fs::openat(dir, name, READ_FLAGS, Mode::empty()) {
+                Ok(fd) => File::from(fd),
+                Err(_) => return false,
+            },
         };
-        let f = File::from(fd);
         // Inline content is compared byte for byte. A file in a blob has a
         // fast check, read at memory speed: enough to tell the recorded
         // content from any other that is not crafted to collide (and
@@ -878,37 +1242,46 @@ impl Restorer<'_> {
         true
     }
 
-    /// The process's umask, read once (setting it and back: memorun has no
-    /// other thread while it restores).
-    fn umask(&self) -> u32 {
-        if let Some(m) = self.umask.get() {
-            return m;
-        }
-        let old = rustix::process::umask(Mode::from_raw_mode(0o022));
-        rustix::process::umask(old);
-        let m = old.as_raw_mode() & 0o777;
-        self.umask.set(Some(m));
-        m
-    }
-
-    /// Give the unnamed temp file `tmp` the name `name` in `dir`.
-    fn link_tmp(&self, tmp: &File, dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
-        if self.empty_path.get() {
-            match rustix::fs::linkat(tmp, "", dir, name, AtFlags::EMPTY_PATH) {
-                Err(Errno::NOENT | Errno::PERM | Errno::ACCESS | Errno::INVAL) => {
-                    self.empty_path.set(false)
-                }
-                other => return other,
+    /// Fill the temp file `tmp` (that nobody sees yet) with `content`,
+    /// verified: a blob is checked as it is copied, in one pass
+    /// ([`crate::store::Blobs::copy_verified`]); inline bytes are checked
+    /// before they are written. When this fails, `tmp` is thrown away.
+    fn fill(&self, tmp: &File, content: &StoredStream, shown: &str) -> Result<(), Failure> {
+        if let (None, Some(blobs)) = (&content.inline, self.store.local_blobs()) {
+            if content.len == 0 {
+                return Ok(());
             }
+            let check = self.store.blob_check(&content.digest);
+            let mut copier = self.placer.copier.borrow_mut();
+            return copy_blob(
+                blobs,
+                content.digest,
+                content.len,
+                check,
+                tmp,
+                &mut copier,
+                shown,
+            );
         }
-        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(tmp));
-        rustix::fs::linkat(CWD, proc.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)
+        let source = match self.store.open_stream(content) {
+            Ok(Some(s)) => s,
+            Ok(None) if content.len == 0 => Source::Bytes(Vec::new()),
+            Ok(None) => return Err(corrupt_content(shown)),
+            Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
+        };
+        copy_into(&source, tmp, content.len).map_err(|e| {
+            Failure::Miss(format!(
+                "cannot restore output '{shown}': {}",
+                io_reason(&e)
+            ))
+        })
     }
 
     /// Write `content` to `name` in `dir` through a temp file renamed into
-    /// place.
+    /// place; a blob's copy goes into the batch of the directory being
+    /// filled, if any.
     fn write_file(
-        &self,
+        &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
         mode: u32,
@@ -916,60 +1289,86 @@ impl Restorer<'_> {
         absent: bool,
         shown: &str,
     ) -> Result<(), Failure> {
-        let source = match self.store.open_stream(content) {
-            Ok(Some(s)) => s,
-            Ok(None) if content.len == 0 => Source::Bytes(Vec::new()),
-            Ok(None) => {
-                return Err(Failure::Corrupt(format!(
-                    "the stored content of output '{shown}' failed verification"
-                )));
+        if content.inline.is_none() && content.len > 0 && self.store.local_blobs().is_some() {
+            let check = self.store.blob_check(&content.digest);
+            if let Some(batch) = &mut self.batch {
+                batch.push(Job {
+                    name: name.to_owned(),
+                    mode,
+                    digest: content.digest,
+                    len: content.len,
+                    check,
+                    absent,
+                });
+                return Ok(());
             }
-            Err(e) => return Err(Failure::Miss(format!("{e:#}"))),
-        };
-        let (tmp_fd, named) = create_temp(dir, mode).map_err(|e| self.io(shown, e))?;
-        let mut tmp = File::from(tmp_fd);
-        // An unnamed temp file was created with the mode, less the umask:
-        // set it only when the umask took bits away (or it has a name).
-        let chmod = named.is_some() || mode & !self.umask() != mode;
-        let written = copy_into(&source, &mut tmp, content.len, &self.reflink).and_then(|()| {
-            if chmod {
-                rustix::fs::fchmod(&tmp, Mode::from_raw_mode(mode))?;
-            }
-            Ok(())
-        });
-        let placed = written.and_then(|()| {
-            let tmp_name = match &named {
-                Some(n) => n.clone(),
-                None => {
-                    // Nothing there: the complete file is linked in under
-                    // its name at once (as atomic as a rename).
-                    if absent {
-                        match self.link_tmp(&tmp, dir, name) {
-                            Ok(()) => return Ok(()),
-                            Err(Errno::EXIST) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    let n = temp_name();
-                    self.link_tmp(&tmp, dir, OsStr::new(&n))?;
-                    n
-                }
-            };
-            rustix::fs::renameat(dir, &tmp_name, dir, name).map_err(|e| {
-                let _ = rustix::fs::unlinkat(dir, &tmp_name, AtFlags::empty());
-                io::Error::from(e)
-            })
-        });
-        if let Err(e) = placed {
-            if let Some(n) = &named {
-                let _ = rustix::fs::unlinkat(dir, n, AtFlags::empty());
-            }
-            return Err(Failure::Miss(format!(
-                "cannot restore output '{shown}': {}",
-                io_reason(&e)
-            )));
         }
-        Ok(())
+        self.placer.place(dir, name, mode, absent, shown, |tmp| {
+            self.fill(tmp, content, shown)
+        })
+    }
+
+    /// Write the blob copies `jobs` in `dir`: on several threads when they
+    /// are many or large, each taking the next one left; the first failure
+    /// stops them all.
+    fn write_batch(&self, dir: BorrowedFd<'_>, jobs: &[Job], shown: &str) -> Result<(), Failure> {
+        let Some(blobs) = self.store.local_blobs() else {
+            return Ok(());
+        };
+        let bytes: u64 = jobs.iter().map(|j| j.len).sum();
+        let threads = match jobs.len() >= PARALLEL_FILES || bytes >= PARALLEL_BYTES {
+            true => self.threads().min(jobs.len()),
+            false => 1,
+        };
+        if threads <= 1 {
+            return jobs
+                .iter()
+                .try_for_each(|j| self.placer.write_job(dir, blobs, j, shown));
+        }
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let failure = std::sync::Mutex::new(None);
+        let work = |placer: &Placer| {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return;
+                };
+                if let Err(f) = placer.write_job(dir, blobs, job, shown) {
+                    stop.store(true, Ordering::Relaxed);
+                    failure
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(f);
+                }
+            }
+        };
+        let work = &work;
+        // Read before another thread starts (reading it sets it).
+        self.placer.umask();
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                let p = self.placer.for_thread();
+                // A thread that cannot start leaves its share to the others.
+                let _ = std::thread::Builder::new().spawn_scoped(s, move || work(&p));
+            }
+            work(&self.placer);
+        });
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    /// How many threads may write a batch: the CPUs this process may use,
+    /// up to [`MAX_THREADS`]; asked once.
+    fn threads(&self) -> usize {
+        if let Some(n) = self.threads.get() {
+            return n;
+        }
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS));
+        self.threads.set(Some(n));
+        n
     }
 }
 
@@ -1012,47 +1411,15 @@ fn temp_name() -> String {
     )
 }
 
-/// Copy a verified source into `out`: by reflink where possible, else by
-/// `copy_file_range`, else by reading and writing. Exactly `len` bytes.
-fn copy_into(
-    source: &Source,
-    out: &mut File,
-    len: u64,
-    reflink: &std::cell::Cell<bool>,
-) -> io::Result<()> {
+/// Copy a verified source into `out`: exactly `len` bytes.
+fn copy_into(source: &Source, out: &File, len: u64) -> io::Result<()> {
     use std::io::Write;
     match source {
-        Source::Bytes(b) => out.write_all(b),
-        Source::File(f) => {
-            if reflink.get() {
-                match rustix::fs::ioctl_ficlone(&*out, f) {
-                    Ok(()) => return Ok(()),
-                    // Not here: do not ask again for every file.
-                    Err(_) => reflink.set(false),
-                }
-            }
-            let mut left = len;
-            let mut first = true;
-            while left > 0 {
-                let chunk = left.min(1 << 30) as usize;
-                match rustix::fs::copy_file_range(f, None, &*out, None, chunk) {
-                    Ok(0) => return Err(io::Error::other("the stored content is short")),
-                    Ok(n) => left -= n as u64,
-                    Err(Errno::INTR) => {}
-                    Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if first => {
-                        let mut f = f;
-                        let n = io::copy(&mut f, out)?;
-                        return match n == len {
-                            true => Ok(()),
-                            false => Err(io::Error::other("the stored content is short")),
-                        };
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                first = false;
-            }
-            Ok(())
-        }
+        Source::Bytes(b) => (&*out).write_all(b),
+        Source::File(f) => match io::copy(&mut &*f, &mut &*out)? == len {
+            true => Ok(()),
+            false => Err(io::Error::other("the stored content is short")),
+        },
     }
 }
 

@@ -11,13 +11,21 @@
 //! Blobs are the only files memorun memory-maps (see "Memory mapping" in
 //! the crate doc): being its own and never modified in place, they cannot
 //! shrink while mapped, so verifying one cannot end in a SIGBUS.
+//!
+//! A blob copied into a file (an output restored on a hit) is verified as
+//! it is copied instead ([`Blobs::copy_verified`]): each piece is read once
+//! into a reused buffer, hashed and written, into a file nobody sees until
+//! the whole blob has passed its check; a blob that fails it leaves that
+//! file to be thrown away.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::OFlags;
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::base::Digest;
@@ -27,6 +35,11 @@ use crate::store::private;
 
 /// How much of a blob is mapped at once while verifying it.
 const VERIFY_WINDOW: u64 = 8 * 1024 * 1024;
+
+/// How much of a blob one read takes while it is copied: all of most files
+/// a build writes (one read and one write each), in a buffer small enough
+/// to stay in the CPU's cache from the read through the check to the write.
+const COPY_BUF: usize = 256 * 1024;
 
 /// Streams up to this size are stored inline in the database.
 pub const INLINE_MAX: usize = 64 * 1024;
@@ -229,6 +242,66 @@ impl Blobs {
         Ok(Some(f))
     }
 
+    /// Copy the blob for `digest` into `out`, checking on the way that it
+    /// holds exactly `len` bytes matching `check` (XXH3-128) or, for a blob
+    /// recorded before there was one, whose BLAKE3 digest is `digest`.
+    /// One pass: each piece is read once into `copier`'s buffer, hashed and
+    /// written. Where the file system shares extents, `out` becomes a
+    /// reflink of the blob, which is then only read to be checked.
+    ///
+    /// `out` must be an empty file that nobody sees before this returns
+    /// `Ok(true)` (an unnamed temp file): on `Ok(false)` (the blob is
+    /// missing, short, long or altered, and removed as
+    /// [`Blobs::open_verified`] removes it) or an error, what `out` holds
+    /// must be thrown away.
+    pub fn copy_verified(
+        &self,
+        digest: &Digest,
+        len: u64,
+        check: Option<[u8; 16]>,
+        out: &File,
+        copier: &mut Copier,
+    ) -> Result<bool, CopyError> {
+        let read_error = |e| CopyError::Read(self.path(digest), e);
+        let Some(blob) = copier.open(self, digest).map_err(read_error)? else {
+            return Ok(false);
+        };
+        let cloned = copier.reflink(out, &blob);
+        let mut verifier = Verifier::new(*digest, check);
+        let buf = copier.buffer();
+        let mut total = 0u64;
+        loop {
+            // One byte more than is left: a blob longer than recorded shows
+            // in the read that would otherwise end it.
+            let want = (len - total).saturating_add(1).min(buf.len() as u64) as usize;
+            let n = match (&blob).read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_error(e)),
+            };
+            total += n as u64;
+            if total > len {
+                break;
+            }
+            verifier.update(&buf[..n]);
+            if !cloned {
+                (&*out).write_all(&buf[..n]).map_err(CopyError::Write)?;
+            }
+            // Short of what was asked, at the recorded length: at its end.
+            if total == len && n < want {
+                break;
+            }
+        }
+        if total != len || !verifier.matches() {
+            if let Ok(meta) = blob.metadata() {
+                self.discard(&self.path(digest), &meta);
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Remove a blob found corrupt, so that the next run that records the
     /// same content puts a good copy in place; only if `path` still names
     /// the file that was checked (not one a concurrent run just installed).
@@ -243,6 +316,124 @@ impl Blobs {
     /// The root directory of the blobs.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+}
+
+/// Why [`Blobs::copy_verified`] could not copy a blob.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the blob at this path failed.
+    Read(PathBuf, io::Error),
+    /// Writing the copy failed.
+    Write(io::Error),
+}
+
+impl std::fmt::Display for CopyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyError::Read(path, e) => write!(f, "cannot read blob '{}': {e}", path.display()),
+            CopyError::Write(e) => write!(f, "cannot write the copy: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CopyError {}
+
+/// What copying many blobs reuses ([`Blobs::copy_verified`]): a read
+/// buffer, the blob directory opened once, and whether reflinks work on
+/// this file system. One per thread.
+#[derive(Debug, Default)]
+pub struct Copier {
+    buf: Vec<u8>,
+    /// The blob directory, opened once: a blob is then opened by a path of
+    /// two components, not the cache directory's whole path.
+    root: Option<(PathBuf, OwnedFd)>,
+    /// A reflink failed once: not tried again for every file.
+    no_reflink: bool,
+}
+
+impl Copier {
+    /// A copier for another thread, knowing what this one learnt about
+    /// reflinks.
+    pub fn sibling(&self) -> Copier {
+        Copier {
+            no_reflink: self.no_reflink,
+            ..Copier::default()
+        }
+    }
+
+    /// The blob for `digest` in `blobs`, opened (never through a symlink)
+    /// but not checked; `None` when it is missing.
+    fn open(&mut self, blobs: &Blobs, digest: &Digest) -> io::Result<Option<File>> {
+        if self.root.as_ref().is_none_or(|(p, _)| *p != blobs.root) {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            match rustix::fs::open(&blobs.root, flags, Mode::empty()) {
+                Ok(fd) => self.root = Some((blobs.root.clone(), fd)),
+                Err(Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (_, root) = self.root.as_ref().expect("opened above");
+        let hex = digest.to_hex();
+        let rel = format!("{}/{}", &hex[..2], hex);
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        match rustix::fs::openat(root, rel.as_str(), flags, Mode::empty()) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(Errno::NOENT | Errno::LOOP) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `out` was made a reflink of `blob`; the first refusal stops
+    /// the asking.
+    fn reflink(&mut self, out: &File, blob: &File) -> bool {
+        if self.no_reflink {
+            return false;
+        }
+        let ok = rustix::fs::ioctl_ficlone(out, blob).is_ok();
+        self.no_reflink = !ok;
+        ok
+    }
+
+    /// The read buffer, allocated on first use.
+    fn buffer(&mut self) -> &mut [u8] {
+        if self.buf.len() < COPY_BUF {
+            self.buf.resize(COPY_BUF, 0);
+        }
+        &mut self.buf
+    }
+}
+
+/// A blob's content checked as it is read: XXH3-128 against its fast
+/// check, else BLAKE3 against its digest.
+// One lives on the stack for each copy: not boxed (an allocation a file).
+#[allow(clippy::large_enum_variant)]
+enum Verifier {
+    Fast(xxhash_rust::xxh3::Xxh3, [u8; 16]),
+    // Boxed: rare, and much larger.
+    Full(Box<blake3::Hasher>, Digest),
+}
+
+impl Verifier {
+    fn new(digest: Digest, check: Option<[u8; 16]>) -> Verifier {
+        match check {
+            Some(c) => Verifier::Fast(xxhash_rust::xxh3::Xxh3::new(), c),
+            None => Verifier::Full(Box::default(), digest),
+        }
+    }
+
+    fn update(&mut self, piece: &[u8]) {
+        match self {
+            Verifier::Fast(h, _) => h.update(piece),
+            Verifier::Full(h, _) => drop(h.update(piece)),
+        }
+    }
+
+    fn matches(&self) -> bool {
+        match self {
+            Verifier::Fast(h, c) => h.digest128().to_le_bytes() == *c,
+            Verifier::Full(h, d) => Digest::from(h.finalize()) == *d,
+        }
     }
 }
 
@@ -318,6 +509,113 @@ mod tests {
                     .is_none()
             );
         }
+    }
+
+    /// A blob of `data` installed in `blobs`, with its digest and check.
+    fn blob_of(t: &Path, blobs: &Blobs, data: &[u8]) -> (Digest, [u8; 16]) {
+        let tmp = t.join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let sp = Spool::with_inline_max(tmp, 0).write_then(data);
+        let SpooledData::Temp(temp) = sp.data else {
+            panic!("expected a temp file")
+        };
+        blobs.install(&sp.digest, sp.len, temp).unwrap();
+        (sp.digest, sp.check)
+    }
+
+    impl Spool {
+        fn write_then(mut self, data: &[u8]) -> Spooled {
+            self.write(data).unwrap();
+            self.finish().unwrap()
+        }
+    }
+
+    /// Copy `digest`'s blob into a new file with `copier`: whether it was
+    /// verified, and what the file holds.
+    fn copy(
+        t: &Path,
+        blobs: &Blobs,
+        digest: &Digest,
+        len: u64,
+        check: Option<[u8; 16]>,
+        copier: &mut Copier,
+    ) -> (bool, Vec<u8>) {
+        let out_path = t.join("out");
+        let out = File::create(&out_path).unwrap();
+        let ok = blobs
+            .copy_verified(digest, len, check, &out, copier)
+            .unwrap();
+        (ok, fs::read(&out_path).unwrap())
+    }
+
+    #[test]
+    fn a_copy_is_checked_as_it_is_made_and_a_bad_blob_is_never_reported_copied() {
+        let t = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(t.path().join("blobs"));
+        let mut copier = Copier::default();
+        // One piece, and several (past the copy buffer, 256 KiB).
+        for size in [100_000usize, 3 * COPY_BUF + 17] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let len = data.len() as u64;
+            for fast in [true, false] {
+                let (digest, check) = blob_of(t.path(), &blobs, &data);
+                let check = fast.then_some(check);
+                let path = blobs.path(&digest);
+                assert_eq!(
+                    copy(t.path(), &blobs, &digest, len, check, &mut copier),
+                    (true, data.clone())
+                );
+                // Altered in its last piece, after earlier pieces were
+                // already written: not verified, and removed.
+                let mut bad = data.clone();
+                bad[size - 3] ^= 1;
+                fs::write(&path, &bad).unwrap();
+                assert!(!copy(t.path(), &blobs, &digest, len, check, &mut copier).0);
+                assert!(!path.exists(), "a corrupt blob was kept");
+                // Torn (short), long, and missing.
+                for torn in [&data[..size - 1], &[data.as_slice(), b"x"].concat()[..]] {
+                    fs::write(&path, torn).unwrap();
+                    assert!(!copy(t.path(), &blobs, &digest, len, check, &mut copier).0);
+                    assert!(!path.exists(), "a blob of the wrong length was kept");
+                }
+                assert!(!copy(t.path(), &blobs, &digest, len, check, &mut copier).0);
+                // A check that is not the content's.
+                blob_of(t.path(), &blobs, &data);
+                if let Some(mut c) = check {
+                    c[0] ^= 1;
+                    assert!(!copy(t.path(), &blobs, &digest, len, Some(c), &mut copier).0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_copy_that_cannot_read_or_write_names_what_failed() {
+        let t = tempfile::tempdir().unwrap();
+        let blobs = Blobs::new(t.path().join("blobs"));
+        let data = vec![7u8; 5000];
+        let (digest, check) = blob_of(t.path(), &blobs, &data);
+        let mut copier = Copier::default();
+        // Not writable: the copy's own error.
+        let ro = File::open(blobs.path(&digest)).unwrap();
+        let e = blobs
+            .copy_verified(&digest, 5000, Some(check), &ro, &mut copier)
+            .unwrap_err();
+        assert!(matches!(e, CopyError::Write(_)), "{e:?}");
+        assert!(e.to_string().starts_with("cannot write the copy: "), "{e}");
+        // A directory where the blob should be: a read error naming it.
+        let path = blobs.path(&digest);
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let out = File::create(t.path().join("out")).unwrap();
+        let e = blobs
+            .copy_verified(&digest, 5000, Some(check), &out, &mut copier)
+            .unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with(&format!("cannot read blob '{}': ", path.display())),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -977,6 +977,10 @@ impl Entries for SqliteStore {
         self.check_of(digest).ok().flatten()
     }
 
+    fn local_blobs(&self) -> Option<&Blobs> {
+        Some(&self.blobs)
+    }
+
     fn prefetch_checks(&self, digests: &[Digest]) {
         // One read transaction for all of them; only a cache: a failure
         // leaves open_stream to ask one by one.

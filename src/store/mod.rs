@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-pub use blobs::{Blobs, Spool, Spooled};
+pub use blobs::{Blobs, Copier, CopyError, Spool, Spooled};
 
 use crate::base::Digest;
 use crate::key::Key;
@@ -284,6 +284,14 @@ pub trait Entries {
 
     /// The fast check (XXH3-128 of the content) recorded for a blob.
     fn blob_check(&self, _digest: &Digest) -> Option<[u8; 16]> {
+        None
+    }
+
+    /// The blob files on this machine, for a caller that copies a blob
+    /// checking it on the way ([`Blobs::copy_verified`], with
+    /// [`Entries::blob_check`]) rather than through
+    /// [`Entries::open_stream`]. `None`: only `open_stream` can read them.
+    fn local_blobs(&self) -> Option<&Blobs> {
         None
     }
 

@@ -114,6 +114,10 @@ impl Entries for RecordStore {
         self.current.as_ref().and_then(|r| r.check(digest))
     }
 
+    fn local_blobs(&self) -> Option<&Blobs> {
+        Some(&self.blobs)
+    }
+
     fn spool(&self) -> Spool {
         Spool::new(self.dir.tmp_dir.clone())
     }

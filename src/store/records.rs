@@ -208,10 +208,14 @@ impl Records {
             .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
             .open(self.path(key))
             .ok()?;
-        if !f.metadata().ok()?.is_file() {
+        let meta = f.metadata().ok()?;
+        if !meta.is_file() {
             return None;
         }
-        let mut buf = Vec::with_capacity(4096);
+        // Its size and one byte more (to see its end): read in one go, the
+        // buffer never grown (a record with a hundred inline outputs is
+        // over 100 KiB).
+        let mut buf = Vec::with_capacity((meta.len() as usize).min(MAX_RECORD) + 1);
         Read::by_ref(&mut f)
             .take(MAX_RECORD as u64 + 1)
             .read_to_end(&mut buf)
