@@ -5,7 +5,9 @@
 //! `hits`, `misses`, `hit_rate` (0..1, or null with no runs), `time_saved_ms`,
 //! `not_recorded` (object: `nonzero_exit`, `signal`, `input_changed`,
 //! `output_undelivered`, `cache_error`), `errors`, `corrupt`, `evicted`,
-//! `entries`, `bytes_on_disk`, `max_bytes`, `max_entries` (or null),
+//! `entries`, `bytes_on_disk`, `record_bytes` (the hit records' disk space,
+//! part of `bytes_on_disk`), `record_budget` (what they may take),
+//! `entries_with_record`, `max_bytes`, `max_entries` (or null),
 //! `oldest_ms`, `newest_ms`, `since_ms` (when counters were last zeroed; or
 //! null), `top_commands` (array of `command` (string), `hits`,
 //! `time_saved_ms`: kept per command in its directory, so entries since
@@ -170,6 +172,9 @@ fn to_json(
         "evicted": count(s, Counter::Evicted),
         "entries": s.entries,
         "bytes_on_disk": s.disk_bytes,
+        "record_bytes": s.record_bytes,
+        "record_budget": s.record_budget,
+        "entries_with_record": s.entries_with_record,
         "temp_files": s.temp.files,
         "temp_bytes": s.temp.bytes,
         "max_bytes": limits.max_bytes,
@@ -256,6 +261,15 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         ("Evicted entries", count(s, Counter::Evicted).to_string()),
         ("Entries", entries),
         ("Size on disk", size),
+        (
+            "  hit records",
+            format!(
+                "{} of {} ({} entries)",
+                human_size(s.record_bytes),
+                human_size(s.record_budget),
+                s.entries_with_record
+            ),
+        ),
         ("Oldest entry", ago(s.oldest_ms)),
         ("Newest entry", ago(s.newest_ms)),
     ];
