@@ -46,6 +46,8 @@ pub fn stats(
         Some(dir) => {
             cooling = crate::remote::cooldown::all(&dir);
             let mut store = SqliteStore::open(&dir)?;
+            // The records' budget is a share of the limit.
+            store.set_limits(limits);
             if zero {
                 store.zero_counters()?;
             }
