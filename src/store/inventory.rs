@@ -261,11 +261,20 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>, Erro
     Ok(listed)
 }
 
-/// Most entries one transaction of `clear` removes: the write lock is
-/// released between batches (a concurrent miss waits for one batch, not
-/// the whole clear), and a `clear` killed mid-way has removed whole
-/// batches, each a consistent store.
-pub const CLEAR_BATCH: usize = 20_000;
+/// The fewest entries one transaction of `clear` removes, and the most.
+/// Each transaction releases the write lock (a run waiting to record waits
+/// for one batch, not the whole clear), and a `clear` killed mid-way has
+/// removed whole batches, each leaving a consistent store. But each also
+/// rewrites most pages of the indexes in random order (the key's, the
+/// command's), whatever its size: at a million entries about 40,000 pages
+/// written to the WAL and again to the database by its checkpoint, a
+/// second of disk per batch. So a large clear takes about five batches.
+pub const CLEAR_BATCH: (usize, usize) = (20_000, 100_000);
+
+/// The batch size of a `clear` of `total` entries (see [`CLEAR_BATCH`]).
+pub fn batch_size(total: usize) -> usize {
+    (total / 5).clamp(CLEAR_BATCH.0, CLEAR_BATCH.1)
+}
 
 /// What `clear` removed (or, dry, would remove), and the disk space that
 /// frees as the size limit counts it (see `evict`): hit records, blobs,
@@ -305,11 +314,24 @@ impl Cleared {
 /// batch.
 pub fn matching(conn: &Connection, filter: &ClearFilter) -> Result<Vec<i64>, Error> {
     let (clause, values) = filter.sql();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT rowid FROM entries WHERE {clause} ORDER BY rowid"
-    ))?;
+    // Sorted here: ordered by rowid, SQLite would scan the table rather
+    // than an index that serves the filter (`last_used`'s covers it).
+    let mut stmt = conn.prepare(&format!("SELECT rowid FROM entries WHERE {clause}"))?;
     let ids = stmt.query_map(rusqlite::params_from_iter(values), |r| r.get(0))?;
-    Ok(ids.collect::<rusqlite::Result<_>>()?)
+    let mut ids: Vec<i64> = ids.collect::<rusqlite::Result<_>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The keys of the entries in `temp.batch` that match `clause`, into
+/// `temp.doomed`: a search by rowid for each (CROSS JOIN fixes the loop
+/// order: SQLite would rather scan an index that serves the filter).
+fn doomed_of_batch(clause: &str) -> String {
+    format!(
+        "INSERT OR IGNORE INTO temp.doomed (key)
+         SELECT entries.key FROM temp.batch b CROSS JOIN entries ON entries.rowid = b.id
+         WHERE {clause}"
+    )
 }
 
 /// Remove, in one write transaction, the entries among `ids` that still
@@ -340,10 +362,7 @@ pub fn clear_batch(
         }
     }
     tx.execute(
-        &format!(
-            "INSERT OR IGNORE INTO temp.doomed (key)
-             SELECT key FROM entries WHERE rowid IN (SELECT id FROM temp.batch) AND {clause}"
-        ),
+        &doomed_of_batch(&clause),
         rusqlite::params_from_iter(values),
     )?;
     let removed = refs::delete_doomed_rows(&tx, (!dry_run).then_some(records))?;
@@ -356,7 +375,7 @@ pub fn clear_batch(
 }
 
 /// The entries matching `filter`, removed (or with `dry_run`, counted) in
-/// batches of [`CLEAR_BATCH`] (one, dry); `removed` is called with each
+/// batches ([`batch_size`]; one, dry); `removed` is called with each
 /// batch's deletion once it has committed, to remove the blob files it
 /// freed.
 pub fn clear(
@@ -370,7 +389,7 @@ pub fn clear(
     let batch = if dry_run {
         ids.len().max(1)
     } else {
-        CLEAR_BATCH
+        batch_size(ids.len())
     };
     let mut cleared = Cleared::default();
     for chunk in ids.chunks(batch) {
@@ -381,4 +400,62 @@ pub fn clear(
         cleared.add(&r, db);
     }
     Ok(cleared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_clear_takes_about_five_batches() {
+        assert_eq!(batch_size(10), 20_000);
+        assert_eq!(batch_size(250_000), 50_000);
+        assert_eq!(batch_size(500_000), 100_000);
+        assert_eq!(batch_size(5_000_000), 100_000);
+    }
+
+    /// Each filter of `clear` finds a batch's doomed rows by rowid, never
+    /// by scanning the table or an index.
+    #[test]
+    fn a_batch_is_found_by_rowid_whatever_the_filter() {
+        let conn = Connection::open_in_memory().unwrap();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        crate::store::schema::prepare(&tx).unwrap();
+        refs::reset_doomed(&tx).unwrap();
+        tx.execute_batch("CREATE TEMP TABLE batch (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let filters = [
+            ClearFilter::default(),
+            ClearFilter {
+                last_used_before_ms: Some(5),
+                failed: true,
+                ..ClearFilter::default()
+            },
+            ClearFilter {
+                argv_digest: Some(Digest([1; 32])),
+                display_prefix: Some("make".into()),
+                ..ClearFilter::default()
+            },
+        ];
+        for filter in filters {
+            let (clause, values) = filter.sql();
+            let sql = format!("EXPLAIN QUERY PLAN {}", doomed_of_batch(&clause));
+            let plan: Vec<String> = tx
+                .prepare(&sql)
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(values), |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(
+                plan,
+                [
+                    "SCAN b",
+                    "SEARCH entries USING INTEGER PRIMARY KEY (rowid=?)"
+                ],
+                "{filter:?}"
+            );
+        }
+    }
 }

@@ -70,6 +70,65 @@ pub struct Removed {
     pub freed: Vec<Digest>,
 }
 
+/// The temp tables of a bulk deletion, besides `temp.doomed`: the doomed
+/// rows by rowid (`doomed_rows`), and the blobs they reference with how
+/// many times (`doomed_blobs`).
+const TEMP_TABLES: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS doomed_rows (
+        id INTEGER PRIMARY KEY, key BLOB NOT NULL, record INTEGER, bytes);
+    CREATE TEMP TABLE IF NOT EXISTS doomed_blobs (digest BLOB PRIMARY KEY, n INTEGER)
+        WITHOUT ROWID;
+    DELETE FROM temp.doomed_rows;
+    DELETE FROM temp.doomed_blobs;";
+
+// Each statement below is driven by the temp table (CROSS JOIN fixes the
+// loop order, `IN` a search per value): left to itself, SQLite's planner
+// scanned all of `entries` against the temp table instead, a second per
+// batch at a million entries. A unit test checks every plan.
+
+/// The doomed rows, found through the key's index in key order.
+const FIND_ROWS: &str = "
+    INSERT INTO temp.doomed_rows (id, key, record, bytes)
+    SELECT e.rowid, e.key, e.record, e.out_len + e.err_len
+    FROM temp.doomed d CROSS JOIN entries e ON e.key = d.key";
+
+/// The references the doomed rows hold: their streams' blobs and their
+/// output files'.
+const COUNT_BLOBS: &str = "
+    INSERT INTO temp.doomed_blobs (digest, n)
+    SELECT digest, COUNT(*) FROM (
+        SELECT e.out_digest AS digest FROM temp.doomed_rows d CROSS JOIN entries e
+          ON e.rowid = d.id WHERE e.out_inline IS NULL AND e.out_len > 0
+        UNION ALL
+        SELECT e.err_digest FROM temp.doomed_rows d CROSS JOIN entries e
+          ON e.rowid = d.id WHERE e.err_inline IS NULL AND e.err_len > 0
+        UNION ALL
+        SELECT e.order_digest FROM temp.doomed_rows d CROSS JOIN entries e
+          ON e.rowid = d.id WHERE e.order_inline IS NULL AND e.order_len > 0
+        UNION ALL
+        SELECT f.digest FROM temp.doomed d CROSS JOIN file_blobs f ON f.key = d.key
+    ) GROUP BY digest";
+
+/// Drop those references.
+const UNREFERENCE_BLOBS: &str = "
+    UPDATE blobs SET refs = refs - (SELECT n FROM temp.doomed_blobs g WHERE g.digest = blobs.digest)
+    WHERE digest IN (SELECT digest FROM temp.doomed_blobs)";
+
+/// The rows, in rowid order.
+const DELETE_ROWS: &str = "DELETE FROM entries WHERE rowid IN (SELECT id FROM temp.doomed_rows)";
+
+/// Their output files' blob lists.
+const DELETE_FILE_BLOBS: &str = "DELETE FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed)";
+
+/// Their trace manifests.
+const DELETE_MANIFESTS: &str =
+    "DELETE FROM manifests WHERE entry_key IN (SELECT key FROM temp.doomed)";
+
+/// The blobs no entry references any more, and their bytes.
+const FREED_BLOBS: &str = "
+    SELECT digest, len FROM blobs
+    WHERE digest IN (SELECT digest FROM temp.doomed_blobs) AND refs <= 0";
+
 /// Delete the entries in `temp.doomed`, dropping their blob references;
 /// their hit records go first (see `records`), those of the rows that have
 /// one (`entries.record`, see `record_budget`), in the order of their
@@ -90,14 +149,8 @@ pub fn delete_doomed_rows(
     records: Option<&Records>,
 ) -> rusqlite::Result<Removed> {
     // Their rows, by rowid, with what the rest needs of them.
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed_rows (
-             id INTEGER PRIMARY KEY, key BLOB NOT NULL, record INTEGER, bytes);
-         DELETE FROM temp.doomed_rows;
-         INSERT INTO temp.doomed_rows (id, key, record, bytes)
-           SELECT e.rowid, e.key, e.record, e.out_len + e.err_len
-           FROM temp.doomed d JOIN entries e ON e.key = d.key;",
-    )?;
+    tx.execute_batch(TEMP_TABLES)?;
+    tx.execute(FIND_ROWS, [])?;
     let record_bytes = match records {
         Some(records) => {
             let mut stmt = tx.prepare_cached(
@@ -126,36 +179,18 @@ pub fn delete_doomed_rows(
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS doomed_blobs (digest BLOB PRIMARY KEY, n INTEGER)
-           WITHOUT ROWID;
-         DELETE FROM temp.doomed_blobs;
-         WITH doomed (id) AS (SELECT id FROM temp.doomed_rows),
-         gone (digest) AS (
-             SELECT out_digest FROM entries
-               WHERE rowid IN doomed AND out_inline IS NULL AND out_len > 0
-             UNION ALL
-             SELECT err_digest FROM entries
-               WHERE rowid IN doomed AND err_inline IS NULL AND err_len > 0
-             UNION ALL
-             SELECT order_digest FROM entries
-               WHERE rowid IN doomed AND order_inline IS NULL AND order_len > 0
-             UNION ALL
-             SELECT digest FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed)
-         )
-         INSERT INTO temp.doomed_blobs (digest, n) SELECT digest, COUNT(*) FROM gone GROUP BY digest;
-         UPDATE blobs SET refs = refs - (SELECT n FROM temp.doomed_blobs g WHERE g.digest = blobs.digest)
-           WHERE digest IN (SELECT digest FROM temp.doomed_blobs);
-         DELETE FROM entries WHERE rowid IN (SELECT id FROM temp.doomed_rows);
-         DELETE FROM file_blobs WHERE key IN (SELECT key FROM temp.doomed);
-         DELETE FROM manifests WHERE entry_key IN (SELECT key FROM temp.doomed);",
-    )?;
+    tx.execute(COUNT_BLOBS, [])?;
+    for sql in [
+        UNREFERENCE_BLOBS,
+        DELETE_ROWS,
+        DELETE_FILE_BLOBS,
+        DELETE_MANIFESTS,
+    ] {
+        tx.execute(sql, [])?;
+    }
     let (mut freed, mut blob_bytes) = (Vec::new(), 0u64);
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT digest, len FROM blobs
-             WHERE digest IN (SELECT digest FROM temp.doomed_blobs) AND refs <= 0",
-        )?;
+        let mut stmt = tx.prepare_cached(FREED_BLOBS)?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
         for (d, len) in rows.flatten() {
             if let Some(d) = Digest::from_slice(&d) {
@@ -261,4 +296,51 @@ pub(crate) fn record_error(e: std::io::Error) -> rusqlite::Error {
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
         Some(format!("cannot delete a hit record: {e}")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::{Connection, TransactionBehavior};
+
+    /// A bulk deletion's every statement searches `entries` and the other
+    /// tables by key or rowid: none scans them (at a million entries, a
+    /// scan per batch made `clear` take four times as long).
+    #[test]
+    fn bulk_deletion_searches_never_scans() {
+        let conn = Connection::open_in_memory().unwrap();
+        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        crate::store::schema::prepare(&tx).unwrap();
+        reset_doomed(&tx).unwrap();
+        tx.execute_batch(TEMP_TABLES).unwrap();
+        let statements = [
+            FIND_ROWS,
+            COUNT_BLOBS,
+            UNREFERENCE_BLOBS,
+            DELETE_ROWS,
+            DELETE_FILE_BLOBS,
+            DELETE_MANIFESTS,
+            FREED_BLOBS,
+        ];
+        for sql in statements {
+            let plan: Vec<String> = tx
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map([], |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            for step in &plan {
+                // Only the temp tables and the subqueries over them are
+                // scanned.
+                let scanned = step.strip_prefix("SCAN ").and_then(|t| t.split(' ').next());
+                assert!(
+                    scanned.is_none_or(|t| {
+                        t.starts_with('(') || t.starts_with("temp.doomed") || t == "d"
+                    }),
+                    "{sql}: {plan:?}"
+                );
+            }
+        }
+    }
 }
