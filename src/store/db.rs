@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
@@ -556,6 +557,13 @@ impl SqliteStore {
         })();
         if counted.is_ok() {
             self.name_record(pending, &record.entry);
+            // A hit otherwise writes nothing: closing would checkpoint
+            // these few pages, and sync the database three times, for
+            // more than the hit itself costs. The next run that records
+            // checkpoints them with its own.
+            let _ = self
+                .conn
+                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
         }
     }
 

@@ -37,8 +37,9 @@ use crate::base::Digest;
 pub const FLOOR: u64 = 64 * 1024 * 1024;
 
 /// Most records one call to [`keep_within`] drops. Each is an unlink
-/// (tens of microseconds, up to 150 on a loaded disk) and a row update.
-pub const MAX_DROP: i64 = 64;
+/// (tens of microseconds, up to 150 on a loaded disk) and a row update:
+/// a few milliseconds once every 32 records published, at most.
+pub const MAX_DROP: i64 = 32;
 
 /// What the records may take in a store limited to `max_bytes` whose
 /// database pages in use and blobs take `db_and_blobs` bytes.
