@@ -196,6 +196,17 @@ fn ago(ms: Option<i64>) -> String {
     }
 }
 
+/// `12.0 KiB of 64.0 MiB (3 entries)`: the hit records' space, of their
+/// budget, and how many entries have one.
+fn records_line(s: &StoreStats) -> String {
+    format!(
+        "{} of {} ({} entries)",
+        human_size(s.record_bytes),
+        human_size(s.record_budget),
+        s.entries_with_record
+    )
+}
+
 fn to_text(s: &StoreStats, limits: Limits) -> String {
     let saved = Duration::from_millis(count(s, Counter::SavedMs));
     let rate = match hit_rate(s) {
@@ -263,15 +274,7 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         ("Evicted entries", count(s, Counter::Evicted).to_string()),
         ("Entries", entries),
         ("Size on disk", size),
-        (
-            "  hit records",
-            format!(
-                "{} of {} ({} entries)",
-                human_size(s.record_bytes),
-                human_size(s.record_budget),
-                s.entries_with_record
-            ),
-        ),
+        ("  hit records", records_line(s)),
         ("Oldest entry", ago(s.oldest_ms)),
         ("Newest entry", ago(s.newest_ms)),
     ];

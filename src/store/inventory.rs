@@ -5,7 +5,9 @@
 //! Invariants: a row that does not decode or fails its checksum is never
 //! shown as recorded (left out of `list`, of the times and the top commands
 //! in `stats`), but it is counted in `stats`' entries and removed by
-//! `clear`; `clear` deletes in bulk through `temp.doomed` (see `refs`).
+//! `clear`; `clear` deletes in bulk through `temp.doomed` (see `refs`), in
+//! batches of one transaction each ([`batch_size`]), and says the space
+//! that freed ([`Cleared`]).
 
 use std::collections::BTreeMap;
 use std::fs;
