@@ -744,3 +744,163 @@ fn model_run(seed: u64, steps: usize, coverage: bool) {
         "seed {seed:#x}: {hits} hits, {kills} kills, {damaged} damaged, {cleared} clears"
     );
 }
+
+/// The entries whose record is on disk, by the number `echo entry-N`
+/// printed (what the record's inline stdout says).
+fn entries_with_records(d: &Dir) -> Vec<usize> {
+    let mut out: Vec<usize> = record_files(d)
+        .iter()
+        .filter_map(|(_, p)| records::decode(&fs::read(p).ok()?))
+        .filter_map(|r| {
+            let text = String::from_utf8(r.entry.stdout.inline?).ok()?;
+            text.strip_prefix("entry-")?.trim_end().parse().ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// Records are a cache of the recently used entries (`store::record_budget`):
+/// a limit whose quarter holds about a dozen records keeps them within it,
+/// the least recently used (not the least recently recorded) go first, and
+/// an entry whose record went still hits, through the database, byte for
+/// byte, and gets its record back. `stats` says how much they take.
+#[test]
+fn records_stay_within_their_budget_and_the_least_recently_used_go_first() {
+    let d = Dir::new();
+    // A quarter of it, 50,000 bytes, is the records' budget; the store
+    // itself stays well under it (no entry is evicted).
+    let limited = |args: &[&str], n: usize| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.push("--".into());
+        all.extend(d.counted(&format!("echo entry-{n}")));
+        let o = d
+            .memorun()
+            .env("MEMORUN_MAX_SIZE", "200KB")
+            .args(all)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        o
+    };
+    let within_budget = |at: &str| {
+        let (counted, on_disk) = record_bytes(&d);
+        assert_eq!(counted, on_disk, "{at}: the records' size, counted");
+        assert!(counted <= 50_000, "{at}: {counted} bytes of records");
+        counted
+    };
+    for n in 0..20 {
+        limited(&[], n);
+        within_budget(&format!("entry {n}"));
+    }
+    let kept = entries_with_records(&d);
+    assert!(
+        (6..20).contains(&kept.len()),
+        "{} of 20 entries kept their record",
+        kept.len()
+    );
+    // The most recently recorded kept theirs.
+    assert_eq!(kept, (20 - kept.len()..20).collect::<Vec<_>>());
+    // Used since (a hit from its record, counted in the hit log and folded
+    // by the next miss), the oldest with a record is no longer the least
+    // recently used: the next ones to go are the ones after it.
+    let used = kept[0];
+    let before = d.count();
+    limited(&[], used);
+    assert_eq!(d.count(), before, "not a hit");
+    for n in 20..25 {
+        limited(&[], n);
+        within_budget(&format!("entry {n}"));
+    }
+    let mut order: Vec<usize> = (0..20).filter(|&n| n != used).collect();
+    order.push(used);
+    order.extend(20..25);
+    let kept = entries_with_records(&d);
+    let mut expected = order[order.len() - kept.len()..].to_vec();
+    expected.sort_unstable();
+    assert_eq!(kept, expected, "not the least recently used went");
+    assert!(kept.contains(&used));
+    // An entry whose record went: a hit all the same, through the
+    // database, byte for byte; it gets its record back, within the budget.
+    assert!(!kept.contains(&0));
+    let before = d.count();
+    let o = limited(&[], 0);
+    assert_eq!(d.count(), before, "the entry whose record went ran again");
+    assert_eq!(
+        (stdout(&o).as_str(), stderr(&o).as_str()),
+        ("entry-0\n", "")
+    );
+    assert!(entries_with_records(&d).contains(&0));
+    let counted = within_budget("after the hit through the database");
+    assert_records_match_rows(&d, &HashSet::new());
+    // Every entry is still there, and stats says what the records take.
+    let s = d
+        .memorun()
+        .env("MEMORUN_MAX_SIZE", "200KB")
+        .args(["stats", "--json"])
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(s["entries"].as_u64(), Some(25), "{s}");
+    assert_eq!(s["evicted"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["record_bytes"].as_i64(), Some(counted), "{s}");
+    assert_eq!(s["record_budget"].as_u64(), Some(50_000), "{s}");
+    assert_eq!(
+        s["entries_with_record"].as_u64(),
+        Some(record_files(&d).len() as u64),
+        "{s}"
+    );
+    assert!(s["bytes_on_disk"].as_i64().unwrap() > counted, "{s}");
+}
+
+/// The bytes a size `clear` prints stands for ("12.0 KiB"), to a tenth.
+fn parse_size(text: &str) -> f64 {
+    let (n, unit) = text.split_once(' ').unwrap();
+    let n: f64 = n.parse().unwrap();
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => panic!("unit {other}"),
+    };
+    n * scale
+}
+
+/// `clear` said it freed the entries' output bytes (a few bytes for `echo`)
+/// while their records alone took a block each: it says the space that
+/// went, records included.
+#[test]
+fn clear_says_the_space_it_freed_records_included() {
+    let d = Dir::new();
+    for n in 0..3 {
+        d.assert_miss(&[], &format!("echo entry-{n}"));
+    }
+    let (counted, _) = record_bytes(&d);
+    assert!(counted >= 3 * 512, "{counted}");
+    let o = d.run(["clear", "--dry-run"]);
+    let said = |o: &std::process::Output, verb: &str| {
+        let out = stdout(o);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(verb))
+            .unwrap_or_else(|| panic!("{out}"));
+        let size = line.split_once('(').unwrap().1.split_once(')').unwrap().0;
+        (line.to_string(), parse_size(size))
+    };
+    let (line, would) = said(&o, "would remove 3 entries");
+    assert!(
+        would >= counted as f64 * 0.95,
+        "{line}: {counted} of records"
+    );
+    assert_eq!(record_files(&d).len(), 3, "--dry-run removed a record");
+    let o = d.run(["clear"]);
+    let (line, freed) = said(&o, "removed 3 entries");
+    assert!(
+        freed >= counted as f64 * 0.95,
+        "{line}: {counted} of records"
+    );
+    assert!((freed - would).abs() < 1024.0, "{line}: {would} said dry");
+    assert_eq!(record_files(&d).len(), 0);
+    assert_eq!(record_bytes(&d).0, 0);
+}

@@ -79,20 +79,22 @@ pub fn clear(location: &CacheLocation, args: &ClearArgs) -> Result<i32> {
         }
     };
     let mut out = String::new();
-    let (verb, entries, bytes, gc) = if args.dry_run {
+    // The size said is the disk space freed, as the size limit counts it:
+    // hit records, blobs, and database pages (see `inventory::Cleared`).
+    let (verb, cleared, gc) = if args.dry_run {
         let doomed = store.list(&filter)?;
         if !doomed.is_empty() {
             out.push_str(&crate::commands::list::table(&doomed));
         }
-        let bytes = doomed.iter().map(|e| e.output_bytes).sum();
+        let cleared = store.clear(&filter, true)?;
         let gc = store.collect_garbage(store.tmp_dir(), true)?;
-        ("would remove", doomed.len() as u64, bytes, gc)
+        ("would remove", cleared, gc)
     } else {
-        let removed = store.clear(&filter)?;
+        let cleared = store.clear(&filter, false)?;
         let gc = store.collect_garbage(store.tmp_dir(), false)?;
-        ("removed", removed.entries, removed.bytes, gc)
+        ("removed", cleared, gc)
     };
-    out.push_str(&summary(verb, entries, bytes, gc));
+    out.push_str(&summary(verb, cleared.entries, cleared.freed_bytes(), gc));
     if longer > 0 {
         out.push_str(&format!(
             "{longer} other {} {} with `{shown}`; `memorun clear --prefix -- {shown}` removes {}\n",
@@ -125,7 +127,8 @@ fn reset(dir: &Path, dry_run: bool) -> Result<i32> {
     crate::term::output::print_stdout(text.as_bytes())
 }
 
-/// `removed 3 entries (1.2 MiB) and 2 unused files (10 KiB)`.
+/// `removed 3 entries (1.2 MiB) and 2 unused files (10 KiB)`: the space
+/// the entries freed, then the files no entry used.
 fn summary(verb: &str, entries: u64, bytes: u64, (files, file_bytes): (u64, u64)) -> String {
     let mut s = format!(
         "{verb} {entries} {} ({})",

@@ -5,7 +5,9 @@
 //! `hits`, `misses`, `hit_rate` (0..1, or null with no runs), `time_saved_ms`,
 //! `not_recorded` (object: `nonzero_exit`, `signal`, `input_changed`,
 //! `output_undelivered`, `cache_error`), `errors`, `corrupt`, `evicted`,
-//! `entries`, `bytes_on_disk`, `max_bytes`, `max_entries` (or null),
+//! `entries`, `bytes_on_disk`, `record_bytes` (the hit records' disk space,
+//! part of `bytes_on_disk`), `record_budget` (what they may take),
+//! `entries_with_record`, `max_bytes`, `max_entries` (or null),
 //! `oldest_ms`, `newest_ms`, `since_ms` (when counters were last zeroed; or
 //! null), `top_commands` (array of `command` (string), `hits`,
 //! `time_saved_ms`: kept per command in its directory, so entries since
@@ -44,6 +46,8 @@ pub fn stats(
         Some(dir) => {
             cooling = crate::remote::cooldown::all(&dir);
             let mut store = SqliteStore::open(&dir)?;
+            // The records' budget is a share of the limit.
+            store.set_limits(limits);
             if zero {
                 store.zero_counters()?;
             }
@@ -170,6 +174,9 @@ fn to_json(
         "evicted": count(s, Counter::Evicted),
         "entries": s.entries,
         "bytes_on_disk": s.disk_bytes,
+        "record_bytes": s.record_bytes,
+        "record_budget": s.record_budget,
+        "entries_with_record": s.entries_with_record,
         "temp_files": s.temp.files,
         "temp_bytes": s.temp.bytes,
         "max_bytes": limits.max_bytes,
@@ -187,6 +194,17 @@ fn ago(ms: Option<i64>) -> String {
         None => "-".into(),
         Some(t) => format!("{} ago", human_duration(age(t))),
     }
+}
+
+/// `12.0 KiB of 64.0 MiB (3 entries)`: the hit records' space, of their
+/// budget, and how many entries have one.
+fn records_line(s: &StoreStats) -> String {
+    format!(
+        "{} of {} ({} entries)",
+        human_size(s.record_bytes),
+        human_size(s.record_budget),
+        s.entries_with_record
+    )
 }
 
 fn to_text(s: &StoreStats, limits: Limits) -> String {
@@ -256,6 +274,7 @@ fn to_text(s: &StoreStats, limits: Limits) -> String {
         ("Evicted entries", count(s, Counter::Evicted).to_string()),
         ("Entries", entries),
         ("Size on disk", size),
+        ("  hit records", records_line(s)),
         ("Oldest entry", ago(s.oldest_ms)),
         ("Newest entry", ago(s.newest_ms)),
     ];

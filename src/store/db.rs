@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
@@ -25,9 +26,10 @@ use super::counters::{Counter, NotRecorded, bump};
 use super::entry_row::{ENTRY_COLUMN_COUNT, ENTRY_COLUMNS, decode_entry};
 use super::error::Error;
 use super::evict::{self, Limits};
-use super::inventory::{self, ClearFilter, Listed, StoreStats};
+use super::inventory::{self, ClearFilter, Cleared, Listed, StoreStats};
+use super::record_budget;
 use super::records::{Pending, Record, Records};
-use super::refs::{self, Removed};
+use super::refs;
 use super::schema::{self, Found, Prepared};
 use super::statcache::SqliteStatCache;
 use super::{
@@ -489,6 +491,11 @@ impl SqliteStore {
         // Which rows survive is SQLite's to say: every record goes first.
         remove_all_records(&self.records, &self.tmp_dir, &tx)?;
         let freed = repair::salvage(&tx, drop)?;
+        // The rows kept say which had a record: none has, now.
+        tx.execute(
+            "UPDATE entries SET record = NULL WHERE record IS NOT NULL",
+            [],
+        )?;
         tx.commit()?;
         self.remove_blob_files(&freed);
         Ok(())
@@ -512,44 +519,62 @@ impl SqliteStore {
     /// Remove the files of blobs no entry references. A failure leaves an
     /// unreferenced file that the next `clear` collects.
     fn remove_blob_files(&self, freed: &[Digest]) {
-        for d in freed {
-            // A concurrent insert may have referenced it again since.
-            let referenced = self
-                .conn
-                .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")
-                .and_then(|mut s| s.exists(params![&d.0[..]]))
-                .unwrap_or(true);
-            if !referenced {
-                // A file left behind is collected by the next `clear`.
-                let _ = std::fs::remove_file(self.blobs.path(d));
-            }
-        }
+        remove_blob_files(&self.conn, &self.blobs, freed);
     }
 
-    /// Give the entry in `record` its hit record (see `records`): written
-    /// aside, then named under the write lock if the row is still the
-    /// entry it describes, so that no deletion can come between the check
-    /// and the name. Best effort: without a record, hits take the database
-    /// path.
+    /// Give the entry in `record`, just replayed through the database, its
+    /// hit record again (see `records`): written aside; counted, marked in
+    /// its row (`entries.record`) and made room for (`record_budget`) in
+    /// one transaction, if the row is still the entry it describes; then
+    /// named as a new entry's is ([`SqliteStore::name_record`]). Best
+    /// effort, and only if the write lock is free: a hit never waits to
+    /// publish (without a record, hits take the database path).
     fn publish_record(&self, record: Record) {
         let Some(pending) = self.records.prepare(&self.tmp_dir, &record) else {
             return;
         };
-        let Some(tx) = self.lock_row(&record.entry) else {
+        let key = record.entry.key;
+        let Some(tx) = self.lock_row_now(&record.entry) else {
             return;
         };
-        let Ok(grew) = pending.publish() else {
-            return;
-        };
-        // Counted toward the size limit; a record that cannot be counted
-        // goes (an old one it replaced stays counted). A kill between the
-        // name and the commit leaves one uncounted: at most one record's
-        // space, until a reset.
-        let counted = bump(&tx, &[(Counter::RecordBytes, grew)]).and_then(|()| tx.commit());
-        if counted.is_err() {
-            // Best effort: a record that stays is removed with its row.
-            let _ = self.records.remove(&record.entry.key);
+        // It replaces a damaged record, if any (a sound one is never
+        // published again): only the difference is counted.
+        let old = std::fs::symlink_metadata(self.records.path(&key))
+            .map_or(0, |m| super::records::disk_usage(&m));
+        let counted = (|| {
+            bump(
+                &tx,
+                &[(Counter::RecordBytes, pending.space() as i64 - old as i64)],
+            )?;
+            // In use now (the hit log says so too, later): not the first
+            // to go.
+            tx.prepare_cached(
+                "UPDATE entries SET record = ?1, last_used = MAX(last_used, ?2) WHERE key = ?3",
+            )?
+            .execute(params![pending.space() as i64, now_ms(), &key.0[..]])?;
+            record_budget::keep_within(&tx, &self.records, self.limits.max_bytes, &key)?;
+            tx.commit()
+        })();
+        if counted.is_ok() {
+            self.name_record(pending, &record.entry);
+            // A hit otherwise writes nothing: closing would checkpoint
+            // these few pages, and sync the database three times, for
+            // more than the hit itself costs. The next run that records
+            // checkpoints them with its own.
+            let _ = self
+                .conn
+                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
         }
+    }
+
+    /// [`SqliteStore::lock_row`], if the write lock can be had at once.
+    fn lock_row_now(&self, entry: &Entry) -> Option<rusqlite::Transaction<'_>> {
+        self.conn.busy_timeout(Duration::ZERO).ok()?;
+        let tx = self.lock_row(entry);
+        // Restored before anything else runs; should it fail, statements
+        // fail busy sooner: misses, never a wrong replay.
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        tx
     }
 
     /// Take the write lock if the row under `entry`'s key is still `entry`:
@@ -640,7 +665,12 @@ impl SqliteStore {
     pub(crate) fn stats(&mut self, cache_dir: &Path) -> Result<StoreStats> {
         self.or_salvage(|store| {
             store.fold_hits()?;
-            inventory::stats(&store.conn, cache_dir, &store.tmp_dir)
+            inventory::stats(
+                &store.conn,
+                cache_dir,
+                &store.tmp_dir,
+                store.limits.max_bytes,
+            )
         })
     }
 
@@ -662,20 +692,48 @@ impl SqliteStore {
         })
     }
 
-    /// Remove the entries matching `filter` and their now unused blobs.
-    pub(crate) fn clear(&mut self, filter: &ClearFilter) -> Result<Removed> {
-        self.or_salvage(|store| {
+    /// Remove the entries matching `filter` and their now unused blobs
+    /// (see `inventory::clear`); with `dry_run`, only say what would go.
+    pub(crate) fn clear(&mut self, filter: &ClearFilter, dry_run: bool) -> Result<Cleared> {
+        // Clearing many entries touches most of the database's pages,
+        // several times over (the table and each index): a page cache to
+        // match, allocated only as it is used, spares re-reading them.
+        let _ = self.conn.execute_batch("PRAGMA cache_size = -262144");
+        let cleared = self.or_salvage(|store| {
             store.fold_hits()?;
-            let removed = inventory::clear(&mut store.conn, &store.records, filter)?;
-            store.remove_blob_files(&removed.freed);
-            Ok(removed)
-        })
+            let blobs = &store.blobs;
+            inventory::clear(
+                &mut store.conn,
+                &store.records,
+                filter,
+                dry_run,
+                |conn, removed| remove_blob_files(conn, blobs, &removed.freed),
+            )
+        });
+        let _ = self.conn.execute_batch("PRAGMA cache_size = -2000");
+        cleared
     }
 
     /// Remove blob files no entry references and temp files left by a
     /// crash (see `gc`). Returns how many files and bytes went.
     pub(crate) fn collect_garbage(&self, tmp_dir: &Path, dry_run: bool) -> Result<(u64, u64)> {
         gc::collect_garbage(&self.conn, &self.blobs, tmp_dir, dry_run)
+    }
+}
+
+/// Remove the files of the blobs `freed` that no entry references (see
+/// [`SqliteStore::remove_blob_files`]).
+fn remove_blob_files(conn: &Connection, blobs: &Blobs, freed: &[Digest]) {
+    for d in freed {
+        // A concurrent insert may have referenced it again since.
+        let referenced = conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")
+            .and_then(|mut s| s.exists(params![&d.0[..]]))
+            .unwrap_or(true);
+        if !referenced {
+            // A file left behind is collected by the next `clear`.
+            let _ = std::fs::remove_file(blobs.path(d));
+        }
     }
 }
 
@@ -796,6 +854,9 @@ struct Row<'a> {
     display: &'a str,
     cwd: &'a [u8],
     components: &'a str,
+    /// The disk space of its hit record, when it gets one (see
+    /// `record_budget`).
+    record: Option<i64>,
 }
 
 /// Write the row of `entry`, sealed with its checksum.
@@ -806,9 +867,9 @@ fn write_row(tx: &rusqlite::Transaction<'_>, entry: &Entry, row: &Row<'_>) -> Re
             duration_ms, exit_code, hits,
             out_len, out_digest, out_inline,
             err_len, err_digest, err_inline,
-            order_len, order_digest, order_inline, outputs, stdin_advance, checksum)
+            order_len, order_digest, order_inline, outputs, stdin_advance, checksum, record)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, 0,
-                 ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     )?
     .execute(params![
         &entry.key.0[..],
@@ -831,6 +892,7 @@ fn write_row(tx: &rusqlite::Transaction<'_>, entry: &Entry, row: &Row<'_>) -> Re
         crate::outputs::files::encode(&entry.outputs, true),
         entry.stdin_advance as i64,
         &entry.checksum().0[..],
+        row.record,
     ])?;
     Ok(())
 }
@@ -1084,6 +1146,8 @@ impl Entries for SqliteStore {
         let mut freed = refs::delete_entry(&tx, &self.records, &entry.key)?;
         if let Some(pending) = &record {
             bump(&tx, &[(Counter::RecordBytes, pending.space() as i64)])?;
+            // Room for it: the least recently used entries' records go.
+            record_budget::keep_within(&tx, &self.records, self.limits.max_bytes, &entry.key)?;
         }
         note_recorded(&tx, &e.manifest, &command_in_dir, &e.display, &e.created)?;
         let row = Row {
@@ -1091,6 +1155,7 @@ impl Entries for SqliteStore {
             display: &e.display,
             cwd: &e.cwd,
             components: &components,
+            record: record.as_ref().map(|p| p.space() as i64),
         };
         for (s, check) in &streams {
             if s.inline.is_none() && s.len > 0 {
@@ -1409,7 +1474,7 @@ mod tests {
             store.manifests(&base, 100).unwrap().len(),
             super::super::MAX_MANIFESTS - 1
         );
-        store.clear(&ClearFilter::default()).unwrap();
+        store.clear(&ClearFilter::default(), false).unwrap();
         assert!(store.manifests(&base, 100).unwrap().is_empty());
     }
 
@@ -1497,7 +1562,7 @@ mod tests {
         record(&mut store, &key, 0, &vec![7u8; 100_000]);
         let e = store.lookup(&key.digest).unwrap().unwrap();
         // A concurrent clear: the row and its blob go.
-        store.clear(&ClearFilter::default()).unwrap();
+        store.clear(&ClearFilter::default(), false).unwrap();
         assert!(store.open_stream(&e.stderr).unwrap().is_none());
         assert!(!store.discard_corrupt(&e).unwrap());
         // Re-recorded since: another entry under the same key, kept.

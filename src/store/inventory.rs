@@ -5,7 +5,9 @@
 //! Invariants: a row that does not decode or fails its checksum is never
 //! shown as recorded (left out of `list`, of the times and the top commands
 //! in `stats`), but it is counted in `stats`' entries and removed by
-//! `clear`; `clear` deletes in bulk through `temp.doomed` (see `refs`).
+//! `clear`; `clear` deletes in bulk through `temp.doomed` (see `refs`), in
+//! batches of one transaction each ([`batch_size`]), and says the space
+//! that freed ([`Cleared`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -111,6 +113,12 @@ pub struct StoreStats {
     pub disk_bytes: u64,
     /// Temp files: output being recorded now, or left by a crash.
     pub temp: temp::TempUsage,
+    /// The disk space of the hit records (counted in `disk_bytes`).
+    pub record_bytes: u64,
+    /// How much they may take (see `record_budget`).
+    pub record_budget: u64,
+    /// The entries that have a hit record.
+    pub entries_with_record: u64,
     /// Oldest entry's creation time.
     pub oldest_ms: Option<i64>,
     /// Newest entry's creation time.
@@ -125,7 +133,12 @@ fn file_len(p: &Path) -> u64 {
 
 /// Counters, sizes and the top commands for `stats`, of the store in
 /// `cache_dir` with its temp files in `tmp_dir`.
-pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<StoreStats, Error> {
+pub fn stats(
+    conn: &Connection,
+    cache_dir: &Path,
+    tmp_dir: &Path,
+    max_bytes: u64,
+) -> Result<StoreStats, Error> {
     let mut s = StoreStats::default();
     {
         let mut stmt = conn.prepare("SELECT name, SUM(value) FROM counters GROUP BY name")?;
@@ -159,8 +172,18 @@ pub fn stats(conn: &Connection, cache_dir: &Path, tmp_dir: &Path) -> Result<Stor
         .get(super::counters::Counter::RecordBytes.name())
         .copied()
         .unwrap_or(0);
+    s.record_bytes = record_bytes.max(0) as u64;
+    s.record_budget = super::record_budget::current_budget(conn, max_bytes)?;
+    // Through the partial index of the entries with a record.
+    s.entries_with_record = conn
+        .query_row(
+            "SELECT COUNT(*) FROM entries INDEXED BY entries_with_record WHERE record IS NOT NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )?
+        .max(0) as u64;
     s.disk_bytes = blob_bytes.max(0) as u64
-        + record_bytes.max(0) as u64
+        + s.record_bytes
         + s.temp.bytes
         + file_len(&db)
         + file_len(&cache_dir.join("memorun.db-wal"))
@@ -240,21 +263,201 @@ pub fn list(conn: &Connection, filter: &ClearFilter) -> Result<Vec<Listed>, Erro
     Ok(listed)
 }
 
-/// Remove the entries matching `filter`. Returns what went: the caller
-/// removes the freed blob files once this has committed.
+/// The fewest entries one transaction of `clear` removes, and the most.
+/// Each transaction releases the write lock (a run waiting to record waits
+/// for one batch, not the whole clear), and a `clear` killed mid-way has
+/// removed whole batches, each leaving a consistent store. But each also
+/// rewrites most pages of the indexes in random order (the key's, the
+/// command's), whatever its size: at a million entries about 40,000 pages
+/// written to the WAL and again to the database by its checkpoint, a
+/// second of disk per batch. So a large clear takes about five batches.
+pub const CLEAR_BATCH: (usize, usize) = (20_000, 100_000);
+
+/// The batch size of a `clear` of `total` entries (see [`CLEAR_BATCH`]).
+pub fn batch_size(total: usize) -> usize {
+    (total / 5).clamp(CLEAR_BATCH.0, CLEAR_BATCH.1)
+}
+
+/// What `clear` removed (or, dry, would remove), and the disk space that
+/// frees as the size limit counts it (see `evict`): hit records, blobs,
+/// and database pages (freed for reuse by later entries: the file keeps
+/// its size).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleared {
+    /// The entries.
+    pub entries: u64,
+    /// Their output bytes (stdout plus stderr).
+    pub output_bytes: u64,
+    /// The disk space of their hit records.
+    pub record_bytes: u64,
+    /// The bytes of the blobs no entry references any more.
+    pub blob_bytes: u64,
+    /// The database pages freed, in bytes.
+    pub database_bytes: u64,
+}
+
+impl Cleared {
+    /// All the space freed.
+    pub fn freed_bytes(&self) -> u64 {
+        self.record_bytes + self.blob_bytes + self.database_bytes
+    }
+
+    fn add(&mut self, r: &Removed, database_bytes: u64) {
+        self.entries += r.entries;
+        self.output_bytes += r.bytes;
+        self.record_bytes += r.record_bytes;
+        self.blob_bytes += r.blob_bytes;
+        self.database_bytes += database_bytes;
+    }
+}
+
+/// The rowids of the entries matching `filter`, in order: read once, so
+/// that a filter no index serves is evaluated in one pass, not one per
+/// batch.
+pub fn matching(conn: &Connection, filter: &ClearFilter) -> Result<Vec<i64>, Error> {
+    let (clause, values) = filter.sql();
+    // Sorted here: ordered by rowid, SQLite would scan the table rather
+    // than an index that serves the filter (`last_used`'s covers it).
+    let mut stmt = conn.prepare(&format!("SELECT rowid FROM entries WHERE {clause}"))?;
+    let ids = stmt.query_map(rusqlite::params_from_iter(values), |r| r.get(0))?;
+    let mut ids: Vec<i64> = ids.collect::<rusqlite::Result<_>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The keys of the entries in `temp.batch` that match `clause`, into
+/// `temp.doomed`: a search by rowid for each (CROSS JOIN fixes the loop
+/// order: SQLite would rather scan an index that serves the filter).
+fn doomed_of_batch(clause: &str) -> String {
+    format!(
+        "INSERT OR IGNORE INTO temp.doomed (key)
+         SELECT entries.key FROM temp.batch b CROSS JOIN entries ON entries.rowid = b.id
+         WHERE {clause}"
+    )
+}
+
+/// Remove, in one write transaction, the entries among `ids` that still
+/// match `filter` (a row may have been used, or replaced, since they were
+/// read). Returns what went and the database bytes that freed; the caller
+/// removes the freed blob files once this has committed. With `dry_run`,
+/// nothing is deleted: the transaction is rolled back, and no record file
+/// is touched.
+pub fn clear_batch(
+    conn: &mut Connection,
+    records: &Records,
+    filter: &ClearFilter,
+    ids: &[i64],
+    dry_run: bool,
+) -> Result<(Removed, u64), Error> {
+    let (clause, values) = filter.sql();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let before = super::record_budget::database_bytes(&tx)?;
+    refs::reset_doomed(&tx)?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS batch (id INTEGER PRIMARY KEY);
+         DELETE FROM temp.batch;",
+    )?;
+    {
+        let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO temp.batch (id) VALUES (?1)")?;
+        for id in ids {
+            stmt.execute(params![id])?;
+        }
+    }
+    tx.execute(
+        &doomed_of_batch(&clause),
+        rusqlite::params_from_iter(values),
+    )?;
+    let removed = refs::delete_doomed_rows(&tx, (!dry_run).then_some(records))?;
+    let after = super::record_budget::database_bytes(&tx)?;
+    tx.execute("DELETE FROM temp.batch", [])?;
+    if !dry_run {
+        tx.commit()?;
+    }
+    Ok((removed, before.saturating_sub(after)))
+}
+
+/// The entries matching `filter`, removed (or with `dry_run`, counted) in
+/// batches ([`batch_size`]; one, dry); `removed` is called with each
+/// batch's deletion once it has committed, to remove the blob files it
+/// freed.
 pub fn clear(
     conn: &mut Connection,
     records: &Records,
     filter: &ClearFilter,
-) -> Result<Removed, Error> {
-    let (clause, values) = filter.sql();
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    refs::reset_doomed(&tx)?;
-    tx.execute(
-        &format!("INSERT INTO temp.doomed (key) SELECT key FROM entries WHERE {clause}"),
-        rusqlite::params_from_iter(values),
-    )?;
-    let removed = refs::delete_doomed(&tx, records)?;
-    tx.commit()?;
-    Ok(removed)
+    dry_run: bool,
+    mut removed: impl FnMut(&Connection, &Removed),
+) -> Result<Cleared, Error> {
+    let ids = matching(conn, filter)?;
+    let batch = if dry_run {
+        ids.len().max(1)
+    } else {
+        batch_size(ids.len())
+    };
+    let mut cleared = Cleared::default();
+    for chunk in ids.chunks(batch) {
+        let (r, db) = clear_batch(conn, records, filter, chunk, dry_run)?;
+        if !dry_run {
+            removed(conn, &r);
+        }
+        cleared.add(&r, db);
+    }
+    Ok(cleared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_clear_takes_about_five_batches() {
+        assert_eq!(batch_size(10), 20_000);
+        assert_eq!(batch_size(250_000), 50_000);
+        assert_eq!(batch_size(500_000), 100_000);
+        assert_eq!(batch_size(5_000_000), 100_000);
+    }
+
+    /// Each filter of `clear` finds a batch's doomed rows by rowid, never
+    /// by scanning the table or an index.
+    #[test]
+    fn a_batch_is_found_by_rowid_whatever_the_filter() {
+        let conn = Connection::open_in_memory().unwrap();
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).unwrap();
+        crate::store::schema::prepare(&tx).unwrap();
+        refs::reset_doomed(&tx).unwrap();
+        tx.execute_batch("CREATE TEMP TABLE batch (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let filters = [
+            ClearFilter::default(),
+            ClearFilter {
+                last_used_before_ms: Some(5),
+                failed: true,
+                ..ClearFilter::default()
+            },
+            ClearFilter {
+                argv_digest: Some(Digest([1; 32])),
+                display_prefix: Some("make".into()),
+                ..ClearFilter::default()
+            },
+        ];
+        for filter in filters {
+            let (clause, values) = filter.sql();
+            let sql = format!("EXPLAIN QUERY PLAN {}", doomed_of_batch(&clause));
+            let plan: Vec<String> = tx
+                .prepare(&sql)
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(values), |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(
+                plan,
+                [
+                    "SCAN b",
+                    "SEARCH entries USING INTEGER PRIMARY KEY (rowid=?)"
+                ],
+                "{filter:?}"
+            );
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub(crate) mod hitlog;
 pub(crate) mod inventory;
 pub(crate) mod locks;
 pub(crate) mod private;
+pub(crate) mod record_budget;
 pub(crate) mod recorded;
 pub mod records;
 pub(crate) mod refs;

@@ -5,7 +5,10 @@
 //! as much as the rest of a tiny hit together. After an entry is committed,
 //! its record is written to `records/ab/<key hex>`; a hit that finds the
 //! record replays from it, counts itself in the hit log (`hitlog`) and
-//! exits, and only a miss opens the database.
+//! exits, and only a miss opens the database. Records are a cache of the
+//! recently used entries within a budget (`record_budget`): an entry whose
+//! record was dropped is found through the database, which publishes it
+//! again.
 //!
 //! Invariants:
 //!
@@ -14,9 +17,12 @@
 //!   ([`Record::entry`] seals to the row's checksum). It is published only
 //!   after the entry committed, under the database's write lock, after
 //!   checking that the row is still the one it describes
-//!   (`SqliteStore::publish_record`). Every removal or replacement of an
-//!   entry deletes its record first, in the transaction that removes the
-//!   row (`refs::delete_entry`, `refs::delete_doomed`), and a database that
+//!   (`SqliteStore::publish_record`), and its row says it has one
+//!   (`entries.record`, committed before the record is named). Every
+//!   removal or replacement of an entry deletes its record first, in the
+//!   transaction that removes the row (`refs::delete_entry`, always;
+//!   `refs::delete_doomed`, for the rows that say they have one), as does
+//!   dropping a record to stay within the budget, and a database that
 //!   is created, rebuilt, upgraded, salvaged or reset takes every record
 //!   with it ([`Records::remove_all`]). A record missing is only a slower
 //!   hit.
@@ -42,7 +48,9 @@
 //! `synchronous = NORMAL` mode; a record published just before it may then
 //! outlive its row. It still holds a run recorded under exactly its key
 //! (never another command's or another input's result), so it is replayed;
-//! the next `clear` or re-record of the key removes it.
+//! the next re-record of the key removes it, or `clear --all` (a bulk
+//! `clear` deletes the records its rows name, and the lost transaction
+//! named none).
 
 use rustix::fs::{self as rfs, Mode, OFlags};
 use std::cell::RefCell;

@@ -271,7 +271,7 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(indexes, 4, "the key's own index and the three others");
+        assert_eq!(indexes, 5, "the key's own index and the four others");
         let corrupt: i64 = tx
             .query_row(
                 "SELECT SUM(value) FROM counters WHERE name = 'corrupt'",

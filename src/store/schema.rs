@@ -51,6 +51,11 @@ CREATE TABLE entries (
     -- How far the command read a regular file on its stdin: a replay leaves
     -- the file offset there.
     stdin_advance INTEGER NOT NULL DEFAULT 0,
+    -- The disk space its hit record takes (store::records), or NULL when it
+    -- has none: records are a cache of the recently used entries, within a
+    -- budget (store::record_budget). Set in the transaction that counts the
+    -- record, before the record is named; cleared in the one that deletes it.
+    record        INTEGER,
     -- Three streams, each a length, the digest of its bytes and the bytes
     -- themselves when small (*_inline), else NULL and a blob file named by
     -- the digest: stdout (out_*), stderr (err_*), and the order in which
@@ -82,6 +87,10 @@ CREATE INDEX entries_by_argv_digest ON entries (argv_digest, created);
 CREATE INDEX entries_by_last_used ON entries (last_used);
 -- list (newest first) and stats (oldest and newest).
 CREATE INDEX entries_by_created ON entries (created);
+-- The entries with a hit record, least recently used first: whose record
+-- goes when the records are over their budget (store::record_budget).
+CREATE INDEX entries_with_record ON entries (last_used, key, record)
+  WHERE record IS NOT NULL;
 
 -- The blob files, by digest, with the number of entry streams naming each:
 -- a blob whose count drops to zero is removed (see store::refs).
@@ -188,7 +197,22 @@ type Step = fn(&Transaction<'_>) -> Result<()>;
 
 /// The upgrades, in order: `STEPS[0]` takes a store at version 1 to version
 /// 2, and so on.
-const STEPS: &[Step] = &[to_version_2, to_version_3, to_version_4];
+const STEPS: &[Step] = &[to_version_2, to_version_3, to_version_4, to_version_5];
+
+/// Version 5 keeps hit records of the recently used entries only, within
+/// a budget (`store::record_budget`): `entries.record` says which entries
+/// have one. Its caller deletes every record on any upgrade, so that `NULL`
+/// (none) is true of every row. A memorun at version 4 would publish
+/// records without setting it (and never drop them): it refuses the store
+/// as too new.
+fn to_version_5(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE entries ADD COLUMN record INTEGER;
+         CREATE INDEX entries_with_record ON entries (last_used, key, record)
+           WHERE record IS NOT NULL;",
+    )?;
+    Ok(())
+}
 
 /// Version 4 changes no table: it marks a store whose entries may have hit
 /// records (`store::records`), files beside the database that a memorun
@@ -410,12 +434,12 @@ mod tests {
 
     #[test]
     fn a_new_store_is_created_at_the_current_version_from_the_schema() {
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         let conn = Connection::open_in_memory().unwrap();
         assert_eq!(found(&conn).unwrap(), Found::Empty);
         assert_eq!(prepared(&conn).unwrap(), Prepared::Created);
-        assert_eq!(header(&conn), (APPLICATION_ID, 4));
-        assert_eq!(found(&conn).unwrap(), Found::Store(4));
+        assert_eq!(header(&conn), (APPLICATION_ID, 5));
+        assert_eq!(found(&conn).unwrap(), Found::Store(5));
         // Exactly what the one constant declares, stored without comments.
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
@@ -493,8 +517,11 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         prepared(&conn).unwrap();
         // Back to version 1: no file_blobs.
-        conn.execute_batch("DROP TABLE file_blobs; DROP TABLE manifests; PRAGMA user_version = 1;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE file_blobs; DROP TABLE manifests; DROP INDEX entries_with_record;
+             ALTER TABLE entries DROP COLUMN record; PRAGMA user_version = 1;",
+        )
+        .unwrap();
         let entry = |k: u8| Entry {
             key: Digest([k; 32]),
             created_ms: 1_700_000_000_000,
@@ -569,6 +596,42 @@ mod tests {
             .query_row("SELECT refs FROM blobs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(refs, 2, "the removed entry's blob reference stayed");
+        let reference = Connection::open_in_memory().unwrap();
+        reference.execute_batch(SCHEMA).unwrap();
+        assert_eq!(tables(&conn), tables(&reference));
+    }
+
+    /// Version 4 to 5: the entries stay, none with a record (the caller
+    /// deletes every record on an upgrade), and the oldest with one are
+    /// found through the new index.
+    #[test]
+    fn version_4_stores_are_upgraded_with_no_entry_having_a_record() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepared(&conn).unwrap();
+        conn.execute_batch(
+            "DROP INDEX entries_with_record; ALTER TABLE entries DROP COLUMN record;
+             PRAGMA user_version = 4;
+             INSERT INTO entries (key, argv_digest, display, cwd, created, last_used,
+               duration_ms, exit_code, out_len, out_digest, err_len, err_digest,
+               order_len, order_digest, components)
+             VALUES (x'01', x'02', 'cmd', x'', 1, 1, 1, 0, 0, x'', 0, x'', 0, x'', '[]');",
+        )
+        .unwrap();
+        assert_eq!(prepared(&conn).unwrap(), Prepared::Upgraded(4));
+        assert_eq!(header(&conn), (APPLICATION_ID, SCHEMA_VERSION));
+        let record: Option<i64> = conn
+            .query_row("SELECT record FROM entries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(record, None);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT key, record FROM entries
+                 WHERE record IS NOT NULL ORDER BY last_used LIMIT 10",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("entries_with_record"), "{plan}");
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
         assert_eq!(tables(&conn), tables(&reference));
