@@ -28,7 +28,7 @@ use super::error::Error;
 use super::evict::{self, Limits};
 use super::inventory::{self, ClearFilter, Cleared, Listed, StoreStats};
 use super::record_budget;
-use super::records::{Pending, Record, Records};
+use super::records::{self, Pending, Record, Records};
 use super::refs;
 use super::schema::{self, Found, Prepared};
 use super::statcache::SqliteStatCache;
@@ -627,7 +627,7 @@ impl SqliteStore {
         if traced {
             return;
         }
-        let checks: Vec<_> = [&entry.stdout, &entry.stderr, &entry.order]
+        let digests: Vec<Digest> = [&entry.stdout, &entry.stderr, &entry.order]
             .into_iter()
             .filter(|s| s.inline.is_none() && s.len > 0)
             .map(|s| s.digest)
@@ -636,9 +636,19 @@ impl SqliteStore {
                     .into_iter()
                     .map(|(d, _)| d),
             )
-            .map(|d| (d, self.check_of(&d).ok().flatten()))
             .collect();
-        self.publish_record(Record::new(entry.clone(), manifest, checks));
+        // Too large for a record (thousands of output files): found
+        // through the database every time, so asking for its checks (a
+        // query per blob) would be wasted on every hit. A check takes the
+        // same room whether known or not.
+        let mut record = Record::new(entry.clone(), manifest, digests.iter().map(|d| (*d, None)));
+        if records::encode(&record).is_none() {
+            return;
+        }
+        for (d, check) in &mut record.checks {
+            *check = self.check_of(d).ok().flatten();
+        }
+        self.publish_record(record);
     }
 
     /// The fast check (XXH3-128) recorded for a blob, if any.
