@@ -500,6 +500,15 @@ bench_p4() {
 # one of 10,000 commands, created/last-used times spread over the last 12 h,
 # and (for --older-than) half of them last used 2 to 3 days ago. Their inline
 # stdout is the real row's ("hi\n"), with its digest and order stream.
+#
+# Hit records: what memorun would have left. With schema 5's
+# `entries.record` (src/store/record_budget.rs), records are a cache of the
+# most recently used entries within a budget (a quarter of the database
+# pages in use and blobs, at least 64 MiB, at most a quarter of the 5 GiB
+# limit): the newest rows get one, as many as fit, each counted in
+# `entries.record` and in the `record_bytes` counter. Without the column
+# (schema 4), every entry has one. Either way checked against the real
+# entry's own record, written by memorun.
 p5_populate() { # DB TOTAL_ENTRIES
     # Each row carries a checksum (BLAKE3, see Entry::checksum in
     # src/store/mod.rs): python3's blake3 module computes it.
@@ -543,6 +552,17 @@ def checksum(r):
     h.update(struct.pack("<Q", r["stdin_advance"]))
     return h.digest()
 
+def write_record(r):
+    """Publish r's hit record as memorun does; returns its disk space
+    (records::disk_usage)."""
+    path = record_path(r["key"])
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, record(r))
+    space = os.fstat(fd).st_blocks * 512
+    os.close(fd)
+    return space
+
 rng = random.Random(5)
 conn = sqlite3.connect(db)
 conn.row_factory = sqlite3.Row
@@ -551,12 +571,18 @@ assert len(real) == 1, f"expected 1 real entry, found {len(real)}"
 real = dict(real[0])
 assert checksum(real) == real["checksum"], "the checksum recipe differs from memorun's"
 assert open(record_path(real["key"]), "rb").read() == record(real), "the record recipe differs"
+budgeted = "record" in real  # schema 5: records within a budget
+if budgeted:
+    st = os.stat(record_path(real["key"]))
+    assert real["record"] == st.st_blocks * 512, "entries.record is not the record's disk space"
 cols = list(real)
 now = int(time.time() * 1000)
 hour, day = 3_600_000, 86_400_000
 n = total - 1
 commands = [os.urandom(32) for _ in range(10_000)]
+record_bytes = 0
 def rows():
+    global record_bytes
     for i in range(n):
         r = dict(real)
         g = i % len(commands)
@@ -572,29 +598,46 @@ def rows():
         r["duration_ms"] = rng.randrange(10, 60_000)
         r["hits"] = rng.randrange(0, 20)
         r["checksum"] = checksum(r)
-        # Its hit record too, as memorun would have published it: a store
-        # of 100,000 entries has 100,000 records to look among.
-        path = record_path(r["key"])
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        data = record(r)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.write(fd, data)
-        record_bytes[0] += os.fstat(fd).st_blocks * 512  # records::disk_usage
-        os.close(fd)
+        if budgeted:
+            r["record"] = None  # given below, to the newest that fit
+        else:
+            record_bytes += write_record(r)
         yield tuple(r[c] for c in cols)
-record_bytes = [0]
 with conn:
     conn.executemany(
         f"INSERT INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows())
+if budgeted:
+    # The budget as record_budget::current_budget computes it (5 GiB limit).
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    blobs = conn.execute("SELECT COALESCE(SUM(len), 0) FROM blobs").fetchone()[0]
+    budget = min(5 * 2**30 // 4, max(64 * 2**20, ((pages - free) * size + blobs) // 4))
+    have = conn.execute(
+        "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = 'record_bytes'").fetchone()[0]
+    fit = max(0, (budget - have) // 4096)
+    newest = conn.execute(
+        "SELECT * FROM entries WHERE record IS NULL ORDER BY last_used DESC LIMIT ?", (fit,)).fetchall()
+    with conn:
+        for r in newest:
+            if have + record_bytes + 4096 > budget:
+                break
+            space = write_record(dict(r))
+            record_bytes += space
+            conn.execute("UPDATE entries SET record = ? WHERE key = ?", (space, r["key"]))
+with conn:
     conn.execute(
         "INSERT INTO counters (name, shard, value) VALUES ('record_bytes', 0, ?)"
         " ON CONFLICT (name, shard) DO UPDATE SET value = value + excluded.value",
-        (record_bytes[0],))
+        (record_bytes,))
 count = conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
 old = conn.execute("SELECT COUNT(*) FROM entries WHERE last_used < ?", (now - day,)).fetchone()[0]
+withrec = count
+if budgeted:
+    withrec = conn.execute("SELECT COUNT(*) FROM entries WHERE record IS NOT NULL").fetchone()[0]
 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 conn.close()
-print(f"{count} entries, {old} last used more than a day ago")
+print(f"{count} entries, {old} last used more than a day ago, {withrec} with hit records")
 PY
 }
 
