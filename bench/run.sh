@@ -34,7 +34,8 @@
 # Environment:
 #   P5_ENTRIES=N           entries in P5's big store (default 100000; BENCHMARKS.md's
 #                          table is from P5_ENTRIES=1000000 bench/run.sh p5: about
-#                          25 minutes and 6 GB of disk in the temp dir)
+#                          8 minutes and 4 GB of disk in the temp dir; 40 minutes
+#                          and 15 GB with a hit record for every entry, schema 4)
 #   BENCH_RESULTS_DIR=DIR  also copy the hyperfine JSON and the RSS/P6 results there
 #   BENCH_DATA_DIR=DIR     where P4's 1 GiB of input files is made once and kept
 #                          (default ${XDG_CACHE_HOME:-$HOME/.cache}/memorun-bench-data)

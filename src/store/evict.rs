@@ -24,10 +24,13 @@ use super::refs::{self, Removed};
 use crate::base::temp;
 
 /// Most entries one invocation evicts. At a million entries, evicting 1,000
-/// made the miss that did it about 200 ms slower; 100 keep that stall
-/// within the 50 ms P5 allows (`bench/run.sh p5`). A store over its limit
-/// by many small entries takes more invocations to come back under it;
-/// each one that records a small entry still removes 100.
+/// made the miss that did it about 240 ms slower; 100, about 20 ms with
+/// hit records only for the recently used entries (so none to unlink for
+/// the least recently used) and about 70 ms on a loaded machine with a
+/// record for every entry: within or near the 50 ms P5 allows
+/// (`bench/run.sh p5`). A store over its limit by many small entries takes
+/// more invocations to come back under it; each one that records a small
+/// entry still removes 100.
 pub const MAX_EVICT: i64 = 100;
 
 /// How big the store may grow.
