@@ -116,6 +116,8 @@ Register-ArgumentCompleter -Native -CommandName 'memorun' -ScriptBlock {
             break
         }
         'memorun;list' {
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Only the N newest entries')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'Only the N newest entries')
             [CompletionResult]::new('--cache-dir', '--cache-dir', [CompletionResultType]::ParameterName, 'Where the store lives [env: MEMORUN_DIR]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print a JSON array instead of a table')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')

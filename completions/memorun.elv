@@ -110,6 +110,8 @@ set edit:completion:arg-completer[memorun] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
         }
         &'memorun;list'= {
+            cand -n 'Only the N newest entries'
+            cand --limit 'Only the N newest entries'
             cand --cache-dir 'Where the store lives [env: MEMORUN_DIR]'
             cand --json 'Print a JSON array instead of a table'
             cand -h 'Print help (see more with ''--help'')'

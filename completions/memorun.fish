@@ -92,6 +92,7 @@ complete -c memorun -n "__fish_memorun_using_subcommand stats" -l cache-dir -d '
 complete -c memorun -n "__fish_memorun_using_subcommand stats" -l json -d 'Print a JSON object instead of a table'
 complete -c memorun -n "__fish_memorun_using_subcommand stats" -l zero -d 'Reset the counters (the entries stay)'
 complete -c memorun -n "__fish_memorun_using_subcommand stats" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c memorun -n "__fish_memorun_using_subcommand list" -s n -l limit -d 'Only the N newest entries' -r
 complete -c memorun -n "__fish_memorun_using_subcommand list" -l cache-dir -d 'Where the store lives [env: MEMORUN_DIR]' -r -F
 complete -c memorun -n "__fish_memorun_using_subcommand list" -l json -d 'Print a JSON array instead of a table'
 complete -c memorun -n "__fish_memorun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -108,15 +108,24 @@ pub enum Sub {
     /// List the recorded entries, newest first
     ///
     /// One line per entry: short key, age, last use, duration, exit code,
-    /// output size, hits and the command. Example: `memorun list | head`.
+    /// output size, hits and the command. Rows are printed as they are
+    /// read, so the first come at once in a store of any size. Examples:
+    /// `memorun list -n 20`, `memorun list | grep make`.
     List {
         /// Print a JSON array instead of a table
         ///
         /// Each object has `key`, `created_ms`, `last_used_ms`,
-        /// `duration_ms`, `exit_code`, `output_bytes`, `hits` and `command`.
+        /// `duration_ms`, `exit_code`, `output_bytes`, `files`,
+        /// `file_bytes`, `traced_inputs`, `hits` and `command`.
         /// Example: `memorun list --json | jq -r '.[].command'`.
         #[arg(long)]
         json: bool,
+
+        /// Only the N newest entries
+        ///
+        /// Example: `memorun list -n 20`.
+        #[arg(short = 'n', long, value_name = "N", value_parser = parse_limit, allow_negative_numbers = true)]
+        limit: Option<u64>,
 
         /// Where the store is.
         #[command(flatten)]
@@ -193,6 +202,15 @@ pub enum Sub {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("'{s}' is not a duration like 90s, 10m, 1h30m or 2d ({e})"))
+}
+
+/// Parse `list --limit`: a whole number of entries, at least 1.
+pub fn parse_limit(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("'0' would show nothing: give 1 or more, or leave --limit out for all".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a number of entries like 20")),
+    }
 }
 
 // Where the store lives; shared by running and by the store subcommands.

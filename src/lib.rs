@@ -108,8 +108,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             )
             .map_err(Failure::Memorun)
         }
-        Some(Sub::List { json, store }) => {
-            commands::list::list(&CacheLocation::of(&store, &env), json).map_err(Failure::Memorun)
+        Some(Sub::List { json, limit, store }) => {
+            commands::list::list(&CacheLocation::of(&store, &env), json, limit)
+                .map_err(Failure::Memorun)
         }
         Some(Sub::Clear {
             older_than,

@@ -515,3 +515,61 @@ fn stats_zero_resets_the_time_saved_per_command() {
     assert_eq!(totals.0, 1);
     assert_eq!(d.count(), 1);
 }
+
+/// One invocation evicts at most 100 entries (`MAX_EVICT`), the least
+/// recently used: at a million entries, evicting 1,000 stalled the miss
+/// that did it by 200 ms.
+#[test]
+fn eviction_removes_at_most_a_hundred_entries_per_run_least_recently_used_first() {
+    let d = Dir::new();
+    d.run(["--", "echo", "first"]);
+    crate::util::copies(&d, 250);
+    // The entries left: copy i as Some(i), a recorded one as None.
+    let keys = |d: &Dir| -> Vec<Option<u64>> {
+        let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
+        let mut v: Vec<Option<u64>> = conn
+            .prepare("SELECT key FROM entries")
+            .unwrap()
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|k| {
+                let k = k.unwrap();
+                let copy = k[8..].iter().all(|&b| b == 0);
+                copy.then(|| u64::from_le_bytes(k[..8].try_into().unwrap()))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let run = |word: &str| {
+        let o = d
+            .memorun()
+            .env("MEMORUN_MAX_ENTRIES", "10")
+            .args(["--", "echo", word])
+            .output()
+            .unwrap();
+        assert_eq!((code(&o), stdout(&o)), (0, format!("{word}\n")));
+    };
+    // 252 entries, over the limit of 10: the 100 least recently used
+    // copies (used 151 to 250 s ago) go.
+    run("second");
+    let mut want = vec![None, None];
+    want.extend((1..=150).map(Some));
+    assert_eq!(keys(&d), want);
+    // And 100 more, then the rest down to 9 (90% of the limit), the entries
+    // just recorded among them.
+    run("third");
+    assert_eq!(keys(&d).len(), 53);
+    run("fourth");
+    assert_eq!(keys(&d).len(), 9);
+    let newest = json(&d, &["list", "--json"]);
+    let newest: Vec<&str> = newest
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|e| e["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(newest, ["echo fourth", "echo third", "echo second"]);
+    assert_eq!(json(&d, &["stats", "--json"])["evicted"], 100 + 100 + 45);
+}

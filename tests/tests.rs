@@ -17,6 +17,7 @@ mod key;
 mod key_control;
 mod layering;
 mod lifecycle;
+mod list;
 mod outputs;
 mod planted;
 mod recipes;

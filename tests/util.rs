@@ -323,3 +323,46 @@ pub fn make(d: &Dir, args: &[&str]) -> Output {
     );
     o
 }
+
+/// Add `n` copies of the store's one entry under new keys, each a second
+/// older than the one before, sealed with their own checksum: a store of
+/// `n + 1` entries without running memorun `n` times. Copy `i` has a key
+/// starting with `i` (64 bits, little-endian) and was used `i` s ago.
+pub fn copies(d: &Dir, n: usize) {
+    use memorun::store::Entries;
+    let conn = rusqlite::Connection::open(d.cache.join("memorun.db")).unwrap();
+    let key: Vec<u8> = conn
+        .query_row("SELECT key FROM entries", [], |r| r.get(0))
+        .unwrap();
+    let digest = memorun::key::Digest::from_slice(&key).unwrap();
+    let mut store = memorun::store::db::SqliteStore::open(&d.cache).unwrap();
+    let mut entry = store.lookup(&digest).unwrap().expect("an entry");
+    drop(store);
+    let others = "argv_digest, display, cwd, duration_ms, exit_code, hits, stdin_advance,
+        out_len, out_digest, err_len, err_digest, order_len, order_digest,
+        out_inline, err_inline, order_inline, outputs, components";
+    conn.execute_batch("BEGIN").unwrap();
+    let mut stmt = conn
+        .prepare(&format!(
+            "INSERT INTO entries (key, created, last_used, checksum, {others})
+             SELECT ?1, ?2, ?2, ?3, {others} FROM entries WHERE key = ?4"
+        ))
+        .unwrap();
+    let created = entry.created_ms;
+    for i in 1..=n {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        entry.key = memorun::key::Digest(k);
+        entry.created_ms = created - i as i64 * 1000;
+        let sum = entry.checksum();
+        stmt.execute(rusqlite::params![
+            &k[..],
+            entry.created_ms,
+            &sum.0[..],
+            &key
+        ])
+        .unwrap();
+    }
+    drop(stmt);
+    conn.execute_batch("COMMIT").unwrap();
+}

@@ -13,6 +13,7 @@
 //! inserted only after all of its blobs are in place, so no row points at a
 //! partial blob; the schema and its version are `schema`'s.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -700,6 +701,30 @@ impl SqliteStore {
             store.fold_hits()?;
             inventory::list(&store.conn, filter)
         })
+    }
+
+    /// Hand `each` the entries matching `filter`, newest first, as they are
+    /// read, until it breaks (see `inventory::list_each`). A damaged
+    /// database is salvaged and read again only while no row has gone to
+    /// `each`: after that, the error is returned.
+    pub(crate) fn list_each(
+        &mut self,
+        filter: &ClearFilter,
+        mut each: impl FnMut(Listed) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.or_salvage(|store| store.fold_hits())?;
+        let mut shown = false;
+        let first = inventory::list_each(&self.conn, filter, &mut |e| {
+            shown = true;
+            each(e)
+        });
+        match first {
+            Err(Error::Corrupt(e)) if !shown && repair::is_corrupt(&e) => {
+                self.salvage(None)?;
+                Ok(inventory::list_each(&self.conn, filter, &mut each)?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Remove the entries matching `filter` and their now unused blobs
