@@ -491,11 +491,6 @@ mod tests {
             );
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     /// `list --limit` at a million entries is as fast as at ten only while
     /// the rows come off the `created` index in order, never sorted first.
