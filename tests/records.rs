@@ -904,3 +904,48 @@ fn clear_says_the_space_it_freed_records_included() {
     assert_eq!(record_files(&d).len(), 0);
     assert_eq!(record_bytes(&d).0, 0);
 }
+
+/// The blobs' total that the size limit and the records' budget read after
+/// every write (kept by triggers, not summed: issue 28) stays the sum of
+/// the blobs through recording, replacing, evicting and clearing.
+#[test]
+fn the_blobs_total_follows_every_write() {
+    let d = Dir::new();
+    let check = |at: &str| {
+        let conn = rusqlite::Connection::open_with_flags(
+            d.cache.join("memorun.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let (kept, summed): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT bytes FROM blob_total), (SELECT COALESCE(SUM(len), 0) FROM blobs)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, summed, "{at}");
+        summed
+    };
+    // Outputs over the inline limit (64 KiB) go to blobs.
+    for i in 0..6 {
+        let script = format!("head -c {} /dev/zero | tr '\\0' {i}", 70_000 + i * 1000);
+        let o = d.run(["--", "sh", "-c", &script]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    assert!(check("recorded") >= 6 * 70_000);
+    let o = d.run(["--force", "--", "sh", "-c", "head -c 90000 /dev/zero | tr '\\0' 0"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    check("replaced");
+    let o = d
+        .memorun()
+        .env("MEMORUN_MAX_SIZE", "300KB")
+        .args(["--", "sh", "-c", "head -c 80000 /dev/zero | tr '\\0' x"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    check("evicted");
+    let o = d.run(["clear"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(check("cleared"), 0);
+}

@@ -54,7 +54,7 @@ impl Default for Limits {
 /// Bytes of blobs plus database pages in use plus hit records plus the
 /// temp files in `tmp_dir`: what [`Limits::max_bytes`] bounds.
 fn usage(conn: &Connection, tmp_dir: &Path) -> rusqlite::Result<u64> {
-    let blobs: i64 = conn.query_row("SELECT COALESCE(SUM(len), 0) FROM blobs", [], |r| r.get(0))?;
+    let blobs = super::record_budget::blob_bytes(conn)? as i64;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;

@@ -163,8 +163,7 @@ pub fn stats(
     s.entries = entries.max(0) as u64;
     s.oldest_ms = oldest;
     s.newest_ms = newest;
-    let blob_bytes: i64 =
-        conn.query_row("SELECT COALESCE(SUM(len), 0) FROM blobs", [], |r| r.get(0))?;
+    let blob_bytes = super::record_budget::blob_bytes(conn)? as i64;
     let db = cache_dir.join("memorun.db");
     s.temp = temp::usage(tmp_dir);
     // The hit records, by the space they take (see `records`).

@@ -225,6 +225,12 @@ pub fn salvage(tx: &Transaction<'_>, drop: Option<&Digest>) -> Result<Vec<Digest
         .filter_map(|d| d.ok().and_then(|d| Digest::from_slice(&d)))
         .collect();
     tx.execute("DELETE FROM blobs WHERE refs <= 0", [])?;
+    // The triggers kept the total through the deletions; a damaged store
+    // may have had it wrong before them.
+    tx.execute(
+        "UPDATE blob_total SET bytes = (SELECT COALESCE(SUM(len), 0) FROM blobs)",
+        [],
+    )?;
     counters::bump(tx, &[(Counter::Corrupt, lost)])?;
     Ok(freed)
 }

@@ -20,6 +20,28 @@ use anyhow::Result;
 use super::error::Error;
 use rusqlite::{Connection, Transaction};
 
+/// The statements of `blob_total` and its triggers: part of [`SCHEMA`],
+/// and what [`to_version_6`] adds to an older store.
+macro_rules! blob_total {
+    () => {
+        "CREATE TABLE blob_total (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    bytes INTEGER NOT NULL
+);
+INSERT INTO blob_total (id, bytes) SELECT 0, COALESCE(SUM(len), 0) FROM blobs;
+CREATE TRIGGER blob_total_insert AFTER INSERT ON blobs BEGIN
+    UPDATE blob_total SET bytes = bytes + NEW.len;
+END;
+CREATE TRIGGER blob_total_delete AFTER DELETE ON blobs BEGIN
+    UPDATE blob_total SET bytes = bytes - OLD.len;
+END;
+CREATE TRIGGER blob_total_update AFTER UPDATE OF len ON blobs BEGIN
+    UPDATE blob_total SET bytes = bytes - OLD.len + NEW.len;
+END;
+"
+    };
+}
+
 /// Every table and index of a store, as a new one is created. The
 /// digests are 32-byte BLAKE3 digests; times are milliseconds since the
 /// Unix epoch unless the column says otherwise.
@@ -27,7 +49,8 @@ use rusqlite::{Connection, Transaction};
 /// To change it: change this, add the step that brings a store at the
 /// previous version here to `STEPS` (which bumps [`SCHEMA_VERSION`]), and
 /// test that step on a store of the previous version.
-pub const SCHEMA: &str = "
+pub const SCHEMA: &str = concat!(
+    "
 -- One row per recorded run, under its key. An ordinary (rowid) table, with
 -- the large columns last: a lookup reads the key's index, then the row only
 -- up to the columns it asks for (SQLite follows a row's overflow pages from
@@ -103,7 +126,12 @@ CREATE TABLE blobs (
     xxh3   BLOB
 ) WITHOUT ROWID;
 
--- The blobs that an entry's output files are stored in (see outputs::files),
+-- The bytes of all blobs, kept by triggers in every write to blobs, so that
+-- the size limit and the records' budget are checked after every write
+-- without summing a table of a million blobs (tens of ms).
+",
+    blob_total!(),
+    "-- The blobs that an entry's output files are stored in (see outputs::files),
 -- each once per entry: counted in blobs.refs like the streams' blobs.
 CREATE TABLE file_blobs (
     key    BLOB NOT NULL,
@@ -181,7 +209,8 @@ CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value
 ) WITHOUT ROWID;
-";
+"
+);
 
 /// `PRAGMA application_id` of every store memorun creates: "mRun". A store
 /// without it was made by a development version, or by something else.
@@ -197,7 +226,22 @@ type Step = fn(&Transaction<'_>) -> Result<()>;
 
 /// The upgrades, in order: `STEPS[0]` takes a store at version 1 to version
 /// 2, and so on.
-const STEPS: &[Step] = &[to_version_2, to_version_3, to_version_4, to_version_5];
+const STEPS: &[Step] = &[
+    to_version_2,
+    to_version_3,
+    to_version_4,
+    to_version_5,
+    to_version_6,
+];
+
+/// Version 6 keeps the blobs' total size in `blob_total`, by triggers,
+/// instead of summing `blobs` after every write. A memorun at version 5
+/// would write blobs through the same triggers (they are in the database)
+/// but is refused the store as too new all the same, as every older one.
+fn to_version_6(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(blob_total!())?;
+    Ok(())
+}
 
 /// Version 5 keeps hit records of the recently used entries only, within
 /// a budget (`store::record_budget`): `entries.record` says which entries
@@ -434,12 +478,12 @@ mod tests {
 
     #[test]
     fn a_new_store_is_created_at_the_current_version_from_the_schema() {
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
         let conn = Connection::open_in_memory().unwrap();
         assert_eq!(found(&conn).unwrap(), Found::Empty);
         assert_eq!(prepared(&conn).unwrap(), Prepared::Created);
-        assert_eq!(header(&conn), (APPLICATION_ID, 5));
-        assert_eq!(found(&conn).unwrap(), Found::Store(5));
+        assert_eq!(header(&conn), (APPLICATION_ID, 6));
+        assert_eq!(found(&conn).unwrap(), Found::Store(6));
         // Exactly what the one constant declares, stored without comments.
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
@@ -519,7 +563,9 @@ mod tests {
         // Back to version 1: no file_blobs.
         conn.execute_batch(
             "DROP TABLE file_blobs; DROP TABLE manifests; DROP INDEX entries_with_record;
-             ALTER TABLE entries DROP COLUMN record; PRAGMA user_version = 1;",
+             ALTER TABLE entries DROP COLUMN record; PRAGMA user_version = 1;
+             DROP TRIGGER blob_total_insert; DROP TRIGGER blob_total_delete;
+             DROP TRIGGER blob_total_update; DROP TABLE blob_total;",
         )
         .unwrap();
         let entry = |k: u8| Entry {
@@ -610,6 +656,8 @@ mod tests {
         prepared(&conn).unwrap();
         conn.execute_batch(
             "DROP INDEX entries_with_record; ALTER TABLE entries DROP COLUMN record;
+             DROP TRIGGER blob_total_insert; DROP TRIGGER blob_total_delete;
+             DROP TRIGGER blob_total_update; DROP TABLE blob_total;
              PRAGMA user_version = 4;
              INSERT INTO entries (key, argv_digest, display, cwd, created, last_used,
                duration_ms, exit_code, out_len, out_digest, err_len, err_digest,
@@ -632,6 +680,53 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("entries_with_record"), "{plan}");
+        let reference = Connection::open_in_memory().unwrap();
+        reference.execute_batch(SCHEMA).unwrap();
+        assert_eq!(tables(&conn), tables(&reference));
+    }
+
+    /// Version 6: the blobs' total, summed once when upgrading, then kept
+    /// by the triggers through every insert, delete and change of a blob.
+    #[test]
+    fn version_5_stores_are_upgraded_with_the_blobs_total_kept_by_triggers() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepared(&conn).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER blob_total_insert; DROP TRIGGER blob_total_delete;
+             DROP TRIGGER blob_total_update; DROP TABLE blob_total;
+             PRAGMA user_version = 5;
+             INSERT INTO blobs (digest, len, refs) VALUES (x'01', 100, 1), (x'02', 20, 2);",
+        )
+        .unwrap();
+        assert_eq!(prepared(&conn).unwrap(), Prepared::Upgraded(5));
+        let total = |conn: &Connection| -> (i64, i64) {
+            conn.query_row(
+                "SELECT (SELECT bytes FROM blob_total), (SELECT COALESCE(SUM(len), 0) FROM blobs)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+        };
+        assert_eq!(total(&conn), (120, 120));
+        conn.execute_batch(
+            "INSERT INTO blobs (digest, len, refs) VALUES (x'03', 7, 1);
+             UPDATE blobs SET refs = refs - 1 WHERE digest = x'02';
+             DELETE FROM blobs WHERE digest = x'01';
+             UPDATE blobs SET len = 30 WHERE digest = x'02';",
+        )
+        .unwrap();
+        assert_eq!(total(&conn), (37, 37));
+        // A new store starts at nothing, and its triggers count too.
+        let fresh = Connection::open_in_memory().unwrap();
+        prepared(&fresh).unwrap();
+        assert_eq!(total(&fresh), (0, 0));
+        fresh
+            .execute(
+                "INSERT INTO blobs (digest, len, refs) VALUES (x'09', 5, 1)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(total(&fresh), (5, 5));
         let reference = Connection::open_in_memory().unwrap();
         reference.execute_batch(SCHEMA).unwrap();
         assert_eq!(tables(&conn), tables(&reference));
