@@ -934,7 +934,13 @@ fn the_blobs_total_follows_every_write() {
         assert_eq!(code(&o), 0, "{}", stderr(&o));
     }
     assert!(check("recorded") >= 6 * 70_000);
-    let o = d.run(["--force", "--", "sh", "-c", "head -c 90000 /dev/zero | tr '\\0' 0"]);
+    let o = d.run([
+        "--force",
+        "--",
+        "sh",
+        "-c",
+        "head -c 90000 /dev/zero | tr '\\0' 0",
+    ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     check("replaced");
     let o = d
