@@ -54,20 +54,12 @@ impl Default for Limits {
 /// Bytes of blobs plus database pages in use plus hit records plus the
 /// temp files in `tmp_dir`: what [`Limits::max_bytes`] bounds.
 fn usage(conn: &Connection, tmp_dir: &Path) -> rusqlite::Result<u64> {
-    let blobs = super::record_budget::blob_bytes(conn)? as i64;
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    // The hit records, which repeat what a row holds inline.
-    let records: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = ?1",
-        params![Counter::RecordBytes.name()],
-        |r| r.get(0),
-    )?;
+    use super::record_budget::{blob_bytes, database_bytes, record_bytes};
     // Temp files count too: output being recorded, and any orphan a
-    // sweep could not take yet, are disk the cache uses.
+    // sweep could not take yet, are disk the cache uses. The hit records
+    // repeat what a row holds inline, and count as well.
     let temp = temp::usage(tmp_dir).bytes;
-    Ok((blobs + (pages - free).max(0) * size + records.max(0)).max(0) as u64 + temp)
+    Ok(blob_bytes(conn)? + database_bytes(conn)? + record_bytes(conn)? + temp)
 }
 
 /// If the store is over `limits`, evict least recently used entries until
